@@ -1,0 +1,146 @@
+"""Frozen, validated dialogue definitions: what a YAML dialogue file becomes once loaded.
+
+Texts are English source strings (gettext msgids); the adapter translates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+# The consent purposes of the notice (BRIEF.md): separate, specific, withdrawable.
+CONSENT_PURPOSES: tuple[str, ...] = ("feedback", "panel_invitations", "updates", "quotes")
+
+# The 12 probation regions of England and Wales, by stable slug.
+REGION_SLUGS: tuple[str, ...] = (
+    "north-east",
+    "north-west",
+    "greater-manchester",
+    "yorkshire-humber",
+    "wales",
+    "west-midlands",
+    "east-midlands",
+    "east-of-england",
+    "london",
+    "kent-surrey-sussex",
+    "south-west",
+    "south-central",
+)
+
+# The id of the automatic "I don't understand" button on states that have an `explain` text.
+EXPLAIN_BUTTON_ID = "explain"
+EXPLAIN_BUTTON_LABEL = "I don't understand"
+
+
+@dataclass(frozen=True)
+class GrantConsent:
+    """Record a consent decision for one purpose."""
+
+    purpose: str
+    granted: bool
+
+
+@dataclass(frozen=True)
+class SetRegion:
+    """Bind the person to a probation region."""
+
+    region: str
+
+
+@dataclass(frozen=True)
+class WithdrawAllConsents:
+    """Withdraw every consent and stop all messages."""
+
+
+@dataclass(frozen=True)
+class StoreAnswer:
+    """Store the free-text answer of the current state under a key."""
+
+    key: str
+
+
+EffectSpec = GrantConsent | SetRegion | WithdrawAllConsents | StoreAnswer
+
+
+@dataclass(frozen=True)
+class Button:
+    """One inline button of a state: a stable id, a label and where it leads."""
+
+    id: str
+    label: str
+    to: str | None  # None: stay in the same state (re-ask)
+    effects: tuple[EffectSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """A state that accepts free text, with a length cap."""
+
+    max_length: int
+    to: str
+    effects: tuple[EffectSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class State:
+    """One step of a dialogue: what the bot says and how the person can answer."""
+
+    name: str
+    line: int
+    say: str
+    buttons: tuple[Button, ...] = ()
+    columns: int = 1
+    explain: str | None = None
+    text: TextInput | None = None
+    end: bool = False
+
+    def button(self, button_id: str) -> Button | None:
+        """The button with this id, including the automatic "I don't understand"."""
+        for candidate in self.all_buttons():
+            if candidate.id == button_id:
+                return candidate
+        return None
+
+    def all_buttons(self) -> tuple[Button, ...]:
+        """The buttons shown to the person: the state's own, then "I don't understand"."""
+        if self.explain is None:
+            return self.buttons
+        return (*self.buttons, Button(EXPLAIN_BUTTON_ID, EXPLAIN_BUTTON_LABEL, None))
+
+
+@dataclass(frozen=True)
+class Command:
+    """A slash command that works in every state of the dialogues that see it."""
+
+    name: str
+    line: int
+    say: str | None = None
+    start: str | None = None  # start this dialogue, then return to where the person was
+    effects: tuple[EffectSpec, ...] = ()
+    end_all: bool = False  # end every dialogue in progress (e.g. /stop)
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    """A whole dialogue: states reachable from `start`, plus its own commands."""
+
+    id: str
+    schema_version: int
+    source: str
+    start: str | None
+    states: Mapping[str, State]
+    commands: Mapping[str, Command] = field(default_factory=lambda: MappingProxyType({}))
+    messages: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def button_token(dialogue_id: str, state: str, button_id: str) -> str:
+    """The opaque callback_data for a button: short, stable across restarts, never raw state.
+
+    Telegram caps callback_data at 64 bytes; 16 hex characters of a hash keep it short and
+    let the engine tell a current button from an old or forged one.
+    """
+    digest = hashlib.blake2b(f"{dialogue_id}/{state}/{button_id}".encode(), digest_size=8)
+    return "b" + digest.hexdigest()

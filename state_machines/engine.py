@@ -1,0 +1,294 @@
+"""The dialogue engine: `step(session, event)` returns the next session and the effects.
+
+Pure and synchronous. One `transitions.Machine` is built per dialogue definition and used to
+step a throwaway stepper object per event, so no model per person is kept in memory
+(transitions' `add_model` grows quadratically with many models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
+
+from transitions import Machine
+
+from state_machines.definition import (
+    EXPLAIN_BUTTON_ID,
+    Command,
+    Dialogue,
+    State,
+    WithdrawAllConsents,
+    button_token,
+)
+from state_machines.events import (
+    Apply,
+    ButtonPressed,
+    ButtonView,
+    CommandSent,
+    ConfirmChoice,
+    DialogueEnded,
+    Effect,
+    Event,
+    Say,
+    Started,
+    TextSent,
+    UnsupportedSent,
+)
+from state_machines.session import Place, Session
+
+# Messages the engine itself needs; they live in the common dialogue file as data.
+REQUIRED_MESSAGES = (
+    "already_started",
+    "welcome_back",
+    "code_not_recognised",
+    "old_button",
+    "use_buttons",
+    "too_long",
+    "unsupported_content",
+    "unknown_command",
+    "nothing_in_progress",
+    "lost_place",
+)
+
+
+class EngineError(Exception):
+    """The set of dialogues does not fit together (e.g. a command starts a missing dialogue)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of one event: the session to store and the effects to carry out."""
+
+    session: Session
+    effects: tuple[Effect, ...]
+
+
+@dataclass
+class _Stepper:
+    """The throwaway model a machine steps: just a state name."""
+
+    state: str
+
+
+@dataclass
+class _Out:
+    session: Session
+    effects: list[Effect] = field(default_factory=list)
+
+    def say(self, text: str, **params: str) -> None:
+        self.effects.append(Say(text, params=MappingProxyType(params)))
+
+
+class Engine:
+    """Steps sessions through a fixed set of dialogues."""
+
+    def __init__(self, dialogues: Mapping[str, Dialogue], *, entry: str = "onboarding",
+                 common: str = "common") -> None:
+        self.dialogues = MappingProxyType(dict(dialogues))
+        if entry not in dialogues or dialogues[entry].start is None:
+            raise EngineError(f"the entry dialogue '{entry}' is missing or has no states")
+        if common not in dialogues:
+            raise EngineError(f"the common dialogue '{common}' is missing")
+        self.entry = entry
+        self.common = dialogues[common]
+        missing = [m for m in REQUIRED_MESSAGES if m not in self.common.messages]
+        if missing:
+            raise EngineError(f"{self.common.source}: messages missing: {', '.join(missing)}")
+        self._check_commands()
+        self._machines = {d.id: _build_machine(d) for d in dialogues.values() if d.start}
+        self._buttons: dict[str, tuple[str, str, str]] = {}
+        for dialogue in dialogues.values():
+            for state in dialogue.states.values():
+                for button in state.all_buttons():
+                    token = button_token(dialogue.id, state.name, button.id)
+                    if token in self._buttons:
+                        raise EngineError(f"button token collision at {dialogue.id}/{state.name}")
+                    self._buttons[token] = (dialogue.id, state.name, button.id)
+
+    def _check_commands(self) -> None:
+        for dialogue in self.dialogues.values():
+            for command in dialogue.commands.values():
+                if command.start is not None and (
+                        command.start not in self.dialogues
+                        or self.dialogues[command.start].start is None):
+                    raise EngineError(f"{dialogue.source}:{command.line}: /{command.name}: "
+                                      f"starts '{command.start}', which has no states")
+
+    def message(self, key: str) -> str:
+        """A shared message of the common file, by key."""
+        return self.common.messages[key]
+
+    def step(self, session: Session, event: Event) -> Step:
+        """Apply one event to one session."""
+        out = _Out(self._normalise(session))
+        if out.session is not session and session.place is not None:
+            out.say(self.message("lost_place"))
+        if isinstance(event, Started):
+            self._on_start(out, event)
+        elif isinstance(event, ButtonPressed):
+            self._on_button(out, event)
+        elif isinstance(event, TextSent):
+            self._on_text(out, event)
+        elif isinstance(event, CommandSent):
+            self._on_command(out, event)
+        elif isinstance(event, UnsupportedSent):
+            self._reask(out, lead="unsupported_content")
+        return Step(out.session, tuple(out.effects))
+
+    def current_question(self, session: Session) -> Say | None:
+        """The question the person is being asked now, e.g. to re-ask it after /help."""
+        place = self._normalise(session).place
+        return None if place is None else self._question(place)
+
+    # --- event handlers ----------------------------------------------------------------
+    def _on_start(self, out: _Out, event: Started) -> None:
+        if event.payload and not event.payload_accepted:
+            out.say(self.message("code_not_recognised"))
+        if out.session.place is not None:
+            self._reask(out, lead="already_started")
+        elif self.entry in out.session.completed:
+            out.say(self.message("welcome_back"))
+        else:
+            self._enter(out, Place(self.entry, self._start_of(self.entry)))
+
+    def _on_button(self, out: _Out, event: ButtonPressed) -> None:
+        target = self._buttons.get(event.token)
+        place = out.session.place
+        if target is None or place is None or (place.dialogue, place.state) != target[:2]:
+            self._reask(out, lead="old_button")
+            return
+        state = self._state(place)
+        button = state.button(target[2])
+        assert button is not None  # tokens are only made for existing buttons
+        if button.id == EXPLAIN_BUTTON_ID:
+            out.effects.append(replace(self._question(place), text=state.explain or state.say))
+            return
+        stepper = _Stepper(place.state)
+        self._machines[place.dialogue].events[f"press_{button.id}"].trigger(stepper)
+        out.effects.append(ConfirmChoice(button.label))
+        out.effects.extend(Apply(effect) for effect in button.effects)
+        if button.to is None:
+            self._reask(out)
+        else:
+            self._enter(out, Place(place.dialogue, stepper.state))
+
+    def _on_text(self, out: _Out, event: TextSent) -> None:
+        place = out.session.place
+        if place is None:
+            out.say(self.message("nothing_in_progress"))
+            return
+        answer = self._state(place).text
+        if answer is None:
+            self._reask(out, lead="use_buttons")
+            return
+        if len(event.text) > answer.max_length:
+            self._reask(out, lead="too_long", max=str(answer.max_length))
+            return
+        stepper = _Stepper(place.state)
+        self._machines[place.dialogue].events["text"].trigger(stepper)
+        out.effects.extend(Apply(effect, event.text) for effect in answer.effects)
+        self._enter(out, Place(place.dialogue, stepper.state))
+
+    def _on_command(self, out: _Out, event: CommandSent) -> None:
+        command = self._command(out.session, event.name)
+        if command is None:
+            self._reask(out, lead="unknown_command")
+            return
+        out.effects.extend(Apply(effect) for effect in command.effects)
+        if command.end_all:
+            withdrew = any(isinstance(e, WithdrawAllConsents) for e in command.effects)
+            completed = frozenset() if withdrew else out.session.completed
+            out.session = Session(completed=completed)
+            if command.say:
+                out.say(command.say)
+            return
+        if command.say:
+            out.say(command.say)
+        if command.start is None:
+            self._reask(out)
+            return
+        place = out.session.place
+        if place is not None and place.dialogue == command.start:
+            self._reask(out)
+            return
+        resume = out.session.resume + ((place,) if place is not None else ())
+        out.session = replace(out.session, resume=resume)
+        self._enter(out, Place(command.start, self._start_of(command.start)))
+
+    # --- moving between states ---------------------------------------------------------
+    def _enter(self, out: _Out, place: Place) -> None:
+        state = self._state(place)
+        if not state.end:
+            out.session = out.session.at(place)
+            out.effects.append(self._question(place))
+            return
+        out.say(state.say)
+        out.effects.append(DialogueEnded(place.dialogue))
+        session = replace(out.session, completed=out.session.completed | {place.dialogue})
+        if session.resume:
+            out.session = replace(session, place=session.resume[-1], resume=session.resume[:-1])
+            self._reask(out)
+        else:
+            out.session = session.at(None)
+
+    def _reask(self, out: _Out, lead: str | None = None, **params: str) -> None:
+        place = out.session.place
+        if place is None:
+            if lead is not None:
+                out.say(self.message(lead), **params)
+            out.say(self.message("nothing_in_progress"))
+            return
+        question = self._question(place)
+        if lead is not None:
+            question = replace(question, lead=self.message(lead), params=MappingProxyType(params))
+        out.effects.append(question)
+
+    def _question(self, place: Place) -> Say:
+        state = self._state(place)
+        buttons = tuple(ButtonView(button_token(place.dialogue, state.name, b.id), b.label)
+                        for b in state.all_buttons())
+        return Say(state.say, buttons, state.columns)
+
+    # --- lookups -------------------------------------------------------------------------
+    def _normalise(self, session: Session) -> Session:
+        """Drop places that no longer exist (a dialogue edited under a person)."""
+        def known(place: Place) -> bool:
+            dialogue = self.dialogues.get(place.dialogue)
+            return dialogue is not None and place.state in dialogue.states
+        if (session.place is None or known(session.place)) and all(map(known, session.resume)):
+            return session
+        resume = tuple(p for p in session.resume if known(p))
+        place = session.place
+        if place is not None and not known(place):
+            dialogue = self.dialogues.get(place.dialogue)
+            place = Place(place.dialogue, dialogue.start) if dialogue and dialogue.start else None
+        return Session(place=place, resume=resume, completed=session.completed)
+
+    def _state(self, place: Place) -> State:
+        return self.dialogues[place.dialogue].states[place.state]
+
+    def _start_of(self, dialogue_id: str) -> str:
+        start = self.dialogues[dialogue_id].start
+        assert start is not None  # checked at construction
+        return start
+
+    def _command(self, session: Session, name: str) -> Command | None:
+        if session.place is not None:
+            own = self.dialogues[session.place.dialogue].commands.get(name)
+            if own is not None:
+                return own
+        return self.common.commands.get(name)
+
+
+def _build_machine(dialogue: Dialogue) -> Machine:
+    """One machine per dialogue: states and button/text triggers generated from the YAML."""
+    machine = Machine(model=None, states=list(dialogue.states), initial=dialogue.start,
+                      auto_transitions=False, ignore_invalid_triggers=False)
+    for state in dialogue.states.values():
+        for button in state.all_buttons():
+            # dest None is an internal transition: the person stays on this question.
+            machine.add_transition(f"press_{button.id}", state.name, button.to)
+        if state.text is not None:
+            machine.add_transition("text", state.name, state.text.to)
+    return machine

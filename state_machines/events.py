@@ -1,0 +1,98 @@
+"""What a person did (events in) and what the bot must do about it (effects out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from state_machines.definition import EffectSpec
+
+
+# --- events: the adapter turns each Telegram update into one of these -------------------
+@dataclass(frozen=True)
+class Started:
+    """`/start`, with the deep-link payload if there was one and whether it was redeemed."""
+
+    payload: str | None = None
+    payload_accepted: bool = False
+
+
+@dataclass(frozen=True)
+class ButtonPressed:
+    """An inline button was tapped; `token` is its callback_data."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class TextSent:
+    """A plain text message (not a command)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CommandSent:
+    """A slash command other than /start (or the word STOP, which means /stop)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class UnsupportedSent:
+    """A sticker, photo, voice note or anything else the bot cannot read."""
+
+    kind: str
+
+
+Event = Started | ButtonPressed | TextSent | CommandSent | UnsupportedSent
+
+
+# --- effects: what one step asks the outer layers to do --------------------------------
+@dataclass(frozen=True)
+class ButtonView:
+    """A button as shown: its opaque callback token and its (untranslated) label."""
+
+    token: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Say:
+    """Send a message. `text` is an English msgid; placeholders are filled by the adapter.
+
+    `lead` is an optional sentence shown first in the same message (e.g. "Please tap a
+    button."), so a correction and the re-asked question arrive as one message.
+    """
+
+    text: str
+    buttons: tuple[ButtonView, ...] = ()
+    columns: int = 1
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    lead: str | None = None
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Carry out a data effect (consent, region, answer) declared in the dialogue."""
+
+    effect: EffectSpec
+    value: str | None = None  # the free text, for StoreAnswer
+
+
+@dataclass(frozen=True)
+class ConfirmChoice:
+    """Mark the tapped question as answered (the adapter removes its buttons)."""
+
+    label: str
+
+
+@dataclass(frozen=True)
+class DialogueEnded:
+    """A dialogue reached an end state (for counting completions)."""
+
+    dialogue: str
+
+
+Effect = Say | Apply | ConfirmChoice | DialogueEnded
