@@ -226,14 +226,16 @@ def _states(checker: _Checker, node: yaml.Node | None) -> dict[str, State]:
     if node is None:
         return {}
     states: dict[str, State] = {}
+    key_lines = {key.value: key.start_mark.line + 1 for key, _ in getattr(node, "value", [])
+                 if isinstance(key, yaml.ScalarNode)}
     for name, state_node in checker.mapping(node, "states", set()).items():
         if not _NAME.match(name):
             checker.problem(state_node, name, "state names use a-z, 0-9 and _")
-        states[name] = _state(checker, name, state_node)
+        states[name] = _state(checker, name, state_node, key_lines[name])
     return states
 
 
-def _state(checker: _Checker, name: str, node: yaml.Node) -> State:
+def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
     fields = checker.mapping(node, name, _STATE_KEYS)
     say = checker.text(fields["say"], name) if "say" in fields else ""
     if "say" not in fields:
@@ -260,7 +262,7 @@ def _state(checker: _Checker, name: str, node: yaml.Node) -> State:
         checker.problem(node, name, "an end state takes no answer (no buttons, text or explain)")
     if not end and not buttons and text_input is None:
         checker.problem(node, name, "a state needs buttons, a text answer, or end: true")
-    return State(name=name, line=node.start_mark.line + 1, say=say, buttons=tuple(buttons),
+    return State(name=name, line=line, say=say, buttons=tuple(buttons),
                  columns=columns or 1, explain=explain, text=text_input, end=end)
 
 

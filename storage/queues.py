@@ -29,6 +29,7 @@ class OutgoingMessage:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    not_before: int
 
 
 @dataclass(frozen=True)
@@ -112,20 +113,15 @@ class Outbox:
         assert row is not None
         return int(row[0])
 
-    async def next_ready(self, now: int, limit: int) -> list[OutgoingMessage]:
-        """The most urgent messages that may go now: priority first, then oldest."""
+    async def most_urgent(self, limit: int) -> list[OutgoingMessage]:
+        """Pending messages, most urgent first: priority, then oldest. Includes those waiting
+        for a retry time, so the sender can keep each chat's messages in order."""
         async with self._conn.execute(
-                "SELECT id, chat_id, priority, kind, payload, attempts FROM outbox "
-                "WHERE status = 'pending' AND not_before <= ? ORDER BY priority, id LIMIT ?",
-                (now, limit)) as cursor:
+                "SELECT id, chat_id, priority, kind, payload, attempts, not_before FROM outbox "
+                "WHERE status = 'pending' ORDER BY priority, id LIMIT ?", (limit,)) as cursor:
             rows = await cursor.fetchall()
-        return [OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
-
-    async def next_due_time(self) -> int | None:
-        async with self._conn.execute(
-                "SELECT MIN(not_before) FROM outbox WHERE status = 'pending'") as cursor:
-            row = await cursor.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        return [OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6])
+                for r in rows]
 
     async def mark_sent(self, message_id: int, now: int, telegram_message_id: int | None) -> None:
         """Sent: the text is dropped, the Telegram message id kept (for later edits)."""
@@ -143,11 +139,13 @@ class Outbox:
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, sent_at = ?, "
             "last_error = ?, payload = NULL WHERE id = ?", (now, error, message_id))
 
-    async def cancel_chat(self, chat_id: int, reason: str) -> int:
-        """Cancel everything still pending for a chat (e.g. the person blocked the bot)."""
+    async def cancel_chat(self, chat_id: int, reason: str, min_priority: int = 0) -> int:
+        """Cancel what is still pending for a chat at `min_priority` or less urgent (e.g. all
+        of it when the person blocked the bot, broadcasts only when they said /stop)."""
         cursor = await self._conn.execute(
             "UPDATE outbox SET status = 'cancelled', last_error = ?, payload = NULL "
-            "WHERE chat_id = ? AND status = 'pending'", (reason, chat_id))
+            "WHERE chat_id = ? AND status = 'pending' AND priority >= ?",
+            (reason, chat_id, min_priority))
         return cursor.rowcount
 
     async def count(self, status: str = "pending", priority: int | None = None) -> int:

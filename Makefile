@@ -1,0 +1,49 @@
+# YouSaid. Two commands for a newcomer: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test check lint typecheck catalogs translations migrate clean
+
+run: $(INSTALLED) catalogs migrate
+	$(PY) -m bot run
+
+test: $(INSTALLED) catalogs
+	$(PY) -m ruff check .
+	$(PY) -m mypy --strict state_machines storage
+	$(PY) -m bot check
+	$(PY) -m pytest -q
+
+# The virtualenv, created if missing and refreshed when pyproject.toml changes.
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+# Compiled catalogs (.mo) are build output, made from the committed .po files.
+catalogs: $(INSTALLED)
+	$(VENV)/bin/pybabel compile --domain messages --directory locales --statistics
+
+# Extract texts from the dialogue YAML, update every catalog, compile.
+translations: $(INSTALLED)
+	$(VENV)/bin/pybabel extract -F babel.cfg -o locales/messages.pot --no-location \
+		--project YouSaid --copyright-holder YouSaid .
+	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --domain messages
+	$(MAKE) catalogs
+
+migrate: $(INSTALLED)
+	$(PY) -m bot migrate
+
+check: $(INSTALLED) catalogs
+	$(PY) -m bot check
+
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+
+typecheck: $(INSTALLED)
+	$(PY) -m mypy --strict state_machines storage
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,95 @@
+"""Command line: `python -m bot run | migrate | check | secrets-init`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from bot.catalog_check import check_catalogs
+from bot.dialogue_files import load_dialogues
+from bot.error_reporting import setup_logging, setup_sentry
+from bot.secrets_file import generate_secrets_file
+from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, load_settings
+from state_machines.engine import Engine, EngineError
+from state_machines.loader import DialogueError
+from storage.database import Database, MigrationError
+
+EXIT_PROBLEMS = 2
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=(
+        "YouSaid: feedback, panels and 'you said, we did' for people on probation."))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="run the bot (long polling)")
+    commands.add_parser("migrate", help="bring the database up to date")
+    check = commands.add_parser("check", help="validate dialogues and catalogs; exit 2 on errors")
+    check.add_argument("--dialogues", type=Path, help="dialogue folder (default: the shipped one)")
+    commands.add_parser("secrets-init", help="create the secrets file at SECRETS_PATH (once)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+        setup_logging(settings.log_level)
+        if args.command == "check":
+            return run_check(settings, args.dialogues)
+        if args.command == "migrate":
+            return asyncio.run(run_migrate(settings))
+        if args.command == "secrets-init":
+            return run_secrets_init(settings)
+        setup_sentry(settings.sentry_dsn, settings.environment)
+        from bot.runtime import run_until_signalled  # imports telegram: only when running
+        asyncio.run(run_until_signalled(settings))
+        return 0
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except (DialogueError, EngineError, MigrationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_check(settings: Settings, dialogues_dir: Path | None) -> int:
+    """Print every problem in the dialogues and catalogs; exit 2 when there is any."""
+    problems: list[str] = []
+    folder = dialogues_dir or settings.dialogues_dir
+    try:
+        Engine(load_dialogues(folder))
+    except DialogueError as exc:
+        problems.extend(str(p) for p in exc.problems)
+    except EngineError as exc:
+        problems.append(str(exc))
+    problems.extend(check_catalogs(settings.locales_dir, SHIPPED_LOCALES))
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"ok: dialogues in {folder} and catalogs for {', '.join(SHIPPED_LOCALES)}")
+    return 0
+
+
+async def run_migrate(settings: Settings) -> int:
+    db = await Database.open(settings.database_path)
+    try:
+        applied = await db.migrate()
+        version = await db.schema_version()
+    finally:
+        await db.close()
+    print(f"database at version {version}" + (f" (applied {', '.join(applied)})" if applied
+                                               else " (already up to date)"))
+    return 0
+
+
+def run_secrets_init(settings: Settings) -> int:
+    path = Path(settings.secrets_path)
+    if path.exists():
+        raise SettingsError("SECRETS_PATH", f"{path} already exists; it is never overwritten")
+    generate_secrets_file(path)
+    print(f"created {path} (mode 0600). Back it up: without it, stored data cannot be linked "
+          "to people or decrypted.")
+    return 0

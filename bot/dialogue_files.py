@@ -1,0 +1,29 @@
+"""Reading the dialogue files from disk (the engine layer itself does no I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from state_machines.definition import Dialogue
+from state_machines.loader import DialogueError, Problem, parse_dialogue
+
+
+def load_dialogues(directory: Path) -> dict[str, Dialogue]:
+    """Every *.yaml dialogue in `directory`; raises DialogueError listing every problem."""
+    dialogues: dict[str, Dialogue] = {}
+    problems: list[Problem] = []
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise DialogueError([Problem(str(directory), 1, "(folder)", "no dialogue files found")])
+    for path in files:
+        try:
+            dialogue = parse_dialogue(path.read_text("utf-8"), path.name)
+        except DialogueError as exc:
+            problems.extend(exc.problems)
+            continue
+        if dialogue.id in dialogues:
+            problems.append(Problem(path.name, 1, "(file)", f"id '{dialogue.id}' is used twice"))
+        dialogues[dialogue.id] = dialogue
+    if problems:
+        raise DialogueError(problems)
+    return dialogues

@@ -1,0 +1,72 @@
+"""Errors to Sentry (when SENTRY_DSN is set) and to the log, with personal data scrubbed.
+
+Sentry events never carry local variables, request bodies, user data or breadcrumbs'
+payloads; long digit runs (Telegram ids) and anything shaped like a bot token are masked in
+every string that is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import sentry_sdk
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"\d{3,20}:[A-Za-z0-9_-]{20,}")
+_LONG_NUMBER = re.compile(r"\d{5,}")
+# Loggers that echo request URLs (which carry the bot token) or payloads at INFO/DEBUG.
+_NOISY_LOGGERS = ("httpx", "httpcore", "aiosqlite", "telegram", "hpack", "aiohttp.access")
+
+
+def scrub_text(text: str) -> str:
+    return _LONG_NUMBER.sub("<number>", _TOKEN.sub("<token>", text))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sentry before_send: drop what may identify a person, mask what may remain."""
+    for key in ("request", "user", "extra", "contexts", "breadcrumbs"):
+        event.pop(key, None)
+    for exception in event.get("exception", {}).get("values", []):
+        for frame in exception.get("stacktrace", {}).get("frames", []):
+            frame.pop("vars", None)
+    return dict(_scrub(event))
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def setup_sentry(dsn: str | None, environment: str) -> bool:
+    if not dsn:
+        return False
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=environment,
+        send_default_pii=False,
+        include_local_variables=False,
+        max_request_body_size="never",
+        before_send=scrub_event,  # type: ignore[arg-type]
+        before_breadcrumb=lambda crumb, hint: {**crumb, "message": None, "data": None},
+    )
+    return True
+
+
+def report(error: BaseException) -> None:
+    """Send an error to Sentry (a no-op when Sentry is not configured)."""
+    sentry_sdk.capture_exception(error)

@@ -1,0 +1,111 @@
+"""Getting updates in without losing any: the inbox comes before the offset moves.
+
+python-telegram-bot's Updater confirms a batch on its next getUpdates call whether or not the
+handlers finished, so a `kill -9` could lose what was in flight. YouSaid polls itself instead:
+each batch is written to the inbox table in one durable transaction *before* the next
+getUpdates call confirms it, and every pending inbox row is handed to the Application again at
+start. Redeliveries are recognised by update id (ids are not monotonic after an idle spell).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from telegram import Update
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.ext import Application
+
+from bot.sender import _seconds
+from storage.clock import Clock
+from storage.database import Database
+from storage.queues import Inbox, Meta
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_S = 25
+_OFFSET_KEY = "get_updates_offset"
+
+
+class Ingest:
+    """Writes updates to the inbox, then hands them to the Application for handling."""
+
+    def __init__(self, db: Database, application: Application[Any, Any, Any, Any, Any, Any],
+                 clock: Clock, poll_timeout: int = POLL_TIMEOUT_S) -> None:
+        self._db = db
+        self._application = application
+        self._clock = clock
+        self._poll_timeout = poll_timeout
+        self._stopping = asyncio.Event()
+
+    async def store(self, raw_updates: Sequence[dict[str, Any]], offset: int | None = None) -> int:
+        """Durably record a batch (and the next offset, if polling); dispatch the new ones.
+        Returns how many were new."""
+        fresh: list[dict[str, Any]] = []
+        now = self._clock.now_ms()
+        async with self._db.transaction() as conn:
+            inbox = Inbox(conn)
+            for raw in raw_updates:
+                if await inbox.add(int(raw["update_id"]), raw, now):
+                    fresh.append(raw)
+            if offset is not None:
+                await Meta(conn).set(_OFFSET_KEY, str(offset))
+        for raw in fresh:
+            await self.dispatch(raw)
+        return len(fresh)
+
+    async def dispatch(self, raw: dict[str, Any]) -> None:
+        update = Update.de_json(raw, self._application.bot)
+        await self._application.update_queue.put(update)
+
+    async def redispatch_pending(self) -> int:
+        """At start: hand every update stored but not handled to the Application again."""
+        async with self._db.read() as conn:
+            pending = await Inbox(conn).pending()
+        for item in pending:
+            await self.dispatch(item.payload)
+        return len(pending)
+
+    async def poll(self) -> None:
+        """Long-poll getUpdates until stopped. A batch is confirmed (by the next call's
+        offset) only after it is in the inbox."""
+        async with self._db.read() as conn:
+            stored = await Meta(conn).get(_OFFSET_KEY)
+        offset = int(stored) if stored else None
+        failures = 0
+        bot = self._application.bot
+        while not self._stopping.is_set():
+            try:
+                updates = await bot.get_updates(
+                    offset=offset, timeout=self._poll_timeout, allowed_updates=Update.ALL_TYPES,
+                    read_timeout=self._poll_timeout + 10)
+            except RetryAfter as exc:
+                await self._pause(_seconds(exc.retry_after))
+                continue
+            except InvalidToken:
+                log.error("Telegram refused the bot token; polling stops")
+                raise
+            except (TimedOut, NetworkError, Conflict) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("getUpdates failed (%s); trying again in %.1f s",
+                            type(exc).__name__, delay)
+                await self._pause(delay)
+                continue
+            failures = 0
+            if not updates:
+                continue
+            raw = [u.to_dict() for u in updates]
+            offset = max(u.update_id for u in updates) + 1
+            await self.store(raw, offset)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass

@@ -1,0 +1,100 @@
+"""Jobs due at a time, kept in the database: reminders, nudges, digests, housekeeping.
+
+A job and what it does are committed in one transaction, so a restart neither loses a job
+nor runs it twice. The scheduler reads the application clock, so tests move time instead
+of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+
+from storage.clock import Clock
+from storage.database import Database
+from storage.queues import Inbox, Job, Schedules
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[[aiosqlite.Connection, Job, int], Awaitable[None]]
+
+HOUSEKEEPING = "housekeeping"
+_DAY_MS = 86_400_000
+# Telegram redelivers an unconfirmed update for 24 hours; keep handled ids a week to be safe.
+_INBOX_MEMORY_MS = 7 * _DAY_MS
+
+
+class Scheduler:
+    """Runs due jobs by kind; each kind has one handler."""
+
+    def __init__(self, db: Database, clock: Clock, max_sleep_s: float = 30.0) -> None:
+        self._db = db
+        self._clock = clock
+        self._handlers: dict[str, JobHandler] = {HOUSEKEEPING: housekeeping}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._max_sleep_s = max_sleep_s
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        self._handlers[kind] = handler
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def ensure_housekeeping(self) -> None:
+        """Make sure tomorrow's housekeeping is scheduled (idempotent by key)."""
+        now = self._clock.now_ms()
+        day = now // _DAY_MS
+        async with self._db.transaction() as conn:
+            await Schedules(conn).add(HOUSEKEEPING, f"{HOUSEKEEPING}:{day}", now, {}, now)
+
+    async def run_due(self) -> int:
+        """Run every job due now; returns how many ran."""
+        now = self._clock.now_ms()
+        async with self._db.read() as conn:
+            jobs = await Schedules(conn).due(now)
+        ran = 0
+        for job in jobs:
+            handler = self._handlers.get(job.kind)
+            try:
+                async with self._db.transaction() as conn:
+                    if handler is None:
+                        raise LookupError(f"no handler for job kind {job.kind!r}")
+                    await handler(conn, job, now)
+                    await Schedules(conn).mark_done(job.id, now)
+                ran += 1
+            except Exception:
+                log.exception("scheduled job %s (%s) failed", job.id, job.kind)
+                async with self._db.transaction() as conn:
+                    await Schedules(conn).record_failure(job.id, now + 60_000 * 2 ** job.attempts,
+                                                         give_up_after=5, now=now)
+        return ran
+
+    async def run(self) -> None:
+        while not self._stopping:
+            await self.run_due()
+            async with self._db.read() as conn:
+                next_due = await Schedules(conn).next_due_time()
+            sleep = self._max_sleep_s
+            if next_due is not None:
+                sleep = min(sleep, max(0.05, (next_due - self._clock.now_ms()) / 1000))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+
+async def housekeeping(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+    """Daily: forget old handled update ids, and schedule tomorrow's run."""
+    pruned = await Inbox(conn).prune(now - _INBOX_MEMORY_MS)
+    tomorrow = (now // _DAY_MS + 1) * _DAY_MS + 3 * 3_600_000  # 03:00 UTC, a quiet hour
+    await Schedules(conn).add(HOUSEKEEPING, f"{HOUSEKEEPING}:{tomorrow // _DAY_MS}", tomorrow,
+                              {}, now)
+    log.info("housekeeping: forgot %d old update ids", pruned)

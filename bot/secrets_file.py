@@ -1,0 +1,78 @@
+"""The secrets file: keys kept outside the database, so a copied database reveals nothing.
+
+It holds the keyed-hash key that turns Telegram ids into pseudonyms and the key for
+encrypting free text at rest. Generated on first run in development (with a warning);
+refused in production, where losing or replacing it silently would orphan every person.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.settings import SettingsError
+
+log = logging.getLogger(__name__)
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Secrets:
+    pseudonym_key: bytes
+    text_key: bytes
+
+    def pseudonym(self, telegram_user_id: int) -> str:
+        """The stable pseudonym of a Telegram user (HMAC-SHA256, 128 bits shown)."""
+        mac = hmac.new(self.pseudonym_key, f"telegram-user:{telegram_user_id}".encode(),
+                       hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+
+def generate_secrets_file(path: Path) -> Secrets:
+    """Write a new secrets file with mode 0600; refuse to overwrite one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = Secrets(secrets.token_bytes(32), secrets.token_bytes(32))
+    body = json.dumps({
+        "version": _FORMAT_VERSION,
+        "pseudonym_key": base64.b64encode(created.pseudonym_key).decode(),
+        "text_key": base64.urlsafe_b64encode(created.text_key).decode(),
+    }, indent=2)
+    # O_EXCL: never overwrite a key file, even if two processes start together.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(body + "\n")
+    return created
+
+
+def load_secrets(path_text: str, *, production: bool) -> Secrets:
+    """Read the secrets file, creating it in development; errors name SECRETS_PATH."""
+    path = Path(path_text)
+    if not path.exists():
+        if production:
+            raise SettingsError("SECRETS_PATH", f"no secrets file at {path}. In production it "
+                                "is never generated: restore it from backup, or create it once "
+                                "with: python -m bot secrets-init")
+        log.warning("No secrets file found: generated a new one (mode 0600). Back it up: "
+                    "without it, pseudonyms and encrypted text cannot be read.")
+        return generate_secrets_file(path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SettingsError("SECRETS_PATH", f"{path} is readable by others (mode {mode:o}); "
+                            f"run: chmod 600 {path}")
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        loaded = Secrets(base64.b64decode(data["pseudonym_key"]),
+                         base64.urlsafe_b64decode(data["text_key"]))
+    except (ValueError, KeyError, TypeError):
+        raise SettingsError("SECRETS_PATH", f"{path} is not a YouSaid secrets file") from None
+    if len(loaded.pseudonym_key) < 32 or len(loaded.text_key) != 32:
+        raise SettingsError("SECRETS_PATH", f"{path} holds keys of the wrong length")
+    return loaded

@@ -1,0 +1,109 @@
+"""Settings from environment variables, validated at start with a one-line error each."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_LOCALES = ("en",)
+_TOKEN = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,64}$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(Exception):
+    """One variable is wrong; the message names it and says what to do."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    bot_token: str | None
+    api_base_url: str
+    database_path: str
+    secrets_path: str
+    sentry_dsn: str | None
+    default_locale: str
+    timezone: str
+    environment: str
+    log_level: str
+    send_rate_per_second: float
+    dialogues_dir: Path
+    locales_dir: Path
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    def require_token(self) -> str:
+        if self.bot_token is None:
+            raise SettingsError(
+                "TELEGRAM_BOT_TOKEN", "not set. Ask @BotFather on Telegram for a bot token, "
+                "then run: export TELEGRAM_BOT_TOKEN='<token>'")
+        return self.bot_token
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Read and check every setting; raise SettingsError on the first bad one."""
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name, "").strip()
+        return value or default
+
+    token = get("TELEGRAM_BOT_TOKEN")
+    if token is not None and not _TOKEN.match(token):
+        raise SettingsError("TELEGRAM_BOT_TOKEN", "does not look like a bot token "
+                            "(digits, a colon, then letters and digits)")
+    base_url = get("TELEGRAM_API_BASE_URL", "https://api.telegram.org/bot") or ""
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError("TELEGRAM_API_BASE_URL", f"'{base_url}' is not an http(s) URL, "
+                            "e.g. https://api.telegram.org/bot")
+    dsn = get("SENTRY_DSN")
+    if dsn is not None and (urlparse(dsn).scheme not in ("http", "https")
+                            or not urlparse(dsn).username):
+        raise SettingsError("SENTRY_DSN", "is not a Sentry DSN (https://KEY@HOST/PROJECT)")
+    locale = get("DEFAULT_LOCALE", "en") or "en"
+    if locale not in SHIPPED_LOCALES:
+        raise SettingsError("DEFAULT_LOCALE", f"'{locale}' is not shipped; use one of "
+                            f"{', '.join(SHIPPED_LOCALES)}")
+    timezone = get("TIMEZONE", "Europe/London") or "Europe/London"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError("TIMEZONE", f"'{timezone}' is not a known time zone, "
+                            "e.g. Europe/London") from None
+    environment = get("YOUSAID_ENV", "development") or "development"
+    if environment not in ("development", "production"):
+        raise SettingsError("YOUSAID_ENV", "must be development or production")
+    log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in _LOG_LEVELS:
+        raise SettingsError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
+    rate_text = get("SEND_RATE_PER_SECOND", "28") or "28"
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        rate = 0.0
+    if not 0.1 <= rate <= 1000:
+        raise SettingsError("SEND_RATE_PER_SECOND", "must be a number from 0.1 to 1000 "
+                            "(Telegram allows about 30)")
+    return Settings(
+        bot_token=token,
+        api_base_url=base_url,
+        database_path=get("DATABASE_PATH", "./data/yousaid.db") or "",
+        secrets_path=get("SECRETS_PATH", "./data/secrets") or "",
+        sentry_dsn=dsn,
+        default_locale=locale,
+        timezone=timezone,
+        environment=environment,
+        log_level=log_level,
+        send_rate_per_second=rate,
+        dialogues_dir=Path(get("DIALOGUES_DIR", str(PROJECT_ROOT / "dialogues")) or ""),
+        locales_dir=Path(get("LOCALES_DIR", str(PROJECT_ROOT / "locales")) or ""),
+    )

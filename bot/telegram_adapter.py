@@ -1,0 +1,213 @@
+"""The Telegram adapter: python-telegram-bot handlers that turn updates into engine events.
+
+Thin on purpose: each handler answers what must be answered at once (callback queries),
+builds one event and passes it to the conversation service. Nothing here decides dialogue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Awaitable
+from typing import Any
+
+from telegram import Chat, ChatMember, Message, Update
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    BaseUpdateProcessor,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.conversation import ConversationService, Sender, TappedMessage
+from state_machines.events import (
+    ButtonPressed,
+    CommandSent,
+    Started,
+    TextSent,
+    UnsupportedSent,
+)
+
+log = logging.getLogger(__name__)
+
+# The word STOP on its own (any case, optional punctuation) means /stop; inside a sentence
+# ("please stop asking me about housing") it does not.
+_STOP_WORD = re.compile(r"^\s*stop\s*[.!]*\s*$", re.IGNORECASE)
+_PRIVATE = filters.ChatType.PRIVATE
+_MAX_INPUT_CHARS = 4096
+
+
+class PerChatUpdateProcessor(BaseUpdateProcessor):
+    """One update at a time per person, many people at once.
+
+    The per-chat lock is taken *before* a concurrency slot, so one person flooding the bot
+    queues behind their own lock instead of filling every slot and starving others."""
+
+    def __init__(self, max_concurrent_updates: int = 64) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiting: Counter[int] = Counter()
+        self._slots = asyncio.BoundedSemaphore(max_concurrent_updates)
+
+    async def process_update(self, update: object,
+                             coroutine: Awaitable[Any]) -> None:
+        key = _chat_key(update)
+        if key is None:
+            async with self._slots:
+                await coroutine
+            return
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] += 1
+        try:
+            async with lock, self._slots:
+                await coroutine
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+                del self._locks[key]
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        await coroutine  # process_update is overridden; kept for the abstract interface
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to tear down."""
+
+
+def _chat_key(update: object) -> int | None:
+    if not isinstance(update, Update):
+        return None
+    if update.effective_chat is not None:
+        return update.effective_chat.id
+    return update.effective_user.id if update.effective_user else None
+
+
+class TelegramAdapter:
+    """Registers the handlers on an Application and routes updates to the service."""
+
+    def __init__(self, service: ConversationService) -> None:
+        self._service = service
+
+    def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        not_private = filters.ChatType.GROUPS | filters.ChatType.CHANNEL
+        application.add_handlers([
+            ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
+            MessageHandler(filters.UpdateType.CHANNEL_POSTS, self.on_ignored),
+            MessageHandler(not_private & filters.UpdateType.MESSAGES, self.on_group_message),
+            CallbackQueryHandler(self.on_button),
+            MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
+            CommandHandler("start", self.on_start, filters=_PRIVATE),
+            MessageHandler(_PRIVATE & filters.COMMAND, self.on_command),
+            MessageHandler(_PRIVATE & filters.TEXT, self.on_text),
+            MessageHandler(_PRIVATE & filters.UpdateType.MESSAGE, self.on_unsupported),
+            TypeHandler(Update, self.on_ignored),
+        ])
+
+    async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/start, with or without a deep-link payload."""
+        payload = context.args[0] if context.args else None
+        # Enrolment codes arrive with the staff tools; until then no payload is redeemable.
+        await self._step(update, Started(payload=payload, payload_accepted=False))
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Any other slash command (/help, /privacy, /stop, ...)."""
+        text = update.effective_message.text if update.effective_message else ""
+        name = (text or "/").split()[0][1:].split("@")[0].lower()
+        await self._step(update, CommandSent(name))
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Plain text: STOP on its own means /stop; anything else is an answer."""
+        text = update.effective_message.text if update.effective_message else None
+        text = text or ""
+        if _STOP_WORD.match(text):
+            await self._step(update, CommandSent("stop"))
+        elif len(text) > _MAX_INPUT_CHARS:
+            await self._reply(update, "message_too_long")
+        else:
+            await self._step(update, TextSent(text))
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button tap: answer Telegram at once (it gives up after ~15 s), then step."""
+        query = update.callback_query
+        assert query is not None
+        try:
+            await query.answer()
+        except TelegramError as exc:
+            log.warning("could not answer a callback query (%s)", type(exc).__name__)
+        if query.message is None or query.message.chat.type != Chat.PRIVATE:
+            await self._service.ignore(update.update_id)
+            return
+        tapped = None
+        if isinstance(query.message, Message) and query.message.text:
+            tapped = TappedMessage(query.message.message_id, query.message.text)
+        await self._step(update, ButtonPressed(query.data or ""), tapped)
+
+    async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Stickers, photos, voice notes, locations...: a kind answer, then the question."""
+        message = update.effective_message
+        kind = _content_kind(message) if message else "unknown"
+        await self._step(update, UnsupportedSent(kind))
+
+    async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """An edited message: the original was already answered; say so kindly."""
+        await self._reply(update, "edited_message")
+
+    async def on_group_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """YouSaid works in private chats only: say so and leave the group."""
+        chat = update.effective_chat
+        assert chat is not None
+        await self._service.reply_with_message(update.update_id, chat.id, "private_only",
+                                               leave_chat=True)
+
+    async def on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The person blocked or unblocked the bot, or someone added it to a group."""
+        member = update.my_chat_member
+        assert member is not None
+        if member.chat.type != Chat.PRIVATE:
+            if member.new_chat_member.status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR):
+                await self._service.reply_with_message(update.update_id, member.chat.id,
+                                                       "private_only", leave_chat=True)
+            else:
+                await self._service.ignore(update.update_id)
+            return
+        blocked = member.new_chat_member.status in (ChatMember.BANNED, ChatMember.LEFT)
+        await self._service.set_reachable(update.update_id, member.chat.id, not blocked)
+
+    async def on_ignored(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Updates YouSaid has no use for (channel posts, polls...): marked handled."""
+        await self._service.ignore(update.update_id)
+
+    async def _step(self, update: Update, event: Any, tapped: TappedMessage | None = None) -> None:
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or chat is None or user.is_bot:
+            await self._service.ignore(update.update_id)
+            return
+        sender = Sender(user.id, chat.id, user.language_code)
+        await self._service.handle_event(update.update_id, sender, event, tapped)
+
+    async def _reply(self, update: Update, message_key: str) -> None:
+        chat, user = update.effective_chat, update.effective_user
+        if chat is None:
+            await self._service.ignore(update.update_id)
+            return
+        locale = user.language_code if user else None
+        await self._service.reply_with_message(update.update_id, chat.id, message_key, locale)
+
+
+def _content_kind(message: Message) -> str:
+    for kind in ("sticker", "photo", "voice", "video", "video_note", "audio", "document",
+                 "location", "contact", "animation", "poll", "dice"):
+        if getattr(message, kind, None):
+            return kind
+    return "other"

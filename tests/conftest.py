@@ -1,0 +1,28 @@
+"""Shared fixtures. Every person in these tests is invented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.dialogue_files import load_dialogues
+from bot.settings import PROJECT_ROOT
+from state_machines.engine import Engine
+
+DIALOGUES_DIR = PROJECT_ROOT / "dialogues"
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    return Engine(load_dialogues(DIALOGUES_DIR))
+
+
+@pytest.fixture()
+def dialogues_copy(tmp_path: Path) -> Path:
+    """A writable copy of the shipped dialogues, for tests that break one."""
+    target = tmp_path / "dialogues"
+    target.mkdir()
+    for source in DIALOGUES_DIR.glob("*.yaml"):
+        (target / source.name).write_text(source.read_text("utf-8"), "utf-8")
+    return target
