@@ -20,7 +20,7 @@ from bot.ingest import POLL_TIMEOUT_S, Ingest
 from bot.rendering import Catalogs
 from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
-from bot.sender import OutboxSender
+from bot.sender import ChatPacer, OutboxSender
 from bot.settings import SHIPPED_LOCALES, Settings
 from bot.telegram_adapter import PerChatUpdateProcessor, TelegramAdapter
 from state_machines.engine import Engine
@@ -46,7 +46,8 @@ class Runtime:
 
 
 async def build_runtime(settings: Settings, clock: Clock | None = None,
-                        poll_timeout: int = POLL_TIMEOUT_S) -> Runtime:
+                        poll_timeout: int = POLL_TIMEOUT_S,
+                        chat_pacer: ChatPacer | None = None) -> Runtime:
     """Everything `run` needs, checked before any message is handled."""
     token = settings.require_token()
     engine = Engine(load_dialogues(settings.dialogues_dir))
@@ -63,7 +64,8 @@ async def build_runtime(settings: Settings, clock: Clock | None = None,
         .connection_pool_size(16).pool_timeout(10).build()
     )
     catalogs = Catalogs(settings.locales_dir, SHIPPED_LOCALES)
-    sender = OutboxSender(db, application.bot, clock, settings.send_rate_per_second)
+    sender = OutboxSender(db, application.bot, clock, settings.send_rate_per_second,
+                          pacer=chat_pacer)
     service = ConversationService(db, engine, catalogs, secrets, clock, settings.default_locale,
                                   SHIPPED_LOCALES, sender.wake)
     TelegramAdapter(service).install(application)

@@ -1,0 +1,119 @@
+"""The queue of updates waiting for the bot (shared by getUpdates and webhook delivery)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._json import JsonDict
+from .notify import Notifier
+
+# Update types Telegram withholds unless explicitly listed in allowed_updates.
+_OPT_IN_TYPES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+
+
+@dataclass(slots=True)
+class PendingUpdate:
+    """An unconfirmed update; ``seq`` is unique even when tests reuse update ids."""
+
+    seq: int
+    update_id: int
+    payload: JsonDict
+    kind: str
+    order_key: str
+
+
+def update_kind(update: JsonDict) -> str:
+    """The update's type, i.e. its one field besides update_id."""
+    for key in update:
+        if key != "update_id":
+            return key
+    return "unknown"
+
+
+def _order_key(body: Any, seq: int) -> str:
+    # Webhook delivery keeps per-chat order; updates without a chat are independent.
+    if isinstance(body, dict):
+        for holder in (body, body.get("message")):
+            if isinstance(holder, dict) and isinstance(holder.get("chat"), dict):
+                return f"chat:{holder['chat'].get('id')}"
+        sender = body.get("from")
+        if isinstance(sender, dict):
+            return f"user:{sender.get('id')}"
+    return f"update:{seq}"
+
+
+class UpdateQueue:
+    """Unconfirmed updates in arrival order."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._pending: list[PendingUpdate] = []
+        self._next_id = 1
+        self._seq = 0
+        self.allowed_updates: list[str] | None = None
+
+    @property
+    def pending(self) -> list[PendingUpdate]:
+        """Snapshot of unconfirmed updates, oldest first."""
+        return list(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def push(self, update: JsonDict, update_id: int | None = None) -> int:
+        """Enqueue an update; returns its update_id.
+
+        Auto ids are monotonic and continue above any explicit id, like Telegram's.
+        Updates of types the bot did not allow are dropped, as Telegram does.
+        """
+        if update_id is None:
+            update_id = self._next_id
+        self._next_id = max(self._next_id, update_id + 1)
+        payload: JsonDict = {"update_id": update_id, **update}
+        kind = update_kind(payload)
+        if self.allows(kind):
+            self._seq += 1
+            body = payload.get(kind)
+            self._pending.append(
+                PendingUpdate(self._seq, update_id, payload, kind, _order_key(body, self._seq))
+            )
+            self._notifier.notify()
+        return update_id
+
+    def allows(self, kind: str) -> bool:
+        """Whether the current allowed_updates setting lets this type through."""
+        if self.allowed_updates:
+            return kind in self.allowed_updates
+        return kind not in _OPT_IN_TYPES
+
+    def set_allowed(self, allowed: object) -> None:
+        """Telegram keeps the previous setting when the parameter is absent; [] resets it."""
+        if isinstance(allowed, list):
+            self.allowed_updates = [str(kind) for kind in allowed] or None
+
+    def confirm_below(self, offset: int) -> None:
+        """getUpdates offset semantics: every update with update_id < offset is forgotten."""
+        kept = [entry for entry in self._pending if entry.update_id >= offset]
+        self._replace(kept)
+
+    def keep_last(self, count: int) -> None:
+        """Negative offsets: keep only the newest ``count`` updates."""
+        self._replace(self._pending[-count:] if count > 0 else [])
+
+    def take(self, limit: int) -> list[JsonDict]:
+        """The oldest ``limit`` updates, left in the queue until confirmed."""
+        return [entry.payload for entry in self._pending[:limit]]
+
+    def remove(self, entry: PendingUpdate) -> None:
+        """Confirm one update (webhook got a 2xx)."""
+        self._replace([other for other in self._pending if other.seq != entry.seq])
+
+    def clear(self) -> None:
+        """drop_pending_updates."""
+        self._replace([])
+
+    def _replace(self, kept: list[PendingUpdate]) -> None:
+        if len(kept) != len(self._pending):
+            self._pending = kept
+            self._notifier.notify()

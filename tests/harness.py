@@ -1,0 +1,127 @@
+"""End-to-end harness: the real bot (python-telegram-bot Application, storage, sender) against
+the project's local Bot API server on 127.0.0.1, driven the way a person would drive it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.local_api import FakePerson, LocalBotApi, SentMessage
+from bot.runtime import Runtime, build_runtime, start, stop
+from bot.secrets_file import load_secrets
+from bot.sender import ChatPacer
+from bot.settings import Settings, load_settings
+
+TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
+
+# Invented people only.
+ADA = FakePerson(user_id=700000001, first_name="Ada", language_code="en")
+BRAN = FakePerson(user_id=700000002, first_name="Bran", language_code="en")
+CERI = FakePerson(user_id=700000003, first_name="Ceri", language_code="en-GB")
+
+
+def settings_for(api: LocalBotApi, tmp_path: Path, **extra: str) -> Settings:
+    env = {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE_URL": api.base_url,
+        "DATABASE_PATH": str(tmp_path / "yousaid.db"),
+        "SECRETS_PATH": str(tmp_path / "secrets"),
+        "SEND_RATE_PER_SECOND": "200",
+        **extra,
+    }
+    return load_settings(env)
+
+
+@dataclass
+class Chat:
+    """A person talking to the bot through the local server."""
+
+    api: LocalBotApi
+    person: FakePerson
+
+    @property
+    def messages(self) -> list[SentMessage]:
+        return self.api.messages(self.person.chat_id)
+
+    async def expect(self, count: int, timeout: float = 10.0) -> SentMessage:
+        """Wait until the bot has sent `count` messages in all; return the newest."""
+        return (await self.api.wait_for_messages(self.person.chat_id, count, timeout))[-1]
+
+    async def say(self, text: str) -> SentMessage:
+        before = len(self.messages)
+        self.api.send_text(self.person, text)
+        return await self.expect(before + 1)
+
+    async def tap(self, label: str) -> SentMessage:
+        before = len(self.messages)
+        message, data = self.find_button(label)
+        self.api.press_button(self.person, message.message_id, data)
+        return await self.expect(before + 1)
+
+    def find_button(self, label: str) -> tuple[SentMessage, str]:
+        for message in reversed(self.messages):
+            for row in (message.reply_markup or {}).get("inline_keyboard", []):
+                for button in row:
+                    if button["text"] == label:
+                        return message, button["callback_data"]
+        raise AssertionError(f"no button {label!r} in the chat")
+
+
+class Records:
+    """Reads the bot's database directly (a second connection; WAL lets it read safely)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.secrets = load_secrets(settings.secrets_path, production=False)
+
+    def query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        with sqlite3.connect(self.settings.database_path, timeout=10) as conn:
+            return list(conn.execute(sql, args))
+
+    def pseudonym(self, person: FakePerson) -> str:
+        return self.secrets.pseudonym(person.user_id)
+
+    def consents(self, person: FakePerson) -> list[tuple[object, ...]]:
+        return self.query("SELECT purpose, granted, notice_version FROM consent_ledger "
+                          "WHERE pseudonym = ? ORDER BY id", self.pseudonym(person))
+
+    def current_consents(self, person: FakePerson) -> dict[str, bool]:
+        rows = self.query("SELECT purpose, granted FROM consent_ledger WHERE id IN (SELECT "
+                          "MAX(id) FROM consent_ledger WHERE pseudonym = ? GROUP BY purpose)",
+                          self.pseudonym(person))
+        return {str(p): bool(g) for p, g in rows}
+
+    def place(self, person: FakePerson) -> list[str] | None:
+        import json
+        rows = self.query("SELECT session FROM dialogue_sessions WHERE pseudonym = ?",
+                          self.pseudonym(person))
+        return json.loads(str(rows[0][0]))["place"] if rows else None
+
+
+# Tests tap faster than any person; the real per-chat pace is tested on its own.
+FAST_PACER = ChatPacer(burst=1000, window=1.0)
+
+
+@asynccontextmanager
+async def running_bot(api: LocalBotApi, tmp_path: Path, pacer: ChatPacer | None = FAST_PACER,
+                      **extra: str) -> AsyncIterator[Runtime]:
+    runtime = await build_runtime(settings_for(api, tmp_path, **extra), poll_timeout=1,
+                                  chat_pacer=pacer)
+    await start(runtime)
+    try:
+        yield runtime
+    finally:
+        await stop(runtime)
+
+
+async def onboard(chat: Chat, region: str = "London") -> None:
+    """The whole onboarding: notice, four consents (yes, yes, no, yes), region."""
+    await chat.say("/start")
+    await chat.tap("OK, go on")
+    for answer in ("Yes", "Yes", "No", "Yes"):
+        await chat.tap(answer)
+    done = await chat.tap(region)
+    assert "You are signed up" in done.text

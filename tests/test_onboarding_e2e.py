@@ -1,0 +1,169 @@
+"""Onboarding end to end: the real python-telegram-bot Application over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.local_api import LocalBotApi
+from tests.harness import ADA, BRAN, CERI, TOKEN, Chat, Records, onboard, running_bot, settings_for
+
+NOTICE = "2026-11-v1"
+
+
+@pytest.fixture()
+async def api() -> AsyncIterator[LocalBotApi]:
+    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
+        yield server
+
+
+@pytest.fixture()
+async def bot(api: LocalBotApi, tmp_path: Path) -> AsyncIterator[Records]:
+    async with running_bot(api, tmp_path):
+        yield Records(settings_for(api, tmp_path))
+
+
+async def test_onboarding_records_one_ledger_row_per_decision(api: LocalBotApi,
+                                                              bot: Records) -> None:
+    chat = Chat(api, ADA)
+    notice = await chat.say("/start")
+    assert "will not change your licence" in notice.text
+    assert "never see your answers" in notice.text and "116 123" in notice.text
+    await chat.tap("OK, go on")
+    # A tapped question is marked answered and loses its buttons (no stale taps).
+    answered = chat.messages[-2]
+    assert answered.reply_markup is None and "You chose: OK, go on" in answered.text
+    for answer in ("Yes", "Yes", "No", "Yes"):
+        await chat.tap(answer)
+    done = await chat.tap("Greater Manchester")
+    assert "What happens next" in done.text
+    assert bot.consents(ADA) == [("feedback", 1, NOTICE), ("panel_invitations", 1, NOTICE),
+                                 ("updates", 0, NOTICE), ("quotes", 1, NOTICE)]
+    assert bot.query("SELECT region, reachable FROM people") == [("greater-manchester", 1)]
+    # Only pseudonyms are stored: no name anywhere, chat id only where sending needs it.
+    assert bot.query("SELECT pseudonym FROM people")[0][0] == bot.pseudonym(ADA)
+    assert "Ada" not in Path(bot.settings.database_path).read_bytes().decode("latin-1")
+
+
+async def test_privacy_changes_one_consent_and_adds_a_row(api: LocalBotApi, bot: Records) -> None:
+    chat = Chat(api, ADA)
+    await onboard(chat)
+    overview = await chat.say("/privacy")
+    assert "Tell me what changed: no" in overview.text
+    await chat.tap("Tell me what changed")
+    after = await chat.tap("Yes")
+    assert "Tell me what changed: yes" in after.text
+    finished = await chat.tap("That is all")
+    assert "Your choices are saved" in finished.text
+    assert len(bot.consents(ADA)) == 5
+    assert bot.consents(ADA)[-1] == ("updates", 1, NOTICE)
+
+
+async def test_stop_command_and_bare_stop_withdraw_everything(api: LocalBotApi,
+                                                              bot: Records) -> None:
+    for person, word in ((ADA, "/stop"), (BRAN, "STOP"), (CERI, "  Stop! ")):
+        chat = Chat(api, person)
+        await onboard(chat)
+        reply = await chat.say(word)
+        assert "no more messages" in reply.text
+        assert bot.current_consents(person) == {"feedback": False, "panel_invitations": False,
+                                                "updates": False, "quotes": False}
+        assert bot.place(person) is None
+
+
+async def test_stop_inside_a_sentence_withdraws_nothing(api: LocalBotApi, bot: Records) -> None:
+    chat = Chat(api, ADA)
+    await onboard(chat)
+    rows_before = bot.consents(ADA)
+    reply = await chat.say("please stop asking me about housing")
+    assert "nothing to answer right now" in reply.text
+    assert bot.consents(ADA) == rows_before
+
+
+async def test_the_same_update_twice_has_the_effect_of_once(api: LocalBotApi,
+                                                            bot: Records) -> None:
+    chat = Chat(api, ADA)
+    await chat.say("/start")
+    await chat.tap("OK, go on")
+    message, data = chat.find_button("Yes")
+    update = {"update_id": 424242, "callback_query": {
+        "id": "dup-1", "chat_instance": "ci-1", "data": data,
+        "from": {"id": ADA.user_id, "is_bot": False, "first_name": "Ada"},
+        "message": {"message_id": message.message_id, "date": 1_790_000_000,
+                    "chat": {"id": ADA.chat_id, "type": "private", "first_name": "Ada"},
+                    "text": message.text}}}
+    api.send_update(dict(update))
+    api.send_update(dict(update))
+    await chat.expect(3)
+    await chat.say("/help")  # a later update proves the duplicate was seen and ignored
+    assert bot.consents(ADA) == [("feedback", 1, NOTICE)]
+    assert bot.query("SELECT COUNT(*) FROM inbox WHERE update_id = 424242") == [(1,)]
+    assert sum("Can we invite you" in m.text for m in chat.messages) == 1
+
+
+async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(api: LocalBotApi,
+                                                                     bot: Records) -> None:
+    chat = Chat(api, ADA)
+    await chat.say("/start")
+    await chat.tap("OK, go on")
+    assert "Please tap one of the buttons" in (await chat.say("yes")).text
+    before = len(chat.messages)
+    api.send_sticker(ADA)
+    assert "only read text" in (await chat.expect(before + 1)).text
+    api.send_photo(ADA)
+    api.send_voice(ADA)
+    assert "only read text" in (await chat.expect(before + 3)).text
+    old_message, old_data = chat.messages[0], "b" + "0" * 16
+    before = len(chat.messages)
+    api.press_button(ADA, old_message.message_id, old_data)
+    assert "older message" in (await chat.expect(before + 1)).text
+    assert "Here is where you were" in (await chat.say("/start")).text
+    assert "too long for me" in (await chat.say("x" * 5000)).text
+    assert "I do not know that command" in (await chat.say("/dance")).text
+    await chat.tap("Yes")  # and the dialogue carries on from the right step
+    assert bot.consents(ADA) == [("feedback", 1, NOTICE)]
+    assert bot.place(ADA) == ["onboarding", "consent_invitations"]
+
+
+async def test_unredeemable_start_code_is_explained_then_onboarding_goes_on(
+        api: LocalBotApi, bot: Records) -> None:
+    chat = Chat(api, ADA)
+    api.send_command(ADA, "start", "NOSUCHCODE123")
+    first, second = (await api.wait_for_messages(ADA.chat_id, 2))[:2]
+    assert "code I cannot use" in first.text and "ask you for your area" in first.text
+    assert "This is YouSaid" in second.text
+    await chat.tap("OK, go on")
+    for answer in ("No", "No", "No", "No"):
+        await chat.tap(answer)
+    assert "Which area" in chat.messages[-1].text
+
+
+async def test_group_chats_are_told_and_left(api: LocalBotApi, bot: Records) -> None:
+    api.send_group_message(ADA, chat_id=-100123, text="hello bot")
+    await api.wait_for_messages(-100123, 1)
+    await api.wait_for_calls("leaveChat", 1)
+    assert "only work in private chats" in api.messages(-100123)[0].text
+    assert -100123 in api.left_chats
+    assert bot.query("SELECT COUNT(*) FROM people") == [(0,)]
+
+
+async def test_blocking_marks_unreachable_and_writing_again_restores(api: LocalBotApi,
+                                                                     bot: Records) -> None:
+    chat = Chat(api, ADA)
+    await onboard(chat)
+    api.send_my_chat_member(ADA, status="kicked")
+    await api.wait_for_calls("getUpdates", len(api.calls("getUpdates")) + 2)
+    assert bot.query("SELECT reachable FROM people") == [(0,)]
+    api.send_my_chat_member(ADA, status="member")
+    await chat.say("/help")
+    assert bot.query("SELECT reachable FROM people") == [(1,)]
+
+
+async def test_an_edited_message_gets_a_kind_answer(api: LocalBotApi, bot: Records) -> None:
+    chat = Chat(api, ADA)
+    await chat.say("/start")
+    before = len(chat.messages)
+    api.send_edited_message(ADA, 1, "/start again")
+    assert "only read new messages" in (await chat.expect(before + 1)).text

@@ -1,0 +1,103 @@
+"""Settings and the secrets file: one clear line naming the variable, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.secrets_file import load_secrets
+from bot.settings import PROJECT_ROOT, SettingsError, load_settings
+
+TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
+
+
+def run_bot(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("TELEGRAM_BOT_TOKEN", "SENTRY_DSN", "YOUSAID_ENV")}
+    base.update({"DATABASE_PATH": str(tmp_path / "db.sqlite"),
+                 "SECRETS_PATH": str(tmp_path / "secrets")})
+    base.update(env)
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=PROJECT_ROOT, env=base,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("TIMEZONE", "Mars/Olympus", "not a known time zone"),
+    ("TELEGRAM_BOT_TOKEN", "not-a-token", "does not look like a bot token"),
+    ("TELEGRAM_API_BASE_URL", "ftp://example", "is not an http(s) URL"),
+    ("DEFAULT_LOCALE", "fr", "is not shipped"),
+    ("SENTRY_DSN", "nonsense", "is not a Sentry DSN"),
+    ("YOUSAID_ENV", "staging", "must be development or production"),
+    ("SEND_RATE_PER_SECOND", "lots", "must be a number"),
+])
+def test_bad_setting_gives_one_line_naming_it(variable: str, value: str, says: str,
+                                              tmp_path: Path) -> None:
+    result = run_bot(["run"], {variable: value}, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {variable}: ") and says in lines[0]
+
+
+def test_missing_token_says_what_to_set(tmp_path: Path) -> None:
+    result = run_bot(["run"], {}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: TELEGRAM_BOT_TOKEN: not set.")
+    assert "export TELEGRAM_BOT_TOKEN" in result.stderr
+
+
+def test_migrate_creates_the_database(tmp_path: Path) -> None:
+    result = run_bot(["migrate"], {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "database at version 1" in result.stdout
+    assert "already up to date" in run_bot(["migrate"], {}, tmp_path).stdout
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings.database_path == "./data/yousaid.db"
+    assert settings.secrets_path == "./data/secrets"
+    assert settings.timezone == "Europe/London"
+    assert settings.api_base_url == "https://api.telegram.org/bot"
+    assert settings.bot_token is None and settings.sentry_dsn is None
+    assert load_settings({"TELEGRAM_BOT_TOKEN": TOKEN}).require_token() == TOKEN
+
+
+def test_secrets_generated_private_with_a_warning(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "data" / "secrets"
+    created = load_secrets(str(path), production=False)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "generated a new one" in caplog.text
+    again = load_secrets(str(path), production=False)
+    assert again == created
+    assert created.pseudonym(700000001) == again.pseudonym(700000001)
+    assert created.pseudonym(700000001) != created.pseudonym(700000002)
+    assert "700000001" not in created.pseudonym(700000001)
+
+
+def test_secrets_refused_not_generated_in_production(tmp_path: Path) -> None:
+    path = tmp_path / "secrets"
+    with pytest.raises(SettingsError, match="^SECRETS_PATH: no secrets file"):
+        load_secrets(str(path), production=True)
+    assert not path.exists()
+    result = run_bot(["run"], {"YOUSAID_ENV": "production", "TELEGRAM_BOT_TOKEN": TOKEN},
+                     tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: SECRETS_PATH:")
+
+
+def test_secrets_readable_by_others_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "secrets"
+    load_secrets(str(path), production=False)
+    path.chmod(0o644)
+    with pytest.raises(SettingsError, match="chmod 600"):
+        load_secrets(str(path), production=False)
+    path.chmod(0o600)
+    path.write_text(json.dumps({"version": 1}))
+    with pytest.raises(SettingsError, match="not a YouSaid secrets file"):
+        load_secrets(str(path), production=False)

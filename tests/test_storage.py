@@ -1,0 +1,137 @@
+"""Storage on real SQLite files: migrations from empty, pragmas, the ledger, the queues."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.database import Database, Migration, MigrationError, bundled_migrations
+from storage.people import ConsentLedger, People, Sessions
+from storage.queues import (
+    PRIORITY_BROADCAST,
+    PRIORITY_REPLY,
+    PRIORITY_SAFEGUARDING,
+    Inbox,
+    Meta,
+    Outbox,
+    Schedules,
+)
+
+NOW = 1_790_000_000_000
+
+
+@pytest.fixture()
+async def db(tmp_path: Path) -> Database:
+    database = await Database.open(str(tmp_path / "test.db"))
+    await database.migrate()
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def test_every_migration_applies_from_empty(tmp_path: Path) -> None:
+    database = await Database.open(str(tmp_path / "fresh.db"))
+    applied = await database.migrate()
+    assert applied == [m.name for m in bundled_migrations()]
+    assert await database.schema_version() == len(applied)
+    assert await database.migrate() == []  # idempotent
+    assert await database.integrity_check() == "ok"
+    await database.close()
+
+
+async def test_durable_pragmas(db: Database) -> None:
+    async with db.read() as conn:
+        values = {}
+        for pragma in ("journal_mode", "synchronous", "secure_delete", "foreign_keys",
+                       "busy_timeout"):
+            async with conn.execute(f"PRAGMA {pragma}") as cursor:
+                values[pragma] = (await cursor.fetchone())[0]
+    assert values == {"journal_mode": "wal", "synchronous": 2, "secure_delete": 1,
+                      "foreign_keys": 1, "busy_timeout": 10_000}
+
+
+async def test_a_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None:
+    database = await Database.open(str(tmp_path / "broken.db"))
+    good = bundled_migrations()
+    bad = Migration(len(good) + 1, "9999_broken.sql",
+                    "CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;")
+    with pytest.raises(MigrationError, match="9999_broken.sql"):
+        await database.migrate([*good, bad])
+    assert await database.schema_version() == len(good)
+    async with database.read() as conn, conn.execute(
+            "SELECT name FROM sqlite_master WHERE name = 'half_done'") as cursor:
+        assert await cursor.fetchone() is None
+    await database.close()
+
+
+async def test_consent_ledger_is_append_only_and_current_is_latest(db: Database) -> None:
+    async with db.transaction() as conn:
+        await People(conn).touch("p-ada", 1001, "en", NOW)
+        ledger = ConsentLedger(conn)
+        await ledger.record("p-ada", "feedback", True, "v1", NOW)
+        await ledger.record("p-ada", "quotes", True, "v1", NOW)
+        await ledger.record("p-ada", "feedback", False, "v1", NOW + 1)
+        assert await ledger.current("p-ada") == {"feedback": False, "quotes": True}
+        assert await ledger.withdraw_all("p-ada", "v1", NOW + 2) == ["quotes"]
+        assert len(await ledger.history("p-ada")) == 4
+    for statement in ("UPDATE consent_ledger SET granted = 1",
+                      "DELETE FROM consent_ledger"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            async with db.transaction() as conn:
+                await conn.execute(statement)
+
+
+async def test_people_touch_makes_reachable_again(db: Database) -> None:
+    async with db.transaction() as conn:
+        people = People(conn)
+        await people.touch("p-bo", 2002, "en", NOW)
+        assert await people.set_reachable(2002, False, NOW) == "p-bo"
+        assert not (await people.get("p-bo")).reachable  # type: ignore[union-attr]
+        await people.touch("p-bo", 2002, "en", NOW + 1)
+        assert (await people.get("p-bo")).reachable  # type: ignore[union-attr]
+        await Sessions(conn).save("p-bo", "{}", NOW)
+        assert await Sessions(conn).load("p-bo") == "{}"
+
+
+async def test_inbox_recognises_redelivery_and_forgets_payloads(db: Database) -> None:
+    async with db.transaction() as conn:
+        inbox = Inbox(conn)
+        assert await inbox.add(500, {"update_id": 500}, NOW)
+        assert not await inbox.add(500, {"update_id": 500}, NOW)
+        assert await inbox.add(17, {"update_id": 17}, NOW)  # ids may jump backwards
+        assert [p.update_id for p in await inbox.pending()] == [500, 17]
+        await inbox.mark_handled(500, NOW)
+        assert await inbox.status(500) == "handled"
+        assert [p.update_id for p in await inbox.pending()] == [17]
+        async with conn.execute("SELECT payload FROM inbox WHERE update_id = 500") as cursor:
+            assert (await cursor.fetchone())[0] is None
+        assert await inbox.record_failure(17, NOW, give_up_after=2)
+        assert not await inbox.record_failure(17, NOW, give_up_after=2)
+        assert await inbox.status(17) == "failed"
+        assert await inbox.prune(NOW + 1) == 2
+
+
+async def test_outbox_orders_by_priority_then_age(db: Database) -> None:
+    async with db.transaction() as conn:
+        outbox = Outbox(conn)
+        broadcast = await outbox.enqueue(1, PRIORITY_BROADCAST, "message", {"text": "b"}, NOW)
+        reply = await outbox.enqueue(2, PRIORITY_REPLY, "message", {"text": "r"}, NOW)
+        urgent = await outbox.enqueue(3, PRIORITY_SAFEGUARDING, "message", {"text": "s"}, NOW)
+        assert [m.id for m in await outbox.most_urgent(10)] == [urgent, reply, broadcast]
+        await outbox.mark_sent(urgent, NOW, 77)
+        assert await outbox.cancel_chat(1, "stop", min_priority=PRIORITY_BROADCAST) == 1
+        assert [m.id for m in await outbox.most_urgent(10)] == [reply]
+
+
+async def test_schedules_are_idempotent_by_key(db: Database) -> None:
+    async with db.transaction() as conn:
+        schedules = Schedules(conn)
+        assert await schedules.add("nudge", "nudge:p-ada:1", NOW + 10, {}, NOW)
+        assert not await schedules.add("nudge", "nudge:p-ada:1", NOW + 99, {}, NOW)
+        assert await schedules.due(NOW) == []
+        (job,) = await schedules.due(NOW + 10)
+        await schedules.mark_done(job.id, NOW + 10)
+        assert await schedules.due(NOW + 100) == []
+        await Meta(conn).set("k", "v")
+        assert await Meta(conn).get("k") == "v"
