@@ -10,6 +10,7 @@ start. Redeliveries are recognised by update id (ids are not monotonic after an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,21 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
 _OFFSET_KEY = "get_updates_offset"
+
+
+# Names and usernames are never needed: drop them before anything is written to disk.
+_DROPPED_KEYS = frozenset({"last_name", "username", "bio", "phone_number", "vcard"})
+
+
+def minimise(value: Any) -> Any:
+    """A copy of a raw update without names, usernames or phone numbers (first_name is
+    required by the Bot API types, so it is blanked rather than dropped)."""
+    if isinstance(value, dict):
+        return {key: ("-" if key == "first_name" else minimise(item))
+                for key, item in value.items() if key not in _DROPPED_KEYS}
+    if isinstance(value, list):
+        return [minimise(item) for item in value]
+    return value
 
 
 class Ingest:
@@ -47,7 +63,7 @@ class Ingest:
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             inbox = Inbox(conn)
-            for raw in raw_updates:
+            for raw in map(minimise, raw_updates):
                 if await inbox.add(int(raw["update_id"]), raw, now):
                     fresh.append(raw)
             if offset is not None:
@@ -105,7 +121,5 @@ class Ingest:
         self._stopping.set()
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass

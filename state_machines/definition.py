@@ -6,9 +6,9 @@ Texts are English source strings (gettext msgids); the adapter translates them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 # The consent purposes of the notice (BRIEF.md): separate, specific, withdrawable.
 CONSENT_PURPOSES: tuple[str, ...] = ("feedback", "panel_invitations", "updates", "quotes")

@@ -7,9 +7,9 @@ step a throwaway stepper object per event, so no model per person is kept in mem
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
 
 from transitions import Machine
 

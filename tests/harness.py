@@ -46,9 +46,9 @@ class Chat:
     def messages(self) -> list[SentMessage]:
         return self.api.messages(self.person.chat_id)
 
-    async def expect(self, count: int, timeout: float = 10.0) -> SentMessage:
+    async def expect(self, count: int) -> SentMessage:
         """Wait until the bot has sent `count` messages in all; return the newest."""
-        return (await self.api.wait_for_messages(self.person.chat_id, count, timeout))[-1]
+        return (await self.api.wait_for_messages(self.person.chat_id, count, 10.0))[-1]
 
     async def say(self, text: str) -> SentMessage:
         before = len(self.messages)

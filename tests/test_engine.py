@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +29,7 @@ class Conversation:
     """Drives the engine like a person would: by tapping labels and typing."""
 
     engine: Engine
-    session: Session = Session()
+    session: Session = field(default_factory=Session)
     last: tuple[Say, ...] = ()
     applied: tuple[object, ...] = ()
 
@@ -47,7 +47,7 @@ class Conversation:
             for button in say.buttons:
                 if button.label == label:
                     return self.send(ButtonPressed(button.token))
-        raise AssertionError(f"no button {label!r} in {[b.label for s in self.last for b in s.buttons]}")
+        raise AssertionError(f"no button {label!r} in {self.buttons()}")
 
     def buttons(self) -> list[str]:
         return [b.label for s in self.last for b in s.buttons]
@@ -166,7 +166,7 @@ def test_stop_withdraws_everything_and_ends(engine: Engine) -> None:
 def test_finished_person_is_welcomed_back(engine: Engine) -> None:
     session = Session(completed=frozenset({"onboarding"}))
     step = engine.step(session, Started())
-    assert [e.text for e in step.effects if isinstance(e, Say)][0].startswith("Welcome back")
+    assert next(e.text for e in step.effects if isinstance(e, Say)).startswith("Welcome back")
 
 
 def test_unknown_command_and_unsupported_content(engine: Engine) -> None:

@@ -17,7 +17,8 @@ from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
 
 
-def run_bot(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_bot(args: list[str], env: dict[str, str],
+            tmp_path: Path) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()
             if k not in ("TELEGRAM_BOT_TOKEN", "SENTRY_DSN", "YOUSAID_ENV")}
     base.update({"DATABASE_PATH": str(tmp_path / "db.sqlite"),
@@ -83,7 +84,7 @@ def test_secrets_generated_private_with_a_warning(tmp_path: Path,
 
 def test_secrets_refused_not_generated_in_production(tmp_path: Path) -> None:
     path = tmp_path / "secrets"
-    with pytest.raises(SettingsError, match="^SECRETS_PATH: no secrets file"):
+    with pytest.raises(SettingsError, match=r"^SECRETS_PATH: no secrets file"):
         load_secrets(str(path), production=True)
     assert not path.exists()
     result = run_bot(["run"], {"YOUSAID_ENV": "production", "TELEGRAM_BOT_TOKEN": TOKEN},

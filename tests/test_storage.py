@@ -56,7 +56,7 @@ async def test_a_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None
     good = bundled_migrations()
     bad = Migration(len(good) + 1, "9999_broken.sql",
                     "CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;")
-    with pytest.raises(MigrationError, match="9999_broken.sql"):
+    with pytest.raises(MigrationError, match=r"9999_broken\.sql"):
         await database.migrate([*good, bad])
     assert await database.schema_version() == len(good)
     async with database.read() as conn, conn.execute(

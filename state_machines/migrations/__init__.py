@@ -9,7 +9,8 @@ a rewrite.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import yaml
 
@@ -31,9 +32,9 @@ def document_version(root: yaml.Node) -> int | None:
     if not isinstance(root, yaml.MappingNode):
         return None
     for key, value in root.value:
-        if isinstance(key, yaml.ScalarNode) and key.value == "schema_version":
-            if isinstance(value, yaml.ScalarNode) and value.value.isdigit():
-                return int(value.value)
+        if (isinstance(key, yaml.ScalarNode) and key.value == "schema_version"
+                and isinstance(value, yaml.ScalarNode) and value.value.isdigit()):
+            return int(value.value)
     return None
 
 

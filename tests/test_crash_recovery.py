@@ -1,0 +1,104 @@
+"""Kill -9 in the middle of handling: nothing acknowledged is lost, nothing happens twice.
+
+The bot runs as a real separate process (`python -m bot run`) against the local Bot API
+server in this test's process, so the server's records survive the kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.local_api import LocalBotApi
+from bot.settings import PROJECT_ROOT
+from tests.harness import ADA, TOKEN, Chat, Records, settings_for
+
+NOTICE = "2026-11-v1"
+
+
+class BotProcess:
+    """`python -m bot run` as a child process, with its log kept for failures."""
+
+    def __init__(self, api: LocalBotApi, tmp_path: Path) -> None:
+        self.api = api
+        self.env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN,
+                    "TELEGRAM_API_BASE_URL": api.base_url,
+                    "DATABASE_PATH": str(tmp_path / "yousaid.db"),
+                    "SECRETS_PATH": str(tmp_path / "secrets"), "LOG_LEVEL": "INFO"}
+        self.log_path = tmp_path / "bot.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        # deleteWebhook is the last call before polling starts (getUpdates long-polls, so
+        # it only finishes when an update arrives or the poll times out).
+        ready = len(self.api.calls("deleteWebhook"))
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "run", cwd=PROJECT_ROOT, env=self.env,
+                stdout=log, stderr=log)
+        await self.api.wait_for_calls("deleteWebhook", ready + 1, timeout=30)
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no clean-up runs
+        await self.process.wait()
+
+    async def terminate(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await asyncio.wait_for(self.process.wait(), timeout=20)
+
+
+@pytest.fixture()
+async def api() -> AsyncIterator[LocalBotApi]:
+    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
+        yield server
+
+
+@pytest.mark.parametrize("held_call", ["sendMessage", "answerCallbackQuery"])
+async def test_kill_mid_handling_takes_effect_exactly_once(api: LocalBotApi, tmp_path: Path,
+                                                           held_call: str) -> None:
+    """sendMessage: killed after the update was handled, while its reply was in flight.
+    answerCallbackQuery: killed at the start of handling, after getUpdates had already
+    confirmed the update to the server, so only the inbox still has it."""
+    bot = BotProcess(api, tmp_path)
+    chat = Chat(api, ADA)
+    try:
+        await bot.start()
+        await chat.say("/start")
+        await chat.tap("OK, go on")
+        hold = api.hold(held_call, chat_id=ADA.chat_id if held_call == "sendMessage" else None)
+        message, data = chat.find_button("Yes")
+        update_n = api.press_button(ADA, message.message_id, data)
+        await hold.wait(timeout=20)
+        await bot.kill()
+        hold.release(deliver=False)  # the connection died: Telegram never processed it
+        assert api.pending_update_count == 0  # the server forgot N: only our inbox has it
+
+        await bot.start()
+        question = await chat.expect(3)
+        assert "Can we invite you to panels" in question.text
+        records = Records(settings_for(api, tmp_path))
+        assert records.consents(ADA) == [("feedback", 1, NOTICE)]
+        assert records.place(ADA) == ["onboarding", "consent_invitations"]
+        assert records.query("SELECT status FROM inbox WHERE update_id = ?", update_n) == [
+            ("handled",)]
+        delivered = [m for m in chat.messages if "Can we invite you" in m.text]
+        assert len(delivered) == 1
+        assert any(c.outcome == "dropped" for c in api.calls(held_call))
+
+        for answer in ("No", "Yes", "No"):
+            await chat.tap(answer)
+        await chat.tap("Wales")
+        assert records.consents(ADA) == [
+            ("feedback", 1, NOTICE), ("panel_invitations", 0, NOTICE),
+            ("updates", 1, NOTICE), ("quotes", 0, NOTICE)]
+        assert records.query("PRAGMA integrity_check") == [("ok",)]
+    finally:
+        await bot.terminate()
+        if os.environ.get("CI"):
+            sys.stderr.write(bot.log_path.read_text() if bot.log_path.exists() else "")
