@@ -3,8 +3,10 @@ the project's local Bot API server on 127.0.0.1, driven the way a person would d
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +97,6 @@ class Records:
         return {str(p): bool(g) for p, g in rows}
 
     def place(self, person: FakePerson) -> list[str] | None:
-        import json
         rows = self.query("SELECT session FROM dialogue_sessions WHERE pseudonym = ?",
                           self.pseudonym(person))
         return json.loads(str(rows[0][0]))["place"] if rows else None
@@ -115,6 +116,13 @@ async def running_bot(api: LocalBotApi, tmp_path: Path, pacer: ChatPacer | None 
         yield runtime
     finally:
         await stop(runtime)
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait up to 10 s until `condition()` holds (for effects with no message to wait for)."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.02)
 
 
 async def onboard(chat: Chat, region: str = "London") -> None:

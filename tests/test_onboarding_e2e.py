@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 from bot.local_api import LocalBotApi
-from tests.harness import ADA, BRAN, CERI, TOKEN, Chat, Records, onboard, running_bot, settings_for
+from tests.harness import (
+    ADA,
+    BRAN,
+    CERI,
+    TOKEN,
+    Chat,
+    Records,
+    eventually,
+    onboard,
+    running_bot,
+    settings_for,
+)
 
 NOTICE = "2026-11-v1"
 
@@ -156,8 +167,7 @@ async def test_blocking_marks_unreachable_and_writing_again_restores(api: LocalB
     chat = Chat(api, ADA)
     await onboard(chat)
     api.send_my_chat_member(ADA, status="kicked")
-    await api.wait_for_calls("getUpdates", len(api.calls("getUpdates")) + 2)
-    assert bot.query("SELECT reachable FROM people") == [(0,)]
+    await eventually(lambda: bot.query("SELECT reachable FROM people") == [(0,)])
     api.send_my_chat_member(ADA, status="member")
     await chat.say("/help")
     assert bot.query("SELECT reachable FROM people") == [(1,)]

@@ -1,0 +1,117 @@
+"""The paced sender against the local Bot API server: priority, limits, 429, 403, errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.local_api import FakePerson, LocalBotApi
+from bot.runtime import Runtime
+from bot.sender import ChatPacer
+from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Outbox
+from tests.harness import ADA, TOKEN, Chat, Records, eventually, running_bot, settings_for
+
+COHORT = [FakePerson(user_id=710000000 + n, first_name=f"Person{n}") for n in range(1000)]
+
+
+@pytest.fixture()
+async def api() -> AsyncIterator[LocalBotApi]:
+    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot",
+                           enforce_limits=True) as server:
+        yield server
+
+
+async def queue(runtime: Runtime, people: list[FakePerson], priority: int,
+                text: str = "Panel news") -> None:
+    now = runtime.clock.now_ms()
+    async with runtime.db.transaction() as conn:
+        outbox = Outbox(conn)
+        for person in people:
+            await outbox.enqueue(person.chat_id, priority, "message", {"text": text}, now)
+    runtime.sender.wake()
+
+
+def delivered(api: LocalBotApi, text: str) -> int:
+    return sum(1 for c in api.calls("sendMessage")
+               if c.outcome == "ok" and c.params.get("text") == text)
+
+
+async def test_a_reply_jumps_a_thousand_queued_broadcasts(api: LocalBotApi,
+                                                          tmp_path: Path) -> None:
+    for person in COHORT:
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, SEND_RATE_PER_SECOND="30") as runtime:
+        await queue(runtime, COHORT, PRIORITY_BROADCAST)
+        await api.wait_for_calls("sendMessage", 20, timeout=10)
+        reply = await Chat(api, ADA).say("/start")
+        assert "This is YouSaid" in reply.text
+        sent_before_reply = delivered(api, "Panel news")
+        assert sent_before_reply < 200, sent_before_reply  # far ahead of the other 800+
+        async with runtime.db.read() as conn:
+            assert await Outbox(conn).count("pending", PRIORITY_BROADCAST) > 500
+    assert api.too_many_requests_count == 0
+
+
+async def test_pacing_stays_inside_telegrams_limits(api: LocalBotApi, tmp_path: Path) -> None:
+    """90 broadcasts to 90 people plus 6 replies to one person, at the real pace: the server
+    (which enforces 30/s overall and 3 per 3 s per chat) never has to say 429."""
+    for person in COHORT[:90]:
+        api.add_chat(person)
+    api.add_chat(ADA)
+    async with running_bot(api, tmp_path, pacer=ChatPacer(),
+                           SEND_RATE_PER_SECOND="28") as runtime:
+        started = time.monotonic()
+        await queue(runtime, [ADA] * 6, PRIORITY_REPLY, "Reply")
+        await queue(runtime, COHORT[:90], PRIORITY_BROADCAST)
+        await api.wait_for_messages(ADA.chat_id, 6, timeout=20)
+        await api.wait_for_calls("sendMessage", 96, timeout=20)
+        elapsed = time.monotonic() - started
+    assert api.too_many_requests_count == 0
+    assert delivered(api, "Panel news") == 90
+    assert elapsed >= 3.0  # 96 messages at 28/s cannot take less, nor 6 to one chat
+
+
+async def test_429_pauses_the_sender_and_loses_nothing(api: LocalBotApi, tmp_path: Path) -> None:
+    people = COHORT[:20]
+    for person in people:
+        api.add_chat(person)
+    api.fail_next("sendMessage", status=429, retry_after=1, times=1)
+    async with running_bot(api, tmp_path) as runtime:
+        started = time.monotonic()
+        await queue(runtime, people, PRIORITY_BROADCAST)
+        await api.wait_for_calls("sendMessage", 21, timeout=20)
+        elapsed = time.monotonic() - started
+    assert delivered(api, "Panel news") == 20
+    assert [m.text for p in people for m in api.messages(p.chat_id)] == ["Panel news"] * 20
+    assert elapsed >= 1.0  # it waited retry_after before going on
+
+
+async def test_403_marks_the_person_unreachable_and_cancels_their_queue(
+        api: LocalBotApi, tmp_path: Path) -> None:
+    chat = Chat(api, ADA)
+    async with running_bot(api, tmp_path) as runtime:
+        await chat.say("/start")
+        api.block(ADA.chat_id)
+        await queue(runtime, [ADA, ADA], PRIORITY_BROADCAST)
+        await api.wait_for_calls("sendMessage", 2, timeout=10)
+        records = Records(settings_for(api, tmp_path))
+        await eventually(lambda: records.query("SELECT reachable FROM people") == [(0,)])
+        assert records.query("SELECT status, COUNT(*) FROM outbox WHERE priority = 2 "
+                             "GROUP BY status") == [("cancelled", 2)]
+        api.unblock(ADA.chat_id)
+        await chat.say("/help")  # writing again makes them reachable
+        assert records.query("SELECT reachable FROM people") == [(1,)]
+
+
+async def test_server_errors_are_retried_until_delivered(api: LocalBotApi,
+                                                         tmp_path: Path) -> None:
+    api.add_chat(ADA)
+    api.fail_next("sendMessage", status=500, times=2)
+    async with running_bot(api, tmp_path) as runtime:
+        await queue(runtime, [ADA], PRIORITY_REPLY, "Still here")
+        await api.wait_for_messages(ADA.chat_id, 1, timeout=20)
+    assert delivered(api, "Still here") == 1
+    assert [c.status for c in api.calls("sendMessage")] == [500, 500, 200]
