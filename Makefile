@@ -11,6 +11,7 @@ run: $(INSTALLED) catalogs migrate
 
 test: $(INSTALLED) catalogs
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy --strict state_machines storage
 	$(PY) -m bot check
 	$(PY) -m pytest -q
@@ -41,6 +42,7 @@ check: $(INSTALLED) catalogs
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 typecheck: $(INSTALLED)
 	$(PY) -m mypy --strict state_machines storage

@@ -16,8 +16,9 @@ from state_machines.definition import EXPLAIN_BUTTON_LABEL
 _TEXT_KEYS = {"say", "explain", "label"}
 
 
-def extract_dialogue_yaml(fileobj: IO[bytes], keywords: Any, comment_tags: Any,
-                          options: Any) -> Iterator[tuple[int, str | None, str, list[str]]]:
+def extract_dialogue_yaml(
+    fileobj: IO[bytes], keywords: Any, comment_tags: Any, options: Any
+) -> Iterator[tuple[int, str | None, str, list[str]]]:
     root = yaml.compose(fileobj.read().decode("utf-8"), Loader=yaml.SafeLoader)
     if root is None:
         return
@@ -25,15 +26,17 @@ def extract_dialogue_yaml(fileobj: IO[bytes], keywords: Any, comment_tags: Any,
     yield from _walk(root, parent_key=None)
 
 
-def _walk(node: yaml.Node, parent_key: str | None) -> Iterator[tuple[int, str | None, str,
-                                                                     list[str]]]:
+def _walk(
+    node: yaml.Node, parent_key: str | None
+) -> Iterator[tuple[int, str | None, str, list[str]]]:
     if isinstance(node, yaml.MappingNode):
         for key_node, value in node.value:
             key = key_node.value
             if key == "settings":
                 continue
-            if isinstance(value, yaml.ScalarNode) and (key in _TEXT_KEYS
-                                                       or parent_key == "messages"):
+            if isinstance(value, yaml.ScalarNode) and (
+                key in _TEXT_KEYS or parent_key == "messages"
+            ):
                 yield value.start_mark.line + 1, None, str(value.value).strip(), [str(key)]
             else:
                 yield from _walk(value, key)

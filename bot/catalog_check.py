@@ -29,6 +29,8 @@ def check_catalogs(locales_dir: Path, locales: tuple[str, ...]) -> list[str]:
             translation = message.string if isinstance(message.string, str) else ""
             if placeholders(str(message.id)) != placeholders(translation):
                 line = message.lineno or 1
-                problems.append(f"{path}:{line}: placeholders differ from the source text "
-                                f"{sorted(placeholders(str(message.id)))}")
+                problems.append(
+                    f"{path}:{line}: placeholders differ from the source text "
+                    f"{sorted(placeholders(str(message.id)))}"
+                )
     return problems

@@ -21,8 +21,10 @@ EXIT_PROBLEMS = 2
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot", description=(
-        "YouSaid: feedback, panels and 'you said, we did' for people on probation."))
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description=("YouSaid: feedback, panels and 'you said, we did' for people on probation."),
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", help="run the bot (long polling)")
     commands.add_parser("migrate", help="bring the database up to date")
@@ -41,6 +43,7 @@ def main(argv: list[str]) -> int:
             return run_secrets_init(settings)
         setup_sentry(settings.sentry_dsn, settings.environment)
         from bot.runtime import run_until_signalled  # imports telegram: only when running
+
         asyncio.run(run_until_signalled(settings))
         return 0
     except SettingsError as exc:
@@ -80,8 +83,10 @@ async def run_migrate(settings: Settings) -> int:
         version = await db.schema_version()
     finally:
         await db.close()
-    print(f"database at version {version}" + (f" (applied {', '.join(applied)})" if applied
-                                               else " (already up to date)"))
+    print(
+        f"database at version {version}"
+        + (f" (applied {', '.join(applied)})" if applied else " (already up to date)")
+    )
     return 0
 
 
@@ -90,6 +95,8 @@ def run_secrets_init(settings: Settings) -> int:
     if path.exists():
         raise SettingsError("SECRETS_PATH", f"{path} already exists; it is never overwritten")
     generate_secrets_file(path)
-    print(f"created {path} (mode 0600). Back it up: without it, stored data cannot be linked "
-          "to people or decrypted.")
+    print(
+        f"created {path} (mode 0600). Back it up: without it, stored data cannot be linked "
+        "to people or decrypted."
+    )
     return 0

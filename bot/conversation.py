@@ -48,9 +48,17 @@ class TappedMessage:
 class ConversationService:
     """Applies people's updates to their dialogue sessions."""
 
-    def __init__(self, db: Database, engine: Engine, catalogs: Catalogs, secrets: Secrets,
-                 clock: Clock, default_locale: str, shipped_locales: tuple[str, ...],
-                 on_outbox_changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        engine: Engine,
+        catalogs: Catalogs,
+        secrets: Secrets,
+        clock: Clock,
+        default_locale: str,
+        shipped_locales: tuple[str, ...],
+        on_outbox_changed: Callable[[], None],
+    ) -> None:
         self._db = db
         self._engine = engine
         self._catalogs = catalogs
@@ -61,16 +69,18 @@ class ConversationService:
         self._on_outbox_changed = on_outbox_changed
         self.notice_version = engine.common.settings.get("notice_version", "unversioned")
 
-    async def handle_event(self, update_id: int, sender: Sender, event: Event,
-                           tapped: TappedMessage | None = None) -> None:
+    async def handle_event(
+        self, update_id: int, sender: Sender, event: Event, tapped: TappedMessage | None = None
+    ) -> None:
         """Step the person's dialogue with one event and store everything it caused."""
         pseudonym = self._secrets.pseudonym(sender.user_id)
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             if not await self._claim(conn, update_id):
                 return
-            person = await People(conn).touch(pseudonym, sender.chat_id,
-                                              self._locale_for(sender), now)
+            person = await People(conn).touch(
+                pseudonym, sender.chat_id, self._locale_for(sender), now
+            )
             stored = await Sessions(conn).load(pseudonym)
             session = Session.from_json(stored) if stored else Session()
             step = self._engine.step(session, event)
@@ -81,18 +91,30 @@ class ConversationService:
                 elif isinstance(effect, Say):
                     context = await self._context(conn, pseudonym, person.locale, effect)
                     for payload in render_message(effect, person.locale, self._catalogs, context):
-                        await outbox.enqueue(sender.chat_id, PRIORITY_REPLY, "message", payload,
-                                             now)
+                        await outbox.enqueue(
+                            sender.chat_id, PRIORITY_REPLY, "message", payload, now
+                        )
                 elif isinstance(effect, ConfirmChoice) and tapped is not None:
-                    await outbox.enqueue(sender.chat_id, PRIORITY_REPLY, "edit",
-                                         self._answered(tapped, effect, person.locale), now)
+                    await outbox.enqueue(
+                        sender.chat_id,
+                        PRIORITY_REPLY,
+                        "edit",
+                        self._answered(tapped, effect, person.locale),
+                        now,
+                    )
             await Sessions(conn).save(pseudonym, step.session.to_json(), now)
             await Inbox(conn).mark_handled(update_id, now)
         log.info("handled update for person %s", pseudonym[:12])
         self._on_outbox_changed()
 
-    async def reply_with_message(self, update_id: int, chat_id: int, message_key: str,
-                                 locale: str | None = None, leave_chat: bool = False) -> None:
+    async def reply_with_message(
+        self,
+        update_id: int,
+        chat_id: int,
+        message_key: str,
+        locale: str | None = None,
+        leave_chat: bool = False,
+    ) -> None:
         """Answer with one shared message (no dialogue step), e.g. to a group chat."""
         now = self._clock.now_ms()
         locale = locale if locale in self._shipped_locales else self._default_locale
@@ -118,11 +140,13 @@ class ConversationService:
                 await Outbox(conn).cancel_chat(chat_id, "blocked by the person")
             await Inbox(conn).mark_handled(update_id, now)
         if pseudonym:
-            log.info("person %s is now %s", pseudonym[:12],
-                     "reachable" if reachable else "unreachable")
+            log.info(
+                "person %s is now %s", pseudonym[:12], "reachable" if reachable else "unreachable"
+            )
 
-    async def record_failure(self, update_id: int, chat_id: int | None,
-                             give_up_after: int = 3) -> bool:
+    async def record_failure(
+        self, update_id: int, chat_id: int | None, give_up_after: int = 3
+    ) -> bool:
         """Handling raised: count the attempt. Returns True when it should be retried; after
         the last attempt the update is dropped and the person told, kindly."""
         now = self._clock.now_ms()
@@ -131,10 +155,10 @@ class ConversationService:
                 return False
             retry = await Inbox(conn).record_failure(update_id, now, give_up_after)
             if not retry and chat_id is not None:
-                text = self._catalogs.gettext(self._default_locale,
-                                              self._engine.message("something_went_wrong"))
-                await Outbox(conn).enqueue(chat_id, PRIORITY_REPLY, "message", {"text": text},
-                                           now)
+                text = self._catalogs.gettext(
+                    self._default_locale, self._engine.message("something_went_wrong")
+                )
+                await Outbox(conn).enqueue(chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
         self._on_outbox_changed()
         return retry
 
@@ -151,35 +175,44 @@ class ConversationService:
         code = (sender.language_code or "").split("-")[0].lower()
         return code if code in self._shipped_locales else self._default_locale
 
-    async def _apply(self, conn: aiosqlite.Connection, pseudonym: str, chat_id: int,
-                     apply: Apply, now: int) -> None:
+    async def _apply(
+        self, conn: aiosqlite.Connection, pseudonym: str, chat_id: int, apply: Apply, now: int
+    ) -> None:
         effect = apply.effect
         if isinstance(effect, GrantConsent):
-            await ConsentLedger(conn).record(pseudonym, effect.purpose, effect.granted,
-                                             self.notice_version, now)
+            await ConsentLedger(conn).record(
+                pseudonym, effect.purpose, effect.granted, self.notice_version, now
+            )
         elif isinstance(effect, SetRegion):
             await People(conn).set_region(pseudonym, effect.region, now)
         elif isinstance(effect, WithdrawAllConsents):
             await ConsentLedger(conn).withdraw_all(pseudonym, self.notice_version, now)
-            await Outbox(conn).cancel_chat(chat_id, "person withdrew consent",
-                                           min_priority=PRIORITY_BROADCAST)
+            await Outbox(conn).cancel_chat(
+                chat_id, "person withdrew consent", min_priority=PRIORITY_BROADCAST
+            )
         elif isinstance(effect, StoreAnswer):
             # Free-text answers arrive with the feedback dialogue (encrypted at rest there);
             # no shipped dialogue asks for text yet, so refuse rather than store plain text.
             raise NotImplementedError("free-text answers need the feedback answer store")
 
-    async def _context(self, conn: aiosqlite.Connection, pseudonym: str, locale: str,
-                       say: Say) -> dict[str, str]:
+    async def _context(
+        self, conn: aiosqlite.Connection, pseudonym: str, locale: str, say: Say
+    ) -> dict[str, str]:
         """Values for placeholders that come from stored data, computed only when used."""
         if "{consent_summary}" not in say.text:
             return {}
         current = await ConsentLedger(conn).current(pseudonym)
-        return {"consent_summary": consent_summary(current, locale, self._catalogs,
-                                                   self._engine.common.messages)}
+        return {
+            "consent_summary": consent_summary(
+                current, locale, self._catalogs, self._engine.common.messages
+            )
+        }
 
-    def _answered(self, tapped: TappedMessage, choice: ConfirmChoice,
-                  locale: str) -> dict[str, Any]:
+    def _answered(
+        self, tapped: TappedMessage, choice: ConfirmChoice, locale: str
+    ) -> dict[str, Any]:
         label = self._catalogs.gettext(locale, choice.label)
-        note = fill(self._catalogs.gettext(locale, self._engine.message("choice_made")),
-                    {"choice": label})
+        note = fill(
+            self._catalogs.gettext(locale, self._engine.message("choice_made")), {"choice": label}
+        )
         return {"message_id": tapped.message_id, "text": f"{tapped.text}\n\n{note}"[:4096]}

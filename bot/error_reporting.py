@@ -18,8 +18,15 @@ log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"\d{3,20}:[A-Za-z0-9_-]{20,}")
 _LONG_NUMBER = re.compile(r"\d{5,}")
 # Loggers that echo request URLs (which carry the bot token) or payloads at INFO/DEBUG.
-_NOISY_LOGGERS = ("httpx", "httpcore", "aiosqlite", "telegram", "hpack", "aiohttp.access",
-                  "transitions")
+_NOISY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "aiosqlite",
+    "telegram",
+    "hpack",
+    "aiohttp.access",
+    "transitions",
+)
 
 
 def scrub_text(text: str) -> str:

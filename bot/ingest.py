@@ -38,8 +38,11 @@ def minimise(value: Any) -> Any:
     """A copy of a raw update without names, usernames or phone numbers (first_name is
     required by the Bot API types, so it is blanked rather than dropped)."""
     if isinstance(value, dict):
-        return {key: ("-" if key == "first_name" else minimise(item))
-                for key, item in value.items() if key not in _DROPPED_KEYS}
+        return {
+            key: ("-" if key == "first_name" else minimise(item))
+            for key, item in value.items()
+            if key not in _DROPPED_KEYS
+        }
     if isinstance(value, list):
         return [minimise(item) for item in value]
     return value
@@ -48,8 +51,13 @@ def minimise(value: Any) -> Any:
 class Ingest:
     """Writes updates to the inbox, then hands them to the Application for handling."""
 
-    def __init__(self, db: Database, application: Application[Any, Any, Any, Any, Any, Any],
-                 clock: Clock, poll_timeout: int = POLL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        db: Database,
+        application: Application[Any, Any, Any, Any, Any, Any],
+        clock: Clock,
+        poll_timeout: int = POLL_TIMEOUT_S,
+    ) -> None:
         self._db = db
         self._application = application
         self._clock = clock
@@ -95,8 +103,11 @@ class Ingest:
         while not self._stopping.is_set():
             try:
                 updates = await bot.get_updates(
-                    offset=offset, timeout=self._poll_timeout, allowed_updates=Update.ALL_TYPES,
-                    read_timeout=self._poll_timeout + 10)
+                    offset=offset,
+                    timeout=self._poll_timeout,
+                    allowed_updates=Update.ALL_TYPES,
+                    read_timeout=self._poll_timeout + 10,
+                )
             except RetryAfter as exc:
                 await self._pause(_seconds(exc.retry_after))
                 continue
@@ -106,8 +117,9 @@ class Ingest:
             except (TimedOut, NetworkError, Conflict) as exc:
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-                log.warning("getUpdates failed (%s); trying again in %.1f s",
-                            type(exc).__name__, delay)
+                log.warning(
+                    "getUpdates failed (%s); trying again in %.1f s", type(exc).__name__, delay
+                )
                 await self._pause(delay)
                 continue
             failures = 0

@@ -45,8 +45,9 @@ def placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
-def render_message(say: Say, locale: str, catalogs: Catalogs,
-                   context: Mapping[str, str]) -> list[dict[str, Any]]:
+def render_message(
+    say: Say, locale: str, catalogs: Catalogs, context: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """One Say effect as one or more sendMessage payloads (split if over Telegram's cap);
     the buttons go on the last part."""
     params = {**context, **say.params}
@@ -54,8 +55,10 @@ def render_message(say: Say, locale: str, catalogs: Catalogs,
     if say.lead:
         text = fill(catalogs.gettext(locale, say.lead), params) + "\n\n" + text
     keyboard = [
-        [{"text": catalogs.gettext(locale, b.label), "callback_data": b.token}
-         for b in say.buttons[row:row + say.columns]]
+        [
+            {"text": catalogs.gettext(locale, b.label), "callback_data": b.token}
+            for b in say.buttons[row : row + say.columns]
+        ]
         for row in range(0, len(say.buttons), say.columns)
     ]
     parts = split_text(text)
@@ -70,16 +73,18 @@ def split_text(text: str, limit: int = TELEGRAM_MAX_TEXT) -> list[str]:
     parts: list[str] = []
     rest = text.strip()
     while len(rest) > limit:
-        cut = max(rest.rfind("\n\n", 0, limit), rest.rfind("\n", 0, limit),
-                  rest.rfind(" ", 0, limit))
+        cut = max(
+            rest.rfind("\n\n", 0, limit), rest.rfind("\n", 0, limit), rest.rfind(" ", 0, limit)
+        )
         cut = cut if cut > limit // 2 else limit
         parts.append(rest[:cut].rstrip())
         rest = rest[cut:].lstrip()
     return [*parts, rest] if rest else parts or [""]
 
 
-def consent_summary(current: Mapping[str, bool], locale: str, catalogs: Catalogs,
-                    messages: Mapping[str, str]) -> str:
+def consent_summary(
+    current: Mapping[str, bool], locale: str, catalogs: Catalogs, messages: Mapping[str, str]
+) -> str:
     """One line per purpose, e.g. 'Keep my answers: yes', for /privacy."""
     lines = []
     for purpose in CONSENT_PURPOSES:

@@ -45,9 +45,12 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-async def build_runtime(settings: Settings, clock: Clock | None = None,
-                        poll_timeout: int = POLL_TIMEOUT_S,
-                        chat_pacer: ChatPacer | None = None) -> Runtime:
+async def build_runtime(
+    settings: Settings,
+    clock: Clock | None = None,
+    poll_timeout: int = POLL_TIMEOUT_S,
+    chat_pacer: ChatPacer | None = None,
+) -> Runtime:
     """Everything `run` needs, checked before any message is handled."""
     token = settings.require_token()
     engine = Engine(load_dialogues(settings.dialogues_dir))
@@ -58,20 +61,28 @@ async def build_runtime(settings: Settings, clock: Clock | None = None,
     if applied:
         log.info("database migrated: %s", ", ".join(applied))
     application = (
-        ApplicationBuilder().token(token).base_url(settings.api_base_url)
-        .base_file_url(_file_url(settings.api_base_url)).updater(None)
+        ApplicationBuilder()
+        .token(token)
+        .base_url(settings.api_base_url)
+        .base_file_url(_file_url(settings.api_base_url))
+        .updater(None)
         .concurrent_updates(PerChatUpdateProcessor(64))
-        .connection_pool_size(16).pool_timeout(10).build()
+        .connection_pool_size(16)
+        .pool_timeout(10)
+        .build()
     )
     catalogs = Catalogs(settings.locales_dir, SHIPPED_LOCALES)
-    sender = OutboxSender(db, application.bot, clock, settings.send_rate_per_second,
-                          pacer=chat_pacer)
-    service = ConversationService(db, engine, catalogs, secrets, clock, settings.default_locale,
-                                  SHIPPED_LOCALES, sender.wake)
+    sender = OutboxSender(
+        db, application.bot, clock, settings.send_rate_per_second, pacer=chat_pacer
+    )
+    service = ConversationService(
+        db, engine, catalogs, secrets, clock, settings.default_locale, SHIPPED_LOCALES, sender.wake
+    )
     TelegramAdapter(service).install(application)
     ingest = Ingest(db, application, clock, poll_timeout)
-    runtime = Runtime(settings, db, engine, clock, application, service, sender, ingest,
-                      Scheduler(db, clock))
+    runtime = Runtime(
+        settings, db, engine, clock, application, service, sender, ingest, Scheduler(db, clock)
+    )
     application.add_error_handler(_error_handler(runtime))
     return runtime
 
@@ -85,8 +96,11 @@ def _error_handler(runtime: Runtime) -> Any:
     async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Report, then retry the update a few times before giving up on it kindly."""
         error = context.error
-        log.error("handling an update failed: %s", type(error).__name__,
-                  exc_info=(type(error), error, error.__traceback__) if error else None)
+        log.error(
+            "handling an update failed: %s",
+            type(error).__name__,
+            exc_info=(type(error), error, error.__traceback__) if error else None,
+        )
         if error is not None:
             error_reporting.report(error)
         if not isinstance(update, Update):
@@ -95,14 +109,18 @@ def _error_handler(runtime: Runtime) -> Any:
         if await runtime.service.record_failure(update.update_id, chat_id):
             task = asyncio.create_task(_retry(runtime, update.update_id))
             runtime.tasks.append(task)
+
     return on_error
 
 
 async def _retry(runtime: Runtime, update_id: int) -> None:
     await asyncio.sleep(_RETRY_DELAY_S)
-    async with runtime.db.read() as conn, conn.execute(
-            "SELECT payload FROM inbox WHERE update_id = ? AND status = 'pending'",
-            (update_id,)) as cursor:
+    async with (
+        runtime.db.read() as conn,
+        conn.execute(
+            "SELECT payload FROM inbox WHERE update_id = ? AND status = 'pending'", (update_id,)
+        ) as cursor,
+    ):
         row = await cursor.fetchone()
     if row is not None:
         await runtime.ingest.dispatch(json.loads(row[0]))
@@ -148,8 +166,9 @@ async def run_until_signalled(settings: Settings) -> None:
         loop.add_signal_handler(signum, stopping.set)
     await start(runtime)
     me = runtime.application.bot
-    log.info("YouSaid is running as @%s (database %s)", me.username,
-             Path(settings.database_path).name)
+    log.info(
+        "YouSaid is running as @%s (database %s)", me.username, Path(settings.database_path).name
+    )
     await stopping.wait()
     log.info("stopping")
     await stop(runtime)

@@ -70,8 +70,9 @@ class Scheduler:
             except Exception:
                 log.exception("scheduled job %s (%s) failed", job.id, job.kind)
                 async with self._db.transaction() as conn:
-                    await Schedules(conn).record_failure(job.id, now + 60_000 * 2 ** job.attempts,
-                                                         give_up_after=5, now=now)
+                    await Schedules(conn).record_failure(
+                        job.id, now + 60_000 * 2**job.attempts, give_up_after=5, now=now
+                    )
         return ran
 
     async def run(self) -> None:
@@ -95,6 +96,7 @@ async def housekeeping(conn: aiosqlite.Connection, job: Job, now: int) -> None:
     """Daily: forget old handled update ids, and schedule tomorrow's run."""
     pruned = await Inbox(conn).prune(now - _INBOX_MEMORY_MS)
     tomorrow = (now // _DAY_MS + 1) * _DAY_MS + 3 * 3_600_000  # 03:00 UTC, a quiet hour
-    await Schedules(conn).add(HOUSEKEEPING, f"{HOUSEKEEPING}:{tomorrow // _DAY_MS}", tomorrow,
-                              {}, now)
+    await Schedules(conn).add(
+        HOUSEKEEPING, f"{HOUSEKEEPING}:{tomorrow // _DAY_MS}", tomorrow, {}, now
+    )
     log.info("housekeeping: forgot %d old update ids", pruned)

@@ -31,8 +31,9 @@ class Secrets:
 
     def pseudonym(self, telegram_user_id: int) -> str:
         """The stable pseudonym of a Telegram user (HMAC-SHA256, 128 bits shown)."""
-        mac = hmac.new(self.pseudonym_key, f"telegram-user:{telegram_user_id}".encode(),
-                       hashlib.sha256)
+        mac = hmac.new(
+            self.pseudonym_key, f"telegram-user:{telegram_user_id}".encode(), hashlib.sha256
+        )
         return mac.hexdigest()[:32]
 
 
@@ -40,11 +41,14 @@ def generate_secrets_file(path: Path) -> Secrets:
     """Write a new secrets file with mode 0600; refuse to overwrite one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     created = Secrets(secrets.token_bytes(32), secrets.token_bytes(32))
-    body = json.dumps({
-        "version": _FORMAT_VERSION,
-        "pseudonym_key": base64.b64encode(created.pseudonym_key).decode(),
-        "text_key": base64.urlsafe_b64encode(created.text_key).decode(),
-    }, indent=2)
+    body = json.dumps(
+        {
+            "version": _FORMAT_VERSION,
+            "pseudonym_key": base64.b64encode(created.pseudonym_key).decode(),
+            "text_key": base64.urlsafe_b64encode(created.text_key).decode(),
+        },
+        indent=2,
+    )
     # O_EXCL: never overwrite a key file, even if two processes start together.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -57,20 +61,27 @@ def load_secrets(path_text: str, *, production: bool) -> Secrets:
     path = Path(path_text)
     if not path.exists():
         if production:
-            raise SettingsError("SECRETS_PATH", f"no secrets file at {path}. In production it "
-                                "is never generated: restore it from backup, or create it once "
-                                "with: python -m bot secrets-init")
-        log.warning("No secrets file found: generated a new one (mode 0600). Back it up: "
-                    "without it, pseudonyms and encrypted text cannot be read.")
+            raise SettingsError(
+                "SECRETS_PATH",
+                f"no secrets file at {path}. In production it "
+                "is never generated: restore it from backup, or create it once "
+                "with: python -m bot secrets-init",
+            )
+        log.warning(
+            "No secrets file found: generated a new one (mode 0600). Back it up: "
+            "without it, pseudonyms and encrypted text cannot be read."
+        )
         return generate_secrets_file(path)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise SettingsError("SECRETS_PATH", f"{path} is readable by others (mode {mode:o}); "
-                            f"run: chmod 600 {path}")
+        raise SettingsError(
+            "SECRETS_PATH", f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}"
+        )
     try:
         data = json.loads(path.read_text("utf-8"))
-        loaded = Secrets(base64.b64decode(data["pseudonym_key"]),
-                         base64.urlsafe_b64decode(data["text_key"]))
+        loaded = Secrets(
+            base64.b64decode(data["pseudonym_key"]), base64.urlsafe_b64decode(data["text_key"])
+        )
     except (ValueError, KeyError, TypeError):
         raise SettingsError("SECRETS_PATH", f"{path} is not a YouSaid secrets file") from None
     if len(loaded.pseudonym_key) < 32 or len(loaded.text_key) != 32:

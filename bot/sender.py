@@ -64,8 +64,15 @@ class ChatPacer:
 class OutboxSender:
     """Sends what the outbox holds, most urgent first, until stopped."""
 
-    def __init__(self, db: Database, bot: Bot, clock: Clock, rate_per_second: float = 28.0,
-                 concurrency: int = 8, pacer: ChatPacer | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bot: Bot,
+        clock: Clock,
+        rate_per_second: float = 28.0,
+        concurrency: int = 8,
+        pacer: ChatPacer | None = None,
+    ) -> None:
         self._db = db
         self._bot = bot
         self._clock = clock
@@ -177,13 +184,17 @@ class OutboxSender:
     async def _call(self, message: OutgoingMessage) -> int | None:
         payload = message.payload
         if message.kind == "message":
-            sent = await self._bot.send_message(message.chat_id, payload["text"],
-                                                reply_markup=_markup(payload.get("buttons")))
+            sent = await self._bot.send_message(
+                message.chat_id, payload["text"], reply_markup=_markup(payload.get("buttons"))
+            )
             return sent.message_id
         if message.kind == "edit":
-            await self._bot.edit_message_text(payload["text"], chat_id=message.chat_id,
-                                              message_id=payload["message_id"],
-                                              reply_markup=_markup(payload.get("buttons")))
+            await self._bot.edit_message_text(
+                payload["text"],
+                chat_id=message.chat_id,
+                message_id=payload["message_id"],
+                reply_markup=_markup(payload.get("buttons")),
+            )
             return int(payload["message_id"])
         if message.kind == "leave":
             await self._bot.leave_chat(message.chat_id)
@@ -204,8 +215,11 @@ class OutboxSender:
                 await Outbox(conn).mark_sent(message.id, now, None)
             else:
                 await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
-                log.error("Telegram refused an outbox message (%s kind): %s", message.kind,
-                          exc.message[:200])
+                log.error(
+                    "Telegram refused an outbox message (%s kind): %s",
+                    message.kind,
+                    exc.message[:200],
+                )
 
     async def _retry_later(self, message: OutgoingMessage, error: str) -> None:
         """Network trouble: keep the message and try again with a growing delay."""
@@ -219,5 +233,9 @@ class OutboxSender:
 def _markup(rows: list[list[dict[str, Any]]] | None) -> InlineKeyboardMarkup | None:
     if not rows:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b["text"], callback_data=b["callback_data"])
-                                  for b in row] for row in rows])
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(b["text"], callback_data=b["callback_data"]) for b in row]
+            for row in rows
+        ]
+    )

@@ -45,40 +45,50 @@ class Settings:
     def require_token(self) -> str:
         if self.bot_token is None:
             raise SettingsError(
-                "TELEGRAM_BOT_TOKEN", "not set. Ask @BotFather on Telegram for a bot token, "
-                "then run: export TELEGRAM_BOT_TOKEN='<token>'")
+                "TELEGRAM_BOT_TOKEN",
+                "not set. Ask @BotFather on Telegram for a bot token, "
+                "then run: export TELEGRAM_BOT_TOKEN='<token>'",
+            )
         return self.bot_token
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read and check every setting; raise SettingsError on the first bad one."""
+
     def get(name: str, default: str | None = None) -> str | None:
         value = env.get(name, "").strip()
         return value or default
 
     token = get("TELEGRAM_BOT_TOKEN")
     if token is not None and not _TOKEN.match(token):
-        raise SettingsError("TELEGRAM_BOT_TOKEN", "does not look like a bot token "
-                            "(digits, a colon, then letters and digits)")
+        raise SettingsError(
+            "TELEGRAM_BOT_TOKEN",
+            "does not look like a bot token (digits, a colon, then letters and digits)",
+        )
     base_url = get("TELEGRAM_API_BASE_URL", "https://api.telegram.org/bot") or ""
     parsed = urlparse(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise SettingsError("TELEGRAM_API_BASE_URL", f"'{base_url}' is not an http(s) URL, "
-                            "e.g. https://api.telegram.org/bot")
+        raise SettingsError(
+            "TELEGRAM_API_BASE_URL",
+            f"'{base_url}' is not an http(s) URL, e.g. https://api.telegram.org/bot",
+        )
     dsn = get("SENTRY_DSN")
-    if dsn is not None and (urlparse(dsn).scheme not in ("http", "https")
-                            or not urlparse(dsn).username):
+    if dsn is not None and (
+        urlparse(dsn).scheme not in ("http", "https") or not urlparse(dsn).username
+    ):
         raise SettingsError("SENTRY_DSN", "is not a Sentry DSN (https://KEY@HOST/PROJECT)")
     locale = get("DEFAULT_LOCALE", "en") or "en"
     if locale not in SHIPPED_LOCALES:
-        raise SettingsError("DEFAULT_LOCALE", f"'{locale}' is not shipped; use one of "
-                            f"{', '.join(SHIPPED_LOCALES)}")
+        raise SettingsError(
+            "DEFAULT_LOCALE", f"'{locale}' is not shipped; use one of {', '.join(SHIPPED_LOCALES)}"
+        )
     timezone = get("TIMEZONE", "Europe/London") or "Europe/London"
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError("TIMEZONE", f"'{timezone}' is not a known time zone, "
-                            "e.g. Europe/London") from None
+        raise SettingsError(
+            "TIMEZONE", f"'{timezone}' is not a known time zone, e.g. Europe/London"
+        ) from None
     environment = get("YOUSAID_ENV", "development") or "development"
     if environment not in ("development", "production"):
         raise SettingsError("YOUSAID_ENV", "must be development or production")
@@ -91,8 +101,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     except ValueError:
         rate = 0.0
     if not 0.1 <= rate <= 1000:
-        raise SettingsError("SEND_RATE_PER_SECOND", "must be a number from 0.1 to 1000 "
-                            "(Telegram allows about 30)")
+        raise SettingsError(
+            "SEND_RATE_PER_SECOND", "must be a number from 0.1 to 1000 (Telegram allows about 30)"
+        )
     return Settings(
         bot_token=token,
         api_base_url=base_url,

@@ -57,8 +57,7 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         self._waiting: Counter[int] = Counter()
         self._slots = asyncio.BoundedSemaphore(max_concurrent_updates)
 
-    async def process_update(self, update: object,
-                             coroutine: Awaitable[Any]) -> None:
+    async def process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = _chat_key(update)
         if key is None:
             async with self._slots:
@@ -101,18 +100,20 @@ class TelegramAdapter:
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         not_private = filters.ChatType.GROUPS | filters.ChatType.CHANNEL
-        application.add_handlers([
-            ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
-            MessageHandler(filters.UpdateType.CHANNEL_POSTS, self.on_ignored),
-            MessageHandler(not_private & filters.UpdateType.MESSAGES, self.on_group_message),
-            CallbackQueryHandler(self.on_button),
-            MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
-            CommandHandler("start", self.on_start, filters=_PRIVATE),
-            MessageHandler(_PRIVATE & filters.COMMAND, self.on_command),
-            MessageHandler(_PRIVATE & filters.TEXT, self.on_text),
-            MessageHandler(_PRIVATE & filters.UpdateType.MESSAGE, self.on_unsupported),
-            TypeHandler(Update, self.on_ignored),
-        ])
+        application.add_handlers(
+            [
+                ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
+                MessageHandler(filters.UpdateType.CHANNEL_POSTS, self.on_ignored),
+                MessageHandler(not_private & filters.UpdateType.MESSAGES, self.on_group_message),
+                CallbackQueryHandler(self.on_button),
+                MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
+                CommandHandler("start", self.on_start, filters=_PRIVATE),
+                MessageHandler(_PRIVATE & filters.COMMAND, self.on_command),
+                MessageHandler(_PRIVATE & filters.TEXT, self.on_text),
+                MessageHandler(_PRIVATE & filters.UpdateType.MESSAGE, self.on_unsupported),
+                TypeHandler(Update, self.on_ignored),
+            ]
+        )
 
     async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/start, with or without a deep-link payload."""
@@ -167,8 +168,9 @@ class TelegramAdapter:
         """YouSaid works in private chats only: say so and leave the group."""
         chat = update.effective_chat
         assert chat is not None
-        await self._service.reply_with_message(update.update_id, chat.id, "private_only",
-                                               leave_chat=True)
+        await self._service.reply_with_message(
+            update.update_id, chat.id, "private_only", leave_chat=True
+        )
 
     async def on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The person blocked or unblocked the bot, or someone added it to a group."""
@@ -176,8 +178,9 @@ class TelegramAdapter:
         assert member is not None
         if member.chat.type != Chat.PRIVATE:
             if member.new_chat_member.status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR):
-                await self._service.reply_with_message(update.update_id, member.chat.id,
-                                                       "private_only", leave_chat=True)
+                await self._service.reply_with_message(
+                    update.update_id, member.chat.id, "private_only", leave_chat=True
+                )
             else:
                 await self._service.ignore(update.update_id)
             return
@@ -206,8 +209,20 @@ class TelegramAdapter:
 
 
 def _content_kind(message: Message) -> str:
-    for kind in ("sticker", "photo", "voice", "video", "video_note", "audio", "document",
-                 "location", "contact", "animation", "poll", "dice"):
+    for kind in (
+        "sticker",
+        "photo",
+        "voice",
+        "video",
+        "video_note",
+        "audio",
+        "document",
+        "location",
+        "contact",
+        "animation",
+        "poll",
+        "dice",
+    ):
         if getattr(message, kind, None):
             return kind
     return "other"

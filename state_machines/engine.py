@@ -83,8 +83,13 @@ class _Out:
 class Engine:
     """Steps sessions through a fixed set of dialogues."""
 
-    def __init__(self, dialogues: Mapping[str, Dialogue], *, entry: str = "onboarding",
-                 common: str = "common") -> None:
+    def __init__(
+        self,
+        dialogues: Mapping[str, Dialogue],
+        *,
+        entry: str = "onboarding",
+        common: str = "common",
+    ) -> None:
         self.dialogues = MappingProxyType(dict(dialogues))
         if entry not in dialogues or dialogues[entry].start is None:
             raise EngineError(f"the entry dialogue '{entry}' is missing or has no states")
@@ -110,10 +115,13 @@ class Engine:
         for dialogue in self.dialogues.values():
             for command in dialogue.commands.values():
                 if command.start is not None and (
-                        command.start not in self.dialogues
-                        or self.dialogues[command.start].start is None):
-                    raise EngineError(f"{dialogue.source}:{command.line}: /{command.name}: "
-                                      f"starts '{command.start}', which has no states")
+                    command.start not in self.dialogues
+                    or self.dialogues[command.start].start is None
+                ):
+                    raise EngineError(
+                        f"{dialogue.source}:{command.line}: /{command.name}: "
+                        f"starts '{command.start}', which has no states"
+                    )
 
     def message(self, key: str) -> str:
         """A shared message of the common file, by key."""
@@ -246,16 +254,20 @@ class Engine:
 
     def _question(self, place: Place) -> Say:
         state = self._state(place)
-        buttons = tuple(ButtonView(button_token(place.dialogue, state.name, b.id), b.label)
-                        for b in state.all_buttons())
+        buttons = tuple(
+            ButtonView(button_token(place.dialogue, state.name, b.id), b.label)
+            for b in state.all_buttons()
+        )
         return Say(state.say, buttons, state.columns)
 
     # --- lookups -------------------------------------------------------------------------
     def _normalise(self, session: Session) -> Session:
         """Drop places that no longer exist (a dialogue edited under a person)."""
+
         def known(place: Place) -> bool:
             dialogue = self.dialogues.get(place.dialogue)
             return dialogue is not None and place.state in dialogue.states
+
         if (session.place is None or known(session.place)) and all(map(known, session.resume)):
             return session
         resume = tuple(p for p in session.resume if known(p))
@@ -283,8 +295,13 @@ class Engine:
 
 def _build_machine(dialogue: Dialogue) -> Machine:
     """One machine per dialogue: states and button/text triggers generated from the YAML."""
-    machine = Machine(model=None, states=list(dialogue.states), initial=dialogue.start,
-                      auto_transitions=False, ignore_invalid_triggers=False)
+    machine = Machine(
+        model=None,
+        states=list(dialogue.states),
+        initial=dialogue.start,
+        auto_transitions=False,
+        ignore_invalid_triggers=False,
+    )
     for state in dialogue.states.values():
         for button in state.all_buttons():
             # dest None is an internal transition: the person stays on this question.

@@ -139,10 +139,13 @@ class _Checker:
             return WithdrawAllConsents()
         fields = self.mapping(node, where, {"consent", "set_region", "store"})
         if len(fields) != 1:
-            self.problem(node, where, "each effect is one of: consent, set_region, store, "
-                         "withdraw_all_consents")
+            self.problem(
+                node,
+                where,
+                "each effect is one of: consent, set_region, store, withdraw_all_consents",
+            )
             return None
-        (kind, value), = fields.items()
+        ((kind, value),) = fields.items()
         if kind == "consent":
             parts = self.mapping(value, where, {"purpose", "granted"})
             purpose = self.scalar(parts["purpose"], where, str) if "purpose" in parts else None
@@ -182,8 +185,11 @@ def parse_dialogue(text: str, source: str) -> Dialogue:
     else:
         version = checker.scalar(top["schema_version"], "(file)", int)
     if version is not None and version != CURRENT_SCHEMA_VERSION:
-        checker.problem(top["schema_version"], "(file)", f"schema_version must be "
-                        f"{CURRENT_SCHEMA_VERSION} after migration, not {version}")
+        checker.problem(
+            top["schema_version"],
+            "(file)",
+            f"schema_version must be {CURRENT_SCHEMA_VERSION} after migration, not {version}",
+        )
     dialogue_id = checker.name(top["id"], "(file)") if "id" in top else ""
     if "id" not in top:
         checker.problem(root, "(file)", "missing id")
@@ -218,16 +224,21 @@ def parse_dialogue(text: str, source: str) -> Dialogue:
 def _text_map(checker: _Checker, node: yaml.Node | None, where: str) -> dict[str, str]:
     if node is None:
         return {}
-    return {key: checker.text(value, f"{where}.{key}")
-            for key, value in checker.mapping(node, where, set()).items()}
+    return {
+        key: checker.text(value, f"{where}.{key}")
+        for key, value in checker.mapping(node, where, set()).items()
+    }
 
 
 def _states(checker: _Checker, node: yaml.Node | None) -> dict[str, State]:
     if node is None:
         return {}
     states: dict[str, State] = {}
-    key_lines = {key.value: key.start_mark.line + 1 for key, _ in getattr(node, "value", [])
-                 if isinstance(key, yaml.ScalarNode)}
+    key_lines = {
+        key.value: key.start_mark.line + 1
+        for key, _ in getattr(node, "value", [])
+        if isinstance(key, yaml.ScalarNode)
+    }
     for name, state_node in checker.mapping(node, "states", set()).items():
         if not _NAME.match(name):
             checker.problem(state_node, name, "state names use a-z, 0-9 and _")
@@ -247,8 +258,9 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
         else:
             checker.problem(fields["buttons"], name, "buttons must be a list")
     seen: set[str] = set()
-    for button, button_node in zip(buttons, getattr(fields.get("buttons"), "value", []),
-                                   strict=False):
+    for button, button_node in zip(
+        buttons, getattr(fields.get("buttons"), "value", []), strict=False
+    ):
         if button.id in seen or button.id == EXPLAIN_BUTTON_ID:
             checker.problem(button_node, name, f"button id '{button.id}' is used twice or reserved")
         seen.add(button.id)
@@ -262,8 +274,16 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
         checker.problem(node, name, "an end state takes no answer (no buttons, text or explain)")
     if not end and not buttons and text_input is None:
         checker.problem(node, name, "a state needs buttons, a text answer, or end: true")
-    return State(name=name, line=line, say=say, buttons=tuple(buttons),
-                 columns=columns or 1, explain=explain, text=text_input, end=end)
+    return State(
+        name=name,
+        line=line,
+        say=say,
+        buttons=tuple(buttons),
+        columns=columns or 1,
+        explain=explain,
+        text=text_input,
+        end=end,
+    )
 
 
 def _button(checker: _Checker, state: str, node: yaml.Node) -> Button:
@@ -282,8 +302,9 @@ def _button(checker: _Checker, state: str, node: yaml.Node) -> Button:
 
 def _text_input(checker: _Checker, state: str, node: yaml.Node) -> TextInput:
     fields = checker.mapping(node, state, _TEXT_KEYS)
-    max_length = checker.scalar(fields["max_length"], state, int) if "max_length" in fields \
-        else None
+    max_length = (
+        checker.scalar(fields["max_length"], state, int) if "max_length" in fields else None
+    )
     if max_length is None or not 1 <= max_length <= 4000:
         checker.problem(node, state, "text needs max_length between 1 and 4000")
     target = checker.name(fields["to"], state) if "to" in fields else ""
@@ -305,12 +326,14 @@ def _commands(checker: _Checker, node: yaml.Node | None) -> dict[str, Command]:
         say = checker.text(fields["say"], where) if "say" in fields else None
         start = checker.name(fields["start"], where) if "start" in fields else None
         effects = checker.effects(fields["effects"], where) if "effects" in fields else ()
-        end_all = bool(checker.scalar(fields["end_all"], where, bool)) if "end_all" in fields \
-            else False
+        end_all = (
+            bool(checker.scalar(fields["end_all"], where, bool)) if "end_all" in fields else False
+        )
         if say is None and start is None:
             checker.problem(command_node, where, "a command needs say or start")
-        commands[name] = Command(name, command_node.start_mark.line + 1, say, start, effects,
-                                 end_all)
+        commands[name] = Command(
+            name, command_node.start_mark.line + 1, say, start, effects, end_all
+        )
     return commands
 
 
@@ -322,8 +345,14 @@ def _check_graph(checker: _Checker, start: str, states: dict[str, State]) -> Non
             targets.append(state.text.to)
         for target in targets:
             if target not in states:
-                checker.problems.append(Problem(checker.source, state.line, state.name,
-                                                f"goes to '{target}', which does not exist"))
+                checker.problems.append(
+                    Problem(
+                        checker.source,
+                        state.line,
+                        state.name,
+                        f"goes to '{target}', which does not exist",
+                    )
+                )
     reached = {start}
     queue = deque([start])
     while queue:
@@ -335,11 +364,13 @@ def _check_graph(checker: _Checker, start: str, states: dict[str, State]) -> Non
                 queue.append(target)
     for name, state in states.items():
         if name not in reached:
-            checker.problems.append(Problem(checker.source, state.line, name,
-                                            f"unreachable from start state '{start}'"))
+            checker.problems.append(
+                Problem(checker.source, state.line, name, f"unreachable from start state '{start}'")
+            )
         elif not state.end and not _can_finish(name, states):
-            checker.problems.append(Problem(checker.source, state.line, name,
-                                            "no path leads from here to an end state"))
+            checker.problems.append(
+                Problem(checker.source, state.line, name, "no path leads from here to an end state")
+            )
 
 
 def _can_finish(name: str, states: dict[str, State]) -> bool:

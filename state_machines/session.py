@@ -31,11 +31,14 @@ class Session:
         return replace(self, place=place)
 
     def to_json(self) -> str:
-        return json.dumps({
-            "place": _place_json(self.place),
-            "resume": [_place_json(p) for p in self.resume],
-            "completed": sorted(self.completed),
-        }, separators=(",", ":"))
+        return json.dumps(
+            {
+                "place": _place_json(self.place),
+                "resume": [_place_json(p) for p in self.resume],
+                "completed": sorted(self.completed),
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Session:

@@ -110,8 +110,10 @@ class Database:
         for migration in migrations if migrations is not None else bundled_migrations():
             if migration.version <= current:
                 continue
-            script = (f"BEGIN IMMEDIATE;\n{migration.sql}\n"
-                      f"PRAGMA user_version = {migration.version};\nCOMMIT;")
+            script = (
+                f"BEGIN IMMEDIATE;\n{migration.sql}\n"
+                f"PRAGMA user_version = {migration.version};\nCOMMIT;"
+            )
             async with self._lock:
                 try:
                     await self._connection.executescript(script)

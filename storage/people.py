@@ -27,8 +27,9 @@ class ConsentRecord:
 
 
 def _person(row: Row) -> Person:
-    return Person(row["pseudonym"], row["chat_id"], row["locale"], row["region"],
-                  bool(row["reachable"]))
+    return Person(
+        row["pseudonym"], row["chat_id"], row["locale"], row["region"], bool(row["reachable"])
+    )
 
 
 class People:
@@ -38,14 +39,16 @@ class People:
         self._conn = conn
 
     async def get(self, pseudonym: str) -> Person | None:
-        async with self._conn.execute("SELECT * FROM people WHERE pseudonym = ?",
-                                      (pseudonym,)) as cursor:
+        async with self._conn.execute(
+            "SELECT * FROM people WHERE pseudonym = ?", (pseudonym,)
+        ) as cursor:
             row = await cursor.fetchone()
         return _person(row) if row else None
 
     async def by_chat(self, chat_id: int) -> Person | None:
-        async with self._conn.execute("SELECT * FROM people WHERE chat_id = ?",
-                                      (chat_id,)) as cursor:
+        async with self._conn.execute(
+            "SELECT * FROM people WHERE chat_id = ?", (chat_id,)
+        ) as cursor:
             row = await cursor.fetchone()
         return _person(row) if row else None
 
@@ -56,20 +59,24 @@ class People:
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
             "chat_id = excluded.chat_id, reachable = 1, updated_at = excluded.updated_at "
             "WHERE people.reachable = 0 OR people.chat_id <> excluded.chat_id",
-            (pseudonym, chat_id, locale, now, now))
+            (pseudonym, chat_id, locale, now, now),
+        )
         person = await self.get(pseudonym)
         assert person is not None
         return person
 
     async def set_region(self, pseudonym: str, region: str, now: int) -> None:
-        await self._conn.execute("UPDATE people SET region = ?, updated_at = ? WHERE pseudonym = ?",
-                                 (region, now, pseudonym))
+        await self._conn.execute(
+            "UPDATE people SET region = ?, updated_at = ? WHERE pseudonym = ?",
+            (region, now, pseudonym),
+        )
 
     async def set_reachable(self, chat_id: int, reachable: bool, now: int) -> str | None:
         """Mark the person behind a chat reachable or not; returns their pseudonym if known."""
         async with self._conn.execute(
-                "UPDATE people SET reachable = ?, updated_at = ? WHERE chat_id = ? "
-                "RETURNING pseudonym", (int(reachable), now, chat_id)) as cursor:
+            "UPDATE people SET reachable = ?, updated_at = ? WHERE chat_id = ? RETURNING pseudonym",
+            (int(reachable), now, chat_id),
+        ) as cursor:
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
@@ -80,19 +87,22 @@ class ConsentLedger:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def record(self, pseudonym: str, purpose: str, granted: bool, notice_version: str,
-                     now: int) -> None:
+    async def record(
+        self, pseudonym: str, purpose: str, granted: bool, notice_version: str, now: int
+    ) -> None:
         await self._conn.execute(
             "INSERT INTO consent_ledger (pseudonym, purpose, granted, notice_version, "
             "recorded_at) VALUES (?, ?, ?, ?, ?)",
-            (pseudonym, purpose, int(granted), notice_version, now))
+            (pseudonym, purpose, int(granted), notice_version, now),
+        )
 
     async def current(self, pseudonym: str) -> dict[str, bool]:
         """The latest decision per purpose; purposes never asked are absent."""
         async with self._conn.execute(
-                "SELECT purpose, granted FROM consent_ledger WHERE id IN ("
-                " SELECT MAX(id) FROM consent_ledger WHERE pseudonym = ? GROUP BY purpose)",
-                (pseudonym,)) as cursor:
+            "SELECT purpose, granted FROM consent_ledger WHERE id IN ("
+            " SELECT MAX(id) FROM consent_ledger WHERE pseudonym = ? GROUP BY purpose)",
+            (pseudonym,),
+        ) as cursor:
             rows = await cursor.fetchall()
         return {row["purpose"]: bool(row["granted"]) for row in rows}
 
@@ -105,11 +115,15 @@ class ConsentLedger:
 
     async def history(self, pseudonym: str) -> list[ConsentRecord]:
         async with self._conn.execute(
-                "SELECT purpose, granted, notice_version, recorded_at FROM consent_ledger "
-                "WHERE pseudonym = ? ORDER BY id", (pseudonym,)) as cursor:
+            "SELECT purpose, granted, notice_version, recorded_at FROM consent_ledger "
+            "WHERE pseudonym = ? ORDER BY id",
+            (pseudonym,),
+        ) as cursor:
             rows = await cursor.fetchall()
-        return [ConsentRecord(r["purpose"], bool(r["granted"]), r["notice_version"],
-                              r["recorded_at"]) for r in rows]
+        return [
+            ConsentRecord(r["purpose"], bool(r["granted"]), r["notice_version"], r["recorded_at"])
+            for r in rows
+        ]
 
 
 class Sessions:
@@ -119,8 +133,9 @@ class Sessions:
         self._conn = conn
 
     async def load(self, pseudonym: str) -> str | None:
-        async with self._conn.execute("SELECT session FROM dialogue_sessions WHERE pseudonym = ?",
-                                      (pseudonym,)) as cursor:
+        async with self._conn.execute(
+            "SELECT session FROM dialogue_sessions WHERE pseudonym = ?", (pseudonym,)
+        ) as cursor:
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
@@ -128,4 +143,6 @@ class Sessions:
         await self._conn.execute(
             "INSERT INTO dialogue_sessions (pseudonym, session, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT (pseudonym) DO UPDATE SET session = excluded.session, "
-            "updated_at = excluded.updated_at", (pseudonym, session_json, now))
+            "updated_at = excluded.updated_at",
+            (pseudonym, session_json, now),
+        )

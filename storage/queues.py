@@ -51,21 +51,23 @@ class Inbox:
     async def add(self, update_id: int, payload: dict[str, Any], now: int) -> bool:
         """Store an update; False when this update id was seen before (a redelivery)."""
         async with self._conn.execute(
-                "INSERT INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (update_id) DO NOTHING RETURNING seq",
-                (update_id, json.dumps(payload, separators=(",", ":")), now)) as cursor:
+            "INSERT INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (update_id) DO NOTHING RETURNING seq",
+            (update_id, json.dumps(payload, separators=(",", ":")), now),
+        ) as cursor:
             return await cursor.fetchone() is not None
 
     async def pending(self) -> list[PendingUpdate]:
         async with self._conn.execute(
-                "SELECT update_id, payload, attempts FROM inbox WHERE status = 'pending' "
-                "ORDER BY seq") as cursor:
+            "SELECT update_id, payload, attempts FROM inbox WHERE status = 'pending' ORDER BY seq"
+        ) as cursor:
             rows = await cursor.fetchall()
         return [PendingUpdate(r[0], json.loads(r[1]), r[2]) for r in rows]
 
     async def status(self, update_id: int) -> str | None:
-        async with self._conn.execute("SELECT status FROM inbox WHERE update_id = ?",
-                                      (update_id,)) as cursor:
+        async with self._conn.execute(
+            "SELECT status FROM inbox WHERE update_id = ?", (update_id,)
+        ) as cursor:
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
@@ -73,26 +75,32 @@ class Inbox:
         """Done: the payload (which may hold message text) is dropped, the id kept."""
         await self._conn.execute(
             "UPDATE inbox SET status = 'handled', payload = NULL, handled_at = ? "
-            "WHERE update_id = ?", (now, update_id))
+            "WHERE update_id = ?",
+            (now, update_id),
+        )
 
     async def record_failure(self, update_id: int, now: int, give_up_after: int) -> bool:
         """Count a failed attempt; after `give_up_after` attempts the update is dropped
         (payload cleared). Returns True when it will be retried."""
         async with self._conn.execute(
-                "UPDATE inbox SET attempts = attempts + 1 WHERE update_id = ? "
-                "RETURNING attempts", (update_id,)) as cursor:
+            "UPDATE inbox SET attempts = attempts + 1 WHERE update_id = ? RETURNING attempts",
+            (update_id,),
+        ) as cursor:
             row = await cursor.fetchone()
         if row is None or row[0] < give_up_after:
             return row is not None
         await self._conn.execute(
             "UPDATE inbox SET status = 'failed', payload = NULL, handled_at = ? "
-            "WHERE update_id = ?", (now, update_id))
+            "WHERE update_id = ?",
+            (now, update_id),
+        )
         return False
 
     async def prune(self, before: int) -> int:
         """Forget ids of updates finished before `before` (Telegram redelivers for 24 h)."""
         cursor = await self._conn.execute(
-            "DELETE FROM inbox WHERE status <> 'pending' AND received_at < ?", (before,))
+            "DELETE FROM inbox WHERE status <> 'pending' AND received_at < ?", (before,)
+        )
         return cursor.rowcount
 
 
@@ -102,13 +110,27 @@ class Outbox:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def enqueue(self, chat_id: int, priority: int, kind: str, payload: dict[str, Any],
-                      now: int, not_before: int | None = None) -> int:
+    async def enqueue(
+        self,
+        chat_id: int,
+        priority: int,
+        kind: str,
+        payload: dict[str, Any],
+        now: int,
+        not_before: int | None = None,
+    ) -> int:
         async with self._conn.execute(
-                "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                (chat_id, priority, kind, json.dumps(payload, separators=(",", ":")),
-                 now if not_before is None else not_before, now)) as cursor:
+            "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                chat_id,
+                priority,
+                kind,
+                json.dumps(payload, separators=(",", ":")),
+                now if not_before is None else not_before,
+                now,
+            ),
+        ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
         return int(row[0])
@@ -117,27 +139,34 @@ class Outbox:
         """Pending messages, most urgent first: priority, then oldest. Includes those waiting
         for a retry time, so the sender can keep each chat's messages in order."""
         async with self._conn.execute(
-                "SELECT id, chat_id, priority, kind, payload, attempts, not_before FROM outbox "
-                "WHERE status = 'pending' ORDER BY priority, id LIMIT ?", (limit,)) as cursor:
+            "SELECT id, chat_id, priority, kind, payload, attempts, not_before FROM outbox "
+            "WHERE status = 'pending' ORDER BY priority, id LIMIT ?",
+            (limit,),
+        ) as cursor:
             rows = await cursor.fetchall()
-        return [OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6])
-                for r in rows]
+        return [OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
     async def mark_sent(self, message_id: int, now: int, telegram_message_id: int | None) -> None:
         """Sent: the text is dropped, the Telegram message id kept (for later edits)."""
         await self._conn.execute(
             "UPDATE outbox SET status = 'sent', sent_at = ?, message_id = ?, payload = NULL "
-            "WHERE id = ?", (now, telegram_message_id, message_id))
+            "WHERE id = ?",
+            (now, telegram_message_id, message_id),
+        )
 
     async def retry_later(self, message_id: int, not_before: int, error: str) -> None:
         await self._conn.execute(
             "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
-            "WHERE id = ?", (not_before, error, message_id))
+            "WHERE id = ?",
+            (not_before, error, message_id),
+        )
 
     async def mark_failed(self, message_id: int, now: int, error: str) -> None:
         await self._conn.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, sent_at = ?, "
-            "last_error = ?, payload = NULL WHERE id = ?", (now, error, message_id))
+            "last_error = ?, payload = NULL WHERE id = ?",
+            (now, error, message_id),
+        )
 
     async def cancel_chat(self, chat_id: int, reason: str, min_priority: int = 0) -> int:
         """Cancel what is still pending for a chat at `min_priority` or less urgent (e.g. all
@@ -145,7 +174,8 @@ class Outbox:
         cursor = await self._conn.execute(
             "UPDATE outbox SET status = 'cancelled', last_error = ?, payload = NULL "
             "WHERE chat_id = ? AND status = 'pending' AND priority >= ?",
-            (reason, chat_id, min_priority))
+            (reason, chat_id, min_priority),
+        )
         return cursor.rowcount
 
     async def count(self, status: str = "pending", priority: int | None = None) -> int:
@@ -165,40 +195,47 @@ class Schedules:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def add(self, kind: str, key: str, due_at: int, payload: dict[str, Any],
-                  now: int) -> bool:
+    async def add(
+        self, kind: str, key: str, due_at: int, payload: dict[str, Any], now: int
+    ) -> bool:
         """Schedule a job once: False when a job with this key already exists."""
         async with self._conn.execute(
-                "INSERT INTO schedules (kind, key, due_at, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING id",
-                (kind, key, due_at, json.dumps(payload), now)) as cursor:
+            "INSERT INTO schedules (kind, key, due_at, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING id",
+            (kind, key, due_at, json.dumps(payload), now),
+        ) as cursor:
             return await cursor.fetchone() is not None
 
     async def due(self, now: int, limit: int = 100) -> list[Job]:
         async with self._conn.execute(
-                "SELECT id, kind, key, due_at, payload, attempts FROM schedules "
-                "WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?",
-                (now, limit)) as cursor:
+            "SELECT id, kind, key, due_at, payload, attempts FROM schedules "
+            "WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?",
+            (now, limit),
+        ) as cursor:
             rows = await cursor.fetchall()
         return [Job(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     async def next_due_time(self) -> int | None:
         async with self._conn.execute(
-                "SELECT MIN(due_at) FROM schedules WHERE status = 'pending'") as cursor:
+            "SELECT MIN(due_at) FROM schedules WHERE status = 'pending'"
+        ) as cursor:
             row = await cursor.fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     async def mark_done(self, job_id: int, now: int) -> None:
         await self._conn.execute(
-            "UPDATE schedules SET status = 'done', done_at = ? WHERE id = ?", (now, job_id))
+            "UPDATE schedules SET status = 'done', done_at = ? WHERE id = ?", (now, job_id)
+        )
 
-    async def record_failure(self, job_id: int, retry_at: int, give_up_after: int,
-                             now: int) -> None:
+    async def record_failure(
+        self, job_id: int, retry_at: int, give_up_after: int, now: int
+    ) -> None:
         await self._conn.execute(
             "UPDATE schedules SET attempts = attempts + 1, due_at = ?, "
             "status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END, "
             "done_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE NULL END WHERE id = ?",
-            (retry_at, give_up_after, give_up_after, now, job_id))
+            (retry_at, give_up_after, give_up_after, now, job_id),
+        )
 
 
 class Meta:
@@ -215,4 +252,6 @@ class Meta:
     async def set(self, key: str, value: str) -> None:
         await self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

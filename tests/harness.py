@@ -87,18 +87,24 @@ class Records:
         return self.secrets.pseudonym(person.user_id)
 
     def consents(self, person: FakePerson) -> list[tuple[object, ...]]:
-        return self.query("SELECT purpose, granted, notice_version FROM consent_ledger "
-                          "WHERE pseudonym = ? ORDER BY id", self.pseudonym(person))
+        return self.query(
+            "SELECT purpose, granted, notice_version FROM consent_ledger "
+            "WHERE pseudonym = ? ORDER BY id",
+            self.pseudonym(person),
+        )
 
     def current_consents(self, person: FakePerson) -> dict[str, bool]:
-        rows = self.query("SELECT purpose, granted FROM consent_ledger WHERE id IN (SELECT "
-                          "MAX(id) FROM consent_ledger WHERE pseudonym = ? GROUP BY purpose)",
-                          self.pseudonym(person))
+        rows = self.query(
+            "SELECT purpose, granted FROM consent_ledger WHERE id IN (SELECT "
+            "MAX(id) FROM consent_ledger WHERE pseudonym = ? GROUP BY purpose)",
+            self.pseudonym(person),
+        )
         return {str(p): bool(g) for p, g in rows}
 
     def place(self, person: FakePerson) -> list[str] | None:
-        rows = self.query("SELECT session FROM dialogue_sessions WHERE pseudonym = ?",
-                          self.pseudonym(person))
+        rows = self.query(
+            "SELECT session FROM dialogue_sessions WHERE pseudonym = ?", self.pseudonym(person)
+        )
         return json.loads(str(rows[0][0]))["place"] if rows else None
 
 
@@ -107,10 +113,12 @@ FAST_PACER = ChatPacer(burst=1000, window=1.0)
 
 
 @asynccontextmanager
-async def running_bot(api: LocalBotApi, tmp_path: Path, pacer: ChatPacer | None = FAST_PACER,
-                      **extra: str) -> AsyncIterator[Runtime]:
-    runtime = await build_runtime(settings_for(api, tmp_path, **extra), poll_timeout=1,
-                                  chat_pacer=pacer)
+async def running_bot(
+    api: LocalBotApi, tmp_path: Path, pacer: ChatPacer | None = FAST_PACER, **extra: str
+) -> AsyncIterator[Runtime]:
+    runtime = await build_runtime(
+        settings_for(api, tmp_path, **extra), poll_timeout=1, chat_pacer=pacer
+    )
     await start(runtime)
     try:
         yield runtime
@@ -121,7 +129,7 @@ async def running_bot(api: LocalBotApi, tmp_path: Path, pacer: ChatPacer | None 
 async def eventually(condition: Callable[[], bool]) -> None:
     """Wait up to 10 s until `condition()` holds (for effects with no message to wait for)."""
     async with asyncio.timeout(10):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - the condition is a database read
             await asyncio.sleep(0.02)
 
 

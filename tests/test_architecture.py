@@ -13,8 +13,20 @@ from bot.settings import PROJECT_ROOT
 
 RULES = {
     # the engine: no I/O, no Telegram, no SQL, no upper layer
-    "state_machines": {"telegram", "aiosqlite", "sqlite3", "asyncio", "bot", "storage",
-                       "httpx", "aiohttp", "socket", "requests", "subprocess", "sentry_sdk"},
+    "state_machines": {
+        "telegram",
+        "aiosqlite",
+        "sqlite3",
+        "asyncio",
+        "bot",
+        "storage",
+        "httpx",
+        "aiohttp",
+        "socket",
+        "requests",
+        "subprocess",
+        "sentry_sdk",
+    },
     # storage: never the application or Telegram
     "storage": {"bot", "telegram", "state_machines", "sentry_sdk"},
 }
@@ -37,16 +49,21 @@ def forbidden_imports(package_dir: Path, forbidden: set[str]) -> list[str]:
 
 
 def test_layers_import_only_downwards() -> None:
-    problems = [p for package, forbidden in RULES.items()
-                for p in forbidden_imports(PROJECT_ROOT / package, forbidden)]
+    problems = [
+        p
+        for package, forbidden in RULES.items()
+        for p in forbidden_imports(PROJECT_ROOT / package, forbidden)
+    ]
     assert problems == []
 
 
 def test_the_rule_catches_a_planted_violation(tmp_path: Path) -> None:
     planted = tmp_path / "state_machines"
     planted.mkdir()
-    (planted / "sneaky.py").write_text("def f():\n    import asyncio.tasks\n"
-                                       "from storage.database import Database\n")
+    (planted / "sneaky.py").write_text(
+        "def f():\n    import asyncio.tasks\nfrom storage.database import Database\n"
+    )
     assert sorted(forbidden_imports(planted, RULES["state_machines"])) == [
         "state_machines/sneaky.py:2: asyncio.tasks",
-        "state_machines/sneaky.py:3: storage.database"]
+        "state_machines/sneaky.py:3: storage.database",
+    ]

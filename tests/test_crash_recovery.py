@@ -25,10 +25,14 @@ class BotProcess:
 
     def __init__(self, api: LocalBotApi, tmp_path: Path) -> None:
         self.api = api
-        self.env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN,
-                    "TELEGRAM_API_BASE_URL": api.base_url,
-                    "DATABASE_PATH": str(tmp_path / "yousaid.db"),
-                    "SECRETS_PATH": str(tmp_path / "secrets"), "LOG_LEVEL": "INFO"}
+        self.env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_BASE_URL": api.base_url,
+            "DATABASE_PATH": str(tmp_path / "yousaid.db"),
+            "SECRETS_PATH": str(tmp_path / "secrets"),
+            "LOG_LEVEL": "INFO",
+        }
         self.log_path = tmp_path / "bot.log"
         self.process: asyncio.subprocess.Process | None = None
 
@@ -38,8 +42,15 @@ class BotProcess:
         ready = len(self.api.calls("deleteWebhook"))
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run", cwd=PROJECT_ROOT, env=self.env,
-                stdout=log, stderr=log)
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
         await self.api.wait_for_calls("deleteWebhook", ready + 1, timeout=30)
 
     async def kill(self) -> None:
@@ -60,8 +71,9 @@ async def api() -> AsyncIterator[LocalBotApi]:
 
 
 @pytest.mark.parametrize("held_call", ["sendMessage", "answerCallbackQuery"])
-async def test_kill_mid_handling_takes_effect_exactly_once(api: LocalBotApi, tmp_path: Path,
-                                                           held_call: str) -> None:
+async def test_kill_mid_handling_takes_effect_exactly_once(
+    api: LocalBotApi, tmp_path: Path, held_call: str
+) -> None:
     """sendMessage: killed after the update was handled, while its reply was in flight.
     answerCallbackQuery: killed at the start of handling, after getUpdates had already
     confirmed the update to the server, so only the inbox still has it."""
@@ -86,7 +98,8 @@ async def test_kill_mid_handling_takes_effect_exactly_once(api: LocalBotApi, tmp
         assert records.consents(ADA) == [("feedback", 1, NOTICE)]
         assert records.place(ADA) == ["onboarding", "consent_invitations"]
         assert records.query("SELECT status FROM inbox WHERE update_id = ?", update_n) == [
-            ("handled",)]
+            ("handled",)
+        ]
         delivered = [m for m in chat.messages if "Can we invite you" in m.text]
         assert len(delivered) == 1
         assert any(c.outcome == "dropped" for c in api.calls(held_call))
@@ -95,8 +108,11 @@ async def test_kill_mid_handling_takes_effect_exactly_once(api: LocalBotApi, tmp
             await chat.tap(answer)
         await chat.tap("Wales")
         assert records.consents(ADA) == [
-            ("feedback", 1, NOTICE), ("panel_invitations", 0, NOTICE),
-            ("updates", 1, NOTICE), ("quotes", 0, NOTICE)]
+            ("feedback", 1, NOTICE),
+            ("panel_invitations", 0, NOTICE),
+            ("updates", 1, NOTICE),
+            ("quotes", 0, NOTICE),
+        ]
         assert records.query("PRAGMA integrity_check") == [("ok",)]
     finally:
         await bot.terminate()

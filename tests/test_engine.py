@@ -70,43 +70,57 @@ def verify_dialog(engine: Engine, script: list[tuple[str, str]]) -> Conversation
 
 
 def test_onboarding_transcript(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [
-        ("/start", "This is YouSaid"),
-        ("tap:OK, go on", "Can we keep your answers"),
-        ("tap:Yes", "Can we invite you to panels"),
-        ("tap:No", "Can we tell you what changed"),
-        ("tap:Yes", "Can we use your words"),
-        ("tap:No", "Which area"),
-        ("tap:Wales", "You are signed up"),
-    ])
+    conversation = verify_dialog(
+        engine,
+        [
+            ("/start", "This is YouSaid"),
+            ("tap:OK, go on", "Can we keep your answers"),
+            ("tap:Yes", "Can we invite you to panels"),
+            ("tap:No", "Can we tell you what changed"),
+            ("tap:Yes", "Can we use your words"),
+            ("tap:No", "Which area"),
+            ("tap:Wales", "You are signed up"),
+        ],
+    )
     assert conversation.applied == (
-        GrantConsent("feedback", True), GrantConsent("panel_invitations", False),
-        GrantConsent("updates", True), GrantConsent("quotes", False), SetRegion("wales"))
+        GrantConsent("feedback", True),
+        GrantConsent("panel_invitations", False),
+        GrantConsent("updates", True),
+        GrantConsent("quotes", False),
+        SetRegion("wales"),
+    )
     assert conversation.session.place is None
     assert "onboarding" in conversation.session.completed
 
 
 def test_every_region_is_a_button(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [("/start", "YouSaid"), ("tap:OK, go on", "keep")]
-                                 + [("tap:Yes", "?")] * 4)
+    conversation = verify_dialog(
+        engine, [("/start", "YouSaid"), ("tap:OK, go on", "keep")] + [("tap:Yes", "?")] * 4
+    )
     assert len([b for b in conversation.buttons() if b != "I don't understand"]) == 12
 
 
 def test_i_dont_understand_explains_and_stays(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [
-        ("/start", "YouSaid"),
-        ("tap:OK, go on", "Can we keep your answers"),
-        ("tap:I don't understand", "we save what you tell us"),
-        ("tap:Yes", "Can we invite you"),
-    ])
+    conversation = verify_dialog(
+        engine,
+        [
+            ("/start", "YouSaid"),
+            ("tap:OK, go on", "Can we keep your answers"),
+            ("tap:I don't understand", "we save what you tell us"),
+            ("tap:Yes", "Can we invite you"),
+        ],
+    )
     assert conversation.applied == (GrantConsent("feedback", True),)
 
 
 def test_text_where_a_button_is_expected_reasks(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [
-        ("/start", "YouSaid"),
-        ("text:yes please", "Please tap one of the buttons. | Hello. This is YouSaid"),
-    ])
+    conversation = verify_dialog(
+        engine,
+        [
+            ("/start", "YouSaid"),
+            ("text:yes please", "Please tap one of the buttons. | Hello. This is YouSaid"),
+        ],
+    )
     assert conversation.session.place == Place("onboarding", "notice")
 
 
@@ -128,10 +142,14 @@ def test_forged_button_changes_nothing(engine: Engine) -> None:
 
 
 def test_start_again_mid_dialogue_keeps_place(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [
-        ("/start", "YouSaid"), ("tap:OK, go on", "keep"),
-        ("/start", "Here is where you were. | Can we keep your answers"),
-    ])
+    conversation = verify_dialog(
+        engine,
+        [
+            ("/start", "YouSaid"),
+            ("tap:OK, go on", "keep"),
+            ("/start", "Here is where you were. | Can we keep your answers"),
+        ],
+    )
     assert conversation.session.place == Place("onboarding", "consent_feedback")
 
 
@@ -142,22 +160,31 @@ def test_start_with_unknown_code_says_so_and_goes_on(engine: Engine) -> None:
 
 
 def test_privacy_is_a_sub_dialogue_that_returns(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [
-        ("/start", "YouSaid"), ("tap:OK, go on", "keep"),
-        ("/privacy", "{consent_summary}"),
-        ("tap:Use my words", "Can we use your words"),
-        ("tap:No", "{consent_summary}"),
-        ("tap:That is all", "Can we keep your answers"),
-    ])
+    conversation = verify_dialog(
+        engine,
+        [
+            ("/start", "YouSaid"),
+            ("tap:OK, go on", "keep"),
+            ("/privacy", "{consent_summary}"),
+            ("tap:Use my words", "Can we use your words"),
+            ("tap:No", "{consent_summary}"),
+            ("tap:That is all", "Can we keep your answers"),
+        ],
+    )
     assert conversation.applied == (GrantConsent("quotes", False),)
     assert conversation.session.place == Place("onboarding", "consent_feedback")
 
 
 def test_stop_withdraws_everything_and_ends(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [
-        ("/start", "YouSaid"), ("tap:OK, go on", "keep"), ("tap:Yes", "panels"),
-        ("/stop", "no more messages"),
-    ])
+    conversation = verify_dialog(
+        engine,
+        [
+            ("/start", "YouSaid"),
+            ("tap:OK, go on", "keep"),
+            ("tap:Yes", "panels"),
+            ("/stop", "no more messages"),
+        ],
+    )
     assert conversation.applied[-1] == WithdrawAllConsents()
     assert conversation.session == Session()
     verify_dialog(engine, [("/start", "This is YouSaid")])  # and /start begins again
@@ -184,8 +211,13 @@ def test_a_place_that_no_longer_exists_restarts_that_dialogue(engine: Engine) ->
 
 def _all_tokens(engine: Engine) -> list[str]:
     from state_machines.definition import button_token
-    return [button_token(d.id, s.name, b.id) for d in engine.dialogues.values()
-            for s in d.states.values() for b in s.all_buttons()]
+
+    return [
+        button_token(d.id, s.name, b.id)
+        for d in engine.dialogues.values()
+        for s in d.states.values()
+        for b in s.all_buttons()
+    ]
 
 
 @st.composite
@@ -219,5 +251,4 @@ def test_random_event_sequences_never_crash_or_strand(engine: Engine, data: st.D
             assert state.buttons or state.text
         ended = [e for e in step.effects if isinstance(e, DialogueEnded)]
         assert len(ended) <= 1
-        assert all(isinstance(e, Say | Apply | ConfirmChoice | DialogueEnded)
-                   for e in step.effects)
+        assert all(isinstance(e, Say | Apply | ConfirmChoice | DialogueEnded) for e in step.effects)

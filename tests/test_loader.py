@@ -44,7 +44,8 @@ def test_unknown_key_names_file_line_and_state() -> None:
     text = MINIMAL.replace("    say: Is it raining?", "    say: Is it raining?\n    colour: blue")
     assert problems_of(text) == [
         "tiny.yaml:7: ask: unknown key 'colour' (expected one of: buttons, columns, end, "
-        "explain, say, text)"]
+        "explain, say, text)"
+    ]
 
 
 def test_dangling_target_and_unreachable_state() -> None:
@@ -62,15 +63,17 @@ def test_all_problems_are_reported_at_once() -> None:
 
 
 def test_bad_effects_are_rejected() -> None:
-    text = MINIMAL.replace('to: done}', 'to: done, effects: [{consent: {purpose: spying, '
-                           'granted: true}}, {set_region: atlantis}]}')
+    text = MINIMAL.replace(
+        "to: done}",
+        "to: done, effects: [{consent: {purpose: spying, granted: true}}, {set_region: atlantis}]}",
+    )
     found = problems_of(text)
     assert any("consent purpose must be one of" in p for p in found)
     assert any("unknown region 'atlantis'" in p for p in found)
 
 
 def test_a_state_with_no_way_forward_is_rejected() -> None:
-    text = MINIMAL.replace('to: done}', 'to: ask}')
+    text = MINIMAL.replace("to: done}", "to: ask}")
     found = problems_of(text)
     assert any("no path leads from here to an end state" in p for p in found)
 
@@ -82,6 +85,7 @@ def test_newer_schema_version_asks_for_an_upgrade() -> None:
 
 def test_format_migrations_run_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """A version-0 document is upgraded by the registered pure function."""
+
     def rename_prompt_to_say(root: yaml.MappingNode) -> yaml.MappingNode:
         for _, states in root.value:
             if isinstance(states, yaml.MappingNode):
@@ -90,6 +94,7 @@ def test_format_migrations_run_in_order(monkeypatch: pytest.MonkeyPatch) -> None
                         if getattr(key, "value", None) == "prompt":
                             key.value = "say"
         return root
+
     monkeypatch.setitem(MIGRATIONS, 0, rename_prompt_to_say)
     old = MINIMAL.replace("schema_version: 1", "schema_version: 0").replace("say:", "prompt:")
     dialogue = parse_dialogue(old, "tiny.yaml")
@@ -103,8 +108,14 @@ def test_format_migrations_run_in_order(monkeypatch: pytest.MonkeyPatch) -> None
 
 def run_check(dialogues: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-    return subprocess.run([sys.executable, "-m", "bot", "check", "--dialogues", str(dialogues)],
-                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "check", "--dialogues", str(dialogues)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_check_passes_on_the_shipped_dialogues() -> None:

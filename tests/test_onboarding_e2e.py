@@ -36,8 +36,9 @@ async def bot(api: LocalBotApi, tmp_path: Path) -> AsyncIterator[Records]:
         yield Records(settings_for(api, tmp_path))
 
 
-async def test_onboarding_records_one_ledger_row_per_decision(api: LocalBotApi,
-                                                              bot: Records) -> None:
+async def test_onboarding_records_one_ledger_row_per_decision(
+    api: LocalBotApi, bot: Records
+) -> None:
     chat = Chat(api, ADA)
     notice = await chat.say("/start")
     assert "will not change your licence" in notice.text
@@ -50,13 +51,18 @@ async def test_onboarding_records_one_ledger_row_per_decision(api: LocalBotApi,
         await chat.tap(answer)
     done = await chat.tap("Greater Manchester")
     assert "What happens next" in done.text
-    assert bot.consents(ADA) == [("feedback", 1, NOTICE), ("panel_invitations", 1, NOTICE),
-                                 ("updates", 0, NOTICE), ("quotes", 1, NOTICE)]
+    assert bot.consents(ADA) == [
+        ("feedback", 1, NOTICE),
+        ("panel_invitations", 1, NOTICE),
+        ("updates", 0, NOTICE),
+        ("quotes", 1, NOTICE),
+    ]
     assert bot.query("SELECT region, reachable FROM people") == [("greater-manchester", 1)]
     # Only pseudonyms are stored: no name anywhere, chat id only where sending needs it.
     assert bot.query("SELECT pseudonym FROM people")[0][0] == bot.pseudonym(ADA)
-    stored = b"".join(path.read_bytes() for path in Path(bot.settings.database_path).parent.glob(
-        "yousaid.db*"))
+    stored = b"".join(
+        path.read_bytes() for path in Path(bot.settings.database_path).parent.glob("yousaid.db*")
+    )
     assert b"Ada" not in stored
 
 
@@ -74,15 +80,20 @@ async def test_privacy_changes_one_consent_and_adds_a_row(api: LocalBotApi, bot:
     assert bot.consents(ADA)[-1] == ("updates", 1, NOTICE)
 
 
-async def test_stop_command_and_bare_stop_withdraw_everything(api: LocalBotApi,
-                                                              bot: Records) -> None:
+async def test_stop_command_and_bare_stop_withdraw_everything(
+    api: LocalBotApi, bot: Records
+) -> None:
     for person, word in ((ADA, "/stop"), (BRAN, "STOP"), (CERI, "  Stop! ")):
         chat = Chat(api, person)
         await onboard(chat)
         reply = await chat.say(word)
         assert "no more messages" in reply.text
-        assert bot.current_consents(person) == {"feedback": False, "panel_invitations": False,
-                                                "updates": False, "quotes": False}
+        assert bot.current_consents(person) == {
+            "feedback": False,
+            "panel_invitations": False,
+            "updates": False,
+            "quotes": False,
+        }
         assert bot.place(person) is None
 
 
@@ -95,18 +106,26 @@ async def test_stop_inside_a_sentence_withdraws_nothing(api: LocalBotApi, bot: R
     assert bot.consents(ADA) == rows_before
 
 
-async def test_the_same_update_twice_has_the_effect_of_once(api: LocalBotApi,
-                                                            bot: Records) -> None:
+async def test_the_same_update_twice_has_the_effect_of_once(api: LocalBotApi, bot: Records) -> None:
     chat = Chat(api, ADA)
     await chat.say("/start")
     await chat.tap("OK, go on")
     message, data = chat.find_button("Yes")
-    update = {"update_id": 424242, "callback_query": {
-        "id": "dup-1", "chat_instance": "ci-1", "data": data,
-        "from": {"id": ADA.user_id, "is_bot": False, "first_name": "Ada"},
-        "message": {"message_id": message.message_id, "date": 1_790_000_000,
-                    "chat": {"id": ADA.chat_id, "type": "private", "first_name": "Ada"},
-                    "text": message.text}}}
+    update = {
+        "update_id": 424242,
+        "callback_query": {
+            "id": "dup-1",
+            "chat_instance": "ci-1",
+            "data": data,
+            "from": {"id": ADA.user_id, "is_bot": False, "first_name": "Ada"},
+            "message": {
+                "message_id": message.message_id,
+                "date": 1_790_000_000,
+                "chat": {"id": ADA.chat_id, "type": "private", "first_name": "Ada"},
+                "text": message.text,
+            },
+        },
+    }
     api.send_update(dict(update))
     api.send_update(dict(update))
     await chat.expect(3)
@@ -116,8 +135,9 @@ async def test_the_same_update_twice_has_the_effect_of_once(api: LocalBotApi,
     assert sum("Can we invite you" in m.text for m in chat.messages) == 1
 
 
-async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(api: LocalBotApi,
-                                                                     bot: Records) -> None:
+async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(
+    api: LocalBotApi, bot: Records
+) -> None:
     chat = Chat(api, ADA)
     await chat.say("/start")
     await chat.tap("OK, go on")
@@ -141,7 +161,8 @@ async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(api: LocalB
 
 
 async def test_unredeemable_start_code_is_explained_then_onboarding_goes_on(
-        api: LocalBotApi, bot: Records) -> None:
+    api: LocalBotApi, bot: Records
+) -> None:
     chat = Chat(api, ADA)
     api.send_command(ADA, "start", "NOSUCHCODE123")
     first, second = (await api.wait_for_messages(ADA.chat_id, 2))[:2]
@@ -162,8 +183,9 @@ async def test_group_chats_are_told_and_left(api: LocalBotApi, bot: Records) -> 
     assert bot.query("SELECT COUNT(*) FROM people") == [(0,)]
 
 
-async def test_blocking_marks_unreachable_and_writing_again_restores(api: LocalBotApi,
-                                                                     bot: Records) -> None:
+async def test_blocking_marks_unreachable_and_writing_again_restores(
+    api: LocalBotApi, bot: Records
+) -> None:
     chat = Chat(api, ADA)
     await onboard(chat)
     api.send_my_chat_member(ADA, status="kicked")

@@ -19,13 +19,15 @@ COHORT = [FakePerson(user_id=710000000 + n, first_name=f"Person{n}") for n in ra
 
 @pytest.fixture()
 async def api() -> AsyncIterator[LocalBotApi]:
-    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot",
-                           enforce_limits=True) as server:
+    async with LocalBotApi(
+        token=TOKEN, bot_username="yousaid_test_bot", enforce_limits=True
+    ) as server:
         yield server
 
 
-async def queue(runtime: Runtime, people: list[FakePerson], priority: int,
-                text: str = "Panel news") -> None:
+async def queue(
+    runtime: Runtime, people: list[FakePerson], priority: int, text: str = "Panel news"
+) -> None:
     now = runtime.clock.now_ms()
     async with runtime.db.transaction() as conn:
         outbox = Outbox(conn)
@@ -35,12 +37,12 @@ async def queue(runtime: Runtime, people: list[FakePerson], priority: int,
 
 
 def delivered(api: LocalBotApi, text: str) -> int:
-    return sum(1 for c in api.calls("sendMessage")
-               if c.outcome == "ok" and c.params.get("text") == text)
+    return sum(
+        1 for c in api.calls("sendMessage") if c.outcome == "ok" and c.params.get("text") == text
+    )
 
 
-async def test_a_reply_jumps_a_thousand_queued_broadcasts(api: LocalBotApi,
-                                                          tmp_path: Path) -> None:
+async def test_a_reply_jumps_a_thousand_queued_broadcasts(api: LocalBotApi, tmp_path: Path) -> None:
     for person in COHORT:
         api.add_chat(person)
     async with running_bot(api, tmp_path, SEND_RATE_PER_SECOND="30") as runtime:
@@ -61,8 +63,7 @@ async def test_pacing_stays_inside_telegrams_limits(api: LocalBotApi, tmp_path: 
     for person in COHORT[:90]:
         api.add_chat(person)
     api.add_chat(ADA)
-    async with running_bot(api, tmp_path, pacer=ChatPacer(),
-                           SEND_RATE_PER_SECOND="28") as runtime:
+    async with running_bot(api, tmp_path, pacer=ChatPacer(), SEND_RATE_PER_SECOND="28") as runtime:
         started = time.monotonic()
         await queue(runtime, [ADA] * 6, PRIORITY_REPLY, "Reply")
         await queue(runtime, COHORT[:90], PRIORITY_BROADCAST)
@@ -90,7 +91,8 @@ async def test_429_pauses_the_sender_and_loses_nothing(api: LocalBotApi, tmp_pat
 
 
 async def test_403_marks_the_person_unreachable_and_cancels_their_queue(
-        api: LocalBotApi, tmp_path: Path) -> None:
+    api: LocalBotApi, tmp_path: Path
+) -> None:
     chat = Chat(api, ADA)
     async with running_bot(api, tmp_path) as runtime:
         await chat.say("/start")
@@ -99,15 +101,15 @@ async def test_403_marks_the_person_unreachable_and_cancels_their_queue(
         await api.wait_for_calls("sendMessage", 2, timeout=10)
         records = Records(settings_for(api, tmp_path))
         await eventually(lambda: records.query("SELECT reachable FROM people") == [(0,)])
-        assert records.query("SELECT status, COUNT(*) FROM outbox WHERE priority = 2 "
-                             "GROUP BY status") == [("cancelled", 2)]
+        assert records.query(
+            "SELECT status, COUNT(*) FROM outbox WHERE priority = 2 GROUP BY status"
+        ) == [("cancelled", 2)]
         api.unblock(ADA.chat_id)
         await chat.say("/help")  # writing again makes them reachable
         assert records.query("SELECT reachable FROM people") == [(1,)]
 
 
-async def test_server_errors_are_retried_until_delivered(api: LocalBotApi,
-                                                         tmp_path: Path) -> None:
+async def test_server_errors_are_retried_until_delivered(api: LocalBotApi, tmp_path: Path) -> None:
     api.add_chat(ADA)
     api.fail_next("sendMessage", status=500, times=2)
     async with running_bot(api, tmp_path) as runtime:

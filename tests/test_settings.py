@@ -17,28 +17,43 @@ from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
 
 
-def run_bot(args: list[str], env: dict[str, str],
-            tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("TELEGRAM_BOT_TOKEN", "SENTRY_DSN", "YOUSAID_ENV")}
-    base.update({"DATABASE_PATH": str(tmp_path / "db.sqlite"),
-                 "SECRETS_PATH": str(tmp_path / "secrets")})
+def run_bot(
+    args: list[str], env: dict[str, str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TELEGRAM_BOT_TOKEN", "SENTRY_DSN", "YOUSAID_ENV")
+    }
+    base.update(
+        {"DATABASE_PATH": str(tmp_path / "db.sqlite"), "SECRETS_PATH": str(tmp_path / "secrets")}
+    )
     base.update(env)
-    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=PROJECT_ROOT, env=base,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=PROJECT_ROOT,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize(("variable", "value", "says"), [
-    ("TIMEZONE", "Mars/Olympus", "not a known time zone"),
-    ("TELEGRAM_BOT_TOKEN", "not-a-token", "does not look like a bot token"),
-    ("TELEGRAM_API_BASE_URL", "ftp://example", "is not an http(s) URL"),
-    ("DEFAULT_LOCALE", "fr", "is not shipped"),
-    ("SENTRY_DSN", "nonsense", "is not a Sentry DSN"),
-    ("YOUSAID_ENV", "staging", "must be development or production"),
-    ("SEND_RATE_PER_SECOND", "lots", "must be a number"),
-])
-def test_bad_setting_gives_one_line_naming_it(variable: str, value: str, says: str,
-                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("TIMEZONE", "Mars/Olympus", "not a known time zone"),
+        ("TELEGRAM_BOT_TOKEN", "not-a-token", "does not look like a bot token"),
+        ("TELEGRAM_API_BASE_URL", "ftp://example", "is not an http(s) URL"),
+        ("DEFAULT_LOCALE", "fr", "is not shipped"),
+        ("SENTRY_DSN", "nonsense", "is not a Sentry DSN"),
+        ("YOUSAID_ENV", "staging", "must be development or production"),
+        ("SEND_RATE_PER_SECOND", "lots", "must be a number"),
+    ],
+)
+def test_bad_setting_gives_one_line_naming_it(
+    variable: str, value: str, says: str, tmp_path: Path
+) -> None:
     result = run_bot(["run"], {variable: value}, tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -69,8 +84,9 @@ def test_defaults() -> None:
     assert load_settings({"TELEGRAM_BOT_TOKEN": TOKEN}).require_token() == TOKEN
 
 
-def test_secrets_generated_private_with_a_warning(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_generated_private_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "data" / "secrets"
     created = load_secrets(str(path), production=False)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -87,8 +103,7 @@ def test_secrets_refused_not_generated_in_production(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"^SECRETS_PATH: no secrets file"):
         load_secrets(str(path), production=True)
     assert not path.exists()
-    result = run_bot(["run"], {"YOUSAID_ENV": "production", "TELEGRAM_BOT_TOKEN": TOKEN},
-                     tmp_path)
+    result = run_bot(["run"], {"YOUSAID_ENV": "production", "TELEGRAM_BOT_TOKEN": TOKEN}, tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: SECRETS_PATH:")
 
 

@@ -43,24 +43,37 @@ async def test_every_migration_applies_from_empty(tmp_path: Path) -> None:
 async def test_durable_pragmas(db: Database) -> None:
     async with db.read() as conn:
         values = {}
-        for pragma in ("journal_mode", "synchronous", "secure_delete", "foreign_keys",
-                       "busy_timeout"):
+        for pragma in (
+            "journal_mode",
+            "synchronous",
+            "secure_delete",
+            "foreign_keys",
+            "busy_timeout",
+        ):
             async with conn.execute(f"PRAGMA {pragma}") as cursor:
                 values[pragma] = (await cursor.fetchone())[0]
-    assert values == {"journal_mode": "wal", "synchronous": 2, "secure_delete": 1,
-                      "foreign_keys": 1, "busy_timeout": 10_000}
+    assert values == {
+        "journal_mode": "wal",
+        "synchronous": 2,
+        "secure_delete": 1,
+        "foreign_keys": 1,
+        "busy_timeout": 10_000,
+    }
 
 
 async def test_a_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None:
     database = await Database.open(str(tmp_path / "broken.db"))
     good = bundled_migrations()
-    bad = Migration(len(good) + 1, "9999_broken.sql",
-                    "CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;")
+    bad = Migration(
+        len(good) + 1, "9999_broken.sql", "CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;"
+    )
     with pytest.raises(MigrationError, match=r"9999_broken\.sql"):
         await database.migrate([*good, bad])
     assert await database.schema_version() == len(good)
-    async with database.read() as conn, conn.execute(
-            "SELECT name FROM sqlite_master WHERE name = 'half_done'") as cursor:
+    async with (
+        database.read() as conn,
+        conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'") as cursor,
+    ):
         assert await cursor.fetchone() is None
     await database.close()
 
@@ -75,8 +88,7 @@ async def test_consent_ledger_is_append_only_and_current_is_latest(db: Database)
         assert await ledger.current("p-ada") == {"feedback": False, "quotes": True}
         assert await ledger.withdraw_all("p-ada", "v1", NOW + 2) == ["quotes"]
         assert len(await ledger.history("p-ada")) == 4
-    for statement in ("UPDATE consent_ledger SET granted = 1",
-                      "DELETE FROM consent_ledger"):
+    for statement in ("UPDATE consent_ledger SET granted = 1", "DELETE FROM consent_ledger"):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             async with db.transaction() as conn:
                 await conn.execute(statement)

@@ -32,8 +32,12 @@ def document_version(root: yaml.Node) -> int | None:
     if not isinstance(root, yaml.MappingNode):
         return None
     for key, value in root.value:
-        if (isinstance(key, yaml.ScalarNode) and key.value == "schema_version"
-                and isinstance(value, yaml.ScalarNode) and value.value.isdigit()):
+        if (
+            isinstance(key, yaml.ScalarNode)
+            and key.value == "schema_version"
+            and isinstance(value, yaml.ScalarNode)
+            and value.value.isdigit()
+        ):
             return int(value.value)
     return None
 
@@ -42,8 +46,9 @@ def set_document_version(root: yaml.MappingNode, version: int) -> None:
     """Rewrite the schema_version scalar in place (used by each migration's last step)."""
     for index, (key, value) in enumerate(root.value):
         if isinstance(key, yaml.ScalarNode) and key.value == "schema_version":
-            new_value = yaml.ScalarNode("tag:yaml.org,2002:int", str(version),
-                                        value.start_mark, value.end_mark)
+            new_value = yaml.ScalarNode(
+                "tag:yaml.org,2002:int", str(version), value.start_mark, value.end_mark
+            )
             root.value[index] = (key, new_value)
 
 
@@ -53,8 +58,12 @@ def migrate_document(root: yaml.Node, report: Reporter) -> yaml.Node:
     if version is None or not isinstance(root, yaml.MappingNode):
         return root  # the loader reports the missing or malformed version
     if version > CURRENT_SCHEMA_VERSION:
-        report(root, "(file)", f"schema_version {version} is newer than this code "
-               f"understands ({CURRENT_SCHEMA_VERSION}); upgrade YouSaid")
+        report(
+            root,
+            "(file)",
+            f"schema_version {version} is newer than this code "
+            f"understands ({CURRENT_SCHEMA_VERSION}); upgrade YouSaid",
+        )
         return root
     while version < CURRENT_SCHEMA_VERSION:
         migration = MIGRATIONS.get(version)
