@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from bot.secrets_file import generate_secrets_file
 from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, load_settings
 from state_machines.engine import Engine, EngineError
 from state_machines.loader import DialogueError
+from storage.clock import SystemClock
 from storage.database import Database, MigrationError
+from storage.queues import HEARTBEAT_KEY, Meta
 
 EXIT_PROBLEMS = 2
+_HEALTHY_WITHIN_S = 120
 
 
 def main(argv: list[str]) -> int:
@@ -31,6 +35,7 @@ def main(argv: list[str]) -> int:
     check = commands.add_parser("check", help="validate dialogues and catalogs; exit 2 on errors")
     check.add_argument("--dialogues", type=Path, help="dialogue folder (default: the shipped one)")
     commands.add_parser("secrets-init", help="create the secrets file at SECRETS_PATH (once)")
+    commands.add_parser("health", help="exit 0 when a running bot polled Telegram lately")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ)
@@ -41,6 +46,11 @@ def main(argv: list[str]) -> int:
             return asyncio.run(run_migrate(settings))
         if args.command == "secrets-init":
             return run_secrets_init(settings)
+        if args.command == "health":
+            if not Path(settings.database_path).exists():
+                print("unhealthy: no database yet", file=sys.stderr)
+                return 1
+            return asyncio.run(run_health(settings))
         setup_sentry(settings.sentry_dsn, settings.environment)
         from bot.runtime import run_until_signalled  # imports telegram: only when running
 
@@ -87,6 +97,25 @@ async def run_migrate(settings: Settings) -> int:
         f"database at version {version}"
         + (f" (applied {', '.join(applied)})" if applied else " (already up to date)")
     )
+    return 0
+
+
+async def run_health(settings: Settings) -> int:
+    """Healthy when the poller wrote its heartbeat within the last two minutes."""
+    db = await Database.open(settings.database_path)
+    try:
+        async with db.read() as conn:
+            beat = await Meta(conn).get(HEARTBEAT_KEY)
+    except sqlite3.Error as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    age_s = (SystemClock().now_ms() - int(beat)) / 1000 if beat else None
+    if age_s is None or age_s > _HEALTHY_WITHIN_S:
+        print("unhealthy: the bot has not polled Telegram lately", file=sys.stderr)
+        return 1
+    print(f"healthy: last poll {age_s:.0f} s ago")
     return 0
 
 

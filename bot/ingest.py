@@ -22,12 +22,13 @@ from telegram.ext import Application
 from bot.sender import _seconds
 from storage.clock import Clock
 from storage.database import Database
-from storage.queues import Inbox, Meta
+from storage.queues import HEARTBEAT_KEY, Inbox, Meta
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
 _OFFSET_KEY = "get_updates_offset"
+_HEARTBEAT_EVERY_MS = 30_000
 
 
 # Names and usernames are never needed: drop them before anything is written to disk.
@@ -99,8 +100,11 @@ class Ingest:
             stored = await Meta(conn).get(_OFFSET_KEY)
         offset = int(stored) if stored else None
         failures = 0
+        last_beat = 0
         bot = self._application.bot
         while not self._stopping.is_set():
+            if self._clock.now_ms() - last_beat >= _HEARTBEAT_EVERY_MS:
+                last_beat = await self._heartbeat()
             try:
                 updates = await bot.get_updates(
                     offset=offset,
@@ -128,6 +132,13 @@ class Ingest:
             raw = [u.to_dict() for u in updates]
             offset = max(u.update_id for u in updates) + 1
             await self.store(raw, offset)
+
+    async def _heartbeat(self) -> int:
+        """Note that polling is alive, for `python -m bot health` (the container check)."""
+        now = self._clock.now_ms()
+        async with self._db.transaction() as conn:
+            await Meta(conn).set(HEARTBEAT_KEY, str(now))
+        return now
 
     def stop(self) -> None:
         self._stopping.set()

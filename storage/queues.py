@@ -13,6 +13,9 @@ PRIORITY_SAFEGUARDING = 0
 PRIORITY_REPLY = 1
 PRIORITY_BROADCAST = 2
 
+# Meta key: when the poller last reported itself alive (ms), read by `python -m bot health`.
+HEARTBEAT_KEY = "poller_heartbeat_ms"
+
 
 @dataclass(frozen=True)
 class PendingUpdate:

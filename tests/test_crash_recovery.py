@@ -118,3 +118,28 @@ async def test_kill_mid_handling_takes_effect_exactly_once(
         await bot.terminate()
         if os.environ.get("CI"):
             sys.stderr.write(bot.log_path.read_text() if bot.log_path.exists() else "")
+
+
+async def test_health_reports_a_polling_bot(api: LocalBotApi, tmp_path: Path) -> None:
+    bot = BotProcess(api, tmp_path)
+
+    async def health() -> int:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "health",
+            cwd=PROJECT_ROOT,
+            env=bot.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await process.wait()
+
+    assert await health() == 1  # no database yet
+    try:
+        await bot.start()
+        await Chat(api, ADA).say("/start")
+        assert await health() == 0
+    finally:
+        await bot.terminate()

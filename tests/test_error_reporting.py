@@ -1,0 +1,81 @@
+"""Errors: a failing update is retried, then given up kindly; reports carry no personal data."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.error_reporting import scrub_event, scrub_text
+from bot.local_api import LocalBotApi
+from tests.harness import ADA, TOKEN, Chat, Records, eventually, running_bot, settings_for
+
+
+def test_scrub_masks_tokens_and_ids() -> None:
+    text = "chat 700000001 failed with 123456789:AAinventedTOKENforTESTSonly_abcdefgh"
+    assert scrub_text(text) == "chat <number> failed with <token>"
+
+
+def test_scrub_event_drops_personal_parts() -> None:
+    event = {
+        "request": {"data": "hello"},
+        "user": {"id": 700000001},
+        "extra": {"text": "my words"},
+        "breadcrumbs": {"values": [{"message": "my words"}]},
+        "exception": {
+            "values": [
+                {
+                    "value": "person 700000001",
+                    "stacktrace": {"frames": [{"function": "f", "vars": {"text": "my words"}}]},
+                }
+            ]
+        },
+    }
+    scrubbed = scrub_event(event)
+    assert set(scrubbed) == {"exception"}
+    value = scrubbed["exception"]["values"][0]
+    assert value["value"] == "person <number>"
+    assert "vars" not in value["stacktrace"]["frames"][0]
+
+
+@pytest.fixture()
+async def api() -> AsyncIterator[LocalBotApi]:
+    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
+        yield server
+
+
+async def test_a_failing_update_is_retried_then_the_person_is_told(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A real fault in the database (a trigger that aborts) fails the handler's transaction:
+    nothing half-done is stored, the update is retried, and after the last try the person
+    hears that something went wrong. Once the fault is gone they carry on."""
+    chat = Chat(api, ADA)
+    async with running_bot(api, tmp_path):
+        records = Records(settings_for(api, tmp_path))
+        await chat.say("/start")
+        await chat.tap("OK, go on")
+        with sqlite3.connect(records.settings.database_path) as conn:
+            conn.execute(
+                "CREATE TRIGGER injected_fault BEFORE INSERT ON consent_ledger "
+                "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            )
+        message, data = chat.find_button("Yes")
+        api.press_button(ADA, message.message_id, data)
+        sorry = await api.wait_for_messages(ADA.chat_id, 3, timeout=20)
+        assert "something went wrong" in sorry[-1].text
+        await eventually(
+            lambda: (
+                records.query("SELECT status, attempts, payload FROM inbox ORDER BY seq")[-1]
+                == ("failed", 3, None)
+            )
+        )
+        assert records.consents(ADA) == []
+        assert records.place(ADA) == ["onboarding", "consent_feedback"]
+        with sqlite3.connect(records.settings.database_path) as conn:
+            conn.execute("DROP TRIGGER injected_fault")
+        question = await chat.tap("Yes")
+        assert "Can we invite you" in question.text
+        assert records.consents(ADA) == [("feedback", 1, "2026-11-v1")]

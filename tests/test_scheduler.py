@@ -1,0 +1,105 @@
+"""Schedules live in the database and read a settable clock: time is moved, never waited."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.scheduler import HOUSEKEEPING, Scheduler
+from storage.clock import ManualClock
+from storage.database import Database
+from storage.queues import Inbox, Job, Meta, Schedules
+
+DAY = 86_400
+
+
+@pytest.fixture()
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(str(tmp_path / "s.db"))
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+async def count_runs(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+    meta = Meta(conn)
+    await meta.set("runs", str(int(await meta.get("runs") or 0) + 1))
+
+
+async def runs(db: Database) -> int:
+    async with db.read() as conn:
+        return int(await Meta(conn).get("runs") or 0)
+
+
+async def test_a_job_runs_once_when_due_and_survives_a_restart(db: Database) -> None:
+    clock = ManualClock(datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
+    scheduler = Scheduler(db, clock)
+    scheduler.register("reminder", count_runs)
+    due = clock.now_ms() + 3600_000
+    async with db.transaction() as conn:
+        assert await Schedules(conn).add("reminder", "reminder:panel-1", due, {}, clock.now_ms())
+    assert await scheduler.run_due() == 0
+    clock.advance(3599)
+    assert await scheduler.run_due() == 0
+    clock.advance(1)
+    assert await scheduler.run_due() == 1
+    assert await runs(db) == 1
+    restarted = Scheduler(db, clock)  # a new process: the job is not repeated
+    restarted.register("reminder", count_runs)
+    clock.advance(DAY)
+    assert await restarted.run_due() == 0
+    assert await runs(db) == 1
+
+
+async def test_a_job_missed_while_down_runs_at_the_next_start(db: Database) -> None:
+    clock = ManualClock(datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
+    async with db.transaction() as conn:
+        await Schedules(conn).add("reminder", "reminder:x", clock.now_ms() + 60_000, {}, 0)
+    clock.advance(5 * DAY)  # the bot was down when it was due
+    scheduler = Scheduler(db, clock)
+    scheduler.register("reminder", count_runs)
+    assert await scheduler.run_due() == 1
+    assert await runs(db) == 1
+
+
+async def test_a_failing_job_is_retried_later_then_given_up(db: Database) -> None:
+    clock = ManualClock()
+
+    async def broken(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        await count_runs(conn, job, now)  # rolled back with the failure
+        raise RuntimeError("no route to the digest service")
+
+    scheduler = Scheduler(db, clock)
+    scheduler.register("digest", broken)
+    async with db.transaction() as conn:
+        await Schedules(conn).add("digest", "digest:london:2026-W48", clock.now_ms(), {}, 0)
+    for _ in range(5):
+        assert await scheduler.run_due() == 0
+        clock.advance(DAY)
+    async with db.read() as conn, conn.execute("SELECT status, attempts FROM schedules") as cur:
+        assert [tuple(r) for r in await cur.fetchall()] == [("failed", 5)]
+    assert await runs(db) == 0
+
+
+async def test_housekeeping_forgets_old_update_ids_daily(db: Database) -> None:
+    clock = ManualClock(datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
+    async with db.transaction() as conn:
+        inbox = Inbox(conn)
+        await inbox.add(1, {"update_id": 1}, clock.now_ms())
+        await inbox.mark_handled(1, clock.now_ms())
+        await inbox.add(2, {"update_id": 2}, clock.now_ms())  # pending: never forgotten
+    scheduler = Scheduler(db, clock)
+    await scheduler.ensure_housekeeping()
+    await scheduler.ensure_housekeeping()  # idempotent
+    assert await scheduler.run_due() == 1
+    clock.advance(8 * DAY)
+    assert await scheduler.run_due() == 1  # tomorrow's run was scheduled by today's
+    async with db.read() as conn:
+        assert await Inbox(conn).status(1) is None
+        assert await Inbox(conn).status(2) == "pending"
+        jobs = await Schedules(conn).due(clock.now_ms() + 2 * DAY * 1000)
+    assert [j.kind for j in jobs] == [HOUSEKEEPING]
