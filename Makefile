@@ -12,7 +12,7 @@ run: $(INSTALLED) catalogs migrate
 test: $(INSTALLED) catalogs
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy --strict state_machines storage
+	$(PY) -m mypy --strict state_machines storage bot
 	$(PY) -m bot check
 	$(PY) -m pytest -q
 
@@ -45,7 +45,7 @@ lint: $(INSTALLED)
 	$(PY) -m ruff format --check .
 
 typecheck: $(INSTALLED)
-	$(PY) -m mypy --strict state_machines storage
+	$(PY) -m mypy --strict state_machines storage bot
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,6 +20,7 @@ from state_machines.definition import GrantConsent, SetRegion, StoreAnswer, With
 from state_machines.engine import Engine
 from state_machines.events import Apply, ConfirmChoice, Event, Say
 from state_machines.session import Session
+from storage.answers import Answers
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People, Sessions
@@ -190,10 +191,23 @@ class ConversationService:
             await Outbox(conn).cancel_chat(
                 chat_id, "person withdrew consent", min_priority=PRIORITY_BROADCAST
             )
-        elif isinstance(effect, StoreAnswer):
-            # Free-text answers arrive with the feedback dialogue (encrypted at rest there);
-            # no shipped dialogue asks for text yet, so refuse rather than store plain text.
-            raise NotImplementedError("free-text answers need the feedback answer store")
+        elif isinstance(effect, StoreAnswer) and apply.value is not None:
+            await self._store_answer(conn, pseudonym, apply, effect, now)
+
+    async def _store_answer(
+        self,
+        conn: aiosqlite.Connection,
+        pseudonym: str,
+        apply: Apply,
+        effect: StoreAnswer,
+        now: int,
+    ) -> None:
+        """Keep a free-text answer, encrypted, and only with the feedback consent."""
+        if not (await ConsentLedger(conn).current(pseudonym)).get("feedback", False):
+            log.info("answer from person %s not kept: no feedback consent", pseudonym[:12])
+            return
+        ciphertext = self._secrets.encrypt_text(apply.value or "")
+        await Answers(conn).add(pseudonym, apply.dialogue or "", effect.key, ciphertext, now)
 
     async def _context(
         self, conn: aiosqlite.Connection, pseudonym: str, locale: str, say: Say

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from telegram import Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application
 
+from bot.secrets_file import Secrets
 from bot.sender import _seconds
 from storage.clock import Clock
 from storage.database import Database
@@ -57,9 +59,11 @@ class Ingest:
         db: Database,
         application: Application[Any, Any, Any, Any, Any, Any],
         clock: Clock,
+        secrets: Secrets,
         poll_timeout: int = POLL_TIMEOUT_S,
     ) -> None:
         self._db = db
+        self._secrets = secrets
         self._application = application
         self._clock = clock
         self._poll_timeout = poll_timeout
@@ -73,7 +77,8 @@ class Ingest:
         async with self._db.transaction() as conn:
             inbox = Inbox(conn)
             for raw in map(minimise, raw_updates):
-                if await inbox.add(int(raw["update_id"]), raw, now):
+                sealed = self._secrets.encrypt_text(json.dumps(raw, separators=(",", ":")))
+                if await inbox.add(int(raw["update_id"]), sealed, now):
                     fresh.append(raw)
             if offset is not None:
                 await Meta(conn).set(_OFFSET_KEY, str(offset))
@@ -90,8 +95,20 @@ class Ingest:
         async with self._db.read() as conn:
             pending = await Inbox(conn).pending()
         for item in pending:
-            await self.dispatch(item.payload)
+            await self.dispatch(self._open(item.payload))
         return len(pending)
+
+    async def redispatch(self, update_id: int) -> bool:
+        """Hand one stored, still pending update to the Application again (a retry)."""
+        async with self._db.read() as conn:
+            sealed = await Inbox(conn).pending_payload(update_id)
+        if sealed is not None:
+            await self.dispatch(self._open(sealed))
+        return sealed is not None
+
+    def _open(self, sealed: bytes) -> dict[str, Any]:
+        raw: dict[str, Any] = json.loads(self._secrets.decrypt_text(sealed))
+        return raw
 
     async def poll(self) -> None:
         """Long-poll getUpdates until stopped. A batch is confirmed (by the next call's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -79,7 +78,7 @@ async def build_runtime(
         db, engine, catalogs, secrets, clock, settings.default_locale, SHIPPED_LOCALES, sender.wake
     )
     TelegramAdapter(service).install(application)
-    ingest = Ingest(db, application, clock, poll_timeout)
+    ingest = Ingest(db, application, clock, secrets, poll_timeout)
     runtime = Runtime(
         settings, db, engine, clock, application, service, sender, ingest, Scheduler(db, clock)
     )
@@ -115,15 +114,7 @@ def _error_handler(runtime: Runtime) -> Any:
 
 async def _retry(runtime: Runtime, update_id: int) -> None:
     await asyncio.sleep(_RETRY_DELAY_S)
-    async with (
-        runtime.db.read() as conn,
-        conn.execute(
-            "SELECT payload FROM inbox WHERE update_id = ? AND status = 'pending'", (update_id,)
-        ) as cursor,
-    ):
-        row = await cursor.fetchone()
-    if row is not None:
-        await runtime.ingest.dispatch(json.loads(row[0]))
+    await runtime.ingest.redispatch(update_id)
 
 
 async def start(runtime: Runtime, *, poll: bool = True) -> None:

@@ -18,6 +18,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from bot.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,13 @@ class Secrets:
             self.pseudonym_key, f"telegram-user:{telegram_user_id}".encode(), hashlib.sha256
         )
         return mac.hexdigest()[:32]
+
+    def encrypt_text(self, text: str) -> bytes:
+        """Encrypt free text for storage (authenticated: tampering is detected)."""
+        return Fernet(base64.urlsafe_b64encode(self.text_key)).encrypt(text.encode("utf-8"))
+
+    def decrypt_text(self, token: bytes) -> str:
+        return Fernet(base64.urlsafe_b64encode(self.text_key)).decrypt(token).decode("utf-8")
 
 
 def generate_secrets_file(path: Path) -> Secrets:

@@ -49,15 +49,19 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
     """One update at a time per person, many people at once.
 
     The per-chat lock is taken *before* a concurrency slot, so one person flooding the bot
-    queues behind their own lock instead of filling every slot and starving others."""
+    queues behind their own lock instead of filling every slot and starving others. PTB's own
+    semaphore (taken first, in its final `process_update`) is therefore sized so it never
+    binds; the real limit is `self._slots`."""
+
+    _UNBOUNDED = 1_000_000
 
     def __init__(self, max_concurrent_updates: int = 64) -> None:
-        super().__init__(max_concurrent_updates)
+        super().__init__(self._UNBOUNDED)
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiting: Counter[int] = Counter()
         self._slots = asyncio.BoundedSemaphore(max_concurrent_updates)
 
-    async def process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = _chat_key(update)
         if key is None:
             async with self._slots:
@@ -73,9 +77,6 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
             if not self._waiting[key]:
                 del self._waiting[key]
                 del self._locks[key]
-
-    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        await coroutine  # process_update is overridden; kept for the abstract interface
 
     async def initialize(self) -> None:
         """Nothing to set up."""

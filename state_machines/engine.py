@@ -195,7 +195,7 @@ class Engine:
             return
         stepper = _Stepper(place.state)
         self._machines[place.dialogue].events["text"].trigger(stepper)
-        out.effects.extend(Apply(effect, event.text) for effect in answer.effects)
+        out.effects.extend(Apply(effect, event.text, place.dialogue) for effect in answer.effects)
         self._enter(out, Place(place.dialogue, stepper.state))
 
     def _on_command(self, out: _Out, event: CommandSent) -> None:

@@ -79,6 +79,7 @@ class Apply:
 
     effect: EffectSpec
     value: str | None = None  # the free text, for StoreAnswer
+    dialogue: str | None = None  # the dialogue the answer belongs to, for StoreAnswer
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ HEARTBEAT_KEY = "poller_heartbeat_ms"
 @dataclass(frozen=True)
 class PendingUpdate:
     update_id: int
-    payload: dict[str, Any]
+    payload: bytes  # sealed by the application; storage never reads it
     attempts: int
 
 
@@ -51,12 +51,12 @@ class Inbox:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def add(self, update_id: int, payload: dict[str, Any], now: int) -> bool:
+    async def add(self, update_id: int, payload: bytes, now: int) -> bool:
         """Store an update; False when this update id was seen before (a redelivery)."""
         async with self._conn.execute(
             "INSERT INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?) "
             "ON CONFLICT (update_id) DO NOTHING RETURNING seq",
-            (update_id, json.dumps(payload, separators=(",", ":")), now),
+            (update_id, payload, now),
         ) as cursor:
             return await cursor.fetchone() is not None
 
@@ -65,7 +65,14 @@ class Inbox:
             "SELECT update_id, payload, attempts FROM inbox WHERE status = 'pending' ORDER BY seq"
         ) as cursor:
             rows = await cursor.fetchall()
-        return [PendingUpdate(r[0], json.loads(r[1]), r[2]) for r in rows]
+        return [PendingUpdate(r[0], bytes(r[1]), r[2]) for r in rows]
+
+    async def pending_payload(self, update_id: int) -> bytes | None:
+        async with self._conn.execute(
+            "SELECT payload FROM inbox WHERE update_id = ? AND status = 'pending'", (update_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else bytes(row[0])
 
     async def status(self, update_id: int) -> str | None:
         async with self._conn.execute(

@@ -89,9 +89,9 @@ async def test_housekeeping_forgets_old_update_ids_daily(db: Database) -> None:
     clock = ManualClock(datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
     async with db.transaction() as conn:
         inbox = Inbox(conn)
-        await inbox.add(1, {"update_id": 1}, clock.now_ms())
+        await inbox.add(1, b"sealed-1", clock.now_ms())
         await inbox.mark_handled(1, clock.now_ms())
-        await inbox.add(2, {"update_id": 2}, clock.now_ms())  # pending: never forgotten
+        await inbox.add(2, b"sealed-2", clock.now_ms())  # pending: never forgotten
     scheduler = Scheduler(db, clock)
     await scheduler.ensure_housekeeping()
     await scheduler.ensure_housekeeping()  # idempotent

@@ -109,9 +109,9 @@ async def test_people_touch_makes_reachable_again(db: Database) -> None:
 async def test_inbox_recognises_redelivery_and_forgets_payloads(db: Database) -> None:
     async with db.transaction() as conn:
         inbox = Inbox(conn)
-        assert await inbox.add(500, {"update_id": 500}, NOW)
-        assert not await inbox.add(500, {"update_id": 500}, NOW)
-        assert await inbox.add(17, {"update_id": 17}, NOW)  # ids may jump backwards
+        assert await inbox.add(500, b"sealed-500", NOW)
+        assert not await inbox.add(500, b"sealed-500", NOW)
+        assert await inbox.add(17, b"sealed-17", NOW)  # ids may jump backwards
         assert [p.update_id for p in await inbox.pending()] == [500, 17]
         await inbox.mark_handled(500, NOW)
         assert await inbox.status(500) == "handled"

@@ -37,11 +37,12 @@ CREATE TABLE dialogue_sessions (
 ) STRICT;
 
 -- Every update received, written before Telegram is allowed to forget it. The payload is
--- cleared once handled; the id stays for de-duplication (ids are not monotonic).
+-- encrypted by the application (it may hold what a person wrote) and cleared once handled;
+-- the id stays for de-duplication (ids are not monotonic).
 CREATE TABLE inbox (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     update_id    INTEGER NOT NULL UNIQUE,
-    payload      TEXT,
+    payload      BLOB,
     status       TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'handled', 'failed')),
     attempts     INTEGER NOT NULL DEFAULT 0,
     received_at  INTEGER NOT NULL,
