@@ -16,7 +16,13 @@ import aiosqlite
 
 from bot.rendering import Catalogs, consent_summary, fill, render_message
 from bot.secrets_file import Secrets
-from state_machines.definition import GrantConsent, SetRegion, StoreAnswer, WithdrawAllConsents
+from state_machines.definition import (
+    GrantConsent,
+    SetLocale,
+    SetRegion,
+    StoreAnswer,
+    WithdrawAllConsents,
+)
 from state_machines.engine import Engine
 from state_machines.events import Apply, ConfirmChoice, Event, Say
 from state_machines.session import Session
@@ -86,12 +92,15 @@ class ConversationService:
             session = Session.from_json(stored) if stored else Session()
             step = self._engine.step(session, event)
             outbox = Outbox(conn)
+            locale = person.locale
             for effect in step.effects:
                 if isinstance(effect, Apply):
                     await self._apply(conn, pseudonym, sender.chat_id, effect, now)
+                    if isinstance(effect.effect, SetLocale):
+                        locale = effect.effect.locale  # what follows is in the new language
                 elif isinstance(effect, Say):
-                    context = await self._context(conn, pseudonym, person.locale, effect)
-                    for payload in render_message(effect, person.locale, self._catalogs, context):
+                    context = await self._context(conn, pseudonym, locale, effect)
+                    for payload in render_message(effect, locale, self._catalogs, context):
                         await outbox.enqueue(
                             sender.chat_id, PRIORITY_REPLY, "message", payload, now
                         )
@@ -100,7 +109,7 @@ class ConversationService:
                         sender.chat_id,
                         PRIORITY_REPLY,
                         "edit",
-                        self._answered(tapped, effect, person.locale),
+                        self._answered(tapped, effect, locale),
                         now,
                     )
             await Sessions(conn).save(pseudonym, step.session.to_json(), now)
@@ -109,20 +118,16 @@ class ConversationService:
         self._on_outbox_changed()
 
     async def reply_with_message(
-        self,
-        update_id: int,
-        chat_id: int,
-        message_key: str,
-        locale: str | None = None,
-        leave_chat: bool = False,
+        self, update_id: int, chat_id: int, message_key: str, leave_chat: bool = False
     ) -> None:
         """Answer with one shared message (no dialogue step), e.g. to a group chat."""
         now = self._clock.now_ms()
-        locale = locale if locale in self._shipped_locales else self._default_locale
-        text = self._catalogs.gettext(locale, self._engine.message(message_key))
         async with self._db.transaction() as conn:
             if not await self._claim(conn, update_id):
                 return
+            person = await People(conn).by_chat(chat_id)
+            locale = person.locale if person else self._default_locale
+            text = self._catalogs.gettext(locale, self._engine.message(message_key))
             outbox = Outbox(conn)
             await outbox.enqueue(chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
             if leave_chat:
@@ -186,6 +191,8 @@ class ConversationService:
             )
         elif isinstance(effect, SetRegion):
             await People(conn).set_region(pseudonym, effect.region, now)
+        elif isinstance(effect, SetLocale) and effect.locale in self._shipped_locales:
+            await People(conn).set_locale(pseudonym, effect.locale, now)
         elif isinstance(effect, WithdrawAllConsents):
             await ConsentLedger(conn).withdraw_all(pseudonym, self.notice_version, now)
             await Outbox(conn).cancel_chat(

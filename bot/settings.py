@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_LOCALES = ("en",)
+SHIPPED_LOCALES = ("en", "cy")
 _TOKEN = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,64}$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -38,9 +38,9 @@ from state_machines.events import (
 
 log = logging.getLogger(__name__)
 
-# The word STOP on its own (any case, optional punctuation) means /stop; inside a sentence
-# ("please stop asking me about housing") it does not.
-_STOP_WORD = re.compile(r"^\s*stop\s*[.!]*\s*$", re.IGNORECASE)
+# The word STOP (Welsh: STOPIO) on its own, in any case, with optional punctuation, means
+# /stop; inside a sentence ("please stop asking me about housing") it does not.
+_STOP_WORD = re.compile(r"^\s*(stop|stopio)\s*[.!]*\s*$", re.IGNORECASE)
 _PRIVATE = filters.ChatType.PRIVATE
 _MAX_INPUT_CHARS = 4096
 
@@ -201,12 +201,11 @@ class TelegramAdapter:
         await self._service.handle_event(update.update_id, sender, event, tapped)
 
     async def _reply(self, update: Update, message_key: str) -> None:
-        chat, user = update.effective_chat, update.effective_user
+        chat = update.effective_chat
         if chat is None:
             await self._service.ignore(update.update_id)
             return
-        locale = user.language_code if user else None
-        await self._service.reply_with_message(update.update_id, chat.id, message_key, locale)
+        await self._service.reply_with_message(update.update_id, chat.id, message_key)
 
 
 def _content_kind(message: Message) -> str:

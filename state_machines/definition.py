@@ -29,6 +29,9 @@ REGION_SLUGS: tuple[str, ...] = (
     "south-central",
 )
 
+# The languages a person can choose (gettext locale codes): English and Welsh.
+LANGUAGES: tuple[str, ...] = ("en", "cy")
+
 # The id of the automatic "I don't understand" button on states that have an `explain` text.
 EXPLAIN_BUTTON_ID = "explain"
 EXPLAIN_BUTTON_LABEL = "I don't understand"
@@ -50,6 +53,13 @@ class SetRegion:
 
 
 @dataclass(frozen=True)
+class SetLocale:
+    """Switch the language the person is written to in."""
+
+    locale: str
+
+
+@dataclass(frozen=True)
 class WithdrawAllConsents:
     """Withdraw every consent and stop all messages."""
 
@@ -61,7 +71,7 @@ class StoreAnswer:
     key: str
 
 
-EffectSpec = GrantConsent | SetRegion | WithdrawAllConsents | StoreAnswer
+EffectSpec = GrantConsent | SetRegion | SetLocale | WithdrawAllConsents | StoreAnswer
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,14 @@ import yaml
 from state_machines.definition import (
     CONSENT_PURPOSES,
     EXPLAIN_BUTTON_ID,
+    LANGUAGES,
     REGION_SLUGS,
     Button,
     Command,
     Dialogue,
     EffectSpec,
     GrantConsent,
+    SetLocale,
     SetRegion,
     State,
     StoreAnswer,
@@ -137,12 +139,13 @@ class _Checker:
     def effect(self, node: yaml.Node, where: str) -> EffectSpec | None:
         if isinstance(node, yaml.ScalarNode) and node.value == "withdraw_all_consents":
             return WithdrawAllConsents()
-        fields = self.mapping(node, where, {"consent", "set_region", "store"})
+        fields = self.mapping(node, where, {"consent", "set_region", "set_locale", "store"})
         if len(fields) != 1:
             self.problem(
                 node,
                 where,
-                "each effect is one of: consent, set_region, store, withdraw_all_consents",
+                "each effect is one of: consent, set_region, set_locale, store, "
+                "withdraw_all_consents",
             )
             return None
         ((kind, value),) = fields.items()
@@ -163,6 +166,12 @@ class _Checker:
                 self.problem(value, where, f"unknown region '{region}'")
                 return None
             return SetRegion(region)
+        if kind == "set_locale":
+            locale = self.scalar(value, where, str)
+            if locale not in LANGUAGES:
+                self.problem(value, where, f"set_locale must be one of {LANGUAGES}")
+                return None
+            return SetLocale(locale)
         return StoreAnswer(self.name(value, where))
 
 

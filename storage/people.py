@@ -71,6 +71,12 @@ class People:
             (region, now, pseudonym),
         )
 
+    async def set_locale(self, pseudonym: str, locale: str, now: int) -> None:
+        await self._conn.execute(
+            "UPDATE people SET locale = ?, updated_at = ? WHERE pseudonym = ?",
+            (locale, now, pseudonym),
+        )
+
     async def set_reachable(self, chat_id: int, reachable: bool, now: int) -> str | None:
         """Mark the person behind a chat reachable or not; returns their pseudonym if known."""
         async with self._conn.execute(

@@ -52,6 +52,11 @@ class Chat:
         """Wait until the bot has sent `count` messages in all; return the newest."""
         return (await self.api.wait_for_messages(self.person.chat_id, count, 10.0))[-1]
 
+    async def start(self, language: str = "English") -> SentMessage:
+        """/start, then pick the language: returns the notice."""
+        await self.say("/start")
+        return await self.tap(language)
+
     async def say(self, text: str) -> SentMessage:
         before = len(self.messages)
         self.api.send_text(self.person, text)
@@ -135,7 +140,7 @@ async def eventually(condition: Callable[[], bool]) -> None:
 
 async def onboard(chat: Chat, region: str = "London") -> None:
     """The whole onboarding: notice, four consents (yes, yes, no, yes), region."""
-    await chat.say("/start")
+    await chat.start()
     await chat.tap("OK, go on")
     for answer in ("Yes", "Yes", "No", "Yes"):
         await chat.tap(answer)

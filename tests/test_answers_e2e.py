@@ -55,11 +55,11 @@ async def test_text_is_kept_encrypted_only_with_consent(
     async with running_bot(api, tmp_path, **extra):
         records = Records(settings_for(api, tmp_path, **extra))
         ada, bran = Chat(api, ADA), Chat(api, BRAN)
-        await ada.say("/start")
+        await ada.start()
         await ada.tap("OK, go on")
         await ada.tap("Yes")  # keep my answers
         await answer_probe(ada, "Evening appointments please")
-        await bran.say("/start")
+        await bran.start()
         await bran.tap("OK, go on")
         await bran.tap("No")  # do not keep my answers
         await answer_probe(bran, "Nobody listens to me")

@@ -15,9 +15,10 @@ import pytest
 
 from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT
-from tests.harness import ADA, TOKEN, Chat, Records, settings_for
+from tests.harness import ADA, TOKEN, Chat, Records, eventually, settings_for
 
 NOTICE = "2026-11-v1"
+PENDING = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'"
 
 
 class BotProcess:
@@ -81,8 +82,13 @@ async def test_kill_mid_handling_takes_effect_exactly_once(
     chat = Chat(api, ADA)
     try:
         await bot.start()
-        await chat.say("/start")
+        await chat.start()
         await chat.tap("OK, go on")
+        records = Records(settings_for(api, tmp_path))
+        # Let the previous step settle (its reply confirmed and marked sent), so the only
+        # thing in flight at the kill is update N; a reply confirmed by Telegram but not
+        # yet marked sent would be repeated after a crash (bounded by what was in flight).
+        await eventually(lambda: records.query(PENDING) == [(0,)])
         hold = api.hold(held_call, chat_id=ADA.chat_id if held_call == "sendMessage" else None)
         message, data = chat.find_button("Yes")
         update_n = api.press_button(ADA, message.message_id, data)
@@ -92,9 +98,8 @@ async def test_kill_mid_handling_takes_effect_exactly_once(
         assert api.pending_update_count == 0  # the server forgot N: only our inbox has it
 
         await bot.start()
-        question = await chat.expect(3)
+        question = await chat.expect(4)
         assert "Can we invite you to panels" in question.text
-        records = Records(settings_for(api, tmp_path))
         assert records.consents(ADA) == [("feedback", 1, NOTICE)]
         assert records.place(ADA) == ["onboarding", "consent_invitations"]
         assert records.query("SELECT status FROM inbox WHERE update_id = ?", update_n) == [

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from state_machines.definition import GrantConsent, SetRegion, WithdrawAllConsents
+from state_machines.definition import GrantConsent, SetLocale, SetRegion, WithdrawAllConsents
 from state_machines.engine import Engine
 from state_machines.events import (
     Apply,
@@ -69,11 +69,14 @@ def verify_dialog(engine: Engine, script: list[tuple[str, str]]) -> Conversation
     return conversation
 
 
+START = [("/start", "Which language"), ("tap:English", "This is YouSaid")]
+
+
 def test_onboarding_transcript(engine: Engine) -> None:
     conversation = verify_dialog(
         engine,
         [
-            ("/start", "This is YouSaid"),
+            *START,
             ("tap:OK, go on", "Can we keep your answers"),
             ("tap:Yes", "Can we invite you to panels"),
             ("tap:No", "Can we tell you what changed"),
@@ -83,6 +86,7 @@ def test_onboarding_transcript(engine: Engine) -> None:
         ],
     )
     assert conversation.applied == (
+        SetLocale("en"),
         GrantConsent("feedback", True),
         GrantConsent("panel_invitations", False),
         GrantConsent("updates", True),
@@ -95,7 +99,7 @@ def test_onboarding_transcript(engine: Engine) -> None:
 
 def test_every_region_is_a_button(engine: Engine) -> None:
     conversation = verify_dialog(
-        engine, [("/start", "YouSaid"), ("tap:OK, go on", "keep")] + [("tap:Yes", "?")] * 4
+        engine, [*START, ("tap:OK, go on", "keep")] + [("tap:Yes", "?")] * 4
     )
     assert len([b for b in conversation.buttons() if b != "I don't understand"]) == 12
 
@@ -104,28 +108,28 @@ def test_i_dont_understand_explains_and_stays(engine: Engine) -> None:
     conversation = verify_dialog(
         engine,
         [
-            ("/start", "YouSaid"),
+            *START,
             ("tap:OK, go on", "Can we keep your answers"),
             ("tap:I don't understand", "we save what you tell us"),
             ("tap:Yes", "Can we invite you"),
         ],
     )
-    assert conversation.applied == (GrantConsent("feedback", True),)
+    assert conversation.applied == (SetLocale("en"), GrantConsent("feedback", True))
 
 
 def test_text_where_a_button_is_expected_reasks(engine: Engine) -> None:
     conversation = verify_dialog(
         engine,
         [
-            ("/start", "YouSaid"),
-            ("text:yes please", "Please tap one of the buttons. | Hello. This is YouSaid"),
+            *START,
+            ("text:yes please", "Please tap one of the buttons. | This is YouSaid"),
         ],
     )
     assert conversation.session.place == Place("onboarding", "notice")
 
 
 def test_old_button_is_answered_kindly(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [("/start", "YouSaid"), ("tap:OK, go on", "keep")])
+    conversation = verify_dialog(engine, [*START, ("tap:OK, go on", "keep")])
     old_token = engine.step(Session(), Started()).effects[0]
     assert isinstance(old_token, Say)
     replies = conversation.send(ButtonPressed(old_token.buttons[0].token))
@@ -134,18 +138,18 @@ def test_old_button_is_answered_kindly(engine: Engine) -> None:
 
 
 def test_forged_button_changes_nothing(engine: Engine) -> None:
-    conversation = verify_dialog(engine, [("/start", "YouSaid")])
-    before = conversation.session
+    conversation = verify_dialog(engine, [*START])
+    before, applied = conversation.session, conversation.applied
     conversation.send(ButtonPressed("b0000000000000000"))
     assert conversation.session == before
-    assert conversation.applied == ()
+    assert conversation.applied == applied
 
 
 def test_start_again_mid_dialogue_keeps_place(engine: Engine) -> None:
     conversation = verify_dialog(
         engine,
         [
-            ("/start", "YouSaid"),
+            *START,
             ("tap:OK, go on", "keep"),
             ("/start", "Here is where you were. | Can we keep your answers"),
         ],
@@ -156,14 +160,14 @@ def test_start_again_mid_dialogue_keeps_place(engine: Engine) -> None:
 def test_start_with_unknown_code_says_so_and_goes_on(engine: Engine) -> None:
     step = engine.step(Session(), Started(payload="ABC123", payload_accepted=False))
     texts = [e.text for e in step.effects if isinstance(e, Say)]
-    assert "cannot use" in texts[0] and "This is YouSaid" in texts[1]
+    assert "cannot use" in texts[0] and "Which language" in texts[1]
 
 
 def test_privacy_is_a_sub_dialogue_that_returns(engine: Engine) -> None:
     conversation = verify_dialog(
         engine,
         [
-            ("/start", "YouSaid"),
+            *START,
             ("tap:OK, go on", "keep"),
             ("/privacy", "{consent_summary}"),
             ("tap:Use my words", "Can we use your words"),
@@ -171,7 +175,7 @@ def test_privacy_is_a_sub_dialogue_that_returns(engine: Engine) -> None:
             ("tap:That is all", "Can we keep your answers"),
         ],
     )
-    assert conversation.applied == (GrantConsent("quotes", False),)
+    assert conversation.applied == (SetLocale("en"), GrantConsent("quotes", False))
     assert conversation.session.place == Place("onboarding", "consent_feedback")
 
 
@@ -179,7 +183,7 @@ def test_stop_withdraws_everything_and_ends(engine: Engine) -> None:
     conversation = verify_dialog(
         engine,
         [
-            ("/start", "YouSaid"),
+            *START,
             ("tap:OK, go on", "keep"),
             ("tap:Yes", "panels"),
             ("/stop", "no more messages"),
@@ -187,7 +191,7 @@ def test_stop_withdraws_everything_and_ends(engine: Engine) -> None:
     )
     assert conversation.applied[-1] == WithdrawAllConsents()
     assert conversation.session == Session()
-    verify_dialog(engine, [("/start", "This is YouSaid")])  # and /start begins again
+    verify_dialog(engine, [*START])  # and /start begins again
 
 
 def test_finished_person_is_welcomed_back(engine: Engine) -> None:
@@ -197,7 +201,7 @@ def test_finished_person_is_welcomed_back(engine: Engine) -> None:
 
 
 def test_unknown_command_and_unsupported_content(engine: Engine) -> None:
-    verify_dialog(engine, [("/start", "YouSaid"), ("/dance", "I do not know that command")])
+    verify_dialog(engine, [*START, ("/dance", "I do not know that command")])
     step = engine.step(Session(place=Place("onboarding", "notice")), UnsupportedSent("sticker"))
     say = step.effects[0]
     assert isinstance(say, Say) and say.lead and "only read text" in say.lead and say.buttons
@@ -205,7 +209,7 @@ def test_unknown_command_and_unsupported_content(engine: Engine) -> None:
 
 def test_a_place_that_no_longer_exists_restarts_that_dialogue(engine: Engine) -> None:
     step = engine.step(Session(place=Place("onboarding", "renamed_state")), TextSent("hi"))
-    assert step.session.place == Place("onboarding", "notice")
+    assert step.session.place == Place("onboarding", "language")
     assert "we changed this chat" in step.effects[0].text  # type: ignore[union-attr]
 
 

@@ -55,7 +55,7 @@ async def test_a_failing_update_is_retried_then_the_person_is_told(
     chat = Chat(api, ADA)
     async with running_bot(api, tmp_path):
         records = Records(settings_for(api, tmp_path))
-        await chat.say("/start")
+        await chat.start()
         await chat.tap("OK, go on")
         with sqlite3.connect(records.settings.database_path) as conn:
             conn.execute(
@@ -64,7 +64,7 @@ async def test_a_failing_update_is_retried_then_the_person_is_told(
             )
         message, data = chat.find_button("Yes")
         api.press_button(ADA, message.message_id, data)
-        sorry = await api.wait_for_messages(ADA.chat_id, 3, timeout=20)
+        sorry = await api.wait_for_messages(ADA.chat_id, 4, timeout=20)
         assert "something went wrong" in sorry[-1].text
         await eventually(
             lambda: (

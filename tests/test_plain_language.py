@@ -1,0 +1,72 @@
+"""Every participant-facing English text reads at about age 9-10 (Flesch-Kincaid grade <= 5).
+
+Exceptions are listed, with their reasons, in docs/plain-language-exceptions.yaml."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import textstat
+import yaml
+
+from bot.babel_extract import extract_dialogue_yaml
+from bot.settings import PROJECT_ROOT
+
+MAX_GRADE = 5.0
+EXCEPTIONS_FILE = PROJECT_ROOT / "docs" / "plain-language-exceptions.yaml"
+# Realistic values for placeholders, so a text is judged as a person reads it.
+SAMPLES = {
+    "status": "yes",
+    "max": "40",
+    "choice": "Yes",
+    "consent_summary": "• Keep my answers: yes\n• Invite me to panels: no\n"
+    "• Tell me what changed: yes\n• Use my words without my name: no",
+}
+
+
+def participant_texts() -> list[str]:
+    texts: list[str] = []
+    for path in sorted((PROJECT_ROOT / "dialogues").glob("*.yaml")):
+        with path.open("rb") as handle:
+            texts.extend(m for _, _, m, _ in extract_dialogue_yaml(handle, None, None, None))
+    return sorted(set(texts))
+
+
+def as_read(text: str) -> str:
+    """Fill placeholders, and end each line as a sentence: in a chat message a line (a list
+    item, a command with its meaning) is read as one unit."""
+    names = {n for _, n, _, _ in string.Formatter().parse(text) if n}
+    filled = text.format(**{n: SAMPLES[n] for n in names})
+    lines = [line.strip(" •-") for line in filled.splitlines() if line.strip(" •-")]
+    return " ".join(line if line[-1] in ".?!:" else line + "." for line in lines)
+
+
+def grade(text: str) -> float:
+    return float(textstat.flesch_kincaid_grade(as_read(text)))
+
+
+EXCEPTIONS: dict[str, str] = yaml.safe_load(EXCEPTIONS_FILE.read_text("utf-8"))
+
+
+@pytest.mark.parametrize("text", participant_texts(), ids=lambda t: t[:40])
+def test_text_is_plain(text: str) -> None:
+    if text in EXCEPTIONS:
+        return
+    assert grade(text) <= MAX_GRADE, f"grade {grade(text)}: rewrite in shorter words/sentences"
+
+
+def test_every_exception_is_still_needed_and_explained() -> None:
+    texts = set(participant_texts())
+    for text, reason in EXCEPTIONS.items():
+        assert text in texts, f"{text!r} is no longer shipped: remove it from the exceptions"
+        assert grade(text) > MAX_GRADE, f"{text!r} now passes: remove it from the exceptions"
+        assert len(reason.split()) >= 5, f"say why {text!r} is an exception"
+
+
+def test_the_measure_can_fail() -> None:
+    legalese = (
+        "Notwithstanding the aforementioned considerations, participation constitutes "
+        "an entirely voluntary undertaking without consequential ramifications."
+    )
+    assert grade(legalese) > MAX_GRADE
