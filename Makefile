@@ -31,7 +31,7 @@ catalogs: $(INSTALLED)
 translations: $(INSTALLED)
 	$(VENV)/bin/pybabel extract -F babel.cfg -o locales/messages.pot --no-location \
 		--project YouSaid --copyright-holder YouSaid .
-	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --domain messages
+	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --domain messages --ignore-obsolete
 	$(MAKE) catalogs
 
 migrate: $(INSTALLED)

@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from bot.catalog_check import check_catalogs
+from bot.catalog_check import check_catalogs, dialogue_texts
 from bot.dialogue_files import load_dialogues
 from bot.error_reporting import setup_logging, setup_sentry
 from bot.secrets_file import generate_secrets_file
@@ -54,8 +54,7 @@ def main(argv: list[str]) -> int:
         setup_sentry(settings.sentry_dsn, settings.environment)
         from bot.runtime import run_until_signalled  # imports telegram: only when running
 
-        asyncio.run(run_until_signalled(settings))
-        return 0
+        return asyncio.run(run_until_signalled(settings))
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
@@ -76,7 +75,7 @@ def run_check(settings: Settings, dialogues_dir: Path | None) -> int:
         problems.extend(str(p) for p in exc.problems)
     except EngineError as exc:
         problems.append(str(exc))
-    problems.extend(check_catalogs(settings.locales_dir, SHIPPED_LOCALES))
+    problems.extend(check_catalogs(settings.locales_dir, SHIPPED_LOCALES, dialogue_texts(folder)))
     for problem in problems:
         print(problem)
     if problems:

@@ -118,18 +118,20 @@ class ConversationService:
         self._on_outbox_changed()
 
     async def reply_with_message(
-        self, update_id: int, chat_id: int, message_key: str, leave_chat: bool = False
+        self, update_id: int, chat_id: int, message_key: str | None, leave_chat: bool = False
     ) -> None:
-        """Answer with one shared message (no dialogue step), e.g. to a group chat."""
+        """Answer with one shared message (no dialogue step), e.g. to a group chat, and
+        leave the chat if asked."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             if not await self._claim(conn, update_id):
                 return
-            person = await People(conn).by_chat(chat_id)
-            locale = person.locale if person else self._default_locale
-            text = self._catalogs.gettext(locale, self._engine.message(message_key))
             outbox = Outbox(conn)
-            await outbox.enqueue(chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
+            if message_key is not None:
+                person = await People(conn).by_chat(chat_id)
+                locale = person.locale if person else self._default_locale
+                text = self._catalogs.gettext(locale, self._engine.message(message_key))
+                await outbox.enqueue(chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
             if leave_chat:
                 await outbox.enqueue(chat_id, PRIORITY_REPLY, "leave", {}, now)
             await Inbox(conn).mark_handled(update_id, now)
@@ -151,22 +153,22 @@ class ConversationService:
             )
 
     async def record_failure(
-        self, update_id: int, chat_id: int | None, give_up_after: int = 3
-    ) -> bool:
-        """Handling raised: count the attempt. Returns True when it should be retried; after
-        the last attempt the update is dropped and the person told, kindly."""
+        self, update_id: int, chat_id: int | None, give_up_after: int
+    ) -> int | None:
+        """Handling raised: count the attempt. Returns the attempts so far when it should be
+        retried; after the last one the update is dropped and the person told, kindly."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             if await Inbox(conn).status(update_id) != "pending":
-                return False
-            retry = await Inbox(conn).record_failure(update_id, now, give_up_after)
-            if not retry and chat_id is not None:
-                text = self._catalogs.gettext(
-                    self._default_locale, self._engine.message("something_went_wrong")
-                )
+                return None
+            attempts = await Inbox(conn).record_failure(update_id, now, give_up_after)
+            if attempts is None and chat_id is not None:
+                person = await People(conn).by_chat(chat_id)
+                locale = person.locale if person else self._default_locale
+                text = self._catalogs.gettext(locale, self._engine.message("something_went_wrong"))
                 await Outbox(conn).enqueue(chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
         self._on_outbox_changed()
-        return retry
+        return attempts
 
     async def ignore(self, update_id: int) -> None:
         """An update with nothing to do (e.g. a channel post): mark it handled."""
@@ -175,7 +177,7 @@ class ConversationService:
 
     async def _claim(self, conn: aiosqlite.Connection, update_id: int) -> bool:
         """True when this update still needs handling (redeliveries are no-ops)."""
-        return await Inbox(conn).status(update_id) in ("pending", None)
+        return await Inbox(conn).status(update_id) == "pending"
 
     def _locale_for(self, sender: Sender) -> str:
         code = (sender.language_code or "").split("-")[0].lower()

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,19 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
     return dict(_scrub(event))
 
 
+class ScrubbingFormatter(logging.Formatter):
+    """The same masking as Sentry's, applied to every log line and traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_text(super().format(record))
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    handler = logging.StreamHandler()
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -71,6 +82,8 @@ def setup_sentry(dsn: str | None, environment: str) -> bool:
         max_request_body_size="never",
         before_send=scrub_event,  # type: ignore[arg-type]
         before_breadcrumb=lambda crumb, hint: {**crumb, "message": None, "data": None},
+        # Log records become breadcrumbs only: errors are sent once, by report().
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],
     )
     return True
 

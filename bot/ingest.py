@@ -21,7 +21,7 @@ from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, Tim
 from telegram.ext import Application
 
 from bot.secrets_file import Secrets
-from bot.sender import _seconds
+from bot.sender import retry_after_seconds
 from storage.clock import Clock
 from storage.database import Database
 from storage.queues import HEARTBEAT_KEY, Inbox, Meta
@@ -33,16 +33,21 @@ _OFFSET_KEY = "get_updates_offset"
 _HEARTBEAT_EVERY_MS = 30_000
 
 
-# Names and usernames are never needed: drop them before anything is written to disk.
-_DROPPED_KEYS = frozenset({"last_name", "username", "bio", "phone_number", "vcard"})
+# The update kinds YouSaid handles. Asking for no others keeps third parties' data (chat
+# member changes, reactions, poll answers) from ever reaching us.
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "my_chat_member")
+# Never needed, so never written to disk: optional fields are dropped; fields the Bot API
+# types require are blanked (dropping them would make the update unreadable).
+_DROPPED_KEYS = frozenset({"last_name", "username", "bio", "vcard", "author_signature"})
+_BLANKED_TEXT = frozenset({"first_name", "phone_number", "sender_user_name", "title"})
+_BLANKED_NUMBER = frozenset({"latitude", "longitude"})
 
 
 def minimise(value: Any) -> Any:
-    """A copy of a raw update without names, usernames or phone numbers (first_name is
-    required by the Bot API types, so it is blanked rather than dropped)."""
+    """A copy of a raw update without names, usernames, phone numbers or places."""
     if isinstance(value, dict):
         return {
-            key: ("-" if key == "first_name" else minimise(item))
+            key: "-" if key in _BLANKED_TEXT else 0.0 if key in _BLANKED_NUMBER else minimise(item)
             for key, item in value.items()
             if key not in _DROPPED_KEYS
         }
@@ -87,7 +92,15 @@ class Ingest:
         return len(fresh)
 
     async def dispatch(self, raw: dict[str, Any]) -> None:
-        update = Update.de_json(raw, self._application.bot)
+        """Hand one stored update to the Application; one that cannot even be read is marked
+        failed rather than allowed to stop the poller (or every later start)."""
+        try:
+            update = Update.de_json(raw, self._application.bot)
+        except Exception as exc:
+            log.error("an update could not be read (%s); it is dropped", type(exc).__name__)
+            async with self._db.transaction() as conn:
+                await Inbox(conn).record_failure(int(raw["update_id"]), self._clock.now_ms(), 1)
+            return
         await self._application.update_queue.put(update)
 
     async def redispatch_pending(self) -> int:
@@ -126,11 +139,11 @@ class Ingest:
                 updates = await bot.get_updates(
                     offset=offset,
                     timeout=self._poll_timeout,
-                    allowed_updates=Update.ALL_TYPES,
+                    allowed_updates=list(ALLOWED_UPDATES),
                     read_timeout=self._poll_timeout + 10,
                 )
             except RetryAfter as exc:
-                await self._pause(_seconds(exc.retry_after))
+                await self._pause(retry_after_seconds(exc))
                 continue
             except InvalidToken:
                 log.error("Telegram refused the bot token; polling stops")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
+from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes
@@ -15,19 +18,25 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes
 from bot import error_reporting
 from bot.conversation import ConversationService
 from bot.dialogue_files import load_dialogues
-from bot.ingest import POLL_TIMEOUT_S, Ingest
+from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.rendering import Catalogs
 from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer, OutboxSender
 from bot.settings import SHIPPED_LOCALES, Settings
 from bot.telegram_adapter import PerChatUpdateProcessor, TelegramAdapter
+from bot.webhook import WebhookConfig, WebhookReceiver
 from state_machines.engine import Engine
 from storage.clock import Clock, SystemClock
 from storage.database import Database
 
 log = logging.getLogger(__name__)
-_RETRY_DELAY_S = 2.0
+# A failing update is retried after 2, 4, 8... seconds. Database trouble (locked, disk full)
+# is usually brief, so it gets more tries than a fault in the handling itself.
+_FIRST_RETRY_DELAY_S = 2.0
+_MAX_RETRY_DELAY_S = 120.0
+_TRIES_FOR_HANDLING_FAULTS = 3
+_TRIES_FOR_DATABASE_TROUBLE = 10
 
 
 @dataclass
@@ -41,7 +50,10 @@ class Runtime:
     sender: OutboxSender
     ingest: Ingest
     scheduler: Scheduler
+    webhook: WebhookReceiver | None = None
+    # Long-lived tasks (poller, sender, scheduler): if one ends, the process must stop.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    retries: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 async def build_runtime(
@@ -82,6 +94,11 @@ async def build_runtime(
     runtime = Runtime(
         settings, db, engine, clock, application, service, sender, ingest, Scheduler(db, clock)
     )
+    if settings.webhook_url and settings.webhook_secret:
+        host, port = settings.webhook_listen
+        path = urlparse(settings.webhook_url).path or "/"
+        config = WebhookConfig(settings.webhook_url, settings.webhook_secret, host, port, path)
+        runtime.webhook = WebhookReceiver(config, ingest)
     application.add_error_handler(_error_handler(runtime))
     return runtime
 
@@ -93,7 +110,7 @@ def _file_url(base_url: str) -> str:
 
 def _error_handler(runtime: Runtime) -> Any:
     async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Report, then retry the update a few times before giving up on it kindly."""
+        """Report, then retry the update with growing delays before giving up kindly."""
         error = context.error
         log.error(
             "handling an update failed: %s",
@@ -104,62 +121,108 @@ def _error_handler(runtime: Runtime) -> Any:
             error_reporting.report(error)
         if not isinstance(update, Update):
             return
+        tries = (
+            _TRIES_FOR_DATABASE_TROUBLE
+            if isinstance(error, sqlite3.OperationalError)
+            else _TRIES_FOR_HANDLING_FAULTS
+        )
         chat_id = update.effective_chat.id if update.effective_chat else None
-        if await runtime.service.record_failure(update.update_id, chat_id):
-            task = asyncio.create_task(_retry(runtime, update.update_id))
-            runtime.tasks.append(task)
+        attempts = await runtime.service.record_failure(update.update_id, chat_id, tries)
+        if attempts is not None:
+            delay = min(_MAX_RETRY_DELAY_S, _FIRST_RETRY_DELAY_S * 2 ** (attempts - 1))
+            task = asyncio.create_task(_retry(runtime, update.update_id, delay))
+            runtime.retries.add(task)
+            task.add_done_callback(runtime.retries.discard)
 
     return on_error
 
 
-async def _retry(runtime: Runtime, update_id: int) -> None:
-    await asyncio.sleep(_RETRY_DELAY_S)
+async def _retry(runtime: Runtime, update_id: int, delay: float) -> None:
+    await asyncio.sleep(delay)
     await runtime.ingest.redispatch(update_id)
 
 
-async def start(runtime: Runtime, *, poll: bool = True) -> None:
-    """Connect to Telegram, resume unfinished work, and start the long-lived tasks."""
+async def start(runtime: Runtime) -> None:
+    """Connect to Telegram, resume unfinished work, and start the long-lived tasks:
+    receiving (long polling, or the webhook when WEBHOOK_URL is set), sending, schedules."""
     await runtime.application.initialize()
     await runtime.application.start()
-    if poll:
+    bot = runtime.application.bot
+    if runtime.webhook is None:
         # A webhook left set would make getUpdates fail with 409.
-        await runtime.application.bot.delete_webhook(drop_pending_updates=False)
+        await bot.delete_webhook(drop_pending_updates=False)
     resumed = await runtime.ingest.redispatch_pending()
     if resumed:
         log.info("resumed %d updates received before the last stop", resumed)
     await runtime.scheduler.ensure_housekeeping()
-    runtime.tasks.append(asyncio.create_task(runtime.sender.run(), name="sender"))
+    runtime.tasks.append(runtime.sender.start())
     runtime.tasks.append(asyncio.create_task(runtime.scheduler.run(), name="scheduler"))
-    if poll:
+    if runtime.webhook is None:
         runtime.tasks.append(asyncio.create_task(runtime.ingest.poll(), name="poller"))
+        return
+    await runtime.webhook.start()
+    settings = runtime.settings
+    await bot.set_webhook(
+        settings.webhook_url or "",
+        secret_token=settings.webhook_secret,
+        allowed_updates=list(ALLOWED_UPDATES),
+    )
 
 
 async def stop(runtime: Runtime) -> None:
-    """Stop polling, finish the updates in hand, flush what is in flight, close."""
+    """Stop receiving, finish the updates in hand, let sends under way be recorded, close.
+    The webhook stays registered, so Telegram keeps updates for us while we are down."""
     runtime.ingest.stop()
     runtime.scheduler.stop()
-    if runtime.application.running:
-        await runtime.application.stop()
-    await runtime.sender.stop()
+    if runtime.webhook is not None:
+        await runtime.webhook.stop()
     for task in runtime.tasks:
+        if task.get_name() in ("poller", "scheduler"):
+            task.cancel()
+    for task in runtime.retries:
         task.cancel()
+    await asyncio.gather(*runtime.retries, return_exceptions=True)
+    if runtime.application.running:
+        await runtime.application.stop()  # waits for the updates already dispatched
+    await runtime.sender.stop()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
     await runtime.application.shutdown()
     await runtime.db.close()
 
 
-async def run_until_signalled(settings: Settings) -> None:
-    """`python -m bot run`: long polling until SIGINT or SIGTERM."""
+async def run_until_signalled(settings: Settings) -> int:
+    """`python -m bot run` until SIGINT or SIGTERM. Returns 1 if a long-lived task died (so a
+    supervisor restarts the process), else 0."""
     runtime = await build_runtime(settings)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await start(runtime)
-    me = runtime.application.bot
     log.info(
-        "YouSaid is running as @%s (database %s)", me.username, Path(settings.database_path).name
+        "YouSaid is running as @%s (%s, database %s)",
+        runtime.application.bot.username,
+        "webhook" if runtime.webhook else "long polling",
+        Path(settings.database_path).name,
     )
-    await stopping.wait()
+    return await supervise(runtime, stopping)
+
+
+async def supervise(runtime: Runtime, stopping: asyncio.Event) -> int:
+    """Wait for a stop request or for a long-lived task to end; then stop everything."""
+    signal_task = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait([signal_task, *runtime.tasks], return_when=FIRST_COMPLETED)
+    signal_task.cancel()
+    crashed = [task for task in done if task is not signal_task]
+    for task in crashed:
+        error = None if task.cancelled() else task.exception()
+        log.error(
+            "%s stopped unexpectedly (%s); YouSaid stops",
+            task.get_name(),
+            type(error).__name__ if error else "no error",
+        )
+        if error is not None:
+            error_reporting.report(error)
     log.info("stopping")
     await stop(runtime)
+    return 1 if crashed else 0

@@ -16,7 +16,7 @@ import aiosqlite
 
 from storage.clock import Clock
 from storage.database import Database
-from storage.queues import Inbox, Job, Schedules
+from storage.queues import Inbox, Job, Outbox, Schedules
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ JobHandler = Callable[[aiosqlite.Connection, Job, int], Awaitable[None]]
 
 HOUSEKEEPING = "housekeeping"
 _DAY_MS = 86_400_000
-# Telegram redelivers an unconfirmed update for 24 hours; keep handled ids a week to be safe.
+# Telegram redelivers an unconfirmed update for 24 hours; keep handled ids (and finished
+# outbox rows) a week, then forget them.
 _INBOX_MEMORY_MS = 7 * _DAY_MS
 
 
@@ -95,8 +96,9 @@ class Scheduler:
 async def housekeeping(conn: aiosqlite.Connection, job: Job, now: int) -> None:
     """Daily: forget old handled update ids, and schedule tomorrow's run."""
     pruned = await Inbox(conn).prune(now - _INBOX_MEMORY_MS)
+    pruned += await Outbox(conn).prune(now - _INBOX_MEMORY_MS)
     tomorrow = (now // _DAY_MS + 1) * _DAY_MS + 3 * 3_600_000  # 03:00 UTC, a quiet hour
     await Schedules(conn).add(
         HOUSEKEEPING, f"{HOUSEKEEPING}:{tomorrow // _DAY_MS}", tomorrow, {}, now
     )
-    log.info("housekeeping: forgot %d old update ids", pruned)
+    log.info("housekeeping: forgot %d finished inbox and outbox rows", pruned)

@@ -21,7 +21,14 @@ from datetime import timedelta
 from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 
 from storage.clock import Clock
 from storage.database import Database
@@ -34,7 +41,9 @@ _CANDIDATES = 200
 _MAX_BACKOFF_S = 300.0
 
 
-def _seconds(value: int | float | timedelta) -> float:
+def retry_after_seconds(error: RetryAfter) -> float:
+    """The wait Telegram asked for (PTB gives int seconds or a timedelta by version)."""
+    value = error.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
@@ -60,6 +69,10 @@ class ChatPacer:
     def record(self, chat_id: int, now: float) -> None:
         self._sent[chat_id].append(now)
 
+    def busy_chats(self, now: float) -> set[int]:
+        """Chats that must wait before their next message."""
+        return {chat for chat in list(self._sent) if self.wait_time(chat, now) > 0}
+
 
 class OutboxSender:
     """Sends what the outbox holds, most urgent first, until stopped."""
@@ -78,76 +91,83 @@ class OutboxSender:
         self._clock = clock
         self._interval = 1.0 / rate_per_second
         self._pacer = pacer or ChatPacer()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()  # chat ids with a send under way
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._held_back: dict[int, float] = {}  # chat id -> monotonic time it may go again
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
         self._next_slot = 0.0
         self._paused_until = 0.0
         self._stopping = False
         self.sent_count = 0
 
     def wake(self) -> None:
-        """Something was queued: look at the outbox again now."""
+        """Something was queued or finished: look at the outbox again now."""
         self._wake.set()
 
-    async def run(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start sending in the background; `stop()` ends it cleanly."""
+        self._runner = asyncio.create_task(self._run(), name="sender")
+        return self._runner
+
+    async def stop(self) -> None:
+        """Stop choosing messages, then wait for every send already under way to finish
+        and be recorded (so nothing confirmed by Telegram is sent again after a restart)."""
+        self._stopping = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries))
+
+    async def _run(self) -> None:
         while not self._stopping:
-            await self._slots.acquire()
-            try:
-                chosen, wait = await self._choose()
-            except BaseException:
-                self._slots.release()
-                raise
+            # Cleared before looking, so a wake-up that arrives while we look is not lost.
+            self._wake.clear()
+            if len(self._deliveries) >= self._concurrency:
+                await self._sleep(1.0)
+                continue
+            chosen, wait = await self._choose()
             if chosen is None:
-                self._slots.release()
                 await self._sleep(wait)
                 continue
             self._in_flight.add(chosen.chat_id)
-            await self._pace_globally()
+            try:
+                await self._pace_globally()
+            except BaseException:
+                self._in_flight.discard(chosen.chat_id)
+                raise
             self._pacer.record(chosen.chat_id, time.monotonic())
             task = asyncio.create_task(self._deliver(chosen))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def stop(self) -> None:
-        """Stop choosing new messages and let the ones in flight finish."""
-        self._stopping = True
-        self._wake.set()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=10)
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
 
     async def _choose(self) -> tuple[OutgoingMessage | None, float]:
         """The most urgent message whose chat may be sent to now, or how long to wait."""
-        pause = self._paused_until - time.monotonic()
+        now = time.monotonic()
+        pause = self._paused_until - now
         if pause > 0:
             return None, pause
+        busy = {chat for chat, until in self._held_back.items() if until > now}
+        busy |= self._in_flight | self._pacer.busy_chats(now)
         now_ms = self._clock.now_ms()
         async with self._db.read() as conn:
-            candidates = await Outbox(conn).most_urgent(_CANDIDATES)
-        wait = 1.0 if len(candidates) >= _CANDIDATES else 5.0
-        seen: set[int] = set()
-        now = time.monotonic()
-        for message in candidates:
-            # Only the first pending message of each chat may go, so a chat's messages
-            # keep their order even when one of them waits for a retry.
-            if message.chat_id in seen:
-                continue
-            seen.add(message.chat_id)
-            if message.chat_id in self._in_flight:
-                continue
-            if message.not_before > now_ms:
-                wait = min(wait, (message.not_before - now_ms) / 1000)
-                continue
-            chat_wait = self._pacer.wait_time(message.chat_id, now)
-            if chat_wait > 0:
-                wait = min(wait, chat_wait)
-                continue
-            return message, 0.0
-        return None, max(wait, 0.01)
+            outbox = Outbox(conn)
+            # Busy chats and chats whose first message waits for a retry are left out in
+            # SQL, so one chat with a long queue never blocks everyone else, and each chat's
+            # messages keep their order.
+            ready = await outbox.most_urgent(1, now_ms, sorted(busy))
+            if ready:
+                return ready[0], 0.0
+            next_retry = await outbox.next_retry_time(now_ms)
+        waits = [5.0, *(until - now for until in self._held_back.values() if until > now)]
+        waits += [self._pacer.wait_time(chat, now) for chat in busy]
+        if next_retry is not None:
+            waits.append((next_retry - now_ms) / 1000)
+        return None, max(0.01, min(w for w in waits if w > 0))
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
@@ -161,25 +181,42 @@ class OutboxSender:
 
     async def _deliver(self, message: OutgoingMessage) -> None:
         try:
+            await self._attempt(message)
+        except Exception as exc:
+            # The send's outcome could not be recorded (e.g. the database is briefly
+            # unavailable): hold this chat back for a while instead of resending at once.
+            hold = min(_MAX_BACKOFF_S, 5.0 * 2 ** min(message.attempts, 6))
+            self._held_back[message.chat_id] = time.monotonic() + hold
+            log.error(
+                "recording a send failed (%s); chat held back %.0f s", type(exc).__name__, hold
+            )
+        finally:
+            self._in_flight.discard(message.chat_id)
+            self._wake.set()
+
+    async def _attempt(self, message: OutgoingMessage) -> None:
+        try:
             telegram_id = await self._call(message)
         except RetryAfter as exc:
-            seconds = _seconds(exc.retry_after)
+            seconds = retry_after_seconds(exc)
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
             log.warning("Telegram asked us to wait %.0f s; the whole sender pauses", seconds)
         except Forbidden:
             await self._unreachable(message.chat_id)
         except BadRequest as exc:
             await self._bad_request(message, exc)
-        except (NetworkError, TelegramError) as exc:
+        except (TimedOut, NetworkError) as exc:
             await self._retry_later(message, type(exc).__name__)
+        except TelegramError as exc:
+            # Permanent for this message (e.g. the chat migrated, the token was revoked).
+            async with self._db.transaction() as conn:
+                await Outbox(conn).mark_failed(message.id, self._clock.now_ms(), type(exc).__name__)
+            log.error("Telegram refused an outbox message for good (%s)", type(exc).__name__)
         else:
             async with self._db.transaction() as conn:
                 await Outbox(conn).mark_sent(message.id, self._clock.now_ms(), telegram_id)
+            self._held_back.pop(message.chat_id, None)
             self.sent_count += 1
-        finally:
-            self._in_flight.discard(message.chat_id)
-            self._slots.release()
-            self._wake.set()
 
     async def _call(self, message: OutgoingMessage) -> int | None:
         payload = message.payload

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,6 +37,9 @@ class Settings:
     send_rate_per_second: float
     dialogues_dir: Path
     locales_dir: Path
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_listen: tuple[str, int] = ("127.0.0.1", 8080)
 
     @property
     def production(self) -> bool:
@@ -104,7 +107,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise SettingsError(
             "SEND_RATE_PER_SECOND", "must be a number from 0.1 to 1000 (Telegram allows about 30)"
         )
+    webhook_url, webhook_secret, webhook_listen = _webhook_settings(get)
     return Settings(
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        webhook_listen=webhook_listen,
         bot_token=token,
         api_base_url=base_url,
         database_path=get("DATABASE_PATH", "./data/yousaid.db") or "",
@@ -118,3 +125,35 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dialogues_dir=Path(get("DIALOGUES_DIR", str(PROJECT_ROOT / "dialogues")) or ""),
         locales_dir=Path(get("LOCALES_DIR", str(PROJECT_ROOT / "locales")) or ""),
     )
+
+
+_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _webhook_settings(
+    get: Callable[[str, str | None], str | None],
+) -> tuple[str | None, str | None, tuple[str, int]]:
+    """WEBHOOK_URL switches to webhook mode; then WEBHOOK_SECRET is required."""
+    url = get("WEBHOOK_URL", None)
+    secret = get("WEBHOOK_SECRET", None)
+    listen_text = get("WEBHOOK_LISTEN", "127.0.0.1:8080") or ""
+    host, _, port_text = listen_text.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(
+            "WEBHOOK_LISTEN", f"'{listen_text}' is not HOST:PORT, e.g. 0.0.0.0:8080"
+        )
+    if url is None:
+        return None, None, (host, int(port_text))
+    parsed = urlparse(url)
+    local = parsed.scheme == "http" and parsed.hostname in _LOOPBACK
+    if not (parsed.scheme == "https" or local) or not parsed.netloc:
+        raise SettingsError("WEBHOOK_URL", "must be an https:// URL (Telegram only calls https)")
+    if secret is None:
+        raise SettingsError(
+            "WEBHOOK_SECRET",
+            "is required with WEBHOOK_URL: 1-256 characters of A-Z, a-z, 0-9, _ and -",
+        )
+    if not _SECRET.match(secret):
+        raise SettingsError("WEBHOOK_SECRET", "must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+    return url, secret, (host, int(port_text))

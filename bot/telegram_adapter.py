@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 # /stop; inside a sentence ("please stop asking me about housing") it does not.
 _STOP_WORD = re.compile(r"^\s*(stop|stopio)\s*[.!]*\s*$", re.IGNORECASE)
 _PRIVATE = filters.ChatType.PRIVATE
-_MAX_INPUT_CHARS = 4096
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -100,18 +99,24 @@ class TelegramAdapter:
         self._service = service
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        not_private = filters.ChatType.GROUPS | filters.ChatType.CHANNEL
+        groups = filters.ChatType.GROUPS & filters.UpdateType.MESSAGES
+        # Only a person's own new messages in a private chat count: not business-account
+        # messages, not edits, not forwards, not service notices (pins, timers).
+        own = _PRIVATE & filters.UpdateType.MESSAGE & ~filters.FORWARDED
         application.add_handlers(
             [
                 ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
-                MessageHandler(filters.UpdateType.CHANNEL_POSTS, self.on_ignored),
-                MessageHandler(not_private & filters.UpdateType.MESSAGES, self.on_group_message),
+                MessageHandler(groups, self.on_group_message),
                 CallbackQueryHandler(self.on_button),
                 MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
-                CommandHandler("start", self.on_start, filters=_PRIVATE),
-                MessageHandler(_PRIVATE & filters.COMMAND, self.on_command),
-                MessageHandler(_PRIVATE & filters.TEXT, self.on_text),
-                MessageHandler(_PRIVATE & filters.UpdateType.MESSAGE, self.on_unsupported),
+                MessageHandler(
+                    _PRIVATE & filters.UpdateType.MESSAGE & filters.FORWARDED, self.on_forwarded
+                ),
+                MessageHandler(own & filters.StatusUpdate.ALL, self.on_ignored),
+                CommandHandler("start", self.on_start, filters=own),
+                MessageHandler(own & filters.COMMAND, self.on_command),
+                MessageHandler(own & filters.TEXT, self.on_text),
+                MessageHandler(own, self.on_unsupported),
                 TypeHandler(Update, self.on_ignored),
             ]
         )
@@ -134,8 +139,6 @@ class TelegramAdapter:
         text = text or ""
         if _STOP_WORD.match(text):
             await self._step(update, CommandSent("stop"))
-        elif len(text) > _MAX_INPUT_CHARS:
-            await self._reply(update, "message_too_long")
         else:
             await self._step(update, TextSent(text))
 
@@ -161,6 +164,10 @@ class TelegramAdapter:
         kind = _content_kind(message) if message else "unknown"
         await self._step(update, UnsupportedSent(kind))
 
+    async def on_forwarded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A forwarded message is someone else's words: never taken as an answer."""
+        await self._step(update, UnsupportedSent("forwarded"))
+
     async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An edited message: the original was already answered; say so kindly."""
         await self._reply(update, "edited_message")
@@ -178,12 +185,15 @@ class TelegramAdapter:
         member = update.my_chat_member
         assert member is not None
         if member.chat.type != Chat.PRIVATE:
-            if member.new_chat_member.status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR):
-                await self._service.reply_with_message(
-                    update.update_id, member.chat.id, "private_only", leave_chat=True
-                )
-            else:
+            added = member.new_chat_member.status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR)
+            if not added:
                 await self._service.ignore(update.update_id)
+                return
+            # A channel is public: leave without posting anything there.
+            message = None if member.chat.type == Chat.CHANNEL else "private_only"
+            await self._service.reply_with_message(
+                update.update_id, member.chat.id, message, leave_chat=True
+            )
             return
         blocked = member.new_chat_member.status in (ChatMember.BANNED, ChatMember.LEFT)
         await self._service.set_reachable(update.update_id, member.chat.id, not blocked)

@@ -141,7 +141,9 @@ class Engine:
         elif isinstance(event, CommandSent):
             self._on_command(out, event)
         elif isinstance(event, UnsupportedSent):
-            self._reask(out, lead="unsupported_content")
+            specific = f"unsupported_{event.kind}"
+            lead = specific if specific in self.common.messages else "unsupported_content"
+            self._reask(out, lead=lead)
         return Step(out.session, tuple(out.effects))
 
     def current_question(self, session: Session) -> Say | None:

@@ -84,10 +84,12 @@ class Database:
             await self._connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self._connection
+                await self._connection.commit()
             except BaseException:
-                await self._connection.rollback()
+                # Also when COMMIT itself fails: never leave the one connection mid-transaction.
+                if self._connection.in_transaction:
+                    await self._connection.rollback()
                 raise
-            await self._connection.commit()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:

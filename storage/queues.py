@@ -89,22 +89,26 @@ class Inbox:
             (now, update_id),
         )
 
-    async def record_failure(self, update_id: int, now: int, give_up_after: int) -> bool:
-        """Count a failed attempt; after `give_up_after` attempts the update is dropped
-        (payload cleared). Returns True when it will be retried."""
+    async def record_failure(self, update_id: int, now: int, give_up_after: int) -> int | None:
+        """Count a failed attempt of a pending update. Returns the attempts so far while it
+        will be retried; None once it is given up (after `give_up_after` attempts the
+        payload is cleared) or when it was not pending."""
         async with self._conn.execute(
-            "UPDATE inbox SET attempts = attempts + 1 WHERE update_id = ? RETURNING attempts",
+            "UPDATE inbox SET attempts = attempts + 1 WHERE update_id = ? AND status = 'pending' "
+            "RETURNING attempts",
             (update_id,),
         ) as cursor:
             row = await cursor.fetchone()
-        if row is None or row[0] < give_up_after:
-            return row is not None
+        if row is None:
+            return None
+        if int(row[0]) < give_up_after:
+            return int(row[0])
         await self._conn.execute(
             "UPDATE inbox SET status = 'failed', payload = NULL, handled_at = ? "
             "WHERE update_id = ?",
             (now, update_id),
         )
-        return False
+        return None
 
     async def prune(self, before: int) -> int:
         """Forget ids of updates finished before `before` (Telegram redelivers for 24 h)."""
@@ -145,16 +149,33 @@ class Outbox:
         assert row is not None
         return int(row[0])
 
-    async def most_urgent(self, limit: int) -> list[OutgoingMessage]:
-        """Pending messages, most urgent first: priority, then oldest. Includes those waiting
-        for a retry time, so the sender can keep each chat's messages in order."""
+    async def most_urgent(
+        self, limit: int, now: int, skip_chats: list[int] | None = None
+    ) -> list[OutgoingMessage]:
+        """Pending messages that may go now, most urgent first: priority, then oldest.
+
+        Chats in `skip_chats` (busy, paced) and chats whose most urgent message waits for a
+        retry are left out entirely, so each chat's messages keep their order."""
         async with self._conn.execute(
             "SELECT id, chat_id, priority, kind, payload, attempts, not_before FROM outbox "
-            "WHERE status = 'pending' ORDER BY priority, id LIMIT ?",
-            (limit,),
+            "WHERE status = 'pending' "
+            "AND chat_id NOT IN (SELECT value FROM json_each(?)) "
+            "AND chat_id NOT IN (SELECT chat_id FROM outbox "
+            "                    WHERE status = 'pending' AND not_before > ?) "
+            "ORDER BY priority, id LIMIT ?",
+            (json.dumps(skip_chats or []), now, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    async def next_retry_time(self, now: int) -> int | None:
+        """When the earliest message waiting for a retry may go."""
+        async with self._conn.execute(
+            "SELECT MIN(not_before) FROM outbox WHERE status = 'pending' AND not_before > ?",
+            (now,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     async def mark_sent(self, message_id: int, now: int, telegram_message_id: int | None) -> None:
         """Sent: the text is dropped, the Telegram message id kept (for later edits)."""
@@ -185,6 +206,14 @@ class Outbox:
             "UPDATE outbox SET status = 'cancelled', last_error = ?, payload = NULL "
             "WHERE chat_id = ? AND status = 'pending' AND priority >= ?",
             (reason, chat_id, min_priority),
+        )
+        return cursor.rowcount
+
+    async def prune(self, before: int) -> int:
+        """Forget finished rows (sent, failed, cancelled) older than `before`: a chat id and
+        a time are still data about a person."""
+        cursor = await self._conn.execute(
+            "DELETE FROM outbox WHERE status <> 'pending' AND created_at < ?", (before,)
         )
         return cursor.rowcount
 

@@ -118,8 +118,9 @@ async def test_inbox_recognises_redelivery_and_forgets_payloads(db: Database) ->
         assert [p.update_id for p in await inbox.pending()] == [17]
         async with conn.execute("SELECT payload FROM inbox WHERE update_id = 500") as cursor:
             assert (await cursor.fetchone())[0] is None
-        assert await inbox.record_failure(17, NOW, give_up_after=2)
-        assert not await inbox.record_failure(17, NOW, give_up_after=2)
+        assert await inbox.record_failure(17, NOW, give_up_after=2) == 1
+        assert await inbox.record_failure(17, NOW, give_up_after=2) is None
+        assert await inbox.record_failure(500, NOW, give_up_after=2) is None  # not pending
         assert await inbox.status(17) == "failed"
         assert await inbox.prune(NOW + 1) == 2
 
@@ -130,10 +131,22 @@ async def test_outbox_orders_by_priority_then_age(db: Database) -> None:
         broadcast = await outbox.enqueue(1, PRIORITY_BROADCAST, "message", {"text": "b"}, NOW)
         reply = await outbox.enqueue(2, PRIORITY_REPLY, "message", {"text": "r"}, NOW)
         urgent = await outbox.enqueue(3, PRIORITY_SAFEGUARDING, "message", {"text": "s"}, NOW)
-        assert [m.id for m in await outbox.most_urgent(10)] == [urgent, reply, broadcast]
+        assert [m.id for m in await outbox.most_urgent(10, NOW)] == [urgent, reply, broadcast]
+        assert [m.id for m in await outbox.most_urgent(10, NOW, [3])] == [reply, broadcast]
+        await outbox.retry_later(reply, NOW + 5000, "TimedOut")
+        later = await outbox.enqueue(2, PRIORITY_BROADCAST, "message", {"text": "l"}, NOW)
+        # chat 2 waits for its retry, so its later message waits too (order kept)
+        assert [m.id for m in await outbox.most_urgent(10, NOW)] == [urgent, broadcast]
+        assert await outbox.next_retry_time(NOW) == NOW + 5000
+        assert [m.id for m in await outbox.most_urgent(10, NOW + 5000)][:3] == [
+            urgent,
+            reply,
+            broadcast,
+        ]
+        assert later in [m.id for m in await outbox.most_urgent(10, NOW + 5000)]
         await outbox.mark_sent(urgent, NOW, 77)
         assert await outbox.cancel_chat(1, "stop", min_priority=PRIORITY_BROADCAST) == 1
-        assert [m.id for m in await outbox.most_urgent(10)] == [reply]
+        assert [m.id for m in await outbox.most_urgent(10, NOW + 5000)] == [reply, later]
 
 
 async def test_schedules_are_idempotent_by_key(db: Database) -> None:

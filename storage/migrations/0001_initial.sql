@@ -69,6 +69,7 @@ CREATE TABLE outbox (
 ) STRICT;
 CREATE INDEX outbox_pending ON outbox (priority, id) WHERE status = 'pending';
 CREATE INDEX outbox_by_chat ON outbox (chat_id) WHERE status = 'pending';
+CREATE INDEX outbox_waiting ON outbox (not_before) WHERE status = 'pending';
 
 -- Jobs due at a time (reminders, nudges, digests, housekeeping). `key` makes scheduling
 -- idempotent: the same job is never scheduled twice.
