@@ -134,3 +134,41 @@ def test_check_reports_an_unknown_key_with_its_line_and_exits_2(dialogues_copy: 
     assert result.returncode == 2
     assert f"onboarding.yaml:{index + 2}: consent_quotes: unknown key 'colour'" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def check_with_welsh_edited(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m bot check` on a copy of the catalogs with one Welsh line changed."""
+    locales = tmp_path / "locales"
+    for locale in ("en", "cy"):
+        target = locales / locale / "LC_MESSAGES"
+        target.mkdir(parents=True)
+        source = PROJECT_ROOT / "locales" / locale / "LC_MESSAGES" / "messages.po"
+        target.joinpath("messages.po").write_text(source.read_text("utf-8"), "utf-8")
+    welsh = locales / "cy" / "LC_MESSAGES" / "messages.po"
+    text = welsh.read_text("utf-8")
+    assert text.count(old) == 1
+    welsh.write_text(text.replace(old, new), "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+    env["LOCALES_DIR"] = str(locales)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "check"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_names_a_missing_welsh_translation_and_exits_2(tmp_path: Path) -> None:
+    result = check_with_welsh_edited(tmp_path, 'msgstr "Dw i ddim yn deall"', 'msgstr ""')
+    assert result.returncode == 2
+    assert 'no Welsh translation for "I don\'t understand"' in result.stdout
+
+
+def test_check_catches_a_translation_whose_placeholders_differ(tmp_path: Path) -> None:
+    result = check_with_welsh_edited(
+        tmp_path, 'msgstr "Eich dewis: {choice}"', 'msgstr "Eich dewis: {dewis}"'
+    )
+    assert result.returncode == 2
+    assert "placeholders ['dewis'] differ from the source ['choice']" in result.stdout

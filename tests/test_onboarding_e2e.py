@@ -202,3 +202,60 @@ async def test_an_edited_message_gets_a_kind_answer(api: LocalBotApi, bot: Recor
     before = len(chat.messages)
     api.send_edited_message(ADA, 1, "/start again")
     assert "only read new messages" in (await chat.expect(before + 1)).text
+
+
+def raw_message(update_id: int, **content: object) -> dict[str, object]:
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": 900 + update_id % 100,
+            "date": 1_790_000_000,
+            "chat": {"id": ADA.chat_id, "type": "private", "first_name": "Ada"},
+            "from": {"id": ADA.user_id, "is_bot": False, "first_name": "Ada"},
+            **content,
+        },
+    }
+
+
+async def test_contacts_and_forwards_get_kind_answers_and_store_nothing_of_them(
+    api: LocalBotApi, bot: Records
+) -> None:
+    chat = Chat(api, ADA)
+    await chat.start()
+    before = len(chat.messages)
+    api.send_update(
+        raw_message(
+            5001,
+            contact={"phone_number": "+447700900123", "first_name": "Ada", "user_id": ADA.user_id},
+        )
+    )
+    assert "only read text" in (await chat.expect(before + 1)).text
+    api.send_update(
+        raw_message(
+            5002,
+            text="yes",
+            forward_origin={"type": "hidden_user", "sender_user_name": "Zed", "date": 1},
+        )
+    )
+    reply = await chat.expect(before + 2)
+    assert "messages sent on from someone else" in reply.text and reply.reply_markup
+    await chat.tap("OK, go on")  # and the dialogue goes on where it was
+    stored = b"".join(
+        path.read_bytes() for path in Path(bot.settings.database_path).parent.glob("yousaid.db*")
+    )
+    assert b"447700900123" not in stored and b"Zed" not in stored
+
+
+async def test_a_redelivery_after_handling_is_ignored(api: LocalBotApi, bot: Records) -> None:
+    """Telegram may redeliver an update long after it was handled (a later batch)."""
+    chat = Chat(api, ADA)
+    await chat.start()
+    update = raw_message(
+        4242, text="/privacy", entities=[{"type": "bot_command", "offset": 0, "length": 8}]
+    )
+    api.send_update(dict(update))
+    overview = await chat.expect(3)
+    assert "Here is what you agreed to" in overview.text
+    api.send_update(dict(update))  # the same update id again, in a later getUpdates batch
+    await chat.say("/help")
+    assert sum("Here is what you agreed to" in m.text for m in chat.messages) == 1
