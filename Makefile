@@ -4,10 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck catalogs translations migrate clean
+.PHONY: run sandbox test check lint typecheck catalogs translations migrate clean
 
+# With TELEGRAM_BOT_TOKEN set: the real bot. Without: the sandbox (a local stand-in for
+# Telegram and a chat in this terminal).
 run: $(INSTALLED) catalogs migrate
-	$(PY) -m bot run
+	@if [ -n "$$TELEGRAM_BOT_TOKEN" ]; then $(PY) -m bot run; else $(PY) -m bot sandbox; fi
 
 test: $(INSTALLED) catalogs
 	$(PY) -m ruff check .
@@ -33,6 +35,9 @@ translations: $(INSTALLED)
 		--project YouSaid --copyright-holder YouSaid .
 	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --domain messages --ignore-obsolete
 	$(MAKE) catalogs
+
+sandbox: $(INSTALLED) catalogs migrate
+	$(PY) -m bot sandbox
 
 migrate: $(INSTALLED)
 	$(PY) -m bot migrate

@@ -30,7 +30,10 @@ def main(argv: list[str]) -> int:
         description=("YouSaid: feedback, panels and 'you said, we did' for people on probation."),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run the bot (long polling)")
+    commands.add_parser("run", help="run the bot (long polling, or a webhook with WEBHOOK_URL)")
+    commands.add_parser(
+        "sandbox", help="talk to the bot in this terminal, with no token and no Telegram"
+    )
     commands.add_parser("migrate", help="bring the database up to date")
     check = commands.add_parser("check", help="validate dialogues and catalogs; exit 2 on errors")
     check.add_argument("--dialogues", type=Path, help="dialogue folder (default: the shipped one)")
@@ -39,7 +42,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ)
-        setup_logging(settings.log_level)
+        # In the sandbox, log lines would break up the conversation: warnings only, unless
+        # LOG_LEVEL asks for more.
+        quiet = args.command == "sandbox" and "LOG_LEVEL" not in os.environ
+        setup_logging("WARNING" if quiet else settings.log_level)
         if args.command == "check":
             return run_check(settings, args.dialogues)
         if args.command == "migrate":
@@ -52,7 +58,11 @@ def main(argv: list[str]) -> int:
                 return 1
             return asyncio.run(run_health(settings))
         setup_sentry(settings.sentry_dsn, settings.environment)
-        from bot.runtime import run_until_signalled  # imports telegram: only when running
+        if args.command == "sandbox":
+            from bot.sandbox import run_sandbox  # imports telegram: only when running
+
+            return asyncio.run(run_sandbox(settings))
+        from bot.runtime import run_until_signalled
 
         return asyncio.run(run_until_signalled(settings))
     except SettingsError as exc:

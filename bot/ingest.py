@@ -29,7 +29,9 @@ from storage.queues import HEARTBEAT_KEY, Inbox, Meta
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
-_OFFSET_KEY = "get_updates_offset"
+# Per bot: the sandbox's local server and Telegram number updates differently, and an
+# offset from one must never confirm (drop) the other's updates.
+_OFFSET_KEY = "get_updates_offset:{bot_id}"
 _HEARTBEAT_EVERY_MS = 30_000
 
 
@@ -86,7 +88,7 @@ class Ingest:
                 if await inbox.add(int(raw["update_id"]), sealed, now):
                     fresh.append(raw)
             if offset is not None:
-                await Meta(conn).set(_OFFSET_KEY, str(offset))
+                await Meta(conn).set(self._offset_key(), str(offset))
         for raw in fresh:
             await self.dispatch(raw)
         return len(fresh)
@@ -127,7 +129,7 @@ class Ingest:
         """Long-poll getUpdates until stopped. A batch is confirmed (by the next call's
         offset) only after it is in the inbox."""
         async with self._db.read() as conn:
-            stored = await Meta(conn).get(_OFFSET_KEY)
+            stored = await Meta(conn).get(self._offset_key())
         offset = int(stored) if stored else None
         failures = 0
         last_beat = 0
@@ -162,6 +164,9 @@ class Ingest:
             raw = [u.to_dict() for u in updates]
             offset = max(u.update_id for u in updates) + 1
             await self.store(raw, offset)
+
+    def _offset_key(self) -> str:
+        return _OFFSET_KEY.format(bot_id=self._application.bot.id)
 
     async def _heartbeat(self) -> int:
         """Note that polling is alive, for `python -m bot health` (the container check)."""

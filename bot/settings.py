@@ -49,8 +49,9 @@ class Settings:
         if self.bot_token is None:
             raise SettingsError(
                 "TELEGRAM_BOT_TOKEN",
-                "not set. Ask @BotFather on Telegram for a bot token, "
-                "then run: export TELEGRAM_BOT_TOKEN='<token>'",
+                "not set. Ask @BotFather on Telegram for a bot token, then run: "
+                "export TELEGRAM_BOT_TOKEN='<token>' (or try it with no token: "
+                "python -m bot sandbox)",
             )
         return self.bot_token
 

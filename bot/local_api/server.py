@@ -44,10 +44,11 @@ class LocalBotApi(UpdateInjector):
         callback_query_ttl: float = 15.0,
         webhook_retry_initial: float = 0.2,
         webhook_retry_max: float = 2.0,
+        first_update_id: int = 1,
     ) -> None:
         bot = BotIdentity.from_token(token, bot_first_name, bot_username)
         retry = RetryPolicy(initial=webhook_retry_initial, maximum=webhook_retry_max)
-        self._state = ApiState(token, bot, StateOptions(callback_query_ttl, retry))
+        self._state = ApiState(token, bot, StateOptions(callback_query_ttl, retry, first_update_id))
         self._faults = Faults()
         limiter = (
             RateLimiter(global_rate, per_chat_burst, per_chat_window, group_per_minute)

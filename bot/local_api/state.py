@@ -32,6 +32,9 @@ class StateOptions:
 
     callback_query_ttl: float = 15.0
     webhook_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Where update ids start. A server restarted against the same bot database must not
+    # reuse ids the bot has already seen (the sandbox starts from the clock).
+    first_update_id: int = 1
 
 
 class ApiState:
@@ -48,7 +51,7 @@ class ApiState:
         self.callback_answers: list[JsonDict] = []
         self.left_chats: set[int] = set()
         self.commands: dict[str, list[JsonDict]] = {}
-        self.updates = UpdateQueue(self.notifier)
+        self.updates = UpdateQueue(self.notifier, options.first_update_id)
         self.webhook = WebhookDispatcher(self.updates, self.notifier, options.webhook_retry)
         self.poll_generation = 0
         self.closing = False

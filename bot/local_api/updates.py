@@ -46,10 +46,10 @@ def _order_key(body: Any, seq: int) -> str:
 class UpdateQueue:
     """Unconfirmed updates in arrival order."""
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: Notifier, first_update_id: int = 1) -> None:
         self._notifier = notifier
         self._pending: list[PendingUpdate] = []
-        self._next_id = 1
+        self._next_id = first_update_id
         self._seq = 0
         self.allowed_updates: list[str] | None = None
 
