@@ -15,6 +15,7 @@ test: $(INSTALLED) catalogs
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy --strict state_machines storage bot
+	$(VENV)/bin/hadolint Dockerfile
 	$(PY) -m bot check
 	$(PY) -m pytest -q
 

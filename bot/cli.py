@@ -38,7 +38,9 @@ def main(argv: list[str]) -> int:
     check = commands.add_parser("check", help="validate dialogues and catalogs; exit 2 on errors")
     check.add_argument("--dialogues", type=Path, help="dialogue folder (default: the shipped one)")
     commands.add_parser("secrets-init", help="create the secrets file at SECRETS_PATH (once)")
-    commands.add_parser("health", help="exit 0 when a running bot polled Telegram lately")
+    commands.add_parser(
+        "health", help="exit 0 when a running bot is alive (heartbeat in the last 2 minutes)"
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ)
@@ -110,7 +112,7 @@ async def run_migrate(settings: Settings) -> int:
 
 
 async def run_health(settings: Settings) -> int:
-    """Healthy when the poller wrote its heartbeat within the last two minutes."""
+    """Healthy when the running bot wrote its heartbeat within the last two minutes."""
     db = await Database.open(settings.database_path)
     try:
         async with db.read() as conn:
@@ -122,9 +124,9 @@ async def run_health(settings: Settings) -> int:
         await db.close()
     age_s = (SystemClock().now_ms() - int(beat)) / 1000 if beat else None
     if age_s is None or age_s > _HEALTHY_WITHIN_S:
-        print("unhealthy: the bot has not polled Telegram lately", file=sys.stderr)
+        print("unhealthy: no heartbeat from the bot lately", file=sys.stderr)
         return 1
-    print(f"healthy: last poll {age_s:.0f} s ago")
+    print(f"healthy: last heartbeat {age_s:.0f} s ago")
     return 0
 
 

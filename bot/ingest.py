@@ -24,7 +24,7 @@ from bot.secrets_file import Secrets
 from bot.sender import retry_after_seconds
 from storage.clock import Clock
 from storage.database import Database
-from storage.queues import HEARTBEAT_KEY, Inbox, Meta
+from storage.queues import Inbox, Meta
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ POLL_TIMEOUT_S = 25
 # Per bot: the sandbox's local server and Telegram number updates differently, and an
 # offset from one must never confirm (drop) the other's updates.
 _OFFSET_KEY = "get_updates_offset:{bot_id}"
-_HEARTBEAT_EVERY_MS = 30_000
 
 
 # The update kinds YouSaid handles. Asking for no others keeps third parties' data (chat
@@ -132,11 +131,8 @@ class Ingest:
             stored = await Meta(conn).get(self._offset_key())
         offset = int(stored) if stored else None
         failures = 0
-        last_beat = 0
         bot = self._application.bot
         while not self._stopping.is_set():
-            if self._clock.now_ms() - last_beat >= _HEARTBEAT_EVERY_MS:
-                last_beat = await self._heartbeat()
             try:
                 updates = await bot.get_updates(
                     offset=offset,
@@ -167,13 +163,6 @@ class Ingest:
 
     def _offset_key(self) -> str:
         return _OFFSET_KEY.format(bot_id=self._application.bot.id)
-
-    async def _heartbeat(self) -> int:
-        """Note that polling is alive, for `python -m bot health` (the container check)."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
-            await Meta(conn).set(HEARTBEAT_KEY, str(now))
-        return now
 
     def stop(self) -> None:
         self._stopping.set()

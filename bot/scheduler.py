@@ -16,7 +16,7 @@ import aiosqlite
 
 from storage.clock import Clock
 from storage.database import Database
-from storage.queues import Inbox, Job, Outbox, Schedules
+from storage.queues import HEARTBEAT_KEY, Inbox, Job, Meta, Outbox, Schedules
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Scheduler:
 
     async def run(self) -> None:
         while not self._stopping:
+            await self._heartbeat()
             await self.run_due()
             async with self._db.read() as conn:
                 next_due = await Schedules(conn).next_due_time()
@@ -87,6 +88,13 @@ class Scheduler:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+
+    async def _heartbeat(self) -> None:
+        """Note that the bot is alive (event loop turning, database writable) for
+        `python -m bot health`. A receiving task that dies stops the whole process instead
+        (see runtime.supervise), so this one beat covers polling and webhook mode alike."""
+        async with self._db.transaction() as conn:
+            await Meta(conn).set(HEARTBEAT_KEY, str(self._clock.now_ms()))
 
     def stop(self) -> None:
         self._stopping = True

@@ -13,7 +13,7 @@ PRIORITY_SAFEGUARDING = 0
 PRIORITY_REPLY = 1
 PRIORITY_BROADCAST = 2
 
-# Meta key: when the poller last reported itself alive (ms), read by `python -m bot health`.
+# Meta key: when the bot last reported itself alive (ms), read by `python -m bot health`.
 HEARTBEAT_KEY = "poller_heartbeat_ms"
 
 
