@@ -45,7 +45,8 @@ class TerminalChat:
 
     def show(self, message: SentMessage) -> None:
         lines = (message.text or message.caption or "").splitlines() or [""]
-        self._write("\nYouSaid: " + "\n         ".join(lines) + "\n")
+        indented = [lines[0], *(("         " + line) if line else "" for line in lines[1:])]
+        self._write("\nYouSaid: " + "\n".join(indented) + "\n")
         rows = (message.reply_markup or {}).get("inline_keyboard", [])
         if rows:
             self._buttons = []
