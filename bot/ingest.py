@@ -144,7 +144,7 @@ class Ingest:
                 await self._pause(retry_after_seconds(exc))
                 continue
             except InvalidToken:
-                log.error("Telegram refused the bot token; polling stops")
+                log.error("Telegram refused our credentials (401); polling stops")
                 raise
             except (TimedOut, NetworkError, Conflict) as exc:
                 failures += 1
