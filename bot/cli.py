@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | migrate | check | secrets-init`."""
+"""Command line: run, sandbox, migrate, check, secrets-init, health, roles, invite, enrol."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 
 from bot.catalog_check import check_catalogs, dialogue_texts
 from bot.dialogue_files import load_dialogues
+from bot.enrolment_cli import add_enrol_parser, run_enrol
 from bot.error_reporting import setup_logging, setup_sentry
 from bot.secrets_file import generate_secrets_file
 from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, load_settings
+from bot.staff_cli import STAFF_COMMANDS, add_staff_parsers, run_staff
 from state_machines.engine import Engine, EngineError
 from state_machines.loader import DialogueError
 from storage.clock import SystemClock
@@ -41,6 +43,8 @@ def main(argv: list[str]) -> int:
     commands.add_parser(
         "health", help="exit 0 when a running bot is alive (heartbeat in the last 2 minutes)"
     )
+    add_staff_parsers(commands)
+    add_enrol_parser(commands)
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ)
@@ -54,6 +58,10 @@ def main(argv: list[str]) -> int:
             return asyncio.run(run_migrate(settings))
         if args.command == "secrets-init":
             return run_secrets_init(settings)
+        if args.command in STAFF_COMMANDS:
+            return run_staff(settings, args)
+        if args.command == "enrol":
+            return run_enrol(settings, args)
         if args.command == "health":
             if not Path(settings.database_path).exists():
                 print("unhealthy: no database yet", file=sys.stderr)

@@ -170,6 +170,15 @@ class ConversationService:
         self._on_outbox_changed()
         return attempts
 
+    def pseudonym_of(self, telegram_user_id: int) -> str:
+        return self._secrets.pseudonym(telegram_user_id)
+
+    async def locale_of(self, pseudonym: str) -> str:
+        """The person's language, or the default for someone not yet known."""
+        async with self._db.read() as conn:
+            person = await People(conn).get(pseudonym)
+        return person.locale if person else self._default_locale
+
     async def ignore(self, update_id: int) -> None:
         """An update with nothing to do (e.g. a channel post): mark it handled."""
         async with self._db.transaction() as conn:

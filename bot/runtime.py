@@ -16,6 +16,7 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 from bot import error_reporting
+from bot.broadcasts import PROGRESS_JOB, BroadcastService
 from bot.conversation import ConversationService
 from bot.dialogue_files import load_dialogues
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
@@ -50,6 +51,7 @@ class Runtime:
     sender: OutboxSender
     ingest: Ingest
     scheduler: Scheduler
+    broadcasts: BroadcastService
     webhook: WebhookReceiver | None = None
     # Long-lived tasks (poller, sender, scheduler): if one ends, the process must stop.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -89,10 +91,21 @@ async def build_runtime(
     service = ConversationService(
         db, engine, catalogs, secrets, clock, settings.default_locale, SHIPPED_LOCALES, sender.wake
     )
-    TelegramAdapter(service).install(application)
     ingest = Ingest(db, application, clock, secrets, poll_timeout)
+    scheduler = Scheduler(db, clock, after_jobs=sender.wake)
+
+    def wake_sender_and_scheduler() -> None:
+        """A broadcast queued messages and scheduled its progress reports."""
+        sender.wake()
+        scheduler.wake()
+
+    broadcasts = BroadcastService(
+        db, clock, engine, catalogs, settings.send_rate_per_second, wake_sender_and_scheduler
+    )
+    scheduler.register(PROGRESS_JOB, broadcasts.on_progress_tick)
+    TelegramAdapter(service, broadcasts).install(application)
     runtime = Runtime(
-        settings, db, engine, clock, application, service, sender, ingest, Scheduler(db, clock)
+        settings, db, engine, clock, application, service, sender, ingest, scheduler, broadcasts
     )
     if settings.webhook_url and settings.webhook_secret:
         host, port = settings.webhook_listen

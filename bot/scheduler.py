@@ -32,9 +32,17 @@ _INBOX_MEMORY_MS = 7 * _DAY_MS
 class Scheduler:
     """Runs due jobs by kind; each kind has one handler."""
 
-    def __init__(self, db: Database, clock: Clock, max_sleep_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        max_sleep_s: float = 30.0,
+        after_jobs: Callable[[], None] | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
+        # Called after jobs ran (e.g. to wake the sender for the messages they queued).
+        self._after_jobs = after_jobs
         self._handlers: dict[str, JobHandler] = {HOUSEKEEPING: housekeeping}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -74,6 +82,8 @@ class Scheduler:
                     await Schedules(conn).record_failure(
                         job.id, now + 60_000 * 2**job.attempts, give_up_after=5, now=now
                     )
+        if ran and self._after_jobs is not None:
+            self._after_jobs()
         return ran
 
     async def run(self) -> None:

@@ -7,6 +7,7 @@ builds one event and passes it to the conversation service. Nothing here decides
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import Counter
@@ -27,6 +28,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.broadcasts import CANCEL_PREFIX, BroadcastService
 from bot.conversation import ConversationService, Sender, TappedMessage
 from state_machines.events import (
     ButtonPressed,
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 # /stop; inside a sentence ("please stop asking me about housing") it does not.
 _STOP_WORD = re.compile(r"^\s*(stop|stopio)\s*[.!]*\s*$", re.IGNORECASE)
 _PRIVATE = filters.ChatType.PRIVATE
+_BROADCAST_STOP = re.compile(r"^" + re.escape(CANCEL_PREFIX) + r"\d{1,12}$")
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -95,8 +98,9 @@ def _chat_key(update: object) -> int | None:
 class TelegramAdapter:
     """Registers the handlers on an Application and routes updates to the service."""
 
-    def __init__(self, service: ConversationService) -> None:
+    def __init__(self, service: ConversationService, broadcasts: BroadcastService) -> None:
         self._service = service
+        self._broadcasts = broadcasts
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         groups = filters.ChatType.GROUPS & filters.UpdateType.MESSAGES
@@ -107,6 +111,7 @@ class TelegramAdapter:
             [
                 ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
                 MessageHandler(groups, self.on_group_message),
+                CallbackQueryHandler(self.on_broadcast_stop, pattern=_BROADCAST_STOP),
                 CallbackQueryHandler(self.on_button),
                 MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
                 MessageHandler(
@@ -141,6 +146,22 @@ class TelegramAdapter:
             await self._step(update, CommandSent("stop"))
         else:
             await self._step(update, TextSent(text))
+
+    async def on_broadcast_stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The organiser's "Stop sending" button on a broadcast's progress message."""
+        query, user, chat = update.callback_query, update.effective_user, update.effective_chat
+        assert query is not None and query.data is not None
+        with contextlib.suppress(TelegramError):
+            await query.answer()
+        if user is None or chat is None or chat.type != Chat.PRIVATE:
+            await self._service.ignore(update.update_id)
+            return
+        broadcast_id = int(query.data.removeprefix(CANCEL_PREFIX))
+        pseudonym = self._service.pseudonym_of(user.id)
+        locale = await self._service.locale_of(pseudonym)
+        await self._broadcasts.stop_requested(
+            update.update_id, broadcast_id, pseudonym, chat.id, locale
+        )
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button tap: answer Telegram at once (it gives up after ~15 s), then step."""

@@ -87,6 +87,29 @@ class People:
         return str(row[0]) if row else None
 
 
+@dataclass(frozen=True)
+class Recipient:
+    pseudonym: str
+    chat_id: int
+    locale: str
+
+
+async def reachable_with_consent(
+    conn: aiosqlite.Connection, region: str, purpose: str
+) -> list[Recipient]:
+    """Everyone in a region who can be reached and whose latest decision for `purpose` is a
+    yes: the only people a broadcast for that purpose may go to."""
+    async with conn.execute(
+        "SELECT p.pseudonym, p.chat_id, p.locale FROM people p "
+        "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
+        "  WHERE pseudonym = p.pseudonym AND purpose = ?) "
+        "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 ORDER BY p.pseudonym",
+        (purpose, region),
+    ) as cursor:
+        rows = await cursor.fetchall()
+    return [Recipient(r[0], r[1], r[2]) for r in rows]
+
+
 class ConsentLedger:
     """The append-only consent ledger: one row per decision."""
 

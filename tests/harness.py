@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime, build_runtime, start, stop
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer
-from bot.settings import Settings, load_settings
+from bot.settings import PROJECT_ROOT, Settings, load_settings
 
 TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
 
@@ -75,6 +77,51 @@ class Chat:
                     if button["text"] == label:
                         return message, button["callback_data"]
         raise AssertionError(f"no button {label!r} in the chat")
+
+
+class BotProcess:
+    """`python -m bot run` as a child process, with its log kept for failures."""
+
+    def __init__(self, api: LocalBotApi, tmp_path: Path, **extra: str) -> None:
+        self.api = api
+        self.env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_BASE_URL": api.base_url,
+            "DATABASE_PATH": str(tmp_path / "yousaid.db"),
+            "SECRETS_PATH": str(tmp_path / "secrets"),
+            "LOG_LEVEL": "INFO",
+            **extra,
+        }
+        self.log_path = tmp_path / "bot.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        # deleteWebhook is the last call before polling starts (getUpdates long-polls, so
+        # it only finishes when an update arrives or the poll times out).
+        ready = len(self.api.calls("deleteWebhook"))
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        await self.api.wait_for_calls("deleteWebhook", ready + 1, timeout=30)
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no clean-up runs
+        await self.process.wait()
+
+    async def terminate(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await asyncio.wait_for(self.process.wait(), timeout=20)
 
 
 class Records:

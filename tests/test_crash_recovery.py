@@ -15,54 +15,10 @@ import pytest
 
 from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT
-from tests.harness import ADA, TOKEN, Chat, Records, eventually, settings_for
+from tests.harness import ADA, TOKEN, BotProcess, Chat, Records, eventually, settings_for
 
 NOTICE = "2026-11-v1"
 PENDING = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'"
-
-
-class BotProcess:
-    """`python -m bot run` as a child process, with its log kept for failures."""
-
-    def __init__(self, api: LocalBotApi, tmp_path: Path) -> None:
-        self.api = api
-        self.env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_BASE_URL": api.base_url,
-            "DATABASE_PATH": str(tmp_path / "yousaid.db"),
-            "SECRETS_PATH": str(tmp_path / "secrets"),
-            "LOG_LEVEL": "INFO",
-        }
-        self.log_path = tmp_path / "bot.log"
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        # deleteWebhook is the last call before polling starts (getUpdates long-polls, so
-        # it only finishes when an update arrives or the poll times out).
-        ready = len(self.api.calls("deleteWebhook"))
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "run",
-                cwd=PROJECT_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        await self.api.wait_for_calls("deleteWebhook", ready + 1, timeout=30)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()  # SIGKILL: no clean-up runs
-        await self.process.wait()
-
-    async def terminate(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            await asyncio.wait_for(self.process.wait(), timeout=20)
 
 
 @pytest.fixture()

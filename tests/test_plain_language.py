@@ -20,6 +20,10 @@ SAMPLES = {
     "status": "yes",
     "max": "40",
     "choice": "Yes",
+    "sent": "1,240",
+    "total": "5,000",
+    "unreachable": "3",
+    "eta": "2 minutes",
     "consent_summary": "• Keep my answers: yes\n• Invite me to panels: no\n"
     "• Tell me what changed: yes\n• Use my words without my name: no",
 }

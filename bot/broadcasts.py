@@ -1,0 +1,173 @@
+"""The broadcast engine: one message to many people, at Telegram's pace, that survives crashes.
+
+A broadcast is a batch of broadcast-priority outbox rows written in one transaction, so:
+replies and safeguarding answers always overtake it; the paced sender keeps it within
+Telegram's limits (429 pauses everything, 403 marks the person unreachable, 5xx and timeouts
+retry); and after a crash it resumes where it was, repeating at most what was in flight.
+The organiser sees one message, edited in place with progress, with a button to stop it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import aiosqlite
+from babel.dates import format_timedelta
+from babel.numbers import format_decimal
+
+from bot.rendering import Catalogs, fill
+from state_machines.engine import Engine
+from storage.broadcasts import BroadcastProgress, Broadcasts
+from storage.clock import Clock
+from storage.database import Database
+from storage.queues import PRIORITY_REPLY, Inbox, Job, Outbox, Schedules
+
+log = logging.getLogger(__name__)
+
+PROGRESS_JOB = "broadcast_progress"
+CANCEL_PREFIX = "bc:"  # callback data of the organiser's stop button: "bc:<broadcast id>"
+_PROGRESS_EVERY_MS = 5_000
+
+
+class BroadcastService:
+    """Starts, reports on and stops broadcasts."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        engine: Engine,
+        catalogs: Catalogs,
+        rate_per_second: float,
+        on_queued: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._engine = engine
+        self._catalogs = catalogs
+        self._rate = rate_per_second
+        self._on_queued = on_queued
+
+    async def start(
+        self,
+        kind: str,
+        subject: str,
+        region: str | None,
+        created_by: str,
+        messages: Sequence[tuple[int, dict[str, Any]]],
+        organiser: tuple[int, str] | None = None,
+    ) -> int:
+        """Queue one message per (chat id, payload) as one broadcast. `organiser` is the
+        (chat id, locale) that gets the progress message, if any."""
+        now = self._clock.now_ms()
+        async with self._db.transaction() as conn:
+            broadcasts = Broadcasts(conn)
+            chat_id = organiser[0] if organiser else None
+            broadcast_id = await broadcasts.create(
+                kind, subject, region, created_by, messages, chat_id, now
+            )
+            if organiser is not None:
+                progress = await broadcasts.progress(broadcast_id)
+                assert progress is not None
+                payload = self._progress_payload(progress, organiser[1])
+                outbox_id = await Outbox(conn).enqueue(
+                    organiser[0], PRIORITY_REPLY, "message", payload, now
+                )
+                await broadcasts.attach_progress_message(broadcast_id, outbox_id)
+            await self._schedule_tick(conn, broadcast_id, organiser, now)
+        log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
+        self._on_queued()
+        return broadcast_id
+
+    async def stop_requested(
+        self, update_id: int, broadcast_id: int, pseudonym: str, chat_id: int, locale: str
+    ) -> bool:
+        """The organiser tapped "Stop sending". Only the person who started the broadcast
+        may stop it; anyone else (e.g. with forged button data) is told it is not
+        available, and nothing changes. Returns whether it was stopped."""
+        now = self._clock.now_ms()
+        async with self._db.transaction() as conn:
+            if await Inbox(conn).status(update_id) != "pending":
+                return False
+            broadcasts = Broadcasts(conn)
+            progress = await broadcasts.progress(broadcast_id)
+            allowed = progress is not None and progress.created_by == pseudonym
+            if allowed:
+                cancelled = await broadcasts.cancel(broadcast_id, now)
+                await self._schedule_tick(conn, broadcast_id, (chat_id, locale), now - 5_000)
+                log.info("broadcast %d stopped; %d messages not sent", broadcast_id, cancelled)
+            else:
+                text = self._catalogs.gettext(locale, self._engine.message("not_available"))
+                await Outbox(conn).enqueue(chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
+            await Inbox(conn).mark_handled(update_id, now)
+        self._on_queued()
+        return allowed
+
+    async def progress(self, broadcast_id: int) -> BroadcastProgress | None:
+        async with self._db.read() as conn:
+            return await Broadcasts(conn).progress(broadcast_id)
+
+    async def on_progress_tick(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """Scheduled every few seconds while a broadcast runs: edit the organiser's message,
+        and finish the broadcast once nothing is left to send."""
+        broadcast_id = int(job.payload["broadcast_id"])
+        locale = str(job.payload.get("locale") or "en")
+        broadcasts = Broadcasts(conn)
+        progress = await broadcasts.progress(broadcast_id)
+        if progress is None:
+            return
+        if progress.status == "running" and progress.pending == 0:
+            await broadcasts.finish(broadcast_id, now)
+            progress = await broadcasts.progress(broadcast_id)
+            assert progress is not None
+        if progress.progress_chat_id is not None and progress.progress_message_id is not None:
+            payload = self._progress_payload(progress, locale)
+            payload["message_id"] = progress.progress_message_id
+            await Outbox(conn).enqueue(
+                progress.progress_chat_id, PRIORITY_REPLY, "edit", payload, now
+            )
+        if progress.status == "running":
+            organiser = (
+                None if progress.progress_chat_id is None else (progress.progress_chat_id, locale)
+            )
+            await self._schedule_tick(conn, broadcast_id, organiser, now)
+
+    async def _schedule_tick(
+        self,
+        conn: aiosqlite.Connection,
+        broadcast_id: int,
+        organiser: tuple[int, str] | None,
+        now: int,
+    ) -> None:
+        due = now + _PROGRESS_EVERY_MS
+        await Schedules(conn).add(
+            PROGRESS_JOB,
+            f"{PROGRESS_JOB}:{broadcast_id}:{due}",
+            due,
+            {"broadcast_id": broadcast_id, "locale": organiser[1] if organiser else "en"},
+            now,
+        )
+
+    def _progress_payload(self, progress: BroadcastProgress, locale: str) -> dict[str, Any]:
+        """The organiser's progress message, e.g. "Sending: 1,240 of 5,000 sent..."."""
+        key = {"running": "broadcast_sending", "done": "broadcast_done"}.get(
+            progress.status, "broadcast_cancelled"
+        )
+        eta_seconds = max(1.0, progress.pending / self._rate)
+        params = {
+            "sent": format_decimal(progress.sent, locale=locale),
+            "total": format_decimal(progress.total, locale=locale),
+            "unreachable": format_decimal(progress.unreachable, locale=locale),
+            "eta": format_timedelta(timedelta(seconds=eta_seconds), locale=locale),
+        }
+        text = fill(self._catalogs.gettext(locale, self._engine.message(key)), params)
+        payload: dict[str, Any] = {"text": text}
+        if progress.status == "running":
+            label = self._catalogs.gettext(locale, self._engine.message("broadcast_stop_button"))
+            payload["buttons"] = [
+                [{"text": label, "callback_data": f"{CANCEL_PREFIX}{progress.id}"}]
+            ]
+        return payload

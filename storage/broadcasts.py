@@ -1,0 +1,116 @@
+"""Broadcasts: batches of broadcast-priority outbox rows, with their progress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from storage.queues import PRIORITY_BROADCAST
+
+
+@dataclass(frozen=True)
+class BroadcastProgress:
+    id: int
+    kind: str
+    subject: str
+    region: str | None
+    created_by: str
+    status: str
+    total: int
+    sent: int
+    unreachable: int
+    failed: int
+    cancelled: int
+    pending: int
+    progress_chat_id: int | None
+    progress_message_id: int | None
+
+
+class Broadcasts:
+    """The broadcasts table and the outbox rows that belong to each broadcast."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def create(
+        self,
+        kind: str,
+        subject: str,
+        region: str | None,
+        created_by: str,
+        messages: Sequence[tuple[int, dict[str, Any]]],
+        progress_chat_id: int | None,
+        now: int,
+    ) -> int:
+        """Record a broadcast and queue one message per (chat id, payload), all at once."""
+        async with self._conn.execute(
+            "INSERT INTO broadcasts (kind, subject, region, created_by, total, progress_chat_id, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (kind, subject, region, created_by, len(messages), progress_chat_id, now),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        broadcast_id = int(row[0])
+        await self._conn.executemany(
+            "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at, "
+            "broadcast_id) VALUES (?, ?, 'message', ?, ?, ?, ?)",
+            [
+                (
+                    chat_id,
+                    PRIORITY_BROADCAST,
+                    json.dumps(payload, separators=(",", ":")),
+                    now,
+                    now,
+                    broadcast_id,
+                )
+                for chat_id, payload in messages
+            ],
+        )
+        return broadcast_id
+
+    async def attach_progress_message(self, broadcast_id: int, outbox_id: int) -> None:
+        await self._conn.execute(
+            "UPDATE broadcasts SET progress_outbox_id = ? WHERE id = ?", (outbox_id, broadcast_id)
+        )
+
+    async def progress(self, broadcast_id: int) -> BroadcastProgress | None:
+        async with self._conn.execute(
+            "SELECT b.id, b.kind, b.subject, b.region, b.created_by, b.status, b.total, "
+            " COALESCE(SUM(o.status = 'sent'), 0), "
+            " COALESCE(SUM(o.last_error LIKE '403%'), 0), "
+            " COALESCE(SUM(o.status = 'failed'), 0), "
+            " COALESCE(SUM(o.status = 'cancelled' AND o.last_error NOT LIKE '403%'), 0), "
+            " COALESCE(SUM(o.status = 'pending'), 0), "
+            " b.progress_chat_id, "
+            " (SELECT message_id FROM outbox WHERE id = b.progress_outbox_id) "
+            "FROM broadcasts b LEFT JOIN outbox o ON o.broadcast_id = b.id "
+            "WHERE b.id = ? GROUP BY b.id",
+            (broadcast_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else BroadcastProgress(*row)
+
+    async def cancel(self, broadcast_id: int, now: int) -> int:
+        """Stop a running broadcast: what is still queued is cancelled; returns how many."""
+        cursor = await self._conn.execute(
+            "UPDATE outbox SET status = 'cancelled', last_error = 'cancelled by the organiser', "
+            "payload = NULL WHERE broadcast_id = ? AND status = 'pending'",
+            (broadcast_id,),
+        )
+        await self._conn.execute(
+            "UPDATE broadcasts SET status = 'cancelled', finished_at = ? "
+            "WHERE id = ? AND status = 'running'",
+            (now, broadcast_id),
+        )
+        return cursor.rowcount
+
+    async def finish(self, broadcast_id: int, now: int) -> None:
+        await self._conn.execute(
+            "UPDATE broadcasts SET status = 'done', finished_at = ? "
+            "WHERE id = ? AND status = 'running'",
+            (now, broadcast_id),
+        )
