@@ -123,24 +123,31 @@ async def redeem_invite(
     db: Database, secrets: Secrets, code: str, pseudonym: str, now: int
 ) -> InviteRedemption:
     """Use an invite: claim it, grant its role and audit it, all in one transaction."""
+    async with db.transaction() as conn:
+        return await redeem_invite_in(conn, secrets, code, pseudonym, now)
+
+
+async def redeem_invite_in(
+    conn: aiosqlite.Connection, secrets: Secrets, code: str, pseudonym: str, now: int
+) -> InviteRedemption:
+    """`redeem_invite` inside the caller's transaction (e.g. with the update's inbox mark)."""
     if not is_invite_code(code):
         return InviteRedemption("unknown", None)
     code_hash = invite_code_hash(secrets, code)
-    async with db.transaction() as conn:
-        redemption = await StaffInvites(conn).redeem(code_hash, pseudonym, now)
-        grant = redemption.grant
-        if grant is None:
-            return redemption
-        await StaffRoles(conn).grant(
-            pseudonym, grant.role, grant.region, grant.safeguarding, grant.granted_by, now
-        )
-        await AuditLog(conn).record(
-            pseudonym,
-            "invite.redeemed",
-            _invite_target(code_hash),
-            grant_details(grant.role, grant.region, grant.safeguarding),
-            now,
-        )
+    redemption = await StaffInvites(conn).redeem(code_hash, pseudonym, now)
+    grant = redemption.grant
+    if grant is None:
+        return redemption
+    await StaffRoles(conn).grant(
+        pseudonym, grant.role, grant.region, grant.safeguarding, grant.granted_by, now
+    )
+    await AuditLog(conn).record(
+        pseudonym,
+        "invite.redeemed",
+        _invite_target(code_hash),
+        grant_details(grant.role, grant.region, grant.safeguarding),
+        now,
+    )
     return redemption
 
 

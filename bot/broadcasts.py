@@ -18,12 +18,14 @@ import aiosqlite
 from babel.dates import format_timedelta
 from babel.numbers import format_decimal
 
+from bot.access import access_of
 from bot.rendering import Catalogs, fill
 from state_machines.engine import Engine
 from storage.broadcasts import BroadcastProgress, Broadcasts
 from storage.clock import Clock
 from storage.database import Database
 from storage.queues import PRIORITY_REPLY, Inbox, Job, Outbox, Schedules
+from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +87,28 @@ class BroadcastService:
     async def stop_requested(
         self, update_id: int, broadcast_id: int, pseudonym: str, chat_id: int, locale: str
     ) -> bool:
-        """The organiser tapped "Stop sending". Only the person who started the broadcast
-        may stop it; anyone else (e.g. with forged button data) is told it is not
-        available, and nothing changes. Returns whether it was stopped."""
+        """The organiser tapped "Stop sending". The person who started the broadcast, staff
+        of its region and admins may stop it (audited); anyone else (e.g. with forged button
+        data) is told it is not available, and nothing changes. Returns whether it stopped."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             if await Inbox(conn).status(update_id) != "pending":
                 return False
             broadcasts = Broadcasts(conn)
             progress = await broadcasts.progress(broadcast_id)
-            allowed = progress is not None and progress.created_by == pseudonym
+            allowed = progress is not None and (
+                progress.created_by == pseudonym
+                or (await access_of(conn, pseudonym)).is_staff_in(progress.region or "")
+            )
             if allowed:
                 cancelled = await broadcasts.cancel(broadcast_id, now)
+                await AuditLog(conn).record(
+                    pseudonym,
+                    "broadcast.stopped",
+                    f"broadcast:{broadcast_id}",
+                    {"not_sent": str(cancelled)},
+                    now,
+                )
                 await self._schedule_tick(conn, broadcast_id, (chat_id, locale), now - 5_000)
                 log.info("broadcast %d stopped; %d messages not sent", broadcast_id, cancelled)
             else:

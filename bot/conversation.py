@@ -16,6 +16,7 @@ import aiosqlite
 
 from bot.rendering import Catalogs, consent_summary, fill, render_message
 from bot.secrets_file import Secrets
+from bot.start_links import redeem_start_payload
 from state_machines.definition import (
     GrantConsent,
     SetLocale,
@@ -24,7 +25,7 @@ from state_machines.definition import (
     WithdrawAllConsents,
 )
 from state_machines.engine import Engine
-from state_machines.events import Apply, ConfirmChoice, Event, Say
+from state_machines.events import Apply, ConfirmChoice, Event, Say, Started
 from state_machines.session import Session
 from storage.answers import Answers
 from storage.clock import Clock
@@ -77,7 +78,11 @@ class ConversationService:
         self.notice_version = engine.common.settings.get("notice_version", "unversioned")
 
     async def handle_event(
-        self, update_id: int, sender: Sender, event: Event, tapped: TappedMessage | None = None
+        self,
+        update_id: int,
+        sender: Sender,
+        event: Event | None,
+        tapped: TappedMessage | None = None,
     ) -> None:
         """Step the person's dialogue with one event and store everything it caused."""
         pseudonym = self._secrets.pseudonym(sender.user_id)
@@ -88,11 +93,31 @@ class ConversationService:
             person = await People(conn).touch(
                 pseudonym, sender.chat_id, self._locale_for(sender), now
             )
+            outbox = Outbox(conn)
+            locale = person.locale
+            if isinstance(event, Started) and event.payload:
+                outcome = await redeem_start_payload(
+                    conn, self._secrets, pseudonym, event.payload, now
+                )
+                if outcome.event is None:  # a staff invite: answered, no onboarding
+                    text = self._catalogs.gettext(locale, self._engine.message(outcome.reply or ""))
+                    await outbox.enqueue(
+                        sender.chat_id,
+                        PRIORITY_REPLY,
+                        "message",
+                        {"text": fill(text, outcome.params)},
+                        now,
+                    )
+                    await Inbox(conn).mark_handled(update_id, now)
+                    event = None
+                else:
+                    event = outcome.event
+            if event is None:
+                self._on_outbox_changed()
+                return
             stored = await Sessions(conn).load(pseudonym)
             session = Session.from_json(stored) if stored else Session()
             step = self._engine.step(session, event)
-            outbox = Outbox(conn)
-            locale = person.locale
             for effect in step.effects:
                 if isinstance(effect, Apply):
                     await self._apply(conn, pseudonym, sender.chat_id, effect, now)

@@ -105,6 +105,7 @@ class State:
     explain: str | None = None
     text: TextInput | None = None
     end: bool = False
+    skip: tuple[str, str] | None = None  # (fact, target): go straight to target if fact holds
 
     def button(self, button_id: str) -> Button | None:
         """The button with this id, including the automatic "I don't understand"."""

@@ -49,6 +49,7 @@ REQUIRED_MESSAGES = (
     "unknown_command",
     "nothing_in_progress",
     "lost_place",
+    "code_accepted",
 )
 
 
@@ -155,6 +156,9 @@ class Engine:
     def _on_start(self, out: _Out, event: Started) -> None:
         if event.payload and not event.payload_accepted:
             out.say(self.message("code_not_recognised"))
+        elif event.payload:
+            out.say(self.message("code_accepted"))
+        out.session = replace(out.session, facts=out.session.facts | event.facts)
         if out.session.place is not None:
             self._reask(out, lead="already_started")
         elif self.entry in out.session.completed:
@@ -229,6 +233,10 @@ class Engine:
     # --- moving between states ---------------------------------------------------------
     def _enter(self, out: _Out, place: Place) -> None:
         state = self._state(place)
+        while state.skip is not None and state.skip[0] in out.session.facts:
+            # Already known (e.g. the region, from an enrolment code): do not ask again.
+            place = Place(place.dialogue, state.skip[1])
+            state = self._state(place)
         if not state.end:
             out.session = out.session.at(place)
             out.effects.append(self._question(place))
@@ -277,7 +285,7 @@ class Engine:
         if place is not None and not known(place):
             dialogue = self.dialogues.get(place.dialogue)
             place = Place(place.dialogue, dialogue.start) if dialogue and dialogue.start else None
-        return Session(place=place, resume=resume, completed=session.completed)
+        return Session(place=place, resume=resume, completed=session.completed, facts=session.facts)
 
     def _state(self, place: Place) -> State:
         return self.dialogues[place.dialogue].states[place.state]

@@ -12,10 +12,12 @@ from state_machines.definition import EffectSpec
 # --- events: the adapter turns each Telegram update into one of these -------------------
 @dataclass(frozen=True)
 class Started:
-    """`/start`, with the deep-link payload if there was one and whether it was redeemed."""
+    """`/start`, with the deep-link payload if there was one, whether it was redeemed, and
+    what redeeming it established (e.g. "region_known")."""
 
     payload: str | None = None
     payload_accepted: bool = False
+    facts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from state_machines.migrations import CURRENT_SCHEMA_VERSION, migrate_document
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _TOP_KEYS = {"schema_version", "id", "start", "states", "commands", "messages", "settings"}
-_STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end"}
+_STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end", "skip"}
 _BUTTON_KEYS = {"id", "label", "to", "effects"}
 _TEXT_KEYS = {"max_length", "to", "store"}
 _COMMAND_KEYS = {"say", "start", "effects", "end_all"}
@@ -283,6 +283,7 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
         checker.problem(node, name, "an end state takes no answer (no buttons, text or explain)")
     if not end and not buttons and text_input is None:
         checker.problem(node, name, "a state needs buttons, a text answer, or end: true")
+    skip = _skip(checker, name, fields["skip"]) if "skip" in fields else None
     return State(
         name=name,
         line=line,
@@ -292,7 +293,27 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
         explain=explain,
         text=text_input,
         end=end,
+        skip=skip,
     )
+
+
+def _skip(checker: _Checker, state: str, node: yaml.Node) -> tuple[str, str] | None:
+    """`skip: {when: <fact>, to: <state>}`: go straight on when the fact is known."""
+    fields = checker.mapping(node, state, {"when", "to"})
+    if "when" not in fields or "to" not in fields:
+        checker.problem(node, state, "skip needs when: <fact> and to: <state>")
+        return None
+    return checker.name(fields["when"], state), checker.name(fields["to"], state)
+
+
+def _targets(state: State) -> list[str]:
+    """Every state this one can lead to."""
+    targets = [b.to for b in state.buttons if b.to is not None]
+    if state.text is not None:
+        targets.append(state.text.to)
+    if state.skip is not None:
+        targets.append(state.skip[1])
+    return targets
 
 
 def _button(checker: _Checker, state: str, node: yaml.Node) -> Button:
@@ -349,10 +370,7 @@ def _commands(checker: _Checker, node: yaml.Node | None) -> dict[str, Command]:
 def _check_graph(checker: _Checker, start: str, states: dict[str, State]) -> None:
     """Report targets that name no state and states no path from `start` reaches."""
     for state in states.values():
-        targets = [b.to for b in state.buttons if b.to is not None]
-        if state.text is not None:
-            targets.append(state.text.to)
-        for target in targets:
+        for target in _targets(state):
             if target not in states:
                 checker.problems.append(
                     Problem(
@@ -366,7 +384,7 @@ def _check_graph(checker: _Checker, start: str, states: dict[str, State]) -> Non
     queue = deque([start])
     while queue:
         state = states[queue.popleft()]
-        nexts = [b.to for b in state.buttons if b.to] + ([state.text.to] if state.text else [])
+        nexts = _targets(state)
         for target in nexts:
             if target in states and target not in reached:
                 reached.add(target)
@@ -389,7 +407,7 @@ def _can_finish(name: str, states: dict[str, State]) -> bool:
         state = states[queue.popleft()]
         if state.end:
             return True
-        nexts = [b.to for b in state.buttons if b.to] + ([state.text.to] if state.text else [])
+        nexts = _targets(state)
         for target in nexts:
             if target in states and target not in seen:
                 seen.add(target)

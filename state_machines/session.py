@@ -26,6 +26,9 @@ class Session:
     place: Place | None = None
     resume: tuple[Place, ...] = ()
     completed: frozenset[str] = field(default_factory=frozenset)
+    # Things the outer layers established that let a dialogue skip a question, e.g.
+    # "region_known" after an enrolment code bound the person to a region.
+    facts: frozenset[str] = field(default_factory=frozenset)
 
     def at(self, place: Place | None) -> Session:
         return replace(self, place=place)
@@ -36,6 +39,7 @@ class Session:
                 "place": _place_json(self.place),
                 "resume": [_place_json(p) for p in self.resume],
                 "completed": sorted(self.completed),
+                "facts": sorted(self.facts),
             },
             separators=(",", ":"),
         )
@@ -47,6 +51,7 @@ class Session:
             place=_place_from(data.get("place")),
             resume=tuple(p for p in (_place_from(x) for x in data.get("resume", [])) if p),
             completed=frozenset(data.get("completed", [])),
+            facts=frozenset(data.get("facts", [])),
         )
 
 

@@ -17,7 +17,17 @@ from storage.broadcasts import Broadcasts
 from storage.clock import SystemClock
 from storage.database import Database
 from storage.people import ConsentLedger, People, reachable_with_consent
-from tests.harness import ADA, TOKEN, BotProcess, Chat, Records, running_bot, settings_for
+from storage.staff import StaffRoles
+from tests.harness import (
+    ADA,
+    TOKEN,
+    BotProcess,
+    Chat,
+    Records,
+    eventually,
+    running_bot,
+    settings_for,
+)
 
 COHORT = [FakePerson(user_id=720000000 + n, first_name="-") for n in range(2000)]
 INVITATION = "You are invited to a panel."
@@ -183,19 +193,41 @@ async def test_the_organiser_sees_progress_and_can_stop_it(
         await asyncio.sleep(1.0)
         assert sum(received(limited_api).values()) == sent_at_stop  # nothing more goes out
         progress = await runtime.broadcasts.progress(broadcast_id)
+        assert records.query("SELECT actor, action FROM audit_log") == [
+            (records.pseudonym(ADA), "broadcast.stopped")
+        ]
     assert progress is not None and progress.status == "cancelled"
     assert progress.sent == sent_at_stop < 600
     assert organiser.messages[-1].reply_markup is None  # the stop button is gone
 
 
-async def test_someone_else_cannot_stop_a_broadcast(
-    limited_api: LocalBotApi, tmp_path: Path
+@pytest.mark.parametrize(
+    ("grant", "stopped"),
+    [
+        (None, False),
+        (("staff", "wales"), False),
+        (("staff", "london"), True),
+        (("admin", None), True),
+    ],
+)
+async def test_only_the_organiser_staff_of_the_region_or_an_admin_can_stop_it(
+    limited_api: LocalBotApi,
+    tmp_path: Path,
+    grant: tuple[str, str | None] | None,
+    stopped: bool,
 ) -> None:
+    """Forged "Stop sending" data from anyone else changes nothing and is refused kindly."""
     async with running_bot(limited_api, tmp_path, SEND_RATE_PER_SECOND="30") as runtime:
+        records = Records(settings_for(limited_api, tmp_path))
+        if grant is not None:
+            async with runtime.db.transaction() as conn:
+                await StaffRoles(conn).grant(
+                    records.pseudonym(ADA), grant[0], grant[1], False, "cli", 0
+                )
         await enrol(runtime.db, COHORT[:300])
         broadcast_id = await invite_everyone(runtime)
-        intruder = Chat(limited_api, ADA)
-        await intruder.say("/start")
+        someone = Chat(limited_api, ADA)
+        await someone.say("/start")
         update = {
             "update_id": 777001,
             "callback_query": {
@@ -212,9 +244,17 @@ async def test_someone_else_cannot_stop_a_broadcast(
             },
         }
         limited_api.send_update(update)
-        assert "not available" in (await intruder.expect(2)).text
+        if not stopped:
+            assert "not available" in (await someone.expect(2)).text
+        else:
+            await eventually(
+                lambda: records.query("SELECT status FROM broadcasts") == [("cancelled",)]
+            )
         progress = await runtime.broadcasts.progress(broadcast_id)
-    assert progress is not None and progress.status == "running"
+    assert progress is not None
+    assert progress.status == ("cancelled" if stopped else "running")
+    audited = records.query("SELECT action FROM audit_log WHERE action = 'broadcast.stopped'")
+    assert len(audited) == int(stopped)
 
 
 async def test_kill_mid_broadcast_misses_no_one(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ SAMPLES = {
     "total": "5,000",
     "unreachable": "3",
     "eta": "2 minutes",
+    "role": "staff",
+    "region": "Kent, Surrey and Sussex",
     "consent_summary": "• Keep my answers: yes\n• Invite me to panels: no\n"
     "• Tell me what changed: yes\n• Use my words without my name: no",
 }

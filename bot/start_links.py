@@ -1,0 +1,49 @@
+"""What a /start link carries: an enrolment code (binds a participant to a region) or a
+one-time staff invite (grants a role). Redeemed inside the update's own transaction, so a
+redelivered /start never redeems twice and a rolled-back one never uses a code up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from bot.access import is_invite_code, redeem_invite_in
+from bot.enrolment import REGION_NAMES, normalise_code, redeem_code
+from bot.secrets_file import Secrets
+from state_machines.events import Started
+from storage.people import People
+
+REGION_KNOWN = "region_known"  # the onboarding fact that skips the region question
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    """Either a dialogue event to step, or (for staff invites) a message key to reply with."""
+
+    event: Started | None = None
+    reply: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+async def redeem_start_payload(
+    conn: aiosqlite.Connection, secrets: Secrets, pseudonym: str, payload: str, now: int
+) -> StartOutcome:
+    """Redeem the payload of `/start <payload>`; the person's row must already exist."""
+    if is_invite_code(payload):
+        redemption = await redeem_invite_in(conn, secrets, payload, pseudonym, now)
+        if redemption.grant is not None:
+            region = redemption.grant.region
+            where = REGION_NAMES.get(region, region) if region else "every region"
+            return StartOutcome(
+                reply="invite_accepted", params={"role": redemption.grant.role, "region": where}
+            )
+        if redemption.status in ("used", "expired"):
+            return StartOutcome(reply=f"invite_{redemption.status}")
+    code = normalise_code(payload)
+    if code is not None:
+        enrolment = await redeem_code(conn, secrets, code, now)
+        if enrolment.status == "ok" and enrolment.region is not None:
+            await People(conn).set_region(pseudonym, enrolment.region, now)
+            return StartOutcome(Started(payload, True, frozenset({REGION_KNOWN})))
+    return StartOutcome(Started(payload, False))
