@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run sandbox test check lint typecheck catalogs translations migrate clean
+.PHONY: run sandbox test bench check lint typecheck catalogs translations migrate clean
 
 # With TELEGRAM_BOT_TOKEN set: the real bot. Without: the sandbox (a local stand-in for
 # Telegram and a chat in this terminal).
@@ -36,6 +36,10 @@ translations: $(INSTALLED)
 		--project YouSaid --copyright-holder YouSaid .
 	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --domain messages --ignore-obsolete
 	$(MAKE) catalogs
+
+# Benchmarks: numbers, not pass/fail. Results go to bench/RESULTS.md by hand, with the command.
+bench: $(INSTALLED) catalogs
+	$(PY) -m bench.broadcast
 
 sandbox: $(INSTALLED) catalogs migrate
 	$(PY) -m bot sandbox

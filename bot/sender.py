@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict, deque
+from collections import deque
 from datetime import timedelta
 from typing import Any
 
@@ -37,7 +37,12 @@ from storage.queues import Outbox, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
-_CANDIDATES = 200
+_CANDIDATES = 64
+# Group commit of sends: at most this long, or this many, between commits. A crash repeats
+# at most what was in flight plus what was confirmed since the last commit.
+_FLUSH_EVERY_S = 0.05
+FLUSH_AT = 32
+DEFAULT_CONCURRENCY = 8
 _MAX_BACKOFF_S = 300.0
 
 
@@ -48,30 +53,41 @@ def retry_after_seconds(error: RetryAfter) -> float:
 
 
 class ChatPacer:
-    """At most `burst` sends to one chat in any `window` seconds (Telegram: ~1/s per chat)."""
+    """At most `burst` sends to one chat in any `window` seconds (Telegram: ~1/s per chat).
+
+    Only chats that have used up their burst are tracked as blocked, so asking which chats
+    must wait costs nothing per chat that merely received a message recently."""
 
     def __init__(self, burst: int = 3, window: float = 3.5) -> None:
         self.burst = burst
         self.window = window
-        self._sent: defaultdict[int, deque[float]] = defaultdict(deque)
+        self._sent: dict[int, deque[float]] = {}
+        self._blocked_until: dict[int, float] = {}
+        self._pruned_at = 0.0
 
     def wait_time(self, chat_id: int, now: float) -> float:
-        history = self._sent.get(chat_id)
-        if not history:
-            return 0.0
-        while history and now - history[0] >= self.window:
-            history.popleft()
-        if not history:
-            del self._sent[chat_id]
-            return 0.0
-        return 0.0 if len(history) < self.burst else self.window - (now - history[0])
+        until = self._blocked_until.get(chat_id, 0.0)
+        return until - now if until > now else 0.0
 
     def record(self, chat_id: int, now: float) -> None:
-        self._sent[chat_id].append(now)
+        history = self._sent.setdefault(chat_id, deque())
+        while history and now - history[0] >= self.window:
+            history.popleft()
+        history.append(now)
+        if len(history) >= self.burst:
+            self._blocked_until[chat_id] = history[0] + self.window
+        if now - self._pruned_at >= self.window:
+            self._prune(now)
 
     def busy_chats(self, now: float) -> set[int]:
         """Chats that must wait before their next message."""
-        return {chat for chat in list(self._sent) if self.wait_time(chat, now) > 0}
+        return {chat for chat, until in self._blocked_until.items() if until > now}
+
+    def _prune(self, now: float) -> None:
+        """Forget chats with nothing in the window (memory stays bounded by the pace)."""
+        self._pruned_at = now
+        self._sent = {c: h for c, h in self._sent.items() if now - h[-1] < self.window}
+        self._blocked_until = {c: u for c, u in self._blocked_until.items() if u > now}
 
 
 class OutboxSender:
@@ -83,7 +99,7 @@ class OutboxSender:
         bot: Bot,
         clock: Clock,
         rate_per_second: float = 28.0,
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_CONCURRENCY,
         pacer: ChatPacer | None = None,
     ) -> None:
         self._db = db
@@ -97,18 +113,29 @@ class OutboxSender:
         self._held_back: dict[int, float] = {}  # chat id -> monotonic time it may go again
         self._deliveries: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        # The most urgent pending rows, read in one query and used until something new is
+        # queued (wake) or they run out: one query per batch, not per message.
+        self._candidates: deque[OutgoingMessage] = deque()
+        self._stale = True
+        # Sent and confirmed by Telegram, not yet committed as sent: one commit (one fsync)
+        # for many messages instead of one each.
+        self._unrecorded: dict[int, int | None] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._next_slot = 0.0
         self._paused_until = 0.0
         self._stopping = False
         self.sent_count = 0
 
     def wake(self) -> None:
-        """Something was queued or finished: look at the outbox again now."""
+        """Something was queued or cancelled: read the outbox again before the next send, so
+        a reply queued now goes before the broadcast rows already read."""
+        self._stale = True
         self._wake.set()
 
     def start(self) -> asyncio.Task[None]:
         """Start sending in the background; `stop()` ends it cleanly."""
         self._runner = asyncio.create_task(self._run(), name="sender")
+        self._flusher = asyncio.create_task(self._flush_regularly(), name="sender-flush")
         return self._runner
 
     async def stop(self) -> None:
@@ -120,6 +147,10 @@ class OutboxSender:
             await asyncio.gather(self._runner, return_exceptions=True)
         if self._deliveries:
             await asyncio.wait(set(self._deliveries))
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._flush()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -152,20 +183,49 @@ class OutboxSender:
         busy = {chat for chat, until in self._held_back.items() if until > now}
         busy |= self._in_flight | self._pacer.busy_chats(now)
         now_ms = self._clock.now_ms()
-        async with self._db.read() as conn:
-            outbox = Outbox(conn)
-            # Busy chats and chats whose first message waits for a retry are left out in
-            # SQL, so one chat with a long queue never blocks everyone else, and each chat's
-            # messages keep their order.
-            ready = await outbox.most_urgent(1, now_ms, sorted(busy))
-            if ready:
-                return ready[0], 0.0
-            next_retry = await outbox.next_retry_time(now_ms)
+        next_retry = None
+        if self._stale or not self._candidates:
+            async with self._db.read() as conn:
+                outbox = Outbox(conn)
+                # Busy chats and chats whose first message waits for a retry are left out
+                # in SQL, so one chat with a long queue never blocks everyone else.
+                fetched = await outbox.most_urgent(_CANDIDATES, now_ms, sorted(busy))
+                next_retry = None if fetched else await outbox.next_retry_time(now_ms)
+            # A row confirmed but not yet committed is still "pending" in the table.
+            self._candidates = deque(m for m in fetched if m.id not in self._unrecorded)
+            self._stale = False
+        blocked: set[int] = set()
+        for index, message in enumerate(self._candidates):
+            # A chat's messages go in order: if its first one must wait, so do the rest.
+            if message.chat_id in busy or message.chat_id in blocked:
+                blocked.add(message.chat_id)
+                continue
+            del self._candidates[index]
+            return message, 0.0
+        self._stale = True
         waits = [5.0, *(until - now for until in self._held_back.values() if until > now)]
         waits += [self._pacer.wait_time(chat, now) for chat in busy]
         if next_retry is not None:
             waits.append((next_retry - now_ms) / 1000)
         return None, max(0.01, min(w for w in waits if w > 0))
+
+    async def _flush_regularly(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(_FLUSH_EVERY_S)
+            try:
+                await self._flush()
+            except Exception as exc:  # kept in memory; the next flush tries again
+                log.error("recording sent messages failed (%s)", type(exc).__name__)
+
+    async def _flush(self) -> None:
+        """Commit every confirmed send as sent, in one transaction."""
+        if not self._unrecorded:
+            return
+        batch = list(self._unrecorded.items())
+        async with self._db.transaction() as conn:
+            await Outbox(conn).mark_sent_many(batch, self._clock.now_ms())
+        for message_id, _ in batch:
+            self._unrecorded.pop(message_id, None)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -192,7 +252,7 @@ class OutboxSender:
             )
         finally:
             self._in_flight.discard(message.chat_id)
-            self._wake.set()
+            self._wake.set()  # a slot is free (the rows already read stay valid)
 
     async def _attempt(self, message: OutgoingMessage) -> None:
         try:
@@ -203,6 +263,7 @@ class OutboxSender:
             log.warning("Telegram asked us to wait %.0f s; the whole sender pauses", seconds)
         except Forbidden:
             await self._unreachable(message.chat_id)
+            self._stale = True  # its other queued rows were just cancelled
         except BadRequest as exc:
             await self._bad_request(message, exc)
         except (TimedOut, NetworkError) as exc:
@@ -213,10 +274,13 @@ class OutboxSender:
                 await Outbox(conn).mark_failed(message.id, self._clock.now_ms(), type(exc).__name__)
             log.error("Telegram refused an outbox message for good (%s)", type(exc).__name__)
         else:
-            async with self._db.transaction() as conn:
-                await Outbox(conn).mark_sent(message.id, self._clock.now_ms(), telegram_id)
+            # Recorded by the next group commit (within _FLUSH_EVERY_S); until then the row
+            # is known here as sent, so it is never chosen again.
+            self._unrecorded[message.id] = telegram_id
             self._held_back.pop(message.chat_id, None)
             self.sent_count += 1
+            if len(self._unrecorded) >= FLUSH_AT:
+                await self._flush()
 
     async def _call(self, message: OutgoingMessage) -> int | None:
         payload = message.payload

@@ -185,6 +185,14 @@ class Outbox:
             (now, telegram_message_id, message_id),
         )
 
+    async def mark_sent_many(self, sent: list[tuple[int, int | None]], now: int) -> None:
+        """`mark_sent` for a batch of (outbox id, Telegram message id), in one statement."""
+        await self._conn.executemany(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, message_id = ?, payload = NULL "
+            "WHERE id = ?",
+            [(now, telegram_id, message_id) for message_id, telegram_id in sent],
+        )
+
     async def retry_later(self, message_id: int, not_before: int, error: str) -> None:
         await self._conn.execute(
             "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
