@@ -148,7 +148,7 @@ class OutboxSender:
         if self._deliveries:
             await asyncio.wait(set(self._deliveries))
         if self._flusher is not None:
-            self._flusher.cancel()
+            # Not cancelled: it may be inside a transaction. It sees _stopping and ends.
             await asyncio.gather(self._flusher, return_exceptions=True)
         await self._flush()
 

@@ -81,14 +81,17 @@ class Database:
         """A write transaction: BEGIN IMMEDIATE (take the write lock before reading), commit
         on success, roll back on any error."""
         async with self._lock:
-            await self._connection.execute("BEGIN IMMEDIATE")
             try:
+                await self._connection.execute("BEGIN IMMEDIATE")
                 yield self._connection
                 await self._connection.commit()
             except BaseException:
-                # Also when COMMIT itself fails: never leave the one connection mid-transaction.
-                if self._connection.in_transaction:
-                    await self._connection.rollback()
+                # Whatever failed (BEGIN, the work, COMMIT) or was cancelled: never leave the one
+                # connection mid-transaction. The rollback is queued after anything already
+                # sent to the connection's thread (a BEGIN whose await was cancelled still
+                # runs), and shielded so a second cancel cannot skip it. Outside a
+                # transaction it is a no-op.
+                await asyncio.shield(self._connection.rollback())
                 raise
 
     @asynccontextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -160,3 +162,25 @@ async def test_schedules_are_idempotent_by_key(db: Database) -> None:
         assert await schedules.due(NOW + 100) == []
         await Meta(conn).set("k", "v")
         assert await Meta(conn).get("k") == "v"
+
+
+async def test_a_cancelled_transaction_never_leaves_the_connection_stuck(db: Database) -> None:
+    """Cancelled at any point (even while BEGIN is on its way to the connection's thread),
+    a transaction rolls back and the next one starts cleanly."""
+    for yields_before_cancel in range(8):
+
+        async def work() -> None:
+            async with db.transaction() as conn:
+                await Meta(conn).set("half", "done")
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(work())
+        for _ in range(yields_before_cancel):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with db.transaction() as conn:
+            await Meta(conn).set("after", str(yields_before_cancel))
+        async with db.read() as conn:
+            assert await Meta(conn).get("half") is None
