@@ -174,6 +174,9 @@ async def create_invite(
 ) -> str:
     """Make a one-time invite and return its t.me link (shown once, never stored)."""
     check_grant(role, region, safeguarding)
+    if role == "admin":
+        # A leaked link must never give full access: admins are granted on the server only.
+        raise ValueError("admin is granted with `roles grant`, never by an invite link")
     username = _check_invite(expires_hours, bot_username)
     code = new_invite_code()
     code_hash = invite_code_hash(secrets, code)

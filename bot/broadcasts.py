@@ -24,6 +24,7 @@ from state_machines.engine import Engine
 from storage.broadcasts import BroadcastProgress, Broadcasts
 from storage.clock import Clock
 from storage.database import Database
+from storage.people import Recipient, reachable_with_consent
 from storage.queues import PRIORITY_REPLY, Inbox, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
@@ -66,20 +67,45 @@ class BroadcastService:
         (chat id, locale) that gets the progress message, if any."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
-            broadcasts = Broadcasts(conn)
-            chat_id = organiser[0] if organiser else None
-            broadcast_id = await broadcasts.create(
-                kind, subject, region, created_by, messages, chat_id, now
+            broadcast_id = await self._queue(
+                conn, kind, subject, region, created_by, messages, organiser, now
             )
-            if organiser is not None:
-                progress = await broadcasts.progress(broadcast_id)
-                assert progress is not None
-                payload = self._progress_payload(progress, organiser[1])
-                outbox_id = await Outbox(conn).enqueue(
-                    organiser[0], PRIORITY_REPLY, "message", payload, now
-                )
-                await broadcasts.attach_progress_message(broadcast_id, outbox_id)
-            await self._schedule_tick(conn, broadcast_id, organiser, now)
+        log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
+        self._on_queued()
+        return broadcast_id
+
+    async def start_for_region(
+        self,
+        kind: str,
+        subject: str,
+        region: str,
+        purpose: str,
+        created_by: str,
+        payload_for: Callable[[Recipient], dict[str, Any]],
+        organiser: tuple[int, str] | None = None,
+    ) -> int:
+        """Broadcast to everyone in `region` who can be reached and said yes to `purpose`,
+        chosen inside the same transaction that queues the messages (so someone who
+        withdraws a moment before is never included), and audited."""
+        now = self._clock.now_ms()
+        async with self._db.transaction() as conn:
+            recipients = await reachable_with_consent(conn, region, purpose)
+            messages = [(r.chat_id, payload_for(r)) for r in recipients]
+            broadcast_id = await self._queue(
+                conn, kind, subject, region, created_by, messages, organiser, now
+            )
+            await AuditLog(conn).record(
+                created_by,
+                "broadcast.started",
+                f"broadcast:{broadcast_id}",
+                {
+                    "kind": kind,
+                    "subject": subject,
+                    "region": region,
+                    "recipients": str(len(messages)),
+                },
+                now,
+            )
         log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
         self._on_queued()
         return broadcast_id
@@ -146,6 +172,35 @@ class BroadcastService:
                 None if progress.progress_chat_id is None else (progress.progress_chat_id, locale)
             )
             await self._schedule_tick(conn, broadcast_id, organiser, now)
+
+    async def _queue(
+        self,
+        conn: aiosqlite.Connection,
+        kind: str,
+        subject: str,
+        region: str | None,
+        created_by: str,
+        messages: Sequence[tuple[int, dict[str, Any]]],
+        organiser: tuple[int, str] | None,
+        now: int,
+    ) -> int:
+        """The broadcast row, its messages, the organiser's progress message and the first
+        progress report, in the caller's transaction."""
+        broadcasts = Broadcasts(conn)
+        chat_id = organiser[0] if organiser else None
+        broadcast_id = await broadcasts.create(
+            kind, subject, region, created_by, messages, chat_id, now
+        )
+        if organiser is not None:
+            progress = await broadcasts.progress(broadcast_id)
+            assert progress is not None
+            payload = self._progress_payload(progress, organiser[1])
+            outbox_id = await Outbox(conn).enqueue(
+                organiser[0], PRIORITY_REPLY, "message", payload, now
+            )
+            await broadcasts.attach_progress_message(broadcast_id, outbox_id)
+        await self._schedule_tick(conn, broadcast_id, organiser, now)
+        return broadcast_id
 
     async def _schedule_tick(
         self,

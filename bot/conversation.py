@@ -172,6 +172,7 @@ class ConversationService:
             if not reachable:
                 await Outbox(conn).cancel_chat(chat_id, "blocked by the person")
             await Inbox(conn).mark_handled(update_id, now)
+        self._on_outbox_changed()  # the sender must not send what was just cancelled
         if pseudonym:
             log.info(
                 "person %s is now %s", pseudonym[:12], "reachable" if reachable else "unreachable"

@@ -24,6 +24,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import (
     BadRequest,
     Forbidden,
+    InvalidToken,
     NetworkError,
     RetryAfter,
     TelegramError,
@@ -42,6 +43,7 @@ _CANDIDATES = 64
 # at most what was in flight plus what was confirmed since the last commit.
 _FLUSH_EVERY_S = 0.05
 FLUSH_AT = 32
+_OWN_FAULT_TRIES = 5
 DEFAULT_CONCURRENCY = 8
 _MAX_BACKOFF_S = 300.0
 
@@ -120,6 +122,7 @@ class OutboxSender:
         # Sent and confirmed by Telegram, not yet committed as sent: one commit (one fsync)
         # for many messages instead of one each.
         self._unrecorded: dict[int, int | None] = {}
+        self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._next_slot = 0.0
         self._paused_until = 0.0
@@ -150,7 +153,10 @@ class OutboxSender:
         if self._flusher is not None:
             # Not cancelled: it may be inside a transaction. It sees _stopping and ends.
             await asyncio.gather(self._flusher, return_exceptions=True)
-        await self._flush()
+        try:
+            await self._flush()
+        except Exception as exc:  # those rows stay pending: resent (once) after the restart
+            log.error("recording the last sent messages failed (%s)", type(exc).__name__)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -158,6 +164,11 @@ class OutboxSender:
             self._wake.clear()
             if len(self._deliveries) >= self._concurrency:
                 await self._sleep(1.0)
+                continue
+            if len(self._unrecorded) >= FLUSH_AT:
+                # Back-pressure: never more confirmed-but-unrecorded sends than FLUSH_AT (the
+                # most a crash could repeat), even while the database cannot be written.
+                await self._flush_or_wait()
                 continue
             chosen, wait = await self._choose()
             if chosen is None:
@@ -218,14 +229,22 @@ class OutboxSender:
                 log.error("recording sent messages failed (%s)", type(exc).__name__)
 
     async def _flush(self) -> None:
-        """Commit every confirmed send as sent, in one transaction."""
-        if not self._unrecorded:
-            return
-        batch = list(self._unrecorded.items())
-        async with self._db.transaction() as conn:
-            await Outbox(conn).mark_sent_many(batch, self._clock.now_ms())
-        for message_id, _ in batch:
-            self._unrecorded.pop(message_id, None)
+        """Commit every confirmed send as sent, in one transaction (one flush at a time)."""
+        async with self._flush_lock:
+            if not self._unrecorded:
+                return
+            batch = list(self._unrecorded.items())
+            async with self._db.transaction() as conn:
+                await Outbox(conn).mark_sent_many(batch, self._clock.now_ms())
+            for message_id, _ in batch:
+                self._unrecorded.pop(message_id, None)
+
+    async def _flush_or_wait(self) -> None:
+        try:
+            await self._flush()
+        except Exception as exc:
+            log.error("recording sent messages failed (%s); sending waits", type(exc).__name__)
+            await asyncio.sleep(1.0)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -241,7 +260,7 @@ class OutboxSender:
 
     async def _deliver(self, message: OutgoingMessage) -> None:
         try:
-            await self._attempt(message)
+            await self._deliver_outcome(message)
         except Exception as exc:
             # The send's outcome could not be recorded (e.g. the database is briefly
             # unavailable): hold this chat back for a while instead of resending at once.
@@ -257,22 +276,11 @@ class OutboxSender:
     async def _attempt(self, message: OutgoingMessage) -> None:
         try:
             telegram_id = await self._call(message)
-        except RetryAfter as exc:
-            seconds = retry_after_seconds(exc)
-            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-            log.warning("Telegram asked us to wait %.0f s; the whole sender pauses", seconds)
-        except Forbidden:
-            await self._unreachable(message.chat_id)
-            self._stale = True  # its other queued rows were just cancelled
-        except BadRequest as exc:
-            await self._bad_request(message, exc)
-        except (TimedOut, NetworkError) as exc:
-            await self._retry_later(message, type(exc).__name__)
-        except TelegramError as exc:
-            # Permanent for this message (e.g. the chat migrated, the token was revoked).
-            async with self._db.transaction() as conn:
-                await Outbox(conn).mark_failed(message.id, self._clock.now_ms(), type(exc).__name__)
-            log.error("Telegram refused an outbox message for good (%s)", type(exc).__name__)
+        except BaseException:
+            # Not sent: this row is still first in its chat's queue, so rows of the same
+            # chat already read must not overtake it. Read the outbox again.
+            self._stale = True
+            raise
         else:
             # Recorded by the next group commit (within _FLUSH_EVERY_S); until then the row
             # is known here as sent, so it is never chosen again.
@@ -280,7 +288,36 @@ class OutboxSender:
             self._held_back.pop(message.chat_id, None)
             self.sent_count += 1
             if len(self._unrecorded) >= FLUSH_AT:
-                await self._flush()
+                await self._flush_or_wait()
+
+    async def _deliver_outcome(self, message: OutgoingMessage) -> None:
+        """Send one message and deal with every way Telegram can answer."""
+        try:
+            await self._attempt(message)
+        except RetryAfter as exc:
+            seconds = retry_after_seconds(exc)
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+            log.warning("Telegram asked us to wait %.0f s; the whole sender pauses", seconds)
+        except Forbidden:
+            await self._unreachable(message.chat_id)
+        except BadRequest as exc:
+            await self._bad_request(message, exc)
+        except (TimedOut, NetworkError) as exc:
+            await self._retry_later(message, type(exc).__name__)
+        except InvalidToken:
+            # Nothing can be sent, but nothing is wrong with the messages: keep them all.
+            # The poller fails the same way, which stops the process (runtime.supervise).
+            self._paused_until = time.monotonic() + 3600
+            log.error("Telegram refused our credentials (401); the sender stops")
+        except TelegramError as exc:
+            # Permanent for this message (e.g. the chat migrated).
+            async with self._db.transaction() as conn:
+                await Outbox(conn).mark_failed(message.id, self._clock.now_ms(), type(exc).__name__)
+            log.error("Telegram refused an outbox message for good (%s)", type(exc).__name__)
+        except Exception as exc:
+            # A fault in our own payload (not Telegram's answer): retrying will not help
+            # for long, so it is given up after a few tries rather than block the chat.
+            await self._retry_later(message, type(exc).__name__, give_up_after=_OWN_FAULT_TRIES)
 
     async def _call(self, message: OutgoingMessage) -> int | None:
         payload = message.payload
@@ -322,12 +359,20 @@ class OutboxSender:
                     exc.message[:200],
                 )
 
-    async def _retry_later(self, message: OutgoingMessage, error: str) -> None:
-        """Network trouble: keep the message and try again with a growing delay."""
+    async def _retry_later(
+        self, message: OutgoingMessage, error: str, give_up_after: int | None = None
+    ) -> None:
+        """Keep the message and try again with a growing delay (network trouble is never
+        given up; our own faults are, after `give_up_after` tries)."""
+        now = self._clock.now_ms()
+        if give_up_after is not None and message.attempts + 1 >= give_up_after:
+            async with self._db.transaction() as conn:
+                await Outbox(conn).mark_failed(message.id, now, error)
+            log.error("an outbox message failed %d times (%s); given up", give_up_after, error)
+            return
         delay = min(_MAX_BACKOFF_S, 2.0 ** min(message.attempts, 9))
-        retry_at = self._clock.now_ms() + int(delay * 1000)
         async with self._db.transaction() as conn:
-            await Outbox(conn).retry_later(message.id, retry_at, error)
+            await Outbox(conn).retry_later(message.id, now + int(delay * 1000), error)
         log.warning("sending failed (%s); retrying in %.0f s", error, delay)
 
 

@@ -41,6 +41,10 @@ async def redeem_start_payload(
         if redemption.status in ("used", "expired"):
             return StartOutcome(reply=f"invite_{redemption.status}")
     code = normalise_code(payload)
+    person = await People(conn).get(pseudonym)
+    if code is not None and person is not None and person.region is not None:
+        # Already placed: a poster's code must not move them (nor be used up).
+        return StartOutcome(Started(None))
     if code is not None:
         enrolment = await redeem_code(conn, secrets, code, now)
         if enrolment.status == "ok" and enrolment.region is not None:

@@ -44,10 +44,12 @@ class EnrolmentCodes:
     async def redeem(self, code_hash: str, now: int) -> Redemption:
         """Use a code once: its region when it was unused and in date, else why not."""
         # Check and mark in one statement, so two people racing for a code cannot both win.
+        # The day only: an exact time could be matched to a person's own timestamps.
+        day = now - now % 86_400_000
         async with self._conn.execute(
             "UPDATE enrolment_codes SET used_at = ? "
             "WHERE code_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING region",
-            (now, code_hash, now),
+            (day, code_hash, now),
         ) as cursor:
             row = await cursor.fetchone()
         if row is not None:

@@ -75,14 +75,17 @@ class StaffRoles:
         granted_by: str,
         now: int,
     ) -> bool:
-        """Grant a role; True when something changed (a new grant, or the duty switched)."""
+        """Grant a role; True when something changed (a new grant, or the duty added).
+
+        Granting never removes the safeguarding duty (only `revoke_safeguarding` does), so
+        a routine re-grant cannot leave a region with no one to alert."""
         async with self._conn.execute(
             "INSERT INTO staff_roles (pseudonym, role, region, safeguarding, granted_at, "
             "granted_by) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (pseudonym, role, COALESCE(region, '')) DO UPDATE SET "
-            "safeguarding = excluded.safeguarding, granted_at = excluded.granted_at, "
+            "safeguarding = 1, granted_at = excluded.granted_at, "
             "granted_by = excluded.granted_by "
-            "WHERE staff_roles.safeguarding <> excluded.safeguarding RETURNING id",
+            "WHERE staff_roles.safeguarding = 0 AND excluded.safeguarding = 1 RETURNING id",
             (pseudonym, role, region, int(safeguarding), now, granted_by),
         ) as cursor:
             return await cursor.fetchone() is not None

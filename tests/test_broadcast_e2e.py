@@ -17,6 +17,7 @@ from storage.broadcasts import Broadcasts
 from storage.clock import SystemClock
 from storage.database import Database
 from storage.people import ConsentLedger, People, reachable_with_consent
+from storage.queues import PRIORITY_REPLY, Outbox
 from storage.staff import StaffRoles
 from tests.harness import (
     ADA,
@@ -44,17 +45,14 @@ async def enrol(db: Database, people: list[FakePerson], region: str = "london") 
             await ConsentLedger(conn).record(pseudonym, "panel_invitations", True, "v1", now)
 
 
-async def invite_everyone(runtime: Runtime, region: str = "london", **kwargs: object) -> int:
-    async with runtime.db.read() as conn:
-        recipients = await reachable_with_consent(conn, region, "panel_invitations")
-    messages = [(r.chat_id, {"text": INVITATION}) for r in recipients]
-    return await runtime.broadcasts.start(
+async def invite_everyone(runtime: Runtime, region: str = "london") -> int:
+    return await runtime.broadcasts.start_for_region(
         "panel_invitation",
         "panel:test",
         region,
+        "panel_invitations",
         "p-organiser",
-        messages,
-        **kwargs,  # type: ignore[arg-type]
+        lambda recipient: {"text": INVITATION},
     )
 
 
@@ -142,6 +140,35 @@ async def test_injected_429_403_and_500_lose_no_one_and_skip_the_blocked(
     assert not later & blocked  # the next broadcast skips them
     statuses = [c.status for c in limited_api.calls("sendMessage")]
     assert 429 in statuses and 500 in statuses
+
+
+async def test_a_chats_messages_keep_their_order_through_failures(
+    limited_api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Three replies to one person among many other messages; the first one's send fails
+    (500, then 429): the person still gets them first, second, third."""
+    limited_api.fail_next("sendMessage", status=500, chat_id=ADA.chat_id)
+    async with running_bot(limited_api, tmp_path, SEND_RATE_PER_SECOND="100") as runtime:
+        now = runtime.clock.now_ms()
+        async with runtime.db.transaction() as conn:
+            outbox = Outbox(conn)
+            for text in ("first", "second", "third"):
+                await outbox.enqueue(ADA.chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
+            for person in COHORT[:40]:
+                await outbox.enqueue(person.chat_id, PRIORITY_REPLY, "message", {"text": "x"}, now)
+        runtime.sender.wake()
+        await limited_api.wait_for_messages(ADA.chat_id, 3, timeout=20)
+        limited_api.fail_next("sendMessage", status=429, retry_after=1, chat_id=ADA.chat_id)
+        async with runtime.db.transaction() as conn:
+            for text in ("fourth", "fifth"):
+                await Outbox(conn).enqueue(
+                    ADA.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
+                )
+        runtime.sender.wake()
+        messages = await limited_api.wait_for_messages(ADA.chat_id, 5, timeout=20)
+    assert [m.text for m in messages] == ["first", "second", "third", "fourth", "fifth"]
+    statuses = [c.status for c in limited_api.calls("sendMessage") if c.chat_id == ADA.chat_id]
+    assert statuses.count(500) == 1 and statuses.count(429) >= 1
 
 
 async def test_a_reply_overtakes_a_running_broadcast(

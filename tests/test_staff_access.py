@@ -218,8 +218,21 @@ async def test_redeeming_grants_the_role_once_and_audits_it(db: Database) -> Non
     assert code not in repr(entries)
 
 
+async def test_no_invite_link_can_make_an_admin(db: Database) -> None:
+    with pytest.raises(ValueError, match="never by an invite link"):
+        await create_invite(db, SECRETS, "admin", None, False, 1, "YouSaidBot", NOW, "cli")
+
+
+async def test_a_grant_without_the_duty_keeps_an_existing_duty(db: Database) -> None:
+    async with db.transaction() as conn:
+        roles = StaffRoles(conn)
+        await roles.grant("p-sam", "staff", "wales", True, "cli", NOW)
+        assert not await roles.grant("p-sam", "staff", "wales", False, "cli", NOW + 1)
+        assert await roles.safeguarding_for("wales") == ["p-sam"]
+
+
 async def test_invites_expire_and_unknown_codes_are_refused(db: Database) -> None:
-    link = await create_invite(db, SECRETS, "admin", None, False, 1, "YouSaidBot", NOW, "cli")
+    link = await create_invite(db, SECRETS, "manager", "wales", False, 1, "YouSaidBot", NOW, "cli")
     code = _code_of(link)
     late = await redeem_invite(db, SECRETS, code, "p-late", NOW + HOUR)
     assert late.status == "expired"
@@ -362,8 +375,11 @@ def test_cli_creates_invites(
         (("roles", "grant", "--telegram-id", "12", "--role", "staff", "--region", "x"), "region"),
         (("roles", "grant", "--telegram-id", "@ann", "--role", "admin"), "--telegram-id"),
         (("roles", "grant", "--telegram-id", "-5", "--role", "admin"), "--telegram-id"),
-        (("invite", "create", "--role", "admin"), "BOT_USERNAME"),
-        (("invite", "create", "--role", "admin", "--expires-hours", "soon"), "hours"),
+        (("invite", "create", "--role", "staff", "--region", "wales"), "BOT_USERNAME"),
+        (
+            ("invite", "create", "--role", "staff", "--region", "wales", "--expires-hours", "x"),
+            "hours",
+        ),
         (("invite", "create", "--role", "manager", "--region", "wales", "--safeguarding"), "staff"),
     ],
 )

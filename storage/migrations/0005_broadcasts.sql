@@ -13,7 +13,7 @@ CREATE TABLE broadcasts (
     -- the organiser's progress message: the outbox row that sends it (its Telegram message
     -- id is recorded there once sent), and the chat it is in
     progress_chat_id    INTEGER,
-    progress_outbox_id  INTEGER REFERENCES outbox(id),
+    progress_outbox_id  INTEGER REFERENCES outbox(id) ON DELETE SET NULL,
     created_at          INTEGER NOT NULL,
     finished_at         INTEGER
 ) STRICT;
