@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.dialogue_files import load_dialogues
+from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT
 from state_machines.engine import Engine
+from tests.harness import TOKEN
 
 DIALOGUES_DIR = PROJECT_ROOT / "dialogues"
 
@@ -26,3 +29,10 @@ def dialogues_copy(tmp_path: Path) -> Path:
     for source in DIALOGUES_DIR.glob("*.yaml"):
         (target / source.name).write_text(source.read_text("utf-8"), "utf-8")
     return target
+
+
+@pytest.fixture()
+async def api() -> AsyncIterator[LocalBotApi]:
+    """The project's local Bot API server on 127.0.0.1, for one test."""
+    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
+        yield server

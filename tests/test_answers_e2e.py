@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.local_api import LocalBotApi
-from tests.harness import ADA, BRAN, TOKEN, Chat, Records, running_bot, settings_for
+from tests.harness import ADA, BRAN, Chat, Records, running_bot, settings_for
 
 PROBE = """\
 schema_version: 1
@@ -22,12 +21,6 @@ states:
     say: Thank you for telling us.
     end: true
 """
-
-
-@pytest.fixture()
-async def api() -> AsyncIterator[LocalBotApi]:
-    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
-        yield server
 
 
 @pytest.fixture()

@@ -8,23 +8,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT
-from tests.harness import ADA, TOKEN, BotProcess, Chat, Records, eventually, settings_for
+from tests.harness import ADA, BotProcess, Chat, Records, eventually, settings_for
 
 NOTICE = "2026-11-v1"
 PENDING = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'"
-
-
-@pytest.fixture()
-async def api() -> AsyncIterator[LocalBotApi]:
-    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
-        yield server
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from bot.error_reporting import scrub_event, scrub_text
 from bot.local_api import LocalBotApi
-from tests.harness import ADA, TOKEN, Chat, Records, eventually, running_bot, settings_for
+from tests.harness import ADA, Chat, Records, eventually, running_bot, settings_for
 
 
 def test_scrub_masks_tokens_and_ids() -> None:
@@ -38,12 +35,6 @@ def test_scrub_event_drops_personal_parts() -> None:
     value = scrubbed["exception"]["values"][0]
     assert value["value"] == "person <number>"
     assert "vars" not in value["stacktrace"]["frames"][0]
-
-
-@pytest.fixture()
-async def api() -> AsyncIterator[LocalBotApi]:
-    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
-        yield server
 
 
 async def test_a_failing_update_is_retried_then_the_person_is_told(

@@ -12,7 +12,6 @@ from tests.harness import (
     ADA,
     BRAN,
     CERI,
-    TOKEN,
     Chat,
     Records,
     eventually,
@@ -22,12 +21,6 @@ from tests.harness import (
 )
 
 NOTICE = "2026-11-v1"
-
-
-@pytest.fixture()
-async def api() -> AsyncIterator[LocalBotApi]:
-    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
-        yield server
 
 
 @pytest.fixture()

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from bot.access import create_invite
 from bot.enrolment import create_batch
 from bot.local_api import LocalBotApi
 from storage.clock import SystemClock
-from tests.harness import ADA, BRAN, CERI, TOKEN, Chat, Records, running_bot, settings_for
-
-
-@pytest.fixture()
-async def api() -> AsyncIterator[LocalBotApi]:
-    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
-        yield server
+from tests.harness import ADA, BRAN, CERI, Chat, Records, running_bot, settings_for
 
 
 async def test_an_enrolment_code_binds_the_region_and_skips_the_question(

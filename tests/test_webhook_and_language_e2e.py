@@ -11,7 +11,7 @@ import pytest
 
 from bot.local_api import LocalBotApi
 from bot.runtime import Runtime
-from tests.harness import ADA, BRAN, TOKEN, Chat, Records, running_bot, settings_for
+from tests.harness import ADA, BRAN, Chat, Records, running_bot, settings_for
 
 NOTICE = "2026-11-v1"
 SECRET = "invented-webhook-secret_123"
@@ -21,12 +21,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.fixture()
-async def api() -> AsyncIterator[LocalBotApi]:
-    async with LocalBotApi(token=TOKEN, bot_username="yousaid_test_bot") as server:
-        yield server
 
 
 @pytest.fixture()
