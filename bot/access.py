@@ -7,8 +7,6 @@ a risk), not a permission, so only staff who were given it hold it: not managers
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import secrets as random_source
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.secrets_file import Secrets
+from bot.settings import BOT_USERNAME_SHAPE
 from state_machines.definition import REGION_SLUGS
 from storage.database import Database
 from storage.staff import ROLES, AuditLog, InviteRedemption, RoleGrant, StaffInvites, StaffRoles
@@ -26,7 +25,6 @@ INVITE_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 INVITE_PREFIX = "s"  # tells a staff invite apart from other /start payloads
 _INVITE_LENGTH = 15
 _INVITE_CODE = re.compile(f"^{INVITE_PREFIX}[{INVITE_ALPHABET}]{{{_INVITE_LENGTH}}}$")
-_BOT_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{4,31}$")
 MAX_INVITE_HOURS = 24 * 30
 
 
@@ -97,9 +95,7 @@ def grant_details(role: str, region: str | None, safeguarding: bool) -> dict[str
 
 def invite_code_hash(secrets: Secrets, code: str) -> str:
     """The keyed hash an invite is stored under: the code itself is never stored."""
-    return hmac.new(
-        secrets.pseudonym_key, b"staff-invite:" + code.encode("utf-8"), hashlib.sha256
-    ).hexdigest()
+    return secrets.keyed_hash("staff-invite", code)
 
 
 def new_invite_code() -> str:
@@ -156,7 +152,7 @@ def _check_invite(expires_hours: int, bot_username: str) -> str:
     if not 1 <= expires_hours <= MAX_INVITE_HOURS:
         raise ValueError(f"an invite lasts from 1 to {MAX_INVITE_HOURS} hours")
     username = bot_username.removeprefix("@")
-    if not _BOT_USERNAME.match(username):
+    if not BOT_USERNAME_SHAPE.match(username):
         raise ValueError(f"'{bot_username}' is not a Telegram bot username")
     return username
 

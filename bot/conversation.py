@@ -78,11 +78,7 @@ class ConversationService:
         self.notice_version = engine.common.settings.get("notice_version", "unversioned")
 
     async def handle_event(
-        self,
-        update_id: int,
-        sender: Sender,
-        event: Event | None,
-        tapped: TappedMessage | None = None,
+        self, update_id: int, sender: Sender, event: Event, tapped: TappedMessage | None = None
     ) -> None:
         """Step the person's dialogue with one event and store everything it caused."""
         pseudonym = self._secrets.pseudonym(sender.user_id)
@@ -93,54 +89,67 @@ class ConversationService:
             person = await People(conn).touch(
                 pseudonym, sender.chat_id, self._locale_for(sender), now
             )
-            outbox = Outbox(conn)
-            locale = person.locale
+            step_event: Event | None = event
             if isinstance(event, Started) and event.payload:
-                outcome = await redeem_start_payload(
-                    conn, self._secrets, pseudonym, event.payload, now
+                step_event = await self._redeem_start_link(
+                    conn, pseudonym, sender.chat_id, person.locale, event.payload, now
                 )
-                if outcome.event is None:  # a staff invite: answered, no onboarding
-                    text = self._catalogs.gettext(locale, self._engine.message(outcome.reply or ""))
-                    await outbox.enqueue(
-                        sender.chat_id,
-                        PRIORITY_REPLY,
-                        "message",
-                        {"text": fill(text, outcome.params)},
-                        now,
-                    )
-                    await Inbox(conn).mark_handled(update_id, now)
-                    event = None
-                else:
-                    event = outcome.event
-            if event is None:
-                self._on_outbox_changed()
-                return
-            stored = await Sessions(conn).load(pseudonym)
-            session = Session.from_json(stored) if stored else Session()
-            step = self._engine.step(session, event)
-            for effect in step.effects:
-                if isinstance(effect, Apply):
-                    await self._apply(conn, pseudonym, sender.chat_id, effect, now)
-                    if isinstance(effect.effect, SetLocale):
-                        locale = effect.effect.locale  # what follows is in the new language
-                elif isinstance(effect, Say):
-                    context = await self._context(conn, pseudonym, locale, effect)
-                    for payload in render_message(effect, locale, self._catalogs, context):
-                        await outbox.enqueue(
-                            sender.chat_id, PRIORITY_REPLY, "message", payload, now
-                        )
-                elif isinstance(effect, ConfirmChoice) and tapped is not None:
-                    await outbox.enqueue(
-                        sender.chat_id,
-                        PRIORITY_REPLY,
-                        "edit",
-                        self._answered(tapped, effect, locale),
-                        now,
-                    )
-            await Sessions(conn).save(pseudonym, step.session.to_json(), now)
+            if step_event is not None:
+                await self._step_and_store(
+                    conn, pseudonym, sender.chat_id, person.locale, step_event, tapped, now
+                )
             await Inbox(conn).mark_handled(update_id, now)
         log.info("handled update for person %s", pseudonym[:12])
-        self._on_outbox_changed()
+        self._on_outbox_changed()  # after the commit: the sender reads committed rows only
+
+    async def _redeem_start_link(
+        self,
+        conn: aiosqlite.Connection,
+        pseudonym: str,
+        chat_id: int,
+        locale: str,
+        payload: str,
+        now: int,
+    ) -> Started | None:
+        """Redeem a /start payload; None when it was a staff invite, answered here (a staff
+        member is not onboarded as a participant)."""
+        outcome = await redeem_start_payload(conn, self._secrets, pseudonym, payload, now)
+        if outcome.event is not None:
+            return outcome.event
+        text = self._catalogs.gettext(locale, self._engine.message(outcome.reply or ""))
+        await Outbox(conn).enqueue(
+            chat_id, PRIORITY_REPLY, "message", {"text": fill(text, outcome.params)}, now
+        )
+        return None
+
+    async def _step_and_store(
+        self,
+        conn: aiosqlite.Connection,
+        pseudonym: str,
+        chat_id: int,
+        locale: str,
+        event: Event,
+        tapped: TappedMessage | None,
+        now: int,
+    ) -> None:
+        """One engine step: its data effects, its messages, and the new session."""
+        stored = await Sessions(conn).load(pseudonym)
+        session = Session.from_json(stored) if stored else Session()
+        step = self._engine.step(session, event)
+        outbox = Outbox(conn)
+        for effect in step.effects:
+            if isinstance(effect, Apply):
+                await self._apply(conn, pseudonym, chat_id, effect, now)
+                if isinstance(effect.effect, SetLocale):
+                    locale = effect.effect.locale  # what follows is in the new language
+            elif isinstance(effect, Say):
+                context = await self._context(conn, pseudonym, locale, effect)
+                for payload in render_message(effect, locale, self._catalogs, context):
+                    await outbox.enqueue(chat_id, PRIORITY_REPLY, "message", payload, now)
+            elif isinstance(effect, ConfirmChoice) and tapped is not None:
+                answered = self._answered(tapped, effect, locale)
+                await outbox.enqueue(chat_id, PRIORITY_REPLY, "edit", answered, now)
+        await Sessions(conn).save(pseudonym, step.session.to_json(), now)
 
     async def reply_with_message(
         self, update_id: int, chat_id: int, message_key: str | None, leave_chat: bool = False

@@ -8,8 +8,6 @@ hold it, because those are what they print.
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import logging
 import os
@@ -77,9 +75,7 @@ class BatchResult:
 
 def enrolment_code_hash(secrets: Secrets, code: str) -> str:
     """The keyed hash under which a code is stored (HMAC-SHA256, hex)."""
-    return hmac.new(
-        secrets.pseudonym_key, b"enrolment-code:" + code.encode("utf-8"), hashlib.sha256
-    ).hexdigest()
+    return secrets.keyed_hash("enrolment-code", code)
 
 
 def new_code() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 from pathlib import Path
 
 from bot.enrolment import (
@@ -15,13 +14,12 @@ from bot.enrolment import (
     create_batch,
 )
 from bot.secrets_file import load_secrets
-from bot.settings import Settings, SettingsError
+from bot.settings import BOT_USERNAME_SHAPE, Settings, SettingsError
 from state_machines.definition import REGION_SLUGS
 from storage.clock import SystemClock
 from storage.database import Database
 
 # Telegram usernames: 5-32 characters of letters, digits and _, starting with a letter.
-_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{4,31}$")
 
 
 def add_enrol_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +60,7 @@ def _bot_username(given: str | None) -> str:
             "--bot-username/BOT_USERNAME",
             "not set: give the bot's Telegram username, e.g. --bot-username YouSaidBot",
         )
-    if not _USERNAME.match(username):
+    if not BOT_USERNAME_SHAPE.match(username):
         raise SettingsError(
             "--bot-username/BOT_USERNAME",
             f"'{username}' is not a Telegram username (5-32 letters, digits and _)",

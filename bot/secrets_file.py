@@ -31,12 +31,15 @@ class Secrets:
     pseudonym_key: bytes
     text_key: bytes
 
+    def keyed_hash(self, purpose: str, value: str) -> str:
+        """HMAC-SHA256 (hex) of `value`, separated by purpose so that a pseudonym, an
+        enrolment code and an invite code can never collide or be compared."""
+        message = f"{purpose}:{value}".encode()
+        return hmac.new(self.pseudonym_key, message, hashlib.sha256).hexdigest()
+
     def pseudonym(self, telegram_user_id: int) -> str:
-        """The stable pseudonym of a Telegram user (HMAC-SHA256, 128 bits shown)."""
-        mac = hmac.new(
-            self.pseudonym_key, f"telegram-user:{telegram_user_id}".encode(), hashlib.sha256
-        )
-        return mac.hexdigest()[:32]
+        """The stable pseudonym of a Telegram user (128 bits of a keyed hash shown)."""
+        return self.keyed_hash("telegram-user", str(telegram_user_id))[:32]
 
     def encrypt_text(self, text: str) -> bytes:
         """Encrypt free text for storage (authenticated: tampering is detected)."""

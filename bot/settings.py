@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_LOCALES = ("en", "cy")
 _TOKEN = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,64}$")
+# A Telegram bot username (for t.me links), checked by every command that makes links.
+BOT_USERNAME_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{4,31}$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

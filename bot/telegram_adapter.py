@@ -129,7 +129,8 @@ class TelegramAdapter:
     async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/start, with or without a deep-link payload."""
         payload = context.args[0] if context.args else None
-        # Enrolment codes arrive with the staff tools; until then no payload is redeemable.
+        # The service redeems the payload (enrolment code or staff invite) in the update's
+        # own transaction; until then it is just what the link carried.
         await self._step(update, Started(payload=payload, payload_accepted=False))
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
