@@ -1,0 +1,480 @@
+"""Panels, the invitations to them, and the answers people give (RSVP).
+
+A panel has a fixed number of places. Only 'yes' holds one, and with it a door ticket; a
+'yes' when the panel is full joins the waiting list, which is served first come, first
+served whenever a place is given back. Every method runs inside the caller's transaction
+(Database.transaction, BEGIN IMMEDIATE) and never commits: a reply, the promotion it causes
+and the messages that announce them are written together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from storage.database import Row
+
+ANSWERS: tuple[str, ...] = ("invited", "yes", "maybe", "no", "waiting", "cancelled")
+CHOICES: tuple[str, ...] = ("yes", "maybe", "no", "cancel")
+
+# Letters and digits that cannot be mistaken for one another when read off a phone at a door
+# or over a bad line: no 0/O, 1/I/L, 2/Z, 5/S, 6/G, 8/B, Q.
+TICKET_ALPHABET = "ACDEFHJKMNPRTUVWXY3479"
+TICKET_LENGTH = 6
+
+# The answers that still count on being there: a cancelled place can be given back from these.
+_CANCELLABLE = ("yes", "maybe", "waiting")
+
+
+class UnknownInvitation(LookupError):
+    """No invitation has this token (a stale or made-up button)."""
+
+
+@dataclass(frozen=True)
+class Panel:
+    id: int
+    region: str
+    title: str
+    starts_at: int
+    place: str
+    capacity: int
+    support_offered: tuple[str, ...]
+    organiser: str
+    status: str
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class Invitation:
+    id: int
+    panel_id: int
+    pseudonym: str
+    token: str
+    answer: str
+    ticket: str | None
+    support_needs: tuple[str, ...]
+    answered_at: int | None
+    invited_at: int
+
+
+@dataclass(frozen=True)
+class PanelSummary:
+    panel: Panel
+    yes: int
+    maybe: int
+    waiting: int
+    no: int
+    cancelled: int
+    invited: int
+    # need id -> how many of the people currently 'yes' or 'maybe' asked for it
+    support_requested: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class RsvpOutcome:
+    invitation: Invitation  # as it is after the answer
+    previous: str  # the answer before
+    promoted: Invitation | None  # who got the place this answer gave back, to be told
+    waiting_position: int | None  # 1-based, when the invitation is now 'waiting'
+    closed: bool  # the panel takes no answers any more; nothing was changed
+
+
+@dataclass(frozen=True)
+class Attendee:
+    pseudonym: str
+    chat_id: int
+    locale: str
+    token: str
+    answer: str
+    ticket: str | None
+
+
+_PANEL_COLUMNS = (
+    "p.id, p.region, p.title, p.starts_at, p.place, p.capacity, p.support_offered, "
+    "p.organiser, p.status, p.created_at, p.updated_at"
+)
+_INVITATION_COLUMNS = (
+    "id, panel_id, pseudonym, token, answer, ticket, support_needs, answered_at, invited_at"
+)
+
+# The same place count is used to decide a 'yes' and a promotion, inside the one statement
+# that writes it, so the decision can never rest on a number read earlier.
+_HAS_FREE_PLACE = (
+    "(SELECT COUNT(*) FROM panel_invitations WHERE panel_id = :panel AND answer = 'yes') "
+    "< (SELECT capacity FROM panels WHERE id = :panel)"
+)
+
+
+def _needs(value: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(value)) if value else ()
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def _strings(values: Collection[str], what: str) -> list[str]:
+    # A bare string is a sequence of one-letter strings: "travel" would become t, r, a...
+    if isinstance(values, str):
+        raise TypeError(f"{what} must be a list of ids, not a string")
+    return list(values)
+
+
+def _panel(row: Row) -> Panel:
+    return Panel(
+        row["id"],
+        row["region"],
+        row["title"],
+        row["starts_at"],
+        row["place"],
+        row["capacity"],
+        _needs(row["support_offered"]),
+        row["organiser"],
+        row["status"],
+        row["created_at"],
+        row["updated_at"],
+    )
+
+
+def _invitation(row: Row) -> Invitation:
+    return Invitation(
+        row["id"],
+        row["panel_id"],
+        row["pseudonym"],
+        row["token"],
+        row["answer"],
+        row["ticket"],
+        _needs(row["support_needs"]),
+        row["answered_at"],
+        row["invited_at"],
+    )
+
+
+def new_ticket() -> str:
+    """A door code such as 'ACD-479': 22^6 (about 113 million) possibilities."""
+    code = "".join(secrets.choice(TICKET_ALPHABET) for _ in range(TICKET_LENGTH))
+    return f"{code[:3]}-{code[3:]}"
+
+
+class Panels:
+    """The panels and panel_invitations tables."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    # Panels
+
+    async def create(
+        self,
+        region: str,
+        title: str,
+        starts_at: int,
+        place: str,
+        capacity: int,
+        support_offered: Sequence[str],
+        organiser: str,
+        now: int,
+    ) -> int:
+        """Record a new open panel; returns its id. Repeated need ids are kept once, in order."""
+        offered = list(dict.fromkeys(_strings(support_offered, "support_offered")))
+        async with self._conn.execute(
+            "INSERT INTO panels (region, title, starts_at, place, capacity, support_offered, "
+            "organiser, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (region, title, starts_at, place, capacity, _json_list(offered), organiser, now, now),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def get(self, panel_id: int) -> Panel | None:
+        async with self._conn.execute(
+            f"SELECT {_PANEL_COLUMNS} FROM panels p WHERE p.id = ?", (panel_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _panel(row) if row else None
+
+    async def upcoming(self, regions: Collection[str] | None, now: int) -> list[PanelSummary]:
+        """Open panels that have not started yet, soonest first, with their numbers.
+        `regions` None means every region (admins); an empty collection means none."""
+        if regions is None:
+            return await self._summaries("p.status = 'open' AND p.starts_at > ?", (now,))
+        wanted = sorted(set(_strings(regions, "regions")))
+        if not wanted:
+            return []
+        return await self._summaries(
+            "p.status = 'open' AND p.region IN (SELECT value FROM json_each(?)) "
+            "AND p.starts_at > ?",
+            (_json_list(wanted), now),
+        )
+
+    async def summary(self, panel_id: int) -> PanelSummary | None:
+        """One panel's numbers, whatever its status (the organiser's view of it)."""
+        found = await self._summaries("p.id = ?", (panel_id,))
+        return found[0] if found else None
+
+    async def reschedule(self, panel_id: int, starts_at: int, now: int) -> bool:
+        """Move an open panel; True when it was open (a cancelled or past one stays put)."""
+        cursor = await self._conn.execute(
+            "UPDATE panels SET starts_at = ?, updated_at = ? WHERE id = ? AND status = 'open'",
+            (starts_at, now, panel_id),
+        )
+        return cursor.rowcount > 0
+
+    async def cancel(self, panel_id: int, now: int) -> bool:
+        """Call an open panel off; True when it was open. From now on it takes no answers.
+
+        Answers and tickets stay, so the caller can still tell everyone who was coming. The
+        support needs go now: nobody will be travelling or arranging childcare for it, so
+        there is no reason to keep what they say about people's lives."""
+        cursor = await self._conn.execute(
+            "UPDATE panels SET status = 'cancelled', updated_at = ? "
+            "WHERE id = ? AND status = 'open'",
+            (now, panel_id),
+        )
+        await self._forget_needs(panel_id)
+        return cursor.rowcount > 0
+
+    async def mark_over(self, panel_id: int, now: int) -> int:
+        """The panel has happened: no more answers, and every support need is erased (they
+        were kept only to arrange the day). Returns how many invitations had needs.
+
+        A cancelled panel keeps its status, so a job that marks every past panel over cannot
+        turn 'cancelled' into 'over'; its needs are erased all the same."""
+        await self._conn.execute(
+            "UPDATE panels SET status = 'over', updated_at = ? WHERE id = ? AND status = 'open'",
+            (now, panel_id),
+        )
+        return await self._forget_needs(panel_id)
+
+    # Invitations
+
+    async def invite(self, panel_id: int, pseudonym: str, now: int) -> str | None:
+        """Invite a person; returns the new invitation's token, or None when they already
+        had one for this panel (so a broadcast that is run twice invites nobody twice)."""
+        async with self._conn.execute(
+            "INSERT INTO panel_invitations (panel_id, pseudonym, token, invited_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (panel_id, pseudonym) DO NOTHING RETURNING token",
+            (panel_id, pseudonym, secrets.token_hex(8), now),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def invitation(self, token: str) -> Invitation | None:
+        async with self._conn.execute(
+            f"SELECT {_INVITATION_COLUMNS} FROM panel_invitations WHERE token = ?", (token,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _invitation(row) if row else None
+
+    async def respond(self, token: str, choice: str, now: int) -> RsvpOutcome:
+        """Record a person's answer ('yes', 'maybe', 'no' or 'cancel' for "Cancel my place").
+
+        Only an open panel that has not started takes answers; otherwise nothing changes and
+        the outcome says `closed`. Saying 'yes' again never moves anybody: someone with a
+        place keeps their ticket, someone waiting keeps their turn. When a place is given
+        back, the first person waiting gets it (returned as `promoted`, to be told)."""
+        if choice not in CHOICES:
+            raise ValueError(f"unknown choice {choice!r}")
+        async with self._conn.execute(
+            "SELECT i.id, i.panel_id, i.pseudonym, i.token, i.answer, i.ticket, "
+            "i.support_needs, i.answered_at, i.invited_at, p.status, p.starts_at "
+            "FROM panel_invitations i JOIN panels p ON p.id = i.panel_id WHERE i.token = ?",
+            (token,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise UnknownInvitation(token)
+        before = _invitation(row)
+        if row["status"] != "open" or row["starts_at"] <= now:
+            return RsvpOutcome(before, before.answer, None, None, closed=True)
+
+        after = before
+        if choice == "yes":
+            if before.answer not in ("yes", "waiting"):
+                after = await self._take_place(before, now)
+        elif choice in ("maybe", "no"):
+            if before.answer != choice:
+                after = await self._set_answer(before, choice, now, keep_needs=choice == "maybe")
+        elif before.answer in _CANCELLABLE:
+            after = await self._set_answer(before, "cancelled", now, keep_needs=False)
+
+        promoted = None
+        if before.answer == "yes" and after.answer != "yes":
+            promoted = await self._promote(before.panel_id, now)
+        position = await self._waiting_position(after) if after.answer == "waiting" else None
+        return RsvpOutcome(after, before.answer, promoted, position, closed=False)
+
+    async def set_support_needs(self, token: str, needs: Sequence[str]) -> bool:
+        """Record what someone needs to be able to come (sorted, each need once). Only for
+        people still thinking of coming ('yes', 'maybe', 'waiting') to a panel that is still
+        open; True when it was stored."""
+        chosen = sorted(set(_strings(needs, "needs")))
+        cursor = await self._conn.execute(
+            "UPDATE panel_invitations SET support_needs = ? "
+            "WHERE token = ? AND answer IN ('yes', 'maybe', 'waiting') "
+            "AND (SELECT status FROM panels WHERE id = panel_id) = 'open'",
+            (_json_list(chosen), token),
+        )
+        return cursor.rowcount > 0
+
+    async def attendees(self, panel_id: int, answers: Collection[str]) -> list[Attendee]:
+        """The people with one of `answers` who may be messaged about this panel now: still
+        reachable, and their latest decision on panel invitations is a yes. Someone who
+        withdrew that consent hears nothing more, even about a panel they said yes to."""
+        wanted = sorted(set(_strings(answers, "answers")))
+        if not wanted:
+            return []
+        async with self._conn.execute(
+            "SELECT i.pseudonym, p.chat_id, p.locale, i.token, i.answer, i.ticket "
+            "FROM panel_invitations i JOIN people p ON p.pseudonym = i.pseudonym "
+            "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
+            "  WHERE pseudonym = p.pseudonym AND purpose = 'panel_invitations') "
+            "WHERE i.panel_id = ? AND i.answer IN (SELECT value FROM json_each(?)) "
+            "AND p.reachable = 1 AND c.granted = 1 ORDER BY i.id",
+            (panel_id, _json_list(wanted)),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Attendee(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def active_invitations(self, pseudonym: str, now: int) -> list[Invitation]:
+        """A person's places, maybes and waiting-list spots on panels still to come (to
+        give them back when the person withdraws consent)."""
+        columns = ", ".join(f"i.{c.strip()}" for c in _INVITATION_COLUMNS.split(","))
+        async with self._conn.execute(
+            f"SELECT {columns} FROM panel_invitations i JOIN panels p ON p.id = i.panel_id "
+            "WHERE i.pseudonym = ? AND i.answer IN ('yes', 'maybe', 'waiting') "
+            "AND p.status = 'open' AND p.starts_at > ? ORDER BY i.id",
+            (pseudonym, now),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_invitation(row) for row in rows]
+
+    async def tickets(self, panel_id: int) -> list[str]:
+        """The door codes of everyone holding a place, sorted (the list at the door)."""
+        async with self._conn.execute(
+            "SELECT ticket FROM panel_invitations WHERE panel_id = ? AND answer = 'yes' "
+            "ORDER BY ticket",
+            (panel_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [str(r[0]) for r in rows]
+
+    # Internals
+
+    async def _take_place(self, invitation: Invitation, now: int) -> Invitation:
+        """'yes' with a ticket if a place is free, else the end of the waiting list."""
+        ticket = await self._free_ticket(invitation.panel_id)
+        async with self._conn.execute(
+            "UPDATE panel_invitations SET "
+            f"answer = CASE WHEN {_HAS_FREE_PLACE} THEN 'yes' ELSE 'waiting' END, "
+            f"ticket = CASE WHEN {_HAS_FREE_PLACE} THEN :ticket END, "
+            f"answered_at = :now WHERE id = :id RETURNING {_INVITATION_COLUMNS}",
+            {"panel": invitation.panel_id, "ticket": ticket, "now": now, "id": invitation.id},
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return _invitation(row)
+
+    async def _set_answer(
+        self, invitation: Invitation, answer: str, now: int, *, keep_needs: bool
+    ) -> Invitation:
+        """An answer that holds no place: the ticket goes; the needs too unless kept."""
+        async with self._conn.execute(
+            "UPDATE panel_invitations SET answer = ?, ticket = NULL, answered_at = ?, "
+            "support_needs = CASE WHEN ? THEN support_needs END "
+            f"WHERE id = ? RETURNING {_INVITATION_COLUMNS}",
+            (answer, now, int(keep_needs), invitation.id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return _invitation(row)
+
+    async def _promote(self, panel_id: int, now: int) -> Invitation | None:
+        """Give a free place to whoever has waited longest; None if nobody is waiting."""
+        ticket = await self._free_ticket(panel_id)
+        async with self._conn.execute(
+            "UPDATE panel_invitations SET answer = 'yes', ticket = :ticket, answered_at = :now "
+            "WHERE id = (SELECT id FROM panel_invitations WHERE panel_id = :panel "
+            "  AND answer = 'waiting' ORDER BY answered_at, id LIMIT 1) "
+            f"AND {_HAS_FREE_PLACE} RETURNING {_INVITATION_COLUMNS}",
+            {"panel": panel_id, "ticket": ticket, "now": now},
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _invitation(row) if row else None
+
+    async def _waiting_position(self, invitation: Invitation) -> int:
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM panel_invitations WHERE panel_id = ? AND answer = 'waiting' "
+            "AND (answered_at, id) <= (?, ?)",
+            (invitation.panel_id, invitation.answered_at, invitation.id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def _free_ticket(self, panel_id: int) -> str:
+        """A ticket nobody at this panel has had. The caller's write lock keeps it free until
+        it is written; UNIQUE (panel_id, ticket) is the backstop."""
+        while True:
+            ticket = new_ticket()
+            async with self._conn.execute(
+                "SELECT 1 FROM panel_invitations WHERE panel_id = ? AND ticket = ?",
+                (panel_id, ticket),
+            ) as cursor:
+                if await cursor.fetchone() is None:
+                    return ticket
+
+    async def _forget_needs(self, panel_id: int) -> int:
+        cursor = await self._conn.execute(
+            "UPDATE panel_invitations SET support_needs = NULL "
+            "WHERE panel_id = ? AND support_needs IS NOT NULL",
+            (panel_id,),
+        )
+        return cursor.rowcount
+
+    async def _summaries(self, where: str, params: tuple[object, ...]) -> list[PanelSummary]:
+        """Panels matching `where` (a fixed SQL fragment over `p`), soonest first, with how
+        many people gave each answer and which support the likely comers asked for."""
+        async with self._conn.execute(
+            f"SELECT {_PANEL_COLUMNS}, "
+            "COALESCE(SUM(i.answer = 'yes'), 0) AS n_yes, "
+            "COALESCE(SUM(i.answer = 'maybe'), 0) AS n_maybe, "
+            "COALESCE(SUM(i.answer = 'waiting'), 0) AS n_waiting, "
+            "COALESCE(SUM(i.answer = 'no'), 0) AS n_no, "
+            "COALESCE(SUM(i.answer = 'cancelled'), 0) AS n_cancelled, "
+            "COALESCE(SUM(i.answer = 'invited'), 0) AS n_invited "
+            "FROM panels p LEFT JOIN panel_invitations i ON i.panel_id = p.id "
+            f"WHERE {where} GROUP BY p.id ORDER BY p.starts_at, p.id",
+            params,
+        ) as cursor:
+            rows = await cursor.fetchall()
+        async with self._conn.execute(
+            "SELECT i.panel_id, n.value, COUNT(DISTINCT i.id) "
+            "FROM panels p JOIN panel_invitations i ON i.panel_id = p.id, "
+            "json_each(i.support_needs) n "
+            f"WHERE {where} AND i.answer IN ('yes', 'maybe') "
+            "GROUP BY i.panel_id, n.value ORDER BY i.panel_id, n.value",
+            params,
+        ) as cursor:
+            needs = await cursor.fetchall()
+        requested: dict[int, dict[str, int]] = {}
+        for panel_id, need, count in needs:
+            requested.setdefault(panel_id, {})[need] = count
+        return [
+            PanelSummary(
+                _panel(r),
+                r["n_yes"],
+                r["n_maybe"],
+                r["n_waiting"],
+                r["n_no"],
+                r["n_cancelled"],
+                r["n_invited"],
+                requested.get(r["id"], {}),
+            )
+            for r in rows
+        ]
