@@ -60,6 +60,16 @@ class Access:
             return frozenset(REGION_SLUGS)
         return frozenset(g.region for g in self.grants if g.region is not None)
 
+    def roles(self) -> frozenset[str]:
+        """The roles a dialogue command may require: staff (of any region, which managers
+        and admins also are), manager, admin."""
+        roles = {g.role for g in self.grants}
+        if roles & {"staff", "manager", "admin"}:
+            roles.add("staff")
+        if "admin" in roles:
+            roles.add("manager")
+        return frozenset(roles)
+
     def has_safeguarding_duty(self, region: str) -> bool:
         return any(g.role == "staff" and g.region == region and g.safeguarding for g in self.grants)
 

@@ -91,24 +91,47 @@ class BroadcastService:
         async with self._db.transaction() as conn:
             recipients = await reachable_with_consent(conn, region, purpose)
             messages = [(r.chat_id, payload_for(r)) for r in recipients]
-            broadcast_id = await self._queue(
+            broadcast_id = await self.queue_in(
                 conn, kind, subject, region, created_by, messages, organiser, now
             )
-            await AuditLog(conn).record(
-                created_by,
-                "broadcast.started",
-                f"broadcast:{broadcast_id}",
-                {
-                    "kind": kind,
-                    "subject": subject,
-                    "region": region,
-                    "recipients": str(len(messages)),
-                },
-                now,
-            )
-        log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
         self._on_queued()
         return broadcast_id
+
+    async def queue_in(
+        self,
+        conn: aiosqlite.Connection,
+        kind: str,
+        subject: str,
+        region: str | None,
+        created_by: str,
+        messages: Sequence[tuple[int, dict[str, Any]]],
+        organiser: tuple[int, str] | None,
+        now: int,
+    ) -> int:
+        """Queue a broadcast inside the caller's transaction (e.g. with the panel it
+        invites people to), and audit it. The caller wakes the sender after its commit
+        (`wake`)."""
+        broadcast_id = await self._queue(
+            conn, kind, subject, region, created_by, messages, organiser, now
+        )
+        await AuditLog(conn).record(
+            created_by,
+            "broadcast.started",
+            f"broadcast:{broadcast_id}",
+            {
+                "kind": kind,
+                "subject": subject,
+                "region": region or "",
+                "recipients": str(len(messages)),
+            },
+            now,
+        )
+        log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
+        return broadcast_id
+
+    def wake(self) -> None:
+        """Wake the sender and the scheduler for what a committed transaction queued."""
+        self._on_queued()
 
     async def stop_requested(
         self, update_id: int, broadcast_id: int, pseudonym: str, chat_id: int, locale: str

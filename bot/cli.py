@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from bot.catalog_check import check_catalogs, dialogue_texts
-from bot.dialogue_files import load_dialogues
+from bot.dialogue_files import build_engine
 from bot.enrolment_cli import add_enrol_parser, run_enrol
 from bot.error_reporting import setup_logging, setup_sentry
 from bot.secrets_file import generate_secrets_file
 from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, load_settings
 from bot.staff_cli import STAFF_COMMANDS, add_staff_parsers, run_staff
-from state_machines.engine import Engine, EngineError
+from state_machines.engine import EngineError
 from state_machines.loader import DialogueError
 from storage.clock import SystemClock
 from storage.database import Database, MigrationError
@@ -90,7 +90,7 @@ def run_check(settings: Settings, dialogues_dir: Path | None) -> int:
     problems: list[str] = []
     folder = dialogues_dir or settings.dialogues_dir
     try:
-        Engine(load_dialogues(folder))
+        build_engine(folder, zone=settings.timezone)
     except DialogueError as exc:
         problems.extend(str(p) for p in exc.problems)
     except EngineError as exc:

@@ -8,24 +8,27 @@ either all of it or none of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiosqlite
 
+from bot.access import access_of
 from bot.rendering import Catalogs, consent_summary, fill, render_message
 from bot.secrets_file import Secrets
 from bot.start_links import redeem_start_payload
 from state_machines.definition import (
+    CONSENT_PURPOSES,
     GrantConsent,
     SetLocale,
     SetRegion,
     StoreAnswer,
+    Submit,
     WithdrawAllConsents,
 )
 from state_machines.engine import Engine
-from state_machines.events import Apply, ConfirmChoice, Event, Say, Started
+from state_machines.events import Apply, CommandSent, ConfirmChoice, Event, Say, Started
 from state_machines.session import Session
 from storage.answers import Answers
 from storage.clock import Clock
@@ -43,6 +46,23 @@ class Sender:
     user_id: int
     chat_id: int
     language_code: str | None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The person a dialogue's Submit comes from: who, which chat, which language."""
+
+    pseudonym: str
+    chat_id: int
+    locale: str
+
+
+# Acts on a dialogue's Submit inside the update's transaction, and answers the person itself.
+SubmitHandler = Callable[[aiosqlite.Connection, Actor, Mapping[str, str], int], Awaitable[None]]
+# Told, inside the transaction, that a person withdrew consent for these purposes.
+WithdrawalHandler = Callable[[aiosqlite.Connection, str, frozenset[str], int], Awaitable[None]]
+# Shows a dialogue's remembered values as a person reads them (dates, places...).
+ValueFormatter = Callable[[Mapping[str, str], str], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,34 @@ class ConversationService:
         self._shipped_locales = shipped_locales
         self._on_outbox_changed = on_outbox_changed
         self.notice_version = engine.common.settings.get("notice_version", "unversioned")
+        self._submit_handlers: dict[str, SubmitHandler] = {}
+        self._value_formatter: ValueFormatter | None = None
+        self._withdrawal_handlers: list[WithdrawalHandler] = []
+
+    def on_withdrawal(self, handler: WithdrawalHandler) -> None:
+        """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
+        self._withdrawal_handlers.append(handler)
+
+    def register_submit(self, action: str, handler: SubmitHandler) -> None:
+        """Say what a dialogue's `submit: <action>` does."""
+        self._submit_handlers[action] = handler
+
+    def set_value_formatter(self, formatter: ValueFormatter) -> None:
+        self._value_formatter = formatter
+
+    def unhandled_submits(self) -> list[str]:
+        """Submit actions the dialogues use that nothing handles (checked at start-up)."""
+        used = {
+            effect.action
+            for dialogue in self._engine.dialogues.values()
+            for state in dialogue.states.values()
+            for effect in (
+                *(e for b in state.buttons for e in b.effects),
+                *(state.text.effects if state.text else ()),
+            )
+            if isinstance(effect, Submit)
+        }
+        return sorted(used - set(self._submit_handlers))
 
     async def handle_event(
         self, update_id: int, sender: Sender, event: Event, tapped: TappedMessage | None = None
@@ -90,6 +138,9 @@ class ConversationService:
                 pseudonym, sender.chat_id, self._locale_for(sender), now
             )
             step_event: Event | None = event
+            if isinstance(event, CommandSent):
+                roles = (await access_of(conn, pseudonym)).roles()
+                step_event = replace(event, roles=roles)
             if isinstance(event, Started) and event.payload:
                 step_event = await self._redeem_start_link(
                     conn, pseudonym, sender.chat_id, person.locale, event.payload, now
@@ -138,7 +189,10 @@ class ConversationService:
         step = self._engine.step(session, event)
         outbox = Outbox(conn)
         for effect in step.effects:
-            if isinstance(effect, Apply):
+            if isinstance(effect, Apply) and isinstance(effect.effect, Submit):
+                handler = self._submit_handlers[effect.effect.action]
+                await handler(conn, Actor(pseudonym, chat_id, locale), effect.values, now)
+            elif isinstance(effect, Apply):
                 await self._apply(conn, pseudonym, chat_id, effect, now)
                 if isinstance(effect.effect, SetLocale):
                     locale = effect.effect.locale  # what follows is in the new language
@@ -205,6 +259,10 @@ class ConversationService:
         self._on_outbox_changed()
         return attempts
 
+    @property
+    def default_locale(self) -> str:
+        return self._default_locale
+
     def pseudonym_of(self, telegram_user_id: int) -> str:
         return self._secrets.pseudonym(telegram_user_id)
 
@@ -235,17 +293,26 @@ class ConversationService:
             await ConsentLedger(conn).record(
                 pseudonym, effect.purpose, effect.granted, self.notice_version, now
             )
+            if not effect.granted:
+                await self._withdrawn(conn, pseudonym, frozenset({effect.purpose}), now)
         elif isinstance(effect, SetRegion):
             await People(conn).set_region(pseudonym, effect.region, now)
         elif isinstance(effect, SetLocale) and effect.locale in self._shipped_locales:
             await People(conn).set_locale(pseudonym, effect.locale, now)
         elif isinstance(effect, WithdrawAllConsents):
             await ConsentLedger(conn).withdraw_all(pseudonym, self.notice_version, now)
+            await self._withdrawn(conn, pseudonym, frozenset(CONSENT_PURPOSES), now)
             await Outbox(conn).cancel_chat(
                 chat_id, "person withdrew consent", min_priority=PRIORITY_BROADCAST
             )
         elif isinstance(effect, StoreAnswer) and apply.value is not None:
             await self._store_answer(conn, pseudonym, apply, effect, now)
+
+    async def _withdrawn(
+        self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int
+    ) -> None:
+        for handler in self._withdrawal_handlers:
+            await handler(conn, pseudonym, purposes, now)
 
     async def _store_answer(
         self,
@@ -265,15 +332,17 @@ class ConversationService:
     async def _context(
         self, conn: aiosqlite.Connection, pseudonym: str, locale: str, say: Say
     ) -> dict[str, str]:
-        """Values for placeholders that come from stored data, computed only when used."""
-        if "{consent_summary}" not in say.text:
-            return {}
-        current = await ConsentLedger(conn).current(pseudonym)
-        return {
-            "consent_summary": consent_summary(
+        """Values for placeholders: what the dialogue remembered, shown for the person, and
+        what comes from stored data, computed only when used."""
+        context: dict[str, str] = dict(say.values)
+        if say.values and self._value_formatter is not None:
+            context.update(self._value_formatter(say.values, locale))
+        if "{consent_summary}" in say.text:
+            current = await ConsentLedger(conn).current(pseudonym)
+            context["consent_summary"] = consent_summary(
                 current, locale, self._catalogs, self._engine.common.messages
             )
-        }
+        return context
 
     def _answered(
         self, tapped: TappedMessage, choice: ConfirmChoice, locale: str

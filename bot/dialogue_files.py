@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.datetimes import datetime_parser
 from state_machines.definition import Dialogue
+from state_machines.engine import Engine
 from state_machines.loader import DialogueError, Problem, parse_dialogue
+from storage.clock import Clock, SystemClock
 
 
 def load_dialogues(directory: Path) -> dict[str, Dialogue]:
@@ -27,3 +30,12 @@ def load_dialogues(directory: Path) -> dict[str, Dialogue]:
     if problems:
         raise DialogueError(problems)
     return dialogues
+
+
+def build_engine(
+    directory: Path, clock: Clock | None = None, zone: str = "Europe/London"
+) -> Engine:
+    """The engine for the dialogues in `directory`, reading typed dates in `zone` as of
+    `clock` (a date must be in the future)."""
+    parsers = {"datetime": datetime_parser(clock or SystemClock(), zone)}
+    return Engine(load_dialogues(directory), parsers=parsers)

@@ -18,8 +18,10 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes
 from bot import error_reporting
 from bot.broadcasts import PROGRESS_JOB, BroadcastService
 from bot.conversation import ConversationService
-from bot.dialogue_files import load_dialogues
+from bot.dialogue_files import build_engine
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
+from bot.panel_texts import PanelTexts
+from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
 from bot.rendering import Catalogs
 from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
@@ -52,6 +54,7 @@ class Runtime:
     ingest: Ingest
     scheduler: Scheduler
     broadcasts: BroadcastService
+    panels: PanelService
     webhook: WebhookReceiver | None = None
     # Long-lived tasks (poller, sender, scheduler): if one ends, the process must stop.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -66,9 +69,9 @@ async def build_runtime(
 ) -> Runtime:
     """Everything `run` needs, checked before any message is handled."""
     token = settings.require_token()
-    engine = Engine(load_dialogues(settings.dialogues_dir))
-    secrets = load_secrets(settings.secrets_path, production=settings.production)
     clock = clock or SystemClock()
+    engine = build_engine(settings.dialogues_dir, clock, settings.timezone)
+    secrets = load_secrets(settings.secrets_path, production=settings.production)
     db = await Database.open(settings.database_path)
     applied = await db.migrate()
     if applied:
@@ -103,9 +106,26 @@ async def build_runtime(
         db, clock, engine, catalogs, settings.send_rate_per_second, wake_sender_and_scheduler
     )
     scheduler.register(PROGRESS_JOB, broadcasts.on_progress_tick)
-    TelegramAdapter(service, broadcasts).install(application)
+    texts = PanelTexts(engine, catalogs, settings.timezone)
+    panels = PanelService(db, clock, engine, texts, service, broadcasts, wake_sender_and_scheduler)
+    scheduler.register(REMINDER_JOB, panels.on_reminder)
+    scheduler.register(OVER_JOB, panels.on_over)
+    unhandled = service.unhandled_submits()
+    if unhandled:
+        raise RuntimeError(f"dialogue submits with no handler: {', '.join(unhandled)}")
+    TelegramAdapter(service, broadcasts, panels).install(application)
     runtime = Runtime(
-        settings, db, engine, clock, application, service, sender, ingest, scheduler, broadcasts
+        settings,
+        db,
+        engine,
+        clock,
+        application,
+        service,
+        sender,
+        ingest,
+        scheduler,
+        broadcasts,
+        panels,
     )
     if settings.webhook_url and settings.webhook_secret:
         host, port = settings.webhook_listen

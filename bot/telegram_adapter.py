@@ -30,6 +30,8 @@ from telegram.ext import (
 
 from bot.broadcasts import CANCEL_PREFIX, BroadcastService
 from bot.conversation import ConversationService, Sender, TappedMessage
+from bot.panel_texts import ANSWER_PREFIX, MANAGE_PREFIX, RSVP_PREFIX
+from bot.panels import PanelService
 from state_machines.events import (
     ButtonPressed,
     CommandSent,
@@ -45,6 +47,12 @@ log = logging.getLogger(__name__)
 _STOP_WORD = re.compile(r"^\s*(stop|stopio)\s*[.!]*\s*$", re.IGNORECASE)
 _PRIVATE = filters.ChatType.PRIVATE
 _BROADCAST_STOP = re.compile(r"^" + re.escape(CANCEL_PREFIX) + r"\d{1,12}$")
+# Panel buttons (bot/panel_texts.py); anything else with these prefixes is an old button.
+_RSVP = re.compile(
+    r"^" + re.escape(RSVP_PREFIX) + r"(?P<token>[0-9a-f]{16}):(?P<action>[ymncdr]|s:[a-z]{1,20})$"
+)
+_MANAGE = re.compile(r"^" + re.escape(MANAGE_PREFIX) + r"(?P<panel>\d{1,12}):(?P<action>[mrxt])$")
+_ANSWER = re.compile(r"^" + re.escape(ANSWER_PREFIX) + r"(?P<token>[0-9a-f]{16})$")
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -98,9 +106,12 @@ def _chat_key(update: object) -> int | None:
 class TelegramAdapter:
     """Registers the handlers on an Application and routes updates to the service."""
 
-    def __init__(self, service: ConversationService, broadcasts: BroadcastService) -> None:
+    def __init__(
+        self, service: ConversationService, broadcasts: BroadcastService, panels: PanelService
+    ) -> None:
         self._service = service
         self._broadcasts = broadcasts
+        self._panels = panels
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         groups = filters.ChatType.GROUPS & filters.UpdateType.MESSAGES
@@ -112,6 +123,9 @@ class TelegramAdapter:
                 ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
                 MessageHandler(groups, self.on_group_message),
                 CallbackQueryHandler(self.on_broadcast_stop, pattern=_BROADCAST_STOP),
+                CallbackQueryHandler(self.on_panel_button, pattern=_RSVP),
+                CallbackQueryHandler(self.on_panel_button, pattern=_MANAGE),
+                CallbackQueryHandler(self.on_panel_button, pattern=_ANSWER),
                 CallbackQueryHandler(self.on_button),
                 MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
                 MessageHandler(
@@ -119,6 +133,7 @@ class TelegramAdapter:
                 ),
                 MessageHandler(own & filters.StatusUpdate.ALL, self.on_ignored),
                 CommandHandler("start", self.on_start, filters=own),
+                CommandHandler("panels", self.on_panels, filters=own),
                 MessageHandler(own & filters.COMMAND, self.on_command),
                 MessageHandler(own & filters.TEXT, self.on_text),
                 MessageHandler(own, self.on_unsupported),
@@ -163,6 +178,42 @@ class TelegramAdapter:
         await self._broadcasts.stop_requested(
             update.update_id, broadcast_id, pseudonym, chat.id, locale
         )
+
+    async def on_panels(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/panels (staff): the upcoming panels with answers so far."""
+        sender = self._sender(update)
+        if sender is None:
+            await self._service.ignore(update.update_id)
+            return
+        await self._panels.on_list(update.update_id, sender)
+
+    async def on_panel_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button of a panel invitation, answer, relayed message or staff summary."""
+        query = update.callback_query
+        assert query is not None and query.data is not None
+        with contextlib.suppress(TelegramError):
+            await query.answer()
+        sender = self._sender(update)
+        if sender is None or query.message is None:
+            await self._service.ignore(update.update_id)
+            return
+        data, update_id = query.data, update.update_id
+        if match := _RSVP.match(data):
+            message_id = query.message.message_id
+            await self._panels.on_answer(
+                update_id, sender, match["token"], match["action"], message_id
+            )
+        elif match := _MANAGE.match(data):
+            await self._panels.on_manage(update_id, sender, int(match["panel"]), match["action"])
+        elif match := _ANSWER.match(data):
+            await self._panels.on_answer_person(update_id, sender, match["token"])
+
+    def _sender(self, update: Update) -> Sender | None:
+        """Who wrote, when it is a person in a private chat (else None: ignore it)."""
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or chat is None or user.is_bot or chat.type != Chat.PRIVATE:
+            return None
+        return Sender(user.id, chat.id, user.language_code)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button tap: answer Telegram at once (it gives up after ~15 s), then step."""

@@ -32,6 +32,13 @@ REGION_SLUGS: tuple[str, ...] = (
 # The languages a person can choose (gettext locale codes): English and Welsh.
 LANGUAGES: tuple[str, ...] = ("en", "cy")
 
+# The roles a command can require (staff includes managers and admins of a region).
+ROLES: tuple[str, ...] = ("staff", "manager", "admin")
+
+# How a typed answer is read: as it is, as a whole number, or as a date and time. The
+# engine is given one parser per kind; a reply that does not parse is asked again.
+INPUT_KINDS: tuple[str, ...] = ("text", "number", "datetime")
+
 # The id of the automatic "I don't understand" button on states that have an `explain` text.
 EXPLAIN_BUTTON_ID = "explain"
 EXPLAIN_BUTTON_LABEL = "I don't understand"
@@ -71,7 +78,40 @@ class StoreAnswer:
     key: str
 
 
-EffectSpec = GrantConsent | SetRegion | SetLocale | WithdrawAllConsents | StoreAnswer
+@dataclass(frozen=True)
+class SetValue:
+    """Remember a value for the rest of this dialogue (e.g. a panel's place: online)."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class ToggleValue:
+    """Add a value to a remembered list, or take it out again (e.g. support offered)."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Hand the dialogue's remembered values to the application to act on, e.g. create
+    a panel. The application checks the person may do it and answers for itself."""
+
+    action: str
+
+
+EffectSpec = (
+    GrantConsent
+    | SetRegion
+    | SetLocale
+    | WithdrawAllConsents
+    | StoreAnswer
+    | SetValue
+    | ToggleValue
+    | Submit
+)
 
 
 @dataclass(frozen=True)
@@ -86,11 +126,14 @@ class Button:
 
 @dataclass(frozen=True)
 class TextInput:
-    """A state that accepts free text, with a length cap."""
+    """A state that accepts free text, with a length cap. `kind` says how to read it and
+    `save_as` remembers the read value for the rest of the dialogue."""
 
     max_length: int
     to: str
     effects: tuple[EffectSpec, ...] = ()
+    kind: str = "text"
+    save_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +174,7 @@ class Command:
     start: str | None = None  # start this dialogue, then return to where the person was
     effects: tuple[EffectSpec, ...] = ()
     end_all: bool = False  # end every dialogue in progress (e.g. /stop)
+    requires: str | None = None  # a role (staff, manager, admin); others are told "not available"
 
 
 @dataclass(frozen=True)

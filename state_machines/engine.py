@@ -7,7 +7,7 @@ step a throwaway stepper object per event, so no model per person is kept in mem
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -17,12 +17,17 @@ from state_machines.definition import (
     EXPLAIN_BUTTON_ID,
     Command,
     Dialogue,
+    EffectSpec,
+    SetValue,
     State,
+    Submit,
+    ToggleValue,
     WithdrawAllConsents,
     button_token,
 )
 from state_machines.events import (
     Apply,
+    Begin,
     ButtonPressed,
     ButtonView,
     CommandSent,
@@ -50,7 +55,27 @@ REQUIRED_MESSAGES = (
     "nothing_in_progress",
     "lost_place",
     "code_accepted",
+    "not_available",
 )
+
+# Reads a typed answer of one kind: the value to remember, or None to ask again.
+Parser = Callable[[str], str | None]
+
+# The most a number answer may be (e.g. a panel's capacity).
+MAX_NUMBER = 100_000
+
+
+def parse_text(text: str) -> str | None:
+    """Free text, as typed (without surrounding blanks)."""
+    return text.strip() or None
+
+
+def parse_number(text: str) -> str | None:
+    """A whole number from 1 to MAX_NUMBER, e.g. "20" or " 1,000 "."""
+    digits = text.strip().replace(",", "")
+    if not digits.isdigit() or not 1 <= int(digits) <= MAX_NUMBER:
+        return None
+    return str(int(digits))
 
 
 class EngineError(Exception):
@@ -90,8 +115,11 @@ class Engine:
         *,
         entry: str = "onboarding",
         common: str = "common",
+        parsers: Mapping[str, Parser] | None = None,
     ) -> None:
         self.dialogues = MappingProxyType(dict(dialogues))
+        self._parsers: dict[str, Parser] = {"text": parse_text, "number": parse_number}
+        self._parsers.update(parsers or {})
         if entry not in dialogues or dialogues[entry].start is None:
             raise EngineError(f"the entry dialogue '{entry}' is missing or has no states")
         if common not in dialogues:
@@ -102,6 +130,7 @@ class Engine:
         if missing:
             raise EngineError(f"{self.common.source}: messages missing: {', '.join(missing)}")
         self._check_commands()
+        self._check_inputs()
         self._machines = {d.id: _build_machine(d) for d in dialogues.values() if d.start}
         self._buttons: dict[str, tuple[str, str, str]] = {}
         for dialogue in dialogues.values():
@@ -122,6 +151,22 @@ class Engine:
                     raise EngineError(
                         f"{dialogue.source}:{command.line}: /{command.name}: "
                         f"starts '{command.start}', which has no states"
+                    )
+
+    def _check_inputs(self) -> None:
+        """Every kind of typed answer used has a parser and a message for a bad answer."""
+        for dialogue in self.dialogues.values():
+            for state in dialogue.states.values():
+                kind = state.text.kind if state.text else "text"
+                if kind not in self._parsers:
+                    raise EngineError(
+                        f"{dialogue.source}:{state.line}: {state.name}: "
+                        f"no parser for answers of kind '{kind}'"
+                    )
+                if kind != "text" and f"invalid_{kind}" not in self.common.messages:
+                    raise EngineError(
+                        f"{self.common.source}: message 'invalid_{kind}' missing "
+                        f"(used by {dialogue.id}/{state.name})"
                     )
 
     def message(self, key: str) -> str:
@@ -145,12 +190,14 @@ class Engine:
             specific = f"unsupported_{event.kind}"
             lead = specific if specific in self.common.messages else "unsupported_content"
             self._reask(out, lead=lead)
+        elif isinstance(event, Begin):
+            self._on_begin(out, event)
         return Step(out.session, tuple(out.effects))
 
     def current_question(self, session: Session) -> Say | None:
         """The question the person is being asked now, e.g. to re-ask it after /help."""
-        place = self._normalise(session).place
-        return None if place is None else self._question(place)
+        session = self._normalise(session)
+        return None if session.place is None else self._question(session.place, session)
 
     # --- event handlers ----------------------------------------------------------------
     def _on_start(self, out: _Out, event: Started) -> None:
@@ -176,12 +223,14 @@ class Engine:
         button = state.button(target[2])
         assert button is not None  # tokens are only made for existing buttons
         if button.id == EXPLAIN_BUTTON_ID:
-            out.effects.append(replace(self._question(place), text=state.explain or state.say))
+            out.effects.append(
+                replace(self._question(place, out.session), text=state.explain or state.say)
+            )
             return
         stepper = _Stepper(place.state)
         self._machines[place.dialogue].events[f"press_{button.id}"].trigger(stepper)
         out.effects.append(ConfirmChoice(button.label))
-        out.effects.extend(Apply(effect) for effect in button.effects)
+        self._apply_all(out, place.dialogue, button.effects)
         if button.to is None:
             self._reask(out)
         else:
@@ -199,15 +248,32 @@ class Engine:
         if len(event.text) > answer.max_length:
             self._reask(out, lead="too_long", max=str(answer.max_length))
             return
+        value = self._parsers[answer.kind](event.text)
+        if value is None:
+            self._reask(
+                out, lead="use_buttons" if answer.kind == "text" else f"invalid_{answer.kind}"
+            )
+            return
+        if answer.save_as is not None:
+            self._remember(out, place.dialogue, answer.save_as, value)
         stepper = _Stepper(place.state)
         self._machines[place.dialogue].events["text"].trigger(stepper)
-        out.effects.extend(Apply(effect, event.text, place.dialogue) for effect in answer.effects)
+        for effect in answer.effects:
+            if isinstance(effect, (SetValue, ToggleValue, Submit)):
+                self._apply_all(out, place.dialogue, (effect,))
+            else:
+                out.effects.append(Apply(effect, event.text, place.dialogue))
         self._enter(out, Place(place.dialogue, stepper.state))
 
     def _on_command(self, out: _Out, event: CommandSent) -> None:
         command = self._command(out.session, event.name)
         if command is None:
             self._reask(out, lead="unknown_command")
+            return
+        if command.requires is not None and command.requires not in event.roles:
+            out.say(self.message("not_available"))
+            if out.session.place is not None:
+                self._reask(out)
             return
         out.effects.extend(Apply(effect) for effect in command.effects)
         if command.end_all:
@@ -226,9 +292,46 @@ class Engine:
         if place is not None and place.dialogue == command.start:
             self._reask(out)
             return
-        resume = out.session.resume + ((place,) if place is not None else ())
-        out.session = replace(out.session, resume=resume)
-        self._enter(out, Place(command.start, self._start_of(command.start)))
+        self._begin(out, command.start, {})
+
+    def _on_begin(self, out: _Out, event: Begin) -> None:
+        if event.dialogue not in self._machines:
+            self._reask(out, lead="old_button")
+            return
+        self._begin(out, event.dialogue, event.values)
+
+    def _begin(self, out: _Out, dialogue: str, values: Mapping[str, str]) -> None:
+        """Start a dialogue from its start, remembering where the person was. Starting the
+        dialogue the person is already in starts it afresh (e.g. for another panel)."""
+        place = out.session.place
+        if place is not None and place.dialogue != dialogue:
+            out.session = replace(out.session, resume=(*out.session.resume, place))
+        out.session = out.session.with_values(dialogue, values)
+        self._enter(out, Place(dialogue, self._start_of(dialogue)))
+
+    # --- remembered values -------------------------------------------------------------
+    def _apply_all(self, out: _Out, dialogue: str, effects: tuple[EffectSpec, ...]) -> None:
+        """Value effects change the session; Submit hands the values over; the rest are
+        for the application."""
+        for effect in effects:
+            if isinstance(effect, SetValue):
+                self._remember(out, dialogue, effect.name, effect.value)
+            elif isinstance(effect, ToggleValue):
+                chosen = set(
+                    filter(None, out.session.values_of(dialogue).get(effect.name, "").split(","))
+                )
+                chosen ^= {effect.value}
+                self._remember(out, dialogue, effect.name, ",".join(sorted(chosen)))
+            elif isinstance(effect, Submit):
+                values = out.session.values_of(dialogue)
+                out.effects.append(Apply(effect, dialogue=dialogue, values=values))
+            else:
+                out.effects.append(Apply(effect))
+
+    def _remember(self, out: _Out, dialogue: str, name: str, value: str) -> None:
+        values = dict(out.session.values_of(dialogue))
+        values[name] = value
+        out.session = out.session.with_values(dialogue, values)
 
     # --- moving between states ---------------------------------------------------------
     def _enter(self, out: _Out, place: Place) -> None:
@@ -239,11 +342,13 @@ class Engine:
             state = self._state(place)
         if not state.end:
             out.session = out.session.at(place)
-            out.effects.append(self._question(place))
+            out.effects.append(self._question(place, out.session))
             return
-        out.say(state.say)
+        if state.say:  # an end state after a Submit may leave the answer to the application
+            out.say(state.say)
         out.effects.append(DialogueEnded(place.dialogue))
         session = replace(out.session, completed=out.session.completed | {place.dialogue})
+        session = session.with_values(place.dialogue, {})
         if session.resume:
             out.session = replace(session, place=session.resume[-1], resume=session.resume[:-1])
             self._reask(out)
@@ -257,18 +362,18 @@ class Engine:
                 out.say(self.message(lead), **params)
             out.say(self.message("nothing_in_progress"))
             return
-        question = self._question(place)
+        question = self._question(place, out.session)
         if lead is not None:
             question = replace(question, lead=self.message(lead), params=MappingProxyType(params))
         out.effects.append(question)
 
-    def _question(self, place: Place) -> Say:
+    def _question(self, place: Place, session: Session) -> Say:
         state = self._state(place)
         buttons = tuple(
             ButtonView(button_token(place.dialogue, state.name, b.id), b.label)
             for b in state.all_buttons()
         )
-        return Say(state.say, buttons, state.columns)
+        return Say(state.say, buttons, state.columns, values=session.values_of(place.dialogue))
 
     # --- lookups -------------------------------------------------------------------------
     def _normalise(self, session: Session) -> Session:
@@ -285,7 +390,7 @@ class Engine:
         if place is not None and not known(place):
             dialogue = self.dialogues.get(place.dialogue)
             place = Place(place.dialogue, dialogue.start) if dialogue and dialogue.start else None
-        return Session(place=place, resume=resume, completed=session.completed, facts=session.facts)
+        return replace(session, place=place, resume=resume)
 
     def _state(self, place: Place) -> State:
         return self.dialogues[place.dialogue].states[place.state]

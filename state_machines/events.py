@@ -36,9 +36,20 @@ class TextSent:
 
 @dataclass(frozen=True)
 class CommandSent:
-    """A slash command other than /start (or the word STOP, which means /stop)."""
+    """A slash command other than /start (or the word STOP, which means /stop), with the
+    roles the sender holds (for commands that require one)."""
 
     name: str
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Begin:
+    """The application starts a dialogue with values already known, e.g. "change the date
+    of panel 7" after the application checked the person may."""
+
+    dialogue: str
+    values: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class UnsupportedSent:
     kind: str
 
 
-Event = Started | ButtonPressed | TextSent | CommandSent | UnsupportedSent
+Event = Started | ButtonPressed | TextSent | CommandSent | UnsupportedSent | Begin
 
 
 # --- effects: what one step asks the outer layers to do --------------------------------
@@ -73,6 +84,8 @@ class Say:
     columns: int = 1
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     lead: str | None = None
+    # The values the dialogue has remembered so far, for placeholders such as {title}.
+    values: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ class Apply:
     effect: EffectSpec
     value: str | None = None  # the free text, for StoreAnswer
     dialogue: str | None = None  # the dialogue the answer belongs to, for StoreAnswer
+    # The dialogue's remembered values, for Submit.
+    values: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ import yaml
 from state_machines.definition import (
     CONSENT_PURPOSES,
     EXPLAIN_BUTTON_ID,
+    INPUT_KINDS,
     LANGUAGES,
     REGION_SLUGS,
+    ROLES,
     Button,
     Command,
     Dialogue,
@@ -28,19 +30,25 @@ from state_machines.definition import (
     GrantConsent,
     SetLocale,
     SetRegion,
+    SetValue,
     State,
     StoreAnswer,
+    Submit,
     TextInput,
+    ToggleValue,
     WithdrawAllConsents,
 )
 from state_machines.migrations import CURRENT_SCHEMA_VERSION, migrate_document
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# A value a button sets: a name or a slug such as a region ("north-east").
+_VALUE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
 _TOP_KEYS = {"schema_version", "id", "start", "states", "commands", "messages", "settings"}
 _STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end", "skip"}
 _BUTTON_KEYS = {"id", "label", "to", "effects"}
-_TEXT_KEYS = {"max_length", "to", "store"}
-_COMMAND_KEYS = {"say", "start", "effects", "end_all"}
+_TEXT_KEYS = {"max_length", "to", "store", "kind", "save_as", "effects"}
+_COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires"}
+_EFFECT_KINDS = ("consent", "set_region", "set_locale", "store", "set", "toggle", "submit")
 # Telegram caps a message at 4,096 characters; leave room for placeholders.
 _MAX_TEXT = 3500
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
@@ -139,16 +147,27 @@ class _Checker:
     def effect(self, node: yaml.Node, where: str) -> EffectSpec | None:
         if isinstance(node, yaml.ScalarNode) and node.value == "withdraw_all_consents":
             return WithdrawAllConsents()
-        fields = self.mapping(node, where, {"consent", "set_region", "set_locale", "store"})
+        fields = self.mapping(node, where, set(_EFFECT_KINDS))
         if len(fields) != 1:
             self.problem(
                 node,
                 where,
-                "each effect is one of: consent, set_region, set_locale, store, "
-                "withdraw_all_consents",
+                f"each effect is one of: {', '.join(_EFFECT_KINDS)}, withdraw_all_consents",
             )
             return None
         ((kind, value),) = fields.items()
+        if kind in ("set", "toggle"):
+            parts = self.mapping(value, where, {"name", "value"})
+            if "name" not in parts or "value" not in parts:
+                self.problem(value, where, f"{kind} needs name and value")
+                return None
+            name, chosen = self.name(parts["name"], where), self.scalar(parts["value"], where, str)
+            if chosen is None or not _VALUE.match(chosen):
+                self.problem(parts["value"], where, f"'{chosen}' is not a valid value")
+                return None
+            return SetValue(name, chosen) if kind == "set" else ToggleValue(name, chosen)
+        if kind == "submit":
+            return Submit(self.name(value, where))
         if kind == "consent":
             parts = self.mapping(value, where, {"purpose", "granted"})
             purpose = self.scalar(parts["purpose"], where, str) if "purpose" in parts else None
@@ -258,7 +277,10 @@ def _states(checker: _Checker, node: yaml.Node | None) -> dict[str, State]:
 def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
     fields = checker.mapping(node, name, _STATE_KEYS)
     say = checker.text(fields["say"], name) if "say" in fields else ""
-    if "say" not in fields:
+    end_node = fields.get("end")
+    ends = end_node is not None and checker.scalar(end_node, name, bool) is True
+    if "say" not in fields and not ends:
+        # Only an end state may be silent (the application answers a Submit itself).
         checker.problem(node, name, "missing say")
     buttons: list[Button] = []
     if "buttons" in fields:
@@ -343,7 +365,13 @@ def _text_input(checker: _Checker, state: str, node: yaml.Node) -> TextInput:
     effects: tuple[EffectSpec, ...] = ()
     if "store" in fields:
         effects = (StoreAnswer(checker.name(fields["store"], state)),)
-    return TextInput(max_length or 1, target, effects)
+    if "effects" in fields:
+        effects += checker.effects(fields["effects"], state)
+    kind = checker.name(fields["kind"], state) if "kind" in fields else "text"
+    if kind not in INPUT_KINDS:
+        checker.problem(fields["kind"], state, f"kind must be one of {INPUT_KINDS}")
+    save_as = checker.name(fields["save_as"], state) if "save_as" in fields else None
+    return TextInput(max_length or 1, target, effects, kind, save_as)
 
 
 def _commands(checker: _Checker, node: yaml.Node | None) -> dict[str, Command]:
@@ -361,8 +389,11 @@ def _commands(checker: _Checker, node: yaml.Node | None) -> dict[str, Command]:
         )
         if say is None and start is None:
             checker.problem(command_node, where, "a command needs say or start")
+        requires = checker.name(fields["requires"], where) if "requires" in fields else None
+        if requires is not None and requires not in ROLES:
+            checker.problem(fields["requires"], where, f"requires must be one of {ROLES}")
         commands[name] = Command(
-            name, command_node.start_mark.line + 1, say, start, effects, end_all
+            name, command_node.start_mark.line + 1, say, start, effects, end_all, requires
         )
     return commands
 

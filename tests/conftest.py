@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.dialogue_files import load_dialogues
+from bot.dialogue_files import build_engine
 from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT
 from state_machines.engine import Engine
@@ -18,7 +18,7 @@ DIALOGUES_DIR = PROJECT_ROOT / "dialogues"
 
 @pytest.fixture(scope="session")
 def engine() -> Engine:
-    return Engine(load_dialogues(DIALOGUES_DIR))
+    return build_engine(DIALOGUES_DIR)
 
 
 @pytest.fixture()

@@ -18,6 +18,7 @@ from bot.runtime import Runtime, build_runtime, start, stop
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer
 from bot.settings import PROJECT_ROOT, Settings, load_settings
+from storage.clock import Clock
 
 TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
 
@@ -166,10 +167,14 @@ FAST_PACER = ChatPacer(burst=1000, window=1.0)
 
 @asynccontextmanager
 async def running_bot(
-    api: LocalBotApi, tmp_path: Path, pacer: ChatPacer | None = FAST_PACER, **extra: str
+    api: LocalBotApi,
+    tmp_path: Path,
+    pacer: ChatPacer | None = FAST_PACER,
+    clock: Clock | None = None,
+    **extra: str,
 ) -> AsyncIterator[Runtime]:
     runtime = await build_runtime(
-        settings_for(api, tmp_path, **extra), poll_timeout=1, chat_pacer=pacer
+        settings_for(api, tmp_path, **extra), clock=clock, poll_timeout=1, chat_pacer=pacer
     )
     await start(runtime)
     try:

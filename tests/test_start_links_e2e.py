@@ -68,7 +68,7 @@ async def test_a_staff_invite_grants_once_and_is_audited(api: LocalBotApi, tmp_p
         code = link.rsplit("=", 1)[1]
         api.send_command(CERI, "start", code)
         welcome = (await api.wait_for_messages(CERI.chat_id, 1))[0]
-        assert welcome.text == "Welcome. You are now staff for London."
+        assert welcome.text.startswith("Welcome. You are now staff for London.\nSend /panel_new")
         api.send_command(ADA, "start", code)  # a second person with the same link
         used = (await api.wait_for_messages(ADA.chat_id, 1))[0]
         assert "used already" in used.text

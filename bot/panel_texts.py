@@ -1,0 +1,221 @@
+"""What panel messages say, in each person's language: invitations, answers, notices.
+
+The texts live in dialogues/panels.yaml (English msgids, translated in locales/). Button
+callback data carries each invitation's random token, never a person's Telegram id:
+"pr:<token>:<action>" for people invited, "pm:<panel id>:<action>" for staff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from babel.numbers import format_decimal
+
+from bot.datetimes import format_moment
+from bot.enrolment import REGION_NAMES
+from bot.rendering import Catalogs, fill
+from state_machines.engine import Engine
+from storage.panels import Invitation, Panel, PanelSummary
+
+RSVP_PREFIX = "pr:"  # pr:<token>:<y|m|n|c|d|r|s:<need>>
+MANAGE_PREFIX = "pm:"  # pm:<panel id>:<m|r|x|t>
+ANSWER_PREFIX = "pa:"  # pa:<token>: the organiser answers one person
+SUPPORT_NEEDS: tuple[str, ...] = ("travel", "childcare", "interpreter", "access")
+Payload = dict[str, Any]
+
+
+class PanelTexts:
+    """Renders panel messages for one locale at a time."""
+
+    def __init__(self, engine: Engine, catalogs: Catalogs, zone: str) -> None:
+        self._messages = engine.dialogues["panels"].messages
+        self._catalogs = catalogs
+        self._zone = zone
+
+    def text(self, locale: str, key: str, **params: str) -> str:
+        return fill(self._catalogs.gettext(locale, self._messages[key]), params)
+
+    def common(self, locale: str, msgid: str) -> str:
+        """A text that is already an English msgid (e.g. a shared message)."""
+        return self._catalogs.gettext(locale, msgid)
+
+    def when(self, starts_at: int, locale: str) -> str:
+        return format_moment(starts_at, locale, self._zone)
+
+    def place(self, place: str, locale: str) -> str:
+        return self.text(locale, "online") if place == "online" else place
+
+    def region(self, slug: str, locale: str) -> str:
+        return self._catalogs.gettext(locale, REGION_NAMES.get(slug, slug))
+
+    def needs(self, needs: Iterable[str], locale: str) -> str:
+        names = [self.text(locale, f"need_{n}") for n in SUPPORT_NEEDS if n in set(needs)]
+        return ", ".join(names) or self.text(locale, "no_help_offered")
+
+    def number(self, value: int, locale: str) -> str:
+        return str(format_decimal(value, locale=locale))
+
+    def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
+        """A staff member's panel form values as they read them (for the preview)."""
+        shown = dict(values)
+        if values.get("starts_at", "").isdigit():
+            shown["starts_at"] = self.when(int(values["starts_at"]), locale)
+        if "place" in values:
+            shown["place"] = self.place(values["place"], locale)
+        if "region" in values:
+            shown["region"] = self.region(values["region"], locale)
+        if values.get("capacity", "").isdigit():
+            shown["capacity"] = self.number(int(values["capacity"]), locale)
+        shown["support"] = self.needs(values.get("support", "").split(","), locale)
+        return shown
+
+    def _panel_params(self, panel: Panel, locale: str) -> dict[str, str]:
+        return {
+            "title": panel.title,
+            "when": self.when(panel.starts_at, locale),
+            "place": self.place(panel.place, locale),
+            "support": self.needs(panel.support_offered, locale),
+        }
+
+    def _button(self, locale: str, key: str, data: str) -> dict[str, str]:
+        return {"text": self.text(locale, key), "callback_data": data}
+
+    def _answer_buttons(self, token: str, locale: str) -> list[list[dict[str, str]]]:
+        return [
+            [
+                self._button(locale, "answer_yes", f"{RSVP_PREFIX}{token}:y"),
+                self._button(locale, "answer_maybe", f"{RSVP_PREFIX}{token}:m"),
+                self._button(locale, "answer_no", f"{RSVP_PREFIX}{token}:n"),
+            ]
+        ]
+
+    def invitation(self, panel: Panel, token: str, locale: str) -> Payload:
+        text = self.text(locale, "invitation", **self._panel_params(panel, locale))
+        return {"text": text, "buttons": self._answer_buttons(token, locale)}
+
+    def answer(
+        self, panel: Panel, invitation: Invitation, locale: str, position: int | None = None
+    ) -> Payload:
+        """What a person sees after answering, with the buttons that fit their answer: the
+        support needs on offer (ticked when chosen), and a way to cancel or change."""
+        params = self._panel_params(panel, locale)
+        token = invitation.token
+        if invitation.answer == "yes":
+            text = self.text(locale, "place_held", ticket=invitation.ticket or "", **params)
+        elif invitation.answer == "maybe":
+            text = self.text(locale, "maybe_noted", **params)
+        elif invitation.answer == "waiting" and position is not None:
+            text = self.text(locale, "waiting_list", position=str(position), **params)
+        elif invitation.answer == "waiting":
+            text = self.text(locale, "still_waiting", **params)
+        elif invitation.answer == "cancelled":
+            return {"text": self.text(locale, "place_cancelled")}
+        else:
+            return {"text": self.text(locale, "no_noted")}
+        buttons: list[list[dict[str, str]]] = []
+        if panel.support_offered:
+            text += "\n\n" + self.text(locale, "support_question")
+            for need in (n for n in SUPPORT_NEEDS if n in panel.support_offered):
+                tick = "✓ " if need in invitation.support_needs else ""
+                label = tick + self.text(locale, f"need_{need}")
+                buttons.append([{"text": label, "callback_data": f"{RSVP_PREFIX}{token}:s:{need}"}])
+            buttons.append([self._button(locale, "done_button", f"{RSVP_PREFIX}{token}:d")])
+        if invitation.answer == "maybe":
+            buttons.append(self._answer_buttons(token, locale)[0][::2])  # Yes, No
+        else:
+            buttons.append([self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")])
+        return {"text": text, "buttons": buttons}
+
+    def place_freed(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
+        text = self.text(
+            locale,
+            "place_freed",
+            ticket=invitation.ticket or "",
+            **self._panel_params(panel, locale),
+        )
+        cancel = self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{invitation.token}:c")
+        return {"text": text, "buttons": [[cancel]]}
+
+    def reminder(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
+        params = self._panel_params(panel, locale)
+        if invitation.answer == "yes":
+            text = self.text(locale, "reminder_place", ticket=invitation.ticket or "", **params)
+            data = f"{RSVP_PREFIX}{invitation.token}:c"
+            return {"text": text, "buttons": [[self._button(locale, "cancel_place_button", data)]]}
+        text = self.text(locale, "reminder_maybe", **params)
+        return {"text": text, "buttons": self._answer_buttons(invitation.token, locale)}
+
+    def moved(self, panel: Panel, token: str, locale: str) -> Payload:
+        text = self.text(locale, "panel_moved", **self._panel_params(panel, locale))
+        cancel = self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")
+        return {"text": text, "buttons": [[cancel]]}
+
+    def called_off(self, panel: Panel, locale: str) -> Payload:
+        return {"text": self.text(locale, "panel_called_off", **self._panel_params(panel, locale))}
+
+    def relayed(self, panel: Panel, token: str, message: str, locale: str) -> Payload:
+        """The organiser's words, passed on, with a button to answer through the bot."""
+        text = self.text(locale, "message_from_organiser", title=panel.title, message=message)
+        reply = self._button(locale, "reply_button", f"{RSVP_PREFIX}{token}:r")
+        return {"text": text, "buttons": [[reply]]}
+
+    def reply_to_organiser(
+        self, panel: Panel, invitation: Invitation, message: str, locale: str
+    ) -> Payload:
+        """A person's words, passed to the organiser: their ticket (or their answer) stands
+        in for who they are."""
+        if invitation.ticket:
+            text = self.text(
+                locale, "reply_received", title=panel.title, who=invitation.ticket, message=message
+            )
+        else:
+            who = (
+                self.text(locale, f"answer_{invitation.answer}")
+                if invitation.answer
+                in (
+                    "yes",
+                    "maybe",
+                    "no",
+                )
+                else invitation.answer
+            )
+            text = self.text(
+                locale, "reply_received_no_ticket", title=panel.title, who=who, message=message
+            )
+        answer = self._button(locale, "answer_button", f"{ANSWER_PREFIX}{invitation.token}")
+        return {"text": text, "buttons": [[answer]]}
+
+    def summary(self, summary: PanelSummary, locale: str) -> Payload:
+        """One upcoming panel for staff: answers so far, help asked for, and what they can do."""
+        panel = summary.panel
+        requested = [
+            f"{self.text(locale, f'need_{need}')} {self.number(count, locale)}"
+            for need, count in sorted(summary.support_requested.items())
+            if count and need in SUPPORT_NEEDS
+        ]
+        text = self.text(
+            locale,
+            "panel_summary",
+            title=panel.title,
+            when=self.when(panel.starts_at, locale),
+            place=self.place(panel.place, locale),
+            region=self.region(panel.region, locale),
+            yes=self.number(summary.yes, locale),
+            capacity=self.number(panel.capacity, locale),
+            maybe=self.number(summary.maybe, locale),
+            waiting=self.number(summary.waiting, locale),
+            no=self.number(summary.no, locale),
+            invited=self.number(summary.invited, locale),
+            support=", ".join(requested) or self.text(locale, "no_help_offered"),
+        )
+        data = f"{MANAGE_PREFIX}{panel.id}:"
+        buttons = [
+            [self._button(locale, "panel_message_button", data + "m")],
+            [
+                self._button(locale, "panel_move_button", data + "r"),
+                self._button(locale, "panel_cancel_button", data + "x"),
+            ],
+            [self._button(locale, "panel_tickets_button", data + "t")],
+        ]
+        return {"text": text, "buttons": buttons}

@@ -1,0 +1,157 @@
+"""Dialogues that remember values (forms): typed answers, toggles, Submit, roles, Begin."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.dialogue_files import load_dialogues
+from state_machines.definition import Submit
+from state_machines.engine import Engine, EngineError
+from state_machines.events import Apply, Begin, CommandSent, Say, TextSent
+from state_machines.loader import DialogueError, parse_dialogue
+from state_machines.session import Session
+from tests.conftest import DIALOGUES_DIR
+from tests.test_engine import Conversation
+
+FORM = """
+schema_version: 1
+id: form
+start: title
+states:
+  title:
+    say: What is it called?
+    text: {max_length: 20, save_as: title, to: seats}
+  seats:
+    say: How many seats?
+    text: {max_length: 6, kind: number, save_as: seats, to: help}
+  help:
+    say: "Help offered: {help}"
+    buttons:
+      - {id: travel, label: Travel, effects: [{toggle: {name: help, value: travel}}]}
+      - {id: care, label: Childcare, effects: [{toggle: {name: help, value: childcare}}]}
+      - {id: done, label: Done, to: preview}
+  preview:
+    say: "{title}, {seats} seats. Send it?"
+    buttons:
+      - {id: send, label: Send, to: sent, effects: [{submit: make_it}]}
+      - {id: online, label: Online, to: preview, effects: [{set: {name: place, value: online}}]}
+      - {id: stop, label: Stop, to: stopped}
+  sent:
+    end: true
+  stopped:
+    say: Nothing was sent.
+    end: true
+"""
+
+# Commands that work everywhere live in the common file: add one that needs a role.
+STAFF_COMMAND = "commands:\n  form:\n    start: form\n    requires: staff\n"
+COMMON = (DIALOGUES_DIR / "common.yaml").read_text("utf-8").replace("commands:\n", STAFF_COMMAND)
+
+
+@pytest.fixture()
+def engine() -> Engine:
+    return Engine(
+        {
+            **load_dialogues(DIALOGUES_DIR),
+            "form": parse_dialogue(FORM, "form.yaml"),
+            "common": parse_dialogue(COMMON, "common.yaml"),
+        },
+        parsers={"datetime": lambda text: None},
+    )
+
+
+def staff_conversation(engine: Engine) -> Conversation:
+    conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
+    conversation.send(Begin("form"))
+    return conversation
+
+
+def test_a_form_remembers_typed_values_and_submits_them(engine: Engine) -> None:
+    conversation = staff_conversation(engine)
+    assert conversation.send(TextSent("  Spring panel ")) == ["How many seats?"]
+    assert conversation.send(TextSent("twelve"))[0].endswith("How many seats?")
+    conversation.send(TextSent("1,200"))
+    conversation.tap("Travel")
+    conversation.tap("Childcare")
+    conversation.tap("Travel")
+    assert conversation.last[-1].values["help"] == "childcare"
+    conversation.tap("Done")
+    preview = conversation.last[-1]
+    assert preview.values == {"title": "Spring panel", "seats": "1200", "help": "childcare"}
+    step = engine.step(conversation.session, conversation_button(conversation, "Send"))
+    (apply,) = [e for e in step.effects if isinstance(e, Apply)]
+    assert apply.effect == Submit("make_it")
+    assert dict(apply.values) == {"title": "Spring panel", "seats": "1200", "help": "childcare"}
+    assert not [e for e in step.effects if isinstance(e, Say)]  # the application answers
+    assert step.session.place is None and not step.session.values  # forgotten at the end
+
+
+def conversation_button(conversation: Conversation, label: str) -> object:
+    from state_machines.events import ButtonPressed
+
+    for say in reversed(conversation.last):
+        for button in say.buttons:
+            if button.label == label:
+                return ButtonPressed(button.token)
+    raise AssertionError(label)
+
+
+def test_a_bad_number_is_asked_again_with_a_reason(engine: Engine) -> None:
+    conversation = staff_conversation(engine)
+    conversation.send(TextSent("Panel"))
+    for bad in ("0", "-3", "many", "100001"):
+        step = engine.step(conversation.session, TextSent(bad))
+        (say,) = [e for e in step.effects if isinstance(e, Say)]
+        assert say.lead == engine.message("invalid_number") and say.text == "How many seats?"
+
+
+def test_a_role_command_is_not_available_without_the_role(engine: Engine) -> None:
+    participant = Conversation(engine, Session(completed=frozenset({"onboarding"})))
+    assert participant.send(CommandSent("form")) == [engine.message("not_available")]
+    assert participant.session.place is None
+    staff = Conversation(engine, Session(completed=frozenset({"onboarding"})))
+    assert staff.send(CommandSent("form", roles=frozenset({"staff"}))) == ["What is it called?"]
+
+
+def test_values_survive_a_sub_dialogue_and_a_restart_of_the_process(engine: Engine) -> None:
+    conversation = staff_conversation(engine)
+    conversation.send(TextSent("Panel"))
+    stored = conversation.session.to_json()
+    assert Session.from_json(stored) == conversation.session
+    assert Session.from_json(stored).values_of("form") == {"title": "Panel"}
+
+
+def test_begin_starts_afresh_with_preset_values(engine: Engine) -> None:
+    conversation = staff_conversation(engine)
+    conversation.send(TextSent("First"))
+    conversation.send(Begin("form", {"title": "Preset"}))
+    assert conversation.session.values_of("form") == {"title": "Preset"}
+    assert conversation.session.resume == ()  # not stacked on itself
+    (say,) = engine.step(conversation.session, Begin("no_such")).effects
+    assert isinstance(say, Say) and say.lead == engine.message("old_button")
+
+
+def test_a_kind_without_a_parser_stops_start_up() -> None:
+    broken = FORM.replace("kind: number", "kind: datetime")
+    dialogues = {**load_dialogues(DIALOGUES_DIR), "form": parse_dialogue(broken, "form.yaml")}
+    with pytest.raises(EngineError, match="no parser for answers of kind 'datetime'"):
+        Engine(dialogues)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("kind: number", "kind: colour"),
+        ("{submit: make_it}", "{submit: Make It}"),
+        ("{toggle: {name: help, value: travel}}", "{toggle: {name: help}}"),
+    ],
+)
+def test_bad_form_definitions_name_the_line(change: str, problem: str) -> None:
+    with pytest.raises(DialogueError) as error:
+        parse_dialogue(FORM.replace(change, problem), "form.yaml")
+    assert "form.yaml:" in str(error.value)
+
+
+def test_an_unknown_role_is_refused() -> None:
+    with pytest.raises(DialogueError, match="requires must be one of"):
+        parse_dialogue(COMMON.replace("requires: staff", "requires: boss"), "c.yaml")

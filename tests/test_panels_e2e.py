@@ -1,0 +1,304 @@
+"""Panels end to end: a staff member creates one in Telegram, people answer, the waiting
+list moves, the date changes, messages are relayed, reminders go out across a restart.
+
+The real bot (python-telegram-bot, storage, sender, scheduler) talks HTTP to the local Bot
+API server; time is a manual clock moved by the test. Everyone here is invented."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.local_api import FakePerson, LocalBotApi, SentMessage
+from bot.runtime import Runtime
+from storage.clock import ManualClock
+from storage.people import ConsentLedger, People
+from storage.staff import StaffRoles
+from tests.harness import Chat, Records, eventually, running_bot
+
+START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+DAY = 86_400
+
+ORGANISER = FakePerson(user_id=710000001, first_name="Orla", language_code="en")
+WALES_STAFF = FakePerson(user_id=710000002, first_name="Wyn", language_code="en")
+AMARA = FakePerson(user_id=710000011, first_name="Amara", language_code="en")
+BILAL = FakePerson(user_id=710000012, first_name="Bilal", language_code="en")
+CARYS = FakePerson(user_id=710000013, first_name="Carys", language_code="cy")
+DEV = FakePerson(user_id=710000014, first_name="Dev", language_code="en")
+ELLIS = FakePerson(user_id=710000015, first_name="Ellis", language_code="en")
+COHORT = [AMARA, BILAL, CARYS, DEV, ELLIS]
+
+
+async def set_up_people(api: LocalBotApi, runtime: Runtime) -> None:
+    """Orla is London staff, Wyn is Wales staff; five people in London said yes to panels
+    (Carys reads Welsh). As onboarding and `roles grant` would leave them."""
+    now = runtime.clock.now_ms()
+    pseudonym = runtime.service.pseudonym_of
+    for person in COHORT:
+        api.add_chat(person)  # they have talked to the bot before
+    async with runtime.db.transaction() as conn:
+        for person in COHORT:
+            who = pseudonym(person.user_id)
+            locale = "cy" if person is CARYS else "en"
+            await People(conn).touch(who, person.chat_id, locale, now)
+            await People(conn).set_region(who, "london", now)
+            await ConsentLedger(conn).record(who, "panel_invitations", True, "v1", now)
+        roles = StaffRoles(conn)
+        await roles.grant(pseudonym(ORGANISER.user_id), "staff", "london", False, "cli", now)
+        await roles.grant(pseudonym(WALES_STAFF.user_id), "staff", "wales", False, "cli", now)
+
+
+async def create_panel(staff: Chat, capacity: str = "2") -> SentMessage:
+    """/panel_new through to the preview; returns the preview."""
+    assert "What is it called" in (await staff.say("/panel_new")).text
+    assert "When is it" in (await staff.say("Housing panel")).text
+    assert "cannot read that date" in (await staff.say("next week sometime")).text
+    assert "Where is it" in (await staff.say("3/12/2026 14:00")).text
+    assert "How many places" in (await staff.say("Town hall, Bute Street")).text
+    assert "Which area" in (await staff.say(capacity)).text
+    assert "What help" in (await staff.tap("London")).text
+    await staff.tap("Travel costs")
+    await staff.tap("Childcare")
+    chosen = await staff.tap("Done")
+    return chosen
+
+
+async def tap_and_wait_edit(chat: Chat, label: str) -> SentMessage:
+    """Tap a button whose answer edits the same message; return it once edited."""
+    message, data = chat.find_button(label)
+    before = (message.text, message.reply_markup)
+    chat.api.press_button(chat.person, message.message_id, data)
+    await eventually(lambda: (message.text, message.reply_markup) != before)
+    return message
+
+
+def texts(chat: Chat) -> list[str]:
+    return [m.text or "" for m in chat.messages]
+
+
+async def test_a_panel_from_creation_to_waiting_list_promotion(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        preview = await create_panel(staff)
+        assert "Housing panel" in preview.text
+        assert "Thursday 3 December 2026, 14:00" in preview.text  # Europe/London, by Babel
+        assert "Travel costs, Childcare" in preview.text
+        created = await staff.tap("Send the invite")
+        assert "going to 5 people" in created.text
+
+        chats = {p.user_id: Chat(api, p) for p in COHORT}
+        for chat in chats.values():
+            await chat.expect(1)
+        assert "You are invited to a panel: Housing panel" in chats[AMARA.user_id].messages[0].text
+        welsh = chats[CARYS.user_id].messages[0].text or ""
+        assert "Rhagfyr" in welsh and "You are invited" not in welsh  # her language
+
+        amara, bilal, dev, ellis = (chats[p.user_id] for p in (AMARA, BILAL, DEV, ELLIS))
+        held = await amara.tap("Yes, I can come")
+        clock.advance(60)  # people answer one after another: the queue keeps that order
+        assert "You have a place" in held.text
+        ticket_a = held.text.split("Your ticket is ")[1][:7]
+        assert len(ticket_a) == 7 and ticket_a[3] == "-"
+        assert "You have a place" in (await bilal.tap("Yes, I can come")).text
+        assert "number 1 on the waiting list" in (await dev.tap("Yes, I can come")).text
+        clock.advance(60)
+        assert "number 2 on the waiting list" in (await ellis.tap("Yes, I can come")).text
+
+        # Support needs: ticked in place on the same message, then saved.
+        ticked = await tap_and_wait_edit(bilal, "Travel costs")
+        assert "✓ Travel costs" in str(ticked.reply_markup)
+        assert "Travel costs" in (await bilal.tap("Done")).text
+
+        # Amara gives her place back: Dev (first waiting) gets it, and a ticket; Ellis waits.
+        assert "Your place is cancelled" in (await amara.tap("Cancel my place")).text
+        freed = await dev.expect(3)
+        assert "A place came up" in freed.text and "Your ticket is" in freed.text
+        assert ticket_a not in freed.text
+        records = Records(runtime.settings)
+        answers = dict(
+            records.query("SELECT pseudonym, answer FROM panel_invitations ORDER BY id")  # type: ignore[arg-type]
+        )
+        assert sorted(answers.values()) == ["cancelled", "invited", "waiting", "yes", "yes"]
+
+        # /panels shows the counts and the help asked for, with no names.
+        summary = await staff.say("/panels")
+        assert "Yes: 2 of 2 places" in summary.text and "Waiting list: 1" in summary.text
+        assert "Travel costs 1" in summary.text
+        tickets = await staff.tap("Tickets")
+        assert "2 people have a place" in tickets.text and ticket_a not in tickets.text
+
+        # Bilal sends /stop: his place goes to Ellis, the next in the queue, and his
+        # support needs are forgotten.
+        await bilal.say("/stop")
+        assert "A place came up" in (await ellis.expect(3)).text
+        bilal_row = records.query(
+            "SELECT answer, support_needs FROM panel_invitations WHERE pseudonym = ?",
+            records.pseudonym(BILAL),
+        )
+        assert bilal_row == [("cancelled", None)]
+
+
+async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff, capacity="10")
+        await staff.tap("Send the invite")
+        chats = {p.user_id: Chat(api, p) for p in COHORT}
+        for chat in chats.values():
+            await chat.expect(1)
+        amara, bilal, carys, dev = (chats[p.user_id] for p in (AMARA, BILAL, CARYS, DEV))
+        await amara.tap("Yes, I can come")
+        await bilal.tap("Maybe")
+        await carys.tap(carys_yes(carys))
+        await dev.tap("No, I can't come")
+
+        await staff.say("/panels")
+        assert "new date" in (await staff.tap("Change the date")).text
+        confirm = await staff.say("10/12/2026 18:30")
+        assert "Thursday 10 December 2026, 18:30" in confirm.text
+        assert "tell 3 people" in (await staff.tap("Yes, move it")).text
+        for chat in (amara, bilal):
+            moved = await chat.expect(3)  # the invitation, their answer, the move
+            assert "has moved" in moved.text and "10 December 2026, 18:30" in moved.text
+        moved_cy = await carys.expect(3)
+        assert "Rhagfyr" in moved_cy.text and "has moved" not in moved_cy.text
+        assert len(dev.messages) == 2  # said no: not told
+
+        await staff.say("/panels")
+        await staff.tap("Cancel the panel")
+        assert "tell 3 people" in (await staff.tap("Yes, cancel it")).text
+        called_off = await amara.expect(4)
+        assert "is cancelled" in called_off.text
+        # After the cancellation, answers are refused kindly and nothing changes.
+        assert "cannot answer this any more" in (await dev.tap("Yes, I can come")).text
+        records = Records(runtime.settings)
+        assert records.query(
+            "SELECT COUNT(*) FROM panel_invitations WHERE support_needs IS NOT NULL"
+        ) == [(0,)]
+
+
+def carys_yes(chat: Chat) -> str:
+    """The Welsh label of the Yes button on Carys's invitation."""
+    buttons = chat.messages[0].reply_markup or {}
+    return str(buttons["inline_keyboard"][0][0]["text"])
+
+
+async def test_the_reminder_goes_out_a_day_before_even_across_a_restart(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff, capacity="10")
+        await staff.tap("Send the invite")
+        amara, bilal, dev, ellis = (Chat(api, p) for p in (AMARA, BILAL, DEV, ELLIS))
+        for chat in (amara, bilal, dev, ellis):
+            await chat.expect(1)
+        await amara.tap("Yes, I can come")
+        await bilal.tap("Maybe")
+        await dev.tap("Yes, I can come")
+        await dev.tap("Cancel my place")
+        await ellis.tap("No, I can't come")
+    sent_before = {c.person.user_id: len(c.messages) for c in (amara, bilal, dev, ellis)}
+
+    # The bot was down; it comes back 23 hours before the panel (the reminder is due).
+    clock.set(datetime(2026, 12, 2, 15, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        reminder = await amara.expect(sent_before[AMARA.user_id] + 1)
+        assert "A reminder: Housing panel is tomorrow" in reminder.text
+        assert "Your ticket is" in reminder.text
+        maybe = await bilal.expect(sent_before[BILAL.user_id] + 1)
+        assert "Can you come?" in maybe.text
+        await runtime.scheduler.run_due()
+        assert len(dev.messages) == sent_before[DEV.user_id]  # cancelled: no reminder
+        assert len(ellis.messages) == sent_before[ELLIS.user_id]  # said no
+        # Once over, the support needs are erased.
+        clock.set(datetime(2026, 12, 4, 9, 0, tzinfo=UTC))
+        await runtime.scheduler.run_due()
+        records = Records(runtime.settings)
+        assert records.query("SELECT status FROM panels") == [("over",)]
+    # Run again: the reminder is not sent twice.
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await runtime.scheduler.run_due()
+        assert len(amara.messages) == sent_before[AMARA.user_id] + 1
+
+
+async def test_messages_are_relayed_both_ways_without_ids(api: LocalBotApi, tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        await staff.tap("Send the invite")
+        amara = Chat(api, AMARA)
+        await amara.expect(1)
+        held = await amara.tap("Yes, I can come")
+        ticket = held.text.split("Your ticket is ")[1][:7]
+
+        await staff.say("/panels")
+        await staff.tap("Write to them all")
+        await staff.say("The minibus leaves the office at 13:15.")
+        assert "Sent to 1 people" in (await staff.tap("Send it")).text
+        relayed = await amara.expect(3)  # after the invitation and her place
+        assert "The minibus leaves the office at 13:15." in relayed.text
+
+        assert "Write your message" in (await amara.tap("Reply")).text
+        staff_had = len(staff.messages)
+        await amara.say("I will bring my daughter, is that OK?")
+        reply = await staff.expect(staff_had + 1)
+        assert f"Ticket {ticket} says this about Housing panel" in reply.text
+        assert str(AMARA.user_id) not in str(reply.reply_markup) + reply.text
+        await staff.tap("Answer")
+        await staff.say("Yes, there is a creche.")
+        answer = await amara.expect(6)
+        assert "Yes, there is a creche." in answer.text
+        assert str(ORGANISER.user_id) not in str(answer.reply_markup) + answer.text
+
+
+async def test_nothing_privileged_without_the_role_and_region(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        amara = Chat(api, AMARA)
+        assert "not available" in (await amara.say("/panel_new")).text
+        assert "not available" in (await amara.say("/panels")).text
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        await staff.tap("Send the invite")
+        await amara.expect(3)
+        panel_id = Records(runtime.settings).query("SELECT id FROM panels")[0][0]
+
+        # Wales staff, with forged buttons for a London panel: refused, nothing changes.
+        wyn = Chat(api, WALES_STAFF)
+        assert "no panels coming up" in (await wyn.say("/panels")).text  # not London's
+        own = wyn.messages[-1].message_id
+        for action in ("x", "r", "m", "t"):
+            before = len(wyn.messages)
+            api.press_button(WALES_STAFF, own, f"pm:{panel_id}:{action}")
+            assert "not available" in (await wyn.expect(before + 1)).text
+        # A participant pressing someone else's invitation button.
+        bilal_token = Records(runtime.settings).query(
+            "SELECT token FROM panel_invitations WHERE pseudonym = ?",
+            runtime.service.pseudonym_of(BILAL.user_id),
+        )[0][0]
+        before = len(amara.messages)
+        api.press_button(AMARA, amara.messages[0].message_id, f"pr:{bilal_token}:y")
+        assert "not available" in (await amara.expect(before + 1)).text
+        records = Records(runtime.settings)
+        assert records.query("SELECT status FROM panels") == [("open",)]
+        assert records.query(
+            "SELECT COUNT(*) FROM panel_invitations WHERE answer != 'invited'"
+        ) == [(0,)]
+        actions = {a for (a,) in records.query("SELECT action FROM audit_log")}
+        assert {"panel.created", "broadcast.started"} <= actions
