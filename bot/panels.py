@@ -1,17 +1,17 @@
-"""Panels: staff create them in Telegram and invite a region; people answer, wait, cancel.
+"""Staff's side of panels: create one in Telegram and invite a region, list what is
+coming up, move or cancel a panel, write to the people coming; and the scheduled reminder
+and erasure of support needs. (People's answers are in bot.rsvp.)
 
-Every change and the messages it causes are one transaction: an answer, the waiting-list
-promotion it triggers and both people's messages are stored together or not at all. Staff
-actions are allowed only to staff of the panel's region (or admins), checked again at the
-moment of the change however the request arrived (forged button data included), and each
-is written to the audit log without message bodies.
+Every change and the messages it causes are one transaction. Staff actions are allowed
+only to staff of the panel's region (or admins), checked again at the moment of the change
+however the request arrived (forged button data included), and each is written to the
+audit log without message bodies.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiosqlite
@@ -19,14 +19,15 @@ import aiosqlite
 from bot.access import access_of
 from bot.broadcasts import BroadcastService
 from bot.conversation import Actor, ConversationService, Sender
+from bot.panel_desk import PanelDesk
 from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
 from state_machines.engine import Engine
 from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
-from storage.panels import ANSWERS, Invitation, Panel, Panels, RsvpOutcome
-from storage.people import People, reachable_with_consent
-from storage.queues import PRIORITY_REPLY, Inbox, Job, Outbox, Schedules
+from storage.panels import Panel, Panels
+from storage.people import reachable_with_consent
+from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,10 @@ OVER_AFTER_MS = 12 * _HOUR_MS
 # People told when a panel moves or is called off, and who get the organiser's messages.
 _COMING = ("yes", "maybe", "waiting")
 _LISTED_AT_MOST = 20
-_CHOICES = {"y": "yes", "m": "maybe", "n": "no", "c": "cancel"}
 
 
-class PanelService:
-    """Panel creation and changes (staff), answers and relayed messages (everyone)."""
+class PanelService(PanelDesk):
+    """Panel creation and changes, for staff of the panel's region."""
 
     def __init__(
         self,
@@ -56,23 +56,16 @@ class PanelService:
         broadcasts: BroadcastService,
         on_queued: Callable[[], None],
     ) -> None:
-        self._db = db
-        self._clock = clock
-        self._engine = engine
-        self._texts = texts
-        self._conversations = conversations
+        super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._broadcasts = broadcasts
-        self._on_queued = on_queued
         for action, handler in {
             "create_panel": self.create_panel,
             "move_panel": self.move_panel,
             "cancel_panel": self.cancel_panel,
             "message_attendees": self.message_attendees,
-            "relay_reply": self.relay_reply,
         }.items():
             conversations.register_submit(action, handler)
         conversations.set_value_formatter(texts.form_values)
-        conversations.on_withdrawal(self.on_withdrawn)
 
     # --- submits from the staff dialogues (inside the update's transaction) -------------
     async def create_panel(
@@ -199,91 +192,7 @@ class PanelService:
             count=self._texts.number(len(messages), actor.locale),
         )
 
-    async def relay_reply(
-        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
-    ) -> None:
-        """Pass on a reply: from an invited person to the organiser ("to": "organiser"),
-        or from staff to one invited person ("to": "person"). Neither sees the other's
-        Telegram account; the organiser sees the ticket or the answer instead of a name."""
-        panels = Panels(conn)
-        invitation = await panels.invitation(values.get("invitation", ""))
-        panel = await panels.get(invitation.panel_id) if invitation else None
-        if invitation is None or panel is None:
-            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-            return
-        message = values.get("message", "")
-        if values.get("to") == "person":
-            if not (await access_of(conn, actor.pseudonym)).is_staff_in(panel.region):
-                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-                return
-            attendee = next(
-                (
-                    a
-                    for a in await panels.attendees(panel.id, ANSWERS)
-                    if a.token == invitation.token
-                ),
-                None,
-            )
-            target = None if attendee is None else (attendee.chat_id, attendee.locale)
-            payload = (
-                None
-                if attendee is None
-                else self._texts.relayed(panel, invitation.token, message, attendee.locale)
-            )
-            await self._audit(conn, actor, "panel.answer_sent", panel, now)
-        else:
-            if invitation.pseudonym != actor.pseudonym:
-                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-                return
-            organiser = await People(conn).get(panel.organiser)
-            target = (
-                (organiser.chat_id, organiser.locale)
-                if organiser is not None and organiser.reachable
-                else None
-            )
-            payload = (
-                None
-                if target is None
-                else self._texts.reply_to_organiser(panel, invitation, message, target[1])
-            )
-        if target is None or payload is None:
-            await self._tell(conn, actor, "message_not_passed_on", now)
-            return
-        await Outbox(conn).enqueue(target[0], PRIORITY_REPLY, "message", payload, now)
-        await self._tell(conn, actor, "message_passed_on", now)
-
     # --- button taps and /panels ----------------------------------------------------
-    async def on_answer(
-        self, update_id: int, sender: Sender, token: str, action: str, message_id: int | None
-    ) -> None:
-        """A person tapped a button on an invitation or an answer: Yes, Maybe, No, Cancel
-        my place, a support need, Done, or Reply."""
-        if action == "r":
-            await self._begin_reply(update_id, sender, token)
-            return
-        pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
-                return
-            conn, now = handling
-            locale = await self._locale(conn, pseudonym)
-            actor = Actor(pseudonym, sender.chat_id, locale)
-            panels = Panels(conn)
-            invitation = await panels.invitation(token)
-            panel = await panels.get(invitation.panel_id) if invitation else None
-            if invitation is None or panel is None or invitation.pseudonym != pseudonym:
-                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-                return
-            if action in _CHOICES:
-                outcome = await panels.respond(token, _CHOICES[action], now)
-                await self._answered(conn, actor, panel, outcome, now)
-            elif action.startswith("s:"):
-                await self._toggle_need(conn, actor, panel, invitation, action[2:], message_id, now)
-            elif action == "d":
-                key = "support_saved" if invitation.support_needs else "support_none_saved"
-                needs = self._texts.needs(invitation.support_needs, locale)
-                await self._tell(conn, actor, key, now, needs=needs)
-
     async def on_manage(self, update_id: int, sender: Sender, panel_id: int, action: str) -> None:
         """A staff member tapped a button under a panel in /panels."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
@@ -397,109 +306,6 @@ class PanelService:
         )
 
     # --- helpers -------------------------------------------------------------------------
-    @asynccontextmanager
-    async def _handling(
-        self, update_id: int
-    ) -> AsyncIterator[tuple[aiosqlite.Connection, int] | None]:
-        """One update's transaction, marked handled at the end, waking the sender after the
-        commit; None when the update was handled already (a redelivery: do nothing)."""
-        now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
-            if await Inbox(conn).status(update_id) != "pending":
-                yield None
-                return
-            yield conn, now
-            await Inbox(conn).mark_handled(update_id, now)
-        self._on_queued()
-
-    async def _answered(
-        self, conn: aiosqlite.Connection, actor: Actor, panel: Panel, outcome: RsvpOutcome, now: int
-    ) -> None:
-        if outcome.closed:
-            await self._tell(conn, actor, "panel_closed", now)
-            return
-        payload = self._texts.answer(
-            panel, outcome.invitation, actor.locale, outcome.waiting_position
-        )
-        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
-        await self._tell_promoted(conn, panel, outcome, now)
-
-    async def _tell_promoted(
-        self, conn: aiosqlite.Connection, panel: Panel, outcome: RsvpOutcome, now: int
-    ) -> None:
-        """Whoever got the place that was given back hears so, with their ticket."""
-        promoted = outcome.promoted
-        if promoted is None:
-            return
-        person = await People(conn).get(promoted.pseudonym)
-        if person is not None and person.reachable:
-            freed = self._texts.place_freed(panel, promoted, person.locale)
-            await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", freed, now)
-
-    async def on_withdrawn(
-        self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int
-    ) -> None:
-        """Someone said no more panel invitations (or /stop): give back their places and
-        waiting-list spots, so the next person gets them, and forget their support needs."""
-        if "panel_invitations" not in purposes:
-            return
-        panels = Panels(conn)
-        for invitation in await panels.active_invitations(pseudonym, now):
-            outcome = await panels.respond(invitation.token, "cancel", now)
-            panel = await panels.get(invitation.panel_id)
-            if panel is not None:
-                await self._tell_promoted(conn, panel, outcome, now)
-
-    async def _toggle_need(
-        self,
-        conn: aiosqlite.Connection,
-        actor: Actor,
-        panel: Panel,
-        invitation: Invitation,
-        need: str,
-        message_id: int | None,
-        now: int,
-    ) -> None:
-        """Tick or untick a support need, and show it ticked on the same message."""
-        if need not in panel.support_offered:
-            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-            return
-        needs = set(invitation.support_needs) ^ {need}
-        panels = Panels(conn)
-        if not await panels.set_support_needs(invitation.token, sorted(needs)):
-            await self._tell(conn, actor, "panel_closed", now)
-            return
-        updated = await panels.invitation(invitation.token)
-        assert updated is not None
-        payload = self._texts.answer(panel, updated, actor.locale)
-        if message_id is None:
-            await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
-        else:
-            payload["message_id"] = message_id
-            await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "edit", payload, now)
-
-    async def _begin_reply(self, update_id: int, sender: Sender, token: str) -> None:
-        pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._db.read() as conn:
-            invitation = await Panels(conn).invitation(token)
-            panel = await Panels(conn).get(invitation.panel_id) if invitation else None
-        if invitation is None or panel is None or invitation.pseudonym != pseudonym:
-            await self._refuse(update_id, sender, pseudonym)
-            return
-        values = {"invitation": token, "title": panel.title, "to": "organiser"}
-        await self._conversations.handle_event(update_id, sender, Begin("panel_reply", values))
-
-    async def _refuse(self, update_id: int, sender: Sender, pseudonym: str) -> None:
-        """Not this person's to do (e.g. forged button data): say so, change nothing."""
-        async with self._handling(update_id) as handling:
-            if handling is None:
-                return
-            conn, now = handling
-            locale = await self._locale(conn, pseudonym)
-            actor = Actor(pseudonym, sender.chat_id, locale)
-            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-        log.info("refused a panel action for person %s", pseudonym[:12])
-
     async def _panel_for_staff(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> Panel | None:
@@ -542,36 +348,3 @@ class PanelService:
         await schedules.add(
             OVER_JOB, f"{OVER_JOB}:{panel.id}:{panel.starts_at}", over_at, payload, now
         )
-
-    async def _tell(
-        self,
-        conn: aiosqlite.Connection,
-        actor: Actor,
-        key_or_text: str,
-        now: int,
-        is_text: bool = False,
-        **params: str,
-    ) -> None:
-        """Send the person one panel message (by key) or an already chosen common text."""
-        if is_text:
-            text = self._texts.common(actor.locale, key_or_text)
-        else:
-            text = self._texts.text(actor.locale, key_or_text, **params)
-        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
-
-    async def _audit(
-        self,
-        conn: aiosqlite.Connection,
-        actor: Actor,
-        action: str,
-        panel: Panel,
-        now: int,
-        **details: str,
-    ) -> None:
-        await AuditLog(conn).record(
-            actor.pseudonym, action, f"panel:{panel.id}", {"region": panel.region, **details}, now
-        )
-
-    async def _locale(self, conn: aiosqlite.Connection, pseudonym: str) -> str:
-        person = await People(conn).get(pseudonym)
-        return person.locale if person else self._conversations.default_locale

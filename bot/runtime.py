@@ -23,6 +23,7 @@ from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
 from bot.rendering import Catalogs
+from bot.rsvp import RsvpService
 from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer, OutboxSender
@@ -108,12 +109,13 @@ async def build_runtime(
     scheduler.register(PROGRESS_JOB, broadcasts.on_progress_tick)
     texts = PanelTexts(engine, catalogs, settings.timezone)
     panels = PanelService(db, clock, engine, texts, service, broadcasts, wake_sender_and_scheduler)
+    rsvp = RsvpService(db, clock, engine, texts, service, wake_sender_and_scheduler)
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
     unhandled = service.unhandled_submits()
     if unhandled:
         raise RuntimeError(f"dialogue submits with no handler: {', '.join(unhandled)}")
-    TelegramAdapter(service, broadcasts, panels).install(application)
+    TelegramAdapter(service, broadcasts, panels, rsvp).install(application)
     runtime = Runtime(
         settings,
         db,

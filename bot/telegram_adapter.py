@@ -32,6 +32,7 @@ from bot.broadcasts import CANCEL_PREFIX, BroadcastService
 from bot.conversation import ConversationService, Sender, TappedMessage
 from bot.panel_texts import ANSWER_PREFIX, MANAGE_PREFIX, RSVP_PREFIX
 from bot.panels import PanelService
+from bot.rsvp import RsvpService
 from state_machines.events import (
     ButtonPressed,
     CommandSent,
@@ -107,11 +108,16 @@ class TelegramAdapter:
     """Registers the handlers on an Application and routes updates to the service."""
 
     def __init__(
-        self, service: ConversationService, broadcasts: BroadcastService, panels: PanelService
+        self,
+        service: ConversationService,
+        broadcasts: BroadcastService,
+        panels: PanelService,
+        rsvp: RsvpService,
     ) -> None:
         self._service = service
         self._broadcasts = broadcasts
         self._panels = panels
+        self._rsvp = rsvp
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         groups = filters.ChatType.GROUPS & filters.UpdateType.MESSAGES
@@ -200,7 +206,7 @@ class TelegramAdapter:
         data, update_id = query.data, update.update_id
         if match := _RSVP.match(data):
             message_id = query.message.message_id
-            await self._panels.on_answer(
+            await self._rsvp.on_answer(
                 update_id, sender, match["token"], match["action"], message_id
             )
         elif match := _MANAGE.match(data):

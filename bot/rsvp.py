@@ -1,0 +1,205 @@
+"""People's side of panels: Yes / Maybe / No, support needs, "Cancel my place", the
+waiting list moving up, and replies to the organiser passed on by the bot.
+
+An answer, the promotion it triggers and both people's messages are one transaction. The
+buttons carry the invitation's random token; a token that is not the tapping person's own
+(forged or forwarded) is refused and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import aiosqlite
+
+from bot.access import access_of
+from bot.conversation import Actor, ConversationService, Sender
+from bot.panel_desk import PanelDesk
+from bot.panel_texts import PanelTexts
+from state_machines.engine import Engine
+from state_machines.events import Begin
+from storage.clock import Clock
+from storage.database import Database
+from storage.panels import ANSWERS, Invitation, Panel, Panels, RsvpOutcome
+from storage.people import People
+from storage.queues import PRIORITY_REPLY, Outbox
+
+_CHOICES = {"y": "yes", "m": "maybe", "n": "no", "c": "cancel"}
+
+
+class RsvpService(PanelDesk):
+    """Answers to invitations, and messages between the people coming and the organiser."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        engine: Engine,
+        texts: PanelTexts,
+        conversations: ConversationService,
+        on_queued: Callable[[], None],
+    ) -> None:
+        super().__init__(db, clock, engine, texts, conversations, on_queued)
+        conversations.register_submit("relay_reply", self.relay_reply)
+        conversations.on_withdrawal(self.on_withdrawn)
+
+    async def on_answer(
+        self, update_id: int, sender: Sender, token: str, action: str, message_id: int | None
+    ) -> None:
+        """A person tapped a button on an invitation or an answer: Yes, Maybe, No, Cancel
+        my place, a support need, Done, or Reply."""
+        if action == "r":
+            await self._begin_reply(update_id, sender, token)
+            return
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            locale = await self._locale(conn, pseudonym)
+            actor = Actor(pseudonym, sender.chat_id, locale)
+            panels = Panels(conn)
+            invitation = await panels.invitation(token)
+            panel = await panels.get(invitation.panel_id) if invitation else None
+            if invitation is None or panel is None or invitation.pseudonym != pseudonym:
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            if action in _CHOICES:
+                outcome = await panels.respond(token, _CHOICES[action], now)
+                await self._answered(conn, actor, panel, outcome, now)
+            elif action.startswith("s:"):
+                await self._toggle_need(conn, actor, panel, invitation, action[2:], message_id, now)
+            elif action == "d":
+                key = "support_saved" if invitation.support_needs else "support_none_saved"
+                needs = self._texts.needs(invitation.support_needs, locale)
+                await self._tell(conn, actor, key, now, needs=needs)
+
+    async def relay_reply(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Pass on a reply: from an invited person to the organiser ("to": "organiser"),
+        or from staff to one invited person ("to": "person"). Neither sees the other's
+        Telegram account; the organiser sees the ticket or the answer instead of a name."""
+        panels = Panels(conn)
+        invitation = await panels.invitation(values.get("invitation", ""))
+        panel = await panels.get(invitation.panel_id) if invitation else None
+        if invitation is None or panel is None:
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        message = values.get("message", "")
+        if values.get("to") == "person":
+            if not (await access_of(conn, actor.pseudonym)).is_staff_in(panel.region):
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            attendee = next(
+                (
+                    a
+                    for a in await panels.attendees(panel.id, ANSWERS)
+                    if a.token == invitation.token
+                ),
+                None,
+            )
+            target = None if attendee is None else (attendee.chat_id, attendee.locale)
+            payload = (
+                None
+                if attendee is None
+                else self._texts.relayed(panel, invitation.token, message, attendee.locale)
+            )
+            await self._audit(conn, actor, "panel.answer_sent", panel, now)
+        else:
+            if invitation.pseudonym != actor.pseudonym:
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            organiser = await People(conn).get(panel.organiser)
+            target = (
+                (organiser.chat_id, organiser.locale)
+                if organiser is not None and organiser.reachable
+                else None
+            )
+            payload = (
+                None
+                if target is None
+                else self._texts.reply_to_organiser(panel, invitation, message, target[1])
+            )
+        if target is None or payload is None:
+            await self._tell(conn, actor, "message_not_passed_on", now)
+            return
+        await Outbox(conn).enqueue(target[0], PRIORITY_REPLY, "message", payload, now)
+        await self._tell(conn, actor, "message_passed_on", now)
+
+    async def on_withdrawn(
+        self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int
+    ) -> None:
+        """Someone said no more panel invitations (or /stop): give back their places and
+        waiting-list spots, so the next person gets them, and forget their support needs."""
+        if "panel_invitations" not in purposes:
+            return
+        panels = Panels(conn)
+        for invitation in await panels.active_invitations(pseudonym, now):
+            outcome = await panels.respond(invitation.token, "cancel", now)
+            panel = await panels.get(invitation.panel_id)
+            if panel is not None:
+                await self._tell_promoted(conn, panel, outcome, now)
+
+    async def _answered(
+        self, conn: aiosqlite.Connection, actor: Actor, panel: Panel, outcome: RsvpOutcome, now: int
+    ) -> None:
+        if outcome.closed:
+            await self._tell(conn, actor, "panel_closed", now)
+            return
+        payload = self._texts.answer(
+            panel, outcome.invitation, actor.locale, outcome.waiting_position
+        )
+        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
+        await self._tell_promoted(conn, panel, outcome, now)
+
+    async def _tell_promoted(
+        self, conn: aiosqlite.Connection, panel: Panel, outcome: RsvpOutcome, now: int
+    ) -> None:
+        """Whoever got the place that was given back hears so, with their ticket."""
+        promoted = outcome.promoted
+        if promoted is None:
+            return
+        person = await People(conn).get(promoted.pseudonym)
+        if person is not None and person.reachable:
+            freed = self._texts.place_freed(panel, promoted, person.locale)
+            await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", freed, now)
+
+    async def _toggle_need(
+        self,
+        conn: aiosqlite.Connection,
+        actor: Actor,
+        panel: Panel,
+        invitation: Invitation,
+        need: str,
+        message_id: int | None,
+        now: int,
+    ) -> None:
+        """Tick or untick a support need, and show it ticked on the same message."""
+        if need not in panel.support_offered:
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        needs = set(invitation.support_needs) ^ {need}
+        panels = Panels(conn)
+        if not await panels.set_support_needs(invitation.token, sorted(needs)):
+            await self._tell(conn, actor, "panel_closed", now)
+            return
+        updated = await panels.invitation(invitation.token)
+        assert updated is not None
+        payload = self._texts.answer(panel, updated, actor.locale)
+        if message_id is None:
+            await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
+        else:
+            payload["message_id"] = message_id
+            await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "edit", payload, now)
+
+    async def _begin_reply(self, update_id: int, sender: Sender, token: str) -> None:
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._db.read() as conn:
+            invitation = await Panels(conn).invitation(token)
+            panel = await Panels(conn).get(invitation.panel_id) if invitation else None
+        if invitation is None or panel is None or invitation.pseudonym != pseudonym:
+            await self._refuse(update_id, sender, pseudonym)
+            return
+        values = {"invitation": token, "title": panel.title, "to": "organiser"}
+        await self._conversations.handle_event(update_id, sender, Begin("panel_reply", values))
