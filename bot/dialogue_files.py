@@ -11,11 +11,16 @@ from state_machines.loader import DialogueError, Problem, parse_dialogue
 from storage.clock import Clock, SystemClock
 
 
+# Data that lives beside the dialogues but is not one: the theme taxonomy and the risk-phrase
+# lists (each read by its own module). Their labels are still extracted for translation.
+DATA_FILES = frozenset({"themes.yaml", "safeguarding.yaml"})
+
+
 def load_dialogues(directory: Path) -> dict[str, Dialogue]:
     """Every *.yaml dialogue in `directory`; raises DialogueError listing every problem."""
     dialogues: dict[str, Dialogue] = {}
     problems: list[Problem] = []
-    files = sorted(directory.glob("*.yaml"))
+    files = sorted(p for p in directory.glob("*.yaml") if p.name not in DATA_FILES)
     if not files:
         raise DialogueError([Problem(str(directory), 1, "(folder)", "no dialogue files found")])
     for path in files:

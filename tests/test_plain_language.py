@@ -11,6 +11,7 @@ import textstat
 import yaml
 
 from bot.babel_extract import extract_dialogue_yaml
+from bot.dialogue_files import DATA_FILES
 from bot.settings import PROJECT_ROOT
 
 MAX_GRADE = 5.0
@@ -52,6 +53,8 @@ SAMPLES = {
 def participant_texts() -> list[str]:
     texts: list[str] = []
     for path in sorted((PROJECT_ROOT / "dialogues").glob("*.yaml")):
+        if path.name in DATA_FILES:  # theme names and risk phrases: not sentences to a person
+            continue
         with path.open("rb") as handle:
             texts.extend(m for _, _, m, _ in extract_dialogue_yaml(handle, None, None, None))
     return sorted(set(texts))
