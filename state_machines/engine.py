@@ -7,6 +7,7 @@ step a throwaway stepper object per event, so no model per person is kept in mem
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -26,6 +27,7 @@ from state_machines.definition import (
     button_token,
 )
 from state_machines.events import (
+    Abandon,
     Apply,
     Begin,
     ButtonPressed,
@@ -192,6 +194,8 @@ class Engine:
             self._reask(out, lead=lead)
         elif isinstance(event, Begin):
             self._on_begin(out, event)
+        elif isinstance(event, Abandon):
+            self._on_abandon(out, event)
         return Step(out.session, tuple(out.effects))
 
     def current_question(self, session: Session) -> Say | None:
@@ -214,9 +218,17 @@ class Engine:
             self._enter(out, Place(self.entry, self._start_of(self.entry)))
 
     def _on_button(self, out: _Out, event: ButtonPressed) -> None:
-        target = self._buttons.get(event.token)
+        token, _, fingerprint = event.token.partition(".")
+        target = self._buttons.get(token)
         place = out.session.place
-        if target is None or place is None or (place.dialogue, place.state) != target[:2]:
+        if (
+            target is None
+            or place is None
+            or (place.dialogue, place.state) != target[:2]
+            or fingerprint != values_fingerprint(out.session.values_of(place.dialogue))
+        ):
+            # An old message's button, or one shown for other values (e.g. "Yes, cancel
+            # it" under the question about another panel): never acted on.
             self._reask(out, lead="old_button")
             return
         state = self._state(place)
@@ -300,13 +312,25 @@ class Engine:
             return
         self._begin(out, event.dialogue, event.values)
 
+    def _on_abandon(self, out: _Out, event: Abandon) -> None:
+        session = out.session.with_values(event.dialogue, {})
+        resume = tuple(p for p in session.resume if p.dialogue != event.dialogue)
+        place = session.place
+        if place is not None and place.dialogue == event.dialogue:
+            place = resume[-1] if resume else None
+            resume = resume[:-1] if resume else ()
+        out.session = replace(session, place=place, resume=resume)
+
     def _begin(self, out: _Out, dialogue: str, values: Mapping[str, str]) -> None:
         """Start a dialogue from its start, remembering where the person was. Starting the
         dialogue the person is already in starts it afresh (e.g. for another panel)."""
         place = out.session.place
+        # Begun afresh: an unfinished earlier run of it waiting on the resume stack is
+        # dropped, so it can never come back with its values gone.
+        resume = tuple(p for p in out.session.resume if p.dialogue != dialogue)
         if place is not None and place.dialogue != dialogue:
-            out.session = replace(out.session, resume=(*out.session.resume, place))
-        out.session = out.session.with_values(dialogue, values)
+            resume = (*resume, place)
+        out.session = replace(out.session, resume=resume).with_values(dialogue, values)
         self._enter(out, Place(dialogue, self._start_of(dialogue)))
 
     # --- remembered values -------------------------------------------------------------
@@ -369,8 +393,10 @@ class Engine:
 
     def _question(self, place: Place, session: Session) -> Say:
         state = self._state(place)
+        fingerprint = values_fingerprint(session.values_of(place.dialogue))
+        suffix = f".{fingerprint}" if fingerprint else ""
         buttons = tuple(
-            ButtonView(button_token(place.dialogue, state.name, b.id), b.label)
+            ButtonView(button_token(place.dialogue, state.name, b.id) + suffix, b.label)
             for b in state.all_buttons()
         )
         return Say(state.say, buttons, state.columns, values=session.values_of(place.dialogue))
@@ -406,6 +432,16 @@ class Engine:
             if own is not None:
                 return own
         return self.common.commands.get(name)
+
+
+def values_fingerprint(values: Mapping[str, str]) -> str:
+    """A short digest of a dialogue's remembered values, added to its buttons' data: a
+    button is acted on only while the values it was shown with are still the current
+    ones. Empty when nothing is remembered (plain dialogues keep their stable tokens)."""
+    if not values:
+        return ""
+    text = "\n".join(f"{k}={v}" for k, v in sorted(values.items()))
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
 def _build_machine(dialogue: Dialogue) -> Machine:

@@ -59,7 +59,15 @@ class UnsupportedSent:
     kind: str
 
 
-Event = Started | ButtonPressed | TextSent | CommandSent | UnsupportedSent | Begin
+@dataclass(frozen=True)
+class Abandon:
+    """The application closes a dialogue the person did not finish (e.g. a check-in that
+    expired): it is left silently, and the person is back where they were before it."""
+
+    dialogue: str
+
+
+Event = Started | ButtonPressed | TextSent | CommandSent | UnsupportedSent | Begin | Abandon
 
 
 # --- effects: what one step asks the outer layers to do --------------------------------

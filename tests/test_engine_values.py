@@ -7,7 +7,7 @@ import pytest
 from bot.dialogue_files import load_dialogues
 from state_machines.definition import Submit
 from state_machines.engine import Engine, EngineError
-from state_machines.events import Apply, Begin, CommandSent, Say, TextSent
+from state_machines.events import Abandon, Apply, Begin, CommandSent, Say, TextSent
 from state_machines.loader import DialogueError, parse_dialogue
 from state_machines.session import Session
 from tests.conftest import DIALOGUES_DIR
@@ -155,3 +155,46 @@ def test_bad_form_definitions_name_the_line(change: str, problem: str) -> None:
 def test_an_unknown_role_is_refused() -> None:
     with pytest.raises(DialogueError, match="requires must be one of"):
         parse_dialogue(COMMON.replace("requires: staff", "requires: boss"), "c.yaml")
+
+
+def test_abandon_leaves_a_dialogue_silently_and_returns_to_where_the_person_was(
+    engine: Engine,
+) -> None:
+    conversation = staff_conversation(engine)
+    conversation.send(TextSent("Panel"))
+    step = engine.step(conversation.session, Abandon("form"))
+    assert step.effects == ()
+    assert step.session.place is None and not step.session.values
+    untouched = engine.step(step.session, Abandon("form"))
+    assert untouched.session == step.session
+
+
+def test_a_button_shown_for_other_values_is_an_old_button(engine: Engine) -> None:
+    """The same question asked twice for different things (e.g. two panels): only the
+    buttons under the current one act."""
+    conversation = staff_conversation(engine)
+    for title in ("Housing", "Jobs"):
+        conversation.send(Begin("form"))
+        conversation.send(TextSent(title))
+        conversation.send(TextSent("5"))
+        if title == "Housing":
+            housing_question = conversation.last
+    jobs_question = conversation.last
+    conversation.last = housing_question
+    step = engine.step(conversation.session, conversation_button(conversation, "Travel"))
+    (say,) = [e for e in step.effects if isinstance(e, Say)]
+    assert say.lead == engine.message("old_button")
+    assert step.session == conversation.session
+    conversation.last = jobs_question
+    conversation.tap("Travel")
+    assert conversation.session.values_of("form")["help"] == "travel"
+
+
+def test_beginning_a_dialogue_again_drops_its_unfinished_run_from_the_resume_stack(
+    engine: Engine,
+) -> None:
+    conversation = staff_conversation(engine)
+    conversation.send(TextSent("Panel"))
+    conversation.send(CommandSent("language"))
+    conversation.send(Begin("form"))
+    assert all(p.dialogue != "form" for p in conversation.session.resume)
