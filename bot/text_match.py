@@ -13,7 +13,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-import snowballstemmer
+import snowballstemmer  # type: ignore[import-untyped]
 
 # Zero-width characters, joiners, and bidirectional controls people paste in by accident.
 _INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
