@@ -1,0 +1,399 @@
+"""Risk phrases in free text: spotting a message that may mean someone is at risk, so the bot
+can signpost help (999, Samaritans, NHS 111) before anything else.
+
+A miss is far worse than a false alarm, so matching forgives what phones and feelings do to
+spelling: one wrong, missing, extra or swapped letter in longer words ("sucide", "myslef"),
+words split or run together ("my self", "selfharm"), texting shorthand ("gonna", "2"),
+repeated letters, Welsh initial mutations ("i ladd fy hun"), and filler words inside a
+phrase ("want to just die"). It does not stem: "killing time" must not read as "killing
+myself"; and words of the `not_risk` phrases ("in danger of") never count. The lists live
+in dialogues/safeguarding.yaml. Pure: only `load_risk_phrases` reads a file. Nothing logs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bot.text_match import welsh_radicals, words
+
+CATEGORIES = ("suicide", "self_harm", "harm_to_others", "immediate_danger")
+LANGS = ("en", "cy")
+_TOP_KEYS = ("schema_version", "id", "lists", "not_risk", "shorthand", "gap_stops")
+_FUZZY_MIN = 6  # a misspelt word is read as a listed word only when that word is this long
+_REPEATS = re.compile(r"(.)\1{2,}")
+_APART = re.compile(r"(?<!\S)(i )?((?:\w ){2,}\w)(?!\S)")
+# When a text matches several entries, the one reported (all are signposted the same way):
+# "I will kill myself" is about suicide, "he is going to kill me" about danger, not harm.
+_PRIORITY = ("suicide", "self_harm", "immediate_danger", "harm_to_others")
+_Keys = dict[str, tuple[yaml.Node, yaml.Node]]  # a YAML mapping's (key, value) nodes by key
+
+
+@dataclass(frozen=True)
+class RiskMatch:
+    """Why a text was signposted: the list (category and language) and the entry as written
+    there, for maintainers. Never the person's words."""
+
+    category: str
+    entry: str
+    lang: str
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    words: tuple[str, ...]  # as matched: shorthand expanded
+    written: frozenset[str]  # as written in the list, to tell "kil myself" from "kill myself"
+    category: str  # "" for a not_risk phrase
+    entry: str
+    line: int
+    joined: tuple[str, ...]  # each word run together with the next: "selfharm"
+    # Filler words allowed inside: two would read "killing time by myself" as "killing
+    # myself", so two-word phrases get one, longer ones two; not_risk phrases none.
+    max_gap: int
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """True when a and b differ by at most one inserted, deleted, changed or swapped letter."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 2:
+            i, j = diffs
+            return j == i + 1 and a[i] == b[j] and a[j] == b[i]
+        return len(diffs) <= 1
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long[k]), len(short))
+    return short[i:] == long[i + 1 :]
+
+
+class _Lexicon:
+    """One language's phrases, shorthand and gap stops, with indexes built once."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+        self.shorthand: dict[str, tuple[str, ...]] = {}
+        self.stops: set[str] = set()
+        self.risk: list[_Phrase] = []
+        self.ordinary: list[_Phrase] = []
+        self.risk_starts: dict[str, list[int]] = {}  # first word -> phrases, by index
+        self.ordinary_starts: dict[str, list[int]] = {}
+        self._exact: dict[str, set[str]] = {}  # a written form -> listed words it may be
+        self._near: dict[str, set[str]] = {}  # a listed word less one letter -> listed words
+        self.longest = 0
+
+    def tokens(self, text: str) -> list[tuple[str, str]]:
+        """The words of a text as the lists see them (no apostrophes, shorthand expanded),
+        each with the word it was written as."""
+        out: list[tuple[str, str]] = []
+        for word in _single_words(text):
+            out.extend((token, word) for token in self.shorthand.get(word, (word,)))
+        return out
+
+    def add(self, phrase: _Phrase) -> None:
+        risky = bool(phrase.category)
+        phrases, starts = (
+            (self.risk, self.risk_starts) if risky else (self.ordinary, self.ordinary_starts)
+        )
+        for key in {phrase.words[0], *phrase.joined[:1]}:
+            starts.setdefault(key, []).append(len(phrases))
+        phrases.append(phrase)
+        for word in (*phrase.words, *phrase.joined):
+            self.longest = max(self.longest, len(word))
+            forms = welsh_radicals(word) if self.lang == "cy" else {word}
+            for form in forms:
+                self._exact.setdefault(form, set()).add(word)
+            if risky and len(word) >= _FUZZY_MIN:
+                for key in {word, *_deletions(word)}:
+                    self._near.setdefault(key, set()).add(word)
+
+    def readings(self, token: str, fuzzy: bool) -> frozenset[str]:
+        """The listed words a written token may stand for."""
+        forms = {token}
+        if _REPEATS.search(token):
+            forms |= {_REPEATS.sub(r"\1", token), _REPEATS.sub(r"\1\1", token)}
+        if self.lang == "cy":
+            forms |= {radical for form in list(forms) for radical in welsh_radicals(form)}
+        # A form longer than every listed word, even less a letter, cannot be one.
+        forms = {form for form in forms if len(form) <= self.longest + 1}
+        found = {word for form in forms for word in self._exact.get(form, ())}
+        if fuzzy:
+            for form in forms:
+                if len(form) < _FUZZY_MIN - 1:
+                    continue
+                for key in {form, *_deletions(form)}:
+                    found.update(
+                        word
+                        for word in self._near.get(key, ())
+                        if word[0] == form[0] and _one_edit(word, form)
+                    )
+        return frozenset(found)
+
+
+class _Scan:
+    """One text read against one language's lists; each token is read once per pass."""
+
+    def __init__(self, lexicon: _Lexicon, text: str) -> None:
+        self.lexicon = lexicon
+        pairs = lexicon.tokens(text)
+        self.tokens = [token for token, _ in pairs]
+        self.written = [word for _, word in pairs]
+        self.blocked = [False] * len(self.tokens)
+        self._seen: dict[tuple[str, bool], frozenset[str]] = {}
+        self._single: list[frozenset[str]] = []
+        self._pair: dict[int, frozenset[str]] = {}
+        for _, start, end in list(self.matches(lexicon.ordinary, lexicon.ordinary_starts, False)):
+            self.blocked[start:end] = [True] * (end - start)
+
+    def rank(self, phrase: _Phrase, start: int, end: int, fuzzy: bool) -> tuple[int, ...]:
+        """Which of several matches to report: the gravest category, then an exact reading,
+        the earliest, the longest, and the entry written most like the text."""
+        alike = len(phrase.written & set(self.written[start:end]))
+        return (_PRIORITY.index(phrase.category), fuzzy, start, start - end, -alike, phrase.line)
+
+    def _read(self, token: str, fuzzy: bool) -> frozenset[str]:
+        key = (token, fuzzy)
+        if key not in self._seen:
+            self._seen[key] = self.lexicon.readings(token, fuzzy)
+        return self._seen[key]
+
+    def matches(
+        self, phrases: list[_Phrase], starts: dict[str, list[int]], fuzzy: bool
+    ) -> Iterator[tuple[_Phrase, int, int]]:
+        """(phrase, first token, token after the last) for each match, leftmost first; at
+        one place, longer phrases first (the more specific entry names the risk best)."""
+        toks = self.tokens
+        self._single = [self._read(token, fuzzy) for token in toks]
+        self._pair = {}
+        for j in range(len(toks)):
+            if self.blocked[j]:
+                continue
+            keys = self._single[j] | self._pair_at(j, fuzzy)
+            found = {i for key in keys for i in starts.get(key, ())}
+            for i in sorted(found, key=lambda i: (-len(phrases[i].words), i)):
+                end = self._match_at(phrases[i], 0, j, phrases[i].max_gap, fuzzy)
+                if end >= 0:
+                    yield phrases[i], j, end
+
+    def _pair_at(self, k: int, fuzzy: bool) -> frozenset[str]:
+        """Readings of tokens k and k+1 run together ("my self" -> "myself")."""
+        if k + 1 >= len(self.tokens) or self.blocked[k + 1]:
+            return frozenset()
+        if k not in self._pair:
+            self._pair[k] = self._read(self.tokens[k] + self.tokens[k + 1], fuzzy)
+        return self._pair[k]
+
+    def _match_at(self, phrase: _Phrase, i: int, k: int, gaps_left: int, fuzzy: bool) -> int:
+        """The token after a match of phrase.words[i:] from token k, or -1."""
+        if i == len(phrase.words):
+            return k
+        if k >= len(self.tokens):
+            return -1
+        if not self.blocked[k]:
+            here, wanted = self._single[k], phrase.words[i]
+            if wanted in here:
+                end = self._match_at(phrase, i + 1, k + 1, gaps_left, fuzzy)
+                if end >= 0:
+                    return end
+            if i + 1 < len(phrase.words) and phrase.joined[i] in here:  # "selfharm"
+                end = self._match_at(phrase, i + 2, k + 1, gaps_left, fuzzy)
+                if end >= 0:
+                    return end
+            if wanted in self._pair_at(k, fuzzy):  # "my self"
+                end = self._match_at(phrase, i + 1, k + 2, gaps_left, fuzzy)
+                if end >= 0:
+                    return end
+        if i > 0 and gaps_left > 0 and self.tokens[k] not in self.lexicon.stops:
+            return self._match_at(phrase, i, k + 1, gaps_left - 1, fuzzy)
+        return -1
+
+
+class RiskPhrases:
+    """The risk-phrase lists of both languages, compiled for fast checks."""
+
+    def __init__(self, lexicons: dict[str, _Lexicon]) -> None:
+        self._lexicons = lexicons
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> RiskPhrases:
+        """Read the YAML lists; bad data raises ValueError naming `source:line`. Every risk
+        entry must be signposted on its own, so a shorthand or a not_risk phrase cannot
+        silently switch one off."""
+        top = _top(text, source)
+        lexicons = {lang: _Lexicon(lang) for lang in LANGS}
+        for lang, (_, node) in _optional(source, top, "shorthand").items():
+            for short, (key_node, value) in _mapping(source, node, f"shorthand {lang}").items():
+                key_words = _single_words(short)
+                meaning = _single_words(value.value) if isinstance(value, yaml.ScalarNode) else []
+                if len(key_words) != 1 or not meaning:
+                    problem = "must be one word standing for one or more words"
+                    raise _fail(source, key_node, f"shorthand {lang}: '{short}' {problem}")
+                lexicons[lang].shorthand[key_words[0]] = tuple(meaning)
+        for lang, (_, node) in _optional(source, top, "gap_stops").items():
+            for word, item in _strings(source, node, f"gap_stops {lang}"):
+                if len(_single_words(word)) != 1:
+                    raise _fail(source, item, f"gap_stops {lang}: '{word}' must be one word")
+                lexicons[lang].stops.add(_single_words(word)[0])
+        seen: dict[tuple[str, tuple[str, ...]], int] = {}
+        lists = _mapping(source, top["lists"][1], "lists")
+        for category, (key_node, node) in lists.items():
+            if category not in CATEGORIES:
+                problem = f"unknown category '{category}' (use {', '.join(CATEGORIES)})"
+                raise _fail(source, key_node, f"lists: {problem}")
+            for lang, (_, entries) in _per_lang(source, (key_node, node), category, True).items():
+                _add(source, lexicons[lang], category, _strings(source, entries, category), seen)
+        missing = [c for c in CATEGORIES if c not in lists]
+        if missing:
+            raise _fail(source, top["lists"][0], f"lists: missing {', '.join(missing)}")
+        for lang, (_, node) in _optional(source, top, "not_risk").items():
+            _add(source, lexicons[lang], "", _strings(source, node, "not_risk"), seen)
+        for lexicon in lexicons.values():
+            for phrase in lexicon.risk:
+                scan = _Scan(lexicon, phrase.entry)
+                if next(scan.matches(lexicon.risk, lexicon.risk_starts, False), None) is None:
+                    raise ValueError(
+                        f"{source}:{phrase.line}: '{phrase.entry}' would never be signposted: "
+                        "a not_risk phrase or a shorthand covers its words"
+                    )
+        return cls(lexicons)
+
+    def entries(self, lang: str) -> list[tuple[str, str]]:
+        """(category, entry) for every risk phrase of a language, in file order."""
+        return [(p.category, p.entry) for p in self._lexicons[lang].risk]
+
+    def check(self, text: str, lang: str) -> RiskMatch | None:
+        """The risk phrase found in `text`, or None. Both languages' lists are checked
+        whatever `lang` (the person's chosen language) says, because people switch: English
+        first, then Welsh. Of several matches, the one reported is the gravest (see
+        _PRIORITY), read exactly rather than as a misspelling if it can be. Total: any text,
+        of any length or script, gives an answer."""
+        del lang  # the same lists in the same order for everyone
+        for code in LANGS:
+            lexicon = self._lexicons[code]
+            scan = _Scan(lexicon, text)
+            found = [
+                (phrase, start, end, fuzzy)
+                for fuzzy in (False, True)
+                for phrase, start, end in scan.matches(lexicon.risk, lexicon.risk_starts, fuzzy)
+            ]
+            if found:
+                phrase = min(found, key=lambda match: scan.rank(*match))[0]
+                return RiskMatch(phrase.category, phrase.entry, code)
+        return None
+
+
+def load_risk_phrases(path: Path) -> RiskPhrases:
+    """The lists in a YAML file (normally dialogues/safeguarding.yaml)."""
+    return RiskPhrases.parse(path.read_text("utf-8"), str(path))
+
+
+# --- reading the file -------------------------------------------------------------------
+
+
+def _fail(source: str, node: yaml.Node, problem: str) -> ValueError:
+    return ValueError(f"{source}:{node.start_mark.line + 1}: {problem}")
+
+
+def _mapping(source: str, node: yaml.Node, what: str) -> _Keys:
+    if not isinstance(node, yaml.MappingNode):
+        raise _fail(source, node, f"{what} must be a mapping")
+    found: _Keys = {}
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            raise _fail(source, key, f"{what}: keys must be plain words")
+        if key.value in found:
+            raise _fail(source, key, f"{what}: '{key.value}' appears twice")
+        found[key.value] = (key, value)
+    return found
+
+
+def _strings(source: str, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise _fail(source, node, f"{what} must be a list")
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode) or item.tag == "tag:yaml.org,2002:null":
+            raise _fail(source, item, f"{what}: each entry must be text")
+    return [(str(item.value), item) for item in node.value]
+
+
+def _per_lang(source: str, pair: tuple[yaml.Node, yaml.Node], what: str, required: bool) -> _Keys:
+    """A mapping by language code; `pair` is its (key, value) so a problem names the key."""
+    key_node, node = pair
+    by_lang = _mapping(source, node, what)
+    for lang, (lang_node, _) in by_lang.items():
+        if lang not in LANGS:
+            raise _fail(source, lang_node, f"{what}: unknown language '{lang}' (use en, cy)")
+    missing = [lang for lang in LANGS if lang not in by_lang]
+    if required and missing:
+        raise _fail(source, key_node, f"{what}: missing {', '.join(missing)}")
+    return by_lang
+
+
+def _single_words(text: str) -> list[str]:
+    """Normalised words without apostrophes; letters typed apart ("s u i c i d e") joined,
+    but a leading "i" stays a word: "i w a n t" is "i want"."""
+    plain = " ".join(w for w in (w.replace("'", "") for w in words(text)) if w)
+    return _APART.sub(lambda m: (m[1] or "") + m[2].replace(" ", ""), plain).split()
+
+
+def _top(text: str, source: str) -> _Keys:
+    """The file's top-level keys, checked: schema_version 1, id safeguarding, lists."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise ValueError(
+            f"{source}:{line}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if root is None:
+        raise ValueError(f"{source}:1: the file is empty")
+    top = _mapping(source, root, "the file")
+    for key, (key_node, _) in top.items():
+        if key not in _TOP_KEYS:
+            raise _fail(source, key_node, f"unknown key '{key}' (allowed: {', '.join(_TOP_KEYS)})")
+    for key, wanted in (("schema_version", "1"), ("id", "safeguarding"), ("lists", None)):
+        if key not in top:
+            raise _fail(source, root, f"missing '{key}'")
+        value = top[key][1]
+        if wanted is not None and (not isinstance(value, yaml.ScalarNode) or value.value != wanted):
+            raise _fail(source, value, f"'{key}' must be {wanted}")
+    return top
+
+
+def _optional(source: str, top: _Keys, key: str) -> _Keys:
+    return _per_lang(source, top[key], key, False) if key in top else {}
+
+
+def _add(
+    source: str,
+    lexicon: _Lexicon,
+    category: str,
+    entries: list[tuple[str, yaml.Node]],
+    seen: dict[tuple[str, tuple[str, ...]], int],
+) -> None:
+    """Add a list's entries; `seen` holds every entry so far, to report repeats."""
+    what = category or "not_risk"
+    for entry, item in entries:
+        line = item.start_mark.line + 1
+        phrase_words = tuple(token for token, _ in lexicon.tokens(entry))
+        if not phrase_words:
+            raise _fail(source, item, f"{what}: '{entry}' has no words")
+        written = tuple(_single_words(entry))  # "kil myself" may stay beside "kill myself"
+        if (lexicon.lang, written) in seen:
+            first = seen[lexicon.lang, written]
+            raise _fail(source, item, f"{what}: '{entry}' repeats the entry on line {first}")
+        seen[lexicon.lang, written] = line
+        joined = tuple(a + b for a, b in itertools.pairwise(phrase_words))
+        gaps = min(len(phrase_words) - 1, 2) if category else 0
+        entry = entry.strip()
+        lexicon.add(_Phrase(phrase_words, frozenset(written), category, entry, line, joined, gaps))
