@@ -9,10 +9,12 @@ import aiosqlite
 
 @dataclass(frozen=True)
 class StoredAnswer:
+    id: int
     dialogue: str
     question: str
     ciphertext: bytes
     created_at: int
+    quotable: bool  # a scrubbed copy may be quoted (the person gave the quote consent)
 
 
 class Answers:
@@ -22,19 +24,44 @@ class Answers:
         self._conn = conn
 
     async def add(
-        self, pseudonym: str, dialogue: str, question: str, ciphertext: bytes, now: int
-    ) -> None:
-        await self._conn.execute(
-            "INSERT INTO answers (pseudonym, dialogue, question, ciphertext, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (pseudonym, dialogue, question, ciphertext, now),
+        self,
+        pseudonym: str,
+        dialogue: str,
+        question: str,
+        ciphertext: bytes,
+        now: int,
+        checkin_id: int | None = None,
+        quote: bytes | None = None,
+    ) -> int:
+        """Store an encrypted answer (and its encrypted, scrubbed quote, if the person
+        agreed to be quoted); returns its id."""
+        async with self._conn.execute(
+            "INSERT INTO answers (pseudonym, dialogue, question, ciphertext, created_at, "
+            "checkin_id, quote) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (pseudonym, dialogue, question, ciphertext, now, checkin_id, quote),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def forget_quotes(self, pseudonym: str) -> int:
+        """The person withdrew the quote consent: no answer of theirs may be quoted."""
+        cursor = await self._conn.execute(
+            "UPDATE answers SET quote = NULL WHERE pseudonym = ? AND quote IS NOT NULL",
+            (pseudonym,),
         )
+        return cursor.rowcount
+
+    async def erase(self, pseudonym: str) -> int:
+        """Delete every answer of the person (their themes go with them)."""
+        cursor = await self._conn.execute("DELETE FROM answers WHERE pseudonym = ?", (pseudonym,))
+        return cursor.rowcount
 
     async def of(self, pseudonym: str) -> list[StoredAnswer]:
         async with self._conn.execute(
-            "SELECT dialogue, question, ciphertext, created_at FROM answers "
-            "WHERE pseudonym = ? ORDER BY id",
+            "SELECT id, dialogue, question, ciphertext, created_at, quote IS NOT NULL "
+            "FROM answers WHERE pseudonym = ? ORDER BY id",
             (pseudonym,),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [StoredAnswer(r[0], r[1], bytes(r[2]), r[3]) for r in rows]
+        return [StoredAnswer(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) for r in rows]

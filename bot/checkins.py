@@ -1,0 +1,283 @@
+"""Feedback check-ins: asked for (/feedback) or sent to a region on a repeating schedule,
+nudged once after a day, closed after a week; every answer stored as it is given.
+
+A scheduled round is a broadcast (replies and safeguarding answers overtake it) built in
+the transaction that records who was asked, so a restart neither loses nor repeats it. Each
+check-in's nudge and expiry are stored jobs: exactly one of each, whatever restarts happen.
+Only people with the feedback consent are asked, and the consent is checked again before
+any answer is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiosqlite
+
+from bot.broadcasts import BroadcastService
+from bot.conversation import Actor, ConversationService, Sender
+from bot.desk import Desk, DialogueTexts
+from state_machines.engine import Engine
+from state_machines.events import Abandon, Begin, Started
+from state_machines.session import Session
+from storage.answers import Answers
+from storage.checkins import PRINCIPLES, Checkin, Checkins
+from storage.clock import Clock
+from storage.database import Database
+from storage.people import ConsentLedger, People, Sessions
+from storage.queues import PRIORITY_BROADCAST, Job, Outbox, Schedules
+
+log = logging.getLogger(__name__)
+
+ROUND_JOB = "checkin_round"
+NUDGE_JOB = "checkin_nudge"
+EXPIRE_JOB = "checkin_expire"
+BUTTON_PREFIX = "ck:"  # ck:<check-in token>: Start / Carry on
+DAY_MS = 86_400_000
+DIALOGUE = "feedback"
+_SCALE = frozenset({"1", "2", "3", "4", "5"})
+
+
+def iso_week(ms: int, zone: str) -> str:
+    """The ISO week a moment falls in, in the service's time zone, e.g. "2026-W48"."""
+    year, week, _ = (
+        datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(ZoneInfo(zone)).isocalendar()
+    )
+    return f"{year}-W{week:02d}"
+
+
+class CheckinService(Desk[DialogueTexts]):
+    """Starts, records, nudges and closes check-ins."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        engine: Engine,
+        conversations: ConversationService,
+        broadcasts: BroadcastService,
+        texts: DialogueTexts,
+        zone: str,
+        nudge_after_ms: int,
+        expire_after_ms: int,
+        on_queued: Callable[[], None],
+    ) -> None:
+        super().__init__(db, clock, engine, texts, conversations, on_queued)
+        self._broadcasts = broadcasts
+        self._zone = zone
+        self._nudge_after_ms = nudge_after_ms
+        self._expire_after_ms = expire_after_ms
+        conversations.register_submit("checkin_started", self.started)
+        conversations.register_submit("checkin_answer", self.answered)
+        conversations.register_submit("checkin_completed", self.completed)
+        conversations.register_submit("delete_past_answers", self.delete_past_answers)
+        conversations.on_withdrawal(self.on_withdrawn)
+
+    # --- a person asks, or taps Start / Carry on ------------------------------------------
+    async def on_request(self, update_id: int, sender: Sender) -> None:
+        """/feedback: the person's open check-in, or a new one."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            if not await _has_feedback_consent(conn, pseudonym):
+                await self._tell(conn, actor, "feedback_needs_consent", now)
+                return
+            checkin = await Checkins(conn).open_for(pseudonym)
+            if checkin is None:
+                checkin = await self._create(conn, actor, "asked", now)
+            await self._open(conn, actor, checkin, now)
+
+    async def on_button(self, update_id: int, sender: Sender, token: str) -> None:
+        """Start (on a scheduled check-in) or Carry on (on its nudge)."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            checkin = await Checkins(conn).by_token(token)
+            if checkin is None or checkin.pseudonym != pseudonym:
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            elif not checkin.is_open:
+                await self._tell(conn, actor, "checkin_closed", now)
+            elif not await _has_feedback_consent(conn, pseudonym):
+                await self._tell(conn, actor, "feedback_needs_consent", now)
+            else:
+                await self._open(conn, actor, checkin, now)
+
+    async def _open(
+        self, conn: aiosqlite.Connection, actor: Actor, checkin: Checkin, now: int
+    ) -> None:
+        """Into the check-in: where the person left off if it is under way, else its start."""
+        session = await _session(conn, actor.pseudonym)
+        place = session.place
+        under_way = (
+            place is not None
+            and place.dialogue == DIALOGUE
+            and session.values_of(DIALOGUE).get("checkin") == checkin.token
+        )
+        event = Started() if under_way else Begin(DIALOGUE, {"checkin": checkin.token})
+        await self._conversations.step_in(conn, actor, event, now)
+
+    # --- the dialogue's submits (inside the update's transaction) -------------------------
+    async def started(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        checkin = await self._own_open(conn, actor, values)
+        if checkin is not None:
+            await Checkins(conn).mark_started(checkin.id, now)
+
+    async def answered(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Store the scale answers given so far (the last choice for each wins)."""
+        checkin = await self._own_open(conn, actor, values)
+        if checkin is None or not await _has_feedback_consent(conn, actor.pseudonym):
+            return
+        checkins = Checkins(conn)
+        for principle in PRINCIPLES:
+            value = values.get(principle)
+            if value is not None and (value == "skip" or value in _SCALE):
+                score = None if value == "skip" else int(value)
+                await checkins.record_score(checkin.id, principle, score, now)
+
+    async def completed(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        checkin = await self._own_open(conn, actor, values)
+        if checkin is not None:
+            await Checkins(conn).complete(checkin.id, now)
+
+    async def delete_past_answers(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Withdrawing the feedback consent, the person chose to delete what they said too:
+        their answers, scores and check-ins go (the anonymous weekly totals stay)."""
+        await Checkins(conn).erase_person(actor.pseudonym)
+        erased = await Answers(conn).erase(actor.pseudonym)
+        await self._tell(conn, actor, "answers_deleted", now)
+        log.info("person %s deleted %d past answers", actor.pseudonym[:12], erased)
+
+    async def _own_open(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str]
+    ) -> Checkin | None:
+        """The open check-in these answers belong to, if it is this person's."""
+        checkin = await Checkins(conn).by_token(values.get("checkin", ""))
+        if checkin is None or checkin.pseudonym != actor.pseudonym or not checkin.is_open:
+            return None
+        return checkin
+
+    # --- scheduled rounds, nudges and expiry --------------------------------------------
+    async def on_round(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """A region's round: ask everyone due (consenting, reachable, not asked within the
+        interval), as one broadcast, and schedule the next round."""
+        region = str(job.payload["region"])
+        checkins = Checkins(conn)
+        schedule = await checkins.schedule_of(region)
+        if schedule is None or schedule.next_at != job.payload["due"]:
+            return  # stopped, or replaced by a newer schedule with its own job
+        interval = schedule.every_days * DAY_MS
+        messages: list[tuple[int, dict[str, Any]]] = []
+        for pseudonym, chat_id, locale in await checkins.due_people(region, now - interval, now):
+            actor = Actor(pseudonym, chat_id, locale)
+            checkin = await self._create(conn, actor, "scheduled", now)
+            messages.append((chat_id, self._invitation(checkin.token, locale, "checkin_invite")))
+        await self._broadcasts.queue_in(
+            conn, "checkin", f"checkin:{region}", region, "system", messages, None, now
+        )
+        next_at = schedule.next_at + interval
+        while next_at <= now:  # the bot was down for whole intervals: no backlog of rounds
+            next_at += interval
+        await checkins.advance_schedule(region, next_at, now)
+        await schedule_round(conn, region, next_at, now)
+
+    async def on_nudge(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """One gentle reminder for a check-in not finished after a day."""
+        checkins = Checkins(conn)
+        checkin = await checkins.get(int(job.payload["checkin_id"]))
+        if checkin is None or not await checkins.mark_nudged(checkin.id, now):
+            return
+        person = await People(conn).get(checkin.pseudonym)
+        if person is None or not person.reachable:
+            return
+        if not await _has_feedback_consent(conn, checkin.pseudonym):
+            return
+        payload = self._invitation(checkin.token, person.locale, "checkin_nudge")
+        await Outbox(conn).enqueue(person.chat_id, PRIORITY_BROADCAST, "message", payload, now)
+
+    async def on_expire(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """A week on, an unfinished check-in closes; if the person is still in it, they are
+        quietly taken back to where they were before it (what they answered is kept)."""
+        checkins = Checkins(conn)
+        checkin = await checkins.get(int(job.payload["checkin_id"]))
+        if checkin is None or not await checkins.expire(checkin.id, now):
+            return
+        person = await People(conn).get(checkin.pseudonym)
+        session = await _session(conn, checkin.pseudonym)
+        if person is None or session.values_of(DIALOGUE).get("checkin") != checkin.token:
+            return
+        actor = Actor(person.pseudonym, person.chat_id, person.locale)
+        await self._conversations.step_in(conn, actor, Abandon(DIALOGUE), now)
+
+    async def on_withdrawn(
+        self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int
+    ) -> frozenset[str]:
+        """No more feedback: close open check-ins (and the check-in dialogue, if the person
+        is in it). No more quotes: forget every quote."""
+        if "quotes" in purposes:
+            await Answers(conn).forget_quotes(pseudonym)
+        if "feedback" in purposes:
+            await Checkins(conn).expire_all_open(pseudonym, now)
+            return frozenset({DIALOGUE})
+        return frozenset()
+
+    # --- helpers ---------------------------------------------------------------------------
+    async def _create(
+        self, conn: aiosqlite.Connection, actor: Actor, source: str, now: int
+    ) -> Checkin:
+        person = await People(conn).get(actor.pseudonym)
+        region = person.region if person else None
+        week = iso_week(now, self._zone)
+        checkin = await Checkins(conn).create(
+            actor.pseudonym, region, actor.locale, week, source, now
+        )
+        schedules = Schedules(conn)
+        payload = {"checkin_id": checkin.id}
+        await schedules.add(
+            NUDGE_JOB, f"{NUDGE_JOB}:{checkin.id}", now + self._nudge_after_ms, payload, now
+        )
+        await schedules.add(
+            EXPIRE_JOB, f"{EXPIRE_JOB}:{checkin.id}", now + self._expire_after_ms, payload, now
+        )
+        return checkin
+
+    def _invitation(self, token: str, locale: str, key: str) -> dict[str, Any]:
+        button = "start_button" if key == "checkin_invite" else "carry_on_button"
+        data = f"{BUTTON_PREFIX}{token}"
+        return {
+            "text": self._texts.text(locale, key),
+            "buttons": [[{"text": self._texts.text(locale, button), "callback_data": data}]],
+        }
+
+
+async def schedule_round(conn: aiosqlite.Connection, region: str, due: int, now: int) -> None:
+    """The job for a region's next round (idempotent: keyed by region and due time)."""
+    await Schedules(conn).add(
+        ROUND_JOB, f"{ROUND_JOB}:{region}:{due}", due, {"region": region, "due": due}, now
+    )
+
+
+async def _has_feedback_consent(conn: aiosqlite.Connection, pseudonym: str) -> bool:
+    return (await ConsentLedger(conn).current(pseudonym)).get("feedback", False)
+
+
+async def _session(conn: aiosqlite.Connection, pseudonym: str) -> Session:
+    stored = await Sessions(conn).load(pseudonym)
+    return Session.from_json(stored) if stored else Session()

@@ -1,0 +1,221 @@
+"""Feedback check-ins end to end, over HTTP against the local Bot API server: a person asks
+for one and answers it; scheduled rounds, the nudge and the expiry survive restarts of the
+bot process. Everyone here is invented."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.local_api import LocalBotApi
+from bot.rendering import Catalogs
+from bot.settings import PROJECT_ROOT, load_settings
+from tests.harness import ADA, BRAN, CERI, BotProcess, Chat, Records, onboard, running_bot
+
+
+async def test_a_check_in_from_feedback_to_thank_you(api: LocalBotApi, tmp_path: Path) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)  # feedback yes, panels yes, updates no, quotes yes; London
+        intro = await ada.say("/feedback")
+        assert "5 short questions" in intro.text and "never see your name" in intro.text
+        assert "listen to you" in (await ada.tap("Start")).text
+        # A number typed instead of tapped, and an emoji: kind answers, the question again.
+        assert "Please tap one of the buttons" in (await ada.say("4")).text
+        assert "listen to you" in (await ada.say("👍")).text
+        first_question, always = ada.find_button("Always")  # on the first question
+        assert "respect" in (await ada.tap("Mostly")).text
+        # A second tap on the first question (a double tap, or a change of mind later):
+        # kindly told, and the stored answer stays as chosen.
+        had = len(ada.messages)
+        api.press_button(ADA, first_question.message_id, always)
+        old = await ada.expect(had + 1)
+        assert "older message" in old.text and "respect" in old.text
+        simpler = await ada.tap("I don't understand")
+        assert "polite" in simpler.text
+        assert "fair way" in (await ada.tap("Always")).text
+        assert "do what they say" in (await ada.tap("Skip this one")).text
+        improve = await ada.tap("Never")
+        assert "What one thing" in improve.text
+        too_long = await ada.say("x" * 10_000)
+        assert "too long" in too_long.text
+        thanks = await ada.say("My housing officer never calls back about the flat. Ask Sarah!")
+        assert "Thank you" in thanks.text
+
+        records = Records(runtime.settings)
+        who = records.pseudonym(ADA)
+        (checkin_id, status) = records.query(
+            "SELECT id, status FROM checkins WHERE pseudonym = ?", who
+        )[0]
+        assert status == "completed"
+        scores = dict(
+            records.query(
+                "SELECT principle, score FROM checkin_scores WHERE checkin_id = ?", checkin_id
+            )
+        )
+        assert scores == {"voice": 4, "respect": 5, "neutrality": None, "trust": 1}
+        ((answer_id, ciphertext, quote),) = records.query(
+            "SELECT id, ciphertext, quote FROM answers WHERE pseudonym = ?", who
+        )
+        assert b"housing" not in bytes(ciphertext)  # encrypted at rest
+        secrets = records.secrets
+        assert secrets.decrypt_text(bytes(ciphertext)).startswith("My housing officer")
+        assert "Sarah" not in secrets.decrypt_text(bytes(quote))  # scrubbed before quoting
+        themes = {
+            t
+            for (t,) in records.query(
+                "SELECT theme FROM answer_themes WHERE answer_id = ?", answer_id
+            )
+        }
+        assert "housing" in themes
+        counts = records.query(
+            "SELECT region, locale, sent, started, completed FROM checkin_counts"
+        )
+        assert counts == [("london", "en", 1, 1, 1)]
+        assert not records.query("SELECT 1 FROM checkin_counts WHERE region LIKE 'p%'")
+
+
+async def test_no_questions_without_the_feedback_consent(api: LocalBotApi, tmp_path: Path) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        bran = Chat(api, BRAN)
+        await bran.start()
+        await bran.tap("OK, go on")
+        for answer in ("No", "No", "No", "No"):
+            await bran.tap(answer)
+        await bran.tap("Wales")
+        reply = await bran.say("/feedback")
+        assert "You said no to us keeping your answers" in reply.text
+        assert Records(runtime.settings).query("SELECT COUNT(*) FROM checkins") == [(0,)]
+
+
+def _cli(env: dict[str, str], *args: str) -> None:
+    """`python -m bot ...` as staff would run it, with the bot's settings."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+async def test_scheduled_rounds_nudges_and_expiry_survive_restarts(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A day is seconds here: the nudge comes after 20 s, the check-in closes after 30 s
+    (long enough for Ceri to finish at a person's pace: the bot sends a chat at most 3
+    messages in 3.5 s)."""
+    timing = {"CHECKIN_NUDGE_HOURS": str(20 / 3600), "CHECKIN_EXPIRE_DAYS": str(30 / 86400)}
+    bot = BotProcess(api, tmp_path, **timing)
+    chats = [Chat(api, person) for person in (ADA, BRAN, CERI)]
+    async with running_bot(api, tmp_path):  # onboarding, as people would do it
+        for chat in chats:
+            await onboard(chat)
+    ada, bran, ceri = chats
+    onboarded = len(ada.messages)
+    records = Records(load_settings(bot.env))
+    _cli(bot.env, "checkin", "schedule", "--region", "london", "--every", "4w")
+    await bot.start()  # the round fell due while the bot was down: it runs now
+    try:
+        for chat in chats:
+            assert "time for a short check-in" in (await chat.expect(onboarded + 1)).text
+        await ada.tap("Start")
+        await ada.tap("Start")  # the intro's Start: under way, not finished
+        await ceri.tap("Start")
+        await ceri.tap("Start")
+        for answer in ("Always", "Always", "Always", "Always", "Skip this one"):
+            await ceri.tap(answer)
+        await bot.kill()  # kill -9 before any nudge is due
+        await bot.start()
+        nudge = (await ada.api.wait_for_messages(ADA.chat_id, onboarded + 4, 30))[-1]
+        assert "check-in waiting" in (nudge.text or "")  # invite, intro, question, nudge
+        assert "check-in waiting" in (await bran.expect(onboarded + 2)).text
+        async with asyncio.timeout(30):  # until the check-ins close
+            while records.place(ADA) is not None:  # noqa: ASYNC110 - a database read
+                await asyncio.sleep(0.2)
+        closed = await ada.tap("Carry on")
+        assert "has closed" in closed.text
+        await bot.terminate()
+        await bot.start()  # once more: nothing is repeated
+        await asyncio.sleep(3)
+    finally:
+        await bot.terminate()
+    assert len(ada.messages) == onboarded + 5 and len(bran.messages) == onboarded + 2
+    assert not any("check-in waiting" in (m.text or "") for m in ceri.messages)
+    statuses = {p: s for p, s in records.query("SELECT pseudonym, status FROM checkins")}
+    assert statuses == {
+        records.pseudonym(ADA): "expired",
+        records.pseudonym(BRAN): "expired",
+        records.pseudonym(CERI): "completed",
+    }
+    assert records.query("SELECT COUNT(*) FROM checkins WHERE nudged_at IS NOT NULL") == [(2,)]
+    assert records.query("SELECT sent, started, completed FROM checkin_counts") == [(3, 2, 1)]
+
+
+async def test_the_check_in_in_welsh(api: LocalBotApi, tmp_path: Path) -> None:
+    """The same check-in, read and answered in Welsh, with skip and simpler words."""
+    catalogs = Catalogs(PROJECT_ROOT / "locales", ("en", "cy"))
+
+    def cy(msgid: str) -> str:
+        welsh = catalogs.gettext("cy", msgid)
+        assert welsh != msgid, f"no Welsh for {msgid!r}"
+        return welsh
+
+    async with running_bot(api, tmp_path) as runtime:
+        ceri = Chat(api, CERI)
+        await ceri.start("Cymraeg")
+        await ceri.tap(cy("OK, go on"))
+        for answer in ("Yes", "No", "No", "No"):
+            await ceri.tap(cy(answer))
+        await ceri.tap(cy("Wales"))
+        intro = await ceri.say("/feedback")
+        assert "5" in intro.text and "We want to know" not in intro.text
+        first = await ceri.tap(cy("Start"))
+        assert first.text == cy("When you talk to probation, do they listen to you?")
+        simpler = await ceri.tap(cy("I don't understand"))
+        assert simpler.text == cy("Do you get to say what you think? Do they hear it?")
+        await ceri.tap(cy("Always"))
+        await ceri.tap(cy("Skip this one"))
+        await ceri.tap(cy("Sometimes"))
+        improve = await ceri.tap(cy("Not often"))
+        assert cy("Skip this one") in str(improve.reply_markup)
+        thanks = await ceri.say("Mwy o apwyntiadau gyda'r nos, a help gyda thai")
+        assert "Diolch" in thanks.text
+        records = Records(runtime.settings)
+        (checkin_id,) = records.query("SELECT id FROM checkins WHERE status = 'completed'")[0]
+        scores = dict(
+            records.query(
+                "SELECT principle, score FROM checkin_scores WHERE checkin_id = ?", checkin_id
+            )
+        )
+        assert scores == {"voice": 5, "respect": None, "neutrality": 3, "trust": 2}
+        themes = {t for (t,) in records.query("SELECT theme FROM answer_themes")}
+        assert "housing" in themes  # "thai": the mutated form of "tai" (houses)
+        assert records.query("SELECT locale, completed FROM checkin_counts") == [("cy", 1)]
+
+
+async def test_saying_no_to_keep_my_answers_stops_a_check_in_under_way(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        await ada.tap("Mostly")
+        await ada.say("/privacy")
+        await ada.tap("Keep my answers")
+        assert "delete the answers" in (await ada.tap("No")).text
+        await ada.tap("No, keep them")
+        done = await ada.tap("That is all")
+        assert "saved" in done.text
+        await asyncio.sleep(0.3)
+        assert ada.messages[-1] is done  # the check-in is not asked again
+        records = Records(runtime.settings)
+        assert records.query("SELECT status FROM checkins") == [("expired",)]
+        assert records.place(ADA) is None
