@@ -45,15 +45,36 @@ _BLANKED_NUMBER = frozenset({"latitude", "longitude"})
 
 
 def minimise(value: Any) -> Any:
-    """A copy of a raw update without names, usernames, phone numbers or places."""
+    """A copy of a raw update without names, usernames, phone numbers or places; except the
+    person's own phone number when they share it with the contact button after asking for
+    contact (safeguarding) - it is relayed once, and the inbox copy is purged when handled."""
+    shared = _own_shared_number(value)
+    minimised = _minimise(value)
+    if shared is not None:
+        minimised["message"]["contact"]["phone_number"] = shared
+    return minimised
+
+
+def _own_shared_number(update: Any) -> str | None:
+    message = update.get("message") if isinstance(update, dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("contact"), dict):
+        return None
+    contact, sender = message["contact"], message.get("from") or {}
+    if contact.get("user_id") is None or contact.get("user_id") != sender.get("id"):
+        return None
+    number = contact.get("phone_number")
+    return number if isinstance(number, str) else None
+
+
+def _minimise(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            key: "-" if key in _BLANKED_TEXT else 0.0 if key in _BLANKED_NUMBER else minimise(item)
+            key: "-" if key in _BLANKED_TEXT else 0.0 if key in _BLANKED_NUMBER else _minimise(item)
             for key, item in value.items()
             if key not in _DROPPED_KEYS
         }
     if isinstance(value, list):
-        return [minimise(item) for item in value]
+        return [_minimise(item) for item in value]
     return value
 
 

@@ -110,7 +110,9 @@ class SentMessage:
                 msg["entities"] = self.entities
         else:
             self._put_media(msg)
-        if self.reply_markup is not None:
+        # As Telegram does, a sent Message carries only an inline keyboard; a reply keyboard
+        # (e.g. a "share my phone number" button) is kept here for tests but not echoed.
+        if self.reply_markup is not None and "inline_keyboard" in self.reply_markup:
             msg["reply_markup"] = self.reply_markup
         return msg
 

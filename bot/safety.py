@@ -1,0 +1,323 @@
+"""When a message signals danger: help first, then contact only if the person asks for it.
+
+Every free text is checked before the dialogue sees it. On a match the bot signposts 999,
+Samaritans and NHS 111 (safeguarding priority: ahead of every reply and broadcast), then
+asks whether the person wants someone from probation to contact them. Only on an explicit
+yes are the staff holding the safeguarding duty for the person's region alerted, with a
+way to write to the person through the bot; the person may share a phone number with
+Telegram's contact button. Without that yes nothing identifying leaves the bot. The
+person's words are never stored or logged here, and the bot never claims to be watched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiosqlite
+
+from bot.access import access_of
+from bot.conversation import Actor, ConversationService, Sender
+from bot.desk import Desk, DialogueTexts
+from bot.enrolment import REGION_NAMES
+from bot.safeguarding import RiskPhrases
+from state_machines.engine import Engine
+from state_machines.events import Begin, Started
+from state_machines.session import Session
+from storage.clock import Clock
+from storage.database import Database
+from storage.people import People, Sessions
+from storage.queues import PRIORITY_SAFEGUARDING, Job, Outbox, Schedules
+from storage.safeguarding import SafeguardingRequest, SafeguardingRequests
+from storage.staff import AuditLog, StaffRoles
+
+log = logging.getLogger(__name__)
+
+ANSWER_PREFIX = "sg:"  # sg:<token>:<y|n|r>: the person's answer, or Reply
+STAFF_PREFIX = "sa:"  # sa:<token>: staff with the duty write to the person
+FOLLOW_UP_JOB = "safety_follow_up"
+FOLLOW_UP_AFTER_MS = 60_000
+_FOLLOW_UPS = 10  # look again for up to ten minutes while alerts wait in the queue
+# A shared phone number is passed on for the person's latest alerted request this recent.
+_CONTACT_WINDOW_MS = 7 * 86_400_000
+
+
+class SafetyService(Desk[DialogueTexts]):
+    """Signposting, the contact question, alerts to duty staff, and the relay."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        engine: Engine,
+        texts: DialogueTexts,
+        conversations: ConversationService,
+        phrases: RiskPhrases,
+        on_queued: Callable[[], None],
+    ) -> None:
+        super().__init__(db, clock, engine, texts, conversations, on_queued)
+        self._phrases = phrases
+        conversations.set_text_guard(self.guard)
+        conversations.register_submit("relay_safety", self.relay)
+
+    async def guard(self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int) -> bool:
+        """Check one free text; on a risk phrase signpost at once, ask about contact, and
+        return True (the text is then not taken as an answer)."""
+        match = self._phrases.check(text, actor.locale)
+        if match is None:
+            return False
+        person = await People(conn).get(actor.pseudonym)
+        region = person.region if person else None
+        token = await SafeguardingRequests(conn).open(actor.pseudonym, region, match.category, now)
+        outbox = Outbox(conn)
+        signpost = {"text": self._texts.text(actor.locale, "signpost")}
+        await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", signpost, now)
+        question = {
+            "text": self._texts.text(actor.locale, "contact_question"),
+            "buttons": [
+                [self._button(actor.locale, "contact_yes", f"{ANSWER_PREFIX}{token}:y")],
+                [self._button(actor.locale, "contact_no", f"{ANSWER_PREFIX}{token}:n")],
+            ],
+        }
+        await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
+        log.info("a person was signposted")  # not who: this log outlives an erasure
+        return True
+
+    async def on_answer(self, update_id: int, sender: Sender, token: str, action: str) -> None:
+        """The person answered the contact question (or tapped Reply on a message)."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        if action == "r":
+            await self._begin_reply(update_id, sender, pseudonym, token)
+            return
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            requests = SafeguardingRequests(conn)
+            request = await requests.by_token(token)
+            if request is None or request.pseudonym != pseudonym:
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            if request.status != "asked":
+                await self._tell(conn, actor, "already_answered", now)
+            elif action == "y":
+                await self._alert(conn, actor, request, now)
+            else:
+                await requests.decide(request.id, "declined", now)
+                await self._tell(conn, actor, "contact_declined", now)
+            await self._carry_on(conn, actor, now)
+
+    async def _alert(
+        self, conn: aiosqlite.Connection, actor: Actor, request: SafeguardingRequest, now: int
+    ) -> None:
+        """Tell every reachable duty holder of the region; tell the person what happened."""
+        holders = []
+        if request.region is not None:
+            for pseudonym in await StaffRoles(conn).duty_holders(request.region):
+                person = await People(conn).get(pseudonym)
+                if person is not None and person.reachable:
+                    holders.append(person)
+        requests = SafeguardingRequests(conn)
+        if not holders:
+            await requests.decide(request.id, "no_one_reached", now)
+            await self._tell(conn, actor, "contact_not_reached", now)
+            log.warning("a safety request found no reachable staff with the duty")
+            return
+        for holder in holders:
+            params = {
+                "ref": _reference(request),
+                "region": self._texts.common(
+                    holder.locale, REGION_NAMES.get(request.region or "", "")
+                ),
+                "category": self._texts.text(holder.locale, f"category_{request.category}"),
+            }
+            alert = {
+                "text": self._texts.text(holder.locale, "alert", **params),
+                "buttons": [
+                    [self._button(holder.locale, "write_to_them", f"{STAFF_PREFIX}{request.token}")]
+                ],
+            }
+            outbox_id = await Outbox(conn).enqueue(
+                holder.chat_id, PRIORITY_SAFEGUARDING, "message", alert, now
+            )
+            await requests.mark_alert(outbox_id, request.id)
+        await requests.decide(request.id, "alerted", now)
+        await Schedules(conn).add(
+            FOLLOW_UP_JOB,
+            f"{FOLLOW_UP_JOB}:{request.id}:0",
+            now + FOLLOW_UP_AFTER_MS,
+            {"request_id": request.id, "attempt": 0},
+            now,
+        )
+        await AuditLog(conn).record(
+            "system", "safeguarding.alerted", _reference(request), {"staff": str(len(holders))}, now
+        )
+        sent = {
+            "text": self._texts.text(actor.locale, "contact_sent"),
+            "contact_button": self._texts.text(actor.locale, "share_number"),
+        }
+        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", sent, now)
+
+    async def on_follow_up(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """A minute after alerting: if no alert reached anyone (every duty holder blocked
+        the bot, or Telegram refused), the person is told plainly and signposted again;
+        while alerts are still queued (e.g. Telegram asked us to wait), look again later."""
+        request_id, attempt = int(job.payload["request_id"]), int(job.payload["attempt"])
+        requests = SafeguardingRequests(conn)
+        sent, waiting = await requests.alert_delivery(request_id)
+        if sent:
+            return
+        if waiting and attempt < _FOLLOW_UPS:
+            await Schedules(conn).add(
+                FOLLOW_UP_JOB,
+                f"{FOLLOW_UP_JOB}:{request_id}:{attempt + 1}",
+                now + FOLLOW_UP_AFTER_MS,
+                {"request_id": request_id, "attempt": attempt + 1},
+                now,
+            )
+            return
+        request = await requests.get(request_id)
+        if request is None or not await requests.mark_unreached(request_id, now):
+            return
+        person = await People(conn).get(request.pseudonym)
+        if person is None:
+            return
+        text = self._texts.text(person.locale, "contact_not_reached")
+        await Outbox(conn).enqueue(
+            person.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
+        )
+        log.warning("no safety alert reached staff; the person was told")
+
+    async def on_staff_write(self, update_id: int, sender: Sender, token: str) -> None:
+        """A duty holder tapped "Write to them" under an alert."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._db.read() as conn:
+            request = await SafeguardingRequests(conn).by_token(token)
+            access = await access_of(conn, pseudonym)
+        if request is None or not access.has_safeguarding_duty(request.region or ""):
+            await self._refuse(update_id, sender, pseudonym)
+            return
+        values = {"request": token, "to": "person"}
+        await self._conversations.handle_event(update_id, sender, Begin("safety_reply", values))
+
+    async def _begin_reply(
+        self, update_id: int, sender: Sender, pseudonym: str, token: str
+    ) -> None:
+        async with self._db.read() as conn:
+            request = await SafeguardingRequests(conn).by_token(token)
+        if request is None or request.pseudonym != pseudonym:
+            await self._refuse(update_id, sender, pseudonym)
+            return
+        values = {"request": token, "to": "staff"}
+        await self._conversations.handle_event(update_id, sender, Begin("safety_reply", values))
+
+    async def relay(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Pass a message on: duty staff to the person (with a Reply button), or the person
+        to every duty holder of the region (with "Write to them")."""
+        request = await SafeguardingRequests(conn).by_token(values.get("request", ""))
+        message = values.get("message", "")
+        if request is None:
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        if values.get("to") == "person":
+            access = await access_of(conn, actor.pseudonym)
+            person = await People(conn).get(request.pseudonym)
+            if not access.has_safeguarding_duty(request.region or "") or person is None:
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            payload = {
+                "text": self._texts.text(person.locale, "from_probation", message=message),
+                "buttons": [
+                    [
+                        self._button(
+                            person.locale, "reply_button", f"{ANSWER_PREFIX}{request.token}:r"
+                        )
+                    ]
+                ],
+            }
+            await Outbox(conn).enqueue(
+                person.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
+            )
+            await AuditLog(conn).record(
+                actor.pseudonym, "safeguarding.message_sent", _reference(request), {}, now
+            )
+        elif request.pseudonym == actor.pseudonym:
+            told = await self._to_duty_holders(
+                conn, request, "staff_from_them", now, message=message
+            )
+            if not told:
+                await self._tell(conn, actor, "contact_not_reached", now)
+                return
+        else:
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        await self._tell(conn, actor, "message_passed_on", now)
+
+    async def on_contact(
+        self, update_id: int, sender: Sender, phone: str, own_number: bool
+    ) -> None:
+        """The person shared a phone number with the contact button: pass it to the duty
+        staff of their latest alerted request (never stored: only the outbox holds it)."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            request = await SafeguardingRequests(conn).latest_alerted(
+                pseudonym, now - _CONTACT_WINDOW_MS
+            )
+            if request is None or not own_number:
+                text = self._engine.message("unsupported_content")
+                await self._tell(conn, actor, text, now, True)
+                return
+            if not await self._to_duty_holders(conn, request, "staff_number", now, phone=phone):
+                await self._tell(conn, actor, "contact_not_reached", now)
+                return
+            done = {
+                "text": self._texts.text(actor.locale, "number_passed_on"),
+                "remove_keyboard": True,
+            }
+            await Outbox(conn).enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", done, now)
+
+    async def _to_duty_holders(
+        self,
+        conn: aiosqlite.Connection,
+        request: SafeguardingRequest,
+        key: str,
+        now: int,
+        **params: str,
+    ) -> int:
+        """Send to every reachable duty holder of the request's region; returns how many."""
+        told = 0
+        for pseudonym in await StaffRoles(conn).duty_holders(request.region or ""):
+            holder = await People(conn).get(pseudonym)
+            if holder is None or not holder.reachable:
+                continue
+            text = self._texts.text(holder.locale, key, ref=_reference(request), **params)
+            button = self._button(holder.locale, "write_to_them", f"{STAFF_PREFIX}{request.token}")
+            payload: dict[str, Any] = {"text": text, "buttons": [[button]]}
+            await Outbox(conn).enqueue(
+                holder.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
+            )
+            told += 1
+        return told
+
+    async def _carry_on(self, conn: aiosqlite.Connection, actor: Actor, now: int) -> None:
+        """Back to the question the person was on, if any ("here is where you were")."""
+        stored = await Sessions(conn).load(actor.pseudonym)
+        session = Session.from_json(stored) if stored else Session()
+        if session.place is not None:
+            await self._conversations.step_in(conn, actor, Started(), now)
+
+    def _button(self, locale: str, key: str, data: str) -> dict[str, str]:
+        return {"text": self._texts.text(locale, key), "callback_data": data}
+
+
+def _reference(request: SafeguardingRequest) -> str:
+    """A short reference staff can quote to each other: not the person's identity."""
+    return f"SG-{request.id}"

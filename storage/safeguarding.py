@@ -1,0 +1,110 @@
+"""Safeguarding requests: that a person was signposted, and whether they asked for contact.
+No words of theirs are kept here."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import aiosqlite
+
+from storage.database import Row
+
+
+@dataclass(frozen=True)
+class SafeguardingRequest:
+    id: int
+    token: str
+    pseudonym: str
+    region: str | None
+    category: str
+    status: str
+    created_at: int
+
+
+_COLUMNS = "id, token, pseudonym, region, category, status, created_at"
+
+
+def _request(row: Row) -> SafeguardingRequest:
+    return SafeguardingRequest(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+class SafeguardingRequests:
+    """The safeguarding_requests table."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def open(self, pseudonym: str, region: str | None, category: str, now: int) -> str:
+        """Record that the person was signposted and asked; returns the request's token."""
+        token = secrets.token_hex(8)
+        await self._conn.execute(
+            "INSERT INTO safeguarding_requests (token, pseudonym, region, category, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (token, pseudonym, region, category, now),
+        )
+        return token
+
+    async def by_token(self, token: str) -> SafeguardingRequest | None:
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM safeguarding_requests WHERE token = ?", (token,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _request(row) if row else None
+
+    async def decide(self, request_id: int, status: str, now: int) -> bool:
+        """Record the person's answer (or the outcome of alerting); only once, from 'asked'."""
+        cursor = await self._conn.execute(
+            "UPDATE safeguarding_requests SET status = ?, decided_at = ? "
+            "WHERE id = ? AND status = 'asked'",
+            (status, now, request_id),
+        )
+        return cursor.rowcount > 0
+
+    async def mark_alert(self, outbox_id: int, request_id: int) -> None:
+        """Remember that this outbox row is an alert for the request."""
+        await self._conn.execute(
+            "UPDATE outbox SET safeguarding_request = ? WHERE id = ?", (request_id, outbox_id)
+        )
+
+    async def alert_delivery(self, request_id: int) -> tuple[int, int]:
+        """(alerts sent, alerts still waiting to be sent) for a request."""
+        async with self._conn.execute(
+            "SELECT COALESCE(SUM(status = 'sent'), 0), COALESCE(SUM(status = 'pending'), 0) "
+            "FROM outbox WHERE safeguarding_request = ?",
+            (request_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def get(self, request_id: int) -> SafeguardingRequest | None:
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM safeguarding_requests WHERE id = ?", (request_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _request(row) if row else None
+
+    async def mark_unreached(self, request_id: int, now: int) -> bool:
+        """No alert for an 'alerted' request reached anyone (blocked, refused)."""
+        cursor = await self._conn.execute(
+            "UPDATE safeguarding_requests SET status = 'no_one_reached', decided_at = ? "
+            "WHERE id = ? AND status = 'alerted'",
+            (now, request_id),
+        )
+        return cursor.rowcount > 0
+
+    async def latest_alerted(self, pseudonym: str, since: int) -> SafeguardingRequest | None:
+        """The person's most recent request that reached staff, if it is recent."""
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM safeguarding_requests WHERE pseudonym = ? "
+            "AND status = 'alerted' AND created_at >= ? ORDER BY id DESC LIMIT 1",
+            (pseudonym, since),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _request(row) if row else None
+
+    async def erase_person(self, pseudonym: str) -> int:
+        cursor = await self._conn.execute(
+            "DELETE FROM safeguarding_requests WHERE pseudonym = ?", (pseudonym,)
+        )
+        return cursor.rowcount

@@ -1,0 +1,159 @@
+"""A message that signals danger, end to end: help first, contact only on a yes, a relay
+between the person and the staff holding the safeguarding duty. Everyone is invented."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.local_api import FakePerson, LocalBotApi
+from bot.runtime import Runtime
+from storage.clock import ManualClock
+from storage.staff import StaffRoles
+from tests.harness import ADA, BRAN, Chat, Records, onboard, running_bot
+
+SAM = FakePerson(user_id=740000001, first_name="Sam", language_code="en")  # London duty
+RISK = "honestly some days I just want to end it all"
+
+
+async def give_sam_the_duty(runtime: Runtime, api: LocalBotApi) -> Chat:
+    sam = Chat(api, SAM)
+    await sam.say("/help")  # Sam has talked to the bot, so it can write to Sam
+    await sam.expect(2)  # the help, and "nothing to answer right now"
+    async with runtime.db.transaction() as conn:
+        who = runtime.service.pseudonym_of(SAM.user_id)
+        await StaffRoles(conn).grant(who, "staff", "london", True, "cli", 0)
+    return sam
+
+
+async def said(chat: Chat, words: str, since: int) -> None:
+    """Wait until one of the bot's messages after the first `since` contains `words`."""
+    async with asyncio.timeout(10):
+        while not any(words in (m.text or "") for m in chat.messages[since:]):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+def contact_update(person: FakePerson, phone: str, user_id: int) -> dict[str, object]:
+    chat = {"id": person.chat_id, "type": "private", "first_name": person.first_name}
+    return {
+        "message": {
+            "message_id": 990000 + person.user_id % 1000,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": person.user_id, "is_bot": False, "first_name": person.first_name},
+            "contact": {"phone_number": phone, "first_name": person.first_name, "user_id": user_id},
+        }
+    }
+
+
+async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_path: Path) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
+            await ada.tap(answer)
+        before, sam_had = len(ada.messages), len(sam.messages)
+        signpost = await ada.say(RISK)
+        assert ada.messages[before] is signpost  # the very first reply
+        for number in ("999", "116 123", "111"):
+            assert number in signpost.text
+        question = await ada.expect(before + 2)
+        assert "get in touch" in question.text
+        assert len(sam.messages) == sam_had  # nobody is told before a yes
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM answers") == [(0,)]  # not kept as an answer
+
+        sent = await ada.tap("Yes, please")
+        assert "told the probation team" in sent.text
+        assert "keyboard" in str(sent.reply_markup)  # Telegram's share-my-number button
+        again = await ada.expect(before + 4)  # and the question she was on, again
+        assert "What one thing" in again.text
+        alert = await sam.expect(sam_had + 1)
+        assert "SG-1" in alert.text and "suicide" in alert.text
+        assert RISK not in alert.text and str(ADA.user_id) not in str(alert.reply_markup)
+
+        await sam.tap("Write to them")
+        await sam.say("Hello, this is Sam from probation. Can I call you today?")
+        relayed = await ada.expect(before + 5)
+        assert "Can I call you today?" in relayed.text
+        # Her reply through the bot reaches Sam even though it is itself a risk message:
+        # she is signposted again, and it is not dropped.
+        assert "Write your message" in (await ada.tap("Reply")).text
+        sam_before_reply, ada_before_reply = len(sam.messages), len(ada.messages)
+        again = await ada.say("I still want to end it all tonight")
+        assert "116 123" in again.text
+        passed_on = await sam.expect(sam_before_reply + 1)
+        assert "I still want to end it all tonight" in passed_on.text
+        await said(ada, "passed on your message", ada_before_reply)
+        sam_before_number, ada_before_number = len(sam.messages), len(ada.messages)
+        api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))
+        await said(ada, "passed your number", ada_before_number)
+        number = await sam.expect(sam_before_number + 1)
+        assert "+447700900123" in number.text
+        actions = [a for (a,) in records.query("SELECT action FROM audit_log")]
+        assert "safeguarding.alerted" in actions and "safeguarding.message_sent" in actions
+        statuses = records.query("SELECT status FROM safeguarding_requests ORDER BY id")
+        assert statuses == [("alerted",), ("asked",)]  # the second: her reply to Sam
+
+
+async def test_no_is_respected_and_no_one_to_tell_is_said_plainly(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        sam_had = len(sam.messages)
+        ada = Chat(api, ADA)
+        await onboard(ada)  # London
+        before = len(ada.messages)
+        await ada.say("i want to kill my self")
+        await ada.expect(before + 2)  # the signpost, then the question
+        declined = await ada.tap("No, thank you")
+        assert "We have not told anyone" in declined.text
+        had = len(ada.messages)
+        api.send_photo(ADA, caption="i want to kill myself")  # a caption is read too
+        assert "116 123" in (await ada.expect(had + 1)).text
+        bran = Chat(api, BRAN)
+        await onboard(bran, region="Wales")  # nobody in Wales holds the duty
+        before = len(bran.messages)
+        await bran.say("I'm not safe at home")
+        await bran.expect(before + 2)
+        reached = await bran.tap("Yes, please")
+        assert "could not reach anyone" in reached.text and "999" in reached.text
+        assert len(sam.messages) == sam_had  # Sam (London) heard of neither
+        statuses = {
+            s
+            for (s,) in Records(runtime.settings).query("SELECT status FROM safeguarding_requests")
+        }
+        assert statuses == {"declined", "no_one_reached", "asked"}  # asked: the caption
+
+
+async def test_when_no_alert_reaches_anyone_the_person_is_told(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam holds the duty but has blocked the bot: the alert fails with 403, and a minute
+    later Ada hears plainly that nobody could be reached, with the numbers again."""
+    clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        api.block(SAM.chat_id)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        assert "told the probation team" in (await ada.tap("Yes, please")).text
+        records = Records(runtime.settings)
+        async with asyncio.timeout(10):  # the 403 comes back
+            while not records.query("SELECT 1 FROM people WHERE reachable = 0"):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        clock.advance(61)
+        await runtime.scheduler.run_due()
+        await said(ada, "could not reach anyone", had)
+        assert "116 123" in ada.messages[-1].text
+        assert records.query("SELECT status FROM safeguarding_requests") == [("no_one_reached",)]
+        assert len(sam.messages) == 2  # only the /help answers from before
