@@ -129,6 +129,17 @@ class Database:
             applied.append(migration.name)
         return applied
 
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database file and empty it, so deleted rows (zeroed there by
+        secure_delete) leave no old copy behind in the WAL (e.g. after an erasure)."""
+        for attempt in range(20):
+            async with self.read() as conn, conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as c:
+                row = await c.fetchone()
+            if row is not None and row[0] == 0:  # not blocked by a reader: done
+                return
+            await asyncio.sleep(0.05 * (attempt + 1))
+        raise sqlite3.OperationalError("the WAL could not be emptied (a reader held it)")
+
     async def integrity_check(self) -> str:
         async with self.read() as conn, conn.execute("PRAGMA integrity_check") as cursor:
             row = await cursor.fetchone()

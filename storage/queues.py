@@ -185,8 +185,21 @@ class Outbox:
             (now, telegram_message_id, message_id),
         )
 
+    async def _forget_if_last_words(self, message_id: int) -> None:
+        """The goodbye to an erased person leaves no row behind, sent or not."""
+        await self._conn.execute(
+            "DELETE FROM outbox WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
+            (message_id,),
+        )
+
     async def mark_sent_many(self, sent: list[tuple[int, int | None]], now: int) -> None:
-        """`mark_sent` for a batch of (outbox id, Telegram message id), in one statement."""
+        """`mark_sent` for a batch of (outbox id, Telegram message id). A message marked
+        `forget_chat` (the last one to a person who was erased) is deleted instead, so their
+        chat id is kept nowhere once it has gone."""
+        await self._conn.executemany(
+            "DELETE FROM outbox WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
+            [(message_id,) for message_id, _ in sent],
+        )
         await self._conn.executemany(
             "UPDATE outbox SET status = 'sent', sent_at = ?, message_id = ?, payload = NULL "
             "WHERE id = ?",
@@ -201,6 +214,7 @@ class Outbox:
         )
 
     async def mark_failed(self, message_id: int, now: int, error: str) -> None:
+        await self._forget_if_last_words(message_id)
         await self._conn.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, sent_at = ?, "
             "last_error = ?, payload = NULL WHERE id = ?",
@@ -210,6 +224,11 @@ class Outbox:
     async def cancel_chat(self, chat_id: int, reason: str, min_priority: int = 0) -> int:
         """Cancel what is still pending for a chat at `min_priority` or less urgent (e.g. all
         of it when the person blocked the bot, broadcasts only when they said /stop)."""
+        await self._conn.execute(
+            "DELETE FROM outbox WHERE chat_id = ? AND status = 'pending' "
+            "AND json_extract(payload, '$.forget_chat') IS 1",
+            (chat_id,),
+        )
         cursor = await self._conn.execute(
             "UPDATE outbox SET status = 'cancelled', last_error = ?, payload = NULL "
             "WHERE chat_id = ? AND status = 'pending' AND priority >= ?",

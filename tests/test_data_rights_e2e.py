@@ -1,0 +1,107 @@
+"""/mydata and /delete end to end: what is kept is shown, and after /delete nothing about
+the person is left anywhere in the database files, but a tombstone. Invented people only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+from cryptography.fernet import InvalidToken
+
+from bot.local_api import LocalBotApi
+from tests.harness import ADA, BRAN, Chat, Records, onboard, running_bot
+
+MARKER = "Quillfeather"  # an invented word, easy to find in raw bytes
+ANSWER = f"My housing officer {MARKER} never rings back about the flat"
+_FERNET = re.compile(rb"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
+
+
+async def answer_a_check_in(chat: Chat) -> None:
+    await chat.say("/feedback")
+    await chat.tap("Start")
+    for label in ("Mostly", "Sometimes", "Never", "Skip this one"):
+        await chat.tap(label)
+    assert "Thank you" in (await chat.say(ANSWER)).text
+
+
+def every_value(records: Records) -> list[tuple[str, str, object]]:
+    """(table, column, value) for every cell of every table."""
+    found = []
+    tables = [t for (t,) in records.query("SELECT name FROM sqlite_master WHERE type='table'")]
+    for table in tables:
+        columns = [c[1] for c in records.query(f"PRAGMA table_info({table})")]
+        for row in records.query(f"SELECT * FROM {table}"):
+            found.extend(
+                (str(table), str(col), value) for col, value in zip(columns, row, strict=True)
+            )
+    return found
+
+
+async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_path: Path) -> None:
+    async with running_bot(api, tmp_path):
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await answer_a_check_in(ada)
+        had = len(ada.messages)
+        summary = await ada.say("/mydata")
+        assert "Written answers: 1" in summary.text and "Area: London" in summary.text
+        listing = await ada.expect(had + 2)
+        assert MARKER in listing.text
+        before = len(ada.messages)
+        message, data = ada.find_button("Get a file")
+        api.press_button(ADA, message.message_id, data)
+        document = await ada.expect(before + 1)
+        assert document.kind == "document" and document.content is not None
+        content = document.content.decode("utf-8")
+        exported = json.loads(content)
+        assert exported["answers"][0]["text"] == ANSWER
+        assert "housing" in exported["answers"][0]["themes"]
+        assert {c["purpose"] for c in exported["consents"]} >= {"feedback", "quotes"}
+        assert str(ADA.user_id) not in content
+
+
+async def test_delete_leaves_nothing_but_a_tombstone(api: LocalBotApi, tmp_path: Path) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        ada, bran = Chat(api, ADA), Chat(api, BRAN)
+        await onboard(ada)
+        await onboard(bran)  # someone else, who must keep everything
+        await answer_a_check_in(ada)
+        records = Records(runtime.settings)
+        who = records.pseudonym(ADA)
+        assert "cannot be undone" in (await ada.say("/delete")).text
+        assert "Nothing was deleted" in (await ada.tap("No, keep everything")).text
+        await ada.say("/feedback")  # in the middle of another check-in...
+        await ada.tap("Start")
+        await ada.say("/delete")
+        gone = await ada.tap("Yes, delete it all")
+        assert "deleted everything" in gone.text
+        await asyncio.sleep(0.5)
+        assert ada.messages[-1] is gone  # ...which is not taken up again
+        async with asyncio.timeout(10):  # the goodbye is sent, then forgotten too
+            while records.query("SELECT 1 FROM outbox WHERE chat_id = ?", ADA.chat_id):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await runtime.db.checkpoint()
+
+        holding = [
+            (table, column)
+            for table, column, value in every_value(records)
+            if value in (who, ADA.chat_id, str(ADA.chat_id))
+        ]
+        assert holding == [("erasures", "pseudonym")]
+        assert records.query("SELECT COUNT(*) FROM people") == [(1,)]  # Bran stays
+        assert records.query("SELECT SUM(sent) FROM checkin_counts") == [(2,)]  # totals stay
+
+        database = Path(runtime.settings.database_path)
+        for path in (database, database.with_name(database.name + "-wal")):
+            if not path.exists():
+                continue
+            raw = path.read_bytes()
+            assert MARKER.encode() not in raw, path.name
+            for token in _FERNET.findall(raw):
+                try:
+                    text = records.secrets.decrypt_text(token)
+                except InvalidToken:
+                    continue
+                assert MARKER not in text, f"{path.name} still holds the answer, encrypted"
