@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from babel.numbers import format_decimal
-
 from bot.datetimes import format_moment
+from bot.desk import DialogueTexts
 from bot.enrolment import REGION_NAMES
-from bot.rendering import Catalogs, fill
+from bot.rendering import Catalogs
 from state_machines.engine import Engine
 from storage.panels import Invitation, Panel, PanelSummary
 
@@ -22,23 +21,23 @@ RSVP_PREFIX = "pr:"  # pr:<token>:<y|m|n|c|d|r|s:<need>>
 MANAGE_PREFIX = "pm:"  # pm:<panel id>:<m|r|x|t>
 ANSWER_PREFIX = "pa:"  # pa:<token>: the organiser answers one person
 SUPPORT_NEEDS: tuple[str, ...] = ("travel", "childcare", "interpreter", "access")
+_ANSWER_KEYS = {
+    "yes": "answer_yes",
+    "maybe": "answer_maybe",
+    "no": "answer_no",
+    "waiting": "answer_waiting",
+    "cancelled": "answer_cancelled",
+    "invited": "answer_none",
+}
 Payload = dict[str, Any]
 
 
-class PanelTexts:
-    """Renders panel messages for one locale at a time."""
+class PanelTexts(DialogueTexts):
+    """Renders panel messages in a person's language."""
 
     def __init__(self, engine: Engine, catalogs: Catalogs, zone: str) -> None:
-        self._messages = engine.dialogues["panels"].messages
-        self._catalogs = catalogs
+        super().__init__(engine, catalogs, "panels")
         self._zone = zone
-
-    def text(self, locale: str, key: str, **params: str) -> str:
-        return fill(self._catalogs.gettext(locale, self._messages[key]), params)
-
-    def common(self, locale: str, msgid: str) -> str:
-        """A text that is already an English msgid (e.g. a shared message)."""
-        return self._catalogs.gettext(locale, msgid)
 
     def when(self, starts_at: int, locale: str) -> str:
         return format_moment(starts_at, locale, self._zone)
@@ -52,9 +51,6 @@ class PanelTexts:
     def needs(self, needs: Iterable[str], locale: str) -> str:
         names = [self.text(locale, f"need_{n}") for n in SUPPORT_NEEDS if n in set(needs)]
         return ", ".join(names) or self.text(locale, "no_help_offered")
-
-    def number(self, value: int, locale: str) -> str:
-        return str(format_decimal(value, locale=locale))
 
     def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
         """A staff member's panel form values as they read them (for the preview)."""
@@ -170,16 +166,9 @@ class PanelTexts:
                 locale, "reply_received", title=panel.title, who=invitation.ticket, message=message
             )
         else:
-            who = (
-                self.text(locale, f"answer_{invitation.answer}")
-                if invitation.answer
-                in (
-                    "yes",
-                    "maybe",
-                    "no",
-                )
-                else invitation.answer
-            )
+            # The answer they gave stands in for who they are (never an id or a name).
+            given = invitation.answer if invitation.answer in _ANSWER_KEYS else "invited"
+            who = self.text(locale, _ANSWER_KEYS[given])
             text = self.text(
                 locale, "reply_received_no_ticket", title=panel.title, who=who, message=message
             )

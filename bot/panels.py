@@ -19,7 +19,7 @@ import aiosqlite
 from bot.access import access_of
 from bot.broadcasts import BroadcastService
 from bot.conversation import Actor, ConversationService, Sender
-from bot.panel_desk import PanelDesk
+from bot.desk import Desk
 from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
 from state_machines.engine import Engine
 from state_machines.events import Begin
@@ -43,7 +43,7 @@ _COMING = ("yes", "maybe", "waiting")
 _LISTED_AT_MOST = 20
 
 
-class PanelService(PanelDesk):
+class PanelService(Desk[PanelTexts]):
     """Panel creation and changes, for staff of the panel's region."""
 
     def __init__(
@@ -74,7 +74,11 @@ class PanelService(PanelDesk):
         """Save the panel, invite everyone in the region who said yes to panel invitations
         (as one broadcast, with a progress message for the organiser), and schedule the
         reminder and the erasure of support needs."""
-        region, starts_at = values["region"], int(values["starts_at"])
+        form = _panel_form(values)
+        if form is None:  # e.g. a session from an older version of the dialogue
+            await self._tell(conn, actor, "panel_start_again", now)
+            return
+        region, starts_at, capacity = form
         if not (await access_of(conn, actor.pseudonym)).is_staff_in(region):
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
@@ -88,7 +92,7 @@ class PanelService(PanelDesk):
             values["title"],
             starts_at,
             values["place"],
-            int(values["capacity"]),
+            capacity,
             support,
             actor.pseudonym,
             now,
@@ -97,12 +101,14 @@ class PanelService(PanelDesk):
         assert panel is not None
         messages: list[tuple[int, dict[str, Any]]] = []
         for recipient in await reachable_with_consent(conn, region, "panel_invitations"):
+            if recipient.pseudonym == actor.pseudonym:
+                continue  # the organiser is not invited to their own panel
             token = await panels.invite(panel_id, recipient.pseudonym, now)
-            if token is not None and recipient.pseudonym != actor.pseudonym:
+            if token is not None:
                 messages.append(
                     (recipient.chat_id, self._texts.invitation(panel, token, recipient.locale))
                 )
-        await self._audit(conn, actor, "panel.created", panel, now, invited=str(len(messages)))
+        await audit_panel(conn, actor, "panel.created", panel, now, invited=str(len(messages)))
         await self._tell(
             conn, actor, "panel_created", now, count=self._texts.number(len(messages), actor.locale)
         )
@@ -125,7 +131,7 @@ class PanelService(PanelDesk):
         panel = await self._panel_for_staff(conn, actor, values, now)
         if panel is None:
             return
-        starts_at = int(values["starts_at"])
+        starts_at = int(values["starts_at"]) if values.get("starts_at", "").isdigit() else 0
         if starts_at <= now:
             await self._tell(conn, actor, "panel_time_passed", now)
             return
@@ -136,7 +142,7 @@ class PanelService(PanelDesk):
         coming = await panels.attendees(panel.id, _COMING)
         messages = [(a.chat_id, self._texts.moved(moved, a.token, a.locale)) for a in coming]
         await self._notify(conn, actor, "panel_moved", moved, messages, now)
-        await self._audit(conn, actor, "panel.moved", moved, now, told=str(len(messages)))
+        await audit_panel(conn, actor, "panel.moved", moved, now, told=str(len(messages)))
         await self._tell(
             conn,
             actor,
@@ -158,7 +164,7 @@ class PanelService(PanelDesk):
         await panels.cancel(panel.id, now)
         messages = [(a.chat_id, self._texts.called_off(panel, a.locale)) for a in coming]
         await self._notify(conn, actor, "panel_cancelled", panel, messages, now)
-        await self._audit(conn, actor, "panel.cancelled", panel, now, told=str(len(messages)))
+        await audit_panel(conn, actor, "panel.cancelled", panel, now, told=str(len(messages)))
         await self._tell(
             conn,
             actor,
@@ -181,7 +187,7 @@ class PanelService(PanelDesk):
             (a.chat_id, self._texts.relayed(panel, a.token, text, a.locale)) for a in coming
         ]
         await self._notify(conn, actor, "panel_message", panel, messages, now)
-        await self._audit(
+        await audit_panel(
             conn, actor, "panel.message_sent", panel, now, recipients=str(len(messages))
         )
         await self._tell(
@@ -219,7 +225,7 @@ class PanelService(PanelDesk):
             locale = await self._locale(conn, pseudonym)
             actor = Actor(pseudonym, sender.chat_id, locale)
             tickets = await Panels(conn).tickets(panel.id)
-            await self._audit(conn, actor, "panel.tickets_viewed", panel, now)
+            await audit_panel(conn, actor, "panel.tickets_viewed", panel, now)
             if tickets:
                 await self._tell(
                     conn,
@@ -261,7 +267,9 @@ class PanelService(PanelDesk):
             if not regions:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
-            summaries = await Panels(conn).upcoming(None if access.is_admin else regions, now)
+            # Listed until they are over, so the door tickets are there on the day.
+            since = now - OVER_AFTER_MS
+            summaries = await Panels(conn).upcoming(None if access.is_admin else regions, since)
             await AuditLog(conn).record(
                 pseudonym, "panel.listed", "panels", {"shown": str(len(summaries))}, now
             )
@@ -348,3 +356,23 @@ class PanelService(PanelDesk):
         await schedules.add(
             OVER_JOB, f"{OVER_JOB}:{panel.id}:{panel.starts_at}", over_at, payload, now
         )
+
+
+async def audit_panel(
+    conn: aiosqlite.Connection, actor: Actor, action: str, panel: Panel, now: int, **details: str
+) -> None:
+    """One audit entry for a staff action on a panel (never a message body)."""
+    await AuditLog(conn).record(
+        actor.pseudonym, action, f"panel:{panel.id}", {"region": panel.region, **details}, now
+    )
+
+
+def _panel_form(values: Mapping[str, str]) -> tuple[str, int, int] | None:
+    """(region, start, capacity) of a finished /panel_new form, or None if incomplete."""
+    region = values.get("region", "")
+    starts_at, capacity = values.get("starts_at", ""), values.get("capacity", "")
+    if not (region and values.get("title") and values.get("place")):
+        return None
+    if not (starts_at.isdigit() and capacity.isdigit()):
+        return None
+    return region, int(starts_at), int(capacity)

@@ -14,20 +14,21 @@ import aiosqlite
 
 from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
-from bot.panel_desk import PanelDesk
+from bot.desk import Desk
 from bot.panel_texts import PanelTexts
+from bot.panels import audit_panel
 from state_machines.engine import Engine
 from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
 from storage.panels import ANSWERS, Invitation, Panel, Panels, RsvpOutcome
-from storage.people import People
+from storage.people import ConsentLedger, People
 from storage.queues import PRIORITY_REPLY, Outbox
 
 _CHOICES = {"y": "yes", "m": "maybe", "n": "no", "c": "cancel"}
 
 
-class RsvpService(PanelDesk):
+class RsvpService(Desk[PanelTexts]):
     """Answers to invitations, and messages between the people coming and the organiser."""
 
     def __init__(
@@ -64,7 +65,11 @@ class RsvpService(PanelDesk):
             if invitation is None or panel is None or invitation.pseudonym != pseudonym:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
-            if action in _CHOICES:
+            if action in ("y", "m") and not await _wants_invitations(conn, pseudonym):
+                # Said no to panels (or /stop) since: a place they would never hear about
+                # again is not given; how to say yes again is.
+                await self._tell(conn, actor, "panel_needs_consent", now)
+            elif action in _CHOICES:
                 outcome = await panels.respond(token, _CHOICES[action], now)
                 await self._answered(conn, actor, panel, outcome, now)
             elif action.startswith("s:"):
@@ -105,15 +110,16 @@ class RsvpService(PanelDesk):
                 if attendee is None
                 else self._texts.relayed(panel, invitation.token, message, attendee.locale)
             )
-            await self._audit(conn, actor, "panel.answer_sent", panel, now)
+            await audit_panel(conn, actor, "panel.answer_sent", panel, now)
         else:
             if invitation.pseudonym != actor.pseudonym:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
             organiser = await People(conn).get(panel.organiser)
+            still_staff = (await access_of(conn, panel.organiser)).is_staff_in(panel.region)
             target = (
                 (organiser.chat_id, organiser.locale)
-                if organiser is not None and organiser.reachable
+                if organiser is not None and organiser.reachable and still_staff
                 else None
             )
             payload = (
@@ -129,17 +135,18 @@ class RsvpService(PanelDesk):
 
     async def on_withdrawn(
         self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int
-    ) -> None:
+    ) -> frozenset[str]:
         """Someone said no more panel invitations (or /stop): give back their places and
         waiting-list spots, so the next person gets them, and forget their support needs."""
         if "panel_invitations" not in purposes:
-            return
+            return frozenset()
         panels = Panels(conn)
         for invitation in await panels.active_invitations(pseudonym, now):
             outcome = await panels.respond(invitation.token, "cancel", now)
             panel = await panels.get(invitation.panel_id)
             if panel is not None:
                 await self._tell_promoted(conn, panel, outcome, now)
+        return frozenset()
 
     async def _answered(
         self, conn: aiosqlite.Connection, actor: Actor, panel: Panel, outcome: RsvpOutcome, now: int
@@ -182,7 +189,8 @@ class RsvpService(PanelDesk):
         needs = set(invitation.support_needs) ^ {need}
         panels = Panels(conn)
         if not await panels.set_support_needs(invitation.token, sorted(needs)):
-            await self._tell(conn, actor, "panel_closed", now)
+            closed = panel.status != "open" or panel.starts_at <= now
+            await self._tell(conn, actor, "panel_closed" if closed else "needs_not_now", now)
             return
         updated = await panels.invitation(invitation.token)
         assert updated is not None
@@ -203,3 +211,7 @@ class RsvpService(PanelDesk):
             return
         values = {"invitation": token, "title": panel.title, "to": "organiser"}
         await self._conversations.handle_event(update_id, sender, Begin("panel_reply", values))
+
+
+async def _wants_invitations(conn: aiosqlite.Connection, pseudonym: str) -> bool:
+    return (await ConsentLedger(conn).current(pseudonym)).get("panel_invitations", False)

@@ -110,6 +110,14 @@ _HAS_FREE_PLACE = (
 )
 
 
+# Only someone who can be told, and still wants panel invitations, is given a freed place
+# (someone who blocked the bot would hold it unknowingly while others wait).
+_STILL_CONSENTS = (
+    "(SELECT granted FROM consent_ledger WHERE id = (SELECT MAX(id) FROM consent_ledger "
+    "WHERE pseudonym = i.pseudonym AND purpose = 'panel_invitations')) = 1"
+)
+
+
 def _needs(value: str | None) -> tuple[str, ...]:
     return tuple(json.loads(value)) if value else ()
 
@@ -399,8 +407,10 @@ class Panels:
         ticket = await self._free_ticket(panel_id)
         async with self._conn.execute(
             "UPDATE panel_invitations SET answer = 'yes', ticket = :ticket, answered_at = :now "
-            "WHERE id = (SELECT id FROM panel_invitations WHERE panel_id = :panel "
-            "  AND answer = 'waiting' ORDER BY answered_at, id LIMIT 1) "
+            "WHERE id = (SELECT i.id FROM panel_invitations i "
+            "  JOIN people p ON p.pseudonym = i.pseudonym AND p.reachable = 1 "
+            "  WHERE i.panel_id = :panel AND i.answer = 'waiting' "
+            f"  AND {_STILL_CONSENTS} ORDER BY i.answered_at, i.id LIMIT 1) "
             f"AND {_HAS_FREE_PLACE} RETURNING {_INVITATION_COLUMNS}",
             {"panel": panel_id, "ticket": ticket, "now": now},
         ) as cursor:

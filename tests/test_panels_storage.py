@@ -548,3 +548,23 @@ def test_places_are_never_overbooked_whatever_the_order_of_answers(tmp_path: Pat
     finally:
         loop.run_until_complete(database.close())
         loop.close()
+
+
+async def test_a_freed_place_skips_people_who_blocked_the_bot_or_said_no_to_panels(
+    db: Database,
+) -> None:
+    """Someone who cannot be told, or no longer wants invitations, would hold the place
+    without knowing while others wait."""
+    await add_people(db, SIX[:5])
+    panel_id = await new_panel(db, capacity=1)
+    tokens = await invite(db, panel_id, SIX[:5])
+    await respond(db, tokens["p-ada"], "yes")
+    for offset, who in enumerate(("p-bea", "p-cal", "p-dev"), start=1):
+        await respond(db, tokens[who], "yes", NOW + HOUR + offset)
+    async with db.transaction() as conn:
+        chat_of_bea = await People(conn).get("p-bea")
+        assert chat_of_bea is not None
+        await People(conn).set_reachable(chat_of_bea.chat_id, False, NOW + HOUR)
+        await ConsentLedger(conn).record("p-cal", "panel_invitations", False, "v1", NOW + HOUR)
+    freed = await respond(db, tokens["p-ada"], "cancel", NOW + 2 * HOUR)
+    assert freed.promoted is not None and freed.promoted.pseudonym == "p-dev"

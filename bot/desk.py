@@ -1,36 +1,62 @@
-"""What the panel services share: one update's transaction, telling a person something in
-their language, refusing what is not theirs to do, and the audit entry."""
+"""What the services behind app buttons share (panels, RSVP, check-ins, safeguarding): one
+update's transaction, telling a person something in their language, and refusing what is
+not theirs to do."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 import aiosqlite
+from babel.numbers import format_decimal
 
 from bot.conversation import Actor, ConversationService, Sender
-from bot.panel_texts import PanelTexts
+from bot.rendering import Catalogs, fill, split_text
 from state_machines.engine import Engine
 from storage.clock import Clock
 from storage.database import Database
-from storage.panels import Panel
 from storage.people import People
 from storage.queues import PRIORITY_REPLY, Inbox, Outbox
-from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
 
 
-class PanelDesk:
-    """The base of the staff (bot.panels) and participant (bot.rsvp) panel services."""
+class DialogueTexts:
+    """The `messages` of one dialogue file, translated for a person."""
+
+    def __init__(self, engine: Engine, catalogs: Catalogs, dialogue_id: str) -> None:
+        self._messages = engine.dialogues[dialogue_id].messages
+        self._catalogs = catalogs
+
+    @property
+    def catalogs(self) -> Catalogs:
+        return self._catalogs
+
+    def text(self, locale: str, key: str, **params: str) -> str:
+        return fill(self._catalogs.gettext(locale, self._messages[key]), params)
+
+    def common(self, locale: str, msgid: str) -> str:
+        """A text that is already an English msgid (e.g. a shared message)."""
+        return self._catalogs.gettext(locale, msgid)
+
+    def number(self, value: int, locale: str) -> str:
+        return str(format_decimal(value, locale=locale))
+
+
+TextsT = TypeVar("TextsT", bound=DialogueTexts)
+
+
+class Desk(Generic[TextsT]):
+    """The base of the services that answer app buttons outside the dialogue engine."""
 
     def __init__(
         self,
         db: Database,
         clock: Clock,
         engine: Engine,
-        texts: PanelTexts,
+        texts: TextsT,
         conversations: ConversationService,
         on_queued: Callable[[], None],
     ) -> None:
@@ -65,7 +91,7 @@ class PanelDesk:
             locale = await self._locale(conn, pseudonym)
             actor = Actor(pseudonym, sender.chat_id, locale)
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-        log.info("refused a panel action for person %s", pseudonym[:12])
+        log.info("refused a button for person %s", pseudonym[:12])
 
     async def _tell(
         self,
@@ -76,25 +102,16 @@ class PanelDesk:
         is_text: bool = False,
         **params: str,
     ) -> None:
-        """Send the person one panel message (by key) or an already chosen common text."""
+        """Send the person one message of the service's dialogue file (by key), or an
+        already chosen common text."""
         if is_text:
             text = self._texts.common(actor.locale, key_or_text)
         else:
             text = self._texts.text(actor.locale, key_or_text, **params)
-        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
-
-    async def _audit(
-        self,
-        conn: aiosqlite.Connection,
-        actor: Actor,
-        action: str,
-        panel: Panel,
-        now: int,
-        **details: str,
-    ) -> None:
-        await AuditLog(conn).record(
-            actor.pseudonym, action, f"panel:{panel.id}", {"region": panel.region, **details}, now
-        )
+        for part in split_text(text):  # e.g. a long list of door tickets
+            await Outbox(conn).enqueue(
+                actor.chat_id, PRIORITY_REPLY, "message", {"text": part}, now
+            )
 
     async def _locale(self, conn: aiosqlite.Connection, pseudonym: str) -> str:
         person = await People(conn).get(pseudonym)
