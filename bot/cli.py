@@ -1,4 +1,5 @@
-"""Command line: run, sandbox, migrate, check, secrets-init, health, roles, invite, enrol."""
+"""Command line: run, sandbox, migrate, check, secrets-init, health, roles, invite, enrol,
+checkin, themes, safeguarding."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from bot import safeguarding_cli
 from bot.catalog_check import check_catalogs, dialogue_texts
+from bot.checkin_cli import add_checkin_parser, run_checkin
 from bot.dialogue_files import build_engine
 from bot.enrolment_cli import add_enrol_parser, run_enrol
 from bot.error_reporting import setup_logging, setup_sentry
 from bot.secrets_file import generate_secrets_file
 from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, load_settings
 from bot.staff_cli import STAFF_COMMANDS, add_staff_parsers, run_staff
+from bot.themes_cli import add_parser as add_themes_parser
+from bot.themes_cli import run_themes
 from state_machines.engine import EngineError
 from state_machines.loader import DialogueError
 from storage.clock import SystemClock
@@ -45,7 +50,13 @@ def main(argv: list[str]) -> int:
     )
     add_staff_parsers(commands)
     add_enrol_parser(commands)
+    add_themes_parser(commands)
+    add_checkin_parser(commands)
+    safeguarding_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "themes":
+        # No settings or logging: `themes tag` prints JSON lines and nothing else.
+        return run_themes(args)
     try:
         settings = load_settings(os.environ)
         # In the sandbox, log lines would break up the conversation: warnings only, unless
@@ -62,6 +73,10 @@ def main(argv: list[str]) -> int:
             return run_staff(settings, args)
         if args.command == "enrol":
             return run_enrol(settings, args)
+        if args.command == "safeguarding":
+            return safeguarding_cli.main(args, settings.dialogues_dir)
+        if args.command == "checkin":
+            return run_checkin(settings, args)
         if args.command == "health":
             if not Path(settings.database_path).exists():
                 print("unhealthy: no database yet", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any
 import aiosqlite
 
 from bot.access import access_of
+from bot.answer_keeper import AnswerKeeper
 from bot.rendering import Catalogs, consent_summary, fill, render_message
 from bot.secrets_file import Secrets
 from bot.start_links import redeem_start_payload
@@ -28,9 +29,17 @@ from state_machines.definition import (
     WithdrawAllConsents,
 )
 from state_machines.engine import Engine
-from state_machines.events import Apply, CommandSent, ConfirmChoice, Event, Say, Started
+from state_machines.events import (
+    Abandon,
+    Apply,
+    CommandSent,
+    ConfirmChoice,
+    Event,
+    Say,
+    Started,
+    TextSent,
+)
 from state_machines.session import Session
-from storage.answers import Answers
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People, Sessions
@@ -59,8 +68,14 @@ class Actor:
 
 # Acts on a dialogue's Submit inside the update's transaction, and answers the person itself.
 SubmitHandler = Callable[[aiosqlite.Connection, Actor, Mapping[str, str], int], Awaitable[None]]
-# Told, inside the transaction, that a person withdrew consent for these purposes.
-WithdrawalHandler = Callable[[aiosqlite.Connection, str, frozenset[str], int], Awaitable[None]]
+# Told, inside the transaction, that a person withdrew consent for these purposes; returns
+# the dialogues that must close because of it (e.g. a check-in, without the feedback consent).
+WithdrawalHandler = Callable[
+    [aiosqlite.Connection, str, frozenset[str], int], Awaitable[frozenset[str]]
+]
+# Checks a person's free text before the dialogue sees it; True when it was handled (e.g. a
+# risk phrase was signposted) and must not be taken as an answer.
+TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
 # Shows a dialogue's remembered values as a person reads them (dates, places...).
 ValueFormatter = Callable[[Mapping[str, str], str], Mapping[str, str]]
 
@@ -86,6 +101,7 @@ class ConversationService:
         default_locale: str,
         shipped_locales: tuple[str, ...],
         on_outbox_changed: Callable[[], None],
+        keeper: AnswerKeeper | None = None,
     ) -> None:
         self._db = db
         self._engine = engine
@@ -95,10 +111,29 @@ class ConversationService:
         self._default_locale = default_locale
         self._shipped_locales = shipped_locales
         self._on_outbox_changed = on_outbox_changed
+        self._keeper = keeper or AnswerKeeper(secrets, taxonomy=None)
         self.notice_version = engine.common.settings.get("notice_version", "unversioned")
         self._submit_handlers: dict[str, SubmitHandler] = {}
         self._value_formatter: ValueFormatter | None = None
         self._withdrawal_handlers: list[WithdrawalHandler] = []
+        self._text_guard: TextGuard | None = None
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
+
+    def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` once the current update's transaction has committed (e.g. empty the
+        WAL after an erasure)."""
+        self._after_commit.append(action)
+
+    async def withdraw_everything(
+        self, conn: aiosqlite.Connection, pseudonym: str, now: int
+    ) -> None:
+        """Tell every withdrawal handler the person withdrew every consent (e.g. before an
+        erasure, so panel places go to the next person)."""
+        await self._withdrawn(conn, pseudonym, frozenset(CONSENT_PURPOSES), now)
+
+    def set_text_guard(self, guard: TextGuard) -> None:
+        """Every free text goes through `guard` first (safeguarding)."""
+        self._text_guard = guard
 
     def on_withdrawal(self, handler: WithdrawalHandler) -> None:
         """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
@@ -126,9 +161,16 @@ class ConversationService:
         return sorted(used - set(self._submit_handlers))
 
     async def handle_event(
-        self, update_id: int, sender: Sender, event: Event, tapped: TappedMessage | None = None
+        self,
+        update_id: int,
+        sender: Sender,
+        event: Event,
+        tapped: TappedMessage | None = None,
+        free_text: str | None = None,
     ) -> None:
-        """Step the person's dialogue with one event and store everything it caused."""
+        """Step the person's dialogue with one event and store everything it caused.
+        `free_text` is anything the person wrote that is not a plain text message (a
+        photo's caption, a command's words): it is checked for risk phrases too."""
         pseudonym = self._secrets.pseudonym(sender.user_id)
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
@@ -141,6 +183,12 @@ class ConversationService:
             if isinstance(event, CommandSent):
                 roles = (await access_of(conn, pseudonym)).roles()
                 step_event = replace(event, roles=roles)
+            written = event.text if isinstance(event, TextSent) else free_text
+            if written:
+                actor = Actor(pseudonym, sender.chat_id, person.locale)
+                signposted = await self._guard_text(conn, actor, written, now)
+                if signposted and not await self._passes_risk_text_on(conn, pseudonym):
+                    step_event = None  # signposted: the dialogue waits, it is asked again later
             if isinstance(event, Started) and event.payload:
                 step_event = await self._redeem_start_link(
                     conn, pseudonym, sender.chat_id, person.locale, event.payload, now
@@ -152,6 +200,8 @@ class ConversationService:
             await Inbox(conn).mark_handled(update_id, now)
         log.info("handled update for person %s", pseudonym[:12])
         self._on_outbox_changed()  # after the commit: the sender reads committed rows only
+        while self._after_commit:
+            await self._after_commit.pop()()
 
     async def _redeem_start_link(
         self,
@@ -173,6 +223,15 @@ class ConversationService:
         )
         return None
 
+    async def step_in(
+        self, conn: aiosqlite.Connection, actor: Actor, event: Event, now: int
+    ) -> None:
+        """Step a person's dialogue inside the caller's transaction (e.g. a check-in the
+        application begins, or closes when it expires)."""
+        await self._step_and_store(
+            conn, actor.pseudonym, actor.chat_id, actor.locale, event, None, now
+        )
+
     async def _step_and_store(
         self,
         conn: aiosqlite.Connection,
@@ -188,12 +247,15 @@ class ConversationService:
         session = Session.from_json(stored) if stored else Session()
         step = self._engine.step(session, event)
         outbox = Outbox(conn)
+        closing: set[str] = set()
         for effect in step.effects:
             if isinstance(effect, Apply) and isinstance(effect.effect, Submit):
                 handler = self._submit_handlers[effect.effect.action]
                 await handler(conn, Actor(pseudonym, chat_id, locale), effect.values, now)
+                if await People(conn).get(pseudonym) is None:
+                    return  # they were just erased: nothing more is said or kept
             elif isinstance(effect, Apply):
-                await self._apply(conn, pseudonym, chat_id, effect, now)
+                closing |= await self._apply(conn, pseudonym, chat_id, effect, now)
                 if isinstance(effect.effect, SetLocale):
                     locale = effect.effect.locale  # what follows is in the new language
             elif isinstance(effect, Say):
@@ -203,7 +265,46 @@ class ConversationService:
             elif isinstance(effect, ConfirmChoice) and tapped is not None:
                 answered = self._answered(tapped, effect, locale)
                 await outbox.enqueue(chat_id, PRIORITY_REPLY, "edit", answered, now)
-        await Sessions(conn).save(pseudonym, step.session.to_json(), now)
+        new_session = step.session
+        for dialogue in sorted(closing):  # e.g. a check-in, once the feedback consent went
+            new_session = self._engine.step(new_session, Abandon(dialogue)).session
+        await Sessions(conn).save(pseudonym, new_session.to_json(), now)
+
+    async def handle_edited(self, update_id: int, sender: Sender, text: str) -> None:
+        """An edited message is not an answer, but a risk phrase in it is signposted."""
+        pseudonym = self._secrets.pseudonym(sender.user_id)
+        now = self._clock.now_ms()
+        async with self._db.transaction() as conn:
+            if not await self._claim(conn, update_id):
+                return
+            person = await People(conn).touch(
+                pseudonym, sender.chat_id, self._locale_for(sender), now
+            )
+            actor = Actor(pseudonym, sender.chat_id, person.locale)
+            locale = person.locale
+            if not await self._guard_text(conn, actor, text, now):
+                message = self._catalogs.gettext(locale, self._engine.message("edited_message"))
+                await Outbox(conn).enqueue(
+                    sender.chat_id, PRIORITY_REPLY, "message", {"text": message}, now
+                )
+            await Inbox(conn).mark_handled(update_id, now)
+        self._on_outbox_changed()
+
+    async def _passes_risk_text_on(self, conn: aiosqlite.Connection, pseudonym: str) -> bool:
+        """True when the person is writing a message the bot passes on to someone (a relay,
+        e.g. to the staff holding the safeguarding duty): after the signpost it must still
+        reach them, not be dropped."""
+        stored = await Sessions(conn).load(pseudonym)
+        place = Session.from_json(stored).place if stored else None
+        if place is None or place.dialogue not in self._engine.dialogues:
+            return False
+        settings = self._engine.dialogues[place.dialogue].settings
+        return settings.get("risk_text") == "passed_on"
+
+    async def _guard_text(
+        self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
+    ) -> bool:
+        return self._text_guard is not None and await self._text_guard(conn, actor, text, now)
 
     async def reply_with_message(
         self, update_id: int, chat_id: int, message_key: str | None, leave_chat: bool = False
@@ -287,32 +388,38 @@ class ConversationService:
 
     async def _apply(
         self, conn: aiosqlite.Connection, pseudonym: str, chat_id: int, apply: Apply, now: int
-    ) -> None:
+    ) -> frozenset[str]:
+        """Carry out one data effect; returns the dialogues a withdrawal closes."""
         effect = apply.effect
         if isinstance(effect, GrantConsent):
             await ConsentLedger(conn).record(
                 pseudonym, effect.purpose, effect.granted, self.notice_version, now
             )
             if not effect.granted:
-                await self._withdrawn(conn, pseudonym, frozenset({effect.purpose}), now)
+                return await self._withdrawn(conn, pseudonym, frozenset({effect.purpose}), now)
         elif isinstance(effect, SetRegion):
             await People(conn).set_region(pseudonym, effect.region, now)
         elif isinstance(effect, SetLocale) and effect.locale in self._shipped_locales:
             await People(conn).set_locale(pseudonym, effect.locale, now)
         elif isinstance(effect, WithdrawAllConsents):
             await ConsentLedger(conn).withdraw_all(pseudonym, self.notice_version, now)
-            await self._withdrawn(conn, pseudonym, frozenset(CONSENT_PURPOSES), now)
+            closing = await self._withdrawn(conn, pseudonym, frozenset(CONSENT_PURPOSES), now)
             await Outbox(conn).cancel_chat(
                 chat_id, "person withdrew consent", min_priority=PRIORITY_BROADCAST
             )
+            return closing
         elif isinstance(effect, StoreAnswer) and apply.value is not None:
             await self._store_answer(conn, pseudonym, apply, effect, now)
+        return frozenset()
 
     async def _withdrawn(
         self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int
-    ) -> None:
+    ) -> frozenset[str]:
+        """Tell every handler; returns the dialogues to close."""
+        closing: set[str] = set()
         for handler in self._withdrawal_handlers:
-            await handler(conn, pseudonym, purposes, now)
+            closing |= await handler(conn, pseudonym, purposes, now)
+        return frozenset(closing)
 
     async def _store_answer(
         self,
@@ -322,12 +429,12 @@ class ConversationService:
         effect: StoreAnswer,
         now: int,
     ) -> None:
-        """Keep a free-text answer, encrypted, and only with the feedback consent."""
-        if not (await ConsentLedger(conn).current(pseudonym)).get("feedback", False):
-            log.info("answer from person %s not kept: no feedback consent", pseudonym[:12])
-            return
-        ciphertext = self._secrets.encrypt_text(apply.value or "")
-        await Answers(conn).add(pseudonym, apply.dialogue or "", effect.key, ciphertext, now)
+        """Keep a free-text answer (the keeper checks the consent and encrypts it)."""
+        person = await People(conn).get(pseudonym)
+        locale = person.locale if person else self._default_locale
+        await self._keeper.keep(
+            conn, pseudonym, apply.dialogue or "", effect.key, apply.value or "", locale, now
+        )
 
     async def _context(
         self, conn: aiosqlite.Connection, pseudonym: str, locale: str, say: Say

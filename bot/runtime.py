@@ -16,19 +16,27 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 from bot import error_reporting
+from bot.answer_keeper import AnswerKeeper
 from bot.broadcasts import PROGRESS_JOB, BroadcastService
+from bot.checkins import EXPIRE_JOB, NUDGE_JOB, ROUND_JOB, CheckinService
 from bot.conversation import ConversationService
+from bot.data_rights import DataRightsService
+from bot.desk import DialogueTexts
 from bot.dialogue_files import build_engine
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
 from bot.rendering import Catalogs
 from bot.rsvp import RsvpService
+from bot.safeguarding import load_risk_phrases
+from bot.safety import FOLLOW_UP_JOB as SAFETY_FOLLOW_UP
+from bot.safety import SafetyService
 from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer, OutboxSender
 from bot.settings import SHIPPED_LOCALES, Settings
 from bot.telegram_adapter import PerChatUpdateProcessor, TelegramAdapter
+from bot.themes import load_taxonomy
 from bot.webhook import WebhookConfig, WebhookReceiver
 from state_machines.engine import Engine
 from storage.clock import Clock, SystemClock
@@ -92,8 +100,17 @@ async def build_runtime(
     sender = OutboxSender(
         db, application.bot, clock, settings.send_rate_per_second, pacer=chat_pacer
     )
+    taxonomy = load_taxonomy(settings.dialogues_dir / "themes.yaml")
     service = ConversationService(
-        db, engine, catalogs, secrets, clock, settings.default_locale, SHIPPED_LOCALES, sender.wake
+        db,
+        engine,
+        catalogs,
+        secrets,
+        clock,
+        settings.default_locale,
+        SHIPPED_LOCALES,
+        sender.wake,
+        AnswerKeeper(secrets, taxonomy),
     )
     ingest = Ingest(db, application, clock, secrets, poll_timeout)
     scheduler = Scheduler(db, clock, after_jobs=sender.wake)
@@ -110,12 +127,48 @@ async def build_runtime(
     texts = PanelTexts(engine, catalogs, settings.timezone)
     panels = PanelService(db, clock, engine, texts, service, broadcasts, wake_sender_and_scheduler)
     rsvp = RsvpService(db, clock, engine, texts, service, wake_sender_and_scheduler)
+    checkins = CheckinService(
+        db,
+        clock,
+        engine,
+        service,
+        broadcasts,
+        DialogueTexts(engine, catalogs, "feedback"),
+        settings.timezone,
+        int(settings.checkin_nudge_hours * 3_600_000),
+        int(settings.checkin_expire_days * 86_400_000),
+        wake_sender_and_scheduler,
+    )
+    safety = SafetyService(
+        db,
+        clock,
+        engine,
+        DialogueTexts(engine, catalogs, "safety"),
+        service,
+        load_risk_phrases(settings.dialogues_dir / "safeguarding.yaml"),
+        sender.wake,
+    )
+    rights = DataRightsService(
+        db,
+        clock,
+        engine,
+        DialogueTexts(engine, catalogs, "my_data"),
+        service,
+        secrets,
+        wake_sender_and_scheduler,
+    )
+    scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
+    scheduler.register(ROUND_JOB, checkins.on_round)
+    scheduler.register(NUDGE_JOB, checkins.on_nudge)
+    scheduler.register(EXPIRE_JOB, checkins.on_expire)
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
     unhandled = service.unhandled_submits()
     if unhandled:
         raise RuntimeError(f"dialogue submits with no handler: {', '.join(unhandled)}")
-    TelegramAdapter(service, broadcasts, panels, rsvp).install(application)
+    TelegramAdapter(service, broadcasts, panels, rsvp, checkins, safety, rights).install(
+        application
+    )
     runtime = Runtime(
         settings,
         db,

@@ -20,7 +20,15 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
 from telegram.error import (
     BadRequest,
     Forbidden,
@@ -317,13 +325,22 @@ class OutboxSender:
         except Exception as exc:
             # A fault in our own payload (not Telegram's answer): retrying will not help
             # for long, so it is given up after a few tries rather than block the chat.
+            log.debug("own fault sending an outbox message", exc_info=True)
             await self._retry_later(message, type(exc).__name__, give_up_after=_OWN_FAULT_TRIES)
 
     async def _call(self, message: OutgoingMessage) -> int | None:
         payload = message.payload
+        if message.kind == "message" and "document" in payload:
+            document = payload["document"]
+            sent = await self._bot.send_document(
+                message.chat_id,
+                InputFile(str(document["content"]).encode("utf-8"), filename=document["filename"]),
+                caption=payload.get("text"),
+            )
+            return sent.message_id
         if message.kind == "message":
             sent = await self._bot.send_message(
-                message.chat_id, payload["text"], reply_markup=_markup(payload.get("buttons"))
+                message.chat_id, payload["text"], reply_markup=_reply_markup(payload)
             )
             return sent.message_id
         if message.kind == "edit":
@@ -374,6 +391,19 @@ class OutboxSender:
         async with self._db.transaction() as conn:
             await Outbox(conn).retry_later(message.id, now + int(delay * 1000), error)
         log.warning("sending failed (%s); retrying in %.0f s", error, delay)
+
+
+def _reply_markup(
+    payload: dict[str, Any],
+) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None:
+    """Inline buttons; or Telegram's own "share my phone number" button (the number then
+    comes from Telegram, typed by no one); or taking that button away again."""
+    if payload.get("contact_button"):
+        button = KeyboardButton(str(payload["contact_button"]), request_contact=True)
+        return ReplyKeyboardMarkup([[button]], resize_keyboard=True, one_time_keyboard=True)
+    if payload.get("remove_keyboard"):
+        return ReplyKeyboardRemove()
+    return _markup(payload.get("buttons"))
 
 
 def _markup(rows: list[list[dict[str, Any]]] | None) -> InlineKeyboardMarkup | None:

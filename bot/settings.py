@@ -42,6 +42,10 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_listen: tuple[str, int] = ("127.0.0.1", 8080)
+    # An unfinished check-in gets one nudge after this many hours, and closes after this
+    # many days.
+    checkin_nudge_hours: float = 24.0
+    checkin_expire_days: float = 7.0
 
     @property
     def production(self) -> bool:
@@ -111,7 +115,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             "SEND_RATE_PER_SECOND", "must be a number from 0.1 to 1000 (Telegram allows about 30)"
         )
     webhook_url, webhook_secret, webhook_listen = _webhook_settings(get)
+    # Tiny values are allowed so tests can run a day in seconds.
+    nudge_hours = _number(get, "CHECKIN_NUDGE_HOURS", "24", 0.0001, 24 * 30)
+    expire_days = _number(get, "CHECKIN_EXPIRE_DAYS", "7", 0.00001, 366)
+    if nudge_hours >= expire_days * 24:
+        raise SettingsError("CHECKIN_NUDGE_HOURS", "must be shorter than CHECKIN_EXPIRE_DAYS")
     return Settings(
+        checkin_nudge_hours=nudge_hours,
+        checkin_expire_days=expire_days,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         webhook_listen=webhook_listen,
@@ -128,6 +139,19 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dialogues_dir=Path(get("DIALOGUES_DIR", str(PROJECT_ROOT / "dialogues")) or ""),
         locales_dir=Path(get("LOCALES_DIR", str(PROJECT_ROOT / "locales")) or ""),
     )
+
+
+def _number(
+    get: Callable[[str, str | None], str | None], name: str, default: str, low: float, high: float
+) -> float:
+    text = get(name, default) or default
+    try:
+        value = float(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise SettingsError(name, f"must be a number from {low:g} to {high:g}")
+    return value
 
 
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")

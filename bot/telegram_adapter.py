@@ -29,10 +29,17 @@ from telegram.ext import (
 )
 
 from bot.broadcasts import CANCEL_PREFIX, BroadcastService
+from bot.checkins import BUTTON_PREFIX as CHECKIN_PREFIX
+from bot.checkins import CheckinService
 from bot.conversation import ConversationService, Sender, TappedMessage
+from bot.data_rights import FILE_BUTTON as MYDATA_FILE
+from bot.data_rights import DataRightsService
 from bot.panel_texts import ANSWER_PREFIX, MANAGE_PREFIX, RSVP_PREFIX
 from bot.panels import PanelService
 from bot.rsvp import RsvpService
+from bot.safety import ANSWER_PREFIX as SAFETY_PREFIX
+from bot.safety import STAFF_PREFIX as SAFETY_STAFF_PREFIX
+from bot.safety import SafetyService
 from state_machines.events import (
     ButtonPressed,
     CommandSent,
@@ -54,6 +61,12 @@ _RSVP = re.compile(
 )
 _MANAGE = re.compile(r"^" + re.escape(MANAGE_PREFIX) + r"(?P<panel>\d{1,12}):(?P<action>[mrxt])$")
 _ANSWER = re.compile(r"^" + re.escape(ANSWER_PREFIX) + r"(?P<token>[0-9a-f]{16})$")
+_SAFETY = re.compile(
+    r"^" + re.escape(SAFETY_PREFIX) + r"(?P<token>[0-9a-f]{16}):(?P<action>[ynr])$"
+)
+_SAFETY_STAFF = re.compile(r"^" + re.escape(SAFETY_STAFF_PREFIX) + r"(?P<token>[0-9a-f]{16})$")
+_MYDATA_FILE = re.compile(r"^" + re.escape(MYDATA_FILE) + r"$")
+_CHECKIN = re.compile(r"^" + re.escape(CHECKIN_PREFIX) + r"(?P<token>[0-9a-f]{16})$")
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -113,11 +126,17 @@ class TelegramAdapter:
         broadcasts: BroadcastService,
         panels: PanelService,
         rsvp: RsvpService,
+        checkins: CheckinService,
+        safety: SafetyService,
+        rights: DataRightsService,
     ) -> None:
         self._service = service
         self._broadcasts = broadcasts
         self._panels = panels
         self._rsvp = rsvp
+        self._checkins = checkins
+        self._safety = safety
+        self._rights = rights
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         groups = filters.ChatType.GROUPS & filters.UpdateType.MESSAGES
@@ -132,6 +151,10 @@ class TelegramAdapter:
                 CallbackQueryHandler(self.on_panel_button, pattern=_RSVP),
                 CallbackQueryHandler(self.on_panel_button, pattern=_MANAGE),
                 CallbackQueryHandler(self.on_panel_button, pattern=_ANSWER),
+                CallbackQueryHandler(self.on_panel_button, pattern=_CHECKIN),
+                CallbackQueryHandler(self.on_panel_button, pattern=_SAFETY),
+                CallbackQueryHandler(self.on_panel_button, pattern=_SAFETY_STAFF),
+                CallbackQueryHandler(self.on_panel_button, pattern=_MYDATA_FILE),
                 CallbackQueryHandler(self.on_button),
                 MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
                 MessageHandler(
@@ -140,8 +163,11 @@ class TelegramAdapter:
                 MessageHandler(own & filters.StatusUpdate.ALL, self.on_ignored),
                 CommandHandler("start", self.on_start, filters=own),
                 CommandHandler("panels", self.on_panels, filters=own),
+                CommandHandler("feedback", self.on_feedback, filters=own),
+                CommandHandler("mydata", self.on_mydata, filters=own),
                 MessageHandler(own & filters.COMMAND, self.on_command),
                 MessageHandler(own & filters.TEXT, self.on_text),
+                MessageHandler(own & filters.CONTACT, self.on_contact),
                 MessageHandler(own, self.on_unsupported),
                 TypeHandler(Update, self.on_ignored),
             ]
@@ -157,8 +183,9 @@ class TelegramAdapter:
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Any other slash command (/help, /privacy, /stop, ...)."""
         text = update.effective_message.text if update.effective_message else ""
-        name = (text or "/").split()[0][1:].split("@")[0].lower()
-        await self._step(update, CommandSent(name))
+        words = (text or "/").split(maxsplit=1)
+        name = words[0][1:].split("@")[0].lower()
+        await self._step(update, CommandSent(name), free_text=words[1] if len(words) > 1 else None)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Plain text: STOP on its own means /stop; anything else is an answer."""
@@ -193,6 +220,31 @@ class TelegramAdapter:
             return
         await self._panels.on_list(update.update_id, sender)
 
+    async def on_contact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A phone number shared with Telegram's contact button (after a safety request)."""
+        sender, message = self._sender(update), update.effective_message
+        if sender is None or message is None or message.contact is None:
+            await self._service.ignore(update.update_id)
+            return
+        own = message.contact.user_id == sender.user_id
+        await self._safety.on_contact(update.update_id, sender, message.contact.phone_number, own)
+
+    async def on_mydata(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/mydata: everything kept about the person."""
+        sender = self._sender(update)
+        if sender is None:
+            await self._service.ignore(update.update_id)
+            return
+        await self._rights.on_mydata(update.update_id, sender)
+
+    async def on_feedback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/feedback: a check-in now (with the feedback consent)."""
+        sender = self._sender(update)
+        if sender is None:
+            await self._service.ignore(update.update_id)
+            return
+        await self._checkins.on_request(update.update_id, sender)
+
     async def on_panel_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button of a panel invitation, answer, relayed message or staff summary."""
         query = update.callback_query
@@ -213,6 +265,14 @@ class TelegramAdapter:
             await self._panels.on_manage(update_id, sender, int(match["panel"]), match["action"])
         elif match := _ANSWER.match(data):
             await self._panels.on_answer_person(update_id, sender, match["token"])
+        elif match := _CHECKIN.match(data):
+            await self._checkins.on_button(update_id, sender, match["token"])
+        elif match := _SAFETY.match(data):
+            await self._safety.on_answer(update_id, sender, match["token"], match["action"])
+        elif data == MYDATA_FILE:
+            await self._rights.on_mydata(update_id, sender, as_file=True)
+        elif match := _SAFETY_STAFF.match(data):
+            await self._safety.on_staff_write(update_id, sender, match["token"])
 
     def _sender(self, update: Update) -> Sender | None:
         """Who wrote, when it is a person in a private chat (else None: ignore it)."""
@@ -241,15 +301,21 @@ class TelegramAdapter:
         """Stickers, photos, voice notes, locations...: a kind answer, then the question."""
         message = update.effective_message
         kind = _content_kind(message) if message else "unknown"
-        await self._step(update, UnsupportedSent(kind))
+        caption = message.caption if message else None
+        await self._step(update, UnsupportedSent(kind), free_text=caption)
 
     async def on_forwarded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A forwarded message is someone else's words: never taken as an answer."""
         await self._step(update, UnsupportedSent("forwarded"))
 
     async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """An edited message: the original was already answered; say so kindly."""
-        await self._reply(update, "edited_message")
+        """An edited message: the original was already answered; say so kindly. It is
+        still checked for risk phrases (an edit can add one)."""
+        sender, message = self._sender(update), update.effective_message
+        if sender is None or message is None:
+            await self._reply(update, "edited_message")
+            return
+        await self._service.handle_edited(update.update_id, sender, message.text or "")
 
     async def on_group_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """YouSaid works in private chats only: say so and leave the group."""
@@ -281,13 +347,19 @@ class TelegramAdapter:
         """Updates YouSaid has no use for (channel posts, polls...): marked handled."""
         await self._service.ignore(update.update_id)
 
-    async def _step(self, update: Update, event: Any, tapped: TappedMessage | None = None) -> None:
+    async def _step(
+        self,
+        update: Update,
+        event: Any,
+        tapped: TappedMessage | None = None,
+        free_text: str | None = None,
+    ) -> None:
         user, chat = update.effective_user, update.effective_chat
         if user is None or chat is None or user.is_bot:
             await self._service.ignore(update.update_id)
             return
         sender = Sender(user.id, chat.id, user.language_code)
-        await self._service.handle_event(update.update_id, sender, event, tapped)
+        await self._service.handle_event(update.update_id, sender, event, tapped, free_text)
 
     async def _reply(self, update: Update, message_key: str) -> None:
         chat = update.effective_chat

@@ -208,6 +208,23 @@ async def test_a_reply_overtakes_a_running_broadcast(
     assert after - before <= 60, after - before
 
 
+async def test_a_risk_phrase_is_signposted_before_60_more_broadcast_messages(
+    limited_api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Safeguarding answers go first: counted by the server, not timed."""
+    async with running_bot(limited_api, tmp_path, SEND_RATE_PER_SECOND="30") as runtime:
+        await enrol(runtime.db, COHORT)
+        ada = Chat(limited_api, ADA)
+        await ada.say("/start")
+        await invite_everyone(runtime)
+        await wait_for_invitations(limited_api, 100)
+        before = sum(received(limited_api).values())
+        signpost = await ada.say("i dont want to be alive anymore")
+        after = sum(received(limited_api).values())
+    assert "116 123" in signpost.text and "999" in signpost.text
+    assert after - before <= 60, after - before
+
+
 async def test_the_organiser_sees_progress_and_can_stop_it(
     limited_api: LocalBotApi, tmp_path: Path
 ) -> None:

@@ -45,6 +45,15 @@ SAMPLES = {
     "tickets": "KDF-3PX",
     "message": "The bus leaves at noon.",
     "who": "KDF-3PX",
+    "consents": "• Keep my answers: yes",
+    "check_ins": "2",
+    "answers": "1",
+    "panels": "1",
+    "safety": "0",
+    "area": "London",
+    "ref": "SG-12",
+    "phone": "07700 900123",
+    "category": "being in danger",
     "consent_summary": "• Keep my answers: yes\n• Invite me to panels: no\n"
     "• Tell me what changed: yes\n• Use my words without my name: no",
 }
@@ -73,21 +82,34 @@ def grade(text: str) -> float:
     return float(textstat.flesch_kincaid_grade(as_read(text)))
 
 
-EXCEPTIONS: dict[str, str] = yaml.safe_load(EXCEPTIONS_FILE.read_text("utf-8"))
+# The grade formula needs sentences: on a button label of a few words it swings wildly
+# ("Never" scores 8.4). A label is plain when it is short and no word is long.
+LABEL_WORDS = 3
+LABEL_SYLLABLES = 3
+
+
+def is_plain(text: str) -> bool:
+    words = as_read(text).rstrip(".").split()
+    if len(words) <= LABEL_WORDS:
+        return all(textstat.syllable_count(w) <= LABEL_SYLLABLES for w in words)
+    return grade(text) <= MAX_GRADE
+
+
+EXCEPTIONS: dict[str, str] = yaml.safe_load(EXCEPTIONS_FILE.read_text("utf-8")) or {}
 
 
 @pytest.mark.parametrize("text", participant_texts(), ids=lambda t: t[:40])
 def test_text_is_plain(text: str) -> None:
     if text in EXCEPTIONS:
         return
-    assert grade(text) <= MAX_GRADE, f"grade {grade(text)}: rewrite in shorter words/sentences"
+    assert is_plain(text), f"grade {grade(text)}: rewrite in shorter words/sentences"
 
 
 def test_every_exception_is_still_needed_and_explained() -> None:
     texts = set(participant_texts())
     for text, reason in EXCEPTIONS.items():
         assert text in texts, f"{text!r} is no longer shipped: remove it from the exceptions"
-        assert grade(text) > MAX_GRADE, f"{text!r} now passes: remove it from the exceptions"
+        assert not is_plain(text), f"{text!r} now passes: remove it from the exceptions"
         assert len(reason.split()) >= 5, f"say why {text!r} is an exception"
 
 
