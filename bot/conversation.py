@@ -114,7 +114,7 @@ class ConversationService:
         self._keeper = keeper or AnswerKeeper(secrets, taxonomy=None)
         self.notice_version = engine.common.settings.get("notice_version", "unversioned")
         self._submit_handlers: dict[str, SubmitHandler] = {}
-        self._value_formatter: ValueFormatter | None = None
+        self._value_formatters: list[ValueFormatter] = []
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
@@ -143,8 +143,9 @@ class ConversationService:
         """Say what a dialogue's `submit: <action>` does."""
         self._submit_handlers[action] = handler
 
-    def set_value_formatter(self, formatter: ValueFormatter) -> None:
-        self._value_formatter = formatter
+    def add_value_formatter(self, formatter: ValueFormatter) -> None:
+        """Show remembered values for people (each formatter rewrites the names it knows)."""
+        self._value_formatters.append(formatter)
 
     def unhandled_submits(self) -> list[str]:
         """Submit actions the dialogues use that nothing handles (checked at start-up)."""
@@ -442,8 +443,8 @@ class ConversationService:
         """Values for placeholders: what the dialogue remembered, shown for the person, and
         what comes from stored data, computed only when used."""
         context: dict[str, str] = dict(say.values)
-        if say.values and self._value_formatter is not None:
-            context.update(self._value_formatter(say.values, locale))
+        for formatter in self._value_formatters if say.values else ():
+            context.update(formatter(say.values, locale))
         if "{consent_summary}" in say.text:
             current = await ConsentLedger(conn).current(pseudonym)
             context["consent_summary"] = consent_summary(

@@ -115,6 +115,13 @@ class DataRightsService(Desk[DialogueTexts]):
                 who,
                 ("panel", "starts_at", "answer", "ticket", "help_asked_for"),
             ),
+            "updates_received": await _rows(
+                conn,
+                "SELECT u.published_at, u.kind, u.text_en, d.reaction FROM update_deliveries d "
+                "JOIN updates u ON u.id = d.update_id WHERE d.pseudonym = ? ORDER BY u.id",
+                who,
+                ("date", "kind", "text", "your_reaction"),
+            ),
             "safety_requests": await _rows(
                 conn,
                 "SELECT created_at, status FROM safeguarding_requests WHERE pseudonym = ?",
@@ -143,6 +150,7 @@ class DataRightsService(Desk[DialogueTexts]):
             check_ins=self._texts.number(len({r["week"] for r in record["check_ins"]}), locale),
             answers=self._texts.number(len(record["answers"]), locale),
             panels=self._texts.number(len(record["panels"]), locale),
+            updates=self._texts.number(len(record["updates_received"]), locale),
             safety=self._texts.number(len(record["safety_requests"]), locale),
         )
         button = {"text": self._texts.text(locale, "file_button"), "callback_data": FILE_BUTTON}

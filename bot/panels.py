@@ -65,7 +65,7 @@ class PanelService(Desk[PanelTexts]):
             "message_attendees": self.message_attendees,
         }.items():
             conversations.register_submit(action, handler)
-        conversations.set_value_formatter(texts.form_values)
+        conversations.add_value_formatter(texts.form_values)
 
     # --- submits from the staff dialogues (inside the update's transaction) -------------
     async def create_panel(

@@ -35,8 +35,9 @@ from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer, OutboxSender
 from bot.settings import SHIPPED_LOCALES, Settings
-from bot.telegram_adapter import PerChatUpdateProcessor, TelegramAdapter
+from bot.telegram_adapter import AppServices, PerChatUpdateProcessor, TelegramAdapter
 from bot.themes import load_taxonomy
+from bot.updates import UpdateService
 from bot.webhook import WebhookConfig, WebhookReceiver
 from state_machines.engine import Engine
 from storage.clock import Clock, SystemClock
@@ -157,6 +158,17 @@ async def build_runtime(
         secrets,
         wake_sender_and_scheduler,
     )
+    updates = UpdateService(
+        db,
+        clock,
+        engine,
+        DialogueTexts(engine, catalogs, "yousaid"),
+        service,
+        broadcasts,
+        taxonomy,
+        int(settings.update_lookback_weeks * 7 * 86_400_000),
+        wake_sender_and_scheduler,
+    )
     scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
     scheduler.register(ROUND_JOB, checkins.on_round)
     scheduler.register(NUDGE_JOB, checkins.on_nudge)
@@ -166,9 +178,8 @@ async def build_runtime(
     unhandled = service.unhandled_submits()
     if unhandled:
         raise RuntimeError(f"dialogue submits with no handler: {', '.join(unhandled)}")
-    TelegramAdapter(service, broadcasts, panels, rsvp, checkins, safety, rights).install(
-        application
-    )
+    services = AppServices(panels, rsvp, checkins, safety, rights, updates)
+    TelegramAdapter(service, broadcasts, services).install(application)
     runtime = Runtime(
         settings,
         db,

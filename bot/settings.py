@@ -46,6 +46,8 @@ class Settings:
     # many days.
     checkin_nudge_hours: float = 24.0
     checkin_expire_days: float = 7.0
+    # A "you said, we did" update goes to people who raised its theme this many weeks back.
+    update_lookback_weeks: float = 12.0
 
     @property
     def production(self) -> bool:
@@ -120,7 +122,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     expire_days = _number(get, "CHECKIN_EXPIRE_DAYS", "7", 0.00001, 366)
     if nudge_hours >= expire_days * 24:
         raise SettingsError("CHECKIN_NUDGE_HOURS", "must be shorter than CHECKIN_EXPIRE_DAYS")
+    lookback_weeks = _number(get, "UPDATE_LOOKBACK_WEEKS", "12", 1, 104)
     return Settings(
+        update_lookback_weeks=lookback_weeks,
         checkin_nudge_hours=nudge_hours,
         checkin_expire_days=expire_days,
         webhook_url=webhook_url,

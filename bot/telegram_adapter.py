@@ -11,7 +11,8 @@ import contextlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import Chat, ChatMember, Message, Update
@@ -40,6 +41,8 @@ from bot.rsvp import RsvpService
 from bot.safety import ANSWER_PREFIX as SAFETY_PREFIX
 from bot.safety import STAFF_PREFIX as SAFETY_STAFF_PREFIX
 from bot.safety import SafetyService
+from bot.updates import BUTTON_PREFIX as UPDATE_PREFIX
+from bot.updates import UpdateService
 from state_machines.events import (
     ButtonPressed,
     CommandSent,
@@ -56,17 +59,57 @@ _STOP_WORD = re.compile(r"^\s*(stop|stopio)\s*[.!]*\s*$", re.IGNORECASE)
 _PRIVATE = filters.ChatType.PRIVATE
 _BROADCAST_STOP = re.compile(r"^" + re.escape(CANCEL_PREFIX) + r"\d{1,12}$")
 # Panel buttons (bot/panel_texts.py); anything else with these prefixes is an old button.
-_RSVP = re.compile(
-    r"^" + re.escape(RSVP_PREFIX) + r"(?P<token>[0-9a-f]{16}):(?P<action>[ymncdr]|s:[a-z]{1,20})$"
-)
-_MANAGE = re.compile(r"^" + re.escape(MANAGE_PREFIX) + r"(?P<panel>\d{1,12}):(?P<action>[mrxt])$")
-_ANSWER = re.compile(r"^" + re.escape(ANSWER_PREFIX) + r"(?P<token>[0-9a-f]{16})$")
-_SAFETY = re.compile(
-    r"^" + re.escape(SAFETY_PREFIX) + r"(?P<token>[0-9a-f]{16}):(?P<action>[ynr])$"
-)
-_SAFETY_STAFF = re.compile(r"^" + re.escape(SAFETY_STAFF_PREFIX) + r"(?P<token>[0-9a-f]{16})$")
-_MYDATA_FILE = re.compile(r"^" + re.escape(MYDATA_FILE) + r"$")
-_CHECKIN = re.compile(r"^" + re.escape(CHECKIN_PREFIX) + r"(?P<token>[0-9a-f]{16})$")
+_TOKEN = r"(?P<token>[0-9a-f]{16})"
+# The buttons of app messages (outside the dialogue engine), by their callback data. Anything
+# else with these prefixes falls through to the engine, which calls it an old button.
+_RSVP = re.compile(rf"^{re.escape(RSVP_PREFIX)}{_TOKEN}:(?P<action>[ymncdr]|s:[a-z]{{1,20}})$")
+_MANAGE = re.compile(rf"^{re.escape(MANAGE_PREFIX)}(?P<panel>\d{{1,12}}):(?P<action>[mrxt])$")
+_ANSWER = re.compile(rf"^{re.escape(ANSWER_PREFIX)}{_TOKEN}$")
+_SAFETY = re.compile(rf"^{re.escape(SAFETY_PREFIX)}{_TOKEN}:(?P<action>[ynr])$")
+_SAFETY_STAFF = re.compile(rf"^{re.escape(SAFETY_STAFF_PREFIX)}{_TOKEN}$")
+_MYDATA_FILE = re.compile(rf"^{re.escape(MYDATA_FILE)}$")
+_CHECKIN = re.compile(rf"^{re.escape(CHECKIN_PREFIX)}{_TOKEN}$")
+_UPDATE = re.compile(rf"^{re.escape(UPDATE_PREFIX)}{_TOKEN}:(?P<action>[hnm])$")
+
+
+@dataclass(frozen=True)
+class AppServices:
+    """The services behind app commands and buttons (outside the dialogue engine)."""
+
+    panels: PanelService
+    rsvp: RsvpService
+    checkins: CheckinService
+    safety: SafetyService
+    rights: DataRightsService
+    updates: UpdateService
+
+
+ButtonRoute = Callable[[int, Sender, "re.Match[str]", int], Awaitable[None]]
+CommandRoute = Callable[[int, Sender], Awaitable[None]]
+
+
+def _button_routes(app: AppServices) -> list[tuple[re.Pattern[str], ButtonRoute]]:
+    """(pattern, handler(update id, sender, match, tapped message id)) for app buttons."""
+    return [
+        (_RSVP, lambda u, s, m, mid: app.rsvp.on_answer(u, s, m["token"], m["action"], mid)),
+        (_MANAGE, lambda u, s, m, _: app.panels.on_manage(u, s, int(m["panel"]), m["action"])),
+        (_ANSWER, lambda u, s, m, _: app.panels.on_answer_person(u, s, m["token"])),
+        (_CHECKIN, lambda u, s, m, _: app.checkins.on_button(u, s, m["token"])),
+        (_SAFETY, lambda u, s, m, _: app.safety.on_answer(u, s, m["token"], m["action"])),
+        (_SAFETY_STAFF, lambda u, s, m, _: app.safety.on_staff_write(u, s, m["token"])),
+        (_MYDATA_FILE, lambda u, s, m, _: app.rights.on_mydata(u, s, as_file=True)),
+        (_UPDATE, lambda u, s, m, _: app.updates.on_reaction(u, s, m["token"], m["action"])),
+    ]
+
+
+def _command_routes(app: AppServices) -> dict[str, CommandRoute]:
+    """App commands (the rest are dialogue commands, in dialogues/common.yaml)."""
+    return {
+        "panels": app.panels.on_list,
+        "feedback": app.checkins.on_request,
+        "mydata": lambda u, s: app.rights.on_mydata(u, s),
+        "updates": app.updates.on_list,
+    }
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -121,22 +164,13 @@ class TelegramAdapter:
     """Registers the handlers on an Application and routes updates to the service."""
 
     def __init__(
-        self,
-        service: ConversationService,
-        broadcasts: BroadcastService,
-        panels: PanelService,
-        rsvp: RsvpService,
-        checkins: CheckinService,
-        safety: SafetyService,
-        rights: DataRightsService,
+        self, service: ConversationService, broadcasts: BroadcastService, app: AppServices
     ) -> None:
         self._service = service
         self._broadcasts = broadcasts
-        self._panels = panels
-        self._rsvp = rsvp
-        self._checkins = checkins
-        self._safety = safety
-        self._rights = rights
+        self._app = app
+        self._buttons = _button_routes(app)
+        self._commands = _command_routes(app)
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         groups = filters.ChatType.GROUPS & filters.UpdateType.MESSAGES
@@ -148,13 +182,10 @@ class TelegramAdapter:
                 ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
                 MessageHandler(groups, self.on_group_message),
                 CallbackQueryHandler(self.on_broadcast_stop, pattern=_BROADCAST_STOP),
-                CallbackQueryHandler(self.on_panel_button, pattern=_RSVP),
-                CallbackQueryHandler(self.on_panel_button, pattern=_MANAGE),
-                CallbackQueryHandler(self.on_panel_button, pattern=_ANSWER),
-                CallbackQueryHandler(self.on_panel_button, pattern=_CHECKIN),
-                CallbackQueryHandler(self.on_panel_button, pattern=_SAFETY),
-                CallbackQueryHandler(self.on_panel_button, pattern=_SAFETY_STAFF),
-                CallbackQueryHandler(self.on_panel_button, pattern=_MYDATA_FILE),
+                *(
+                    CallbackQueryHandler(self.on_app_button, pattern=pattern)
+                    for pattern, _ in self._buttons
+                ),
                 CallbackQueryHandler(self.on_button),
                 MessageHandler(_PRIVATE & filters.UpdateType.EDITED_MESSAGE, self.on_edited),
                 MessageHandler(
@@ -162,9 +193,7 @@ class TelegramAdapter:
                 ),
                 MessageHandler(own & filters.StatusUpdate.ALL, self.on_ignored),
                 CommandHandler("start", self.on_start, filters=own),
-                CommandHandler("panels", self.on_panels, filters=own),
-                CommandHandler("feedback", self.on_feedback, filters=own),
-                CommandHandler("mydata", self.on_mydata, filters=own),
+                CommandHandler(list(self._commands), self.on_app_command, filters=own),
                 MessageHandler(own & filters.COMMAND, self.on_command),
                 MessageHandler(own & filters.TEXT, self.on_text),
                 MessageHandler(own & filters.CONTACT, self.on_contact),
@@ -212,14 +241,6 @@ class TelegramAdapter:
             update.update_id, broadcast_id, pseudonym, chat.id, locale
         )
 
-    async def on_panels(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/panels (staff): the upcoming panels with answers so far."""
-        sender = self._sender(update)
-        if sender is None:
-            await self._service.ignore(update.update_id)
-            return
-        await self._panels.on_list(update.update_id, sender)
-
     async def on_contact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A phone number shared with Telegram's contact button (after a safety request)."""
         sender, message = self._sender(update), update.effective_message
@@ -227,26 +248,21 @@ class TelegramAdapter:
             await self._service.ignore(update.update_id)
             return
         own = message.contact.user_id == sender.user_id
-        await self._safety.on_contact(update.update_id, sender, message.contact.phone_number, own)
+        await self._app.safety.on_contact(
+            update.update_id, sender, message.contact.phone_number, own
+        )
 
-    async def on_mydata(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/mydata: everything kept about the person."""
-        sender = self._sender(update)
-        if sender is None:
+    async def on_app_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/panels, /feedback, /mydata, /updates: handled by their services."""
+        sender, message = self._sender(update), update.effective_message
+        if sender is None or message is None or not message.text:
             await self._service.ignore(update.update_id)
             return
-        await self._rights.on_mydata(update.update_id, sender)
+        name = message.text.split()[0][1:].split("@")[0].lower()
+        await self._commands[name](update.update_id, sender)
 
-    async def on_feedback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/feedback: a check-in now (with the feedback consent)."""
-        sender = self._sender(update)
-        if sender is None:
-            await self._service.ignore(update.update_id)
-            return
-        await self._checkins.on_request(update.update_id, sender)
-
-    async def on_panel_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A button of a panel invitation, answer, relayed message or staff summary."""
+    async def on_app_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button of an app message (panel invitation, check-in, safety, update...)."""
         query = update.callback_query
         assert query is not None and query.data is not None
         with contextlib.suppress(TelegramError):
@@ -255,24 +271,10 @@ class TelegramAdapter:
         if sender is None or query.message is None:
             await self._service.ignore(update.update_id)
             return
-        data, update_id = query.data, update.update_id
-        if match := _RSVP.match(data):
-            message_id = query.message.message_id
-            await self._rsvp.on_answer(
-                update_id, sender, match["token"], match["action"], message_id
-            )
-        elif match := _MANAGE.match(data):
-            await self._panels.on_manage(update_id, sender, int(match["panel"]), match["action"])
-        elif match := _ANSWER.match(data):
-            await self._panels.on_answer_person(update_id, sender, match["token"])
-        elif match := _CHECKIN.match(data):
-            await self._checkins.on_button(update_id, sender, match["token"])
-        elif match := _SAFETY.match(data):
-            await self._safety.on_answer(update_id, sender, match["token"], match["action"])
-        elif data == MYDATA_FILE:
-            await self._rights.on_mydata(update_id, sender, as_file=True)
-        elif match := _SAFETY_STAFF.match(data):
-            await self._safety.on_staff_write(update_id, sender, match["token"])
+        for pattern, route in self._buttons:
+            if match := pattern.match(query.data):
+                await route(update.update_id, sender, match, query.message.message_id)
+                return
 
     def _sender(self, update: Update) -> Sender | None:
         """Who wrote, when it is a person in a private chat (else None: ignore it)."""

@@ -9,6 +9,7 @@ import aiosqlite
 from storage.answers import Answers
 from storage.checkins import Checkins
 from storage.safeguarding import SafeguardingRequests
+from storage.updates import Updates
 
 # Tables holding a pseudonym column that belong to a participant, in a safe order (rows
 # referring to others first). Staff are not erased this way (their audit trail stays).
@@ -26,6 +27,7 @@ async def erase_person(
         "checkins": await Checkins(conn).erase_person(pseudonym),
         "answers": await Answers(conn).erase(pseudonym),
         "safeguarding_requests": await SafeguardingRequests(conn).erase_person(pseudonym),
+        "update_deliveries": await Updates(conn).erase_person(pseudonym),
     }
     for table in _BY_PSEUDONYM:
         cursor = await conn.execute(f"DELETE FROM {table} WHERE pseudonym = ?", (pseudonym,))

@@ -1,0 +1,191 @@
+""" "You said, we did": staff publish what was done about a theme, and exactly the people who
+raised it (and want updates) hear back, in their language; everyone in the region who wants
+updates can list them with /updates. Reactions ("This helps" / "It doesn't help") are kept
+per delivery; "Tell me more" opens a short free-text reply coded like a feedback answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiosqlite
+
+from bot.access import access_of
+from bot.broadcasts import BroadcastService
+from bot.conversation import Actor, ConversationService, Sender
+from bot.desk import Desk, DialogueTexts
+from bot.enrolment import REGION_NAMES
+from bot.themes import Taxonomy
+from state_machines.engine import Engine
+from state_machines.events import Begin
+from storage.clock import Clock
+from storage.database import Database
+from storage.people import ConsentLedger, People
+from storage.queues import PRIORITY_REPLY, Outbox
+from storage.staff import AuditLog
+from storage.updates import Update, Updates
+
+log = logging.getLogger(__name__)
+
+BUTTON_PREFIX = "us:"  # us:<token>:<h|n|m>
+_REACTIONS = {"h": "helps", "n": "not_helps", "m": "more"}
+_LISTED = 5
+_KINDS = ("changed", "working", "cannot")
+
+
+class UpdateService(Desk[DialogueTexts]):
+    """Publishing updates, delivering them, and reactions to them."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        engine: Engine,
+        texts: DialogueTexts,
+        conversations: ConversationService,
+        broadcasts: BroadcastService,
+        taxonomy: Taxonomy,
+        lookback_ms: int,
+        on_queued: Callable[[], None],
+    ) -> None:
+        super().__init__(db, clock, engine, texts, conversations, on_queued)
+        self._broadcasts = broadcasts
+        self._taxonomy = taxonomy
+        self._lookback_ms = lookback_ms
+        conversations.register_submit("publish_update", self.publish)
+        conversations.add_value_formatter(self.form_values)
+
+    def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
+        """The /yousaid form as staff read it in the preview."""
+        shown: dict[str, str] = {}
+        if "themes" in values or "region" in values or "kind" in values:
+            shown["themes"] = self.theme_names(values.get("themes", "").split(","), locale)
+        if values.get("region"):
+            shown["region"] = self._texts.common(locale, REGION_NAMES.get(values["region"], ""))
+        if values.get("kind") in _KINDS:
+            shown["kind"] = self._texts.text(locale, f"kind_{values['kind']}")
+        shown.setdefault("text_cy", self._texts.text(locale, "no_welsh"))
+        if values.get("text_cy"):
+            shown["text_cy"] = values["text_cy"]
+        return shown
+
+    def theme_names(self, themes: list[str] | tuple[str, ...], locale: str) -> str:
+        names = [
+            self._texts.common(locale, self._taxonomy.label(t))
+            for t in self._taxonomy.ids
+            if t in set(themes)
+        ]
+        return ", ".join(names) or self._texts.text(locale, "no_welsh")
+
+    async def publish(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Save the update and send it to the people who raised its themes lately."""
+        region, kind = values.get("region", ""), values.get("kind", "")
+        themes = [t for t in values.get("themes", "").split(",") if t in self._taxonomy.ids]
+        text_en = values.get("text_en", "").strip()
+        if not (region and kind in _KINDS and themes and text_en):
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        if not (await access_of(conn, actor.pseudonym)).is_staff_in(region):
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        updates = Updates(conn)
+        update = await updates.publish(
+            region, kind, themes, text_en, values.get("text_cy"), actor.pseudonym, now
+        )
+        messages: list[tuple[int, dict[str, Any]]] = []
+        for pseudonym, chat_id, locale in await updates.raisers(
+            region, themes, now - self._lookback_ms
+        ):
+            token = await updates.deliver(update.id, pseudonym)
+            messages.append((chat_id, self._message(update, locale, token)))
+        count = self._texts.number(len(messages), actor.locale)
+        await self._tell(conn, actor, "published", now, count=count)  # before the progress
+        await self._broadcasts.queue_in(
+            conn,
+            "update",
+            f"update:{update.id}",
+            region,
+            actor.pseudonym,
+            messages,
+            (actor.chat_id, actor.locale),
+            now,
+        )
+        details = {"region": region, "kind": kind, "themes": ",".join(themes)}
+        await AuditLog(conn).record(
+            actor.pseudonym, "update.published", f"update:{update.id}", details, now
+        )
+
+    def _message(self, update: Update, locale: str, token: str | None) -> dict[str, Any]:
+        """An update in the person's language (English with a note when there is no Welsh)."""
+        text = update.text_cy if locale == "cy" and update.text_cy else update.text_en
+        if locale != "en" and text == update.text_en:
+            text += "\n\n" + self._texts.text(locale, "only_in_english")
+        body = self._texts.text(
+            locale,
+            "update_message",
+            themes=self.theme_names(update.themes, locale),
+            kind=self._texts.text(locale, f"kind_{update.kind}"),
+            text=text,
+        )
+        payload: dict[str, Any] = {"text": body}
+        if token is not None:
+            data = f"{BUTTON_PREFIX}{token}:"
+            payload["buttons"] = [
+                [
+                    {"text": self._texts.text(locale, "helps_button"), "callback_data": data + "h"},
+                    {
+                        "text": self._texts.text(locale, "not_helps_button"),
+                        "callback_data": data + "n",
+                    },
+                ],
+                [{"text": self._texts.text(locale, "more_button"), "callback_data": data + "m"}],
+            ]
+        return payload
+
+    async def on_reaction(self, update_id: int, sender: Sender, token: str, action: str) -> None:
+        """This helps / It doesn't help / Tell me more."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._db.read() as conn:
+            delivery = await Updates(conn).delivery(token)
+        if delivery is None or delivery.pseudonym != pseudonym:
+            await self._refuse(update_id, sender, pseudonym)
+            return
+        if action == "m":
+            async with self._db.transaction() as conn:
+                await Updates(conn).react(token, "more", self._clock.now_ms())
+            await self._conversations.handle_event(update_id, sender, Begin("update_reply"))
+            return
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            await Updates(conn).react(token, _REACTIONS[action], now)
+            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            await self._tell(conn, actor, "reaction_thanks", now)
+
+    async def on_list(self, update_id: int, sender: Sender) -> None:
+        """/updates: the latest updates of the person's region (with the updates consent)."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            person = await People(conn).get(pseudonym)
+            locale = person.locale if person else self._conversations.default_locale
+            actor = Actor(pseudonym, sender.chat_id, locale)
+            if person is None or not (await ConsentLedger(conn).current(pseudonym)).get("updates"):
+                await self._tell(conn, actor, "updates_need_consent", now)
+                return
+            latest = await Updates(conn).latest(person.region or "", _LISTED)
+            if not latest:
+                await self._tell(conn, actor, "no_updates", now)
+                return
+            await self._tell(conn, actor, "updates_list", now)
+            for update in latest:
+                payload = self._message(update, locale, None)
+                await Outbox(conn).enqueue(sender.chat_id, PRIORITY_REPLY, "message", payload, now)
+        log.info("person %s listed updates", pseudonym[:12])

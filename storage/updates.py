@@ -1,0 +1,130 @@
+"""'You said, we did' updates, who they reached, and how people reacted."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from storage.database import Row
+
+
+@dataclass(frozen=True)
+class Update:
+    id: int
+    region: str
+    kind: str
+    themes: tuple[str, ...]
+    text_en: str
+    text_cy: str | None
+    published_by: str
+    published_at: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    update_id: int
+    pseudonym: str
+    token: str
+    reaction: str | None
+
+
+_COLUMNS = "id, region, kind, themes, text_en, text_cy, published_by, published_at"
+
+
+def _update(row: Row) -> Update:
+    return Update(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
+
+
+class Updates:
+    """The updates and update_deliveries tables."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def publish(
+        self,
+        region: str,
+        kind: str,
+        themes: Sequence[str],
+        text_en: str,
+        text_cy: str | None,
+        published_by: str,
+        now: int,
+    ) -> Update:
+        async with self._conn.execute(
+            "INSERT INTO updates (region, kind, themes, text_en, text_cy, published_by, "
+            f"published_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+            (region, kind, json.dumps(sorted(set(themes))), text_en, text_cy, published_by, now),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return _update(row)
+
+    async def get(self, update_id: int) -> Update | None:
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM updates WHERE id = ?", (update_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _update(row) if row else None
+
+    async def latest(self, region: str, limit: int) -> list[Update]:
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM updates WHERE region = ? ORDER BY published_at DESC, id "
+            "DESC LIMIT ?",
+            (region, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_update(r) for r in rows]
+
+    async def raisers(
+        self, region: str, themes: Sequence[str], since: int
+    ) -> list[tuple[str, int, str]]:
+        """(pseudonym, chat id, locale) of the people in the region who raised one of the
+        themes in an answer since `since`, can be reached, and whose latest decision on
+        updates is a yes."""
+        async with self._conn.execute(
+            "SELECT DISTINCT p.pseudonym, p.chat_id, p.locale FROM people p "
+            "JOIN answers a ON a.pseudonym = p.pseudonym AND a.created_at >= ? "
+            "JOIN answer_themes t ON t.answer_id = a.id "
+            "  AND t.theme IN (SELECT value FROM json_each(?)) "
+            "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
+            "  WHERE pseudonym = p.pseudonym AND purpose = 'updates') "
+            "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 ORDER BY p.pseudonym",
+            (since, json.dumps(list(themes)), region),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def deliver(self, update_id: int, pseudonym: str) -> str:
+        """Record that the update goes to this person; returns the token for its buttons."""
+        token = secrets.token_hex(8)
+        await self._conn.execute(
+            "INSERT INTO update_deliveries (update_id, pseudonym, token) VALUES (?, ?, ?)",
+            (update_id, pseudonym, token),
+        )
+        return token
+
+    async def delivery(self, token: str) -> Delivery | None:
+        async with self._conn.execute(
+            "SELECT update_id, pseudonym, token, reaction FROM update_deliveries WHERE token = ?",
+            (token,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return Delivery(row[0], row[1], row[2], row[3]) if row else None
+
+    async def react(self, token: str, reaction: str, now: int) -> None:
+        """The person's reaction (the last one counts)."""
+        await self._conn.execute(
+            "UPDATE update_deliveries SET reaction = ?, reacted_at = ? WHERE token = ?",
+            (reaction, now, token),
+        )
+
+    async def erase_person(self, pseudonym: str) -> int:
+        cursor = await self._conn.execute(
+            "DELETE FROM update_deliveries WHERE pseudonym = ?", (pseudonym,)
+        )
+        return cursor.rowcount

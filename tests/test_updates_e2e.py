@@ -1,0 +1,95 @@
+""" "You said, we did" end to end over HTTP: an update reaches exactly the people who raised
+its theme and want updates, in their language, and their reactions are kept. Everyone here
+is invented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.local_api import FakePerson, LocalBotApi
+from bot.runtime import Runtime
+from storage.answers import Answers
+from storage.checkins import Checkins
+from storage.people import ConsentLedger, People
+from storage.staff import StaffRoles
+from tests.harness import Chat, Records, running_bot
+
+ORLA = FakePerson(user_id=750000001, first_name="Orla", language_code="en")  # London staff
+ADA = FakePerson(user_id=750000011, first_name="Ada")  # London, housing, wants updates
+BEA = FakePerson(user_id=750000012, first_name="Bea")  # London, work only
+CAL = FakePerson(user_id=750000013, first_name="Cal")  # London, housing, said no since
+DAI = FakePerson(user_id=750000014, first_name="Dai")  # Wales, housing
+EIRA = FakePerson(user_id=750000015, first_name="Eira", language_code="cy")  # London, Welsh
+# (region, locale, themes raised, wants updates)
+PEOPLE = {
+    ADA: ("london", "en", ("housing",), True),
+    BEA: ("london", "en", ("work_training",), True),
+    CAL: ("london", "en", ("housing",), False),
+    DAI: ("wales", "en", ("housing",), True),
+    EIRA: ("london", "cy", ("housing", "money_benefits"), True),
+}
+
+
+async def seed(api: LocalBotApi, runtime: Runtime) -> None:
+    """As check-ins would have left them: answers tagged with themes, and consents."""
+    now = runtime.clock.now_ms()
+    pseudonym = runtime.service.pseudonym_of
+    async with runtime.db.transaction() as conn:
+        for person, (region, locale, themes, updates) in PEOPLE.items():
+            api.add_chat(person)
+            who = pseudonym(person.user_id)
+            await People(conn).touch(who, person.chat_id, locale, now)
+            await People(conn).set_region(who, region, now)
+            ledger = ConsentLedger(conn)
+            await ledger.record(who, "feedback", True, "v1", now)
+            await ledger.record(who, "updates", True, "v1", now)
+            if not updates:
+                await ledger.record(who, "updates", False, "v1", now + 1)
+            answer = await Answers(conn).add(who, "feedback", "improve", b"-", now)
+            await Checkins(conn).tag_answer(answer, themes)
+        await StaffRoles(conn).grant(pseudonym(ORLA.user_id), "staff", "london", False, "cli", 0)
+
+
+async def test_an_update_reaches_exactly_those_who_raised_the_theme(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        await seed(api, runtime)
+        orla = Chat(api, ORLA)
+        assert "Which themes" in (await orla.say("/yousaid")).text
+        await orla.tap("Housing")
+        assert "Is that right" in (await orla.tap("Done")).text
+        await orla.tap("Yes, go on")
+        await orla.tap("London")
+        await orla.tap("We changed this")
+        await orla.say("From January the housing team is in the probation office every Tuesday.")
+        preview = await orla.tap("Skip")
+        assert "Themes: Housing" in preview.text and "Area: London" in preview.text
+        assert "going to 2 people" in (await orla.tap("Send it")).text
+
+        ada, eira = Chat(api, ADA), Chat(api, EIRA)
+        update = await ada.expect(1)
+        assert "You said, we did: Housing" in update.text
+        assert "every Tuesday" in update.text and "We changed this" in update.text
+        welsh = await eira.expect(1)
+        assert "every Tuesday" in welsh.text and "Tai" in welsh.text  # English, with a note
+        assert "(This update is only in English for now.)" not in welsh.text
+        for person in (BEA, CAL, DAI):
+            assert api.messages(person.chat_id) == []
+
+        assert "Thank you" in (await ada.tap("This helps")).text
+        assert "What would you like" in (await ada.tap("Tell me more")).text
+        assert "Thank you" in (await ada.say("Tuesdays are hard for me, I work then")).text
+        records = Records(runtime.settings)
+        reactions = records.query("SELECT reaction FROM update_deliveries ORDER BY pseudonym")
+        assert ("more",) in reactions
+        replies = records.query("SELECT COUNT(*) FROM answers WHERE dialogue = 'update_reply'")
+        assert replies == [(1,)]
+        audit = [a for (a,) in records.query("SELECT action FROM audit_log")]
+        assert "update.published" in audit
+
+        bea = Chat(api, BEA)
+        listed = await bea.say("/updates")
+        assert "latest updates" in listed.text
+        assert "every Tuesday" in (await bea.expect(2)).text
+        assert "said no to hearing" in (await Chat(api, CAL).say("/updates")).text
