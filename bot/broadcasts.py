@@ -67,10 +67,9 @@ class BroadcastService:
         (chat id, locale) that gets the progress message, if any."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
-            broadcast_id = await self._queue(
+            broadcast_id = await self.queue_in(
                 conn, kind, subject, region, created_by, messages, organiser, now
             )
-        log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
         self._on_queued()
         return broadcast_id
 
@@ -109,11 +108,23 @@ class BroadcastService:
         now: int,
     ) -> int:
         """Queue a broadcast inside the caller's transaction (e.g. with the panel it
-        invites people to), and audit it. The caller wakes the sender after its commit
-        (`wake`)."""
-        broadcast_id = await self._queue(
-            conn, kind, subject, region, created_by, messages, organiser, now
+        invites people to): the broadcast row, its messages, the organiser's progress
+        message and the first progress report, audited. The caller wakes the sender after
+        its commit (`wake`)."""
+        broadcasts = Broadcasts(conn)
+        chat_id = organiser[0] if organiser else None
+        broadcast_id = await broadcasts.create(
+            kind, subject, region, created_by, messages, chat_id, now
         )
+        if organiser is not None:
+            progress = await broadcasts.progress(broadcast_id)
+            assert progress is not None
+            payload = self._progress_payload(progress, organiser[1])
+            outbox_id = await Outbox(conn).enqueue(
+                organiser[0], PRIORITY_REPLY, "message", payload, now
+            )
+            await broadcasts.attach_progress_message(broadcast_id, outbox_id)
+        await self._schedule_tick(conn, broadcast_id, organiser, now)
         await AuditLog(conn).record(
             created_by,
             "broadcast.started",
@@ -195,35 +206,6 @@ class BroadcastService:
                 None if progress.progress_chat_id is None else (progress.progress_chat_id, locale)
             )
             await self._schedule_tick(conn, broadcast_id, organiser, now)
-
-    async def _queue(
-        self,
-        conn: aiosqlite.Connection,
-        kind: str,
-        subject: str,
-        region: str | None,
-        created_by: str,
-        messages: Sequence[tuple[int, dict[str, Any]]],
-        organiser: tuple[int, str] | None,
-        now: int,
-    ) -> int:
-        """The broadcast row, its messages, the organiser's progress message and the first
-        progress report, in the caller's transaction."""
-        broadcasts = Broadcasts(conn)
-        chat_id = organiser[0] if organiser else None
-        broadcast_id = await broadcasts.create(
-            kind, subject, region, created_by, messages, chat_id, now
-        )
-        if organiser is not None:
-            progress = await broadcasts.progress(broadcast_id)
-            assert progress is not None
-            payload = self._progress_payload(progress, organiser[1])
-            outbox_id = await Outbox(conn).enqueue(
-                organiser[0], PRIORITY_REPLY, "message", payload, now
-            )
-            await broadcasts.attach_progress_message(broadcast_id, outbox_id)
-        await self._schedule_tick(conn, broadcast_id, organiser, now)
-        return broadcast_id
 
     async def _schedule_tick(
         self,

@@ -115,7 +115,7 @@ class SafetyService(Desk[DialogueTexts]):
         """Tell every reachable duty holder of the region; tell the person what happened."""
         holders = []
         if request.region is not None:
-            for pseudonym in await StaffRoles(conn).duty_holders(request.region):
+            for pseudonym in await StaffRoles(conn).safeguarding_for(request.region):
                 person = await People(conn).get(pseudonym)
                 if person is not None and person.reachable:
                     holders.append(person)
@@ -294,7 +294,7 @@ class SafetyService(Desk[DialogueTexts]):
     ) -> int:
         """Send to every reachable duty holder of the request's region; returns how many."""
         told = 0
-        for pseudonym in await StaffRoles(conn).duty_holders(request.region or ""):
+        for pseudonym in await StaffRoles(conn).safeguarding_for(request.region or ""):
             holder = await People(conn).get(pseudonym)
             if holder is None or not holder.reachable:
                 continue

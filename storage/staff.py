@@ -99,16 +99,6 @@ class StaffRoles:
         )
         return cursor.rowcount > 0
 
-    async def duty_holders(self, region: str) -> list[str]:
-        """The pseudonyms of the staff holding the safeguarding duty for a region."""
-        async with self._conn.execute(
-            "SELECT pseudonym FROM staff_roles WHERE role = 'staff' AND region = ? "
-            "AND safeguarding = 1 ORDER BY pseudonym",
-            (region,),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        return [str(row[0]) for row in rows]
-
     async def revoke_safeguarding(self, pseudonym: str, region: str) -> bool:
         """Take the safeguarding duty away but keep the staff role; True when it was held."""
         cursor = await self._conn.execute(
