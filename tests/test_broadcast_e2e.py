@@ -258,8 +258,9 @@ async def test_the_organiser_sees_progress_and_can_stop_it(
         await asyncio.sleep(1.0)
         assert sum(received(limited_api).values()) == sent_at_stop  # nothing more goes out
         progress = await runtime.broadcasts.progress(broadcast_id)
-        assert records.query("SELECT actor, action FROM audit_log") == [
-            (records.pseudonym(ADA), "broadcast.stopped")
+        assert records.query("SELECT actor, action FROM audit_log ORDER BY id") == [
+            (records.pseudonym(ADA), "broadcast.started"),
+            (records.pseudonym(ADA), "broadcast.stopped"),
         ]
     assert progress is not None and progress.status == "cancelled"
     assert progress.sent == sent_at_stop < 600
