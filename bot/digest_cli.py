@@ -1,0 +1,157 @@
+"""Command line: `digest --region R --week 2026-W47 --format md|csv --out FILE [--k 10]`.
+
+The week's digests of every region and of the national view are built together, so that a
+region's hidden figures are protected against the national ones too, and checked against
+every digest released in the year around the week. Only the one asked for is written.
+Unless --dry-run, it is then stored as released: later digests are checked against exactly
+what was released. A week already released is written again as it was released, never
+recomputed (a second, different version could be differenced with the first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.digest import (
+    DEFAULT_K,
+    MIN_K,
+    Digest,
+    build_digests,
+    check_k,
+    from_json,
+    to_csv,
+    to_json,
+    to_markdown,
+)
+from bot.settings import Settings
+from bot.themes import load_taxonomy
+from state_machines.definition import REGION_SLUGS
+from storage.clock import SystemClock
+from storage.database import Database, MigrationError
+from storage.digest_data import NATIONAL, DigestFigures, DigestStore, parse_week, shift_week
+from storage.staff import AuditLog
+
+EXIT_PROBLEMS = 2
+NATIONAL_NAME = "national"  # --region for the national view
+WINDOW_WEEKS = 52  # earlier (and later) releases a digest is checked against
+_ATTEMPTS = 3  # rebuilds when another release lands while this one is being built
+
+
+@dataclass(frozen=True)
+class Released:
+    digest: Digest
+    stored: bool  # stored by this call
+    earlier: bool  # had been released before: the stored version is returned
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `digest` command to the main command line."""
+    digest = subparsers.add_parser(
+        "digest", help="write a region's weekly digest; figures about fewer than k people hidden"
+    )
+    digest.add_argument(
+        "--region", required=True, metavar="REGION", help=f"{', '.join(REGION_SLUGS)} or national"
+    )
+    digest.add_argument("--week", required=True, metavar="YYYY-Www", help="e.g. 2026-W47")
+    digest.add_argument("--format", choices=("md", "csv"), default="md", help="default: md")
+    digest.add_argument("--out", required=True, type=Path, metavar="FILE")
+    digest.add_argument(
+        "--k",
+        type=int,
+        default=DEFAULT_K,
+        help=f"hide figures about fewer than k people (at least {MIN_K}; default {DEFAULT_K})",
+    )
+    digest.add_argument(
+        "--dry-run", action="store_true", help="write the file but do not record it as released"
+    )
+
+
+def run_digest(settings: Settings, args: argparse.Namespace) -> int:
+    """Run `digest`; bad input is one line on stderr and exit 2."""
+    try:
+        return asyncio.run(_run(settings, args))
+    except (ValueError, MigrationError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+def _region(text: str) -> str:
+    if text == NATIONAL_NAME:
+        return NATIONAL
+    if text not in REGION_SLUGS:
+        raise ValueError(f"--region must be one of: {', '.join(REGION_SLUGS)}, {NATIONAL_NAME}")
+    return text
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    region, week, k = _region(args.region), args.week, check_k(args.k)
+    parse_week(week)
+    taxonomy = load_taxonomy(settings.dialogues_dir / "themes.yaml")
+    themes = [(theme.id, theme.label) for theme in taxonomy.themes]
+    db = await Database.open(settings.database_path)
+    try:
+        await db.migrate()
+        result = await release(
+            db, region, week, k, settings.timezone, themes, store=not args.dry_run
+        )
+    finally:
+        await db.close()
+    text = to_markdown(result.digest) if args.format == "md" else to_csv(result.digest)
+    args.out.write_text(text, "utf-8")
+    if result.earlier:
+        note = f"released before (k={result.digest.k}): written as released"
+    else:
+        note = "stored as released" if result.stored else "not stored (--dry-run)"
+    print(f"wrote the digest of {args.region} for {week} to {args.out}: {note}")
+    return 0
+
+
+async def release(
+    db: Database,
+    region: str,
+    week: str,
+    k: int,
+    zone: str,
+    themes: list[tuple[str, str]],
+    *,
+    store: bool,
+) -> Released:
+    """The digest of `region` (NATIONAL: the national view) for `week`: the stored one if
+    it was released before, else built now, and stored when `store`.
+
+    The figures are read in one read transaction (a consistent picture, without holding
+    the write lock while building); storing then checks that no digest was released in
+    the meantime, and builds again if one was, so each is checked against all others."""
+    first = shift_week(week, -WINDOW_WEEKS)
+    for _ in range(_ATTEMPTS):
+        async with db.read() as conn:
+            await conn.execute("BEGIN")
+            try:
+                earlier = await DigestStore(conn).get(region, week)
+                if earlier is not None:
+                    return Released(from_json(earlier.cells), stored=False, earlier=True)
+                released = await DigestStore(conn).since(first)
+                figures = DigestFigures(conn)
+                data = {r: await figures.read(r, week, zone) for r in (NATIONAL, *REGION_SLUGS)}
+            finally:
+                await conn.execute("ROLLBACK")
+        digest = build_digests(data, k, [from_json(r.cells) for r in released], themes, zone)[
+            region
+        ]
+        if not store:
+            return Released(digest, stored=False, earlier=False)
+        now = SystemClock().now_ms()
+        async with db.transaction() as conn:
+            digests = DigestStore(conn)
+            if [r.id for r in await digests.since(first)] != [r.id for r in released]:
+                continue  # another digest was released meanwhile: check against it too
+            await digests.save(region, week, k, to_json(digest), now)
+            details = {"week": week, "k": str(k)}
+            target = f"region:{region or NATIONAL_NAME}"
+            await AuditLog(conn).record("cli", "digest.released", target, details, now)
+        return Released(digest, stored=True, earlier=False)
+    raise ValueError("other digests kept being released meanwhile; try again")

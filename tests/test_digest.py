@@ -1,0 +1,506 @@
+"""The weekly digest: every figure against a plain-Python count of a synthetic world (in the
+data, the Markdown and the CSV), disclosure control against the attacks it must resist over
+random worlds and sequences of weekly releases, the store of releases, and the command line.
+
+Everyone here is invented (tests/digest_synthetic.py). The reference never runs the digest's
+SQL: it counts the generator's own record, and reads figures by their documented names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot import digest_cli
+from bot.digest import (
+    Cell,
+    Digest,
+    build_digest,
+    build_digests,
+    check_k,
+    from_json,
+    to_csv,
+    to_json,
+    to_markdown,
+)
+from bot.digest_disclosure import Sum
+from bot.settings import PROJECT_ROOT, load_settings
+from bot.themes import load_taxonomy
+from storage.database import Database
+from storage.digest_data import (
+    ALL,
+    NATIONAL,
+    SCORE_KEYS,
+    Count,
+    DigestData,
+    DigestFigures,
+    DigestStore,
+    WeekData,
+    shift_week,
+    week_bounds,
+)
+from tests.digest_synthetic import HOUR, ZONE, World, expected, generate
+
+K = 5
+WEEK = "2026-W47"
+REGIONS = ("london", "wales", "north-east")
+THEMES = [(t.id, t.label) for t in load_taxonomy(PROJECT_ROOT / "dialogues" / "themes.yaml").themes]
+PARTS = ("not_started", "abandoned", "not_reached", "without", "other", "coming")
+STEPS = ("sent", "started", "completed")
+
+
+# --- The reference: a figure's true value and people, by its name ----------------------
+
+
+class Truth:
+    """Figures read from the reference numbers by name (bot/digest_figures.py's scheme)."""
+
+    def __init__(self, refs: Mapping[str, DigestData]) -> None:
+        self.refs = {("national" if r == NATIONAL else r): d for r, d in refs.items()}
+
+    def __call__(self, series: str) -> tuple[float, int]:
+        parts = series.split("/")
+        region = parts[2] if parts[0] in "fst" else parts[1]
+        if region == "unassigned":
+            national = self("/".join("national" if p == "unassigned" else p for p in parts))[0]
+            regional = [
+                self("/".join(r if p == "unassigned" else p for p in parts))[0]
+                for r in self.refs
+                if r != "national"
+            ]
+            rest = national - sum(regional)
+            return rest, int(rest)
+        data = self.refs[region]
+        if parts[0] in ("pt", "p"):
+            return self._panels(data, parts)
+        week = next(w for w in data.weeks if w.week == parts[1])
+        return {"f": self._funnel, "s": self._scores, "t": self._themes}[parts[0]](week, parts)
+
+    def _funnel(self, week: WeekData, parts: list[str]) -> tuple[float, int]:
+        lang, step = parts[3], parts[4]
+        f = week.funnel.get(lang)
+        c = {s: getattr(f, s) if f else Count(0, 0) for s in STEPS}
+        if step in STEPS:
+            return c[step].value, c[step].people
+        if step == "rate":
+            rate = round(c["completed"].value / c["sent"].value, 3) if c["sent"].value else 0.0
+            return rate, min(c["sent"].people, c["completed"].people)
+        gap = c["sent"].value - c["started"].value
+        if step == "abandoned":
+            gap = c["started"].value - c["completed"].value
+        return gap, gap
+
+    def _scores(self, week: WeekData, parts: list[str]) -> tuple[float, int]:
+        principle, key = parts[3], parts[4]
+        s = week.scores[principle]
+        if key in SCORE_KEYS:
+            return s[key].value, s[key].people
+        if key == "not_reached":
+            f = week.funnel.get(ALL)
+            rest = (f.started.value if f else 0) - s["answered"].value
+            return rest, rest
+        total = sum(int(score) * s[score].value for score in "12345")
+        if key == "sum":
+            return total, 0
+        mean = round(total / s["scored"].value, 2) if s["scored"].value else 0.0
+        if key == "mean":
+            return mean, s["scored"].people
+        before = "/".join([parts[0], shift_week(parts[1], -1), *parts[2:4], "mean"])
+        was, people = self(before)
+        return round(mean - was, 2), min(people, s["scored"].people)
+
+    def _themes(self, week: WeekData, parts: list[str]) -> tuple[float, int]:
+        raised = week.answered if parts[3] == "_people" else week.themes.get(parts[3], 0)
+        if len(parts) == 5:  # without
+            raised = week.answered - raised
+        return raised, raised
+
+    def _panels(self, data: DigestData, parts: list[str]) -> tuple[float, int]:
+        if parts[0] == "p":
+            panel = next(p for p in data.panels if str(p.panel_id) == parts[2])
+            values = {a: getattr(panel, a) for a in ("invited", "yes", "maybe", "waiting")}
+            what = parts[3]
+        else:
+            t = data.panel_totals
+            counts = {a: getattr(t, a) for a in ("invited", "yes", "maybe", "waiting")}
+            if parts[2] == "need":
+                need = t.needs.get(parts[3], Count(0, 0))
+                if len(parts) == 4:
+                    return need.value, need.people
+                coming = sum(counts[a].value for a in ("yes", "maybe", "waiting"))
+                return coming - need.value, coming - need.value
+            if parts[2] in counts:
+                return counts[parts[2]].value, counts[parts[2]].people
+            values, what = {a: c.value for a, c in counts.items()}, parts[2]
+        if what in values:
+            return values[what], values[what]
+        coming = values["yes"] + values["maybe"] + values["waiting"]
+        rest = coming if what == "coming" else values["invited"] - coming
+        return rest, rest
+
+
+def is_part(series: str) -> bool:
+    """A figure no digest shows (those who did not start, people with no region...)."""
+    return "/unassigned/" in series or series.rsplit("/", 1)[-1] in PARTS or "/without" in series
+
+
+def shown_text(kind: str, value: float, k: int, suppressed: bool) -> str:
+    if suppressed:
+        return f"fewer than {k}"
+    return {
+        "count": str(int(value)),
+        "mean": f"{value:.2f}",
+        "rate": f"{value * 100:.1f}%",
+    }.get(kind, f"{value:+.2f}")
+
+
+def parse_markdown(text: str) -> dict[tuple[str, str, str], str]:
+    found: dict[tuple[str, str, str], str] = {}
+    section, columns = "", list[str]()
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section, columns = line[3:], []
+        elif line.startswith("| ") and section:
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            if not columns:
+                columns = cells[1:]
+            elif cells[0] != "---":
+                for column, value in zip(columns, cells[1:], strict=True):
+                    if value:
+                        found[(section, cells[0], column)] = value
+    return found
+
+
+def parse_csv(text: str) -> dict[tuple[str, str, str], str]:
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["section", "row", "column", "value"]
+    return {(s, r, c): v for s, r, c, v in rows[1:]}
+
+
+def cells_of(digest: Digest) -> Iterator[tuple[tuple[str, str, str], Cell]]:
+    for section, row, cell in digest.cells():
+        yield (section.title, row.label, cell.column), cell
+
+
+# --- (1) Every figure equals the reference, in every format -------------------------------
+
+
+@pytest.fixture(scope="module")
+def world_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, World]:
+    """A synthetic world written through the repositories, once for this module."""
+    path = str(tmp_path_factory.mktemp("digest") / "world.db")
+
+    async def make() -> World:
+        db = await Database.open(path)
+        try:
+            await db.migrate()
+            async with db.transaction() as conn:
+                return await generate(20261123, conn, regions=REGIONS, people_per_region=70)
+        finally:
+            await db.close()
+
+    return path, asyncio.run(make())
+
+
+async def read_all(path: str) -> dict[str, DigestData]:
+    db = await Database.open(path)
+    try:
+        async with db.read() as conn:
+            figures = DigestFigures(conn)
+            return {r: await figures.read(r, WEEK, ZONE) for r in (NATIONAL, *REGIONS)}
+    finally:
+        await db.close()
+
+
+async def test_the_queries_count_what_the_world_holds(world_db: tuple[str, World]) -> None:
+    path, world = world_db
+    data = await read_all(path)
+    for region in (NATIONAL, *REGIONS):
+        assert data[region] == expected(world, region, WEEK)
+    # The world exercises what the queries must get right.
+    assert any(
+        c.week != WEEK and c.completed_at > week_bounds(c.week, ZONE)[1] for c in world.checkins
+    )
+    assert any(a.checkin is None for a in world.answers)
+    assert any(source == "staff" for a in world.answers for *_, source in a.tags)
+    assert any(len(p.regions) > 1 for p in world.people.values())
+    assert any(p.erased_at < 2**62 for p in world.people.values())
+    assert any(c.region is None for c in world.checkins)
+
+
+async def test_every_figure_equals_the_reference_in_every_format(
+    world_db: tuple[str, World],
+) -> None:
+    path, world = world_db
+    refs = {r: expected(world, r, WEEK) for r in (NATIONAL, *REGIONS)}
+    truth = Truth(refs)
+    digests = build_digests(await read_all(path), K, (), THEMES, ZONE)
+    published = 0
+    for digest in digests.values():
+        shown: dict[tuple[str, str, str], str] = {}
+        for place, cell in cells_of(digest):
+            true_value, people = truth(cell.figure)
+            if not cell.suppressed:
+                published += 1
+                assert cell.value == true_value, cell.figure
+                assert people >= K, cell.figure
+            shown[place] = shown_text(cell.kind, true_value, K, cell.suppressed)
+        assert parse_markdown(to_markdown(digest)) == shown
+        assert parse_csv(to_csv(digest)) == shown
+        assert from_json(to_json(digest)) == from_json(to_json(from_json(to_json(digest))))
+        for text in (to_markdown(digest), to_csv(digest), to_json(digest)):
+            assert not re.search(r"p-\d{4}|10000\d{3}", text)  # no pseudonym, no chat id
+    assert published > 200  # the world is big enough for the comparison to mean something
+
+
+def test_people_counts_travel_with_published_cells(world_db: tuple[str, World]) -> None:
+    world = world_db[1]
+    refs = {r: expected(world, r, WEEK) for r in (NATIONAL, *REGIONS)}
+    truth = Truth(refs)
+    for digest in build_digests(refs, K, (), THEMES, ZONE).values():
+        for _, _, cell in digest.cells():
+            if cell.suppressed:
+                assert cell.value is None and cell.people is None
+            elif cell.kind in ("count", "mean"):
+                assert cell.people == truth(cell.figure)[1]
+        themes = [r.cells[0] for r in digest.section("themes").rows[1:]]
+        published = [c.value or 0 for c in themes if not c.suppressed]
+        assert published == sorted(published, reverse=True)
+        assert all(c.suppressed for c in themes[len(published) :])
+
+
+# --- (2) Disclosure control over random worlds and weekly releases ----------------------
+
+
+def check_release(
+    k: int,
+    now: Sequence[Digest],
+    before: Sequence[Digest],
+    truth: Truth,
+    regions: Sequence[str],
+    sums: Sequence[Sum],
+) -> None:
+    """The attacks, on what a reader holds after this week's releases (`now`, as stored;
+    `sums`: how their figures add up)."""
+    published: dict[str, float] = {}
+    kinds: dict[str, str] = {}
+    for digest in now:
+        for _, _, cell in digest.cells():
+            kinds[cell.figure] = cell.kind
+            if not cell.suppressed:
+                assert cell.value is not None
+                published[cell.figure] = cell.value
+    # No published cell counts fewer than k people (a mean: fewer than k scored).
+    for series, value in published.items():
+        assert value == truth(series)[0], series
+        if kinds[series] in ("count", "mean"):
+            assert truth(series)[1] >= k, series
+    # (a) total minus the published cells of any group never gives away a hidden cell:
+    # never exactly one hidden cell, and the hidden ones together never fewer than k.
+    for one in sums:
+        if one.weights is not None or one.total not in published:
+            continue
+        hidden = [m for m in one.members if m not in published]
+        assert len(hidden) != 1 or is_part(hidden[0]), (one, hidden)
+        rest = sum(truth(m)[0] for m in hidden)
+        if hidden and rest < k:
+            assert rest == 0 and all(is_part(m) for m in hidden), (one, rest)
+    # (c) a national cell that is the sum of the regions' never leaves one region hidden.
+    for series in published:
+        parts = series.split("/")
+        if "national" not in parts or kinds[series] != "count":
+            continue
+        place = parts.index("national")
+        regional = ["/".join([*parts[:place], r, *parts[place + 1 :]]) for r in regions]
+        if truth(series)[0] != sum(truth(r)[0] for r in regional):
+            continue
+        hidden = [r for r in regional if r not in published]
+        assert len(hidden) != 1, (series, hidden)
+        rest = sum(truth(r)[0] for r in hidden)
+        assert not hidden or rest >= k or (rest == 0 and all(truth(r)[0] == 0 for r in hidden))
+    # (b) differencing with every earlier release never reveals 1..k-1 people.
+    for earlier in before:
+        old = {c.figure: c for _, _, c in earlier.cells()}
+        for series, value in published.items():
+            if series not in old:
+                continue
+            was = old[series]
+            week_bound = series.split("/")[0] in "fst"
+            assert not (was.suppressed and week_bound), f"{series} hidden before, shown now"
+            if was.value is None:
+                continue
+            if kinds[series] == "count":
+                assert not 0 < abs(value - was.value) < k, (series, was.value, value)
+            elif kinds[series] == "mean" and value != was.value:
+                n = series.rsplit("/", 1)[0] + "/scored"
+                n_was = old[n].value
+                assert n in published and n_was is not None
+                assert abs(published[n] - n_was) >= k, series
+        for one in sums:
+            if one.weights or one.total not in published:
+                continue
+            members = [m for m in one.members if m in published]
+            known = [one.total, *members]
+            then = [v for m in known if m in old and (v := old[m].value) is not None]
+            if len(then) == len(known):
+                rest_now = published[one.total] - sum(published[m] for m in members)
+                assert not 0 < abs(rest_now - (then[0] - sum(then[1:]))) < k, one
+    # A published mean with its n leaves no hidden score bucket with one possible value.
+    for series in published:
+        if kinds[series] == "mean" and series.replace("/mean", "/scored") in published:
+            base = series.rsplit("/", 1)[0]
+            buckets = [
+                (int(s), int(truth(f"{base}/{s}")[0]))
+                for s in "12345"
+                if f"{base}/{s}" not in published
+            ]
+            for (_, count), fits in zip(buckets, _solutions(buckets), strict=True):
+                assert len(fits) > 1 or count >= k, (series, buckets)
+
+
+def _solutions(hidden: list[tuple[int, int]]) -> list[set[int]]:
+    """For each hidden bucket (score, count): every count it could have, knowing only how
+    many there are in all and the sum of their scores (every whole-number solution)."""
+    found: list[set[int]] = [set() for _ in hidden]
+
+    def fill(i: int, left: int, weighted: int, chosen: list[int]) -> None:
+        if i == len(hidden) - 1:
+            if left * hidden[i][0] == weighted:
+                for j, c in enumerate([*chosen, left]):
+                    found[j].add(c)
+            return
+        for c in range(left + 1):
+            if c * hidden[i][0] > weighted:
+                break
+            fill(i + 1, left - c, weighted - c * hidden[i][0], [*chosen, c])
+
+    if hidden:
+        fill(0, sum(v for _, v in hidden), sum(s * v for s, v in hidden), [])
+    return found
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32),
+    people=st.integers(4, 28),
+    k=st.sampled_from([5, 6, 10]),
+    releases=st.integers(2, 4),
+)
+def test_no_attack_recovers_a_hidden_figure(seed: int, people: int, k: int, releases: int) -> None:
+    regions = ("london", "wales")
+    world = asyncio.run(
+        generate(seed, None, regions=regions, people_per_region=people, unassigned=2, weeks=5)
+    )
+    before: list[Digest] = []
+    for week in world.weeks[-releases:]:
+        at = week_bounds(week, ZONE)[1] + 8 * HOUR  # Monday 08:00, as the schedule will
+        refs = {r: expected(world, r, week, at) for r in (NATIONAL, *regions)}
+        now = build_digests(refs, k, before, THEMES, ZONE)
+        stored = [from_json(to_json(d)) for d in now.values()]
+        sums = [s for d in now.values() for s in d.sums]
+        check_release(k, stored, before, Truth(refs), regions, sums)
+        before += stored
+
+
+# --- (3) k --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [4, 0, -10, 4.9, True])
+def test_k_below_five_is_refused(k: object, world_db: tuple[str, World]) -> None:
+    with pytest.raises(ValueError, match="at least 5"):
+        check_k(k)  # type: ignore[arg-type]
+    data = expected(world_db[1], "london", WEEK)
+    with pytest.raises(ValueError, match="at least 5"):
+        build_digest(data, k)  # type: ignore[arg-type]
+
+
+def test_a_larger_k_hides_more(world_db: tuple[str, World]) -> None:
+    refs = {r: expected(world_db[1], r, WEEK) for r in (NATIONAL, *REGIONS)}
+    hidden = {
+        k: sum(
+            c.suppressed for d in build_digests(refs, k, (), THEMES).values() for *_, c in d.cells()
+        )
+        for k in (5, 10, 20)
+    }
+    assert hidden[5] < hidden[10] < hidden[20]
+
+
+# --- The store and the command line --------------------------------------------------------
+
+
+async def test_the_store_keeps_releases_as_released(tmp_path: Path) -> None:
+    db = await Database.open(str(tmp_path / "store.db"))
+    try:
+        await db.migrate()
+        async with db.transaction() as conn:
+            store = DigestStore(conn)
+            assert await store.save("london", "2026-W46", 10, '{"a":1}', 1)
+            assert await store.save("london", WEEK, 10, '{"a":2}', 2)
+            assert await store.save(NATIONAL, WEEK, 10, '{"a":3}', 3)
+            assert not await store.save("london", WEEK, 5, '{"a":4}', 4)  # once per week
+            earlier = await store.previous("london", WEEK)
+            assert earlier is not None and earlier.week == "2026-W46"
+            assert (await store.get("london", WEEK)).cells == '{"a":2}'  # type: ignore[union-attr]
+            assert [d.region for d in await store.since(WEEK)] == ["london", NATIONAL]
+            assert await store.previous("wales", WEEK) is None
+            with pytest.raises(ValueError):
+                await store.save("london", "2026-W60", 10, "{}", 5)
+        for sql in ("UPDATE published_digests SET k = 20", "DELETE FROM published_digests"):
+            with pytest.raises(sqlite3.IntegrityError, match="never"):
+                async with db.transaction() as conn:
+                    await conn.execute(sql)
+        with pytest.raises(sqlite3.IntegrityError):
+            async with db.transaction() as conn:
+                await DigestStore(conn).save("london", "2026-W45", 4, "{}", 6)
+    finally:
+        await db.close()
+
+
+def _cli(path: str, *argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    digest_cli.add_parser(parser.add_subparsers(dest="command"))
+    return digest_cli.run_digest(
+        load_settings({"DATABASE_PATH": path}), parser.parse_args(["digest", *argv])
+    )
+
+
+def test_the_command_line_releases_once_and_checks_later_weeks(
+    world_db: tuple[str, World], tmp_path: Path
+) -> None:
+    source, world = world_db
+    path = str(tmp_path / "copy.db")
+    sqlite3.connect(source).backup(dst := sqlite3.connect(path))
+    dst.close()
+    md, csv_out, again = tmp_path / "d.md", tmp_path / "d.csv", tmp_path / "again.md"
+    assert _cli(path, "--region", "london", "--week", "2026-W46", "--out", str(md), "--k", "5") == 0
+    assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(md), "--k", "5") == 0
+    assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(again), "--k", "9") == 0
+    assert again.read_text() == md.read_text()  # released once: never a second version
+    national = ["--region", "national", "--week", WEEK, "--out", str(csv_out), "--format", "csv"]
+    assert _cli(path, *national, "--k", "5", "--dry-run") == 0
+    stored = (
+        sqlite3.connect(path)
+        .execute("SELECT region, week, k, cells FROM published_digests ORDER BY id")
+        .fetchall()
+    )
+    assert [row[:3] for row in stored] == [("london", "2026-W46", 5), ("london", WEEK, 5)]
+    released = from_json(stored[1][3])
+    assert to_markdown(released) == md.read_text()
+    # What the later week released is consistent with the earlier release it was checked against.
+    refs = {r: expected(world, r, WEEK) for r in (NATIONAL, *REGIONS)}
+    sums = build_digests(refs, 5, (), THEMES, ZONE)["london"].sums  # the same structure
+    check_release(5, [released], [from_json(stored[0][3])], Truth(refs), REGIONS, sums)
+    assert "Check-ins this week" in parse_csv(csv_out.read_text()).__iter__().__next__()[0]
+    assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(md), "--k", "4") == 2
+    assert _cli(path, "--region", "atlantis", "--week", WEEK, "--out", str(md)) == 2
+    assert _cli(path, "--region", "london", "--week", "2026-W99", "--out", str(md)) == 2
