@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run sandbox test bench check lint typecheck catalogs translations migrate clean
+.PHONY: run sandbox test bench check lint typecheck catalogs translations migrate clean example-digest
 
 # With TELEGRAM_BOT_TOKEN set: the real bot. Without: the sandbox (a local stand-in for
 # Telegram and a chat in this terminal).
@@ -17,7 +17,16 @@ test: $(INSTALLED) catalogs
 	$(PY) -m mypy --strict state_machines storage bot
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) -m bot check
+	@# Debian's Chromium, for the digest report's screenshot test (it may not skip under CI=true).
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 	$(PY) -m pytest -q
+
+# A digest from invented data (Markdown, CSV, HTML and the chart) in example-digest/.
+example-digest: $(INSTALLED) catalogs
+	$(PY) -m tests.example_digest --out example-digest
 
 # The virtualenv, created if missing and refreshed when pyproject.toml changes.
 $(INSTALLED): pyproject.toml
