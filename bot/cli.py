@@ -14,6 +14,8 @@ from bot import safeguarding_cli
 from bot.catalog_check import check_catalogs, dialogue_texts
 from bot.checkin_cli import add_checkin_parser, run_checkin
 from bot.dialogue_files import build_engine
+from bot.digest_cli import add_parser as add_digest_parser
+from bot.digest_cli import run_digest
 from bot.enrolment_cli import add_enrol_parser, run_enrol
 from bot.error_reporting import setup_logging, setup_sentry
 from bot.secrets_file import generate_secrets_file
@@ -53,6 +55,7 @@ def main(argv: list[str]) -> int:
     add_themes_parser(commands)
     add_checkin_parser(commands)
     safeguarding_cli.add_parser(commands)
+    add_digest_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "themes":
         # No settings or logging: `themes tag` prints JSON lines and nothing else.
@@ -75,6 +78,8 @@ def main(argv: list[str]) -> int:
             return run_enrol(settings, args)
         if args.command == "safeguarding":
             return safeguarding_cli.main(args, settings.dialogues_dir)
+        if args.command == "digest":
+            return run_digest(settings, args)
         if args.command == "checkin":
             return run_checkin(settings, args)
         if args.command == "health":

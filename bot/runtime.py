@@ -23,10 +23,12 @@ from bot.conversation import ConversationService
 from bot.data_rights import DataRightsService
 from bot.desk import DialogueTexts
 from bot.dialogue_files import build_engine
+from bot.digests import DIGEST_JOB, REPORT_JOB, DigestService
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
 from bot.rendering import Catalogs
+from bot.review import ReviewService
 from bot.rsvp import RsvpService
 from bot.safeguarding import load_risk_phrases
 from bot.safety import FOLLOW_UP_JOB as SAFETY_FOLLOW_UP
@@ -65,6 +67,7 @@ class Runtime:
     scheduler: Scheduler
     broadcasts: BroadcastService
     panels: PanelService
+    digests: DigestService
     webhook: WebhookReceiver | None = None
     # Long-lived tasks (poller, sender, scheduler): if one ends, the process must stop.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -169,16 +172,39 @@ async def build_runtime(
         int(settings.update_lookback_weeks * 7 * 86_400_000),
         wake_sender_and_scheduler,
     )
+    digests = DigestService(
+        db,
+        clock,
+        engine,
+        DialogueTexts(engine, catalogs, "digest"),
+        service,
+        [(t.id, t.label) for t in taxonomy.themes],
+        settings.timezone,
+        settings.digest_k,
+        wake_sender_and_scheduler,
+    )
+    scheduler.register(DIGEST_JOB, digests.on_weekly)
+    scheduler.register_prepared(REPORT_JOB, digests.prepare_report, digests.send_report)
     scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
     scheduler.register(ROUND_JOB, checkins.on_round)
     scheduler.register(NUDGE_JOB, checkins.on_nudge)
     scheduler.register(EXPIRE_JOB, checkins.on_expire)
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
+    review = ReviewService(
+        db,
+        clock,
+        engine,
+        DialogueTexts(engine, catalogs, "retag"),
+        service,
+        secrets,
+        updates,
+        wake_sender_and_scheduler,
+    )
+    services = AppServices(panels, rsvp, checkins, safety, rights, updates, digests, review)
     unhandled = service.unhandled_submits()
     if unhandled:
         raise RuntimeError(f"dialogue submits with no handler: {', '.join(unhandled)}")
-    services = AppServices(panels, rsvp, checkins, safety, rights, updates)
     TelegramAdapter(service, broadcasts, services).install(application)
     runtime = Runtime(
         settings,
@@ -192,6 +218,7 @@ async def build_runtime(
         scheduler,
         broadcasts,
         panels,
+        digests,
     )
     if settings.webhook_url and settings.webhook_secret:
         host, port = settings.webhook_listen
@@ -254,6 +281,7 @@ async def start(runtime: Runtime) -> None:
     if resumed:
         log.info("resumed %d updates received before the last stop", resumed)
     await runtime.scheduler.ensure_housekeeping()
+    await runtime.digests.ensure_scheduled()
     runtime.tasks.append(runtime.sender.start())
     runtime.tasks.append(asyncio.create_task(runtime.scheduler.run(), name="scheduler"))
     if runtime.webhook is None:

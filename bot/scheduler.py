@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiosqlite
 
@@ -21,6 +22,10 @@ from storage.queues import HEARTBEAT_KEY, Inbox, Job, Meta, Outbox, Schedules
 log = logging.getLogger(__name__)
 
 JobHandler = Callable[[aiosqlite.Connection, Job, int], Awaitable[None]]
+# Slow work for a job (e.g. drawing a chart), done before its transaction so the database is
+# not held meanwhile; its result is handed to the job's handler.
+JobPreparer = Callable[[Job, int], Awaitable[Any]]
+PreparedHandler = Callable[[aiosqlite.Connection, Job, int, Any], Awaitable[None]]
 
 HOUSEKEEPING = "housekeeping"
 _DAY_MS = 86_400_000
@@ -44,12 +49,18 @@ class Scheduler:
         # Called after jobs ran (e.g. to wake the sender for the messages they queued).
         self._after_jobs = after_jobs
         self._handlers: dict[str, JobHandler] = {HOUSEKEEPING: housekeeping}
+        self._preparers: dict[str, tuple[JobPreparer, PreparedHandler]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._max_sleep_s = max_sleep_s
 
     def register(self, kind: str, handler: JobHandler) -> None:
         self._handlers[kind] = handler
+
+    def register_prepared(self, kind: str, prepare: JobPreparer, handler: PreparedHandler) -> None:
+        """A job whose slow part runs first, outside any transaction (it may run again if
+        the process stops before the job's transaction commits)."""
+        self._preparers[kind] = (prepare, handler)
 
     def wake(self) -> None:
         self._wake.set()
@@ -68,8 +79,8 @@ class Scheduler:
             jobs = await Schedules(conn).due(now)
         ran = 0
         for job in jobs:
-            handler = self._handlers.get(job.kind)
             try:
+                handler = await self._handler_for(job, now)
                 async with self._db.transaction() as conn:
                     if handler is None:
                         raise LookupError(f"no handler for job kind {job.kind!r}")
@@ -85,6 +96,18 @@ class Scheduler:
         if ran and self._after_jobs is not None:
             self._after_jobs()
         return ran
+
+    async def _handler_for(self, job: Job, now: int) -> JobHandler | None:
+        """The job's handler; for a prepared job, its slow part is done here, first."""
+        if job.kind not in self._preparers:
+            return self._handlers.get(job.kind)
+        prepare, handler = self._preparers[job.kind]
+        prepared = await prepare(job, now)
+
+        async def with_prepared(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+            await handler(conn, job, now, prepared)
+
+        return with_prepared
 
     async def run(self) -> None:
         while not self._stopping:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -330,6 +331,14 @@ class OutboxSender:
 
     async def _call(self, message: OutgoingMessage) -> int | None:
         payload = message.payload
+        if message.kind == "message" and "photo" in payload:
+            picture = base64.b64decode(payload["photo"]["content_b64"])
+            sent = await self._bot.send_photo(
+                message.chat_id,
+                InputFile(picture, filename="chart.png"),
+                caption=payload.get("text"),
+            )
+            return sent.message_id
         if message.kind == "message" and "document" in payload:
             document = payload["document"]
             sent = await self._bot.send_document(

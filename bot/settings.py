@@ -48,6 +48,8 @@ class Settings:
     checkin_expire_days: float = 7.0
     # A "you said, we did" update goes to people who raised its theme this many weeks back.
     update_lookback_weeks: float = 12.0
+    # A digest hides any figure about fewer than this many people (never below 5).
+    digest_k: int = 10
 
     @property
     def production(self) -> bool:
@@ -123,7 +125,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if nudge_hours >= expire_days * 24:
         raise SettingsError("CHECKIN_NUDGE_HOURS", "must be shorter than CHECKIN_EXPIRE_DAYS")
     lookback_weeks = _number(get, "UPDATE_LOOKBACK_WEEKS", "12", 1, 104)
+    digest_k = _number(get, "DIGEST_K", "10", 5, 1000)
+    if digest_k != int(digest_k):
+        raise SettingsError("DIGEST_K", "must be a whole number from 5 to 1000")
     return Settings(
+        digest_k=int(digest_k),
         update_lookback_weeks=lookback_weeks,
         checkin_nudge_hours=nudge_hours,
         checkin_expire_days=expire_days,

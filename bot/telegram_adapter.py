@@ -35,8 +35,11 @@ from bot.checkins import CheckinService
 from bot.conversation import ConversationService, Sender, TappedMessage
 from bot.data_rights import FILE_BUTTON as MYDATA_FILE
 from bot.data_rights import DataRightsService
+from bot.digests import DigestService
 from bot.panel_texts import ANSWER_PREFIX, MANAGE_PREFIX, RSVP_PREFIX
 from bot.panels import PanelService
+from bot.review import BUTTON_PREFIX as RETAG_PREFIX
+from bot.review import ReviewService
 from bot.rsvp import RsvpService
 from bot.safety import ANSWER_PREFIX as SAFETY_PREFIX
 from bot.safety import STAFF_PREFIX as SAFETY_STAFF_PREFIX
@@ -69,6 +72,7 @@ _SAFETY = re.compile(rf"^{re.escape(SAFETY_PREFIX)}{_TOKEN}:(?P<action>[ynr])$")
 _SAFETY_STAFF = re.compile(rf"^{re.escape(SAFETY_STAFF_PREFIX)}{_TOKEN}$")
 _MYDATA_FILE = re.compile(rf"^{re.escape(MYDATA_FILE)}$")
 _CHECKIN = re.compile(rf"^{re.escape(CHECKIN_PREFIX)}{_TOKEN}$")
+_RETAG = re.compile(rf"^{re.escape(RETAG_PREFIX)}(?P<answer>\d{{1,12}})$")
 _UPDATE = re.compile(rf"^{re.escape(UPDATE_PREFIX)}{_TOKEN}:(?P<action>[hnm])$")
 
 
@@ -82,6 +86,8 @@ class AppServices:
     safety: SafetyService
     rights: DataRightsService
     updates: UpdateService
+    digests: DigestService
+    review: ReviewService
 
 
 ButtonRoute = Callable[[int, Sender, "re.Match[str]", int], Awaitable[None]]
@@ -99,6 +105,7 @@ def _button_routes(app: AppServices) -> list[tuple[re.Pattern[str], ButtonRoute]
         (_SAFETY_STAFF, lambda u, s, m, _: app.safety.on_staff_write(u, s, m["token"])),
         (_MYDATA_FILE, lambda u, s, m, _: app.rights.on_mydata(u, s, as_file=True)),
         (_UPDATE, lambda u, s, m, _: app.updates.on_reaction(u, s, m["token"], m["action"])),
+        (_RETAG, lambda u, s, m, _: app.review.on_change(u, s, int(m["answer"]))),
     ]
 
 
@@ -109,6 +116,8 @@ def _command_routes(app: AppServices) -> dict[str, CommandRoute]:
         "feedback": app.checkins.on_request,
         "mydata": lambda u, s: app.rights.on_mydata(u, s),
         "updates": app.updates.on_list,
+        "digest": app.digests.on_request,
+        "review": app.review.on_list,
     }
 
 

@@ -58,9 +58,9 @@ class UpdateService(Desk[DialogueTexts]):
         conversations.add_value_formatter(self.form_values)
 
     def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
-        """The /yousaid form as staff read it in the preview."""
+        """The /yousaid (and theme review) form as staff read it."""
         shown: dict[str, str] = {}
-        if "themes" in values or "region" in values or "kind" in values:
+        if "themes" in values or "region" in values or "kind" in values or "answer" in values:
             shown["themes"] = self.theme_names(values.get("themes", "").split(","), locale)
         if values.get("region"):
             shown["region"] = self._texts.common(locale, REGION_NAMES.get(values["region"], ""))

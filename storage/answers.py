@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -65,3 +67,32 @@ class Answers:
         ) as cursor:
             rows = await cursor.fetchall()
         return [StoredAnswer(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) for r in rows]
+
+    async def reviewable(
+        self, regions: Sequence[str], since: int, limit: int
+    ) -> list[tuple[int, bytes, str]]:
+        """(answer id, encrypted scrubbed quote, region) of recent answers that may be
+        quoted (the quote consent was given), newest first, for staff theme review. The
+        region is the check-in's, else the person's."""
+        async with self._conn.execute(
+            "SELECT a.id, a.quote, COALESCE(c.region, p.region) AS region FROM answers a "
+            "LEFT JOIN checkins c ON c.id = a.checkin_id "
+            "LEFT JOIN people p ON p.pseudonym = a.pseudonym "
+            "WHERE a.quote IS NOT NULL AND a.created_at >= ? "
+            "AND COALESCE(c.region, p.region) IN (SELECT value FROM json_each(?)) "
+            "ORDER BY a.created_at DESC, a.id DESC LIMIT ?",
+            (since, json.dumps(list(regions)), limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [(int(r[0]), bytes(r[1]), str(r[2])) for r in rows]
+
+    async def region_of(self, answer_id: int) -> str | None:
+        """The region an answer counts for (its check-in's, else its author's)."""
+        async with self._conn.execute(
+            "SELECT COALESCE(c.region, p.region) FROM answers a "
+            "LEFT JOIN checkins c ON c.id = a.checkin_id "
+            "LEFT JOIN people p ON p.pseudonym = a.pseudonym WHERE a.id = ?",
+            (answer_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row and row[0] is not None else None

@@ -1,0 +1,208 @@
+"""The weekly digest, delivered: every Monday at 08:00 (Europe/London) each region's digest
+of the week just ended is released once and sent to the region's managers; `/digest` shows
+staff and managers their region's latest.
+
+The job is a stored schedule: a Monday missed while the bot was down runs at the next start,
+and a week already released is never released or sent again (its stored digest is reused).
+Figures about fewer than k people are hidden (bot/digest.py), checked against every digest
+released before, so what went out can never be differenced to reveal someone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import aiosqlite
+
+from bot.access import access_of
+from bot.conversation import Actor, ConversationService, Sender
+from bot.desk import Desk, DialogueTexts
+from bot.digest import Digest, build_digests, from_json, to_json
+from bot.digest_report import report_files
+from bot.enrolment import REGION_NAMES
+from state_machines.definition import REGION_SLUGS
+from state_machines.engine import Engine
+from storage.clock import Clock
+from storage.database import Database
+from storage.digest_data import NATIONAL, DigestFigures, DigestStore, shift_week
+from storage.people import People
+from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
+from storage.staff import AuditLog, StaffRoles
+
+log = logging.getLogger(__name__)
+
+DIGEST_JOB = "weekly_digest"
+REPORT_JOB = "digest_report"  # draw one region's chart and report, and send them
+_SEND_HOUR = 8
+_CHECKED_AGAINST_WEEKS = 52  # earlier releases each new digest is checked against
+_TREND_WEEKS = 12
+_REGIONS_ON_REQUEST = 3
+
+
+def week_of(ms: int, zone: str) -> str:
+    year, week, _ = datetime.fromtimestamp(ms / 1000, UTC).astimezone(ZoneInfo(zone)).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def next_monday_morning(now_ms: int, zone: str) -> int:
+    """The next Monday 08:00 in `zone` strictly after `now_ms` (clock changes included)."""
+    local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(ZoneInfo(zone))
+    day = local.date() + timedelta(days=(7 - local.weekday()) % 7)
+    while True:
+        moment = datetime(day.year, day.month, day.day, _SEND_HOUR, tzinfo=ZoneInfo(zone))
+        ms = int(moment.timestamp() * 1000)
+        if ms > now_ms:
+            return ms
+        day += timedelta(days=7)
+
+
+def week_before(monday_ms: int, zone: str) -> str:
+    """The week a Monday-morning digest is about: the one that has just ended."""
+    return shift_week(week_of(monday_ms, zone), -1)
+
+
+class DigestService(Desk[DialogueTexts]):
+    """Releases weekly digests and sends them to managers."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        engine: Engine,
+        texts: DialogueTexts,
+        conversations: ConversationService,
+        themes: Sequence[tuple[str, str]],
+        zone: str,
+        k: int,
+        on_queued: Callable[[], None],
+    ) -> None:
+        super().__init__(db, clock, engine, texts, conversations, on_queued)
+        self._themes = list(themes)
+        self._zone = zone
+        self._k = k
+
+    async def ensure_scheduled(self) -> None:
+        """At start: make sure next Monday's run exists (a missed one is still pending and
+        runs first; keys make this idempotent)."""
+        now = self._clock.now_ms()
+        due = next_monday_morning(now, self._zone)
+        async with self._db.transaction() as conn:
+            await _schedule(conn, due, now)
+
+    async def on_weekly(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """Monday 08:00 (or the first start after it): release and send last week's."""
+        due = int(job.payload["due"])
+        week = week_before(due, self._zone)
+        released = await self.release_week(conn, week, now)
+        for region in released:
+            if region != NATIONAL and await StaffRoles(conn).holders("manager", region):
+                await _schedule_report(conn, region, week, None, now)
+        await _schedule(conn, next_monday_morning(due, self._zone), now)
+        log.info("weekly digests for %s: %d released now", week, len(released))
+
+    async def release_week(
+        self, conn: aiosqlite.Connection, week: str, now: int
+    ) -> dict[str, Digest]:
+        """Release every region's and the national digest of `week` not released yet, all
+        checked together and against earlier releases; returns only the new ones."""
+        store = DigestStore(conn)
+        regions = (NATIONAL, *REGION_SLUGS)
+        missing = [r for r in regions if await store.get(r, week) is None]
+        if not missing:
+            return {}
+        figures = DigestFigures(conn)
+        data = {r: await figures.read(r, week, self._zone) for r in regions}
+        earlier = await store.since(shift_week(week, -_CHECKED_AGAINST_WEEKS))
+        built = build_digests(
+            data, self._k, [from_json(e.cells) for e in earlier], self._themes, self._zone
+        )
+        for region in missing:
+            await store.save(region, week, self._k, to_json(built[region]), now)
+            target = f"region:{region or 'national'}"
+            details = {"week": week, "k": str(self._k)}
+            await AuditLog(conn).record("system", "digest.released", target, details, now)
+        return {r: built[r] for r in missing}
+
+    async def on_request(self, update_id: int, sender: Sender) -> None:
+        """/digest: the latest week's digest for each region the person is staff or
+        manager of (released now if it was not yet)."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            locale = await self._locale(conn, pseudonym)
+            actor = Actor(pseudonym, sender.chat_id, locale)
+            access = await access_of(conn, pseudonym)
+            regions = sorted(access.staff_regions())
+            if not regions:
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            week = shift_week(week_of(now, self._zone), -1)  # the last complete week
+            await self.release_week(conn, week, now)
+            await self._tell(conn, actor, "digest_coming", now)
+            for region in [NATIONAL] if access.is_admin else regions[:_REGIONS_ON_REQUEST]:
+                await _schedule_report(conn, region, week, pseudonym, now)
+            await AuditLog(conn).record(pseudonym, "digest.viewed", f"week:{week}", {}, now)
+
+    async def prepare_report(self, job: Job, now: int) -> tuple[bytes, str] | None:
+        """The chart and the HTML report of one region's released digest, drawn outside
+        any transaction (it takes a second or two)."""
+        region, week = str(job.payload["region"]), str(job.payload["week"])
+        async with self._db.read() as conn:
+            stored = await DigestStore(conn).get(region, week)
+            earlier = await DigestStore(conn).since(shift_week(week, -_TREND_WEEKS))
+        if stored is None:
+            return None
+        digest = from_json(stored.cells)
+        previous = [from_json(e.cells) for e in earlier if e.region == region and e.week < week]
+        name = REGION_NAMES.get(region, "England and Wales")
+        return await asyncio.to_thread(report_files, digest, previous, name)
+
+    async def send_report(
+        self,
+        conn: aiosqlite.Connection,
+        job: Job,
+        now: int,
+        report: tuple[bytes, str] | None,
+    ) -> None:
+        """Send the chart (with a one-line summary) and the HTML report to the region's
+        managers, or to the staff member who asked with /digest."""
+        region, week = str(job.payload["region"]), str(job.payload["week"])
+        stored = await DigestStore(conn).get(region, week)
+        if report is None or stored is None:
+            return
+        asked_by = job.payload.get("asked_by")
+        people = [str(asked_by)] if asked_by else await StaffRoles(conn).holders("manager", region)
+        for pseudonym in people:
+            person = await People(conn).get(pseudonym)
+            if person is None or not person.reachable:
+                continue
+            name = self._texts.common(person.locale, REGION_NAMES.get(region, "England and Wales"))
+            caption = self._texts.text(
+                person.locale, "digest_caption", region=name, week=week, k=str(stored.k)
+            )
+            png, html = report
+            photo = {"photo": {"content_b64": base64.b64encode(png).decode()}, "text": caption}
+            filename = f"yousaid-digest-{region or 'national'}-{week}.html"
+            document = {"document": {"filename": filename, "content": html}}
+            outbox = Outbox(conn)
+            await outbox.enqueue(person.chat_id, PRIORITY_REPLY, "message", photo, now)
+            await outbox.enqueue(person.chat_id, PRIORITY_REPLY, "message", document, now)
+
+
+async def _schedule_report(
+    conn: aiosqlite.Connection, region: str, week: str, asked_by: str | None, now: int
+) -> None:
+    key = f"{REPORT_JOB}:{region or 'national'}:{week}:{asked_by or 'managers'}:{now}"
+    payload = {"region": region, "week": week, "asked_by": asked_by}
+    await Schedules(conn).add(REPORT_JOB, key, now, payload, now)
+
+
+async def _schedule(conn: aiosqlite.Connection, due: int, now: int) -> None:
+    await Schedules(conn).add(DIGEST_JOB, f"{DIGEST_JOB}:{due}", due, {"due": due}, now)

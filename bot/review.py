@@ -1,0 +1,113 @@
+"""Theme review: staff of a region read the week's quotable answers (only with the quote
+consent, and only the scrubbed copy) and correct their themes; the digest counts the
+reviewed themes (staff tags replace keyword guesses)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import aiosqlite
+
+from bot.access import access_of
+from bot.conversation import Actor, ConversationService, Sender
+from bot.desk import Desk, DialogueTexts
+from bot.secrets_file import Secrets
+from bot.updates import UpdateService
+from state_machines.engine import Engine
+from state_machines.events import Begin
+from storage.answers import Answers
+from storage.checkins import Checkins
+from storage.clock import Clock
+from storage.database import Database
+from storage.queues import PRIORITY_REPLY, Outbox
+from storage.staff import AuditLog
+
+log = logging.getLogger(__name__)
+
+BUTTON_PREFIX = "rt:"  # rt:<answer id>: change this answer's themes
+_WEEK_MS = 7 * 86_400_000
+_SHOWN = 10
+
+
+class ReviewService(Desk[DialogueTexts]):
+    """/review and the re-tagging of one answer."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        engine: Engine,
+        texts: DialogueTexts,
+        conversations: ConversationService,
+        secrets: Secrets,
+        updates: UpdateService,
+        on_queued: Callable[[], None],
+    ) -> None:
+        super().__init__(db, clock, engine, texts, conversations, on_queued)
+        self._secrets = secrets
+        self._names = updates  # theme names in a person's language
+        conversations.register_submit("retag_answer", self.retag)
+
+    async def on_list(self, update_id: int, sender: Sender) -> None:
+        """/review: the last week's quotable answers in the staff member's regions."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                return
+            conn, now = handling
+            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            regions = sorted((await access_of(conn, pseudonym)).staff_regions())
+            if not regions:
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            answers = await Answers(conn).reviewable(regions, now - _WEEK_MS, _SHOWN)
+            if not answers:
+                await self._tell(conn, actor, "nothing_to_review", now)
+                return
+            count = self._texts.number(len(answers), actor.locale)
+            await self._tell(conn, actor, "review_intro", now, count=count)
+            for answer_id, quote, _region in answers:
+                themes = await Checkins(conn).themes_of(answer_id)
+                text = self._texts.text(
+                    actor.locale,
+                    "review_item",
+                    quote=self._secrets.decrypt_text(quote),
+                    themes=self._names.theme_names(themes, actor.locale),
+                )
+                label = self._texts.text(actor.locale, "change_button")
+                button = {"text": label, "callback_data": f"{BUTTON_PREFIX}{answer_id}"}
+                payload = {"text": text, "buttons": [[button]]}
+                await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
+            await AuditLog(conn).record(
+                pseudonym, "answers.reviewed", f"regions:{','.join(regions)}", {}, now
+            )
+
+    async def on_change(self, update_id: int, sender: Sender, answer_id: int) -> None:
+        """ "Change themes" under an answer: only staff of the answer's region."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._db.read() as conn:
+            region = await Answers(conn).region_of(answer_id)
+            access = await access_of(conn, pseudonym)
+            themes = await Checkins(conn).themes_of(answer_id)
+        if region is None or not access.is_staff_in(region):
+            await self._refuse(update_id, sender, pseudonym)
+            return
+        values = {"answer": str(answer_id), "themes": ",".join(themes)}
+        await self._conversations.handle_event(update_id, sender, Begin("retag", values))
+
+    async def retag(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        answer = values.get("answer", "")
+        region = await Answers(conn).region_of(int(answer)) if answer.isdigit() else None
+        if region is None or not (await access_of(conn, actor.pseudonym)).is_staff_in(region):
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        themes = [t for t in values.get("themes", "").split(",") if t]
+        await Checkins(conn).retag_answer(int(answer), themes)
+        details = {"region": region, "themes": ",".join(themes)}
+        await AuditLog(conn).record(
+            actor.pseudonym, "answer.retagged", f"answer:{answer}", details, now
+        )
+        await self._tell(conn, actor, "retagged", now)

@@ -1,0 +1,73 @@
+"""Theme review over HTTP: staff see only quotable (consented, scrubbed) answers of their
+region and correct their themes; staff of another region cannot. Invented people only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.local_api import FakePerson, LocalBotApi
+from bot.scrub import scrub
+from storage.answers import Answers
+from storage.checkins import Checkins
+from storage.people import People
+from storage.staff import StaffRoles
+from tests.harness import Chat, Records, running_bot
+
+ORLA = FakePerson(user_id=770000001, first_name="Orla")  # London staff
+WYN = FakePerson(user_id=770000002, first_name="Wyn")  # Wales staff
+ADA = FakePerson(user_id=770000011, first_name="Ada")  # London, may be quoted
+BEA = FakePerson(user_id=770000012, first_name="Bea")  # London, may not be quoted
+QUOTED = "Sarah at the housing office says there is no money for the deposit"
+
+
+async def test_staff_review_and_correct_themes_of_their_region_only(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        now = runtime.clock.now_ms()
+        secrets = Records(runtime.settings).secrets
+        pseudonym = runtime.service.pseudonym_of
+        async with runtime.db.transaction() as conn:
+            for person in (ADA, BEA):
+                api.add_chat(person)
+                await People(conn).touch(pseudonym(person.user_id), person.chat_id, "en", now)
+                await People(conn).set_region(pseudonym(person.user_id), "london", now)
+            text = secrets.encrypt_text(QUOTED)
+            quote = secrets.encrypt_text(scrub(QUOTED))
+            quoted = await Answers(conn).add(
+                pseudonym(ADA.user_id), "feedback", "improve", text, now, quote=quote
+            )
+            private = await Answers(conn).add(
+                pseudonym(BEA.user_id), "feedback", "improve", text, now
+            )
+            for answer in (quoted, private):
+                await Checkins(conn).tag_answer(answer, ["housing"])
+            roles = StaffRoles(conn)
+            await roles.grant(pseudonym(ORLA.user_id), "staff", "london", False, "cli", 0)
+            await roles.grant(pseudonym(WYN.user_id), "staff", "wales", False, "cli", 0)
+
+        orla = Chat(api, ORLA)
+        intro = await orla.say("/review")
+        assert "(1)" in intro.text
+        item = await orla.expect(2)
+        assert "[name]" in item.text and "Sarah" not in item.text  # the scrubbed copy only
+        assert "Themes: Housing" in item.text
+        await orla.tap("Change themes")
+        await orla.tap("Housing")
+        await orla.tap("Money and benefits")
+        assert "digest will use these themes" in (await orla.tap("Save")).text
+        records = Records(runtime.settings)
+        assert records.query(
+            "SELECT theme, source FROM answer_themes WHERE answer_id = ?", quoted
+        ) == [("money_benefits", "staff")]
+        assert records.query("SELECT theme FROM answer_themes WHERE answer_id = ?", private) == [
+            ("housing",)
+        ]
+
+        wyn = Chat(api, WYN)
+        assert "no answers to review" in (await wyn.say("/review")).text
+        api.press_button(WYN, wyn.messages[-1].message_id, f"rt:{quoted}")
+        assert "not available" in (await wyn.expect(2)).text
+        assert "participant" not in str(records.query("SELECT action FROM audit_log"))
+        actions = {a for (a,) in records.query("SELECT action FROM audit_log")}
+        assert {"answers.reviewed", "answer.retagged"} <= actions
