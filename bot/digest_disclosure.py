@@ -21,8 +21,8 @@ no figure shown as "fewer than k" may be worked out from what is released. Hidde
 A secondary suppression takes the smallest published part of the sum at stake, the total
 only when no part can go. Hiding only ever adds, so the loop ends. The parts no digest shows
 (those who did not start, people with no region...) count in the sums without ever being
-published; one that is zero is taken as known (a reader may guess "none"), and only a part
-of 1..k-1 people must not be worked out.
+published, and only a part of 1..k-1 people must not be worked out. People with no region
+are taken as known when there are none: the regions then add up to the national figure.
 
 Known gaps: the linear algebra ignores that counts are whole and never negative (except for
 score buckets, above); a panel's figures change every week, and differencing two weeks is
@@ -56,6 +56,7 @@ class Figure:
     stable: bool = True  # describes a past week, not a state that keeps changing
     depends: tuple[str, ...] = ()  # shown only when these are (a mean: its n first)
     reveals: str | None = None  # a mean: the score sum it gives away
+    guessable: bool = False  # a part a reader may take to be zero (people with no region)
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ class _Control:
                 self.sums_of.setdefault(var, []).append(number)
         # members -> the total of the plain sum over them (a distribution's n)
         self.plain = {s.members: s.total for s in self.sums if s.weights is None}
-        # Parts at zero: a reader may well guess "none" (nobody without a region, say).
-        self.zero_parts = {f.id for f in figures.values() if f.kind == PART and f.value == 0}
+        # A reader may well guess that nobody is without a region: when so, the regions add
+        # up to the national figure, and that is taken as known.
+        self.zero_parts = {f.id for f in figures.values() if f.guessable and f.value == 0}
         self.reasons: dict[str, str] = {}  # figure id -> the rule that hid it (for tests)
         self.revealer = {f.reveals: f.id for f in figures.values() if f.reveals}
         self.published = {

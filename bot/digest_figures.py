@@ -19,7 +19,7 @@ and are compared with earlier digests by the name without it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -258,6 +258,7 @@ class FigureModel:
                 raise ValueError(f"the regions add up to more than {national}")
             kind = SCORE_SUM if figure.kind == SCORE_SUM else PART
             part = self._add(path, UNASSIGNED, rest, int(rest), kind, stable=figure.stable)
+            self.figures[part] = replace(self.figures[part], guessable=True)
             self._sum(national, [*members, part])
 
     # --- where each digest shows them ------------------------------------------------------
