@@ -81,11 +81,10 @@ class CheckinService(Desk[DialogueTexts]):
     async def on_request(self, update_id: int, sender: Sender) -> None:
         """/feedback: the person's open check-in, or a new one."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            conn, now, actor = acting
             if not await _has_feedback_consent(conn, pseudonym):
                 await self._tell(conn, actor, "feedback_needs_consent", now)
                 return
@@ -97,11 +96,10 @@ class CheckinService(Desk[DialogueTexts]):
     async def on_button(self, update_id: int, sender: Sender, token: str) -> None:
         """Start (on a scheduled check-in) or Carry on (on its nudge)."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            conn, now, actor = acting
             checkin = await Checkins(conn).by_token(token)
             if checkin is None or checkin.pseudonym != pseudonym:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)

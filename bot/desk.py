@@ -82,6 +82,18 @@ class Desk(Generic[TextsT]):
             await Inbox(conn).mark_handled(update_id, now)
         self._on_queued()
 
+    @asynccontextmanager
+    async def _acting(
+        self, update_id: int, sender: Sender, pseudonym: str
+    ) -> AsyncIterator[tuple[aiosqlite.Connection, int, Actor] | None]:
+        """`_handling`, with the person acting (in their language) worked out too."""
+        async with self._handling(update_id) as handling:
+            if handling is None:
+                yield None
+                return
+            conn, now = handling
+            yield conn, now, Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+
     async def _refuse(self, update_id: int, sender: Sender, pseudonym: str) -> None:
         """Not this person's to do (e.g. forged button data): say so, change nothing."""
         async with self._handling(update_id) as handling:

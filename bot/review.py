@@ -52,11 +52,10 @@ class ReviewService(Desk[DialogueTexts]):
     async def on_list(self, update_id: int, sender: Sender) -> None:
         """/review: the last week's quotable answers in the staff member's regions."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            conn, now, actor = acting
             regions = sorted((await access_of(conn, pseudonym)).staff_regions())
             if not regions:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)

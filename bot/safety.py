@@ -90,11 +90,10 @@ class SafetyService(Desk[DialogueTexts]):
         if action == "r":
             await self._begin_reply(update_id, sender, pseudonym, token)
             return
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            conn, now, actor = acting
             requests = SafeguardingRequests(conn)
             request = await requests.by_token(token)
             if request is None or request.pseudonym != pseudonym:
@@ -263,11 +262,10 @@ class SafetyService(Desk[DialogueTexts]):
         """The person shared a phone number with the contact button: pass it to the duty
         staff of their latest alerted request (never stored: only the outbox holds it)."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            conn, now, actor = acting
             request = await SafeguardingRequests(conn).latest_alerted(
                 pseudonym, now - _CONTACT_WINDOW_MS
             )
