@@ -1,5 +1,5 @@
 """Command line: run, sandbox, migrate, check, secrets-init, health, roles, invite, enrol,
-checkin, themes, safeguarding."""
+checkin, themes, safeguarding, backup, restore, retention, keys."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bot.digest_cli import add_parser as add_digest_parser
 from bot.digest_cli import run_digest
 from bot.enrolment_cli import add_enrol_parser, run_enrol
 from bot.error_reporting import setup_logging, setup_sentry
+from bot.ops_cli import OPS_COMMANDS, add_ops_parsers, run_ops
 from bot.secrets_file import generate_secrets_file
 from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, load_settings
 from bot.staff_cli import STAFF_COMMANDS, add_staff_parsers, run_staff
@@ -56,6 +57,7 @@ def main(argv: list[str]) -> int:
     add_checkin_parser(commands)
     safeguarding_cli.add_parser(commands)
     add_digest_parser(commands)
+    add_ops_parsers(commands)
     args = parser.parse_args(argv)
     if args.command == "themes":
         # No settings or logging: `themes tag` prints JSON lines and nothing else.
@@ -82,6 +84,8 @@ def main(argv: list[str]) -> int:
             return run_digest(settings, args)
         if args.command == "checkin":
             return run_checkin(settings, args)
+        if args.command in OPS_COMMANDS:
+            return run_ops(settings, args)
         if args.command == "health":
             if not Path(settings.database_path).exists():
                 print("unhealthy: no database yet", file=sys.stderr)

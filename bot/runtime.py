@@ -28,6 +28,7 @@ from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
 from bot.rendering import Catalogs
+from bot.retention import RETENTION_JOB, RetentionJob, RetentionRules
 from bot.review import ReviewService
 from bot.rsvp import RsvpService
 from bot.safeguarding import load_risk_phrases
@@ -44,6 +45,7 @@ from bot.webhook import WebhookConfig, WebhookReceiver
 from state_machines.engine import Engine
 from storage.clock import Clock, SystemClock
 from storage.database import Database
+from storage.queues import HEARTBEAT_KEY, Meta
 
 log = logging.getLogger(__name__)
 # A failing update is retried after 2, 4, 8... seconds. Database trouble (locked, disk full)
@@ -191,6 +193,10 @@ async def build_runtime(
     scheduler.register(EXPIRE_JOB, checkins.on_expire)
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
+    rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
+    retention = RetentionJob(db, rules)
+    scheduler.register(RETENTION_JOB, retention.on_due)
+    await retention.ensure_scheduled(clock.now_ms())  # today's run, if not yet scheduled
     review = ReviewService(
         db,
         clock,
@@ -314,6 +320,9 @@ async def stop(runtime: Runtime) -> None:
     await runtime.sender.stop()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
     await runtime.application.shutdown()
+    async with runtime.db.transaction() as conn:
+        # Stopped cleanly: `health` and `restore` see at once that no bot is running.
+        await Meta(conn).set(HEARTBEAT_KEY, "0")
     await runtime.db.close()
 
 

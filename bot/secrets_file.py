@@ -3,6 +3,10 @@
 It holds the keyed-hash key that turns Telegram ids into pseudonyms and the key for
 encrypting free text at rest. Generated on first run in development (with a warning);
 refused in production, where losing or replacing it silently would orphan every person.
+
+During a key rotation (bot/key_rotation.py) it also holds the earlier text keys, so text
+encrypted under them stays readable until every row is re-encrypted; the pseudonym key
+never rotates (pseudonyms are identities).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bot.settings import SettingsError
 
@@ -29,7 +33,9 @@ _FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class Secrets:
     pseudonym_key: bytes
-    text_key: bytes
+    text_key: bytes  # new text is encrypted under this one
+    # Earlier text keys, still accepted for reading while a rotation is under way.
+    old_text_keys: tuple[bytes, ...] = ()
 
     def keyed_hash(self, purpose: str, value: str) -> str:
         """HMAC-SHA256 (hex) of `value`, separated by purpose so that a pseudonym, an
@@ -43,28 +49,73 @@ class Secrets:
 
     def encrypt_text(self, text: str) -> bytes:
         """Encrypt free text for storage (authenticated: tampering is detected)."""
-        return Fernet(base64.urlsafe_b64encode(self.text_key)).encrypt(text.encode("utf-8"))
+        return _fernet(self.text_key).encrypt(text.encode("utf-8"))
 
     def decrypt_text(self, token: bytes) -> str:
-        return Fernet(base64.urlsafe_b64encode(self.text_key)).decrypt(token).decode("utf-8")
+        """Decrypt under the current text key or, mid-rotation, an earlier one."""
+        if not self.old_text_keys:
+            return _fernet(self.text_key).decrypt(token).decode("utf-8")
+        keys = [_fernet(key) for key in (self.text_key, *self.old_text_keys)]
+        return MultiFernet(keys).decrypt(token).decode("utf-8")
+
+    def under_current_key(self, token: bytes) -> bool:
+        """True when `token` is readable with the current text key alone."""
+        try:
+            _fernet(self.text_key).decrypt(token)
+        except InvalidToken:
+            return False
+        return True
+
+
+def _fernet(key: bytes) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _body(keys: Secrets) -> str:
+    data: dict[str, object] = {
+        "version": _FORMAT_VERSION,
+        "pseudonym_key": base64.b64encode(keys.pseudonym_key).decode(),
+        "text_key": base64.urlsafe_b64encode(keys.text_key).decode(),
+    }
+    if keys.old_text_keys:
+        data["old_text_keys"] = [base64.urlsafe_b64encode(k).decode() for k in keys.old_text_keys]
+    return json.dumps(data, indent=2) + "\n"
+
+
+def replace_secrets_file(path: Path, keys: Secrets) -> None:
+    """Write the secrets file anew, atomically: a new file (mode 0600) is synced to disk,
+    then renamed over the old one, so a crash leaves either the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(_body(keys))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    sync_directory(path.parent)
+
+
+def sync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX: fsync the directory)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def generate_secrets_file(path: Path) -> Secrets:
     """Write a new secrets file with mode 0600; refuse to overwrite one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     created = Secrets(secrets.token_bytes(32), secrets.token_bytes(32))
-    body = json.dumps(
-        {
-            "version": _FORMAT_VERSION,
-            "pseudonym_key": base64.b64encode(created.pseudonym_key).decode(),
-            "text_key": base64.urlsafe_b64encode(created.text_key).decode(),
-        },
-        indent=2,
-    )
     # O_EXCL: never overwrite a key file, even if two processes start together.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(body + "\n")
+        handle.write(_body(created))
     return created
 
 
@@ -92,10 +143,13 @@ def load_secrets(path_text: str, *, production: bool) -> Secrets:
     try:
         data = json.loads(path.read_text("utf-8"))
         loaded = Secrets(
-            base64.b64decode(data["pseudonym_key"]), base64.urlsafe_b64decode(data["text_key"])
+            base64.b64decode(data["pseudonym_key"]),
+            base64.urlsafe_b64decode(data["text_key"]),
+            tuple(base64.urlsafe_b64decode(k) for k in data.get("old_text_keys", [])),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise SettingsError("SECRETS_PATH", f"{path} is not a YouSaid secrets file") from None
-    if len(loaded.pseudonym_key) < 32 or len(loaded.text_key) != 32:
+    text_keys = (loaded.text_key, *loaded.old_text_keys)
+    if len(loaded.pseudonym_key) < 32 or any(len(k) != 32 for k in text_keys):
         raise SettingsError("SECRETS_PATH", f"{path} holds keys of the wrong length")
     return loaded

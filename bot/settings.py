@@ -50,6 +50,10 @@ class Settings:
     update_lookback_weeks: float = 12.0
     # A digest hides any figure about fewer than this many people (never below 5).
     digest_k: int = 10
+    # Free-text answers and check-ins are deleted after this many months; safeguarding
+    # requests after this many days (bot/retention.py).
+    retention_months: int = 24
+    safeguarding_retention_days: int = 90
 
     @property
     def production(self) -> bool:
@@ -128,7 +132,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     digest_k = _number(get, "DIGEST_K", "10", 5, 1000)
     if digest_k != int(digest_k):
         raise SettingsError("DIGEST_K", "must be a whole number from 5 to 1000")
+    # Never under 13 months: the digest and yearly check-in rounds look back that far.
+    retention_months = _whole(get, "RETENTION_MONTHS", "24", 13, 120)
+    safeguarding_days = _whole(get, "SAFEGUARDING_RETENTION_DAYS", "90", 30, 3650)
     return Settings(
+        retention_months=retention_months,
+        safeguarding_retention_days=safeguarding_days,
         digest_k=int(digest_k),
         update_lookback_weeks=lookback_weeks,
         checkin_nudge_hours=nudge_hours,
@@ -162,6 +171,15 @@ def _number(
     if not low <= value <= high:
         raise SettingsError(name, f"must be a number from {low:g} to {high:g}")
     return value
+
+
+def _whole(
+    get: Callable[[str, str | None], str | None], name: str, default: str, low: int, high: int
+) -> int:
+    text = get(name, default) or default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise SettingsError(name, f"must be a whole number from {low} to {high}")
+    return int(text)
 
 
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")

@@ -1,0 +1,304 @@
+"""Backup and restore of the database, with the secrets file that makes it readable.
+
+A backup is taken with SQLite's online backup API in one step: one read transaction, so the
+copy is exactly the database as committed when the backup began, while the bot carries on
+writing (WAL readers do not block writers). The copy is checked (integrity_check) before it
+is given its final name, and the secrets file is copied beside it: without the keys the
+backup cannot be linked to people or decrypted, so a backup without them is useless.
+
+A restore checks the backup (integrity, schema version, that its keys read its text) before
+anything is replaced, refuses while the bot is running, keeps the database it replaces, and
+replaces it with one atomic rename, so a crash at any moment leaves either the old database
+or the restored one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.secrets_file import Secrets, load_secrets, replace_secrets_file, sync_directory
+from storage.clock import SystemClock
+from storage.database import bundled_migrations
+from storage.queues import HEARTBEAT_KEY
+
+# A heartbeat this recent means the bot is (or was a moment ago) running; it beats every 30 s.
+LIVE_WITHIN_S = 120
+SECRETS_SUFFIX = ".secrets"
+
+
+class OpsError(Exception):
+    """The operation was refused or failed; nothing was replaced. The message says why."""
+
+
+def secrets_beside(backup: Path) -> Path:
+    """Where a backup's secrets file lives: FILE.secrets."""
+    return backup.with_name(backup.name + SECRETS_SUFFIX)
+
+
+# --- is the bot running? ------------------------------------------------------------------
+
+
+def heartbeat_age_s(database: Path) -> float | None:
+    """Seconds since the bot's last heartbeat; None when it stopped cleanly or never ran."""
+    if not database.exists():
+        return None
+    conn = _connect(database)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (HEARTBEAT_KEY,)).fetchone()
+    except sqlite3.OperationalError:  # no meta table: never migrated, never ran
+        return None
+    finally:
+        conn.close()
+    beat = int(row[0]) if row and str(row[0]).isdigit() else 0
+    return None if beat <= 0 else (SystemClock().now_ms() - beat) / 1000
+
+
+def open_elsewhere(database: Path) -> bool:
+    """True when another process has the database open. SQLite deletes the WAL file when the
+    last connection closes, so a WAL file still there after we open and close the database
+    means someone else holds it. A process killed with kill -9 does not count: our close
+    (as the last connection) checkpoints and removes its WAL."""
+    if not database.exists():
+        return False
+    conn = _connect(database)
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    conn.close()
+    return Path(f"{database}-wal").exists()
+
+
+def refuse_if_running(database: Path, force: bool, doing: str) -> None:
+    """Raise OpsError when the bot looks alive: its database open in another process (never
+    overridden), or a heartbeat in the last two minutes (overridden by --force, for a bot
+    that was killed and cannot have stopped cleanly)."""
+    if open_elsewhere(database):
+        raise OpsError(
+            f"the database is open in another process (is the bot running?): stop the bot, "
+            f"and close anything else using {database.name}, before you {doing}"
+        )
+    age = heartbeat_age_s(database)
+    if age is not None and age < LIVE_WITHIN_S and not force:
+        raise OpsError(
+            f"the bot reported itself alive {age:.0f} s ago: stop it before you {doing}. "
+            "If it was killed rather than stopped, wait 2 minutes or add --force"
+        )
+
+
+# --- backup -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    secrets: Path
+    pages: int
+    version: int
+    seconds: float
+
+
+def backup(database: Path, secrets_path: Path, out: Path) -> BackupResult:
+    """Copy the live database to `out` (and its secrets file to `out`.secrets)."""
+    if not database.exists():
+        raise OpsError(f"no database at {database}")
+    if not secrets_path.exists():
+        raise OpsError(f"no secrets file at {secrets_path}: a backup without it is useless")
+    if out.exists() or secrets_beside(out).exists():
+        raise OpsError(f"{out} (or its .secrets file) already exists; it is never overwritten")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    partial = out.with_name(f".{out.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        source = _connect(database)
+        target = sqlite3.connect(partial)
+        try:
+            # pages=-1: everything in one step, inside one read transaction, so the copy is
+            # a consistent snapshot however busy the bot is (stepping in chunks would start
+            # over after every write of the bot, and might never finish).
+            source.backup(target, pages=-1)
+            # One self-contained file: no -wal beside the backup.
+            target.execute("PRAGMA journal_mode = DELETE").fetchone()
+            version, pages, verdict = _inspect(target)
+        finally:
+            target.close()
+            source.close()
+        if verdict != "ok":
+            raise OpsError(f"the copy failed its integrity check ({verdict}); nothing was kept")
+        _fsync(partial)
+        os.chmod(partial, 0o600)
+        # Keys first: a backup file never exists without its keys beside it.
+        _copy_private(secrets_path, secrets_beside(out))
+        os.replace(partial, out)
+        sync_directory(out.parent)
+    finally:
+        partial.unlink(missing_ok=True)
+    return BackupResult(out, secrets_beside(out), pages, version, time.monotonic() - started)
+
+
+# --- restore ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    version: int
+    kept_as: Path | None  # the database that was replaced, kept here
+    secrets_changed: bool
+
+
+def restore(
+    source: Path,
+    database: Path,
+    secrets_path: Path,
+    *,
+    force: bool = False,
+    source_secrets: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> RestoreResult:
+    """Replace the live database with the backup at `source`, after checking it."""
+    keys_path = source_secrets or secrets_beside(source)
+    if not source.exists():
+        raise OpsError(f"no backup at {source}")
+    if not keys_path.exists():
+        raise OpsError(
+            f"no secrets file at {keys_path}: the backup cannot be read without it "
+            "(give its place with --secrets)"
+        )
+    backup_keys = load_secrets(str(keys_path), production=True)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    # Checked as a private copy beside the live database: the backup file itself is never
+    # opened for writing, and the final step is a rename within one file system.
+    staged = database.with_name(f".{database.name}.restoring")
+    staged.unlink(missing_ok=True)
+    try:
+        shutil.copyfile(source, staged)
+        os.chmod(staged, 0o600)
+        version = _check_backup(staged, backup_keys)
+        say(f"backup checked: integrity ok, schema version {version}, its keys read its text")
+        refuse_if_running(database, force, "restore")
+        current_keys = (
+            load_secrets(str(secrets_path), production=True) if secrets_path.exists() else None
+        )
+        if current_keys is not None and current_keys.pseudonym_key != backup_keys.pseudonym_key:
+            raise OpsError(
+                "the backup belongs to another installation (its pseudonym key differs from "
+                f"the one in {secrets_path}); move that file away first if you really mean "
+                "to replace this installation"
+            )
+        kept_as = _keep_current(database)
+        if kept_as is not None and current_keys is not None:
+            # The kept copy is only readable with today's keys, which a rotation may retire.
+            _copy_private(secrets_path, secrets_beside(kept_as))
+        # The keys go first, as a superset that reads both the old and the restored data,
+        # so a crash between the two steps leaves a database its keys can read.
+        merged = _merged(current_keys, backup_keys)
+        if merged != current_keys:
+            replace_secrets_file(secrets_path, merged)
+        _fsync(staged)
+        # The old database's WAL must never be replayed over the restored one. We were the
+        # last to close it, so it is gone, unless someone opened the database meanwhile.
+        if open_elsewhere(database):
+            raise OpsError("the database was opened by another process during the restore")
+        Path(f"{database}-shm").unlink(missing_ok=True)
+        os.replace(staged, database)
+        sync_directory(database.parent)
+    finally:
+        staged.unlink(missing_ok=True)
+    return RestoreResult(version, kept_as, merged != current_keys)
+
+
+def _check_backup(path: Path, keys: Secrets) -> int:
+    try:
+        return _checked_version(path, keys)
+    except sqlite3.DatabaseError as exc:  # not a database at all, or damaged beyond reading
+        raise OpsError(f"the backup cannot be read as a database: {exc}") from None
+
+
+def _checked_version(path: Path, keys: Secrets) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        version, _, verdict = _inspect(conn)
+        if verdict != "ok":
+            raise OpsError(f"the backup fails PRAGMA integrity_check: {verdict}")
+        known = len(bundled_migrations())
+        if version < 1:
+            raise OpsError("the file is not a YouSaid database (schema version 0)")
+        if version > known:
+            raise OpsError(
+                f"the backup is at schema version {version}, newer than this code ({known}): "
+                "restore it with the version of YouSaid that made it"
+            )
+        sample = conn.execute(
+            "SELECT ciphertext FROM answers UNION ALL SELECT payload FROM inbox "
+            "WHERE payload IS NOT NULL LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    if sample is not None:
+        try:
+            keys.decrypt_text(bytes(sample[0]))
+        except Exception:
+            raise OpsError("the secrets file given does not read this backup's text") from None
+    return version
+
+
+def _keep_current(database: Path) -> Path | None:
+    """Copy the database about to be replaced (consistently, WAL included) beside it."""
+    if not database.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    kept = database.with_name(f"{database.name}.before-restore-{stamp}")
+    source, target = _connect(database), sqlite3.connect(kept)
+    try:
+        source.backup(target, pages=-1)
+        target.execute("PRAGMA journal_mode = DELETE").fetchone()
+    finally:
+        target.close()
+        source.close()
+    os.chmod(kept, 0o600)
+    _fsync(kept)
+    return kept
+
+
+def _merged(current: Secrets | None, restored: Secrets) -> Secrets:
+    """Keys that read both: the current text key stays the one new text is written under."""
+    if current is None:
+        return restored
+    known = (current.text_key, *current.old_text_keys)
+    extra = tuple(k for k in (restored.text_key, *restored.old_text_keys) if k not in known)
+    if not extra:
+        return current
+    return Secrets(current.pseudonym_key, current.text_key, (*current.old_text_keys, *extra))
+
+
+def _inspect(conn: sqlite3.Connection) -> tuple[int, int, str]:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    verdict = "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
+    return version, pages, verdict
+
+
+def _connect(database: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(database, timeout=10)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(source.read_bytes())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,123 @@
+"""Rotating the text key: new free text is encrypted under a new key, and every stored
+encrypted value is re-encrypted under it, after which the old key is forgotten.
+
+The pseudonym key never rotates: pseudonyms are identities (consents, answers and roles are
+filed under them), and enrolment and invite codes are stored as keyed hashes of it.
+
+Safe to interrupt and run again at any point:
+1. the new key is added to the secrets file as the current one, the old key kept beside it
+   (one atomic rename); a rerun that finds an old key carries on instead of adding another;
+2. rows are re-encrypted in small transactions; a row already under the new key is left
+   alone, so a rerun only does what is left;
+3. only when every value reads with the new key alone is the WAL emptied (no page holding an
+   old ciphertext stays in it) and the old key removed from the secrets file.
+
+The bot must be stopped meanwhile: a running bot holds the old key in memory, could not read
+what was re-encrypted, and would go on writing under a key about to be forgotten.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.fernet import InvalidToken
+
+from bot.secrets_file import Secrets, load_secrets, replace_secrets_file
+from storage.database import Database
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    table: str
+    key: str  # the table's integer primary key
+    column: str
+
+
+# Every column holding text encrypted with Secrets.encrypt_text. A test checks that every
+# BLOB column of the schema is listed here, so a new one cannot be missed by a rotation.
+ENCRYPTED_COLUMNS = (
+    EncryptedColumn("answers", "id", "ciphertext"),  # free-text answers
+    EncryptedColumn("answers", "id", "quote"),  # their scrubbed, quotable copies
+    EncryptedColumn("inbox", "seq", "payload"),  # updates received, not yet handled
+)
+_BATCH = 200  # rows per transaction: the write lock is held briefly
+
+
+@dataclass
+class RotationReport:
+    started_new_key: bool = False
+    reencrypted: dict[str, int] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # "table.column #id", no content
+    finished: bool = False
+
+
+async def rotate_text_key(
+    database: str, secrets_path: Path, say: Callable[[str], None] = print
+) -> RotationReport:
+    """Run (or resume) a rotation; see the module docstring."""
+    report = RotationReport()
+    keys = load_secrets(str(secrets_path), production=True)
+    if not keys.old_text_keys:
+        keys = Secrets(keys.pseudonym_key, secrets.token_bytes(32), (keys.text_key,))
+        replace_secrets_file(secrets_path, keys)
+        report.started_new_key = True
+        say("new text key added to the secrets file (the old one kept until the end)")
+    else:
+        say("carrying on with the rotation under way (the secrets file holds an old key)")
+    db = await Database.open(database)
+    try:
+        for column in ENCRYPTED_COLUMNS:
+            done = await _reencrypt(db, keys, column, report)
+            report.reencrypted[f"{column.table}.{column.column}"] = done
+            say(f"{column.table}.{column.column}: {done} re-encrypted")
+        if report.unreadable:
+            say(
+                f"{len(report.unreadable)} value(s) read with no key; the old key is kept: "
+                + ", ".join(report.unreadable[:20])
+            )
+            return report
+        # Emptied before the old key goes: the WAL may still hold pages with old ciphertext.
+        await db.checkpoint()
+    finally:
+        await db.close()
+    replace_secrets_file(secrets_path, Secrets(keys.pseudonym_key, keys.text_key))
+    report.finished = True
+    say("done: every value is under the new key, and the old key is removed")
+    return report
+
+
+async def _reencrypt(
+    db: Database, keys: Secrets, column: EncryptedColumn, report: RotationReport
+) -> int:
+    """Re-encrypt one column's values not yet under the current key; returns how many."""
+    select = (
+        f"SELECT {column.key}, {column.column} FROM {column.table} "
+        f"WHERE {column.key} > ? AND {column.column} IS NOT NULL ORDER BY {column.key} LIMIT ?"
+    )
+    update = (
+        f"UPDATE {column.table} SET {column.column} = ? "
+        f"WHERE {column.key} = ? AND {column.column} = ?"
+    )
+    after, changed = -1, 0
+    while True:
+        async with db.transaction() as conn:
+            async with conn.execute(select, (after, _BATCH)) as cursor:
+                rows = list(await cursor.fetchall())
+            for row_id, value in rows:
+                token = bytes(value)
+                if keys.under_current_key(token):
+                    continue
+                try:
+                    plain = keys.decrypt_text(token)
+                except (InvalidToken, UnicodeDecodeError):
+                    report.unreadable.append(f"{column.table}.{column.column} #{row_id}")
+                    continue
+                # Only if unchanged since read (it is: the transaction holds the write lock).
+                cursor = await conn.execute(update, (keys.encrypt_text(plain), row_id, value))
+                changed += cursor.rowcount
+        if len(rows) < _BATCH:
+            return changed
+        after = int(rows[-1][0])
