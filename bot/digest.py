@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.digest_disclosure import COUNT, MEAN, Figure, Release, Sum, hidden_figures
-from bot.digest_figures import FigureModel, Plan, is_state, region_name
-from storage.digest_data import DigestData
+from bot.digest_figures import NATION, FigureModel, Plan, is_state, region_name
+from storage.digest_data import ALL, NATIONAL, DigestData, LoopData
 
 DEFAULT_K = 10
 MIN_K = 5  # never publish a figure about fewer than five people, whatever is configured
@@ -34,7 +34,7 @@ FORMAT = 1  # of to_json
 class Cell:
     column: str
     figure: str  # the figure's name (bot/digest_figures.py): later digests are checked by it
-    kind: str  # count, mean, rate or change
+    kind: str  # count (of people), mean, rate, change, or number (of things, not people)
     value: int | float | None  # None when suppressed
     people: int | None  # distinct people it describes; None when suppressed or read back
     suppressed: bool = False
@@ -62,6 +62,9 @@ class Digest:
     k: int
     sections: tuple[Section, ...]
     sums: tuple[Sum, ...] = field(default=(), repr=False)  # how its figures add up, by name
+    # Themes raised by k or more people over the trend weeks with no update yet (labels;
+    # in the national view "theme (region)").
+    waiting: tuple[str, ...] = ()
 
     def section(self, section_id: str) -> Section:
         return next(s for s in self.sections if s.id == section_id)
@@ -122,10 +125,97 @@ def build_digests(
     for number, one in enumerate(model.sums):
         for fid in {one.total, *one.members}:
             sums_of.setdefault(fid, []).append(number)
+    labels = model.themes
     return {
-        region: _digest(region, week, k, plan, figures, hidden, named, sums_of)
+        region: _with_loop(
+            _digest(region, week, k, plan, figures, hidden, named, sums_of),
+            data[region].loop,
+            labels,
+        )
         for region, plan in plans.items()
     }
+
+
+# --- "You said, we did" and who is under-heard ------------------------------------------
+
+NUMBER = "number"  # a count of things that are not people (updates, themes): never hidden
+LOOP_ROWS = {
+    "published_week": "Updates published this week",
+    "published_trend": "Updates published, last 12 weeks",
+    "raised": "Themes raised by at least k people, last 12 weeks",
+    "answered": "Of those, themes with an update",
+    "rate": "Closed-loop rate",
+}
+UNDERHEARD_COLUMNS = ("response rate", "overall")
+
+
+def _with_loop(digest: Digest, loop: LoopData, themes: Mapping[str, str]) -> Digest:
+    """The digest with its "you said, we did" section, the themes still waiting, and who
+    is under-heard. None of these describes a few people: updates are staff's work, a
+    theme counts only when k or more people raised it (so naming one waiting tells no one
+    about a small group), and who is under-heard is read from published figures only."""
+    k, week = digest.k, digest.week
+    token = NATION if digest.region == NATIONAL else digest.region
+    counted = [t for t in loop.raised if t.people >= k]
+    values: dict[str, int | float] = {
+        "published_week": loop.published_week,
+        "published_trend": loop.published_trend,
+        "raised": len(counted),
+        "answered": sum(t.answered for t in counted),
+    }
+    if counted:
+        values["rate"] = round(values["answered"] / len(counted), 3)
+    rows: list[Row] = []
+    for key, label in LOOP_ROWS.items():
+        kind = "rate" if key == "rate" else NUMBER
+        figure = f"l/{week}/{token}/{key}"
+        cells = (Cell("number", figure, kind, values[key], None),) if key in values else ()
+        rows.append(Row(key, label.replace(" k ", f" {k} "), cells))
+    loop_section = Section("loop", "You said, we did", ("number",), tuple(rows))
+
+    def name(t: str, region: str) -> str:
+        label = themes.get(t, t)
+        return f"{label} ({region_name(region)})" if digest.region == NATIONAL else label
+
+    waiting = tuple(sorted(name(t.theme, t.region) for t in counted if not t.answered))
+    return replace(
+        digest,
+        sections=(*digest.sections, loop_section, _underheard(digest)),
+        waiting=waiting,
+    )
+
+
+def _underheard(digest: Digest) -> Section:
+    """Languages (and regions, in the national view) whose published response rate this
+    week is below the published overall rate."""
+    rate = "response rate"
+
+    def rate_of(row: Row) -> Cell | None:
+        found = next((c for c in row.cells if c.column == rate), None)
+        return found if found is not None and not found.suppressed else None
+
+    checkins = digest.section("checkins")
+    overall = next((rate_of(r) for r in checkins.rows if r.key == ALL), None)
+    candidates = [r for r in checkins.rows if r.key != ALL]
+    if digest.region == NATIONAL:
+        candidates += list(digest.section("regions").rows)
+    rows: list[Row] = []
+    for row in candidates if overall is not None else ():
+        mine = rate_of(row)
+        if mine is not None and overall is not None and (mine.value or 0) < (overall.value or 0):
+            rows.append(
+                Row(
+                    row.key,
+                    row.label,
+                    (replace(mine, column=rate), replace(overall, column="overall")),
+                )
+            )
+    return Section(
+        "underheard",
+        "Who is under-heard this week (response rate below the overall rate)",
+        UNDERHEARD_COLUMNS,
+        tuple(rows),
+    )
 
 
 def release_of(digest: Digest) -> Release:
@@ -187,7 +277,7 @@ def format_value(cell: Cell, k: int) -> str:
     """A cell as a reader sees it."""
     if cell.suppressed or cell.value is None:
         return f"fewer than {k}"
-    if cell.kind == "count":
+    if cell.kind in ("count", NUMBER):
         return str(int(cell.value))
     if cell.kind == "mean":
         return f"{cell.value:.2f}"
@@ -200,7 +290,12 @@ def _md(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def to_markdown(digest: Digest) -> str:
+Quotes = Mapping[str, Sequence[str]]  # theme label -> consented, scrubbed quotes
+QUOTES_TITLE = "In their own words"
+WAITING_TITLE = "Themes still waiting for a response"
+
+
+def to_markdown(digest: Digest, quotes: Quotes | None = None) -> str:
     k = digest.k
     lines = [
         f"# YouSaid weekly digest: {region_name(digest.region)}, {digest.week}",
@@ -217,21 +312,40 @@ def to_markdown(digest: Digest) -> str:
             by_column = {cell.column: format_value(cell, k) for cell in row.cells}
             values = [by_column.get(column, "") for column in section.columns]
             lines.append(f"| {_md(row.label)} | " + " | ".join(values) + " |")
+    lines += ["", f"## {WAITING_TITLE}", ""]
+    lines += [f"- {_md(theme)}" for theme in digest.waiting] or ["None."]
+    if quotes:
+        lines += ["", f"## {QUOTES_TITLE}"]
+        for theme, said in quotes.items():
+            lines += ["", f"### {_md(theme)}", ""]
+            lines += [f"> {_md(one)}" for one in said]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(digest: Digest) -> str:
-    """One line per cell: section, row, column, value."""
+def to_csv(digest: Digest, quotes: Quotes | None = None) -> str:
+    """One line per cell: section, row, column, value; then the themes still waiting and
+    the quotes."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["section", "row", "column", "value"])
     for section, row, cell in digest.cells():
         writer.writerow([section.title, row.label, cell.column, format_value(cell, digest.k)])
+    for theme in digest.waiting:
+        writer.writerow([WAITING_TITLE, _cell_text(theme), "status", "waiting"])
+    for theme, said in (quotes or {}).items():
+        for number, one in enumerate(said, start=1):
+            writer.writerow([QUOTES_TITLE, _cell_text(theme), f"quote {number}", _cell_text(one)])
     return out.getvalue()
 
 
+def _cell_text(text: str) -> str:
+    """Text a spreadsheet will not take for a formula (a quote may start with '=')."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def to_json(digest: Digest) -> str:
-    """Exactly what is released (no people counts, no hidden values), for the store, with
+    """Exactly what is released (no people counts, no hidden values, no quotes: a quote
+    must go when its writer is forgotten, so it is read afresh each time), for the store, with
     the sums over panel figures: a later digest must not leave one of their hidden parts
     the only unknown. (A past week's figure once hidden stays hidden, so its sums are not
     needed again, and they would make up most of the text.)"""
@@ -266,6 +380,7 @@ def to_json(digest: Digest) -> str:
                 for s in digest.sums
                 if any(is_state(name) for name in (s.total, *s.members))
             ],
+            "waiting": list(digest.waiting),
         },
         ensure_ascii=False,
         separators=(",", ":"),
@@ -307,4 +422,5 @@ def from_json(text: str) -> Digest:
         Sum(s["total"], tuple(s["members"]), tuple(s["weights"]) if s["weights"] else None)
         for s in found["sums"]
     )
-    return Digest(found["region"], found["week"], int(found["k"]), sections, sums)
+    waiting = tuple(found.get("waiting", ()))
+    return Digest(found["region"], found["week"], int(found["k"]), sections, sums, waiting)

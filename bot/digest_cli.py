@@ -1,11 +1,12 @@
-"""Command line: `digest --region R --week 2026-W47 --format md|csv --out FILE [--k 10]`.
+"""Command line: `digest --region R --week 2026-W47 --format md|csv|html --out FILE [--k 10]`.
 
 The week's digests of every region and of the national view are built together, so that a
 region's hidden figures are protected against the national ones too, and checked against
 every digest released in the year around the week. Only the one asked for is written.
 Unless --dry-run, it is then stored as released: later digests are checked against exactly
 what was released. A week already released is written again as it was released, never
-recomputed (a second, different version could be differenced with the first).
+recomputed (a second, different version could be differenced with the first). Quotes are
+read afresh each time (bot/digest_quotes.py), so a forgotten person's never come back.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from bot.digest import (
@@ -27,6 +30,10 @@ from bot.digest import (
     to_json,
     to_markdown,
 )
+from bot.digest_quotes import read_quotes
+from bot.digest_report import report_files
+from bot.enrolment import REGION_NAMES
+from bot.secrets_file import Secrets, load_secrets
 from bot.settings import Settings
 from bot.themes import load_taxonomy
 from state_machines.definition import REGION_SLUGS
@@ -38,6 +45,7 @@ from storage.staff import AuditLog
 EXIT_PROBLEMS = 2
 NATIONAL_NAME = "national"  # --region for the national view
 WINDOW_WEEKS = 52  # earlier (and later) releases a digest is checked against
+TREND_WEEKS = 12  # earlier releases the chart may draw on
 _ATTEMPTS = 3  # rebuilds when another release lands while this one is being built
 
 
@@ -57,7 +65,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--region", required=True, metavar="REGION", help=f"{', '.join(REGION_SLUGS)} or national"
     )
     digest.add_argument("--week", required=True, metavar="YYYY-Www", help="e.g. 2026-W47")
-    digest.add_argument("--format", choices=("md", "csv"), default="md", help="default: md")
+    digest.add_argument(
+        "--format",
+        choices=("md", "csv", "html"),
+        default="md",
+        help="md, csv, or html (a report with the chart inside); default: md",
+    )
     digest.add_argument("--out", required=True, type=Path, metavar="FILE")
     digest.add_argument(
         "--k",
@@ -98,16 +111,39 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         result = await release(
             db, region, week, k, settings.timezone, themes, store=not args.dry_run
         )
+        async with db.read() as conn:
+            quotes = await read_quotes(conn, result.digest, settings.timezone, _decrypter(settings))
+        previous = []
+        if args.format == "html":
+            async with db.read() as conn:
+                earlier = await DigestStore(conn).since(shift_week(week, -TREND_WEEKS))
+            previous = [from_json(e.cells) for e in earlier if e.region == region and e.week < week]
     finally:
         await db.close()
-    text = to_markdown(result.digest) if args.format == "md" else to_csv(result.digest)
-    args.out.write_text(text, "utf-8")
+    if args.format == "html":
+        name = REGION_NAMES.get(region, "England and Wales")
+        html = report_files(result.digest, previous, name, quotes)[1]
+        args.out.write_text(html, "utf-8")
+    else:
+        write = to_markdown if args.format == "md" else to_csv
+        args.out.write_text(write(result.digest, quotes), "utf-8")
     if result.earlier:
         note = f"released before (k={result.digest.k}): written as released"
     else:
         note = "stored as released" if result.stored else "not stored (--dry-run)"
     print(f"wrote the digest of {args.region} for {week} to {args.out}: {note}")
     return 0
+
+
+def _decrypter(settings: Settings) -> Callable[[bytes], str]:
+    """Decrypts quotes, reading the secrets file only when there is a quote to read (a
+    week without quotes needs no key)."""
+
+    @cache
+    def secrets() -> Secrets:
+        return load_secrets(settings.secrets_path, production=settings.production)
+
+    return lambda ciphertext: secrets().decrypt_text(ciphertext)
 
 
 async def release(

@@ -10,10 +10,12 @@ who never started), because disclosure control has to see them to protect the sh
   t/<week>/<region>/<_people or theme>[/without]
   pt/<region>/<invited|yes|maybe|waiting|other|coming|need/<need>[/without]>@<week>
   p/<region>/<panel's number in the database>/<invited|yes|maybe|waiting|other>@<week>
+  ur/<region>/<delivered|helps|not_helps|more|none>@<week>   (reactions to updates)
 
 <region> is a slug, 'national', or 'unassigned' (national minus the regions: people with no
-region yet). Panels are a state that keeps changing: their figures carry the digest's week,
-and are compared with earlier digests by the name without it.
+region yet). Panels and the reactions to the trend weeks' updates are a state that keeps
+changing: their figures carry the digest's week, and are compared with earlier digests by
+the name without it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from bot.digest_disclosure import COUNT, DERIVED, MEAN, PART, SCORE_SUM, Figure,
 from bot.enrolment import REGION_NAMES
 from bot.panel_texts import SUPPORT_NEEDS
 from state_machines.definition import REGION_SLUGS
-from storage.digest_data import ALL, NATIONAL, PRINCIPLES, SCORE_KEYS, Count, DigestData
+from storage.digest_data import (
+    ALL,
+    NATIONAL,
+    PRINCIPLES,
+    REACTIONS,
+    SCORE_KEYS,
+    Count,
+    DigestData,
+)
 
 NATION, UNASSIGNED = "national", "unassigned"
 PEOPLE = "_people"  # the themes row of everyone who wrote an answer
@@ -44,6 +54,8 @@ STEPS = ("sent", "started", "completed")
 FUNNEL_COLUMNS = (*STEPS, "response rate")
 SCORE_COLUMNS = (*SCORE_KEYS, "mean", "change on last week")
 PANEL_COLUMNS = ("invited", "yes", "maybe", "waiting")
+REACTION_COLUMNS = ("delivered", "this helps", "it doesn't help", "tell me more")
+_REACTION_OF = dict(zip(REACTION_COLUMNS, ("delivered", *REACTIONS), strict=True))
 _ZERO = Count(0, 0)
 
 
@@ -68,7 +80,7 @@ class Plan:
 def is_state(series: str) -> bool:
     """Whether a figure describes a state that keeps changing (a panel's answers), not a
     past week."""
-    return series.startswith(("p/", "pt/"))
+    return series.startswith(("p/", "pt/", "ur/"))
 
 
 def region_name(region: str) -> str:
@@ -209,6 +221,17 @@ class FigureModel:
                 without = self._part(("t", w, theme, "without"), region, wd.answered - n)
                 self._sum(people, [raised, without])
         self._panels(region, data)
+        self._reactions(region, data)
+
+    def _reactions(self, region: str, data: DigestData) -> None:
+        """Deliveries of the trend weeks' updates and the reactions to them (one per
+        delivery: the last a person chose); 'none' is those not reacted to."""
+        counts = data.loop.reactions
+        ids = {r: self._count(("ur", r), region, counts[r], False) for r in _REACTION_OF.values()}
+        reacted = [ids[r] for r in REACTIONS]
+        rest = self._v(ids["delivered"]) - sum(self._v(i) for i in reacted)
+        ids["none"] = self._part(("ur", "none"), region, rest, False)
+        self._sum(ids["delivered"], [*reacted, ids["none"]])
 
     def _panels(self, region: str, data: DigestData) -> None:
         t = data.panel_totals
@@ -317,12 +340,23 @@ class FigureModel:
                 for n, p in enumerate(data.panels, start=1)
             ]
         panels.append(self._row(region, "all", "All panels", _panel(("pt",))))
+        reactions = [self._row(region, "all", "All updates", _reaction_cells())]
+        if region == NATIONAL:
+            reactions[:0] = [
+                self._row(g, g, region_name(g), _reaction_cells()) for g in self.regions
+            ]
         needs = [self._row(region, n, n, [("people", ("pt", "need", n))]) for n in self.needs]
         scores_trend = tuple(f"{p} {c}" for p in PRINCIPLES for c in ("mean", "scored"))
         return [
             *plans,
             Plan("panels", "Panels from this week on", PANEL_COLUMNS, panels),
             Plan("support", "Support asked for by people coming to panels", ("people",), needs),
+            Plan(
+                "reactions",
+                "Reactions to the updates of the last 12 weeks (deliveries)",
+                REACTION_COLUMNS,
+                reactions,
+            ),
             Plan(
                 "checkins_trend",
                 "Check-ins, last 12 weeks",
@@ -380,6 +414,10 @@ def _scores(week: str, principle: str) -> list[tuple[str, tuple[str, ...]]]:
 
 def _panel(base: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
     return [(a, (*base, a)) for a in PANEL_COLUMNS]
+
+
+def _reaction_cells() -> list[tuple[str, tuple[str, ...]]]:
+    return [(c, ("ur", r)) for c, r in _REACTION_OF.items()]
 
 
 def _panel_label(title: str, starts_at: int, zone: str) -> str:

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from bot.digest import Cell, Digest, Section, format_value
+from bot.digest import (
+    QUOTES_TITLE,
+    WAITING_TITLE,
+    Cell,
+    Digest,
+    Quotes,
+    Section,
+    format_value,
+)
 from bot.digest_figures import PEOPLE, PRINCIPLE_NAMES, region_name
 from storage.digest_data import PRINCIPLES, TREND_WEEKS
 
@@ -243,9 +251,12 @@ def chart_alt(digest: Digest, region: str) -> str:
     )
 
 
-def render_html(digest: Digest, chart_png: bytes | None, region_name: str) -> str:
+def render_html(
+    digest: Digest, chart_png: bytes | None, region_name: str, quotes: Quotes | None = None
+) -> str:
     """The whole digest as one HTML page: every section and row, hidden cells as
-    "fewer than k", and the chart (when given) embedded as a data: URI."""
+    "fewer than k", the themes still waiting, the quotes, and the chart (when given)
+    embedded as a data: URI."""
     chart = None
     if chart_png is not None:
         chart = "data:image/png;base64," + base64.b64encode(chart_png).decode("ascii")
@@ -256,10 +267,16 @@ def render_html(digest: Digest, chart_png: bytes | None, region_name: str) -> st
         sections=_sections(digest),
         chart=chart,
         chart_alt=chart_alt(digest, region_name),
+        waiting=digest.waiting,
+        waiting_title=WAITING_TITLE,
+        quotes=[(theme, list(said)) for theme, said in (quotes or {}).items()],
+        quotes_title=QUOTES_TITLE,
     )
 
 
-def report_files(digest: Digest, previous: Sequence[Digest], region_name: str) -> tuple[bytes, str]:
+def report_files(
+    digest: Digest, previous: Sequence[Digest], region_name: str, quotes: Quotes | None = None
+) -> tuple[bytes, str]:
     """(chart PNG, HTML report with that chart inside), for sending both to managers."""
     png = render_chart(digest, previous)
-    return png, render_html(digest, png, region_name)
+    return png, render_html(digest, png, region_name, quotes)

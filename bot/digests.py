@@ -14,6 +14,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -22,14 +23,16 @@ import aiosqlite
 from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
-from bot.digest import Digest, build_digests, from_json, to_json
+from bot.digest import Digest, build_digests, format_value, from_json, to_json
+from bot.digest_figures import PEOPLE
+from bot.digest_quotes import read_quotes
 from bot.digest_report import report_files
 from bot.enrolment import REGION_NAMES
 from state_machines.definition import REGION_SLUGS
 from state_machines.engine import Engine
 from storage.clock import Clock
 from storage.database import Database
-from storage.digest_data import NATIONAL, DigestFigures, DigestStore, shift_week
+from storage.digest_data import ALL, NATIONAL, DigestFigures, DigestStore, shift_week
 from storage.people import People
 from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog, StaffRoles
@@ -80,11 +83,13 @@ class DigestService(Desk[DialogueTexts]):
         zone: str,
         k: int,
         on_queued: Callable[[], None],
+        decrypt: Callable[[bytes], str],
     ) -> None:
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._themes = list(themes)
         self._zone = zone
         self._k = k
+        self._decrypt = decrypt
 
     async def ensure_scheduled(self) -> None:
         """At start: make sure next Monday's run exists (a missed one is still pending and
@@ -152,17 +157,18 @@ class DigestService(Desk[DialogueTexts]):
 
     async def prepare_report(self, job: Job, now: int) -> tuple[bytes, str] | None:
         """The chart and the HTML report of one region's released digest, drawn outside
-        any transaction (it takes a second or two)."""
+        any transaction (it takes a second or two), with the week's quotes read afresh."""
         region, week = str(job.payload["region"]), str(job.payload["week"])
         async with self._db.read() as conn:
             stored = await DigestStore(conn).get(region, week)
             earlier = await DigestStore(conn).since(shift_week(week, -_TREND_WEEKS))
-        if stored is None:
+            digest = from_json(stored.cells) if stored else None
+            quotes = await read_quotes(conn, digest, self._zone, self._decrypt) if digest else {}
+        if digest is None:
             return None
-        digest = from_json(stored.cells)
         previous = [from_json(e.cells) for e in earlier if e.region == region and e.week < week]
         name = REGION_NAMES.get(region, "England and Wales")
-        return await asyncio.to_thread(report_files, digest, previous, name)
+        return await asyncio.to_thread(report_files, digest, previous, name, quotes)
 
     async def send_report(
         self,
@@ -171,8 +177,8 @@ class DigestService(Desk[DialogueTexts]):
         now: int,
         report: tuple[bytes, str] | None,
     ) -> None:
-        """Send the chart (with a one-line summary) and the HTML report to the region's
-        managers, or to the staff member who asked with /digest."""
+        """Send the chart (with a short summary of the main figures) and the HTML report to
+        the region's managers, or to the staff member who asked with /digest."""
         region, week = str(job.payload["region"]), str(job.payload["week"])
         stored = await DigestStore(conn).get(region, week)
         if report is None or stored is None:
@@ -183,10 +189,7 @@ class DigestService(Desk[DialogueTexts]):
             person = await People(conn).get(pseudonym)
             if person is None or not person.reachable:
                 continue
-            name = self._texts.common(person.locale, REGION_NAMES.get(region, "England and Wales"))
-            caption = self._texts.text(
-                person.locale, "digest_caption", region=name, week=week, k=str(stored.k)
-            )
+            caption = self.caption(person.locale, from_json(stored.cells))
             png, html = report
             photo = {"photo": {"content_b64": base64.b64encode(png).decode()}, "text": caption}
             filename = f"yousaid-digest-{region or 'national'}-{week}.html"
@@ -194,6 +197,54 @@ class DigestService(Desk[DialogueTexts]):
             outbox = Outbox(conn)
             await outbox.enqueue(person.chat_id, PRIORITY_REPLY, "message", photo, now)
             await outbox.enqueue(person.chat_id, PRIORITY_REPLY, "message", document, now)
+
+    def caption(self, locale: str, digest: Digest) -> str:
+        """The summary under the chart: check-ins sent and completed, the themes most
+        raised and the closed-loop rate, each as released (hidden ones say so)."""
+        region = digest.region
+        name = self._texts.common(locale, REGION_NAMES.get(region, "England and Wales"))
+        headline = summary_figures(digest)
+        nothing = self._texts.text(locale, "digest_not_shown")
+        return self._texts.text(
+            locale,
+            "digest_caption",
+            region=name,
+            week=digest.week,
+            k=str(digest.k),
+            sent=headline.sent or nothing,
+            rate=headline.rate or nothing,
+            themes=", ".join(headline.themes) or nothing,
+            loop=headline.loop or nothing,
+        )
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The few figures of a digest worth a phone's caption, as released ('' : not shown)."""
+
+    sent: str
+    rate: str
+    themes: tuple[str, ...]
+    loop: str
+
+
+def summary_figures(digest: Digest, top: int = 3) -> Headline:
+    def shown(section: str, row: str, column: str) -> str:
+        for one in digest.section(section).rows:
+            for cell in one.cells if one.key == row else ():
+                if cell.column == column and not cell.suppressed:
+                    return format_value(cell, digest.k)
+        return ""
+
+    themes = tuple(
+        row.label
+        for row in digest.section("themes").rows
+        if row.key != PEOPLE and row.cells and not row.cells[0].suppressed and row.cells[0].value
+    )[:top]
+    loop = shown("loop", "rate", "number") if any(s.id == "loop" for s in digest.sections) else ""
+    return Headline(
+        shown("checkins", ALL, "sent"), shown("checkins", ALL, "response rate"), themes, loop
+    )
 
 
 async def _schedule_report(

@@ -184,6 +184,7 @@ async def build_runtime(
         settings.timezone,
         settings.digest_k,
         wake_sender_and_scheduler,
+        secrets.decrypt_text,
     )
     scheduler.register(DIGEST_JOB, digests.on_weekly)
     scheduler.register_prepared(REPORT_JOB, digests.prepare_report, digests.send_report)

@@ -94,12 +94,40 @@ class PanelTotals:
 
 
 @dataclass(frozen=True)
+class RaisedTheme:
+    """A theme raised in a region during the trend weeks: by how many distinct people, and
+    whether staff published a "you said, we did" update about it in that region since the
+    trend weeks began."""
+
+    region: str
+    theme: str
+    people: int
+    answered: bool
+
+
+REACTIONS: tuple[str, ...] = ("helps", "not_helps", "more")
+
+
+@dataclass(frozen=True)
+class LoopData:
+    """ "You said, we did": updates published (this week and over the trend weeks), the
+    themes raised over the trend weeks, and what people made of the updates delivered to
+    them (deliveries of the trend weeks' updates, and the distinct people behind them)."""
+
+    published_week: int
+    published_trend: int
+    raised: tuple[RaisedTheme, ...]  # by region, then theme; never people with no region
+    reactions: Mapping[str, Count]  # 'delivered' and each of REACTIONS
+
+
+@dataclass(frozen=True)
 class DigestData:
     region: str  # a slug, or NATIONAL
     week: str
     weeks: tuple[WeekData, ...]  # oldest first; the last is `week`
     panels: tuple[PanelFigures, ...]  # soonest first; none in the national view
     panel_totals: PanelTotals
+    loop: LoopData
 
     @property
     def current(self) -> WeekData:
@@ -229,7 +257,75 @@ class DigestFigures:
         start = week_bounds(week, zone)[0]
         panels = await self._panels(region, start) if region != NATIONAL else ()
         totals = await self._panel_totals(region, start)
-        return DigestData(region, week, data, panels, totals)
+        loop = await self._loop(region, weeks, zone)
+        return DigestData(region, week, data, panels, totals, loop)
+
+    async def quotes(
+        self, region: str, week: str, zone: str, per_theme: int
+    ) -> list[tuple[str, bytes]]:
+        """(theme, encrypted scrubbed quote) of the week's answers in `region` (NATIONAL:
+        all) whose writers gave the quote consent: at most `per_theme` for each theme, the
+        newest first. A quote is NULL from the moment its writer withdraws the consent or
+        is forgotten, so none of theirs can come back here."""
+        params = {
+            "region": region,
+            "bounds": json.dumps([[week, *week_bounds(week, zone)]]),
+            "per_theme": per_theme,
+        }
+        where = "WHERE a.region = :region" if region != NATIONAL else "WHERE 1"
+        rows = await self._rows(
+            f"{_PLACED_ANSWERS}, q AS (SELECT t.theme, x.quote, ROW_NUMBER() OVER "
+            "  (PARTITION BY t.theme ORDER BY x.created_at DESC, x.id DESC) AS n "
+            "  FROM a JOIN answers x ON x.id = a.id "
+            f"  JOIN answer_themes t ON t.answer_id = a.id {where} AND {_STAFF_TAGS_WIN} "
+            "  AND x.quote IS NOT NULL) "
+            "SELECT theme, quote FROM q WHERE n <= :per_theme ORDER BY theme, n",
+            params,
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def _loop(self, region: str, weeks: tuple[str, ...], zone: str) -> LoopData:
+        start = week_bounds(weeks[0], zone)[0]
+        this_week, end = week_bounds(weeks[-1], zone)
+        params = {
+            "region": region,
+            "bounds": json.dumps([[w, *week_bounds(w, zone)] for w in weeks]),
+            "start": start,
+            "this_week": this_week,
+            "end": end,
+        }
+        in_scope = (
+            f"u.published_at >= :start AND u.published_at < :end{_in_region('u.region', region)}"
+        )
+        published = await self._rows(
+            "SELECT COALESCE(SUM(u.published_at >= :this_week), 0), COUNT(*) "
+            f"FROM updates u WHERE {in_scope}",
+            params,
+        )
+        where = "WHERE a.region = :region" if region != NATIONAL else "WHERE a.region IS NOT NULL"
+        raised = await self._rows(
+            f"{_PLACED_ANSWERS} SELECT a.region, t.theme, COUNT(DISTINCT a.pseudonym), "
+            "EXISTS (SELECT 1 FROM updates u, json_each(u.themes) j WHERE u.region = a.region "
+            "  AND j.value = t.theme AND u.published_at >= :start AND u.published_at < :end) "
+            f"FROM a JOIN answer_themes t ON t.answer_id = a.id {where} AND {_STAFF_TAGS_WIN} "
+            "GROUP BY 1, 2 ORDER BY 1, 2",
+            params,
+        )
+        reactions = await self._rows(
+            "SELECT 'delivered', COUNT(*), COUNT(DISTINCT d.pseudonym) "
+            f"FROM updates u JOIN update_deliveries d ON d.update_id = u.id WHERE {in_scope} "
+            "UNION ALL SELECT d.reaction, COUNT(*), COUNT(DISTINCT d.pseudonym) "
+            f"FROM updates u JOIN update_deliveries d ON d.update_id = u.id WHERE {in_scope} "
+            "AND d.reaction IS NOT NULL GROUP BY d.reaction",
+            params,
+        )
+        counts = {r[0]: Count(r[1], r[2]) for r in reactions}
+        return LoopData(
+            published[0][0],
+            published[0][1],
+            tuple(RaisedTheme(r[0], r[1], r[2], bool(r[3])) for r in raised),
+            {what: counts.get(what, ZERO) for what in ("delivered", *REACTIONS)},
+        )
 
     async def _rows(self, sql: str, params: Mapping[str, object]) -> list[Row]:
         async with self._conn.execute(sql, params) as cursor:

@@ -3,9 +3,10 @@ in plain Python.
 
 `generate` invents people across regions and weeks (consents, check-ins with scores, some
 finished late or never, free-text answers with keyword and staff themes, a person who
-moves, people forgotten, panels with answers and support needs) and, given a database
-connection, writes each step through the real repositories (People, ConsentLedger,
-Checkins, Answers, Panels, erase_person) as it goes; without one it only keeps the record.
+moves, people forgotten, panels with answers and support needs, "you said, we did" updates
+delivered and reacted to) and, given a database connection, writes each step through the
+real repositories (People, ConsentLedger, Checkins, Answers, Panels, Updates,
+erase_person) as it goes; without one it only keeps the record.
 Either way every step is kept in memory with its time, so `expected` can count what the
 digest should say for any region and week as it stood at any moment, without the digest's
 SQL: that is the reference the tests compare against.
@@ -17,7 +18,7 @@ bytes, and the themes are drawn at random from the taxonomy.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -29,12 +30,15 @@ from storage.checkins import PRINCIPLES, Checkins
 from storage.digest_data import (
     ALL,
     NATIONAL,
+    REACTIONS,
     SCORE_KEYS,
     Count,
     DigestData,
     Funnel,
+    LoopData,
     PanelFigures,
     PanelTotals,
+    RaisedTheme,
     WeekData,
     trend_weeks,
     week_bounds,
@@ -42,6 +46,7 @@ from storage.digest_data import (
 from storage.erasure import erase_person
 from storage.panels import Panels
 from storage.people import ConsentLedger, People
+from storage.updates import Updates
 
 ZONE = "Europe/London"
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -138,6 +143,26 @@ class Panel:
 
 
 @dataclass
+class Delivery:
+    pseudonym: str
+    token: str
+    reactions: list[tuple[int, str]] = field(default_factory=list)  # (when, reaction)
+
+    def reaction_at(self, t: int) -> str | None:
+        done = [r for when, r in self.reactions if when <= t]
+        return done[-1] if done else None
+
+
+@dataclass
+class Update:
+    id: int
+    region: str
+    themes: tuple[str, ...]
+    published_at: int
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+@dataclass
 class World:
     regions: tuple[str, ...]
     weeks: tuple[str, ...]
@@ -145,6 +170,7 @@ class World:
     checkins: list[Checkin] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     panels: list[Panel] = field(default_factory=list)
+    updates: list[Update] = field(default_factory=list)
 
 
 class _Writer:
@@ -281,6 +307,31 @@ class _Writer:
         if stored:
             invitation.needs.append((t, tuple(sorted(set(needs)))))
 
+    async def publish(self, region: str, themes: Sequence[str], t: int) -> Update:
+        if self.conn:
+            made = await Updates(self.conn).publish(
+                region, "changed", themes, "We changed the office hours.", None, "staff-0001", t
+            )
+            number = made.id
+        else:
+            number = next(self.ids)
+        update = Update(number, region, tuple(sorted(set(themes))), t)
+        self.w.updates.append(update)
+        return update
+
+    async def deliver(self, update: Update, p: Person) -> Delivery:
+        token = f"{next(self.ids):016d}"
+        if self.conn:
+            token = await Updates(self.conn).deliver(update.id, p.pseudonym)
+        delivery = Delivery(p.pseudonym, token)
+        update.deliveries.append(delivery)
+        return delivery
+
+    async def react(self, delivery: Delivery, reaction: str, t: int) -> None:
+        if self.conn:
+            await Updates(self.conn).react(delivery.token, reaction, t)
+        delivery.reactions.append((t, reaction))
+
     async def cancel(self, panel: Panel, t: int) -> None:
         if self.conn:
             await Panels(self.conn).cancel(panel.id, t)
@@ -357,7 +408,30 @@ async def generate(
             if rng.random() < 0.04:  # free text outside a check-in (a reply to an update)
                 written = start + rng.randint(0, 7 * DAY - HOUR)
                 await _tags(w, rng, await w.answer(p, None, written), written)
+    await _updates(w, random.Random(seed + 1), people, forgotten)
     return world
+
+
+async def _updates(
+    w: _Writer, rng: random.Random, people: list[Person], forgotten: set[str]
+) -> None:
+    """Now and then, an update in a region about a theme or two, delivered to some of the
+    people there and reacted to (sometimes twice: the last reaction counts). Its own random
+    stream, so the rest of the world is the same with or without it."""
+    for week in w.w.weeks:
+        start = week_bounds(week, ZONE)[0]
+        for region in w.w.regions:
+            if rng.random() < 0.45:
+                continue
+            t = start + rng.randint(1, 6 * 24) * HOUR
+            update = await w.publish(region, rng.sample(THEMES, rng.choice((1, 1, 2))), t)
+            for p in people:
+                if p.pseudonym in forgotten or p.region_at(t) != region or rng.random() < 0.5:
+                    continue
+                delivery = await w.deliver(update, p)
+                for _ in range(rng.choice((0, 1, 1, 2))):
+                    t += rng.randint(1, 30) * MINUTE
+                    await w.react(delivery, rng.choice(REACTIONS), t)
 
 
 async def _checkin(w: _Writer, rng: random.Random, p: Person, c: Checkin, t: int) -> Checkin | None:
@@ -520,8 +594,50 @@ def expected(world: World, region: str, week: str, at: int = END) -> DigestData:
         {need: _count(items) for need, items in by_need.items()},
     )
     return DigestData(
-        region, week, tuple(weeks), () if region == NATIONAL else tuple(figures), totals
+        region,
+        week,
+        tuple(weeks),
+        () if region == NATIONAL else tuple(figures),
+        totals,
+        _loop(world, ours, week, placed, here, at),
     )
+
+
+def _loop(
+    world: World,
+    ours: Callable[[str | None], bool],
+    week: str,
+    placed: dict[tuple[str, str], tuple[str | None, set[str]]],
+    here: set[str],
+    at: int,
+) -> LoopData:
+    weeks = trend_weeks(week)
+    start = week_bounds(weeks[0], ZONE)[0]
+    this_week, end = week_bounds(week, ZONE)
+    scope = [
+        u for u in world.updates if ours(u.region) and start <= u.published_at < min(end, at + 1)
+    ]
+    raisers: dict[tuple[str, str], set[str]] = {}
+    for (wk, who), (region, themes) in placed.items():
+        if wk in weeks and region is not None and ours(region):
+            for theme in themes:
+                raisers.setdefault((region, theme), set()).add(who)
+    raised = tuple(
+        RaisedTheme(
+            region,
+            theme,
+            len(who),
+            any(u.region == region and theme in u.themes for u in scope),
+        )
+        for (region, theme), who in sorted(raisers.items())
+    )
+    deliveries = [d for u in scope for d in u.deliveries if d.pseudonym in here]
+    reactions = {"delivered": _count([(d.pseudonym, d.token) for d in deliveries])}
+    for reaction in REACTIONS:
+        reactions[reaction] = _count(
+            [(d.pseudonym, d.token) for d in deliveries if d.reaction_at(at) == reaction]
+        )
+    return LoopData(sum(u.published_at >= this_week for u in scope), len(scope), raised, reactions)
 
 
 def _funnel(checkins: Sequence[Checkin], here: set[str], at: int) -> Funnel:

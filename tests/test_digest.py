@@ -23,23 +23,28 @@ from hypothesis import strategies as st
 
 from bot import digest_cli
 from bot.digest import (
+    WAITING_TITLE,
     Cell,
     Digest,
     build_digest,
     build_digests,
     check_k,
+    format_value,
     from_json,
     to_csv,
     to_json,
     to_markdown,
 )
 from bot.digest_disclosure import Sum
+from bot.digests import summary_figures
+from bot.enrolment import REGION_NAMES
 from bot.settings import PROJECT_ROOT, load_settings
 from bot.themes import load_taxonomy
 from storage.database import Database
 from storage.digest_data import (
     ALL,
     NATIONAL,
+    REACTIONS,
     SCORE_KEYS,
     Count,
     DigestData,
@@ -55,7 +60,7 @@ K = 5
 WEEK = "2026-W47"
 REGIONS = ("london", "wales", "north-east")
 THEMES = [(t.id, t.label) for t in load_taxonomy(PROJECT_ROOT / "dialogues" / "themes.yaml").themes]
-PARTS = ("not_started", "abandoned", "not_reached", "without", "other", "coming")
+PARTS = ("not_started", "abandoned", "not_reached", "without", "other", "coming", "none")
 STEPS = ("sent", "started", "completed")
 
 
@@ -63,14 +68,16 @@ STEPS = ("sent", "started", "completed")
 
 
 class Truth:
-    """Figures read from the reference numbers by name (bot/digest_figures.py's scheme)."""
+    """Figures read from the reference numbers by name (bot/digest_figures.py's scheme;
+    l/<week>/<region>/<what>: the "you said, we did" numbers, which depend on k)."""
 
-    def __init__(self, refs: Mapping[str, DigestData]) -> None:
+    def __init__(self, refs: Mapping[str, DigestData], k: int = K) -> None:
         self.refs = {("national" if r == NATIONAL else r): d for r, d in refs.items()}
+        self.k = k
 
     def __call__(self, series: str) -> tuple[float, int]:
         parts = series.split("/")
-        region = parts[2] if parts[0] in "fst" else parts[1]
+        region = parts[2] if parts[0] in ("f", "s", "t", "l") else parts[1]
         if region == "unassigned":
             national = self("/".join("national" if p == "unassigned" else p for p in parts))[0]
             regional = [
@@ -83,6 +90,10 @@ class Truth:
         data = self.refs[region]
         if parts[0] in ("pt", "p"):
             return self._panels(data, parts)
+        if parts[0] == "ur":
+            return self._reactions(data, parts[2])
+        if parts[0] == "l":
+            return self._loop(data, parts[3]), 0
         week = next(w for w in data.weeks if w.week == parts[1])
         return {"f": self._funnel, "s": self._scores, "t": self._themes}[parts[0]](week, parts)
 
@@ -125,6 +136,25 @@ class Truth:
             raised = week.answered - raised
         return raised, raised
 
+    def _reactions(self, data: DigestData, what: str) -> tuple[float, int]:
+        counts = data.loop.reactions
+        if what == "none":
+            rest = counts["delivered"].value - sum(counts[r].value for r in REACTIONS)
+            return rest, rest
+        return counts[what].value, counts[what].people
+
+    def _loop(self, data: DigestData, what: str) -> float:
+        loop = data.loop
+        counted = [t for t in loop.raised if t.people >= self.k]
+        answered = sum(1 for t in counted if t.answered)
+        return {
+            "published_week": loop.published_week,
+            "published_trend": loop.published_trend,
+            "raised": len(counted),
+            "answered": answered,
+            "rate": round(answered / len(counted), 3) if counted else -1.0,
+        }[what]
+
     def _panels(self, data: DigestData, parts: list[str]) -> tuple[float, int]:
         if parts[0] == "p":
             panel = next(p for p in data.panels if str(p.panel_id) == parts[2])
@@ -159,6 +189,7 @@ def shown_text(kind: str, value: float, k: int, suppressed: bool) -> str:
         return f"fewer than {k}"
     return {
         "count": str(int(value)),
+        "number": str(int(value)),
         "mean": f"{value:.2f}",
         "rate": f"{value * 100:.1f}%",
     }.get(kind, f"{value:+.2f}")
@@ -245,7 +276,7 @@ async def test_every_figure_equals_the_reference_in_every_format(
     refs = {r: expected(world, r, WEEK) for r in (NATIONAL, *REGIONS)}
     truth = Truth(refs)
     digests = build_digests(await read_all(path), K, (), THEMES, ZONE)
-    published = 0
+    published = loops = 0
     for digest in digests.values():
         shown: dict[tuple[str, str, str], str] = {}
         for place, cell in cells_of(digest):
@@ -253,14 +284,80 @@ async def test_every_figure_equals_the_reference_in_every_format(
             if not cell.suppressed:
                 published += 1
                 assert cell.value == true_value, cell.figure
-                assert people >= K, cell.figure
+                assert people >= K or cell.figure.startswith("l/"), cell.figure
             shown[place] = shown_text(cell.kind, true_value, K, cell.suppressed)
         assert parse_markdown(to_markdown(digest)) == shown
-        assert parse_csv(to_csv(digest)) == shown
+        rows = parse_csv(to_csv(digest))
+        assert {key: v for key, v in rows.items() if key[0] != WAITING_TITLE} == shown
+        # The themes raised by k or more people over 12 weeks that got no update, by name.
+        waiting = waiting_of(refs[digest.region], digest.region, K)
+        assert digest.waiting == waiting
+        assert [row for section, row, _ in rows if section == WAITING_TITLE] == list(waiting)
+        assert markdown_list(to_markdown(digest), WAITING_TITLE) == (list(waiting) or ["None."])
+        check_underheard(digest)
+        loops += digest.section("loop").rows[-1].cells != ()
         assert from_json(to_json(digest)) == from_json(to_json(from_json(to_json(digest))))
         for text in (to_markdown(digest), to_csv(digest), to_json(digest)):
             assert not re.search(r"p-\d{4}|10000\d{3}", text)  # no pseudonym, no chat id
     assert published > 200  # the world is big enough for the comparison to mean something
+    assert loops == len(digests)  # every digest has a closed-loop rate to compare
+    assert any(digest.waiting for digest in digests.values())
+    assert any(d.loop.reactions["more"].people >= K for d in refs.values())
+
+
+def waiting_of(data: DigestData, region: str, k: int) -> tuple[str, ...]:
+    labels = dict(THEMES)
+    names = [
+        f"{labels[t.theme]} ({REGION_NAMES[t.region]})" if region == NATIONAL else labels[t.theme]
+        for t in data.loop.raised
+        if t.people >= k and not t.answered
+    ]
+    return tuple(sorted(names))
+
+
+def markdown_list(text: str, title: str) -> list[str]:
+    lines = text.split(f"## {title}\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    return [line.removeprefix("- ") for line in lines]
+
+
+def check_underheard(digest: Digest) -> None:
+    """Listed: exactly the languages (and regions, nationally) whose published response
+    rate is below the published overall rate, each with both rates as published."""
+
+    def rates(section: str) -> dict[str, float]:
+        found = {}
+        for row in digest.section(section).rows:
+            for cell in row.cells:
+                if cell.column == "response rate" and not cell.suppressed:
+                    found[row.label] = float(cell.value or 0)
+        return found
+
+    languages = rates("checkins")
+    overall = languages.pop("All languages", None)
+    candidates = languages | (rates("regions") if digest.region == NATIONAL else {})
+    listed = {row.label: [c.value for c in row.cells] for row in digest.section("underheard").rows}
+    if overall is None:
+        assert listed == {}
+    else:
+        below = {label: [rate, overall] for label, rate in candidates.items() if rate < overall}
+        assert listed == below
+
+
+def test_the_phone_summary_quotes_published_figures_only(world_db: tuple[str, World]) -> None:
+    refs = {r: expected(world_db[1], r, WEEK) for r in (NATIONAL, *REGIONS)}
+    for digest in build_digests(refs, K, (), THEMES, ZONE).values():
+        headline = summary_figures(digest)
+        funnel = {c.column: c for c in digest.section("checkins").rows[-1].cells}
+        for text, cell in (
+            (headline.sent, funnel["sent"]),
+            (headline.rate, funnel["response rate"]),
+        ):
+            assert text == ("" if cell.suppressed else format_value(cell, K))
+        ranked = [r for r in digest.section("themes").rows[1:] if not r.cells[0].suppressed]
+        assert headline.themes == tuple(r.label for r in ranked if r.cells[0].value)[:3]
+        rate = digest.section("loop").rows[-1].cells
+        assert headline.loop == (format_value(rate[0], K) if rate else "")
+        assert headline.loop.endswith("%")
 
 
 def test_people_counts_travel_with_published_cells(world_db: tuple[str, World]) -> None:
@@ -408,7 +505,7 @@ def test_no_attack_recovers_a_hidden_figure(seed: int, people: int, k: int, rele
         now = build_digests(refs, k, before, THEMES, ZONE)
         stored = [from_json(to_json(d)) for d in now.values()]
         sums = [s for d in now.values() for s in d.sums]
-        check_release(k, stored, before, Truth(refs), regions, sums)
+        check_release(k, stored, before, Truth(refs, k), regions, sums)
         before += stored
 
 
@@ -501,6 +598,14 @@ def test_the_command_line_releases_once_and_checks_later_weeks(
     sums = build_digests(refs, 5, (), THEMES, ZONE)["london"].sums  # the same structure
     check_release(5, [released], [from_json(stored[0][3])], Truth(refs), REGIONS, sums)
     assert "Check-ins this week" in parse_csv(csv_out.read_text()).__iter__().__next__()[0]
+    html = tmp_path / "d.html"
+    assert (
+        _cli(path, "--region", "london", "--week", WEEK, "--out", str(html), "--format", "html")
+        == 0
+    )
+    report = html.read_text()
+    assert "<html" in report and "data:image/png;base64," in report  # the chart inside
+    assert WAITING_TITLE in report and "Closed-loop rate" in report
     assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(md), "--k", "4") == 2
     assert _cli(path, "--region", "atlantis", "--week", WEEK, "--out", str(md)) == 2
     assert _cli(path, "--region", "london", "--week", "2026-W99", "--out", str(md)) == 2

@@ -14,13 +14,25 @@ import os
 import re
 import shutil
 import subprocess
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.digest import Cell, Digest, Row, Section, build_digests, format_value, from_json, to_json
+from bot.digest import (
+    QUOTES_TITLE,
+    WAITING_TITLE,
+    Cell,
+    Digest,
+    Row,
+    Section,
+    build_digests,
+    format_value,
+    from_json,
+    to_json,
+)
 from bot.digest_figures import region_name
 from bot.digest_report import (
     TOP_THEMES,
@@ -129,9 +141,18 @@ def test_the_report_holds_the_whole_digest_and_nothing_hidden(
 ) -> None:
     digest = digests[region]
     png = render_chart(digest)
-    html = render_html(digest, png, region_name(region))
+    quotes = {"Housing": ["The hostel is far from <b>everything</b> & the bus is late."]}
+    html = render_html(digest, png, region_name(region), quotes)
     tables = tables_of(html)
-    assert tables.titles == [s.title for s in digest.sections]
+    assert tables.titles == [s.title for s in digest.sections] + [WAITING_TITLE, QUOTES_TITLE]
+    # The themes still waiting for an update, and the quotes as text (escaped).
+    waiting = re.search(r'id="s-waiting-title">.*?</section>', html, re.S)
+    assert waiting is not None
+    assert re.findall(r"<li>(.*?)</li>", waiting.group()) == [escape(t) for t in digest.waiting]
+    assert (
+        "<blockquote>The hostel is far from &lt;b&gt;everything&lt;/b&gt; &amp; the bus is "
+        "late.</blockquote>" in html
+    )
     # Every cell of every row, as format_value says: a hidden one as "fewer than k", marked.
     assert tables.cells == shown(digest)
     hidden = [cell for cell in tables.cells.values() if cell[1]]

@@ -77,6 +77,8 @@ async def test_one_digest_per_week_caught_up_after_downtime_and_never_twice(
     assert weeks == [("2026-W47", 13), ("2026-W48", 13)]
     sent = api.messages(MIA.chat_id)
     assert [m.kind for m in sent] == ["photo", "document", "photo", "document"]  # chart, report
-    assert "week 2026-W48" in (sent[-2].caption or "")
+    caption = sent[-2].caption or ""
+    assert "week 2026-W48" in caption
+    assert "Check-ins sent: " in caption and "Themes with an update: " in caption
     report = sent[-1].content or b""
     assert b"<html" in report.lower() and str(MIA.user_id).encode() not in report

@@ -54,6 +54,8 @@ SAMPLES = {
     "week": "2026-W47",
     "quote": "There is no bus to the office on time.",
     "k": "10",
+    "rate": "45.0%",
+    "loop": "60.0%",
     "themes": "Housing, Money and benefits",
     "kind": "We changed this.",
     "text": "We now pay bus fares to appointments.",

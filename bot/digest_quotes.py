@@ -1,0 +1,45 @@
+"""Quotes for a digest: a few consented, scrubbed answers for each theme it publishes.
+
+Quotes are read afresh whenever a digest is written out, never stored with a released
+digest: a person who withdraws the quote consent or is forgotten has their quotes set to
+NULL at once (storage/answers.py, storage/erasure.py), and no later digest may bring one
+back. Only themes whose count the digest publishes get quotes, so a quote never stands for
+a group of fewer than k people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiosqlite
+
+from bot.digest import Digest
+from bot.digest_figures import PEOPLE
+from storage.digest_data import DigestFigures
+
+QUOTES_PER_THEME = 3
+
+
+async def read_quotes(
+    conn: aiosqlite.Connection,
+    digest: Digest,
+    zone: str,
+    decrypt: Callable[[bytes], str],
+    per_theme: int = QUOTES_PER_THEME,
+) -> dict[str, list[str]]:
+    """Theme label -> at most `per_theme` quotes of the digest's week and region, newest
+    first, for the themes the digest publishes, in the digest's order of themes."""
+    published = {
+        row.key: row.label
+        for row in digest.section("themes").rows
+        if row.key != PEOPLE and row.cells and not row.cells[0].suppressed
+    }
+    if not published:
+        return {}
+    found: dict[str, list[str]] = {}
+    for theme, ciphertext in await DigestFigures(conn).quotes(
+        digest.region, digest.week, zone, per_theme
+    ):
+        if theme in published:
+            found.setdefault(theme, []).append(decrypt(ciphertext))
+    return {published[t]: found[t] for t in published if t in found}

@@ -1,0 +1,86 @@
+"""Quotes in the digest: only from people who gave the quote consent, scrubbed, a few per
+theme, only under themes the digest publishes, and never from someone who withdrew the
+consent or was forgotten, in every format.
+
+Everyone here is invented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.answer_keeper import AnswerKeeper
+from bot.digest import build_digests, to_csv, to_markdown
+from bot.digest_quotes import QUOTES_PER_THEME, read_quotes
+from bot.digest_report import render_html
+from bot.secrets_file import generate_secrets_file
+from bot.settings import PROJECT_ROOT
+from bot.themes import load_taxonomy
+from storage.answers import Answers
+from storage.checkins import Checkins
+from storage.database import Database
+from storage.digest_data import NATIONAL, DigestFigures, week_bounds
+from storage.erasure import erase_person
+from storage.people import ConsentLedger, People
+from tests.digest_synthetic import HOUR, ZONE
+
+K, WEEK = 5, "2026-W47"
+THEMES = [(t.id, t.label) for t in load_taxonomy(PROJECT_ROOT / "dialogues" / "themes.yaml").themes]
+LABELS = dict(THEMES)
+WORDS = "alder birch cedar damson elder fir gorse hazel ivy juniper kale larch maple oak".split()
+
+
+async def test_quotes_come_only_from_consent_and_only_under_published_themes(
+    tmp_path: Path,
+) -> None:
+    secrets = generate_secrets_file(tmp_path / "secrets")
+    keeper = AnswerKeeper(secrets, None)
+    db = await Database.open(str(tmp_path / "quotes.db"))
+    start = week_bounds(WEEK, ZONE)[0]
+    try:
+        await db.migrate()
+        async with db.transaction() as conn:
+            people, ledger = People(conn), ConsentLedger(conn)
+            # Eight people raise housing (three of them keep their words to themselves),
+            # two raise money (too few to publish), five work.
+            for n in range(15):
+                pseudonym, t = f"p-{n:04d}", start + (n + 1) * HOUR
+                await people.touch(pseudonym, 30_000_000 + n, "en", t)
+                await people.set_region(pseudonym, "london", t)
+                await ledger.record(pseudonym, "feedback", True, "v1", t)
+                await ledger.record(pseudonym, "quotes", n not in (1, 3, 5), "v1", t)
+                text = f"Housing is hard, {WORDS[n]}. Ring 07700 900{n:03d} or ada{n}@example.org"
+                answer = await keeper.keep(conn, pseudonym, "updates", "more", text, "en", t)
+                assert answer is not None
+                theme = "housing" if n < 8 else "money_benefits" if n < 10 else "work_training"
+                await Checkins(conn).tag_answer(answer, [theme], "staff")
+            # The newest quotable one withdraws the consent; the one before is forgotten.
+            await ledger.record("p-0007", "quotes", False, "v1", start + 20 * HOUR)
+            await Answers(conn).forget_quotes("p-0007")
+            await erase_person(conn, "p-0006", 30_000_006, start + 21 * HOUR)
+        async with db.read() as conn:
+            figures = DigestFigures(conn)
+            # London and the national view only: the regions with nobody in them would make
+            # the national figures a sum with hidden zero parts, and hide more.
+            data = {r: await figures.read(r, WEEK, ZONE) for r in (NATIONAL, "london")}
+            digests = build_digests(data, K, (), THEMES, ZONE)
+            london = digests["london"]
+            quotes = await read_quotes(conn, london, ZONE, secrets.decrypt_text)
+    finally:
+        await db.close()
+
+    themes = {row.key: row.cells[0] for row in london.section("themes").rows}
+    assert not themes["housing"].suppressed and themes["housing"].value == 7
+    assert themes["money_benefits"].suppressed  # two people: no quotes either
+    # Housing: quotable were 0, 2, 4, 6 (forgotten), 7 (withdrew): the newest three left.
+    housing = quotes[LABELS["housing"]]
+    assert len(housing) == QUOTES_PER_THEME == 3
+    assert list(quotes) == [LABELS["housing"], LABELS["work_training"]]
+    assert [q.split(".")[0] for q in housing] == [f"Housing is hard, {WORDS[n]}" for n in (4, 2, 0)]
+    for quote in housing:
+        assert "07700" not in quote and "@example.org" not in quote  # scrubbed
+    for text in (to_markdown(london, quotes), to_csv(london, quotes)):
+        assert text.count("Housing is hard") == 6
+        assert "07700" not in text
+    assert render_html(london, None, "London", quotes).count("<blockquote>") == 6
+    # Without quotes, nothing anyone wrote is in the digest.
+    assert "Housing is hard" not in to_markdown(london) + to_csv(london)
