@@ -133,8 +133,14 @@ class Records:
         self.secrets = load_secrets(settings.secrets_path, production=False)
 
     def query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
-        with sqlite3.connect(self.settings.database_path, timeout=10) as conn:
-            return list(conn.execute(sql, args))
+        # Closed at once: a connection left to the garbage collector keeps the database
+        # open, and `restore` or `keys rotate` would rightly refuse to run.
+        connection = sqlite3.connect(self.settings.database_path, timeout=10)
+        try:
+            with connection:
+                return list(connection.execute(sql, args))
+        finally:
+            connection.close()
 
     def pseudonym(self, person: FakePerson) -> str:
         return self.secrets.pseudonym(person.user_id)
