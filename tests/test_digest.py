@@ -1,6 +1,7 @@
 """The weekly digest: every figure against a plain-Python count of a synthetic world (in the
-data, the Markdown and the CSV), disclosure control against the attacks it must resist over
-random worlds and sequences of weekly releases, the store of releases, and the command line.
+data, the Markdown, the CSV and the HTML report), disclosure control against the attacks it
+must resist over random worlds and sequences of weekly releases, the store of releases, and
+the command line.
 
 Everyone here is invented (tests/digest_synthetic.py). The reference never runs the digest's
 SQL: it counts the generator's own record, and reads figures by their documented names.
@@ -36,6 +37,8 @@ from bot.digest import (
     to_markdown,
 )
 from bot.digest_disclosure import Sum
+from bot.digest_figures import region_name
+from bot.digest_report import render_html
 from bot.digests import summary_figures
 from bot.enrolment import REGION_NAMES
 from bot.settings import PROJECT_ROOT, load_settings
@@ -55,6 +58,7 @@ from storage.digest_data import (
     week_bounds,
 )
 from tests.digest_synthetic import HOUR, ZONE, World, expected, generate
+from tests.test_digest_report import tables_of
 
 K = 5
 WEEK = "2026-W47"
@@ -287,6 +291,8 @@ async def test_every_figure_equals_the_reference_in_every_format(
                 assert people >= K or cell.figure.startswith("l/"), cell.figure
             shown[place] = shown_text(cell.kind, true_value, K, cell.suppressed)
         assert parse_markdown(to_markdown(digest)) == shown
+        html = tables_of(render_html(digest, None, region_name(digest.region))).cells
+        assert {place: text for place, (text, _) in html.items() if text} == shown
         rows = parse_csv(to_csv(digest))
         assert {key: v for key, v in rows.items() if key[0] != WAITING_TITLE} == shown
         # The themes raised by k or more people over 12 weeks that got no update, by name.
