@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.secrets_file import Secrets, load_secrets, replace_secrets_file, sync_directory
+from bot.settings import SettingsError
 from storage.clock import SystemClock
 from storage.database import bundled_migrations
 from storage.queues import HEARTBEAT_KEY
@@ -168,7 +169,10 @@ def restore(
             f"no secrets file at {keys_path}: the backup cannot be read without it "
             "(give its place with --secrets)"
         )
-    backup_keys = load_secrets(str(keys_path), production=True)
+    try:
+        backup_keys = load_secrets(str(keys_path), production=True)
+    except SettingsError as exc:  # about the backup's keys, not SECRETS_PATH
+        raise OpsError(f"the backup's secrets file: {str(exc).split(': ', 1)[1]}") from None
     database.parent.mkdir(parents=True, exist_ok=True)
     # Checked as a private copy beside the live database: the backup file itself is never
     # opened for writing, and the final step is a rename within one file system.
@@ -215,7 +219,7 @@ def _check_backup(path: Path, keys: Secrets) -> int:
     try:
         return _checked_version(path, keys)
     except sqlite3.DatabaseError as exc:  # not a database at all, or damaged beyond reading
-        raise OpsError(f"the backup cannot be read as a database: {exc}") from None
+        raise OpsError(f"the backup fails its integrity check (unreadable: {exc})") from None
 
 
 def _checked_version(path: Path, keys: Secrets) -> int:
@@ -278,7 +282,9 @@ def _merged(current: Secrets | None, restored: Secrets) -> Secrets:
 def _inspect(conn: sqlite3.Connection) -> tuple[int, int, str]:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
-    verdict = "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
+    # The first few problems are enough to say it is damaged (there can be thousands).
+    found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(5)").fetchall()]
+    verdict = "; ".join(line for problem in found for line in problem.splitlines()[:5])
     return version, pages, verdict
 
 
