@@ -13,6 +13,12 @@ PRIORITY_SAFEGUARDING = 0
 PRIORITY_REPLY = 1
 PRIORITY_BROADCAST = 2
 
+# Telegram keeps an update for at most 24 hours, so a redelivery comes within a day of the
+# first delivery. An id last seen longer ago than this belongs to an older update: after a
+# week without updates Telegram numbers afresh from a random id, and the new ids may meet
+# old ones the inbox still remembers (kept 7 days, pruned daily).
+REDELIVERY_WINDOW_MS = 48 * 3_600_000
+
 # Meta key: when the bot last reported itself alive (ms), read by `python -m bot health`.
 HEARTBEAT_KEY = "poller_heartbeat_ms"
 
@@ -52,7 +58,20 @@ class Inbox:
         self._conn = conn
 
     async def add(self, update_id: int, payload: bytes, now: int) -> bool:
-        """Store an update; False when this update id was seen before (a redelivery)."""
+        """Store an update; False when this update id was seen before (a redelivery).
+
+        An id finished longer ago than the redelivery window is not a redelivery but a new
+        update whose id repeats an old one (ids restart after an idle week): the old row
+        makes way for it."""
+        if await self._insert(update_id, payload, now):
+            return True
+        cursor = await self._conn.execute(
+            "DELETE FROM inbox WHERE update_id = ? AND status <> 'pending' AND received_at < ?",
+            (update_id, now - REDELIVERY_WINDOW_MS),
+        )
+        return cursor.rowcount > 0 and await self._insert(update_id, payload, now)
+
+    async def _insert(self, update_id: int, payload: bytes, now: int) -> bool:
         async with self._conn.execute(
             "INSERT INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?) "
             "ON CONFLICT (update_id) DO NOTHING RETURNING seq",

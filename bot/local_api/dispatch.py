@@ -116,12 +116,16 @@ class CallDispatcher:
         failure = self._faults.take_failure(method, chat_id)
         if failure is not None:
             raise failure
+        if self._faults.take_drop(method, chat_id, after_processing=False):
+            raise _Dropped
         # Send handlers never suspend, so a limit check and its record can't interleave.
         self._check_writable(method, chat_id)
         limited = self._limited_chat(method, chat_id)
         result = await entry[1](self._state, params)
         if limited is not None and self._limiter is not None:
             self._limiter.record(chat_id, limited, time.monotonic())
+        if self._faults.take_drop(method, chat_id, after_processing=True):
+            raise _Dropped  # done, but the answer never reaches the caller
         return result
 
     def _check_writable(self, method: str, chat_id: ChatId | None) -> None:

@@ -42,6 +42,20 @@ class FailRule:
         return ApiError(self.status, self.description, retry_after=retry_after)
 
 
+@dataclass(slots=True)
+class DropRule:
+    """Cut the connection of the next ``remaining`` matching calls, with no answer.
+
+    ``after_processing=False``: the call never reached Telegram (nothing happened).
+    ``after_processing=True``: Telegram did what was asked but the answer was lost, so the
+    caller cannot tell whether it worked."""
+
+    method: str | None
+    remaining: int
+    chat_id: ChatId | None
+    after_processing: bool
+
+
 class Hold:
     """Holds back the next matching call until the test releases it.
 
@@ -118,6 +132,29 @@ class Faults:
         self._delays: dict[tuple[str | None, ChatId | None], float] = {}
         self._holds: list[Hold] = []
         self._captured: list[Hold] = []
+        self._drops: list[DropRule] = []
+
+    def drop_next(
+        self, method: str | None, times: int, chat_id: ChatId | None, after_processing: bool
+    ) -> DropRule:
+        """Queue a dropped connection for the next ``times`` matching calls."""
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        rule = DropRule(method, times, chat_id, after_processing)
+        self._drops.append(rule)
+        return rule
+
+    def take_drop(self, method: str, chat_id: ChatId | None, after_processing: bool) -> bool:
+        """Consume the first drop rule for this call and moment, if any."""
+        for rule in self._drops:
+            if rule.after_processing == after_processing and _matches(
+                _norm(rule.method), rule.chat_id, method, chat_id
+            ):
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self._drops.remove(rule)
+                return True
+        return False
 
     def fail_next(
         self,

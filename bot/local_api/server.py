@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ._json import ChatId, JsonDict, Params
 from .dispatch import CallDispatcher
-from .faults import FailRule, Faults, Hold
+from .faults import DropRule, FailRule, Faults, Hold
 from .injection import UpdateInjector
 from .limits import RateLimiter
 from .people import BotIdentity
@@ -253,6 +253,30 @@ class LocalBotApi(UpdateInjector):
     def set_delay(self, method: str | None, seconds: float, chat_id: ChatId | None = None) -> None:
         """Sleep before answering matching calls (method=None: any; 0 removes)."""
         self._faults.set_delay(method, seconds, chat_id)
+
+    def drop_next(
+        self,
+        method: str | None = "sendMessage",
+        times: int = 1,
+        chat_id: ChatId | None = None,
+        after_processing: bool = False,
+    ) -> DropRule:
+        """Cut the connection of the next ``times`` matching calls without an answer:
+        before the call takes effect, or (``after_processing``) after it did."""
+        return self._faults.drop_next(method, times, chat_id, after_processing)
+
+    def repeat_updates(self, seed: int | None, max_copies: int = 5) -> None:
+        """Deliver every new update 1..max_copies times, in shuffled batches (None: off)."""
+        self._state.updates.repeat_updates(seed, max_copies)
+
+    @property
+    def repeated_deliveries(self) -> int:
+        """Extra copies of updates handed out since repeat_updates() was turned on."""
+        return self._state.updates.repeated_deliveries
+
+    def restart_update_ids(self, first_update_id: int) -> None:
+        """Number the next updates from ``first_update_id`` (ids jump backwards)."""
+        self._state.updates.restart_ids(first_update_id)
 
     def hold(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ class PendingUpdate:
     payload: JsonDict
     kind: str
     order_key: str
+    # An extra copy from repeat_updates(): delivered once, after this many more batches,
+    # even when the offset has already confirmed its id (as a redelivery would be).
+    echo_after: int | None = None
 
 
 def update_kind(update: JsonDict) -> str:
@@ -52,6 +56,9 @@ class UpdateQueue:
         self._next_id = first_update_id
         self._seq = 0
         self.allowed_updates: list[str] | None = None
+        self._chaos: random.Random | None = None
+        self._max_copies = 1
+        self.repeated_deliveries = 0  # extra copies from repeat_updates() handed out
 
     @property
     def pending(self) -> list[PendingUpdate]:
@@ -78,8 +85,38 @@ class UpdateQueue:
             self._pending.append(
                 PendingUpdate(self._seq, update_id, payload, kind, _order_key(body, self._seq))
             )
+            if self._chaos is not None:
+                for _ in range(self._chaos.randint(1, self._max_copies) - 1):
+                    self._seq += 1
+                    self._pending.append(
+                        PendingUpdate(
+                            self._seq,
+                            update_id,
+                            payload,
+                            kind,
+                            _order_key(body, self._seq),
+                            echo_after=self._chaos.randint(0, 3),
+                        )
+                    )
             self._notifier.notify()
         return update_id
+
+    def repeat_updates(self, seed: int | None, max_copies: int = 5) -> None:
+        """Fault injection: from now on every update is delivered 1 to ``max_copies`` times
+        (the extra copies a few batches later) and every getUpdates batch is shuffled.
+        ``seed=None`` turns it off; copies already queued are still delivered."""
+        self._chaos = None if seed is None else random.Random(seed)
+        self._max_copies = max(1, max_copies)
+
+    def restart_ids(self, first_update_id: int) -> None:
+        """Fault injection: number the next updates from ``first_update_id``, which may be
+        lower than ids already used (Telegram picks a new start after a week of silence)."""
+        self._next_id = first_update_id
+
+    @property
+    def tail_id(self) -> int:
+        """The id the next automatically numbered update gets."""
+        return self._next_id
 
     def allows(self, kind: str) -> bool:
         """Whether the current allowed_updates setting lets this type through."""
@@ -93,8 +130,19 @@ class UpdateQueue:
             self.allowed_updates = [str(kind) for kind in allowed] or None
 
     def confirm_below(self, offset: int) -> None:
-        """getUpdates offset semantics: every update with update_id < offset is forgotten."""
-        kept = [entry for entry in self._pending if entry.update_id >= offset]
+        """getUpdates offset semantics: every update with update_id < offset is forgotten.
+
+        An offset "in the future" (more than 10 past the next id, as after ids restarted
+        lower) confirms nothing: Telegram's server then answers from the queue's head
+        (tdlib's TQueue::get refuses it and Client::do_get_updates falls back to the head).
+        Extra copies from repeat_updates() wait until they were delivered once."""
+        if offset > self._next_id + 10:
+            return
+        kept = [
+            entry
+            for entry in self._pending
+            if entry.update_id >= offset or entry.echo_after is not None
+        ]
         self._replace(kept)
 
     def keep_last(self, count: int) -> None:
@@ -102,8 +150,23 @@ class UpdateQueue:
         self._replace(self._pending[-count:] if count > 0 else [])
 
     def take(self, limit: int) -> list[JsonDict]:
-        """The oldest ``limit`` updates, left in the queue until confirmed."""
-        return [entry.payload for entry in self._pending[:limit]]
+        """The oldest ``limit`` updates, left in the queue until confirmed (in a shuffled
+        order, with due extra copies, while repeat_updates() is on)."""
+        if not any(entry.echo_after is not None for entry in self._pending) and not self._chaos:
+            return [entry.payload for entry in self._pending[:limit]]
+        batch: list[PendingUpdate] = []
+        for entry in self._pending:
+            if entry.echo_after is None or entry.echo_after <= 0:
+                batch.append(entry)
+            else:
+                entry.echo_after -= 1
+        batch = batch[:limit]
+        delivered = {entry.seq for entry in batch if entry.echo_after is not None}
+        self.repeated_deliveries += len(delivered)
+        self._pending = [entry for entry in self._pending if entry.seq not in delivered]
+        if self._chaos is not None:
+            self._chaos.shuffle(batch)
+        return [entry.payload for entry in batch]
 
     def remove(self, entry: PendingUpdate) -> None:
         """Confirm one update (webhook got a 2xx)."""
