@@ -148,7 +148,7 @@ def backup(database: Path, secrets_path: Path, out: Path) -> BackupResult:
 class RestoreResult:
     version: int
     kept_as: Path | None  # the database that was replaced, kept here
-    secrets_changed: bool
+    keys: str  # "unchanged", "installed" (there were none) or "merged" (old key added)
 
 
 def restore(
@@ -212,7 +212,10 @@ def restore(
         sync_directory(database.parent)
     finally:
         staged.unlink(missing_ok=True)
-    return RestoreResult(version, kept_as, merged != current_keys)
+    keys = (
+        "installed" if current_keys is None else "unchanged" if merged == current_keys else "merged"
+    )
+    return RestoreResult(version, kept_as, keys)
 
 
 def _check_backup(path: Path, keys: Secrets) -> int:

@@ -70,7 +70,9 @@ def run_ops(settings: Settings, args: argparse.Namespace) -> int:
                 else ""
             )
             print(f"restored: {database} (schema version {result.version}){kept}")
-            if result.secrets_changed:
+            if result.keys == "installed":
+                print(f"{secrets_path} is now the backup's secrets file")
+            elif result.keys == "merged":
                 print(
                     f"{secrets_path} now also holds the backup's text key; run "
                     "`python -m bot keys rotate` to re-encrypt under one key"

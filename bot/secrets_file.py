@@ -85,6 +85,7 @@ def _body(keys: Secrets) -> str:
 def replace_secrets_file(path: Path, keys: Secrets) -> None:
     """Write the secrets file anew, atomically: a new file (mode 0600) is synced to disk,
     then renamed over the old one, so a crash leaves either the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

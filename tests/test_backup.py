@@ -96,9 +96,9 @@ def digest_of(path: Path) -> str:
 async def test_a_backup_taken_during_a_broadcast_restores_everything_committed_before_it(
     busy_api: LocalBotApi, tmp_path: Path
 ) -> None:
-    settings = settings_for(busy_api, tmp_path, SEND_RATE_PER_SECOND="100")
+    settings = settings_for(busy_api, tmp_path, SEND_RATE_PER_SECOND="80")
     out = tmp_path / "backups" / "yousaid-backup.db"
-    async with running_bot(busy_api, tmp_path, SEND_RATE_PER_SECOND="100") as runtime:
+    async with running_bot(busy_api, tmp_path, SEND_RATE_PER_SECOND="80") as runtime:
         gwen = Chat(busy_api, WRITER)
         await onboard(gwen)
         await gwen.say("/feedback")
@@ -119,7 +119,7 @@ async def test_a_backup_taken_during_a_broadcast_restores_everything_committed_b
         progress = await runtime.broadcasts.progress(broadcast)
         assert progress is not None and progress.total == len(COHORT)
         async with asyncio.timeout(30):
-            while delivered(busy_api) < 100:  # noqa: ASYNC110 - the server's records
+            while delivered(busy_api) < 50:  # noqa: ASYNC110 - the server's records
                 await asyncio.sleep(0.05)
 
         before = rows(settings.database_path)  # committed before the backup begins
@@ -149,7 +149,7 @@ async def test_a_backup_taken_during_a_broadcast_restores_everything_committed_b
     backed_up = rows(out)
     for table, ids in before.items():
         assert ids <= backed_up[table], table  # nothing committed before it is missing
-    assert 100 <= len(backed_up["sent"]) < len(COHORT)  # taken mid-broadcast
+    assert before["sent"] and len(backed_up["sent"]) < len(COHORT)  # taken mid-broadcast
     assert during < len(COHORT)
     with opened(out) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

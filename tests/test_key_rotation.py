@@ -97,6 +97,8 @@ async def test_answers_are_unreadable_at_rest_and_survive_a_rotation(
     people_before = Records(settings).query("SELECT pseudonym, chat_id FROM people ORDER BY 1")
     assert len(old) == 2 and all(quote is not None for _, quote in old.values())
 
+    backup = str(tmp_path / "before-rotation.db")
+    assert cli(settings, "backup", "--out", backup).returncode == 0
     rotated = cli(settings, "keys", "rotate")  # stopped cleanly: no --force needed
     assert rotated.returncode == 0, rotated.stderr
     assert "answers.ciphertext: 2 re-encrypted" in rotated.stdout
@@ -130,6 +132,22 @@ async def test_answers_are_unreadable_at_rest_and_survive_a_rotation(
         await asyncio.sleep(0.5)
         shown = "\n".join(m.text or "" for m in dewi.messages[-4:])
     assert ANSWERS[DEWI] in shown
+
+    # A backup from before the rotation restores readable: its key joins the secrets file
+    # (as an old key), and the next rotation re-encrypts it and drops it again.
+    restored = cli(settings, "restore", "--from", backup)
+    assert restored.returncode == 0 and "keys rotate" in restored.stdout, restored.stderr
+    merged = load_secrets(settings.secrets_path, production=False)
+    assert merged.text_key == after.text_key and merged.old_text_keys == (before.text_key,)
+    assert {merged.decrypt_text(c) for c, _ in stored_texts(settings).values()} == set(
+        ANSWERS.values()
+    )
+    assert cli(settings, "keys", "rotate").returncode == 0
+    final = load_secrets(settings.secrets_path, production=False)
+    assert final.old_text_keys == () and final.pseudonym_key == before.pseudonym_key
+    assert {final.decrypt_text(c) for c, _ in stored_texts(settings).values()} == set(
+        ANSWERS.values()
+    )
 
 
 async def test_an_interrupted_rotation_loses_nothing_and_finishes_when_run_again(
