@@ -2,7 +2,7 @@
 
 Sentry events never carry local variables, request bodies, user data or breadcrumbs'
 payloads; long digit runs (Telegram ids) and anything shaped like a bot token are masked in
-every string that is left.
+every string that is left, except machine-made fields (event id, timestamp, release).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"\d{3,20}:[A-Za-z0-9_-]{20,}")
 _LONG_NUMBER = re.compile(r"\d{5,}")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers that echo request URLs (which carry the bot token) or payloads at INFO/DEBUG.
 _NOISY_LOGGERS = (
     "httpx",
@@ -34,11 +35,20 @@ def scrub_text(text: str) -> str:
     return _LONG_NUMBER.sub("<number>", _TOKEN.sub("<token>", text))
 
 
+# Machine-made fields, left as they are: they say nothing about a person, and masking digit
+# runs in them breaks them (Sentry refuses "2026-11-26T14:43:19.<number>Z"; a release hash
+# with "<number>" in it matches no release).
+_MACHINE_KEYS = frozenset(
+    {"event_id", "timestamp", "start_timestamp", "release", "dist", "sdk", "modules"}
+    | {"trace_id", "span_id", "parent_span_id"}
+)
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
+        return {k: v if k in _MACHINE_KEYS else _scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     return value
@@ -63,10 +73,16 @@ class ScrubbingFormatter(logging.Formatter):
 
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(ScrubbingFormatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    apply_log_levels(level)
+
+
+def apply_log_levels(level: str) -> None:
+    """The root logger at `level`; libraries that log URLs or payloads never below WARNING,
+    even at DEBUG (the tests' log-privacy check applies the same levels)."""
+    logging.getLogger().setLevel(level)
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -81,6 +97,8 @@ def setup_sentry(dsn: str | None, environment: str) -> bool:
         include_local_variables=False,
         max_request_body_size="never",
         before_send=scrub_event,  # type: ignore[arg-type]
+        # No sentry-trace/baggage headers on our calls to Telegram: nothing of ours goes there.
+        trace_propagation_targets=[],
         before_breadcrumb=lambda crumb, hint: {**crumb, "message": None, "data": None},
         # Log records become breadcrumbs only: errors are sent once, by report().
         integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],

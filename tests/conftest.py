@@ -12,8 +12,16 @@ from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT
 from state_machines.engine import Engine
 from tests.harness import TOKEN
+from tests.log_privacy import LogPrivacy
 
 DIALOGUES_DIR = PROJECT_ROOT / "dialogues"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The whole session logs at DEBUG, checked for leaks (tests/log_privacy.py)."""
+    plugin = LogPrivacy(tokens=[TOKEN])
+    config.pluginmanager.register(plugin, "log_privacy")
+    plugin.start()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer
 from bot.settings import PROJECT_ROOT, Settings, load_settings
 from storage.clock import Clock
+from tests.log_privacy import note_process_log
 
 TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
 
@@ -91,10 +92,12 @@ class BotProcess:
             "TELEGRAM_API_BASE_URL": api.base_url,
             "DATABASE_PATH": str(tmp_path / "yousaid.db"),
             "SECRETS_PATH": str(tmp_path / "secrets"),
-            "LOG_LEVEL": "INFO",
+            # Every test's bot logs at DEBUG; tests/log_privacy.py reads this log for leaks.
+            "LOG_LEVEL": "DEBUG",
             **extra,
         }
         self.log_path = tmp_path / "bot.log"
+        note_process_log(self.log_path)
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:

@@ -37,6 +37,22 @@ def test_scrub_event_drops_personal_parts() -> None:
     assert "vars" not in value["stacktrace"]["frames"][0]
 
 
+def test_scrub_event_leaves_machine_made_fields_whole() -> None:
+    """Masking digit runs in these would make Sentry refuse the event or lose its release."""
+    event = {
+        "event_id": "e630bc36d6444aee9268eada98316192",
+        "timestamp": "2026-11-26T14:43:19.988420Z",
+        "release": "29fb48aca1cba20391f2e24ccead55718a2be",
+        "modules": {"sentry-sdk": "2.75.0"},
+        "server_name": "host-700000001",
+    }
+    scrubbed = scrub_event(dict(event))
+    assert {k: scrubbed[k] for k in ("event_id", "timestamp", "release", "modules")} == {
+        k: event[k] for k in ("event_id", "timestamp", "release", "modules")
+    }
+    assert scrubbed["server_name"] == "host-<number>"
+
+
 async def test_a_failing_update_is_retried_then_the_person_is_told(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
