@@ -22,7 +22,8 @@ A secondary suppression takes the smallest published part of the sum at stake, t
 only when no part can go. Hiding only ever adds, so the loop ends. The parts no digest shows
 (those who did not start, people with no region...) count in the sums without ever being
 published, and only a part of 1..k-1 people must not be worked out. People with no region
-are taken as known when there are none: the regions then add up to the national figure.
+are taken as known when there are none (the regions then add up to the national figure),
+and so are the zeros of a region with nobody in it at all (Figure.guessable).
 
 Known gaps: the linear algebra ignores that counts are whole and never negative (except for
 score buckets, above); a panel's figures change every week, and differencing two weeks is

@@ -83,6 +83,26 @@ def is_state(series: str) -> bool:
     return series.startswith(("p/", "pt/", "ur/"))
 
 
+def is_empty(data: DigestData) -> bool:
+    """Whether nothing at all happened in the region over the digest's weeks."""
+    weeks_empty = all(
+        w.answered == 0
+        and not w.themes
+        and all(getattr(f, s).value == 0 for f in w.funnel.values() for s in STEPS)
+        and all(c.value == 0 for by_key in w.scores.values() for c in by_key.values())
+        for w in data.weeks
+    )
+    loop = data.loop
+    return (
+        weeks_empty
+        and not data.panels
+        and data.panel_totals.invited.value == 0
+        and loop.published_trend == 0
+        and not loop.raised
+        and loop.reactions["delivered"].value == 0
+    )
+
+
 def region_name(region: str) -> str:
     return "England and Wales" if region == NATIONAL else REGION_NAMES.get(region, region)
 
@@ -110,6 +130,11 @@ class FigureModel:
         self.regions = sorted(
             (r for r in data if r != NATIONAL), key=lambda r: (order.get(r, 99), r)
         )
+        # A region with nobody in it at all (a pilot runs in a few regions): its zeros are
+        # taken as known, like the people with no region. Otherwise the regions in use
+        # would be hidden against the national view to protect zeros, which describe
+        # nobody. A region with even one person in it stays protected.
+        self.empty = {r for r in self.regions if is_empty(data[r])}
         for region, one in data.items():
             self._region(region, one)
         self._link_national()
@@ -135,7 +160,7 @@ class FigureModel:
         series = "/".join(parts)
         fid = series if stable else f"{series}@{self.week}"
         self.figures[fid] = Figure(
-            fid, series, value, people, kind, False, stable, depends, reveals
+            fid, series, value, people, kind, False, stable, depends, reveals, region in self.empty
         )
         self._ids[(path, token)] = fid
         return fid

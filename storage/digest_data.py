@@ -226,7 +226,12 @@ _NEEDS = (
 
 
 def _in_region(column: str, region: str) -> str:
-    return "" if region == NATIONAL else f" AND {column} = :region"
+    """The national view is the sum of the regions: people with no region yet (a few, in
+    the middle of joining) are in no digest, so they never stand between a region's
+    figures and the national ones as a small remainder to protect."""
+    if region == NATIONAL:
+        return f" AND {column} IS NOT NULL AND {column} <> ''"
+    return f" AND {column} = :region"
 
 
 class DigestFigures:
@@ -237,7 +242,7 @@ class DigestFigures:
         self._conn = conn
 
     async def read(self, region: str, week: str, zone: str) -> DigestData:
-        """Everything the digest of `region` (NATIONAL: all regions, and people with none)
+        """Everything the digest of `region` (NATIONAL: all regions together)
         for `week` needs. Run it inside one read transaction for a consistent picture."""
         weeks = trend_weeks(week)
         params = {"region": region, "weeks": json.dumps(weeks)}
@@ -272,7 +277,7 @@ class DigestFigures:
             "bounds": json.dumps([[week, *week_bounds(week, zone)]]),
             "per_theme": per_theme,
         }
-        where = "WHERE a.region = :region" if region != NATIONAL else "WHERE 1"
+        where = "WHERE 1" + _in_region("a.region", region)
         rows = await self._rows(
             f"{_PLACED_ANSWERS}, q AS (SELECT t.theme, x.quote, ROW_NUMBER() OVER "
             "  (PARTITION BY t.theme ORDER BY x.created_at DESC, x.id DESC) AS n "
@@ -302,7 +307,7 @@ class DigestFigures:
             f"FROM updates u WHERE {in_scope}",
             params,
         )
-        where = "WHERE a.region = :region" if region != NATIONAL else "WHERE a.region IS NOT NULL"
+        where = "WHERE 1" + _in_region("a.region", region)
         raised = await self._rows(
             f"{_PLACED_ANSWERS} SELECT a.region, t.theme, COUNT(DISTINCT a.pseudonym), "
             "EXISTS (SELECT 1 FROM updates u, json_each(u.themes) j WHERE u.region = a.region "
@@ -394,7 +399,7 @@ class DigestFigures:
             "region": region,
             "bounds": json.dumps([[w, *week_bounds(w, zone)] for w in weeks]),
         }
-        where = "WHERE a.region = :region" if region != NATIONAL else "WHERE 1"
+        where = "WHERE 1" + _in_region("a.region", region)
         people = await self._rows(
             f"{_PLACED_ANSWERS} SELECT a.week, COUNT(DISTINCT a.pseudonym) FROM a {where} "
             "GROUP BY 1",
