@@ -18,6 +18,7 @@ what was re-encrypted, and would go on writing under a key about to be forgotten
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from cryptography.fernet import InvalidToken
 
+from bot.payload_seal import SEALED
 from bot.secrets_file import Secrets, load_secrets, replace_secrets_file
 from storage.database import Database
 
@@ -34,6 +36,7 @@ class EncryptedColumn:
     table: str
     key: str  # the table's integer primary key
     column: str
+    sealed_json: bool = False  # TEXT: JSON whose "sealed" field is the token (bot/payload_seal.py)
 
 
 # Every column holding text encrypted with Secrets.encrypt_text. A test checks that every
@@ -42,6 +45,7 @@ ENCRYPTED_COLUMNS = (
     EncryptedColumn("answers", "id", "ciphertext"),  # free-text answers
     EncryptedColumn("answers", "id", "quote"),  # their scrubbed, quotable copies
     EncryptedColumn("inbox", "seq", "payload"),  # updates received, not yet handled
+    EncryptedColumn("outbox", "id", "payload", sealed_json=True),  # messages not yet sent
 )
 _BATCH = 200  # rows per transaction: the write lock is held briefly
 
@@ -107,7 +111,10 @@ async def _reencrypt(
             async with conn.execute(select, (after, _BATCH)) as cursor:
                 rows = list(await cursor.fetchall())
             for row_id, value in rows:
-                token = bytes(value)
+                sealed = _sealed_json(value) if column.sealed_json else None
+                if column.sealed_json and sealed is None:
+                    continue  # stored as it is (never sealed): nothing to re-encrypt
+                token = sealed[SEALED].encode("ascii") if sealed else bytes(value)
                 if keys.under_current_key(token):
                     continue
                 try:
@@ -115,9 +122,22 @@ async def _reencrypt(
                 except (InvalidToken, UnicodeDecodeError):
                     report.unreadable.append(f"{column.table}.{column.column} #{row_id}")
                     continue
+                token = keys.encrypt_text(plain)
+                fresh: bytes | str = token
+                if sealed is not None:
+                    sealed[SEALED] = token.decode("ascii")
+                    fresh = json.dumps(sealed, separators=(",", ":"))
                 # Only if unchanged since read (it is: the transaction holds the write lock).
-                cursor = await conn.execute(update, (keys.encrypt_text(plain), row_id, value))
+                cursor = await conn.execute(update, (fresh, row_id, value))
                 changed += cursor.rowcount
         if len(rows) < _BATCH:
             return changed
         after = int(rows[-1][0])
+
+
+def _sealed_json(value: object) -> dict[str, str] | None:
+    """A sealed payload's JSON, or None for one stored as it is."""
+    found = json.loads(str(value))
+    if isinstance(found, dict) and isinstance(found.get(SEALED), str):
+        return found
+    return None

@@ -27,6 +27,7 @@ from bot.digests import DIGEST_JOB, REPORT_JOB, DigestService
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
+from bot.payload_seal import payload_codec
 from bot.rendering import Catalogs
 from bot.retention import RETENTION_JOB, RetentionJob, RetentionRules
 from bot.review import ReviewService
@@ -88,6 +89,7 @@ async def build_runtime(
     engine = build_engine(settings.dialogues_dir, clock, settings.timezone)
     secrets = load_secrets(settings.secrets_path, production=settings.production)
     db = await Database.open(settings.database_path)
+    await db.seal_payloads(*payload_codec(secrets))
     applied = await db.migrate()
     if applied:
         log.info("database migrated: %s", ", ".join(applied))

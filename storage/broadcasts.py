@@ -57,7 +57,7 @@ class Broadcasts:
         broadcast_id = int(row[0])
         await self._conn.executemany(
             "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at, "
-            "broadcast_id) VALUES (?, ?, 'message', ?, ?, ?, ?)",
+            "broadcast_id) VALUES (?, ?, 'message', seal_payload(?), ?, ?, ?)",
             [
                 (
                     chat_id,

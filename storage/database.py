@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -52,6 +52,26 @@ def bundled_migrations() -> list[Migration]:
     return found
 
 
+# Outgoing messages (outbox.payload) can hold a person's own words: their /mydata export, a
+# message relayed between them and staff, a shared phone number. The application may seal
+# them (encrypt) as they are written and open them as they are read, through the SQL
+# functions seal_payload() and open_payload(), so no such text sits readable in the database
+# file or its WAL. Storage never needs the key; without a sealer both functions return the
+# text as it is.
+PayloadCodec = Callable[[str | None], str | None]
+
+
+def _as_is(text: str | None) -> str | None:
+    return text
+
+
+async def _register_payload_functions(
+    connection: aiosqlite.Connection, seal: PayloadCodec, unseal: PayloadCodec
+) -> None:
+    await connection.create_function("seal_payload", 1, seal)
+    await connection.create_function("open_payload", 1, unseal)
+
+
 class Database:
     """One writer connection. Every use goes through `transaction()` or `read()`, which take
     one lock, so coroutines never see each other's uncommitted work."""
@@ -70,7 +90,14 @@ class Database:
         await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         for pragma in _PRAGMAS:
             await connection.execute(pragma)
+        await _register_payload_functions(connection, _as_is, _as_is)
         return cls(connection, path)
+
+    async def seal_payloads(self, seal: PayloadCodec, unseal: PayloadCodec) -> None:
+        """Seal outgoing payloads from now on (see PayloadCodec); rows written before, or
+        by a command run without the key, are read as they are."""
+        async with self._lock:
+            await _register_payload_functions(self._connection, seal, unseal)
 
     async def close(self) -> None:
         async with self._lock:

@@ -154,7 +154,7 @@ class Outbox:
     ) -> int:
         async with self._conn.execute(
             "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            "VALUES (?, ?, ?, seal_payload(?), ?, ?) RETURNING id",
             (
                 chat_id,
                 priority,
@@ -176,8 +176,8 @@ class Outbox:
         Chats in `skip_chats` (busy, paced) and chats whose most urgent message waits for a
         retry are left out entirely, so each chat's messages keep their order."""
         async with self._conn.execute(
-            "SELECT id, chat_id, priority, kind, payload, attempts, not_before FROM outbox "
-            "WHERE status = 'pending' "
+            "SELECT id, chat_id, priority, kind, open_payload(payload), attempts, not_before "
+            "FROM outbox WHERE status = 'pending' "
             "AND chat_id NOT IN (SELECT value FROM json_each(?)) "
             "AND chat_id NOT IN (SELECT chat_id FROM outbox "
             "                    WHERE status = 'pending' AND not_before > ?) "

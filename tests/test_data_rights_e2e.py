@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from cryptography.fernet import InvalidToken
@@ -39,8 +40,16 @@ def every_value(records: Records) -> list[tuple[str, str, object]]:
     return found
 
 
+def raw_files(database_path: str) -> bytes:
+    """The database file, its WAL and shared memory, read by another process (closing a
+    descriptor of the database in this process would drop the bot's locks)."""
+    database = Path(database_path)
+    files = [str(p) for p in database.parent.glob(database.name + "*")]
+    return subprocess.run(["cat", *files], capture_output=True, check=True, timeout=30).stdout
+
+
 async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_path: Path) -> None:
-    async with running_bot(api, tmp_path):
+    async with running_bot(api, tmp_path) as runtime:
         ada = Chat(api, ADA)
         await onboard(ada)
         await answer_a_check_in(ada)
@@ -60,6 +69,9 @@ async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_pa
         assert "housing" in exported["answers"][0]["themes"]
         assert {c["purpose"] for c in exported["consents"]} >= {"feedback", "quotes"}
         assert str(ADA.user_id) not in content
+        # The listing and the file went through the outbox: sealed there, so the answer is
+        # not readable in the database file or its WAL (the answer itself is encrypted).
+        assert MARKER.encode() not in raw_files(runtime.settings.database_path)
 
 
 async def test_delete_leaves_nothing_but_a_tombstone(api: LocalBotApi, tmp_path: Path) -> None:

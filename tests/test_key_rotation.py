@@ -19,9 +19,11 @@ from cryptography.fernet import InvalidToken
 from bot import key_rotation
 from bot.key_rotation import ENCRYPTED_COLUMNS, rotate_text_key
 from bot.local_api import FakePerson, LocalBotApi
+from bot.payload_seal import payload_codec
 from bot.secrets_file import Secrets, load_secrets
 from bot.settings import PROJECT_ROOT, Settings
 from storage.database import Database
+from storage.queues import Outbox
 from tests.harness import Chat, Records, onboard, running_bot, settings_for
 
 # Invented people and what they write.
@@ -224,6 +226,41 @@ async def test_an_interrupted_rotation_loses_nothing_and_finishes_when_run_again
     assert final.decrypt_text(bytes(payload)) == '{"update_id": 1}'
 
 
+async def test_messages_waiting_to_be_sent_survive_a_rotation(tmp_path: Path) -> None:
+    """Outgoing payloads are sealed under the text key (bot/payload_seal.py): a message
+    still queued when the key rotates is re-sealed, and the bot reads it with the new key."""
+    secrets_path, database = tmp_path / "secrets", str(tmp_path / "y.db")
+    first = load_secrets(str(secrets_path), production=False)
+    message = {"text": "Your words: Zephyrine clash with my shifts", "forget_chat": True}
+    db = await Database.open(database)
+    await db.seal_payloads(*payload_codec(first))
+    await db.migrate()
+    async with db.transaction() as conn:
+        await Outbox(conn).enqueue(42, 0, "message", message, 0)
+        await Outbox(conn).enqueue(43, 0, "message", {"text": "plain, from a command"}, 0)
+    await db.close()
+    with sqlite3.connect(database) as conn:
+        stored = [str(r[0]) for r in conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    assert "Zephyrine" not in stored[0] and json.loads(stored[0])["forget_chat"] is True
+    # A row written without the key (by a command) is left as it is and read as it is.
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE outbox SET payload = ? WHERE chat_id = 43", ('{"text":"plain"}',))
+
+    report = await rotate_text_key(database, secrets_path, say=lambda _: None)
+    assert report.finished and report.reencrypted["outbox.payload"] == 1
+    final = load_secrets(str(secrets_path), production=False)
+    with pytest.raises(InvalidToken):
+        final.decrypt_text(json.loads(stored[0])["sealed"].encode())  # the old seal is dead
+    db = await Database.open(database)
+    await db.seal_payloads(*payload_codec(final))
+    try:
+        async with db.read() as conn:
+            waiting = await Outbox(conn).most_urgent(10, 1)
+    finally:
+        await db.close()
+    assert [m.payload for m in waiting] == [message, {"text": "plain"}]
+
+
 async def test_every_blob_column_is_rotated(tmp_path: Path) -> None:
     """Encrypted text is stored as BLOB: a new BLOB column must join ENCRYPTED_COLUMNS (or
     this test be told why not), or a rotation would leave it under a forgotten key."""
@@ -239,4 +276,8 @@ async def test_every_blob_column_is_rotated(tmp_path: Path) -> None:
                     if str(column[2]).upper() == "BLOB":
                         blobs.add((table, str(column[1])))
     await db.close()
-    assert blobs == {(c.table, c.column) for c in ENCRYPTED_COLUMNS}
+    assert blobs == {(c.table, c.column) for c in ENCRYPTED_COLUMNS if not c.sealed_json}
+    # Outgoing payloads are TEXT (JSON) sealed whole by the bot (bot/payload_seal.py).
+    assert {(c.table, c.column) for c in ENCRYPTED_COLUMNS if c.sealed_json} == {
+        ("outbox", "payload")
+    }
