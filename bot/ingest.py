@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,8 +180,22 @@ class Ingest:
             if not updates:
                 continue
             raw = [u.to_dict() for u in updates]
+            try:
+                await self.store(raw, max(u.update_id for u in updates) + 1)
+            except sqlite3.OperationalError as exc:
+                # Another writer held the database past busy_timeout (or the disk is
+                # full). Nothing was stored and the offset did not move, so Telegram keeps
+                # the batch and the next getUpdates fetches it again: wait, don't die.
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning(
+                    "updates could not be stored (%s); trying again in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                await self._pause(delay)
+                continue
             offset = max(u.update_id for u in updates) + 1
-            await self.store(raw, offset)
 
     def _offset_key(self) -> str:
         return _OFFSET_KEY.format(bot_id=self._application.bot.id)
