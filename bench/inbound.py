@@ -1,0 +1,562 @@
+"""Inbound benchmark: invented people each completing a feedback check-in, as a burst.
+
+Every update is created by the local Bot API server (a real button press on a message the bot
+sent, or a real text message) and fetched with getUpdates, so each bot below runs its real
+receive path against the same server:
+
+- **yousaid**: the real bot (`build_runtime`: its own poller writing the inbox, the
+  per-chat processor, the conversation service, storage at synchronous=FULL, the sender
+  delivering the replies from the outbox);
+- **ceiling**: the same python-telegram-bot Application with a trivial handler that replies
+  (answers the button, sends one message) and stores nothing;
+- **peer**: the check-in written the way python-telegram-bot's conversation examples teach: a
+  persistent `ConversationHandler` (PicklePersistence), one handler per state, replying with
+  `query.answer()` and `edit_message_text`, each answer stored with its own aiosqlite commit
+  at synchronous=FULL.
+
+People act in rounds: in each round every person takes their next step (the button on the
+last message the bot sent them, or their written answer) at once, and the round ends when
+every update of it was handled and every reply delivered. An update's latency runs from its
+creation on the server to the end of its handling (for yousaid: its transaction committed,
+replies durably queued; for the others: the handler returned, replies sent).
+Updates/s = updates ÷ the sum of the rounds' times (handling and delivering the replies).
+
+    .venv/bin/python -m bench.inbound [--people 5000] [--baseline-updates 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import pstats
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    PicklePersistence,
+    TypeHandler,
+    filters,
+)
+
+from bot.http_request import AiohttpRequest
+from bot.local_api import FakePerson, LocalBotApi
+from bot.runtime import build_runtime, start, stop
+from bot.secrets_file import load_secrets
+from bot.sender import ChatPacer
+from bot.settings import load_settings
+from state_machines.session import Session
+from storage.clock import SystemClock
+
+TOKEN = "123456789:AAinventedTOKENforBENCHonly_abcdefghij"
+RATINGS = ("Always", "Mostly", "Sometimes", "Not often", "Never", "Skip this one")
+EXPLAIN = "I don't understand"
+IMPROVE = "More evening appointments, and staff who call back when they say they will."
+# A person's steps: /feedback, Start, four principles (with "I don't understand" on two of
+# them for some people), and the written answer: 7 to 9 updates each.
+Step = tuple[str, str]  # ("text", words) or ("tap", button label)
+
+
+def script_for(n: int) -> list[Step]:
+    rng = random.Random(n)
+    steps: list[Step] = [("text", "/feedback"), ("tap", "Start")]
+    for principle in range(4):
+        if n % 2 == 0 and principle in (1, 3):
+            steps.append(("tap", EXPLAIN))
+        steps.append(("tap", rng.choice(RATINGS)))
+    steps.append(("text", IMPROVE))
+    return steps
+
+
+@dataclass
+class Measure:
+    name: str
+    updates: int = 0
+    seconds: float = 0.0  # sum over rounds: handled and replies delivered
+    handling_seconds: float = 0.0  # sum over rounds: until the last update was handled
+    latencies: list[float] = field(default_factory=list)
+    http_calls: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_second(self) -> float:
+        return self.updates / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "updates": self.updates,
+            "updates_per_s": round(self.per_second, 1),
+            "handling_updates_per_s": round(self.updates / self.handling_seconds, 1)
+            if self.handling_seconds
+            else 0.0,
+            "p50_ms": round(self.percentile(0.50), 1),
+            "p99_ms": round(self.percentile(0.99), 1),
+            "http_calls_per_update": round(self.http_calls / self.updates, 2)
+            if self.updates
+            else 0.0,
+            **self.notes,
+        }
+
+
+class Timer:
+    """Records, per update id, when the server created it and when handling ended (a
+    TypeHandler in a later group runs after the handlers of group 0 have finished)."""
+
+    def __init__(self) -> None:
+        self.created: dict[int, float] = {}
+        self.done: dict[int, float] = {}
+
+    def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        application.add_handler(TypeHandler(Update, self._handled), group=99)
+
+    async def _handled(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        self.done[update.update_id] = time.perf_counter()
+
+
+def find_button(api: LocalBotApi, person: FakePerson, label: str) -> tuple[int, str]:
+    for message in reversed(api.messages(person.chat_id)):
+        for row in (message.reply_markup or {}).get("inline_keyboard", []):
+            for button in row:
+                if button["text"] == label:
+                    return message.message_id, button["callback_data"]
+    raise AssertionError(f"no button {label!r} for an invented person")
+
+
+async def drive(
+    api: LocalBotApi,
+    people: list[FakePerson],
+    timer: Timer,
+    measure: Measure,
+    settled: Callable[[], Awaitable[bool]],
+    limit_updates: int | None = None,
+) -> None:
+    """Every person takes their next step at once; the round ends when everything was
+    handled and the replies delivered."""
+    scripts = {p.user_id: script_for(i) for i, p in enumerate(people)}
+    rounds = max(len(s) for s in scripts.values())
+    for round_no in range(rounds):
+        ids: list[int] = []
+        began = time.perf_counter()
+        for person in people:
+            script = scripts[person.user_id]
+            if round_no >= len(script):
+                continue
+            if limit_updates is not None and measure.updates + len(ids) >= limit_updates:
+                break
+            kind, what = script[round_no]
+            if kind == "text":
+                update_id = api.send_text(person, what)
+            else:
+                message_id, data = find_button(api, person, what)
+                update_id = api.press_button(person, message_id, data)
+            timer.created[update_id] = time.perf_counter()
+            ids.append(update_id)
+        if not ids:
+            break
+        deadline = time.monotonic() + 600
+        while not all(i in timer.done for i in ids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{measure.name}: round {round_no} not handled in 10 min")
+            await asyncio.sleep(0.005)
+        measure.handling_seconds += max(timer.done[i] for i in ids) - began
+        while not await settled():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{measure.name}: round {round_no} replies not delivered")
+            await asyncio.sleep(0.005)
+        measure.seconds += time.perf_counter() - began
+        measure.updates += len(ids)
+        measure.latencies += [timer.done[i] - timer.created[i] for i in ids]
+
+
+def people_for(count: int, base: int) -> list[FakePerson]:
+    return [FakePerson(user_id=base + n, first_name="-", language_code="en") for n in range(count)]
+
+
+# -- yousaid -----------------------------------------------------------------------------
+
+
+def seed_yousaid(database: str, secrets_path: str, people: list[FakePerson]) -> None:
+    """Onboarded people with every consent and a region, written directly (one transaction:
+    seeding is not what is measured)."""
+    secrets = load_secrets(secrets_path, production=False)
+    now = SystemClock().now_ms()
+    session = Session(completed=frozenset({"onboarding"})).to_json()
+    with sqlite3.connect(database) as conn:
+        pseudonyms = [(secrets.pseudonym(p.user_id), p.chat_id) for p in people]
+        conn.executemany(
+            "INSERT INTO people (pseudonym, chat_id, locale, region, created_at, updated_at) "
+            "VALUES (?, ?, 'en', 'london', ?, ?)",
+            [(ps, chat, now, now) for ps, chat in pseudonyms],
+        )
+        conn.executemany(
+            "INSERT INTO consent_ledger (pseudonym, purpose, granted, notice_version, "
+            "recorded_at) VALUES (?, ?, 1, 'v1', ?)",
+            [
+                (ps, purpose, now)
+                for ps, _ in pseudonyms
+                for purpose in ("feedback", "panel_invitations", "updates", "quotes")
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO dialogue_sessions (pseudonym, session, updated_at) VALUES (?, ?, ?)",
+            [(ps, session, now) for ps, _ in pseudonyms],
+        )
+
+
+async def run_yousaid(
+    people: list[FakePerson], folder: Path, name: str, profile: cProfile.Profile | None = None
+) -> Measure:
+    measure = Measure(name)
+    timer = Timer()
+    async with LocalBotApi(TOKEN, "yousaid_bench_bot") as api:
+        for person in people:
+            api.add_chat(person)
+        settings = load_settings(
+            {
+                "TELEGRAM_BOT_TOKEN": TOKEN,
+                "TELEGRAM_API_BASE_URL": api.base_url,
+                "DATABASE_PATH": str(folder / f"{name}.db"),
+                "SECRETS_PATH": str(folder / "secrets"),
+                # The local server enforces no limit here: replies go as fast as the sender can.
+                "SEND_RATE_PER_SECOND": "1000",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        runtime = await build_runtime(
+            settings, poll_timeout=1, chat_pacer=ChatPacer(burst=1000, window=1.0)
+        )
+        seed_yousaid(settings.database_path, settings.secrets_path, people)
+        timer.install(runtime.application)
+        await start(runtime)
+
+        async def settled() -> bool:
+            async with (
+                runtime.db.read() as conn,
+                conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") as cursor,
+            ):
+                row = await cursor.fetchone()
+            # A sent row stays pending until its confirmation is committed.
+            return row is not None and row[0] == 0
+
+        try:
+            if profile is not None:
+                profile.enable()
+            await drive(api, people, timer, measure, settled)
+        finally:
+            if profile is not None:
+                profile.disable()
+            await stop(runtime)
+        measure.notes["answers_stored"] = _count(
+            settings.database_path, "SELECT COUNT(*) FROM checkin_scores"
+        ) + _count(settings.database_path, "SELECT COUNT(*) FROM answers")
+        measure.notes["pending_in_inbox"] = _count(
+            settings.database_path, "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"
+        )
+        measure.http_calls = _calls(api)
+    return measure
+
+
+def _count(database: str, sql: str) -> int:
+    try:
+        with sqlite3.connect(database) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
+def _calls(api: LocalBotApi) -> int:
+    return len([c for c in api.calls() if c.method.lower() != "getupdates"])
+
+
+def _application(
+    api: LocalBotApi, persistence: PicklePersistence[Any, Any, Any] | None = None
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    """The ceiling is built as YouSaid's Application is (bot/runtime.py: 64 updates at once,
+    aiohttp requests); the peer as the examples build theirs (PTB's default httpx requests),
+    but with the same 64 updates at once, which only helps it."""
+    base = ApplicationBuilder().token(TOKEN).base_url(api.base_url).concurrent_updates(64)
+    if persistence is None:
+        base = base.request(AiohttpRequest(pool_size=16, pool_timeout=10))
+        base = base.get_updates_request(AiohttpRequest(pool_size=1))
+    else:
+        base = base.persistence(persistence)
+    return base.build()
+
+
+async def _poll(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    await application.initialize()
+    await application.start()
+    assert application.updater is not None
+    await application.updater.start_polling(poll_interval=0.0, timeout=1)
+
+
+async def _unpoll(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    assert application.updater is not None
+    await application.updater.stop()
+    await application.stop()
+    await application.shutdown()
+
+
+async def _always() -> bool:
+    return True
+
+
+# -- ceiling -----------------------------------------------------------------------------
+
+_CEILING_KEYBOARD = InlineKeyboardMarkup(
+    [
+        [InlineKeyboardButton(label, callback_data=f"c{i}")]
+        for i, label in enumerate(("Start", *RATINGS, EXPLAIN))
+    ]
+)
+
+
+async def run_ceiling(people: list[FakePerson], limit: int) -> Measure:
+    measure = Measure("ceiling (reply only)")
+    timer = Timer()
+    async with LocalBotApi(TOKEN, "yousaid_bench_bot") as api:
+        for person in people:
+            api.add_chat(person)
+        application = _application(api)
+
+        async def reply(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            if update.callback_query is not None:
+                await update.callback_query.answer()
+            assert update.effective_chat is not None
+            await update.get_bot().send_message(
+                update.effective_chat.id, "OK", reply_markup=_CEILING_KEYBOARD
+            )
+
+        application.add_handler(TypeHandler(Update, reply))
+        timer.install(application)
+        await _poll(application)
+        try:
+            await drive(api, people, timer, measure, _always, limit)
+        finally:
+            await _unpoll(application)
+        measure.http_calls = _calls(api)
+    return measure
+
+
+# -- peer --------------------------------------------------------------------------------
+
+INTRO, VOICE, RESPECT, NEUTRALITY, TRUST, IMPROVE_STATE = range(6)
+_QUESTIONS = {
+    VOICE: ("voice", "When you talk to probation, do they listen to you?"),
+    RESPECT: ("respect", "Do probation staff treat you with respect?"),
+    NEUTRALITY: ("neutrality", "Does probation treat you in a fair way?"),
+    TRUST: ("trust", "Do you trust probation to do what they say?"),
+}
+
+
+def _rating_keyboard() -> InlineKeyboardMarkup:
+    rows = [[InlineKeyboardButton(label, callback_data=f"r{i}")] for i, label in enumerate(RATINGS)]
+    rows.append([InlineKeyboardButton(EXPLAIN, callback_data="explain")])
+    return InlineKeyboardMarkup(rows)
+
+
+class Peer:
+    """The check-in as python-telegram-bot's conversationbot/inlinekeyboard2 examples teach."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def store(self, user_id: int, question: str, answer: str) -> None:
+        await self.db.execute(
+            "INSERT INTO answers (user_id, question, answer, at) VALUES (?, ?, ?, ?)",
+            (user_id, question, answer, time.time()),
+        )
+        await self.db.commit()
+
+    async def feedback(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> int:
+        assert update.message is not None
+        keyboard = InlineKeyboardMarkup(
+            [
+                [InlineKeyboardButton("Start", callback_data="start")],
+                [InlineKeyboardButton("Not now", callback_data="later")],
+            ]
+        )
+        await update.message.reply_text(
+            "We want to know how probation treats you.", reply_markup=keyboard
+        )
+        return INTRO
+
+    async def begin(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> int:
+        query = update.callback_query
+        assert query is not None
+        await query.answer()
+        await query.edit_message_text(_QUESTIONS[VOICE][1], reply_markup=_rating_keyboard())
+        return VOICE
+
+    def rating(self, state: int) -> Callable[[Update, Any], Awaitable[int]]:
+        async def handler(update: Update, _: ContextTypes.DEFAULT_TYPE) -> int:
+            query = update.callback_query
+            assert query is not None and query.data is not None
+            await query.answer()
+            assert update.effective_user is not None
+            label = RATINGS[int(query.data[1:])]
+            await self.store(update.effective_user.id, _QUESTIONS[state][0], label)
+            if state == TRUST:
+                await query.edit_message_text(f"{label}.\n\nWhat one thing would make it better?")
+                return IMPROVE_STATE
+            await query.edit_message_text(
+                f"{label}.\n\n{_QUESTIONS[state + 1][1]}", reply_markup=_rating_keyboard()
+            )
+            return state + 1
+
+        return handler
+
+    def explain(self, state: int) -> Callable[[Update, Any], Awaitable[int]]:
+        async def handler(update: Update, _: ContextTypes.DEFAULT_TYPE) -> int:
+            query = update.callback_query
+            assert query is not None
+            await query.answer()
+            await query.edit_message_text(
+                f"In other words: {_QUESTIONS[state][1]}", reply_markup=_rating_keyboard()
+            )
+            return state
+
+        return handler
+
+    async def improve(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> int:
+        assert update.message is not None and update.effective_user is not None
+        await self.store(update.effective_user.id, "improve", update.message.text or "")
+        await update.message.reply_text("Thank you.")
+        return ConversationHandler.END
+
+    def handler(self) -> ConversationHandler[Any]:
+        states: dict[object, list[Any]] = {
+            INTRO: [CallbackQueryHandler(self.begin, pattern="^start$")],
+            IMPROVE_STATE: [MessageHandler(filters.TEXT & ~filters.COMMAND, self.improve)],
+        }
+        for state in (VOICE, RESPECT, NEUTRALITY, TRUST):
+            states[state] = [
+                CallbackQueryHandler(self.explain(state), pattern="^explain$"),
+                CallbackQueryHandler(self.rating(state), pattern="^r[0-5]$"),
+            ]
+        return ConversationHandler(
+            entry_points=[CommandHandler("feedback", self.feedback)],
+            states=states,
+            fallbacks=[],
+            name="feedback",
+            persistent=True,
+            per_message=False,
+        )
+
+
+async def run_peer(people: list[FakePerson], folder: Path, limit: int) -> Measure:
+    measure = Measure("peer (ConversationHandler)")
+    timer = Timer()
+    db = await aiosqlite.connect(str(folder / "peer.db"))
+    await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute("PRAGMA synchronous = FULL")
+    await db.execute(
+        "CREATE TABLE answers (id INTEGER PRIMARY KEY, user_id INTEGER, question TEXT, "
+        "answer TEXT, at REAL)"
+    )
+    await db.commit()
+    async with LocalBotApi(TOKEN, "yousaid_bench_bot") as api:
+        for person in people:
+            api.add_chat(person)
+        persistence = PicklePersistence(str(folder / "peer.pickle"))
+        application = _application(api, persistence)
+        application.add_handler(Peer(db).handler())
+        timer.install(application)
+        await _poll(application)
+        try:
+            await drive(api, people, timer, measure, _always, limit)
+        finally:
+            await _unpoll(application)
+            await db.close()
+        measure.notes["answers_stored"] = _count(
+            str(folder / "peer.db"), "SELECT COUNT(*) FROM answers"
+        )
+        measure.http_calls = _calls(api)
+    return measure
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+async def run(people_count: int, baseline_updates: int, profile_path: str | None) -> list[Measure]:
+    results: list[Measure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        # Baselines and yousaid on the same subset (same people, same steps), then yousaid on
+        # the whole burst. Subset: whole check-ins adding up to about `baseline_updates`.
+        per_person = statistics.mean(len(script_for(n)) for n in range(100))
+        subset = people_for(max(1, int(baseline_updates / per_person)), 740_000_000)
+        results.append(await run_ceiling(subset, baseline_updates))
+        results.append(await run_peer(subset, folder, baseline_updates))
+        results.append(await run_yousaid(subset, folder, "yousaid (same subset)"))
+        profile = cProfile.Profile() if profile_path else None
+        everyone = people_for(people_count, 750_000_000)
+        results.append(
+            await run_yousaid(everyone, folder, f"yousaid ({people_count:,} people)", profile)
+        )
+        if profile is not None and profile_path:
+            profile.dump_stats(profile_path)
+    return results
+
+
+def report(results: list[Measure]) -> dict[str, Any]:
+    ceiling, peer, same, full = results
+    return {
+        "rows": [m.row() for m in results],
+        "ratio_vs_ceiling": round(full.per_second / ceiling.per_second, 3),
+        "ratio_vs_peer": round(full.per_second / peer.per_second, 3),
+        "subset_ratio_vs_ceiling": round(same.per_second / ceiling.per_second, 3),
+        "subset_ratio_vs_peer": round(same.per_second / peer.per_second, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--people", type=int, default=5000)
+    parser.add_argument("--baseline-updates", type=int, default=5000)
+    parser.add_argument("--profile", help="write cProfile stats of the full yousaid run here")
+    parser.add_argument("--json", help="write the results here as JSON")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.people, args.baseline_updates, args.profile))
+    summary = report(results)
+    for row in summary["rows"]:
+        print(json.dumps(row))
+    for key in ("ratio_vs_ceiling", "ratio_vs_peer", "subset_ratio_vs_ceiling"):
+        print(f"{key}: {summary[key]}")
+    print(f"subset_ratio_vs_peer: {summary['subset_ratio_vs_peer']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    if args.profile:
+        with contextlib.redirect_stdout(None):
+            pass
+        stats = pstats.Stats(args.profile)
+        stats.sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

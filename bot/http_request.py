@@ -1,0 +1,111 @@
+"""python-telegram-bot's HTTP calls made with aiohttp instead of httpx.
+
+Profiling the inbound benchmark (bench/RESULTS.md) showed the bot spending most of its CPU in
+httpcore's connection pool: with dozens of updates answering callback queries at once while
+the sender sends, every request and every response re-scans the queue of waiting requests and
+checks each pooled socket with a system call. The same calls made through an aiohttp
+connector cost about a fifth as much (about 5x the calls per second on one core, against
+the local Bot API server in the same process). aiohttp is already a dependency (webhook mode
+and the local server).
+
+The behaviour python-telegram-bot relies on is kept: timeouts become `TimedOut`, transport
+failures `NetworkError`, and the status code and body are handed back for PTB to interpret
+(429 -> RetryAfter, 403 -> Forbidden, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from telegram._utils.defaultvalue import DefaultValue
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+
+class AiohttpRequest(BaseRequest):
+    """A `BaseRequest` over one aiohttp session with at most `pool_size` connections."""
+
+    def __init__(
+        self,
+        pool_size: int = 16,
+        read_timeout: float | None = 5.0,
+        write_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        pool_timeout: float | None = 1.0,
+    ) -> None:
+        self._pool_size = pool_size
+        self._read_timeout = read_timeout
+        # aiohttp has no separate write timeout; a stalled write ends at the read timeout.
+        self._write_timeout = write_timeout
+        self._connect_timeout = connect_timeout
+        self._pool_timeout = pool_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    async def initialize(self) -> None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                headers={"User-Agent": self.USER_AGENT},
+            )
+
+    async def shutdown(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = BaseRequest.DEFAULT_NONE,
+        write_timeout: Any = BaseRequest.DEFAULT_NONE,
+        connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+        pool_timeout: Any = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        if self._session is None or self._session.closed:
+            raise RuntimeError("This AiohttpRequest is not initialized!")
+        read = _given(read_timeout, self._read_timeout)
+        connect = _given(connect_timeout, self._connect_timeout)
+        pool = _given(pool_timeout, self._pool_timeout)
+        # aiohttp's `connect` covers waiting for a pooled connection and connecting;
+        # `sock_connect` the connecting alone.
+        waiting = None if connect is None or pool is None else connect + pool
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=waiting, sock_connect=connect, sock_read=read
+        )
+        try:
+            async with self._session.request(
+                method, url, data=_body(request_data), timeout=timeout
+            ) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise TimedOut from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+
+def _given(value: Any, default: float | None) -> float | None:
+    if isinstance(value, DefaultValue):
+        return default
+    return None if value is None else float(value)
+
+
+def _body(request_data: RequestData | None) -> Any:
+    """Form fields as PTB encodes them (JSON values), multipart when files are attached."""
+    if request_data is None:
+        return None
+    files = request_data.multipart_data
+    if not files:
+        return request_data.json_parameters
+    form = aiohttp.FormData()
+    for name, value in request_data.json_parameters.items():
+        form.add_field(name, value)
+    for name, part in files.items():
+        filename, content, mimetype = part
+        form.add_field(name, content, filename=filename, content_type=mimetype)
+    return form
