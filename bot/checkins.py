@@ -196,6 +196,32 @@ class CheckinService(Desk[DialogueTexts]):
         await checkins.advance_schedule(region, next_at, now)
         await schedule_round(conn, region, next_at, now)
 
+    async def ensure_rounds(self) -> None:
+        """At start: every region's round has its job waiting. A round job given up after
+        repeated failures would otherwise stop that region's check-ins for good; its round
+        is skipped to the next time after now (and logged), and the job made again."""
+        now = self._clock.now_ms()
+        async with self._db.transaction() as conn:
+            checkins, jobs = Checkins(conn), Schedules(conn)
+            for schedule in await checkins.schedules():
+                key = f"{ROUND_JOB}:{schedule.region}:{schedule.next_at}"
+                status = await jobs.status_of(key)
+                if status == "pending":
+                    continue
+                next_at = schedule.next_at
+                if status is not None:  # given up: that round will not be sent
+                    interval = schedule.every_days * DAY_MS
+                    next_at += interval
+                    while next_at <= now:
+                        next_at += interval
+                    await checkins.advance_schedule(schedule.region, next_at, now)
+                    log.error(
+                        "the check-in round of %s had failed (%s); the next is scheduled",
+                        schedule.region,
+                        status,
+                    )
+                await schedule_round(conn, schedule.region, next_at, now)
+
     async def on_nudge(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """One gentle reminder for a check-in not finished after a day."""
         checkins = Checkins(conn)

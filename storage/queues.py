@@ -291,6 +291,14 @@ class Schedules:
         ) as cursor:
             return await cursor.fetchone() is not None
 
+    async def status_of(self, key: str) -> str | None:
+        """The status of the job with this key (pending, done, failed), if there is one."""
+        async with self._conn.execute(
+            "SELECT status FROM schedules WHERE key = ?", (key,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
     async def due(self, now: int, limit: int = 100) -> list[Job]:
         async with self._conn.execute(
             "SELECT id, kind, key, due_at, payload, attempts FROM schedules "

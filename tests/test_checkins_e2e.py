@@ -5,13 +5,16 @@ bot process. Everyone here is invented."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.local_api import LocalBotApi
 from bot.rendering import Catalogs
 from bot.settings import PROJECT_ROOT, load_settings
+from storage.clock import ManualClock
 from tests.harness import ADA, BRAN, CERI, BotProcess, Chat, Records, onboard, running_bot
 
 
@@ -219,3 +222,37 @@ async def test_saying_no_to_keep_my_answers_stops_a_check_in_under_way(
         records = Records(runtime.settings)
         assert records.query("SELECT status FROM checkins") == [("expired",)]
         assert records.place(ADA) is None
+
+
+async def test_a_round_given_up_after_failures_is_scheduled_again(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A round job that failed for good (a region's check-ins would stop forever) is
+    replaced at the next start by the next round after now, and only one is waiting."""
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        settings = runtime.settings
+    first = clock.now_ms() + 3_600_000
+    week = 7 * 86_400_000
+    with sqlite3.connect(settings.database_path) as conn:
+        conn.execute(
+            "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, created_at, "
+            "updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
+            (first,),
+        )
+        conn.execute(
+            "INSERT INTO schedules (kind, key, due_at, payload, created_at, status, attempts) "
+            "VALUES ('checkin_round', ?, ?, ?, 0, 'failed', 5)",
+            (f"checkin_round:london:{first}", first, f'{{"region":"london","due":{first}}}'),
+        )
+    clock.advance(10 * 86_400)  # ten days later, the bot starts again
+    async with running_bot(api, tmp_path, clock=clock):
+        pass
+    async with running_bot(api, tmp_path, clock=clock):  # and once more: nothing added
+        pass
+    records = Records(settings)
+    assert records.query("SELECT next_at FROM checkin_schedules") == [(first + 2 * week,)]
+    waiting = records.query(
+        "SELECT key, due_at FROM schedules WHERE kind = 'checkin_round' AND status = 'pending'"
+    )
+    assert waiting == [(f"checkin_round:london:{first + 2 * week}", first + 2 * week)]
