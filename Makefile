@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run sandbox test bench check lint typecheck catalogs translations migrate clean example-digest
+.PHONY: run sandbox test bench check lint typecheck catalogs translations migrate clean example-digest soak reliability
 
 # With TELEGRAM_BOT_TOKEN set: the real bot. Without: the sandbox (a local stand-in for
 # Telegram and a chat in this terminal).
@@ -49,6 +49,23 @@ translations: $(INSTALLED)
 # Benchmarks: numbers, not pass/fail. Results go to bench/RESULTS.md by hand, with the command.
 bench: $(INSTALLED) catalogs
 	$(PY) -m bench.broadcast
+
+# The fault suite's long run: 200 kill -9 and restart rounds (about 10 minutes).
+soak: $(INSTALLED) catalogs
+	RELIABILITY_RESULTS=build/reliability $(PY) -m tests.soak --rounds 200
+
+# docs/reliability.md, rewritten from a fresh run of the fault suite, the soak and the other
+# issue-7 tests (a failure is written into the report, not hidden).
+RELIABILITY_TESTS = tests/test_faults.py $(wildcard tests/test_hostile_input.py \
+	tests/test_access_matrix.py tests/test_staff_access.py tests/test_log_privacy.py \
+	tests/test_sentry_e2e.py tests/test_backup*.py tests/test_retention*.py \
+	tests/test_key_rotation*.py)
+reliability: $(INSTALLED) catalogs
+	rm -rf build/reliability
+	-RELIABILITY_RESULTS=build/reliability $(PY) -m pytest -q \
+		--junitxml=build/reliability/junit.xml $(RELIABILITY_TESTS)
+	-RELIABILITY_RESULTS=build/reliability $(PY) -m tests.soak --rounds 200
+	$(PY) -m tests.reliability_report build/reliability docs/reliability.md
 
 sandbox: $(INSTALLED) catalogs migrate
 	$(PY) -m bot sandbox

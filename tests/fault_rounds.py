@@ -22,6 +22,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,6 +272,13 @@ class Fleet:
     # -- the rounds -----------------------------------------------------------------
 
     async def kill_and_check(self) -> None:
+        process = self.bot.process
+        if process is not None and process.returncode is not None:
+            log = self.bot.log_path.read_text(errors="replace").splitlines()[-15:]
+            raise AssertionError(
+                f"the bot exited by itself (status {process.returncode}) before kill "
+                f"{self.stats.kills + 1}; its log ends:\n" + "\n".join(log)
+            )
         await self.bot.kill()
         self.stats.kills += 1
         # A person's latest script that has begun (an earlier one of theirs is history).
@@ -302,7 +310,7 @@ class Fleet:
                     self.newcomer()
             if number % PANEL_EVERY == 0:
                 self.panel()
-            await asyncio.sleep(self.rng.uniform(0.1, 2.0))
+            await asyncio.sleep(self.rng.uniform(0.1, 1.4))
             await self.kill_and_check()
             failed = [t for t in self.tasks if t.done() and t.exception() is not None]
             if failed:
@@ -445,12 +453,15 @@ async def follow(
     person: FakePerson,
     steps: list[Step],
     timeout: float = 20.0,  # noqa: ASYNC109 - per reply, reported with what did arrive
+    before_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """One person works through a script, each step after the reply to the one before;
-    returns how long each reply took (seconds)."""
+    returns how long each reply took (seconds). `before_step(n)` runs before step n."""
     anchor: SentMessage | None = None
     took: list[float] = []
     for number, step in enumerate(steps, 1):
+        if before_step is not None:
+            before_step(number)
         before = 0 if step.action == "wait" else len(api.messages(person.chat_id))
         began = time.monotonic()
         if step.action == "say":

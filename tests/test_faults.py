@@ -10,17 +10,30 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from bot.local_api import FakePerson, LocalBotApi
 from storage.clock import ManualClock
-from tests.fault_rounds import ONBOARDING, checkin, follow, run_kill_rounds
-from tests.harness import TOKEN, Records, running_bot
+from tests.fault_rounds import (
+    EXPECTED_CONSENTS,
+    ONBOARDING,
+    Step,
+    checkin,
+    follow,
+    run_kill_rounds,
+)
+from tests.harness import TOKEN, Records, eventually, running_bot
 from tests.reliability import record
 
 KILL_ROUNDS = int(os.environ.get("FAULT_KILL_ROUNDS", "20"))
 SEED = int(os.environ.get("FAULT_SEED", "7"))
 DAY = 86_400
+LOCK_SECONDS = [float(s) for s in os.environ.get("FAULT_LOCK_SECONDS", "4,12").split(",")]
 
 
 def invented(n: int) -> FakePerson:
@@ -127,3 +140,162 @@ async def test_repeated_shuffled_and_backwards_updates_end_as_one_clean_delivery
     )
     assert repeats > 20  # the faults really happened
     assert faulty == clean
+
+
+async def test_a_failing_slow_or_silent_bot_api_loses_nothing_and_others_are_served(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada's messages meet 500, a connection cut before and after Telegram acted, 429, a
+    slow answer, no answer at all, and getUpdates failing; then she blocks the bot (403).
+    Bran and Ceri, talking at the same time, are served throughout; every reply queued
+    reaches Ada (a cut after Telegram acted may repeat one); nothing stays queued."""
+    ada, bran, ceri = invented(11), invented(12), invented(13)
+    holds = []
+
+    def faults_for_ada(step: int) -> None:
+        api.set_delay("sendMessage", 0, chat_id=ada.chat_id)
+        if step == 2:
+            api.fail_next("sendMessage", 500, retry_after=None, chat_id=ada.chat_id)
+        elif step == 3:
+            api.drop_next("sendMessage", chat_id=ada.chat_id)
+        elif step == 4:
+            api.drop_next("sendMessage", chat_id=ada.chat_id, after_processing=True)
+        elif step == 5:
+            api.fail_next("sendMessage", 429, retry_after=1)  # whoever sends next
+        elif step == 6:
+            api.set_delay("sendMessage", 3.0, chat_id=ada.chat_id)
+        elif step == 7:
+            holds.append(api.hold("sendMessage", chat_id=ada.chat_id))  # never answered
+        elif step == 8:
+            api.fail_next("getUpdates", 500, retry_after=None)
+            api.drop_next("getUpdates")
+
+    texts = {
+        p.user_id: f"More evening appointments please, from {p.user_id % 100}."
+        for p in (ada, bran, ceri)
+    }
+    async with running_bot(api, tmp_path) as runtime:
+        records = Records(runtime.settings)
+        took = await asyncio.gather(
+            follow(api, ada, [*ONBOARDING, *checkin(texts[ada.user_id])], 30, faults_for_ada),
+            follow(api, bran, [*ONBOARDING, *checkin(texts[bran.user_id])], 30),
+            follow(api, ceri, [*ONBOARDING, *checkin(texts[ceri.user_id])], 30),
+        )
+        for hold in holds:
+            hold.release(deliver=False)
+        # 403: Ada blocks the bot. Her reply cannot reach her: she is marked unreachable
+        # and her queue cancelled; Bran is still served; writing again makes her reachable.
+        who = records.pseudonym(ada)
+        api.block(ada.chat_id)
+        api.send_text(ada, "/help")
+        await eventually(
+            lambda: records.query("SELECT reachable FROM people WHERE pseudonym = ?", who) == [(0,)]
+        )
+        await follow(api, bran, [Step("say", "/help", ("/privacy",))], 10)
+        api.unblock(ada.chat_id)
+        await follow(api, ada, [Step("say", "/help", ("/privacy",))], 10)
+        assert records.query("SELECT reachable FROM people WHERE pseudonym = ?", who) == [(1,)]
+        await eventually(
+            lambda: records.query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") == [(0,)]
+        )
+        outcomes = {
+            (str(who_), str(status)): n
+            for who_, status, n in records.query(
+                "SELECT CASE chat_id WHEN ? THEN 'ada' ELSE 'others' END, status, COUNT(*) "
+                "FROM outbox GROUP BY 1, 2",
+                ada.chat_id,
+            )
+        }
+        cancelled = records.query(
+            "SELECT chat_id, last_error FROM outbox WHERE status = 'cancelled' GROUP BY 1, 2"
+        )
+        for person in (ada, bran, ceri):
+            assert records.consents(person) == EXPECTED_CONSENTS
+            answers = records.query(
+                "SELECT ciphertext FROM answers WHERE pseudonym = ?", records.pseudonym(person)
+            )
+            assert [records.secrets.decrypt_text(bytes(a)) for (a,) in answers] == [  # type: ignore[arg-type]
+                texts[person.user_id]
+            ]
+        assert records.query("SELECT COUNT(*) FROM inbox WHERE status <> 'handled'") == [(0,)]
+        assert records.query("PRAGMA integrity_check") == [("ok",)]
+    # Everything queued was sent, except the reply to Ada's /help while she had blocked us.
+    assert cancelled == [(ada.chat_id, "403: blocked by the person")]
+    assert set(outcomes) == {("ada", "sent"), ("ada", "cancelled"), ("others", "sent")}
+    ada_took, others_took = took[0], took[1] + took[2]
+    # Ada's faults cost her seconds (slow, silent, retried); the others never waited on them.
+    assert sum(ada_took) > sum(took[1]) + 5
+    assert max(others_took) < 6.0 and sorted(others_took)[len(others_took) // 2] < 0.5
+    calls = {c.outcome for c in api.calls() if c.chat_id == ada.chat_id}
+    assert {"dropped", "error"} <= calls
+    record(
+        "bot_api_faults",
+        1,
+        True,
+        {
+            "faults": "500, cut before, cut after, 429, 3 s slow, no answer, getUpdates "
+            "500 and cut, 403",
+            "slowest_other_reply_s": round(max(others_took), 2),
+            "ada_total_s": round(sum(ada_took), 1),
+        },
+    )
+
+
+def hold_the_write_lock(database: Path, seconds: float, started: threading.Event) -> None:
+    """A second writer (a backup, an admin command) holding BEGIN IMMEDIATE."""
+    conn = sqlite3.connect(database, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fault_test', 'x')")
+        started.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("lock_seconds", LOCK_SECONDS)
+async def test_a_database_locked_by_another_writer_only_delays_replies(
+    api: LocalBotApi, tmp_path: Path, lock_seconds: float
+) -> None:
+    """Three people are mid-way through onboarding and a check-in when another writer holds
+    the database for a few seconds, then for longer than busy_timeout (10 s; the poller used
+    to die of that): every reply comes, later; no one is told something went wrong; nothing
+    is stored twice."""
+    people = [invented(21), invented(22), invented(23)]
+    texts = {
+        p.user_id: f"Letters should be in plain words, from {p.user_id % 100}." for p in people
+    }
+    async with running_bot(api, tmp_path) as runtime:
+        records = Records(runtime.settings)
+        await asyncio.gather(*(follow(api, p, ONBOARDING[:4], 10) for p in people))
+        started = threading.Event()
+        locker = asyncio.create_task(
+            asyncio.to_thread(
+                hold_the_write_lock, runtime.settings.database_path, lock_seconds, started
+            )
+        )
+        while not started.is_set():  # noqa: ASYNC110 - a thread's event
+            await asyncio.sleep(0.01)
+        began = time.monotonic()
+        took = await asyncio.gather(
+            *(follow(api, p, [*ONBOARDING[4:], *checkin(texts[p.user_id])], 30) for p in people)
+        )
+        await locker
+        waited = max(t[0] for t in took)
+        for person in people:
+            assert records.consents(person) == EXPECTED_CONSENTS
+            assert records.query(
+                "SELECT COUNT(*) FROM answers WHERE pseudonym = ?", records.pseudonym(person)
+            ) == [(1,)]
+            assert not [m for m in api.messages(person.chat_id) if "went wrong" in (m.text or "")]
+        assert records.query("SELECT COUNT(*) FROM inbox WHERE status <> 'handled'") == [(0,)]
+        assert records.query("PRAGMA integrity_check") == [("ok",)]
+    # The first replies waited for the lock: the lock really was in the way.
+    assert waited >= lock_seconds - 0.5, (waited, time.monotonic() - began)
+    record(
+        f"database_locked_{lock_seconds:g}s",
+        1,
+        True,
+        {"lock_seconds": lock_seconds, "people": len(people), "longest_wait_s": round(waited, 1)},
+    )
