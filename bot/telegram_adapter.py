@@ -19,6 +19,7 @@ from telegram import Chat, ChatMember, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
+    ApplicationHandlerStop,
     BaseUpdateProcessor,
     CallbackQueryHandler,
     ChatMemberHandler,
@@ -36,6 +37,7 @@ from bot.conversation import ConversationService, Sender, TappedMessage
 from bot.data_rights import FILE_BUTTON as MYDATA_FILE
 from bot.data_rights import DataRightsService
 from bot.digests import DigestService
+from bot.flood import FloodGate, Verdict, sent_at
 from bot.panel_texts import ANSWER_PREFIX, MANAGE_PREFIX, RSVP_PREFIX
 from bot.panels import PanelService
 from bot.review import BUTTON_PREFIX as RETAG_PREFIX
@@ -173,11 +175,16 @@ class TelegramAdapter:
     """Registers the handlers on an Application and routes updates to the service."""
 
     def __init__(
-        self, service: ConversationService, broadcasts: BroadcastService, app: AppServices
+        self,
+        service: ConversationService,
+        broadcasts: BroadcastService,
+        app: AppServices,
+        flood: FloodGate | None = None,
     ) -> None:
         self._service = service
         self._broadcasts = broadcasts
         self._app = app
+        self._flood = flood or FloodGate()
         self._buttons = _button_routes(app)
         self._commands = _command_routes(app)
 
@@ -186,6 +193,8 @@ class TelegramAdapter:
         # Only a person's own new messages in a private chat count: not business-account
         # messages, not edits, not forwards, not service notices (pins, timers).
         own = _PRIVATE & filters.UpdateType.MESSAGE & ~filters.FORWARDED
+        # Before every other handler (an earlier group): a flood is dropped unread.
+        application.add_handler(TypeHandler(Update, self.on_any_update), group=-1)
         application.add_handlers(
             [
                 ChatMemberHandler(self.on_membership, ChatMemberHandler.MY_CHAT_MEMBER),
@@ -210,6 +219,26 @@ class TelegramAdapter:
                 TypeHandler(Update, self.on_ignored),
             ]
         )
+
+    async def on_any_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """One person sending too much too fast: handle none of the excess (its text is
+        dropped with the inbox payload), and say "slow down" once per window."""
+        key = _chat_key(update)
+        if key is None or update.my_chat_member is not None:
+            return  # blocking/unblocking the bot must always count
+        verdict = self._flood.check(key, sent_at(update))
+        if verdict is Verdict.HANDLE:
+            return
+        if update.callback_query is not None:
+            with contextlib.suppress(TelegramError):  # else their app spins for 15 s
+                await update.callback_query.answer()
+        chat = update.effective_chat
+        if verdict is Verdict.WARN and chat is not None and chat.type == Chat.PRIVATE:
+            log.info("a person is sending too fast; slowing them down")
+            await self._service.reply_with_message(update.update_id, chat.id, "slow_down")
+        else:
+            await self._service.ignore(update.update_id)
+        raise ApplicationHandlerStop
 
     async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/start, with or without a deep-link payload."""
@@ -237,7 +266,11 @@ class TelegramAdapter:
     async def on_broadcast_stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The organiser's "Stop sending" button on a broadcast's progress message."""
         query, user, chat = update.callback_query, update.effective_user, update.effective_chat
-        assert query is not None and query.data is not None
+        assert query is not None
+        if query.data is None or not _BROADCAST_STOP.match(query.data):
+            # PTB hands a query with no data to every pattern; it is no stop button.
+            await self.on_button(update, context)
+            return
         with contextlib.suppress(TelegramError):
             await query.answer()
         if user is None or chat is None or chat.type != Chat.PRIVATE:
@@ -273,7 +306,10 @@ class TelegramAdapter:
     async def on_app_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A button of an app message (panel invitation, check-in, safety, update...)."""
         query = update.callback_query
-        assert query is not None and query.data is not None
+        assert query is not None
+        if query.data is None or not any(p.match(query.data) for p, _ in self._buttons):
+            await self.on_button(update, context)  # no data: see on_broadcast_stop
+            return
         with contextlib.suppress(TelegramError):
             await query.answer()
         sender = self._sender(update)
