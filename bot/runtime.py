@@ -24,6 +24,7 @@ from bot.data_rights import DataRightsService
 from bot.desk import DialogueTexts
 from bot.dialogue_files import build_engine
 from bot.digests import DIGEST_JOB, REPORT_JOB, DigestService
+from bot.flood import FloodGate
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
@@ -215,7 +216,9 @@ async def build_runtime(
     unhandled = service.unhandled_submits()
     if unhandled:
         raise RuntimeError(f"dialogue submits with no handler: {', '.join(unhandled)}")
-    TelegramAdapter(service, broadcasts, services).install(application)
+    TelegramAdapter(service, broadcasts, services, FloodGate(settings.flood_limit)).install(
+        application
+    )
     runtime = Runtime(
         settings,
         db,

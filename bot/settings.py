@@ -54,6 +54,9 @@ class Settings:
     # requests after this many days (bot/retention.py).
     retention_months: int = 24
     safeguarding_retention_days: int = 90
+    # One person's updates handled in any 10 s; beyond that they are dropped unread and the
+    # person is asked to slow down (bot/flood.py). Tests that tap at machine speed raise it.
+    flood_limit: int = 30
 
     @property
     def production(self) -> bool:
@@ -135,7 +138,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     # Never under 13 months: the digest and yearly check-in rounds look back that far.
     retention_months = _whole(get, "RETENTION_MONTHS", "24", 13, 120)
     safeguarding_days = _whole(get, "SAFEGUARDING_RETENTION_DAYS", "90", 30, 3650)
+    flood_limit = _whole(get, "FLOOD_LIMIT", "30", 5, 1_000_000)
     return Settings(
+        flood_limit=flood_limit,
         retention_months=retention_months,
         safeguarding_retention_days=safeguarding_days,
         digest_k=int(digest_k),

@@ -36,6 +36,8 @@ def settings_for(api: LocalBotApi, tmp_path: Path, **extra: str) -> Settings:
         "DATABASE_PATH": str(tmp_path / "yousaid.db"),
         "SECRETS_PATH": str(tmp_path / "secrets"),
         "SEND_RATE_PER_SECOND": "200",
+        # Tests tap faster than any person; the flood limit is tested on its own.
+        "FLOOD_LIMIT": "100000",
         **extra,
     }
     return load_settings(env)
@@ -94,6 +96,7 @@ class BotProcess:
             "SECRETS_PATH": str(tmp_path / "secrets"),
             # Every test's bot logs at DEBUG; tests/log_privacy.py reads this log for leaks.
             "LOG_LEVEL": "DEBUG",
+            "FLOOD_LIMIT": "100000",
             **extra,
         }
         self.log_path = tmp_path / "bot.log"
