@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 import time
 from collections import Counter
@@ -100,8 +101,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--limit", type=float, default=300.0)
+    parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     result = asyncio.run(run(args.recipients, args.limit))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
     for key, value in result.items():
         print(f"{key:>15}: {value:.3f}" if isinstance(value, float) else f"{key:>15}: {value}")
 

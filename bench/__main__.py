@@ -1,0 +1,215 @@
+"""`make bench`: every benchmark, each in its own process, then a table and bench/RESULTS.md.
+
+    .venv/bin/python -m bench [--quick] [--only inbound,startup,...]
+
+Benchmarks, not tests: nothing here passes or fails. Each benchmark runs its baselines in
+the same run, and the table reports ratios against them (these machines are shared and
+noisy). RESULTS.md is the generated figures followed by bench/FINDINGS.md (the profiles,
+what was changed, before and after), which is written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# name -> (module, normal arguments, --quick arguments)
+BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
+    "broadcast": ("bench.broadcast", [], ["--recipients", "3000"]),
+    "inbound": ("bench.inbound", [], ["--people", "500", "--baseline-updates", "1000"]),
+    "startup": ("bench.startup", [], ["--people", "10000", "--mid-dialogue", "1000"]),
+    "digest": ("bench.digest_scale", [], ["--answers", "100000", "--people", "5000"]),
+}
+
+
+def run_one(name: str, quick: bool, folder: Path) -> dict[str, Any]:
+    module, normal, fast = BENCHMARKS[name]
+    out = folder / f"{name}.json"
+    command = [sys.executable, "-m", module, *(fast if quick else normal), "--json", str(out)]
+    if name == "digest":
+        command += ["--cache", str(folder / "digest-cache")]
+    print(f"== {name}: {' '.join(command[1:])}", flush=True)
+    began = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, check=False)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0 or not out.exists():
+        return {"error": f"exit {done.returncode}", "seconds": round(seconds, 1)}
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["wall_seconds"] = round(seconds, 1)
+    return result
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with_cpu = Path("/proc/cpuinfo")
+    if with_cpu.exists():
+        for line in with_cpu.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}; load average at the start {load:.2f}"
+    )
+
+
+def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, measure, result, target) for the table."""
+    table: list[tuple[str, str, str, str]] = []
+    if "broadcast" in results:
+        b = results["broadcast"]
+        if "error" in b:
+            table.append(("broadcast", "run", b["error"], ""))
+        else:
+            table += [
+                (
+                    "broadcast",
+                    "achieved ÷ allowed rate",
+                    f"{b['ratio']:.3f} ({b['achieved_per_s']:.1f}/s of {b['allowed_per_s']:.0f}/s,"
+                    f" {b['recipients']:,} recipients)",
+                    "≥ 0.95",
+                ),
+                (
+                    "broadcast",
+                    "429s / duplicates / missed",
+                    f"{b['429s']} / {b['duplicates']} / {b['missed']}",
+                    "0 / 0 / 0",
+                ),
+            ]
+    if "inbound" in results:
+        i = results["inbound"]
+        if "error" in i:
+            table.append(("inbound", "run", i["error"], ""))
+        else:
+            for row in i["rows"]:
+                table.append(
+                    (
+                        "inbound",
+                        row["name"],
+                        f"{row['updates_per_s']:.1f} updates/s ({row['updates']:,} updates), "
+                        f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms",
+                        "",
+                    )
+                )
+            table += [
+                (
+                    "inbound",
+                    "yousaid ÷ ceiling (whole burst / same subset)",
+                    f"{i['ratio_vs_ceiling']:.2f} / {i['subset_ratio_vs_ceiling']:.2f}",
+                    "≥ 0.5",
+                ),
+                (
+                    "inbound",
+                    "yousaid ÷ peer (whole burst / same subset)",
+                    f"{i['ratio_vs_peer']:.2f} / {i['subset_ratio_vs_peer']:.2f}",
+                    "≥ 3",
+                ),
+            ]
+    if "startup" in results:
+        s = results["startup"]
+        if "error" in s:
+            table.append(("startup", "run", s["error"], ""))
+        else:
+            table += [
+                (
+                    "startup",
+                    f"ready to serve ({s['people']:,} people, {s['mid_dialogue']:,} mid check-in)",
+                    f"{s['ready_seconds']:.2f} s",
+                    "< 2 s",
+                ),
+                (
+                    "startup",
+                    f"peak resident memory (VmHWM, after {s['answered']:,} answers)",
+                    f"{s['peak_rss_mb']:.0f} MB",
+                    "< 250 MB",
+                ),
+            ]
+    if "digest" in results:
+        d = results["digest"]
+        if "error" in d:
+            table.append(("digest", "run", d["error"], ""))
+        else:
+            table += [
+                (
+                    "digest",
+                    f"all 12 weekly digests (+ national), {d['answers']:,} answers, "
+                    f"{d['people']:,} people",
+                    f"{d['best_seconds']:.2f} s (best of {len(d['runs'])})",
+                    "< 5 s",
+                ),
+                (
+                    "digest",
+                    "peak resident memory (/usr/bin/time -v)",
+                    f"{d['peak_rss_mb']:.0f} MB",
+                    "< 300 MB",
+                ),
+            ]
+    return table
+
+
+def markdown(results: dict[str, dict[str, Any]], command: str, started: str, took: float) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `make bench` (`.venv/bin/python -m bench`); the figures below are from",
+        "the last run. Speed is reported as ratios against baselines run in the same process",
+        "run, because these machines are shared and noisy. The findings after the table are",
+        "written by hand (bench/FINDINGS.md).",
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {started} (took {took / 60:.1f} min)",
+        f"- Machine: {machine()}",
+        "",
+        "| benchmark | measure | result | target |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(results)]
+    lines += ["", "<details><summary>Raw figures (JSON)</summary>", "", "```json"]
+    lines += [json.dumps(results, indent=2), "```", "", "</details>", ""]
+    findings = HERE / "FINDINGS.md"
+    if findings.exists():
+        lines.append(findings.read_text())
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs, to try it out")
+    parser.add_argument("--only", help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    began = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            results[name] = run_one(name, args.quick, Path(tmp))
+    took = time.perf_counter() - began
+    table = rows(results)
+    width = max(len(r[1]) for r in table) if table else 10
+    print()
+    for bench, measure, result, target in table:
+        print(f"{bench:<10} {measure:<{width}}  {result}  {('target ' + target) if target else ''}")
+    command = "make bench" if not args.quick else "python -m bench --quick"
+    if args.only:
+        command += f" (only {args.only})"
+    Path(args.out).write_text(markdown(results, command, started, took))
+    print(f"\nwrote {args.out} ({took / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
