@@ -163,7 +163,7 @@ class _Capture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.written.append(self.formatter_.format(record))
-            if record.name.startswith(_PROJECT_LOGGERS):
+            if record.name.split(".", 1)[0] in _PROJECT_LOGGERS:
                 self.bare.append(f"{record.name}: {record.getMessage()}")
             self.count += 1
         except Exception:  # a record that cannot be formatted is kept as its bare template
