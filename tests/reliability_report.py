@@ -36,7 +36,8 @@ SCENARIOS: dict[str, str] = {
     ),
     "bot_api_faults": (
         "One person's messages meet 500, a connection cut before and after Telegram acted, "
-        "429, a 3 s answer, no answer at all, getUpdates 500 and cut, then 403 (blocked). "
+        "429, a 3 s answer, no answer at all, getUpdates 500 and cut before and after it "
+        "answered, then 403 (blocked). "
         "Two others talking at the same time keep being served; nothing queued is lost."
     ),
     "database_locked_4s": (
@@ -106,6 +107,10 @@ def render(folder: Path) -> str:
         "",
         "A *run* of a kill scenario is one `kill -9` and restart; of the others, one full",
         "scenario. *Acknowledged* means the person received the reply to their answer.",
+        "*Repeated invitations* are messages sent again after a kill because they were in",
+        "flight (sent, or confirmed but not yet group-committed): delivery is at least once,",
+        "bounded by the sender's concurrency plus its commit group (40), while every effect",
+        "in the database happens exactly once.",
         "",
         "## Faults",
         "",
