@@ -138,6 +138,7 @@ JUNK_KINDS = [
     "tap_forged",
     "tap_other_persons_button",
     "tap_no_message",
+    "tap_old_message",
     "forward",
     "forward_from_bot",
     "media",
@@ -230,6 +231,10 @@ class Feeder:
         self.update_ids.append(update_id)
         await self.runtime.ingest.store([{"update_id": update_id, **update}])
 
+    def _real_or_forged(self, step: Step) -> str:
+        buttons = self._buttons()
+        return buttons[step.pick % len(buttons)] if buttons else "pr:0000000000000000:y"
+
     def _bot_messages(self, chat_id: int) -> list[Any]:
         return [m for m in self.api.messages(chat_id) if not m.deleted]
 
@@ -277,7 +282,11 @@ class Feeder:
             self.update_ids.append(self.api.send_text(person, text))
             return
         private_kinds = ("edit", "forward", "forward_from_bot", "media", "service_private")
-        if kind in private_kinds or kind in ("tap_no_message", "my_member_private"):
+        if kind in private_kinds or kind in (
+            "tap_no_message",
+            "tap_old_message",
+            "my_member_private",
+        ):
             self.private_updates += 1
         if kind == "edit":
             message = self._message(chat, user) | {"text": step.text or "x"}
@@ -290,6 +299,17 @@ class Feeder:
                 "chat_instance": "1",
                 "inline_message_id": "AAAA",
                 "data": step.data,
+            }
+            self._send({"callback_query": query})
+        elif kind == "tap_old_message":
+            # A button under a message older than 48 hours: Telegram sends it inaccessible
+            # (date 0, no text), with any data a client cares to send.
+            query = {
+                "id": str(next(self._message_ids)),
+                "from": user,
+                "chat_instance": "1",
+                "message": {"message_id": 1 + step.pick, "date": 0, "chat": chat},
+                "data": step.data or self._real_or_forged(step),
             }
             self._send({"callback_query": query})
         elif kind in ("forward", "forward_from_bot"):
