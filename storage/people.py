@@ -39,11 +39,13 @@ class People:
         self._conn = conn
 
     async def get(self, pseudonym: str) -> Person | None:
-        async with self._conn.execute(
-            "SELECT * FROM people WHERE pseudonym = ?", (pseudonym,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return _person(row) if row else None
+        # One trip to the database thread, not three (storage/queues.py, Inbox.status).
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT * FROM people WHERE pseudonym = ?", (pseudonym,)
+            )
+        )
+        return _person(rows[0]) if rows else None
 
     async def by_chat(self, chat_id: int) -> Person | None:
         async with self._conn.execute(
@@ -127,12 +129,11 @@ class ConsentLedger:
 
     async def current(self, pseudonym: str) -> dict[str, bool]:
         """The latest decision per purpose; purposes never asked are absent."""
-        async with self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT purpose, granted FROM consent_ledger WHERE id IN ("
             " SELECT MAX(id) FROM consent_ledger WHERE pseudonym = ? GROUP BY purpose)",
             (pseudonym,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return {row["purpose"]: bool(row["granted"]) for row in rows}
 
     async def withdraw_all(self, pseudonym: str, notice_version: str, now: int) -> list[str]:
@@ -162,11 +163,13 @@ class Sessions:
         self._conn = conn
 
     async def load(self, pseudonym: str) -> str | None:
-        async with self._conn.execute(
-            "SELECT session FROM dialogue_sessions WHERE pseudonym = ?", (pseudonym,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else None
+        # One trip to the database thread, not three (storage/queues.py, Inbox.status).
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT session FROM dialogue_sessions WHERE pseudonym = ?", (pseudonym,)
+            )
+        )
+        return str(rows[0][0]) if rows else None
 
     async def save(self, pseudonym: str, session_json: str, now: int) -> None:
         await self._conn.execute(

@@ -72,12 +72,12 @@ class Inbox:
         return cursor.rowcount > 0 and await self._insert(update_id, payload, now)
 
     async def _insert(self, update_id: int, payload: bytes, now: int) -> bool:
-        async with self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "INSERT INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?) "
             "ON CONFLICT (update_id) DO NOTHING RETURNING seq",
             (update_id, payload, now),
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        )
+        return bool(list(rows))
 
     async def pending(self) -> list[PendingUpdate]:
         async with self._conn.execute(
@@ -94,11 +94,15 @@ class Inbox:
         return None if row is None else bytes(row[0])
 
     async def status(self, update_id: int) -> str | None:
-        async with self._conn.execute(
-            "SELECT status FROM inbox WHERE update_id = ?", (update_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else None
+        # execute_fetchall: one trip to the database thread instead of three (execute,
+        # fetch, close). The write lock is held across every trip of an update's
+        # transaction, so trips are what limits a burst (bench/RESULTS.md, inbound).
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT status FROM inbox WHERE update_id = ?", (update_id,)
+            )
+        )
+        return str(rows[0][0]) if rows else None
 
     async def mark_handled(self, update_id: int, now: int) -> None:
         """Done: the payload (which may hold message text) is dropped, the id kept."""
@@ -152,21 +156,23 @@ class Outbox:
         now: int,
         not_before: int | None = None,
     ) -> int:
-        async with self._conn.execute(
-            "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at) "
-            "VALUES (?, ?, ?, seal_payload(?), ?, ?) RETURNING id",
-            (
-                chat_id,
-                priority,
-                kind,
-                json.dumps(payload, separators=(",", ":")),
-                now if not_before is None else not_before,
-                now,
-            ),
-        ) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        # One trip to the database thread (see Inbox.status).
+        rows = list(
+            await self._conn.execute_fetchall(
+                "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at) "
+                "VALUES (?, ?, ?, seal_payload(?), ?, ?) RETURNING id",
+                (
+                    chat_id,
+                    priority,
+                    kind,
+                    json.dumps(payload, separators=(",", ":")),
+                    now if not_before is None else not_before,
+                    now,
+                ),
+            )
+        )
+        assert rows
+        return int(rows[0][0])
 
     async def most_urgent(
         self, limit: int, now: int, skip_chats: list[int] | None = None
