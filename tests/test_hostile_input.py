@@ -31,7 +31,9 @@ from bot import error_reporting
 from bot.flood import DEFAULT_LIMIT, DEFAULT_WINDOW_S, FloodGate, Verdict
 from bot.local_api import FakePerson, LocalBotApi
 from bot.runtime import Runtime
+from storage.database import Database
 from storage.people import People
+from storage.queues import Inbox, Outbox
 from tests.harness import Chat, Records, eventually, onboard, running_bot, settings_for
 
 T = TypeVar("T")
@@ -511,6 +513,21 @@ def _assert_inbox_clean(records: Records, feeder: Feeder) -> None:
     assert {(str(s), bool(n), int(str(a))) for s, n, a in rows} == {("handled", True, 0)}
 
 
+async def _assert_housekeeping_forgets_them(records: Records) -> None:
+    """The daily housekeeping's pruning (a week on) leaves no row of any update behind,
+    and no finished outgoing message."""
+    db = await Database.open(records.settings.database_path)
+    try:
+        week_on = int(time.time() * 1000) + 8 * 86_400_000
+        async with db.transaction() as conn:
+            await Inbox(conn).prune(week_on)
+            await Outbox(conn).prune(week_on)
+    finally:
+        await db.close()
+    assert records.query("SELECT COUNT(*) FROM inbox") == [(0,)]
+    assert records.query("SELECT COUNT(*) FROM outbox WHERE status <> 'pending'") == [(0,)]
+
+
 def _assert_outsiders_unknown(records: Records) -> None:
     for person in GROUP_ONLY:
         who = records.pseudonym(person)
@@ -547,6 +564,7 @@ async def test_junk_updates_of_every_kind_fail_nothing_and_store_nothing(
     assert set(grown) <= set(allowed), grown
     for table, rows in grown.items():
         assert rows <= allowed[table], (table, rows, allowed[table])
+    await _assert_housekeeping_forgets_them(records)
 
 
 async def test_junk_mixed_with_real_conversation_stays_bounded(
