@@ -9,6 +9,10 @@ Telegram for (channel posts, inline queries) are handed to the bot's own ingest 
 if Telegram sent them anyway. Afterwards: no update made the error handler (or Sentry) fire,
 none is left pending, every inbox payload is gone, and no table grew beyond a small constant
 per person. Everyone here is invented.
+
+`make test` runs a few dozen examples (the same ones under CI=true); for a long hunt:
+`HOSTILE_LONG=1 .venv/bin/python -m pytest -q tests/test_hostile_input.py` (200 each, with
+shrinking; about two minutes).
 """
 
 from __future__ import annotations
