@@ -443,7 +443,9 @@ class ConversationService:
         """Values for placeholders: what the dialogue remembered, shown for the person, and
         what comes from stored data, computed only when used."""
         context: dict[str, str] = dict(say.values)
-        for formatter in self._value_formatters if say.values else ():
+        # Even with nothing remembered yet: a form's first question may show its (empty)
+        # choices, which must read "none", not "{themes}".
+        for formatter in self._value_formatters:
             context.update(formatter(say.values, locale))
         if "{consent_summary}" in say.text:
             current = await ConsentLedger(conn).current(pseudonym)

@@ -60,8 +60,7 @@ class UpdateService(Desk[DialogueTexts]):
     def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
         """The /yousaid (and theme review) form as staff read it."""
         shown: dict[str, str] = {}
-        if "themes" in values or "region" in values or "kind" in values or "answer" in values:
-            shown["themes"] = self.theme_names(values.get("themes", "").split(","), locale)
+        shown["themes"] = self.theme_names(values.get("themes", "").split(","), locale)
         if values.get("region"):
             shown["region"] = self._texts.common(locale, REGION_NAMES.get(values["region"], ""))
         if values.get("kind") in _KINDS:
