@@ -279,6 +279,7 @@ async def run_yousaid(
             settings.database_path, "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"
         )
         measure.http_calls = _calls(api)
+        measure.notes["failed_calls"] = _failed(api)
     return measure
 
 
@@ -292,6 +293,12 @@ def _count(database: str, sql: str) -> int:
 
 def _calls(api: LocalBotApi) -> int:
     return len([c for c in api.calls() if c.method.lower() != "getupdates"])
+
+
+def _failed(api: LocalBotApi) -> int:
+    """Bot API calls the server refused, e.g. a button answered after Telegram's deadline
+    (the local server, like Telegram, gives up on a callback query after a while)."""
+    return len([c for c in api.calls() if c.method.lower() != "getupdates" and c.status != 200])
 
 
 def _application(
@@ -361,6 +368,7 @@ async def run_ceiling(people: list[FakePerson], limit: int) -> Measure:
         finally:
             await _unpoll(application)
         measure.http_calls = _calls(api)
+        measure.notes["failed_calls"] = _failed(api)
     return measure
 
 
@@ -501,6 +509,7 @@ async def run_peer(people: list[FakePerson], folder: Path, limit: int) -> Measur
             str(folder / "peer.db"), "SELECT COUNT(*) FROM answers"
         )
         measure.http_calls = _calls(api)
+        measure.notes["failed_calls"] = _failed(api)
     return measure
 
 

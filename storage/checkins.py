@@ -165,30 +165,26 @@ class Checkins:
         await self._count("sent", checkin)
         return checkin
 
+    # The lookups on every answer use execute_fetchall: one trip to the database thread
+    # instead of three (execute, fetch, close) while the update holds the write lock.
     async def get(self, checkin_id: int) -> Checkin | None:
-        async with self._conn.execute(
-            f"SELECT {_COLUMNS} FROM checkins WHERE id = ?", (checkin_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return _checkin(row) if row else None
+        return await self._one(f"SELECT {_COLUMNS} FROM checkins WHERE id = ?", (checkin_id,))
 
     async def by_token(self, token: str) -> Checkin | None:
-        async with self._conn.execute(
-            f"SELECT {_COLUMNS} FROM checkins WHERE token = ?", (token,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return _checkin(row) if row else None
+        return await self._one(f"SELECT {_COLUMNS} FROM checkins WHERE token = ?", (token,))
 
     async def open_for(self, pseudonym: str) -> Checkin | None:
         """The person's check-in still taking answers (sent or started), if any."""
-        async with self._conn.execute(
+        return await self._one(
             f"SELECT {_COLUMNS} FROM checkins "
             "WHERE pseudonym = ? AND status IN ('sent', 'started') "
             "ORDER BY sent_at DESC, id DESC LIMIT 1",
             (pseudonym,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return _checkin(row) if row else None
+        )
+
+    async def _one(self, sql: str, params: tuple[object, ...]) -> Checkin | None:
+        rows = list(await self._conn.execute_fetchall(sql, params))
+        return _checkin(rows[0]) if rows else None
 
     async def last_sent_at(self, pseudonym: str) -> int | None:
         """When the person was last sent a check-in, whatever became of it: nobody is asked
@@ -228,15 +224,14 @@ class Checkins:
         """sent -> started, counted once in the check-in's own week, region and locale (not
         the person's current ones). False when it was not 'sent': a second call, or a
         check-in already closed."""
-        async with self._conn.execute(
+        started = await self._one(
             "UPDATE checkins SET status = 'started', started_at = ? "
             f"WHERE id = ? AND status = 'sent' RETURNING {_COLUMNS}",
             (now, checkin_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        )
+        if started is None:
             return False
-        await self._count("started", _checkin(row))
+        await self._count("started", started)
         return True
 
     async def record_score(
