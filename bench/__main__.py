@@ -160,7 +160,9 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return table
 
 
-def markdown(results: dict[str, dict[str, Any]], command: str, started: str, took: float) -> str:
+def markdown(
+    results: dict[str, dict[str, Any]], command: str, started: str, took: float, host: str
+) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -171,7 +173,7 @@ def markdown(results: dict[str, dict[str, Any]], command: str, started: str, too
         "",
         f"- Command: `{command}`",
         f"- Date: {started} (took {took / 60:.1f} min)",
-        f"- Machine: {machine()}",
+        f"- Machine: {host}",
         "",
         "| benchmark | measure | result | target |",
         "|---|---|---|---|",
@@ -190,9 +192,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs, to try it out")
     parser.add_argument("--only", help="comma-separated: " + ",".join(BENCHMARKS))
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only write RESULTS.md again from the last run's figures (after editing FINDINGS.md)",
+    )
     args = parser.parse_args()
+    figures = Path(args.out).with_suffix(".json")
+    if args.render:
+        last = json.loads(figures.read_text())
+        Path(args.out).write_text(
+            markdown(last["results"], last["command"], last["date"], last["took"], last["machine"])
+        )
+        return
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    host = machine()
     began = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,7 +222,9 @@ def main() -> None:
     command = "make bench" if not args.quick else "python -m bench --quick"
     if args.only:
         command += f" (only {args.only})"
-    Path(args.out).write_text(markdown(results, command, started, took))
+    Path(args.out).write_text(markdown(results, command, started, took, host))
+    last = {"command": command, "date": started, "took": took, "machine": host}
+    figures.write_text(json.dumps({**last, "results": results}, indent=2))
     print(f"\nwrote {args.out} ({took / 60:.1f} min)")
 
 
