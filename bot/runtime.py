@@ -25,6 +25,7 @@ from bot.desk import DialogueTexts
 from bot.dialogue_files import build_engine
 from bot.digests import DIGEST_JOB, REPORT_JOB, DigestService
 from bot.flood import FloodGate
+from bot.http_request import AiohttpRequest
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
@@ -101,8 +102,10 @@ async def build_runtime(
         .base_file_url(_file_url(settings.api_base_url))
         .updater(None)
         .concurrent_updates(PerChatUpdateProcessor(64))
-        .connection_pool_size(16)
-        .pool_timeout(10)
+        # aiohttp, not PTB's default httpx: httpx's pool dominated the CPU profile under a
+        # burst of updates (bench/RESULTS.md, inbound).
+        .request(AiohttpRequest(pool_size=16, pool_timeout=10))
+        .get_updates_request(AiohttpRequest(pool_size=1))
         .build()
     )
     catalogs = Catalogs(settings.locales_dir, SHIPPED_LOCALES)
