@@ -26,7 +26,23 @@ from tests.digest_synthetic import HOUR, ZONE
 K, WEEK = 5, "2026-W47"
 THEMES = [(t.id, t.label) for t in load_taxonomy(PROJECT_ROOT / "dialogues" / "themes.yaml").themes]
 LABELS = dict(THEMES)
-WORDS = "alder birch cedar damson elder fir gorse hazel ivy juniper kale larch maple oak pine".split()
+WORDS = [
+    "alder",
+    "birch",
+    "cedar",
+    "damson",
+    "elder",
+    "fir",
+    "gorse",
+    "hazel",
+    "ivy",
+    "juniper",
+    "kale",
+    "larch",
+    "maple",
+    "oak",
+    "yew",
+]
 
 
 async def test_quotes_come_only_from_consent_and_only_under_published_themes(
