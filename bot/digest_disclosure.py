@@ -105,6 +105,12 @@ class _Control:
     ) -> None:
         self.figures, self.k, self.released = figures, k, released
         self.sums = [s for s in sums if all(v in figures for v in (s.total, *s.members))]
+        # The sums fall apart into independent groups (no figure in two groups): what one
+        # group's equations pin down depends only on which of its figures are unknown, so
+        # each group is solved again only when that changes (the audit runs several times).
+        self._coefficients = [one.coefficients() for one in self.sums]
+        self._groups = _groups(self._coefficients)
+        self._solved: dict[tuple[int, frozenset[str]], set[str]] = {}
         # series -> the releases that showed it (their positions in `released`)
         self.shown_in: dict[str, list[int]] = {}
         for number, release in enumerate(released):
@@ -216,9 +222,17 @@ class _Control:
 
     def _audit(self) -> set[str]:
         known = self._known()
-        determined = _determined(
-            {v: c for v, c in one.coefficients().items() if v not in known} for one in self.sums
-        )
+        determined: set[str] = set()
+        for number, (variables, members) in enumerate(self._groups):
+            unknown = frozenset(variables - known)
+            solved = self._solved.get((number, unknown))
+            if solved is None:
+                solved = _determined(
+                    {v: c for v, c in self._coefficients[i].items() if v in unknown}
+                    for i in members
+                )
+                self._solved[(number, unknown)] = solved
+            determined |= solved
         hide: set[str] = set()
         known |= determined
         for var in sorted(determined):
@@ -338,6 +352,30 @@ class _Control:
                 if len(hidden) >= 2 and len(unknown) == 1 and newly:
                     hide.add(min(newly, key=lambda i: (self.figures[i].people, i)))
         return hide
+
+
+def _groups(rows: Sequence[Mapping[str, Coefficient]]) -> list[tuple[set[str], list[int]]]:
+    """The rows split into groups sharing no variable: (variables, row numbers) each."""
+    parent: dict[str, str] = {}
+
+    def root(v: str) -> str:
+        while parent.setdefault(v, v) != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for row in rows:
+        first, *rest = row
+        for v in rest:
+            a, b = root(first), root(v)
+            if a != b:
+                parent[b] = a
+    found: dict[str, tuple[set[str], list[int]]] = {}
+    for number, row in enumerate(rows):
+        group = found.setdefault(root(next(iter(row))), (set(), []))
+        group[0].update(row)
+        group[1].append(number)
+    return list(found.values())
 
 
 def _determined(rows: Iterable[Mapping[str, Coefficient]]) -> set[str]:
