@@ -234,10 +234,11 @@ class _Control:
                 self._solved[(number, unknown)] = solved
             determined |= solved
         hide: set[str] = set()
+        known_before = known - determined  # (worked out once, not for every exposed figure)
         known |= determined
         for var in sorted(determined):
             if self._exposed(var, known):
-                hide |= self._protect([var], known - determined)
+                hide |= self._protect([var], known_before)
         for number, one in enumerate(self.sums):
             if one.weights is not None and one.total in known:
                 hide |= self._pinned_by_mean(number, one, known)
