@@ -52,11 +52,18 @@ class FloodGate:
         self._window_s = window_s
         self._now = now
         self._counts: dict[tuple[int, int], int] = {}
+        # An update tried again (a database fault, a restart) is not counted again: it keeps
+        # the verdict it had, or a few retries would push a person's real answers over.
+        self._decided: dict[int, tuple[int, Verdict]] = {}  # update id -> (window, verdict)
         self._checks = 0
 
-    def check(self, chat_key: int, sent_at: float | None = None) -> Verdict:
+    def check(
+        self, chat_key: int, sent_at: float | None = None, update_id: int | None = None
+    ) -> Verdict:
         """Count one update of `chat_key`, sent at `sent_at` (epoch seconds; arrival time
-        when None)."""
+        when None); an `update_id` already counted gets its first verdict again."""
+        if update_id is not None and update_id in self._decided:
+            return self._decided[update_id][1]
         self._checks += 1
         if self._checks % _SWEEP_EVERY == 0:
             self._sweep()
@@ -66,9 +73,12 @@ class FloodGate:
         key = (chat_key, window)
         count = self._counts.get(key, 0) + 1
         self._counts[key] = count
-        if count <= self._limit:
-            return Verdict.HANDLE
-        return Verdict.WARN if count == self._limit + 1 else Verdict.DROP
+        verdict = Verdict.HANDLE
+        if count > self._limit:
+            verdict = Verdict.WARN if count == self._limit + 1 else Verdict.DROP
+        if update_id is not None:
+            self._decided[update_id] = (window, verdict)
+        return verdict
 
     def tracked(self) -> int:
         """How many (chat, window) counters are held (memory stays bounded)."""
@@ -78,6 +88,8 @@ class FloodGate:
         oldest = int(self._now() // self._window_s) - _KEEP_WINDOWS
         for key in [k for k in self._counts if k[1] < oldest]:
             del self._counts[key]
+        for update_id in [u for u, (window, _) in self._decided.items() if window < oldest]:
+            del self._decided[update_id]
 
 
 def sent_at(update: Update) -> float | None:

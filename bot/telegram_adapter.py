@@ -226,7 +226,7 @@ class TelegramAdapter:
         key = _chat_key(update)
         if key is None or update.my_chat_member is not None:
             return  # blocking/unblocking the bot must always count
-        verdict = self._flood.check(key, sent_at(update))
+        verdict = self._flood.check(key, sent_at(update), update.update_id)
         if verdict is Verdict.HANDLE:
             return
         if update.callback_query is not None:

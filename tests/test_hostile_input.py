@@ -620,6 +620,17 @@ def test_the_gate_counts_per_chat_and_window_and_warns_once() -> None:
     assert gate.tracked() < 200  # old windows are forgotten
 
 
+def test_an_update_tried_again_is_not_counted_again() -> None:
+    """A retried update (a database fault, a restart) keeps its first verdict, so retries
+    cannot push a person's real answers over the limit."""
+    gate = FloodGate(limit=3, window_s=10, now=lambda: 1_000.0)
+    first = [gate.check(1, update_id=n) for n in (1, 2, 3)]
+    retries = [gate.check(1, update_id=n) for n in (1, 2, 3) for _ in range(9)]
+    assert first == [Verdict.HANDLE] * 3 and set(retries) == {Verdict.HANDLE}
+    assert gate.check(1, update_id=4) is Verdict.WARN  # a new fourth update is over
+    assert gate.check(1, update_id=4) is Verdict.WARN  # and stays so when tried again
+
+
 async def test_a_flooding_person_is_slowed_politely_and_others_keep_their_pace(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
