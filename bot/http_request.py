@@ -51,6 +51,7 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 headers={"User-Agent": self.USER_AGENT},
+                trust_env=True,  # HTTPS_PROXY and friends, as PTB's httpx request honours
             )
 
     async def shutdown(self) -> None:
@@ -74,9 +75,15 @@ class AiohttpRequest(BaseRequest):
         pool = _given(pool_timeout, self._pool_timeout)
         # aiohttp's `connect` covers waiting for a pooled connection and connecting;
         # `sock_connect` the connecting alone.
+        write = _given(write_timeout, self._write_timeout)
         waiting = None if connect is None or pool is None else connect + pool
+        # aiohttp has no write timeout (sock_read starts once the body is sent): a bound on
+        # the whole call keeps a stalled upload (a report, a /mydata file) from holding a
+        # sender slot for ever.
+        parts = (waiting, write, read)
+        total = None if any(t is None for t in parts) else sum(t or 0.0 for t in parts)
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=waiting, sock_connect=connect, sock_read=read
+            total=total, connect=waiting, sock_connect=connect, sock_read=read
         )
         try:
             async with self._session.request(
@@ -86,7 +93,9 @@ class AiohttpRequest(BaseRequest):
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+            # The type only: the text of some (a bad URL, redirects) holds the URL, and with
+            # it the bot token.
+            raise NetworkError(f"aiohttp.{type(exc).__name__}") from exc
 
 
 def _given(value: Any, default: float | None) -> float | None:
