@@ -32,6 +32,7 @@ from storage.staff import AuditLog
 log = logging.getLogger(__name__)
 
 RETENTION_JOB = "retention"
+RETENTION_WAL_JOB = "retention_wal"  # the checkpoint after a run, outside its transaction
 _DAY_MS = 86_400_000
 _RUN_AT_MS = 3 * 3_600_000 + 30 * 60_000  # 03:30 UTC, a quiet hour, after housekeeping
 _BATCH = 500  # rows per table per transaction: the write lock is held briefly
@@ -131,10 +132,22 @@ class RetentionJob:
             await schedules.add(RETENTION_JOB, f"{RETENTION_JOB}:more:{now}", now + 1000, {}, now)
         tomorrow = (now // _DAY_MS + 1) * _DAY_MS + _RUN_AT_MS
         await schedules.add(RETENTION_JOB, _key(tomorrow // _DAY_MS), tomorrow, {}, now)
+        # Once this has committed: empty the WAL, or copies of the deleted rows' pages (a
+        # safeguarding request's category, say) would stay in it for a while.
+        await schedules.add(RETENTION_WAL_JOB, f"{RETENTION_WAL_JOB}:{now}", now, {}, now)
         log.info(
             "retention: deleted %s",
             ", ".join(f"{count} {table}" for table, count in deleted.items()),
         )
+
+    async def empty_wal(self, job: Job, now: int) -> None:
+        """Outside any transaction (a prepared job): the checkpoint after a run."""
+        await self._db.checkpoint()
+
+    async def after_empty_wal(
+        self, conn: aiosqlite.Connection, job: Job, now: int, done: None
+    ) -> None:
+        """Nothing left to do in the job's transaction."""
 
 
 def _key(day: int) -> str:

@@ -31,7 +31,7 @@ from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
 from bot.payload_seal import payload_codec
 from bot.rendering import Catalogs
-from bot.retention import RETENTION_JOB, RetentionJob, RetentionRules
+from bot.retention import RETENTION_JOB, RETENTION_WAL_JOB, RetentionJob, RetentionRules
 from bot.review import ReviewService
 from bot.rsvp import RsvpService
 from bot.safeguarding import load_risk_phrases
@@ -204,6 +204,7 @@ async def build_runtime(
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
     scheduler.register(RETENTION_JOB, retention.on_due)
+    scheduler.register_prepared(RETENTION_WAL_JOB, retention.empty_wal, retention.after_empty_wal)
     await retention.ensure_scheduled(clock.now_ms())  # today's run, if not yet scheduled
     review = ReviewService(
         db,

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from bot.local_api import LocalBotApi
-from bot.retention import RETENTION_JOB, RetentionRules, months_before, run_retention
+from bot.retention import (
+    RETENTION_JOB,
+    RETENTION_WAL_JOB,
+    RetentionRules,
+    months_before,
+    run_retention,
+)
 from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 from storage.checkins import Checkins
 from storage.clock import SystemClock
@@ -206,6 +212,9 @@ async def test_the_bot_runs_retention_daily_from_the_start(
         jobs = records.query(
             "SELECT due_at, status FROM schedules WHERE kind = ? ORDER BY due_at", RETENTION_JOB
         )
+        # The WAL is emptied after the run has committed (no copy of a deleted row stays).
+        wal = "SELECT status FROM schedules WHERE kind = ?"
+        await eventually(lambda: records.query(wal, RETENTION_WAL_JOB) == [("done",)])
     assert {r[0] for r in records.query("SELECT id FROM checkins")} == keep["checkins"]
     assert [status for _, status in jobs] == ["done", "pending"]
     tomorrow = datetime.fromtimestamp(int(str(jobs[-1][0])) / 1000, UTC)
