@@ -443,10 +443,11 @@ class ConversationService:
         """Values for placeholders: what the dialogue remembered, shown for the person, and
         what comes from stored data, computed only when used."""
         context: dict[str, str] = dict(say.values)
-        # Even with nothing remembered yet: a form's first question may show its (empty)
-        # choices, which must read "none", not "{themes}".
-        for formatter in self._value_formatters:
-            context.update(formatter(say.values, locale))
+        # Also with nothing remembered yet, when the text has a placeholder: a form's first
+        # question may show its (empty) choices, which must read "none", not "{themes}".
+        if say.values or "{" in say.text:
+            for formatter in self._value_formatters:
+                context.update(formatter(say.values, locale))
         if "{consent_summary}" in say.text:
             current = await ConsentLedger(conn).current(pseudonym)
             context["consent_summary"] = consent_summary(
