@@ -171,8 +171,8 @@ async def release(
                 if earlier is not None:
                     return Released(from_json(earlier.cells), stored=False, earlier=True)
                 released = await DigestStore(conn).since(first)
-                figures = DigestFigures(conn)
-                data = {r: await figures.read(r, week, zone) for r in (NATIONAL, *REGION_SLUGS)}
+                async with DigestFigures(conn) as figures:
+                    data = {r: await figures.read(r, week, zone) for r in (NATIONAL, *REGION_SLUGS)}
             finally:
                 await conn.execute("ROLLBACK")
         digest = build_digests(data, k, [from_json(r.cells) for r in released], themes, zone)[

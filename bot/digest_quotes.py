@@ -37,9 +37,9 @@ async def read_quotes(
     if not published:
         return {}
     found: dict[str, list[str]] = {}
-    for theme, ciphertext in await DigestFigures(conn).quotes(
-        digest.region, digest.week, zone, per_theme
-    ):
+    async with DigestFigures(conn) as figures:
+        quotes = await figures.quotes(digest.region, digest.week, zone, per_theme)
+    for theme, ciphertext in quotes:
         if theme in published:
             found.setdefault(theme, []).append(decrypt(ciphertext))
     return {published[t]: found[t] for t in published if t in found}

@@ -120,8 +120,8 @@ class DigestService(Desk[DialogueTexts]):
         missing = [r for r in regions if await store.get(r, week) is None]
         if not missing:
             return {}
-        figures = DigestFigures(conn)
-        data = {r: await figures.read(r, week, self._zone) for r in regions}
+        async with DigestFigures(conn) as figures:
+            data = {r: await figures.read(r, week, self._zone) for r in regions}
         earlier = await store.since(shift_week(week, -_CHECKED_AGAINST_WEEKS))
         built = build_digests(
             data, self._k, [from_json(e.cells) for e in earlier], self._themes, self._zone

@@ -24,6 +24,9 @@ _PRAGMAS = (
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA secure_delete = ON",
+    # Temporary tables and sorts in memory, not in temporary files: the digest's temporary
+    # tables name people (storage/digest_data.py).
+    "PRAGMA temp_store = MEMORY",
 )
 
 

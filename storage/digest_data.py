@@ -216,6 +216,8 @@ _PLACED_ANSWERS = (
     "  ON pl.week = g.week AND pl.pseudonym = g.pseudonym)"
 )
 
+_TEMP_TABLES = ("digest_placed", "digest_tagged", "digest_scores")  # see DigestFigures
+
 _PANELS_IN_SCOPE = "p.starts_at >= :start AND p.status <> 'cancelled'"
 # Support asked for by people still thinking of coming (yes, maybe, waiting).
 _NEEDS = (
@@ -242,18 +244,31 @@ class DigestFigures:
         self._conn = conn
         self._prepared: tuple[str, ...] = ()  # the weeks the temporary tables hold
 
+    async def __aenter__(self) -> DigestFigures:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Drop the temporary tables: they name people (by pseudonym), so they last no
+        longer than the read that needed them (use DigestFigures with `async with`)."""
+        for table in _TEMP_TABLES:
+            await self._conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        self._prepared = ()
+
     async def _prepare(self, weeks: Sequence[str], zone: str) -> None:
         """Work out once, into temporary tables, what every region's digest reads many
         times: the answers placed in their week and region (digest_placed), their themes
         with staff tags winning (digest_tagged), and the scores of started check-ins
         (digest_scores). Thirteen digests then each read their own rows by region instead
         of working all of it out again (about fifty times over every answer of the weeks).
-        Built afresh for each DigestFigures, i.e. in each read: never stale."""
+        Built afresh for each DigestFigures, i.e. in each read (never stale), and dropped
+        when it closes."""
         if set(weeks) <= set(self._prepared):
             return
         bounds = json.dumps([[w, *week_bounds(w, zone)] for w in weeks])
-        for table in ("digest_placed", "digest_tagged", "digest_scores"):
-            await self._conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        await self.close()
         await self._conn.execute(
             f"CREATE TEMP TABLE digest_placed AS {_PLACED_ANSWERS} "
             "SELECT id, pseudonym, week, region FROM a",
@@ -270,7 +285,7 @@ class DigestFigures:
             "WHERE k.week IN (SELECT value FROM json_each(:weeks)) AND k.started_at IS NOT NULL",
             {"weeks": json.dumps(list(weeks))},
         )
-        for table in ("digest_placed", "digest_tagged", "digest_scores"):
+        for table in _TEMP_TABLES:
             await self._conn.execute(f"CREATE INDEX temp.{table}_region ON {table} (region)")
         self._prepared = tuple(weeks)
 

@@ -83,8 +83,8 @@ async def example_files(region: str = "london", k: int = 10) -> dict[str, bytes]
                 )
                 await _quote_some(conn, secrets)
             async with db.read() as conn:
-                figures = DigestFigures(conn)
-                data = {r: await figures.read(r, WEEK, ZONE) for r in (NATIONAL, *REGION_SLUGS)}
+                async with DigestFigures(conn) as figures:
+                    data = {r: await figures.read(r, WEEK, ZONE) for r in (NATIONAL, *REGION_SLUGS)}
                 themes = [(t.id, t.label) for t in taxonomy.themes]
                 digest = build_digests(data, k, (), themes, ZONE)[region]
                 quotes = await read_quotes(conn, digest, ZONE, secrets.decrypt_text)

@@ -251,8 +251,7 @@ def world_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, World]:
 async def read_all(path: str) -> dict[str, DigestData]:
     db = await Database.open(path)
     try:
-        async with db.read() as conn:
-            figures = DigestFigures(conn)
+        async with db.read() as conn, DigestFigures(conn) as figures:
             return {r: await figures.read(r, WEEK, ZONE) for r in (NATIONAL, *REGIONS)}
     finally:
         await db.close()

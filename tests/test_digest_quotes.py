@@ -74,10 +74,13 @@ async def test_quotes_come_only_from_consent_and_only_under_published_themes(
             await Answers(conn).forget_quotes("p-0007")
             await erase_person(conn, "p-0006", 30_000_006, start + 21 * HOUR)
         async with db.read() as conn:
-            figures = DigestFigures(conn)
-            # London and the national view only: the regions with nobody in them would make
-            # the national figures a sum with hidden zero parts, and hide more.
-            data = {r: await figures.read(r, WEEK, ZONE) for r in (NATIONAL, "london")}
+            async with DigestFigures(conn) as figures:
+                # London and the national view only: the regions with nobody in them would make
+                # the national figures a sum with hidden zero parts, and hide more.
+                data = {r: await figures.read(r, WEEK, ZONE) for r in (NATIONAL, "london")}
+            # The temporary tables (they name people) last no longer than the read.
+            async with conn.execute("SELECT name FROM sqlite_temp_master") as cursor:
+                assert await cursor.fetchall() == []
             digests = build_digests(data, K, (), THEMES, ZONE)
             london = digests["london"]
             quotes = await read_quotes(conn, london, ZONE, secrets.decrypt_text)
