@@ -116,7 +116,7 @@ def backup(database: Path, secrets_path: Path, out: Path) -> BackupResult:
     partial.unlink(missing_ok=True)
     try:
         source = _connect(database)
-        target = sqlite3.connect(partial)
+        target = sqlite3.connect(_private(partial))
         try:
             # pages=-1: everything in one step, inside one read transaction, so the copy is
             # a consistent snapshot however busy the bot is (stepping in chunks would start
@@ -179,8 +179,7 @@ def restore(
     staged = database.with_name(f".{database.name}.restoring")
     staged.unlink(missing_ok=True)
     try:
-        shutil.copyfile(source, staged)
-        os.chmod(staged, 0o600)
+        shutil.copyfile(source, _private(staged))
         version = _check_backup(staged, backup_keys)
         say(f"backup checked: integrity ok, schema version {version}, its keys read its text")
         refuse_if_running(database, force, "restore")
@@ -259,7 +258,7 @@ def _keep_current(database: Path) -> Path | None:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     kept = database.with_name(f"{database.name}.before-restore-{stamp}")
-    source, target = _connect(database), sqlite3.connect(kept)
+    source, target = _connect(database), sqlite3.connect(_private(kept))
     try:
         source.backup(target, pages=-1)
         target.execute("PRAGMA journal_mode = DELETE").fetchone()
@@ -295,6 +294,14 @@ def _connect(database: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(database, timeout=10)
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
+
+
+def _private(path: Path) -> Path:
+    """`path` made now as an empty file only its owner can read, so a copy of the database
+    (chat ids, pseudonyms) is never readable by others, not even while it is written."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+    return path
 
 
 def _copy_private(source: Path, target: Path) -> None:
