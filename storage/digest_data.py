@@ -321,14 +321,21 @@ class DigestFigures:
         all) whose writers gave the quote consent: at most `per_theme` for each theme, the
         newest first. A quote is NULL from the moment its writer withdraws the consent or
         is forgotten, so none of theirs can come back here."""
-        await self._prepare([week], zone)
-        params = {"region": region, "week": week, "per_theme": per_theme}
+        # One week of one region: placed here directly (the temporary tables are built for
+        # the trend weeks of every region, far more than this needs).
+        params = {
+            "region": region,
+            "bounds": json.dumps([[week, *week_bounds(week, zone)]]),
+            "per_theme": per_theme,
+        }
         rows = await self._rows(
-            "SELECT theme, quote FROM (SELECT a.theme, x.quote, ROW_NUMBER() OVER "
-            "  (PARTITION BY a.theme ORDER BY x.created_at DESC, x.id DESC) AS n "
-            "  FROM digest_tagged a JOIN answers x ON x.id = a.id "
-            f"  WHERE a.week = :week{_in_region('a.region', region)} AND x.quote IS NOT NULL) "
-            "WHERE n <= :per_theme ORDER BY theme, n",
+            f"{_PLACED_ANSWERS}, q AS (SELECT t.theme, x.quote, ROW_NUMBER() OVER "
+            "  (PARTITION BY t.theme ORDER BY x.created_at DESC, x.id DESC) AS n "
+            "  FROM a JOIN answers x ON x.id = a.id "
+            "  JOIN answer_themes t ON t.answer_id = a.id "
+            f"  WHERE 1{_in_region('a.region', region)} AND {_STAFF_TAGS_WIN} "
+            "  AND x.quote IS NOT NULL) "
+            "SELECT theme, quote FROM q WHERE n <= :per_theme ORDER BY theme, n",
             params,
         )
         return [(r[0], r[1]) for r in rows]
