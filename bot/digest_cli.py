@@ -30,9 +30,10 @@ from bot.digest import (
     to_json,
     to_markdown,
 )
+from bot.digest_figures import region_name
 from bot.digest_quotes import read_quotes
 from bot.digest_report import report_files
-from bot.enrolment import REGION_NAMES
+from bot.digests import chart_history
 from bot.secrets_file import Secrets, load_secrets
 from bot.settings import Settings
 from bot.themes import load_taxonomy
@@ -45,7 +46,6 @@ from storage.staff import AuditLog
 EXIT_PROBLEMS = 2
 NATIONAL_NAME = "national"  # --region for the national view
 WINDOW_WEEKS = 52  # earlier (and later) releases a digest is checked against
-TREND_WEEKS = 12  # earlier releases the chart may draw on
 _ATTEMPTS = 3  # rebuilds when another release lands while this one is being built
 
 
@@ -113,16 +113,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         )
         async with db.read() as conn:
             quotes = await read_quotes(conn, result.digest, settings.timezone, _decrypter(settings))
-        previous = []
-        if args.format == "html":
-            async with db.read() as conn:
-                earlier = await DigestStore(conn).since(shift_week(week, -TREND_WEEKS))
-            previous = [from_json(e.cells) for e in earlier if e.region == region and e.week < week]
+            previous = await chart_history(conn, region, week) if args.format == "html" else []
     finally:
         await db.close()
     if args.format == "html":
-        name = REGION_NAMES.get(region, "England and Wales")
-        html = report_files(result.digest, previous, name, quotes)[1]
+        html = report_files(result.digest, previous, region_name(region), quotes)[1]
         args.out.write_text(html, "utf-8")
     else:
         write = to_markdown if args.format == "md" else to_csv

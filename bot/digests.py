@@ -24,15 +24,21 @@ from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.digest import Digest, build_digests, format_value, from_json, to_json
-from bot.digest_figures import PEOPLE
+from bot.digest_figures import PEOPLE, region_name
 from bot.digest_quotes import read_quotes
 from bot.digest_report import report_files
-from bot.enrolment import REGION_NAMES
 from state_machines.definition import REGION_SLUGS
 from state_machines.engine import Engine
 from storage.clock import Clock
 from storage.database import Database
-from storage.digest_data import ALL, NATIONAL, DigestFigures, DigestStore, shift_week
+from storage.digest_data import (
+    ALL,
+    NATIONAL,
+    TREND_WEEKS,
+    DigestFigures,
+    DigestStore,
+    shift_week,
+)
 from storage.people import People
 from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog, StaffRoles
@@ -43,7 +49,6 @@ DIGEST_JOB = "weekly_digest"
 REPORT_JOB = "digest_report"  # draw one region's chart and report, and send them
 _SEND_HOUR = 8
 _CHECKED_AGAINST_WEEKS = 52  # earlier releases each new digest is checked against
-_TREND_WEEKS = 12
 _REGIONS_ON_REQUEST = 3
 
 
@@ -161,13 +166,12 @@ class DigestService(Desk[DialogueTexts]):
         region, week = str(job.payload["region"]), str(job.payload["week"])
         async with self._db.read() as conn:
             stored = await DigestStore(conn).get(region, week)
-            earlier = await DigestStore(conn).since(shift_week(week, -_TREND_WEEKS))
             digest = from_json(stored.cells) if stored else None
-            quotes = await read_quotes(conn, digest, self._zone, self._decrypt) if digest else {}
-        if digest is None:
-            return None
-        previous = [from_json(e.cells) for e in earlier if e.region == region and e.week < week]
-        name = REGION_NAMES.get(region, "England and Wales")
+            if digest is None:
+                return None
+            previous = await chart_history(conn, region, week)
+            quotes = await read_quotes(conn, digest, self._zone, self._decrypt)
+        name = region_name(region)
         return await asyncio.to_thread(report_files, digest, previous, name, quotes)
 
     async def send_report(
@@ -202,7 +206,7 @@ class DigestService(Desk[DialogueTexts]):
         """The summary under the chart: check-ins sent and completed, the themes most
         raised and the closed-loop rate, each as released (hidden ones say so)."""
         region = digest.region
-        name = self._texts.common(locale, REGION_NAMES.get(region, "England and Wales"))
+        name = self._texts.common(locale, region_name(region))
         headline = summary_figures(digest)
         nothing = self._texts.text(locale, "digest_not_shown")
         return self._texts.text(
@@ -216,6 +220,13 @@ class DigestService(Desk[DialogueTexts]):
             themes=", ".join(headline.themes) or nothing,
             loop=headline.loop or nothing,
         )
+
+
+async def chart_history(conn: aiosqlite.Connection, region: str, week: str) -> list[Digest]:
+    """The region's digests released for the trend weeks before `week`, as released: the
+    chart fills weeks its own digest does not cover from them."""
+    earlier = await DigestStore(conn).since(shift_week(week, -TREND_WEEKS))
+    return [from_json(e.cells) for e in earlier if e.region == region and e.week < week]
 
 
 @dataclass(frozen=True)

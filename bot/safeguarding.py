@@ -21,10 +21,7 @@ from pathlib import Path
 import yaml
 
 from bot.text_match import welsh_radicals, words
-
-# libyaml's parser when PyYAML was built with it: ~20x faster, a third of the start-up time
-# otherwise (bench/RESULTS.md, start-up). Same nodes and marks as the pure-Python one.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from state_machines.loader import YAML_LOADER
 
 CATEGORIES = ("suicide", "self_harm", "harm_to_others", "immediate_danger")
 LANGS = ("en", "cy")
@@ -352,7 +349,7 @@ def _single_words(text: str) -> list[str]:
 def _top(text: str, source: str) -> _Keys:
     """The file's top-level keys, checked: schema_version 1, id safeguarding, lists."""
     try:
-        root = yaml.compose(text, Loader=_YAML_LOADER)
+        root = yaml.compose(text, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

@@ -23,10 +23,7 @@ from typing import NoReturn
 import yaml
 
 from bot.text_match import stem, welsh_radicals, word_forms, words
-
-# libyaml's parser when PyYAML was built with it: ~20x faster, a third of the start-up time
-# otherwise (bench/RESULTS.md, start-up). Same nodes and marks as the pure-Python one.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from state_machines.loader import YAML_LOADER
 
 SCHEMA_VERSION = 1
 TAXONOMY_ID = "themes"
@@ -171,7 +168,7 @@ def _fail(source: str, node: yaml.Node | None, problem: str) -> NoReturn:
 
 def _compose(text: str, source: str) -> yaml.Node:
     try:
-        root = yaml.compose(text, Loader=_YAML_LOADER)
+        root = yaml.compose(text, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

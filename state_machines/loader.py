@@ -42,7 +42,7 @@ from state_machines.migrations import CURRENT_SCHEMA_VERSION, migrate_document
 
 # libyaml's parser when PyYAML was built with it: ~20x faster, a third of the start-up time
 # otherwise (bench/RESULTS.md, start-up). Same nodes and marks as the pure-Python one.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 # A value a button sets: a name or a slug such as a region ("north-east").
@@ -202,7 +202,7 @@ def parse_dialogue(text: str, source: str) -> Dialogue:
     """Parse one dialogue document; raise `DialogueError` listing every problem found."""
     checker = _Checker(source)
     try:
-        root = yaml.compose(text, Loader=_YAML_LOADER)
+        root = yaml.compose(text, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
