@@ -133,8 +133,11 @@ class RetentionJob:
         tomorrow = (now // _DAY_MS + 1) * _DAY_MS + _RUN_AT_MS
         await schedules.add(RETENTION_JOB, _key(tomorrow // _DAY_MS), tomorrow, {}, now)
         # Once this has committed: empty the WAL, or copies of the deleted rows' pages (a
-        # safeguarding request's category, say) would stay in it for a while.
-        await schedules.add(RETENTION_WAL_JOB, f"{RETENTION_WAL_JOB}:{now}", now, {}, now)
+        # safeguarding request's category, say) would stay in it for a while. Only when
+        # something was deleted: a checkpoint holds up every writer while it waits for
+        # readers, and the day's run is due at every start.
+        if any(deleted.values()):
+            await schedules.add(RETENTION_WAL_JOB, f"{RETENTION_WAL_JOB}:{now}", now, {}, now)
         log.info(
             "retention: deleted %s",
             ", ".join(f"{count} {table}" for table, count in deleted.items()),
