@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot import digest_cli
@@ -519,6 +519,9 @@ def _solutions(hidden: list[tuple[int, int]]) -> list[set[int]]:
     k=st.sampled_from([5, 6, 10]),
     releases=st.integers(2, 4),
 )
+# A past week's count released at 6, later about 4 people (someone forgotten): hidden now,
+# and the national view is the sum of the regions (found by a random run).
+@example(seed=2253, people=11, k=5, releases=4)
 def test_no_attack_recovers_a_hidden_figure(seed: int, people: int, k: int, releases: int) -> None:
     regions = ("london", "wales")
     world = asyncio.run(
