@@ -96,12 +96,10 @@ class Desk(Generic[TextsT]):
 
     async def _refuse(self, update_id: int, sender: Sender, pseudonym: str) -> None:
         """Not this person's to do (e.g. forged button data): say so, change nothing."""
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            locale = await self._locale(conn, pseudonym)
-            actor = Actor(pseudonym, sender.chat_id, locale)
+            conn, now, actor = acting
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
         log.info("refused a button for person %s", pseudonym[:12])
 

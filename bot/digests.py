@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import aiosqlite
 
 from bot.access import access_of
-from bot.conversation import Actor, ConversationService, Sender
+from bot.conversation import ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.digest import Digest, build_digests, format_value, from_json, to_json
 from bot.digest_figures import PEOPLE, region_name
@@ -142,12 +142,10 @@ class DigestService(Desk[DialogueTexts]):
         """/digest: the latest week's digest for each region the person is staff or
         manager of (released now if it was not yet)."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            locale = await self._locale(conn, pseudonym)
-            actor = Actor(pseudonym, sender.chat_id, locale)
+            conn, now, actor = acting
             access = await access_of(conn, pseudonym)
             regions = sorted(access.staff_regions())
             if not regions:

@@ -218,12 +218,10 @@ class PanelService(Desk[PanelTexts]):
             }
             await self._conversations.handle_event(update_id, sender, Begin(dialogue, values))
             return
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            locale = await self._locale(conn, pseudonym)
-            actor = Actor(pseudonym, sender.chat_id, locale)
+            conn, now, actor = acting
             tickets = await Panels(conn).tickets(panel.id)
             await audit_panel(conn, actor, "panel.tickets_viewed", panel, now)
             if tickets:
@@ -233,7 +231,7 @@ class PanelService(Desk[PanelTexts]):
                     "tickets_list",
                     now,
                     title=panel.title,
-                    count=self._texts.number(len(tickets), locale),
+                    count=self._texts.number(len(tickets), actor.locale),
                     tickets="\n".join(tickets),
                 )
             else:
@@ -256,12 +254,10 @@ class PanelService(Desk[PanelTexts]):
         """/panels: the upcoming panels of the staff member's regions, with answers so far
         and the help people asked for, each with buttons to change it."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            locale = await self._locale(conn, pseudonym)
-            actor = Actor(pseudonym, sender.chat_id, locale)
+            conn, now, actor = acting
             access = await access_of(conn, pseudonym)
             regions = access.staff_regions()
             if not regions:
@@ -280,7 +276,7 @@ class PanelService(Desk[PanelTexts]):
                     sender.chat_id,
                     PRIORITY_REPLY,
                     "message",
-                    self._texts.summary(summary, locale),
+                    self._texts.summary(summary, actor.locale),
                     now,
                 )
 

@@ -53,12 +53,10 @@ class RsvpService(Desk[PanelTexts]):
             await self._begin_reply(update_id, sender, token)
             return
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
-            locale = await self._locale(conn, pseudonym)
-            actor = Actor(pseudonym, sender.chat_id, locale)
+            conn, now, actor = acting
             panels = Panels(conn)
             invitation = await panels.invitation(token)
             panel = await panels.get(invitation.panel_id) if invitation else None
@@ -76,7 +74,7 @@ class RsvpService(Desk[PanelTexts]):
                 await self._toggle_need(conn, actor, panel, invitation, action[2:], message_id, now)
             elif action == "d":
                 key = "support_saved" if invitation.support_needs else "support_none_saved"
-                needs = self._texts.needs(invitation.support_needs, locale)
+                needs = self._texts.needs(invitation.support_needs, actor.locale)
                 await self._tell(conn, actor, key, now, needs=needs)
 
     async def relay_reply(

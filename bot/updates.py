@@ -158,12 +158,11 @@ class UpdateService(Desk[DialogueTexts]):
                 await Updates(conn).react(token, "more", self._clock.now_ms())
             await self._conversations.handle_event(update_id, sender, Begin("update_reply"))
             return
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
+            conn, now, actor = acting
             await Updates(conn).react(token, _REACTIONS[action], now)
-            actor = Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
             await self._tell(conn, actor, "reaction_thanks", now)
 
     async def on_list(self, update_id: int, sender: Sender) -> None:
