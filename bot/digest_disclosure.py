@@ -424,22 +424,48 @@ def _pinned(items: tuple[tuple[int, int], ...]) -> tuple[int | None, ...]:
     """For hidden counts given as (weight, true value): the value each must have, or None
     when another whole number >= 0 fits too, knowing only how many there are in all and
     their weighted sum."""
+    return tuple(None if _moves(items, j) else _only_value(items, j) for j in range(len(items)))
+
+
+def _moves(items: Sequence[tuple[int, int]], j: int) -> bool:
+    """Whether a second solution is in plain sight: shifting a few counts among three
+    distinct weights (or two equal ones) that keeps both the number and the weighted sum
+    and changes count j. The usual case (a week's hidden buckets of hundreds of scores)
+    is settled here instead of by _only_value's search, which grows with the square of
+    the counts; when no such shift fits, _only_value decides."""
+    weight, value = items[j]
+    others = [one for i, one in enumerate(items) if i != j]
+    if any(w == weight and value + v > 0 for w, v in others):
+        return True
+    for a, (wa, va) in enumerate(others):
+        for wb, vb in others[a + 1 :]:
+            if len({weight, wa, wb}) < 3:
+                continue
+            # For weights x < y < z, (z - y, -(z - x), y - x) keeps both sums.
+            (x, vx), (y, vy), (z, vz) = sorted(((weight, value), (wa, va), (wb, vb)))
+            shift = ((vx, z - y), (vy, x - z), (vz, y - x))
+            if all(v + d >= 0 for v, d in shift) or all(v - d >= 0 for v, d in shift):
+                return True
+    return False
+
+
+def _only_value(items: Sequence[tuple[int, int]], j: int) -> int | None:
+    """The value count j must have (None when more than one fits), by trying every value
+    against the weighted sums the other counts can reach."""
     total = sum(value for _, value in items)
     weighted = sum(weight * value for weight, value in items)
-    found: list[int | None] = []
-    for j, (weight, _) in enumerate(items):
-        others = [w for i, (w, _) in enumerate(items) if i != j]
-        # reach[c]: bit s set when c of the others can have weighted sum s
-        reach = [1]
-        for _ in range(total):
-            step = 0
-            for w in set(others):
-                step |= reach[-1] << w
-            reach.append(step)
-        fits = [
-            v
-            for v in range(total + 1)
-            if weighted - weight * v >= 0 and reach[total - v] >> (weighted - weight * v) & 1
-        ]
-        found.append(fits[0] if len(fits) == 1 else None)
-    return tuple(found)
+    weight = items[j][0]
+    others = [w for i, (w, _) in enumerate(items) if i != j]
+    # reach[c]: bit s set when c of the others can have weighted sum s
+    reach = [1]
+    for _ in range(total):
+        step = 0
+        for w in set(others):
+            step |= reach[-1] << w
+        reach.append(step)
+    fits = [
+        v
+        for v in range(total + 1)
+        if weighted - weight * v >= 0 and reach[total - v] >> (weighted - weight * v) & 1
+    ]
+    return fits[0] if len(fits) == 1 else None

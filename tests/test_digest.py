@@ -36,7 +36,7 @@ from bot.digest import (
     to_json,
     to_markdown,
 )
-from bot.digest_disclosure import Sum
+from bot.digest_disclosure import Sum, _pinned
 from bot.digest_figures import is_empty, region_name
 from bot.digest_report import render_html
 from bot.digests import summary_figures
@@ -510,6 +510,29 @@ def _solutions(hidden: list[tuple[int, int]]) -> list[set[int]]:
     if hidden:
         fill(0, sum(v for _, v in hidden), sum(s * v for s, v in hidden), [])
     return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.integers(0, 9)), min_size=2, max_size=5).filter(
+        lambda items: sum(v for _, v in items) <= 24
+    )
+)
+def test_a_pinned_bucket_is_found_as_every_solution_would_find_it(
+    items: list[tuple[int, int]],
+) -> None:
+    """The shortcut (a shift of counts that keeps both sums proves a second solution)
+    gives what listing every whole-number solution gives, equal weights included."""
+    pinned = _pinned(tuple(items))
+    for value, fits in zip(pinned, _solutions(items), strict=True):
+        assert value == (next(iter(fits)) if len(fits) == 1 else None), items
+
+
+def test_a_week_of_hidden_buckets_of_hundreds_pins_none() -> None:
+    """The trend weeks' buckets are never shown: with hundreds in each, none is pinned
+    (and the answer comes at once, not after a search over every count)."""
+    assert _pinned(((1, 400), (2, 414), (3, 425), (4, 338), (5, 393))) == (None,) * 5
+    assert _pinned(((2, 300), (5, 0))) == (300, 0)  # two unknowns, two sums
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
