@@ -21,9 +21,10 @@ an answer, their tags replace the keyword guesses (Checkins.tag_answer/retag_ans
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import groupby
 from zoneinfo import ZoneInfo
 
 import aiosqlite
@@ -216,7 +217,13 @@ _PLACED_ANSWERS = (
     "  ON pl.week = g.week AND pl.pseudonym = g.pseudonym)"
 )
 
-_TEMP_TABLES = ("digest_placed", "digest_tagged", "digest_scores")  # see DigestFigures
+_TEMP_TABLES = ("digest_placed", "digest_tagged")  # see DigestFigures
+
+# The check-ins of the weeks in :weeks that some digest counts (people with no region yet
+# are in none, see _in_region), as `k`.
+_COUNTED_CHECKINS = (
+    "k.week IN (SELECT value FROM json_each(:weeks)) AND k.region IS NOT NULL AND k.region <> ''"
+)
 
 _PANELS_IN_SCOPE = "p.starts_at >= :start AND p.status <> 'cancelled'"
 # Support asked for by people still thinking of coming (yes, maybe, waiting).
@@ -243,6 +250,7 @@ class DigestFigures:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
         self._prepared: tuple[str, ...] = ()  # the weeks the temporary tables hold
+        self._people = _PeopleCounts()  # and the people behind check-ins and scores
 
     async def __aenter__(self) -> DigestFigures:
         return self
@@ -256,15 +264,16 @@ class DigestFigures:
         for table in _TEMP_TABLES:
             await self._conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
         self._prepared = ()
+        self._people = _PeopleCounts()
 
     async def _prepare(self, weeks: Sequence[str], zone: str) -> None:
         """Work out once, into temporary tables, what every region's digest reads many
-        times: the answers placed in their week and region (digest_placed), their themes
-        with staff tags winning (digest_tagged), and the scores of started check-ins
-        (digest_scores). Thirteen digests then each read their own rows by region instead
-        of working all of it out again (about fifty times over every answer of the weeks).
-        Built afresh for each DigestFigures, i.e. in each read (never stale), and dropped
-        when it closes."""
+        times: the answers placed in their week and region (digest_placed) and their themes
+        with staff tags winning (digest_tagged); and, for every region at once, the people
+        behind the check-ins and scores (_count_people). Thirteen digests then each read
+        their own rows by region instead of working all of it out again (about fifty times
+        over every answer of the weeks). Built afresh for each DigestFigures, i.e. in each
+        read (never stale), and dropped when it closes."""
         if set(weeks) <= set(self._prepared):
             return
         bounds = json.dumps([[w, *week_bounds(w, zone)] for w in weeks])
@@ -279,15 +288,44 @@ class DigestFigures:
             "t.theme FROM digest_placed a JOIN answer_themes t ON t.answer_id = a.id "
             f"WHERE {_STAFF_TAGS_WIN}"
         )
-        await self._conn.execute(
-            "CREATE TEMP TABLE digest_scores AS SELECT k.week, k.region, k.pseudonym, "
-            "s.principle, s.score FROM checkins k JOIN checkin_scores s ON s.checkin_id = k.id "
-            "WHERE k.week IN (SELECT value FROM json_each(:weeks)) AND k.started_at IS NOT NULL",
-            {"weeks": json.dumps(list(weeks))},
-        )
         for table in _TEMP_TABLES:
             await self._conn.execute(f"CREATE INDEX temp.{table}_region ON {table} (region)")
+        self._people = await self._count_people(weeks)
         self._prepared = tuple(weeks)
+
+    async def _count_people(self, weeks: Sequence[str]) -> _PeopleCounts:
+        """The distinct people behind each check-in and score count of `weeks`, for every
+        region and the national view at once. Counting distinct people group by group took
+        six passes over every score of the weeks for each digest; instead the check-ins and
+        scores are counted in one pass each, and a person counted more than once in a
+        group is taken off again. Only someone with two or more check-ins in a week can be
+        (a check-in gives at most one score per principle), and those few are read one by
+        one."""
+        params = {"weeks": json.dumps(list(weeks))}
+        checkins = await self._rows(
+            "SELECT k.region, k.week, k.locale, COUNT(*), COUNT(k.started_at), "
+            f"SUM(k.status = 'completed') FROM checkins k WHERE {_COUNTED_CHECKINS} "
+            "GROUP BY 1, 2, 3",
+            params,
+        )
+        scores = await self._rows(
+            f"SELECT k.region, k.week, s.principle, {_SCORE_KEY}, COUNT(*) "
+            "FROM checkins k JOIN checkin_scores s ON s.checkin_id = k.id "
+            f"WHERE {_COUNTED_CHECKINS} AND k.started_at IS NOT NULL GROUP BY 1, 2, 3, 4",
+            params,
+        )
+        # Every check-in (and its scores, if it was started) of a person with several in
+        # a week, by week and person, a check-in's rows together.
+        repeated = await self._rows(
+            "SELECT k.week, k.pseudonym, k.id, k.region, k.locale, k.started_at IS NOT NULL, "
+            f"k.status = 'completed', s.principle, {_SCORE_KEY} FROM checkins k "
+            "LEFT JOIN checkin_scores s ON s.checkin_id = k.id AND k.started_at IS NOT NULL "
+            f"WHERE {_COUNTED_CHECKINS} AND (k.week, k.pseudonym) IN (SELECT k.week, "
+            f"k.pseudonym FROM checkins k WHERE {_COUNTED_CHECKINS} GROUP BY 1, 2 "
+            "HAVING COUNT(*) > 1) ORDER BY k.week, k.pseudonym, k.id",
+            params,
+        )
+        return _count_people(checkins, scores, repeated)
 
     async def read(self, region: str, week: str, zone: str) -> DigestData:
         """Everything the digest of `region` (NATIONAL: all regions together)
@@ -296,7 +334,7 @@ class DigestFigures:
         await self._prepare(weeks, zone)
         params = {"region": region, "weeks": json.dumps(weeks)}
         funnels = await self._funnels(region, params)
-        scores = await self._scores(region, params)
+        scores = self._scores(region)
         answered, themes = await self._themes(region, weeks, zone)
         data = tuple(
             WeekData(
@@ -394,19 +432,7 @@ class DigestFigures:
             f"WHERE {weeks}{_in_region('region', region)} GROUP BY week, locale",
             params,
         )
-        people_sql = (
-            "SELECT week, {locale}, COUNT(DISTINCT pseudonym), "
-            "COUNT(DISTINCT CASE WHEN started_at IS NOT NULL THEN pseudonym END), "
-            "COUNT(DISTINCT CASE WHEN status = 'completed' THEN pseudonym END) "
-            f"FROM checkins WHERE {weeks}{_in_region('region', region)} GROUP BY {{group}}"
-        )
-        people = await self._rows(
-            people_sql.format(locale="locale", group="week, locale")
-            + " UNION ALL "
-            + people_sql.format(locale=f"'{ALL}'", group="week"),
-            params,
-        )
-        who = {(r[0], r[1]): (r[2], r[3], r[4]) for r in people}
+        who = self._people.funnels.get(region, {})
         found: dict[str, dict[str, Funnel]] = {}
         for week, locale, *values in counts:
             found.setdefault(week, {})[locale] = _funnel(values, who.get((week, locale)))
@@ -415,24 +441,11 @@ class DigestFigures:
             rows[ALL] = _funnel(total, who.get((week, ALL)))
         return found
 
-    async def _scores(
-        self, region: str, params: Mapping[str, object]
-    ) -> dict[str, dict[str, dict[str, Count]]]:
+    def _scores(self, region: str) -> dict[str, dict[str, dict[str, Count]]]:
         """Scores of check-ins that were started (completed, still open or since expired:
         what a person answered is kept), by sending week."""
-        source = "FROM digest_scores s WHERE 1" + _in_region("s.region", region)
-        rows = await self._rows(
-            "SELECT s.week, s.principle, COALESCE(CAST(s.score AS TEXT), 'skipped'), COUNT(*), "
-            f"COUNT(DISTINCT s.pseudonym) {source} GROUP BY 1, 2, 3 "
-            "UNION ALL SELECT s.week, s.principle, 'scored', COUNT(s.score), "
-            f"COUNT(DISTINCT CASE WHEN s.score IS NOT NULL THEN s.pseudonym END) {source} "
-            "GROUP BY 1, 2 "
-            "UNION ALL SELECT s.week, s.principle, 'answered', COUNT(*), "
-            f"COUNT(DISTINCT s.pseudonym) {source} GROUP BY 1, 2",
-            params,
-        )
         found: dict[str, dict[str, dict[str, Count]]] = {}
-        for week, principle, key, value, people in rows:
+        for (week, principle, key), (value, people) in self._people.scores.get(region, {}).items():
             found.setdefault(week, _no_scores())[principle][key] = Count(value, people)
         return found
 
@@ -561,6 +574,79 @@ class DigestStore:
         ) as cursor:
             rows = await cursor.fetchall()
         return [PublishedDigest(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+# A score as its key in SCORE_KEYS ('1'..'5', or skipped); NULL without a score row.
+_SCORE_KEY = (
+    "CASE WHEN s.principle IS NULL THEN NULL ELSE COALESCE(CAST(s.score AS TEXT), 'skipped') END"
+)
+
+
+@dataclass
+class _PeopleCounts:
+    """Distinct people, by region (NATIONAL: all regions together): behind each week's
+    and language's (and ALL's) sent, started and completed check-ins, and behind each
+    week's, principle's and SCORE_KEYS key's scores (with the number of scores)."""
+
+    funnels: dict[str, dict[tuple[str, ...], list[int]]] = field(default_factory=dict)
+    scores: dict[str, dict[tuple[str, ...], list[int]]] = field(default_factory=dict)
+
+
+def _count_people(
+    checkins: Iterable[Row], scores: Iterable[Row], repeated: Sequence[Row]
+) -> _PeopleCounts:
+    """People as check-ins (scores) counted, less each person's second and later ones in
+    a group. `checkins`: (region, week, locale, sent, started, completed) counts; `scores`:
+    (region, week, principle, key, count); `repeated`: every check-in of the people with
+    several in a week (see DigestFigures._count_people)."""
+    found = _PeopleCounts()
+    for region, week, locale, *steps in checkins:
+        for scope in (region, NATIONAL):
+            for language in (locale, ALL):
+                counted = found.funnels.setdefault(scope, {}).setdefault(
+                    (week, language), [0, 0, 0]
+                )
+                for n, count in enumerate(steps):
+                    counted[n] += count
+    for region, week, principle, key, count in scores:
+        for scope in (region, NATIONAL):
+            for one in _score_keys(key):
+                counted = found.scores.setdefault(scope, {}).setdefault(
+                    (week, principle, one), [0, 0]
+                )
+                counted[0] += count
+                counted[1] += count
+    # A group: (which table, region, key in it, position of its people in the list).
+    Group = tuple[str, str, tuple[str, ...], int]
+    for _, rows in groupby(repeated, key=lambda r: (r[0], r[1])):
+        times: dict[Group, int] = {}  # group -> this person's check-ins (scores) in it
+        last = None
+        for week, _, checkin, region, locale, started, completed, principle, key in rows:
+            groups: list[Group] = []
+            for scope in (region, NATIONAL):
+                if checkin != last:  # the check-in itself, once (not once per score)
+                    done = (True, started, completed)
+                    groups += [
+                        ("funnels", scope, (week, language), step)
+                        for language in (locale, ALL)
+                        for step in range(3)
+                        if done[step]
+                    ]
+                if principle is not None:
+                    groups += [
+                        ("scores", scope, (week, principle, one), 1) for one in _score_keys(key)
+                    ]
+            last = checkin
+            for group in groups:
+                times[group] = times.get(group, 0) + 1
+        for (table, scope, group_key, position), n in times.items():
+            getattr(found, table)[scope][group_key][position] -= n - 1
+    return found
+
+
+def _score_keys(key: str) -> tuple[str, ...]:
+    """The SCORE_KEYS a score (its own key) counts in."""
+    return (key, "answered") if key == SKIPPED else (key, "scored", "answered")
 
 
 def _funnel(values: Sequence[int], people: Sequence[int] | None) -> Funnel:

@@ -44,12 +44,14 @@ from bot.enrolment import REGION_NAMES
 from bot.settings import PROJECT_ROOT, load_settings
 from bot.themes import load_taxonomy
 from state_machines.definition import REGION_SLUGS
+from storage.checkins import Checkins
 from storage.database import Database
 from storage.digest_data import (
     ALL,
     NATIONAL,
     REACTIONS,
     SCORE_KEYS,
+    SKIPPED,
     Count,
     DigestData,
     DigestFigures,
@@ -58,6 +60,7 @@ from storage.digest_data import (
     shift_week,
     week_bounds,
 )
+from storage.people import People
 from tests.digest_synthetic import HOUR, ZONE, World, expected, generate
 from tests.test_digest_report import tables_of
 
@@ -489,6 +492,60 @@ def check_release(
             ]
             for (_, count), fits in zip(buckets, _solutions(buckets), strict=True):
                 assert len(fits) > 1 or count >= k, (series, buckets)
+
+
+async def test_a_person_checked_in_twice_in_a_week_counts_once(tmp_path: Path) -> None:
+    """The people behind check-ins and scores are counted once however many check-ins
+    they had in the week: here one person has three (two in London, one in Wales after a
+    move, in another language), another one, and someone with no region yet one."""
+    db = await Database.open(str(tmp_path / "twice.db"))
+    t = week_bounds(WEEK, ZONE)[0] + HOUR
+    try:
+        await db.migrate()
+        async with db.transaction() as conn:
+            checkins = Checkins(conn)
+
+            async def checkin(
+                who: str, region: str | None, locale: str, scores: dict[str, int | None]
+            ) -> None:
+                made = await checkins.create(who, region, locale, WEEK, "asked", t)
+                for principle, score in scores.items():
+                    assert await checkins.record_score(made.id, principle, score, t)
+                if scores.get("voice") == 3:
+                    assert await checkins.complete(made.id, t)
+                else:
+                    assert await checkins.expire(made.id, t)
+
+            for n, who in enumerate(("twice", "once", "joining")):
+                await People(conn).touch(who, 10 + n, "en", t)
+            await checkin("twice", "london", "en", {"voice": 3, "respect": None})
+            await checkin("twice", "wales", "cy", {"voice": 2, "respect": 4})
+            await checkin("twice", "london", "en", {})  # sent, never started
+            await checkin("once", "london", "en", {"voice": 3})
+            await checkin("joining", None, "en", {"voice": 3})
+        async with db.read() as conn, DigestFigures(conn) as figures:
+            data = {r: (await figures.read(r, WEEK, ZONE)).current for r in (NATIONAL, *REGIONS)}
+    finally:
+        await db.close()
+
+    def funnel(region: str, language: str) -> tuple[Count, ...]:
+        steps = data[region].funnel[language]
+        return steps.sent, steps.started, steps.completed
+
+    assert (
+        funnel("london", "en") == funnel("london", ALL) == (Count(3, 2), Count(2, 2), Count(2, 2))
+    )
+    assert funnel("wales", "cy") == (Count(1, 1), Count(1, 1), Count(0, 0))
+    assert funnel(NATIONAL, ALL) == (Count(4, 2), Count(3, 2), Count(2, 2))
+    assert funnel(NATIONAL, "en") == (Count(3, 2), Count(2, 2), Count(2, 2))
+    london, national = data["london"].scores, data[NATIONAL].scores
+    assert london["voice"]["3"] == london["voice"]["scored"] == Count(2, 2)
+    assert london["respect"][SKIPPED] == london["respect"]["answered"] == Count(1, 1)
+    assert national["voice"]["3"] == Count(2, 2) and national["voice"]["2"] == Count(1, 1)
+    assert national["voice"]["scored"] == national["voice"]["answered"] == Count(3, 2)
+    assert national["respect"]["scored"] == Count(1, 1)
+    assert national["respect"]["answered"] == Count(2, 1)  # a skip and a 4, one person
+    assert data["wales"].scores["voice"]["2"] == Count(1, 1)
 
 
 def _solutions(hidden: list[tuple[int, int]]) -> list[set[int]]:
