@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,7 +42,7 @@ from state_machines.events import (
 )
 from state_machines.session import Session
 from storage.clock import Clock
-from storage.database import Database
+from storage.database import Database, in_worker_thread
 from storage.people import ConsentLedger, People, Sessions
 from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Inbox, Outbox
 
@@ -114,6 +115,7 @@ class ConversationService:
         self._keeper = keeper or AnswerKeeper(secrets, taxonomy=None)
         self.notice_version = engine.common.settings.get("notice_version", "unversioned")
         self._submit_handlers: dict[str, SubmitHandler] = {}
+        self._bulk_submits: set[str] = set()
         self._value_formatters: list[ValueFormatter] = []
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
@@ -139,9 +141,13 @@ class ConversationService:
         """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
         self._withdrawal_handlers.append(handler)
 
-    def register_submit(self, action: str, handler: SubmitHandler) -> None:
-        """Say what a dialogue's `submit: <action>` does."""
+    def register_submit(self, action: str, handler: SubmitHandler, bulk: bool = False) -> None:
+        """Say what a dialogue's `submit: <action>` does. bulk: it writes for a whole
+        region (e.g. a panel's invitations), so its statements run in the database's worker
+        thread, not on the event loop like the rest of an update's transaction."""
         self._submit_handlers[action] = handler
+        if bulk:
+            self._bulk_submits.add(action)
 
     def add_value_formatter(self, formatter: ValueFormatter) -> None:
         """Show remembered values for people (each formatter rewrites the names it knows)."""
@@ -174,7 +180,7 @@ class ConversationService:
         photo's caption, a command's words): it is checked for risk phrases too."""
         pseudonym = self._secrets.pseudonym(sender.user_id)
         now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=True) as conn:
             if not await self._claim(conn, update_id):
                 return
             person = await People(conn).touch(
@@ -251,8 +257,10 @@ class ConversationService:
         closing: set[str] = set()
         for effect in step.effects:
             if isinstance(effect, Apply) and isinstance(effect.effect, Submit):
-                handler = self._submit_handlers[effect.effect.action]
-                await handler(conn, Actor(pseudonym, chat_id, locale), effect.values, now)
+                action = effect.effect.action
+                handler = self._submit_handlers[action]
+                with in_worker_thread(conn) if action in self._bulk_submits else nullcontext():
+                    await handler(conn, Actor(pseudonym, chat_id, locale), effect.values, now)
                 if await People(conn).get(pseudonym) is None:
                     return  # they were just erased: nothing more is said or kept
             elif isinstance(effect, Apply):
@@ -275,7 +283,7 @@ class ConversationService:
         """An edited message is not an answer, but a risk phrase in it is signposted."""
         pseudonym = self._secrets.pseudonym(sender.user_id)
         now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=True) as conn:
             if not await self._claim(conn, update_id):
                 return
             person = await People(conn).touch(
@@ -313,7 +321,7 @@ class ConversationService:
         """Answer with one shared message (no dialogue step), e.g. to a group chat, and
         leave the chat if asked."""
         now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=True) as conn:
             if not await self._claim(conn, update_id):
                 return
             outbox = Outbox(conn)
@@ -330,7 +338,7 @@ class ConversationService:
     async def set_reachable(self, update_id: int, chat_id: int, reachable: bool) -> None:
         """The person blocked or unblocked the bot (my_chat_member)."""
         now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=True) as conn:
             if not await self._claim(conn, update_id):
                 return
             pseudonym = await People(conn).set_reachable(chat_id, reachable, now)
@@ -349,7 +357,7 @@ class ConversationService:
         """Handling raised: count the attempt. Returns the attempts so far when it should be
         retried; after the last one the update is dropped and the person told, kindly."""
         now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=True) as conn:
             if await Inbox(conn).status(update_id) != "pending":
                 return None
             attempts = await Inbox(conn).record_failure(update_id, now, give_up_after)
@@ -370,13 +378,13 @@ class ConversationService:
 
     async def locale_of(self, pseudonym: str) -> str:
         """The person's language, or the default for someone not yet known."""
-        async with self._db.read() as conn:
+        async with self._db.read(quick=True) as conn:
             person = await People(conn).get(pseudonym)
         return person.locale if person else self._default_locale
 
     async def ignore(self, update_id: int) -> None:
         """An update with nothing to do (e.g. a channel post): mark it handled."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=True) as conn:
             await Inbox(conn).mark_handled(update_id, self._clock.now_ms())
 
     async def _claim(self, conn: aiosqlite.Connection, update_id: int) -> bool:

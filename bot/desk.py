@@ -51,6 +51,11 @@ TextsT = TypeVar("TextsT", bound=DialogueTexts)
 class Desk(Generic[TextsT]):
     """The base of the services that answer app buttons outside the dialogue engine."""
 
+    # An update's transaction runs its statements on the event loop (Database.transaction's
+    # `quick`): right for a person's tap or command, wrong for a service whose handling
+    # scans (the digest), which sets this False.
+    _quick = True
+
     def __init__(
         self,
         db: Database,
@@ -74,7 +79,7 @@ class Desk(Generic[TextsT]):
         """One update's transaction, marked handled at the end, waking the sender after the
         commit; None when the update was handled already (a redelivery: do nothing)."""
         now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=self._quick) as conn:
             if await Inbox(conn).status(update_id) != "pending":
                 yield None
                 return

@@ -77,6 +77,10 @@ def week_before(monday_ms: int, zone: str) -> str:
 class DigestService(Desk[DialogueTexts]):
     """Releases weekly digests and sends them to managers."""
 
+    # /digest releases the week's digests in its update's transaction: reads over every
+    # answer of 12 weeks, which must not hold up the event loop.
+    _quick = False
+
     def __init__(
         self,
         db: Database,

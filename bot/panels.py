@@ -64,7 +64,7 @@ class PanelService(Desk[PanelTexts]):
             "cancel_panel": self.cancel_panel,
             "message_attendees": self.message_attendees,
         }.items():
-            conversations.register_submit(action, handler)
+            conversations.register_submit(action, handler, bulk=True)
         conversations.add_value_formatter(texts.form_values)
 
     # --- submits from the staff dialogues (inside the update's transaction) -------------

@@ -205,7 +205,7 @@ class OutboxSender:
         now_ms = self._clock.now_ms()
         next_retry = None
         if self._stale or not self._candidates:
-            async with self._db.read() as conn:
+            async with self._db.read(quick=True) as conn:
                 outbox = Outbox(conn)
                 # Busy chats and chats whose first message waits for a retry are left out
                 # in SQL, so one chat with a long queue never blocks everyone else.
@@ -243,7 +243,7 @@ class OutboxSender:
             if not self._unrecorded:
                 return
             batch = list(self._unrecorded.items())
-            async with self._db.transaction() as conn:
+            async with self._db.transaction(quick=True) as conn:
                 await Outbox(conn).mark_sent_many(batch, self._clock.now_ms())
             for message_id, _ in batch:
                 self._unrecorded.pop(message_id, None)

@@ -54,7 +54,7 @@ class UpdateService(Desk[DialogueTexts]):
         self._broadcasts = broadcasts
         self._taxonomy = taxonomy
         self._lookback_ms = lookback_ms
-        conversations.register_submit("publish_update", self.publish)
+        conversations.register_submit("publish_update", self.publish, bulk=True)
         conversations.add_value_formatter(self.form_values)
 
     def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
