@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from telegram import Update
-from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.error import (
+    Conflict,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.ext import Application
 
 from bot.secrets_file import Secrets
@@ -40,7 +47,12 @@ _OFFSET_KEY = "get_updates_offset:{bot_id}"
 ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "my_chat_member")
 # Never needed, so never written to disk: optional fields are dropped; fields the Bot API
 # types require are blanked (dropping them would make the update unreadable).
-_DROPPED_KEYS = frozenset({"last_name", "username", "bio", "vcard", "author_signature"})
+# `reply_markup` is the keyboard of the message a person tapped (our own buttons, which we
+# never read back): building its button objects was a third of turning a tap into an
+# Update (inbound benchmark profile, bench/FINDINGS.md).
+_DROPPED_KEYS = frozenset(
+    {"last_name", "username", "bio", "vcard", "author_signature", "reply_markup"}
+)
 _BLANKED_TEXT = frozenset({"first_name", "phone_number", "sender_user_name", "title"})
 _BLANKED_NUMBER = frozenset({"latitude", "longitude"})
 
@@ -96,13 +108,14 @@ class Ingest:
         self._clock = clock
         self._poll_timeout = poll_timeout
         self._stopping = asyncio.Event()
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def store(self, raw_updates: Sequence[dict[str, Any]], offset: int | None = None) -> int:
         """Durably record a batch (and the next offset, if polling); dispatch the new ones.
         Returns how many were new."""
         fresh: list[dict[str, Any]] = []
         now = self._clock.now_ms()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(quick=True) as conn:
             inbox = Inbox(conn)
             for raw in map(minimise, raw_updates):
                 sealed = self._secrets.encrypt_text(json.dumps(raw, separators=(",", ":")))
@@ -111,8 +124,34 @@ class Ingest:
             if offset is not None:
                 await Meta(conn).set(self._offset_key(), str(offset))
         for raw in fresh:
+            self._answer_tap(raw)
             await self.dispatch(raw)
         return len(fresh)
+
+    def _answer_tap(self, raw: dict[str, Any]) -> None:
+        """A button tap is answered (the spinner on the person's button stops) as soon as it
+        is stored, not when its turn to be handled comes: after a broadcast thousands of
+        taps can queue for longer than Telegram's ~15 s, after which an answer is refused
+        and the person watches a spinner. Nothing is promised by the answer, and the tap
+        is durable in the inbox already, so nothing is acknowledged before its commit."""
+        query = raw.get("callback_query")
+        if not isinstance(query, dict) or not query.get("id"):
+            return
+        task = asyncio.create_task(self._answer(str(query["id"])))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, query_id: str) -> None:
+        try:
+            await self._application.bot._post(
+                "answerCallbackQuery", {"callback_query_id": query_id}
+            )
+        except TelegramError as exc:
+            log.warning("could not answer a button tap (%s)", type(exc).__name__)
+
+    async def finish_answers(self) -> None:
+        """At stop: let the answers to taps already under way finish."""
+        await asyncio.gather(*self._answering, return_exceptions=True)
 
     async def dispatch(self, raw: dict[str, Any]) -> None:
         """Hand one stored update to the Application; one that cannot even be read is marked

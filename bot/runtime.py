@@ -328,6 +328,7 @@ async def stop(runtime: Runtime) -> None:
     await asyncio.gather(*runtime.retries, return_exceptions=True)
     if runtime.application.running:
         await runtime.application.stop()  # waits for the updates already dispatched
+    await runtime.ingest.finish_answers()
     await runtime.sender.stop()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
     await runtime.application.shutdown()

@@ -7,7 +7,6 @@ builds one event and passes it to the conversation service. Nothing here decides
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections import Counter
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import Chat, ChatMember, Message, Update
-from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -229,9 +227,6 @@ class TelegramAdapter:
         verdict = self._flood.check(key, sent_at(update), update.update_id)
         if verdict is Verdict.HANDLE:
             return
-        if update.callback_query is not None:
-            with contextlib.suppress(TelegramError):  # else their app spins for 15 s
-                await update.callback_query.answer()
         chat = update.effective_chat
         if verdict is Verdict.WARN and chat is not None and chat.type == Chat.PRIVATE:
             log.info("a person is sending too fast; slowing them down")
@@ -271,8 +266,6 @@ class TelegramAdapter:
             # PTB hands a query with no data to every pattern; it is no stop button.
             await self.on_button(update, context)
             return
-        with contextlib.suppress(TelegramError):
-            await query.answer()
         if user is None or chat is None or chat.type != Chat.PRIVATE:
             await self._service.ignore(update.update_id)
             return
@@ -310,8 +303,6 @@ class TelegramAdapter:
         if query.data is None or not any(p.match(query.data) for p, _ in self._buttons):
             await self.on_button(update, context)  # no data: see on_broadcast_stop
             return
-        with contextlib.suppress(TelegramError):
-            await query.answer()
         sender = self._sender(update)
         if sender is None or query.message is None:
             await self._service.ignore(update.update_id)
@@ -329,13 +320,9 @@ class TelegramAdapter:
         return Sender(user.id, chat.id, user.language_code)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A button tap: answer Telegram at once (it gives up after ~15 s), then step."""
+        """A button tap (answered to Telegram already, when the poller stored it): a step."""
         query = update.callback_query
         assert query is not None
-        try:
-            await query.answer()
-        except TelegramError as exc:
-            log.warning("could not answer a callback query (%s)", type(exc).__name__)
         if query.message is None or query.message.chat.type != Chat.PRIVATE:
             await self._service.ignore(update.update_id)
             return

@@ -28,8 +28,9 @@ async def test_kill_mid_handling_takes_effect_exactly_once(
     api: LocalBotApi, tmp_path: Path, held_call: str, delivered: bool, replies: int
 ) -> None:
     """sendMessage: killed after the update was handled, while its reply was in flight.
-    answerCallbackQuery: killed at the start of handling, after getUpdates had already
-    confirmed the update to the server, so only the inbox still has it.
+    answerCallbackQuery: killed while the tap's answer was in flight (it is answered as soon
+    as it is stored), after getUpdates had already confirmed the update to the server, so
+    only the inbox still has it, handled or not yet.
     sendMessage, delivered: Telegram processed the reply but the answer never reached the
     bot; no sender can know, so the reply is sent again (at least once, bounded by what
     was in flight) while the update's effect still happens exactly once."""
