@@ -114,7 +114,8 @@ def build_digests(
     model = FigureModel(week, dict(themes), data)
     plans = {region: model.plans(region, one, zone) for region, one in data.items()}
     shown = {fid for plan in plans.values() for s in plan for r in s.rows for _, fid in r.cells}
-    figures = {i: replace(f, shown=i in shown) for i, f in model.figures.items()}
+    # The model makes every figure unshown: only those placed in a cell are copied.
+    figures = {i: replace(f, shown=True) if i in shown else f for i, f in model.figures.items()}
     hidden = hidden_figures(figures, model.sums, k, [release_of(d) for d in released])
     # The sums each digest stores (by figure name): those its figures are in.
     named = [

@@ -86,6 +86,11 @@ class Release:
     sums: tuple[Sum, ...]
 
 
+# A figure _protect may hide: (is the sum's total, people, id), the smallest first.
+_Candidate = tuple[bool, int, str]
+_SumView = tuple[_Candidate | None, tuple[str, ...]]
+
+
 def hidden_figures(
     figures: Mapping[str, Figure], sums: Sequence[Sum], k: int, released: Sequence[Release]
 ) -> dict[str, str]:
@@ -122,6 +127,9 @@ class _Control:
                 self.sums_of.setdefault(var, []).append(number)
         # members -> the total of the plain sum over them (a distribution's n)
         self.plain = {s.members: s.total for s in self.sums if s.weights is None}
+        # The sums each rule looks at, picked once (every round goes through them again).
+        self.weighted = [(n, s) for n, s in enumerate(self.sums) if s.weights is not None]
+        self.counted = [(n, s) for n, s in enumerate(self.sums) if self._counted(s)]
         # A reader may well guess that nobody is without a region: when so, the regions add
         # up to the national figure, and that is taken as known.
         self.zero_parts = {f.id for f in figures.values() if f.guessable and f.value == 0}
@@ -236,19 +244,24 @@ class _Control:
         hide: set[str] = set()
         known_before = known - determined  # (worked out once, not for every exposed figure)
         known |= determined
+        # The sums as _protect sees them, worked out once per round for each set of known
+        # figures: many exposed figures share their sums.
+        views_before: dict[int, _SumView] = {}
+        views: dict[int, _SumView] = {}
         for var in sorted(determined):
             if self._exposed(var, known):
-                hide |= self._protect([var], known_before)
-        for number, one in enumerate(self.sums):
-            if one.weights is not None and one.total in known:
-                hide |= self._pinned_by_mean(number, one, known)
-            if not self._counted(one) or one.total not in known:
+                hide |= self._protect([var], known_before, views_before)
+        for number, one in self.weighted:
+            if one.total in known:
+                hide |= self._pinned_by_mean(number, one, known, views)
+        for number, one in self.counted:
+            if one.total not in known:
                 continue
             hidden = [m for m in one.members if m not in known]
             residual = sum(self.figures[m].value for m in hidden)
             shown = any(self.figures[m].kind != PART for m in hidden)
             if hidden and residual < self.k and (residual > 0 or shown):
-                hide |= self._protect(hidden, known, number)
+                hide |= self._protect(hidden, known, views, number)
         return hide
 
     def _exposed(self, var: str, known: set[str]) -> bool:
@@ -261,7 +274,9 @@ class _Control:
             return mean is not None and self.figures[mean].depends[0] in known
         return f.shown or self._small(var, f.value)
 
-    def _pinned_by_mean(self, number: int, one: Sum, known: set[str]) -> set[str]:
+    def _pinned_by_mean(
+        self, number: int, one: Sum, known: set[str], views: dict[int, _SumView]
+    ) -> set[str]:
         """A mean with its n tells the sum of the hidden scores as well as their number; a
         few hidden buckets can then have only one whole-number solution. Linear algebra
         misses this (it allows negative and fractional counts), so it is checked here."""
@@ -273,39 +288,62 @@ class _Control:
         items = tuple((weights[m], int(self.figures[m].value)) for m in hidden)
         for member, value in zip(hidden, _pinned(items), strict=True):
             if value is not None and self._exposed(member, known):
-                return self._protect([member], known, number)
+                return self._protect([member], known, views, number)
         return set()
 
-    def _protect(self, start: list[str], known: set[str], first: int | None = None) -> set[str]:
+    def _protect(
+        self,
+        start: list[str],
+        known: set[str],
+        views: dict[int, _SumView],
+        first: int | None = None,
+    ) -> set[str]:
         """One figure to hide so that `start` is no longer pinned down: the smallest
         published part of a sum it is in (the total only when no part can be), looking
         further through hidden figures when its own sums offer none. Nothing when every
-        figure involved was released before: that cannot be undone."""
+        figure involved was released before: that cannot be undone. `views`: the sums
+        seen so far with this `known` in this round (see _view)."""
         frontier, seen_vars, seen_sums = list(start), set(start), set[int]()
         while frontier:
             if first is not None:
                 numbers = [first]
             else:
                 numbers = sorted({n for v in frontier for n in self.sums_of.get(v, [])})
-            candidates: list[tuple[bool, int, str]] = []
+            best: _Candidate | None = None
             found: list[str] = []
             for number in numbers:
                 if number in seen_sums:
                     continue
                 seen_sums.add(number)
-                one = self.sums[number]
-                for position, var in enumerate((one.total, *one.members)):
-                    figure = self._publisher(var)
-                    if figure is not None and var not in self.known_before:
-                        candidates.append((position == 0, self.figures[figure].people, figure))
-                    elif var not in known and var not in seen_vars:
+                view = views.get(number)
+                if view is None:
+                    view = views[number] = self._view(self.sums[number], known)
+                candidate, unknown = view
+                if candidate is not None and (best is None or candidate < best):
+                    best = candidate
+                for var in unknown:
+                    if var not in seen_vars:
                         seen_vars.add(var)
                         found.append(var)
-            if candidates:
-                return {min(candidates)[2]}
+            if best is not None:
+                return {best[2]}
             frontier = found if first is None else [*start, *found]
             first = None
         return set()
+
+    def _view(self, one: Sum, known: set[str]) -> _SumView:
+        """A sum as _protect sees it: the figure it would hide (a part before the total,
+        then the fewest people), if any may be hidden, and its unknown figures. Neither
+        changes within a round: what is published and known changes between rounds."""
+        candidates: list[_Candidate] = []
+        unknown: list[str] = []
+        for position, var in enumerate((one.total, *one.members)):
+            figure = self._publisher(var)
+            if figure is not None and var not in self.known_before:
+                candidates.append((position == 0, self.figures[figure].people, figure))
+            elif var not in known:
+                unknown.append(var)
+        return min(candidates, default=None), tuple(unknown)
 
     def _publisher(self, var: str) -> str | None:
         """The published figure that makes `var` known today, if any."""
@@ -319,8 +357,8 @@ class _Control:
     def _moved_residuals(self) -> set[str]:
         """A total minus its published parts that moved by 1..k-1 since a release."""
         hide: set[str] = set()
-        for one in self.sums:
-            if not self._counted(one) or one.total not in self.published:
+        for _, one in self.counted:
+            if one.total not in self.published:
                 continue
             total = self.figures[one.total]
             parts = [self.figures[m] for m in one.members if m in self.published]
