@@ -21,15 +21,7 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
-from telegram import (
-    Bot,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    InputFile,
-    KeyboardButton,
-    ReplyKeyboardMarkup,
-    ReplyKeyboardRemove,
-)
+from telegram import Bot, InputFile
 from telegram.error import (
     BadRequest,
     Forbidden,
@@ -414,25 +406,28 @@ class OutboxSender:
         log.warning("sending failed (%s); retrying in %.0f s", error, delay)
 
 
-def _reply_markup(
-    payload: dict[str, Any],
-) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None:
+# Keyboards are written as the Bot API's JSON, not built as python-telegram-bot objects that
+# `_post` turns straight back into the same dicts (object construction was the largest part
+# of python-telegram-bot's CPU in the inbound benchmark, bench/FINDINGS.md).
+Markup = dict[str, Any]
+
+
+def _reply_markup(payload: dict[str, Any]) -> Markup | None:
     """Inline buttons; or Telegram's own "share my phone number" button (the number then
     comes from Telegram, typed by no one); or taking that button away again."""
     if payload.get("contact_button"):
-        button = KeyboardButton(str(payload["contact_button"]), request_contact=True)
-        return ReplyKeyboardMarkup([[button]], resize_keyboard=True, one_time_keyboard=True)
+        button = {"text": str(payload["contact_button"]), "request_contact": True}
+        return {"keyboard": [[button]], "resize_keyboard": True, "one_time_keyboard": True}
     if payload.get("remove_keyboard"):
-        return ReplyKeyboardRemove()
+        return {"remove_keyboard": True}
     return _markup(payload.get("buttons"))
 
 
-def _markup(rows: list[list[dict[str, Any]]] | None) -> InlineKeyboardMarkup | None:
+def _markup(rows: list[list[dict[str, Any]]] | None) -> Markup | None:
     if not rows:
         return None
-    return InlineKeyboardMarkup(
-        [
-            [InlineKeyboardButton(b["text"], callback_data=b["callback_data"]) for b in row]
-            for row in rows
+    return {
+        "inline_keyboard": [
+            [{"text": b["text"], "callback_data": b["callback_data"]} for b in row] for row in rows
         ]
-    )
+    }
