@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from telegram import Update
@@ -91,6 +91,46 @@ def _minimise(value: Any) -> Any:
     return value
 
 
+class TapAnswers:
+    """The answers to button taps under way, which go before handling under a burst.
+
+    After a broadcast thousands of people can tap within seconds. Every tap must be answered
+    within ~15 s, and an answer costs a fraction of what handling the tap does, but both
+    share one event loop: while many answers are under way, no *new* update starts being
+    handled (those started go on), so the answers get the loop first. A steady trickle never
+    reaches the threshold, and an update waits at most `MAX_WAIT_S` for the answers."""
+
+    THRESHOLD = 32
+    MAX_WAIT_S = 2.0
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._few = asyncio.Event()
+        self._few.set()
+
+    def add(self, answer: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(answer)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        if len(self._tasks) >= self.THRESHOLD:
+            self._few.clear()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if len(self._tasks) < self.THRESHOLD:
+            self._few.set()
+
+    async def let_through(self) -> None:
+        """Before an update is handled: wait while many answers are under way (bounded)."""
+        if not self._few.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._few.wait(), timeout=self.MAX_WAIT_S)
+
+    async def finish(self) -> None:
+        """At stop: let the answers already under way finish."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class Ingest:
     """Writes updates to the inbox, then hands them to the Application for handling."""
 
@@ -100,6 +140,7 @@ class Ingest:
         application: Application[Any, Any, Any, Any, Any, Any],
         clock: Clock,
         secrets: Secrets,
+        tap_answers: TapAnswers,
         poll_timeout: int = POLL_TIMEOUT_S,
     ) -> None:
         self._db = db
@@ -108,7 +149,7 @@ class Ingest:
         self._clock = clock
         self._poll_timeout = poll_timeout
         self._stopping = asyncio.Event()
-        self._answering: set[asyncio.Task[None]] = set()
+        self.tap_answers = tap_answers
 
     async def store(self, raw_updates: Sequence[dict[str, Any]], offset: int | None = None) -> int:
         """Durably record a batch (and the next offset, if polling); dispatch the new ones.
@@ -135,11 +176,8 @@ class Ingest:
         and the person watches a spinner. Nothing is promised by the answer, and the tap
         is durable in the inbox already, so nothing is acknowledged before its commit."""
         query = raw.get("callback_query")
-        if not isinstance(query, dict) or not query.get("id"):
-            return
-        task = asyncio.create_task(self._answer(str(query["id"])))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
+        if isinstance(query, dict) and query.get("id"):
+            self.tap_answers.add(self._answer(str(query["id"])))
 
     async def _answer(self, query_id: str) -> None:
         try:
@@ -148,10 +186,6 @@ class Ingest:
             )
         except TelegramError as exc:
             log.warning("could not answer a button tap (%s)", type(exc).__name__)
-
-    async def finish_answers(self) -> None:
-        """At stop: let the answers to taps already under way finish."""
-        await asyncio.gather(*self._answering, return_exceptions=True)
 
     async def dispatch(self, raw: dict[str, Any]) -> None:
         """Hand one stored update to the Application; one that cannot even be read is marked

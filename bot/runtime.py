@@ -26,7 +26,7 @@ from bot.dialogue_files import build_engine
 from bot.digests import DIGEST_JOB, REPORT_JOB, DigestService
 from bot.flood import FloodGate
 from bot.http_request import AiohttpRequest
-from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest
+from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest, TapAnswers
 from bot.panel_texts import PanelTexts
 from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
 from bot.payload_seal import payload_codec
@@ -95,13 +95,14 @@ async def build_runtime(
     applied = await db.migrate()
     if applied:
         log.info("database migrated: %s", ", ".join(applied))
+    tap_answers = TapAnswers()
     application = (
         ApplicationBuilder()
         .token(token)
         .base_url(settings.api_base_url)
         .base_file_url(_file_url(settings.api_base_url))
         .updater(None)
-        .concurrent_updates(PerChatUpdateProcessor(64))
+        .concurrent_updates(PerChatUpdateProcessor(64, tap_answers))
         # aiohttp, not PTB's default httpx: httpx's pool dominated the CPU profile under a
         # burst of updates (bench/RESULTS.md, inbound).
         .request(AiohttpRequest(pool_size=16, pool_timeout=10))
@@ -124,7 +125,7 @@ async def build_runtime(
         sender.wake,
         AnswerKeeper(secrets, taxonomy),
     )
-    ingest = Ingest(db, application, clock, secrets, poll_timeout)
+    ingest = Ingest(db, application, clock, secrets, tap_answers, poll_timeout)
     scheduler = Scheduler(db, clock, after_jobs=sender.wake)
 
     def wake_sender_and_scheduler() -> None:
@@ -328,7 +329,7 @@ async def stop(runtime: Runtime) -> None:
     await asyncio.gather(*runtime.retries, return_exceptions=True)
     if runtime.application.running:
         await runtime.application.stop()  # waits for the updates already dispatched
-    await runtime.ingest.finish_answers()
+    await runtime.ingest.tap_answers.finish()
     await runtime.sender.stop()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
     await runtime.application.shutdown()

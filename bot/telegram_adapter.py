@@ -36,6 +36,7 @@ from bot.data_rights import FILE_BUTTON as MYDATA_FILE
 from bot.data_rights import DataRightsService
 from bot.digests import DigestService
 from bot.flood import FloodGate, Verdict, sent_at
+from bot.ingest import TapAnswers
 from bot.panel_texts import ANSWER_PREFIX, MANAGE_PREFIX, RSVP_PREFIX
 from bot.panels import PanelService
 from bot.review import BUTTON_PREFIX as RETAG_PREFIX
@@ -131,13 +132,18 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 
     _UNBOUNDED = 1_000_000
 
-    def __init__(self, max_concurrent_updates: int = 64) -> None:
+    def __init__(
+        self, max_concurrent_updates: int = 64, tap_answers: TapAnswers | None = None
+    ) -> None:
         super().__init__(self._UNBOUNDED)
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiting: Counter[int] = Counter()
         self._slots = asyncio.BoundedSemaphore(max_concurrent_updates)
+        self._tap_answers = tap_answers
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        if self._tap_answers is not None:
+            await self._tap_answers.let_through()
         key = _chat_key(update)
         if key is None:
             async with self._slots:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from telegram import Chat, Message, Update, User
 
+from bot.ingest import TapAnswers
 from bot.telegram_adapter import PerChatUpdateProcessor
 
 
@@ -56,3 +58,55 @@ async def test_a_flooding_person_does_not_block_others() -> None:
     assert served == [999]
     release.set()
     await asyncio.gather(*flood)
+
+
+async def test_many_tap_answers_under_way_go_before_new_updates() -> None:
+    """A burst of taps: while THRESHOLD answers are under way no new update is started, so
+    the answers (each with a ~15 s deadline) get the event loop first; below it, or after
+    MAX_WAIT_S at most, updates go on."""
+    answers = TapAnswers()
+    processor = PerChatUpdateProcessor(max_concurrent_updates=8, tap_answers=answers)
+    replied = asyncio.Event()
+    events: list[str] = []
+
+    async def answer() -> None:
+        await replied.wait()
+
+    async def handle(update_id: int) -> None:
+        events.append(f"handled {update_id}")
+
+    for _ in range(TapAnswers.THRESHOLD - 1):
+        answers.add(answer())
+    await processor.process_update(update_from(1, 1), handle(1))  # below: no wait
+    answers.add(answer())
+    waiting = asyncio.create_task(processor.process_update(update_from(2, 2), handle(2)))
+    await asyncio.sleep(0.05)
+    assert events == ["handled 1"] and not waiting.done()
+    replied.set()  # Telegram answers them
+    await asyncio.wait_for(waiting, 1.0)
+    assert events == ["handled 1", "handled 2"]
+    await answers.finish()
+
+
+async def test_answers_that_hang_hold_an_update_back_for_a_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TapAnswers, "MAX_WAIT_S", 0.1)
+    answers = TapAnswers()
+    processor = PerChatUpdateProcessor(max_concurrent_updates=8, tap_answers=answers)
+    never = asyncio.Event()
+
+    async def hang() -> None:
+        await never.wait()
+
+    for _ in range(TapAnswers.THRESHOLD):
+        answers.add(hang())
+    handled: list[int] = []
+
+    async def handle(update_id: int) -> None:
+        handled.append(update_id)
+
+    await asyncio.wait_for(processor.process_update(update_from(3, 3), handle(3)), 1.0)
+    assert handled == [3]
+    never.set()
+    await answers.finish()
