@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,24 @@ class _Connection(aiosqlite.Connection):
             iter_chunk_size=64,
         )
         self.busy_timeout_ms = busy_timeout_ms
+        self._last_queued: asyncio.Future[Any] | None = None
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or self._connection is None:
+            raise ValueError("Connection closed")
         if self.inline:
-            if not self._running or self._connection is None:
-                raise ValueError("Connection closed")
             return fn(*args, **kwargs)
-        # aiosqlite leaves this method unannotated.
-        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+        # As aiosqlite's own _execute (aiosqlite is pinned), keeping the future: a call
+        # whose awaiting coroutine was cancelled still runs in the thread later, and no
+        # statement may run inline until it has (see `idle`).
+        future = asyncio.get_running_loop().create_future()
+        self._tx.put_nowait((future, partial(fn, *args, **kwargs)))
+        self._last_queued = future
+        return await future
+
+    def idle(self) -> bool:
+        """True when nothing sent to the worker thread is still waiting or running."""
+        return self._last_queued is None or self._last_queued.done()
 
     def begin_now(self) -> bool:
         """BEGIN IMMEDIATE on this thread if no other connection is writing; False (nothing
@@ -185,7 +196,10 @@ class Database:
         this block exits, exactly as without `quick`."""
         async with self._lock:
             try:
-                if not (quick and self._connection.begin_now()):
+                # Inline only when the thread is idle (a rollback of a cancelled transaction
+                # may still be running there) and the write lock is free right now.
+                quick = quick and self._connection.idle() and self._connection.begin_now()
+                if not quick:
                     await self._connection.execute("BEGIN IMMEDIATE")
                 self._connection.inline = quick
                 try:
@@ -208,7 +222,7 @@ class Database:
         quick: as for `transaction`, for a few small indexed reads (in WAL mode a read
         never waits for a writer)."""
         async with self._lock:
-            self._connection.inline = quick
+            self._connection.inline = quick and self._connection.idle()
             try:
                 yield self._connection
             finally:

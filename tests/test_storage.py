@@ -164,13 +164,18 @@ async def test_schedules_are_idempotent_by_key(db: Database) -> None:
         assert await Meta(conn).get("k") == "v"
 
 
-async def test_a_cancelled_transaction_never_leaves_the_connection_stuck(db: Database) -> None:
+@pytest.mark.parametrize("quick", [False, True])
+async def test_a_cancelled_transaction_never_leaves_the_connection_stuck(
+    db: Database, quick: bool
+) -> None:
     """Cancelled at any point (even while BEGIN is on its way to the connection's thread),
-    a transaction rolls back and the next one starts cleanly."""
+    a transaction rolls back and the next one starts cleanly; a quick one too, whose
+    statements run on the event loop (and the next quick one, while the rollback may still
+    be running in the thread)."""
     for yields_before_cancel in range(8):
 
         async def work() -> None:
-            async with db.transaction() as conn:
+            async with db.transaction(quick=quick) as conn:
                 await Meta(conn).set("half", "done")
                 await asyncio.sleep(0.01)
 
@@ -180,7 +185,55 @@ async def test_a_cancelled_transaction_never_leaves_the_connection_stuck(db: Dat
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        async with db.transaction() as conn:
+        async with db.transaction(quick=quick) as conn:
             await Meta(conn).set("after", str(yields_before_cancel))
-        async with db.read() as conn:
+        async with db.read(quick=quick) as conn:
             assert await Meta(conn).get("half") is None
+            assert await Meta(conn).get("after") == str(yields_before_cancel)
+
+
+async def test_a_quick_transaction_commits_durably_and_rolls_back_on_error(
+    db: Database, tmp_path: Path
+) -> None:
+    async with db.transaction(quick=True) as conn:
+        await Meta(conn).set("kept", "yes")
+    with pytest.raises(RuntimeError):
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set("lost", "yes")
+            raise RuntimeError("the handler failed")
+    # Another connection (another process, in effect) sees what was committed, only that.
+    with sqlite3.connect(tmp_path / "test.db") as other:
+        found = other.execute("SELECT key FROM meta WHERE key IN ('kept', 'lost')").fetchall()
+        assert found == [("kept",)]
+
+
+async def test_a_quick_transaction_waits_for_another_writer_without_stopping_the_loop(
+    db: Database, tmp_path: Path
+) -> None:
+    """While another process holds the write lock, a quick transaction's BEGIN waits in the
+    worker thread (up to busy_timeout), not on the event loop: everyone else keeps going."""
+    other = sqlite3.connect(tmp_path / "test.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def write() -> None:
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set("waited", "yes")
+
+    ticking = asyncio.create_task(ticker())
+    writing = asyncio.create_task(write())
+    await asyncio.sleep(0.5)
+    assert not writing.done()
+    assert ticks >= 10  # about 50; none at all if the BEGIN blocked the loop
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(writing, timeout=10)
+    ticking.cancel()
+    async with db.read(quick=True) as conn:
+        assert await Meta(conn).get("waited") == "yes"
