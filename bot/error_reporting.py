@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
-
-import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +88,11 @@ def apply_log_levels(level: str) -> None:
 def setup_sentry(dsn: str | None, environment: str) -> bool:
     if not dsn:
         return False
+    # Imported only when configured: sentry_sdk is a fifth of a second of every start-up
+    # (bench/FINDINGS.md, start-up).
+    import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
@@ -108,4 +111,6 @@ def setup_sentry(dsn: str | None, environment: str) -> bool:
 
 def report(error: BaseException) -> None:
     """Send an error to Sentry (a no-op when Sentry is not configured)."""
-    sentry_sdk.capture_exception(error)
+    sentry_sdk = sys.modules.get("sentry_sdk")  # imported by setup_sentry, if at all
+    if sentry_sdk is not None:
+        sentry_sdk.capture_exception(error)
