@@ -100,7 +100,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         "inbound",
                         row["name"],
                         f"{row['updates_per_s']:.1f} updates/s ({row['updates']:,} updates), "
-                        f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms",
+                        f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
+                        f"{row.get('failed_calls', 0):,} Bot API calls refused",
                         "",
                     )
                 )
@@ -157,16 +158,6 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     "< 300 MB",
                 ),
             ]
-            later = d.get("after_temp_tables_and_audit_groups")
-            if later:  # re-measured after a change, on the same data (FINDINGS.md)
-                table.append(
-                    (
-                        "digest",
-                        "the same, after the temporary tables and audit groups",
-                        f"{later['best_seconds']:.2f} s, {later['peak_rss_mb']:.0f} MB",
-                        "< 5 s",
-                    )
-                )
     return table
 
 

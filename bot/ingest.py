@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from storage.queues import Inbox, Meta
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
+_REFUSALS_LOGGED_EVERY_S = 10.0
 # Per bot: the sandbox's local server and Telegram number updates differently, and an
 # offset from one must never confirm (drop) the other's updates.
 _OFFSET_KEY = "get_updates_offset:{bot_id}"
@@ -150,6 +152,8 @@ class Ingest:
         self._poll_timeout = poll_timeout
         self._stopping = asyncio.Event()
         self.tap_answers = tap_answers
+        self._refused_answers = 0
+        self._refusals_logged_at = -_REFUSALS_LOGGED_EVERY_S
 
     async def store(self, raw_updates: Sequence[dict[str, Any]], offset: int | None = None) -> int:
         """Durably record a batch (and the next offset, if polling); dispatch the new ones.
@@ -185,7 +189,16 @@ class Ingest:
                 "answerCallbackQuery", {"callback_query_id": query_id}
             )
         except TelegramError as exc:
-            log.warning("could not answer a button tap (%s)", type(exc).__name__)
+            # Under a burst thousands can be refused (too late): counted, logged now and then.
+            self._refused_answers += 1
+            now = time.monotonic()
+            if now - self._refusals_logged_at >= _REFUSALS_LOGGED_EVERY_S:
+                log.warning(
+                    "%d button taps could not be answered since the last report (%s)",
+                    self._refused_answers,
+                    type(exc).__name__,
+                )
+                self._refused_answers, self._refusals_logged_at = 0, now
 
     async def dispatch(self, raw: dict[str, Any]) -> None:
         """Hand one stored update to the Application; one that cannot even be read is marked

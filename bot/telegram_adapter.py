@@ -142,23 +142,30 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         self._tap_answers = tap_answers
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        if self._tap_answers is not None:
-            await self._tap_answers.let_through()
         key = _chat_key(update)
         if key is None:
             async with self._slots:
+                await self._let_through()
                 await coroutine
             return
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._waiting[key] += 1
         try:
             async with lock, self._slots:
+                await self._let_through()
                 await coroutine
         finally:
             self._waiting[key] -= 1
             if not self._waiting[key]:
                 del self._waiting[key]
                 del self._locks[key]
+
+    async def _let_through(self) -> None:
+        # Inside a slot: only the few updates about to start wait on the tap answers (after a
+        # burst, thousands wait for a slot; all of them woken each time the answers thin out
+        # would cost more than the answers).
+        if self._tap_answers is not None:
+            await self._tap_answers.let_through()
 
     async def initialize(self) -> None:
         """Nothing to set up."""
