@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -86,38 +86,57 @@ class _Connection(aiosqlite.Connection):
     under the one database lock, so the lock was held for the trips, not the work (the
     inbound benchmark's profile: 7.7 ms per update, of which the statements themselves are a
     few hundred microseconds; bench/FINDINGS.md). While `inline` is set (by
-    `Database.transaction(quick=True)`, inside the lock, so the worker thread is idle),
-    statements run at once where they are awaited. Only what can wait stays in the thread:
-    COMMIT, which waits for fsync, and a BEGIN that finds another process writing."""
+    `Database.transaction(quick=True)` or `read(quick=True)`, inside the lock, and only when
+    the worker thread has nothing left to run: see `idle`), statements run at once where they
+    are awaited. The rest goes to the thread: COMMIT, which waits for fsync; every rollback;
+    the whole of a transaction whose BEGIN found another process writing; bulk steps
+    (`in_worker_thread`)."""
 
     inline = False
 
     def __init__(self, path: str, busy_timeout_ms: int) -> None:
         # check_same_thread=False: the sqlite3 connection is used from the worker thread and,
-        # while `inline`, from the event loop's; the Database lock keeps the two apart.
+        # while `inline`, from the event loop's; the Database lock and `idle` keep the two
+        # apart.
         super().__init__(
             lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False),
             iter_chunk_size=64,
         )
         self.busy_timeout_ms = busy_timeout_ms
-        self._last_queued: asyncio.Future[Any] | None = None
+        self._in_thread = 0  # calls given to the worker thread and not yet finished there
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or self._connection is None:
             raise ValueError("Connection closed")
         if self.inline:
             return fn(*args, **kwargs)
-        # As aiosqlite's own _execute (aiosqlite is pinned), keeping the future: a call
-        # whose awaiting coroutine was cancelled still runs in the thread later, and no
-        # statement may run inline until it has (see `idle`).
-        future = asyncio.get_running_loop().create_future()
-        self._tx.put_nowait((future, partial(fn, *args, **kwargs)))
-        self._last_queued = future
-        return await future
+        return await self.in_thread(fn, *args, **kwargs)
+
+    def in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Give `fn` to the worker thread now (as aiosqlite's own _execute does; aiosqlite is
+        pinned) and return its future. The call is counted until the thread has finished
+        it, not until its future is done: a future is done at once when the coroutine
+        awaiting it is cancelled, while the thread may still be running the call."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def run() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody counts
+                    loop.call_soon_threadsafe(self._finished_in_thread)
+
+        self._in_thread += 1
+        self._tx.put_nowait((future, run))
+        return future
+
+    def _finished_in_thread(self) -> None:
+        self._in_thread -= 1
 
     def idle(self) -> bool:
-        """True when nothing sent to the worker thread is still waiting or running."""
-        return self._last_queued is None or self._last_queued.done()
+        """True when nothing given to the worker thread is still waiting or running."""
+        return self._in_thread == 0
 
     def begin_now(self) -> bool:
         """BEGIN IMMEDIATE on this thread if no other connection is writing; False (nothing
@@ -209,18 +228,20 @@ class Database:
                 await self._connection.commit()
             except BaseException:
                 # Whatever failed (BEGIN, the work, COMMIT) or was cancelled: never leave the one
-                # connection mid-transaction. The rollback is queued after anything already
-                # sent to the connection's thread (a BEGIN whose await was cancelled still
-                # runs), and shielded so a second cancel cannot skip it. Outside a
-                # transaction it is a no-op.
-                await asyncio.shield(self._connection.rollback())
+                # connection mid-transaction. The rollback is given to the connection's thread
+                # now, before the lock can pass on (after anything already sent there: a BEGIN
+                # whose await was cancelled still runs), and shielded so a second cancel
+                # cannot skip it. Outside a transaction it is a no-op.
+                rollback = self._connection.in_thread(self._connection._conn.rollback)
+                await asyncio.shield(rollback)
                 raise
 
     @asynccontextmanager
     async def read(self, quick: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """Read committed data (no transaction of another coroutine can be open meanwhile).
-        quick: as for `transaction`, for a few small indexed reads (in WAL mode a read
-        never waits for a writer)."""
+        quick: as for `transaction`, for a few small indexed reads. In WAL mode a read does
+        not wait for a writer; it can wait (up to busy_timeout, on the event loop) only
+        while another process recovers the WAL or runs a RESTART or TRUNCATE checkpoint."""
         async with self._lock:
             self._connection.inline = quick and self._connection.idle()
             try:

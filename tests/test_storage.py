@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,37 @@ async def test_a_cancelled_transaction_never_leaves_the_connection_stuck(
             assert await Meta(conn).get("after") == str(yields_before_cancel)
 
 
+async def test_no_statement_runs_inline_while_the_thread_still_runs_a_cancelled_call(
+    db: Database,
+) -> None:
+    """A read cancelled while its statement runs in the worker thread: the statement goes on
+    there after the lock has passed on, so the next quick transaction must not use the
+    connection from the event loop meanwhile (it runs in the thread, after that call)."""
+    started = threading.Event()
+
+    def slow_statement() -> None:
+        started.set()
+        time.sleep(0.3)
+
+    async def reader() -> None:
+        async with db.read() as conn:
+            await conn._execute(slow_statement)  # type: ignore[attr-defined]
+
+    reading = asyncio.create_task(reader())
+    assert await asyncio.to_thread(started.wait, 5)
+    reading.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reading
+    async with db.transaction(quick=True) as conn:
+        assert not conn.inline  # type: ignore[attr-defined]
+        await Meta(conn).set("after", "the slow call")
+    await asyncio.sleep(0.4)  # the thread has finished: quick means inline again
+    async with db.transaction(quick=True) as conn:
+        assert conn.inline  # type: ignore[attr-defined]
+    async with db.read(quick=True) as conn:
+        assert await Meta(conn).get("after") == "the slow call"
+
+
 async def test_a_quick_transaction_commits_durably_and_rolls_back_on_error(
     db: Database, tmp_path: Path
 ) -> None:
@@ -202,9 +235,12 @@ async def test_a_quick_transaction_commits_durably_and_rolls_back_on_error(
             await Meta(conn).set("lost", "yes")
             raise RuntimeError("the handler failed")
     # Another connection (another process, in effect) sees what was committed, only that.
-    with sqlite3.connect(tmp_path / "test.db") as other:
+    other = sqlite3.connect(tmp_path / "test.db")
+    try:
         found = other.execute("SELECT key FROM meta WHERE key IN ('kept', 'lost')").fetchall()
-        assert found == [("kept",)]
+    finally:
+        other.close()
+    assert found == [("kept",)]
 
 
 async def test_a_quick_transaction_waits_for_another_writer_without_stopping_the_loop(
