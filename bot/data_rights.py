@@ -52,7 +52,8 @@ class DataRightsService(Desk[DialogueTexts]):
     ) -> None:
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._secrets = secrets
-        conversations.register_submit("erase_me", self.erase)
+        # bulk: erasing deletes from whole tables (the outbox by chat has no full index)
+        conversations.register_submit("erase_me", self.erase, bulk=True)
 
     async def on_mydata(self, update_id: int, sender: Sender, as_file: bool = False) -> None:
         """Everything kept about the person, in their language (or as a JSON file)."""

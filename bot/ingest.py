@@ -38,7 +38,6 @@ from storage.queues import Inbox, Meta
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
-_REFUSALS_LOGGED_EVERY_S = 10.0
 # Per bot: the sandbox's local server and Telegram number updates differently, and an
 # offset from one must never confirm (drop) the other's updates.
 _OFFSET_KEY = "get_updates_offset:{bot_id}"
@@ -100,22 +99,48 @@ class TapAnswers:
     within ~15 s, and an answer costs a fraction of what handling the tap does, but both
     share one event loop: while many answers are under way, no *new* update starts being
     handled (those started go on), so the answers get the loop first. A steady trickle never
-    reaches the threshold, and an update waits at most `MAX_WAIT_S` for the answers."""
+    reaches the threshold, and an update waits at most `MAX_WAIT_S` for the answers. At most
+    `AT_ONCE` answers are in flight, so replies keep their share of the HTTP pool."""
 
     THRESHOLD = 32
     MAX_WAIT_S = 2.0
+    AT_ONCE = 8
+    REPORT_EVERY_S = 10.0
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._few = asyncio.Event()
         self._few.set()
+        self._in_flight = asyncio.Semaphore(self.AT_ONCE)
+        self._refused = 0
+        self._reported_at = -self.REPORT_EVERY_S
 
     def add(self, answer: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(answer)
+        task = asyncio.create_task(self._answer(answer))
         self._tasks.add(task)
         task.add_done_callback(self._done)
         if len(self._tasks) >= self.THRESHOLD:
             self._few.clear()
+
+    async def _answer(self, answer: Coroutine[Any, Any, None]) -> None:
+        async with self._in_flight:
+            try:
+                await answer
+            except TelegramError as exc:
+                # Under a burst thousands can be refused (too late): counted, reported
+                # now and then and at stop, not one line each.
+                self._refused += 1
+                if time.monotonic() - self._reported_at >= self.REPORT_EVERY_S:
+                    self._report(type(exc).__name__)
+
+    def _report(self, error: str) -> None:
+        if self._refused:
+            log.warning(
+                "%d button taps could not be answered since the last report (%s)",
+                self._refused,
+                error,
+            )
+        self._refused, self._reported_at = 0, time.monotonic()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -126,11 +151,13 @@ class TapAnswers:
         """Before an update is handled: wait while many answers are under way (bounded)."""
         if not self._few.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._few.wait(), timeout=self.MAX_WAIT_S)
+                async with asyncio.timeout(self.MAX_WAIT_S):
+                    await self._few.wait()
 
     async def finish(self) -> None:
-        """At stop: let the answers already under way finish."""
+        """At stop: let the answers already under way finish, and report any refused."""
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._report("the last of them")
 
 
 class Ingest:
@@ -152,8 +179,6 @@ class Ingest:
         self._poll_timeout = poll_timeout
         self._stopping = asyncio.Event()
         self.tap_answers = tap_answers
-        self._refused_answers = 0
-        self._refusals_logged_at = -_REFUSALS_LOGGED_EVERY_S
 
     async def store(self, raw_updates: Sequence[dict[str, Any]], offset: int | None = None) -> int:
         """Durably record a batch (and the next offset, if polling); dispatch the new ones.
@@ -184,21 +209,7 @@ class Ingest:
             self.tap_answers.add(self._answer(str(query["id"])))
 
     async def _answer(self, query_id: str) -> None:
-        try:
-            await self._application.bot._post(
-                "answerCallbackQuery", {"callback_query_id": query_id}
-            )
-        except TelegramError as exc:
-            # Under a burst thousands can be refused (too late): counted, logged now and then.
-            self._refused_answers += 1
-            now = time.monotonic()
-            if now - self._refusals_logged_at >= _REFUSALS_LOGGED_EVERY_S:
-                log.warning(
-                    "%d button taps could not be answered since the last report (%s)",
-                    self._refused_answers,
-                    type(exc).__name__,
-                )
-                self._refused_answers, self._refusals_logged_at = 0, now
+        await self._application.bot._post("answerCallbackQuery", {"callback_query_id": query_id})
 
     async def dispatch(self, raw: dict[str, Any]) -> None:
         """Hand one stored update to the Application; one that cannot even be read is marked

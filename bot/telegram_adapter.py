@@ -333,7 +333,7 @@ class TelegramAdapter:
         return Sender(user.id, chat.id, user.language_code)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A button tap (answered to Telegram already, when the poller stored it): a step."""
+        """A button tap (answered to Telegram when it was stored, bot/ingest.py): a step."""
         query = update.callback_query
         assert query is not None
         if query.message is None or query.message.chat.type != Chat.PRIVATE:

@@ -110,3 +110,21 @@ async def test_answers_that_hang_hold_an_update_back_for_a_bounded_time(
     assert handled == [3]
     never.set()
     await answers.finish()
+
+
+async def test_at_most_a_few_answers_are_in_flight_so_replies_keep_their_connections() -> None:
+    answers = TapAnswers()
+    in_flight: list[int] = []
+    most = 0
+
+    async def answer() -> None:
+        nonlocal most
+        in_flight.append(1)
+        most = max(most, len(in_flight))
+        await asyncio.sleep(0.01)
+        in_flight.pop()
+
+    for _ in range(3 * TapAnswers.AT_ONCE):
+        answers.add(answer())
+    await answers.finish()
+    assert most == TapAnswers.AT_ONCE
