@@ -91,7 +91,10 @@ class Hold:
         return self._released.is_set()
 
     def matches(self, method: str, chat_id: ChatId | None, params: Params) -> bool:
-        """Whether this hold captures the given call."""
+        """Whether this hold captures the given call (a hold released before its call came
+        is withdrawn: it captures nothing)."""
+        if self._released.is_set():
+            return False
         if not _matches(_norm(self.method), self.chat_id, method, chat_id):
             return False
         return self.predicate is None or self.predicate(params)
