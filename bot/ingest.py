@@ -113,6 +113,7 @@ class TapAnswers:
         self._few.set()
         self._in_flight = asyncio.Semaphore(self.AT_ONCE)
         self._refused = 0
+        self._refused_with = ""  # the error type of the last refusal
         self._reported_at = -self.REPORT_EVERY_S
 
     def add(self, answer: Coroutine[Any, Any, None]) -> None:
@@ -130,15 +131,16 @@ class TapAnswers:
                 # Under a burst thousands can be refused (too late): counted, reported
                 # now and then and at stop, not one line each.
                 self._refused += 1
+                self._refused_with = type(exc).__name__
                 if time.monotonic() - self._reported_at >= self.REPORT_EVERY_S:
-                    self._report(type(exc).__name__)
+                    self._report()
 
-    def _report(self, error: str) -> None:
+    def _report(self) -> None:
         if self._refused:
             log.warning(
-                "%d button taps could not be answered since the last report (%s)",
+                "%d button taps could not be answered since the last report (last: %s)",
                 self._refused,
-                error,
+                self._refused_with,
             )
         self._refused, self._reported_at = 0, time.monotonic()
 
@@ -157,7 +159,7 @@ class TapAnswers:
     async def finish(self) -> None:
         """At stop: let the answers already under way finish, and report any refused."""
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._report("the last of them")
+        self._report()
 
 
 class Ingest:

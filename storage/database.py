@@ -134,6 +134,10 @@ class _Connection(aiosqlite.Connection):
     def _finished_in_thread(self) -> None:
         self._in_thread -= 1
 
+    def rollback_in_thread(self) -> asyncio.Future[Any]:
+        """Queue a rollback now (after anything already given to the thread)."""
+        return self.in_thread(self._conn.rollback)
+
     def idle(self) -> bool:
         """True when nothing given to the worker thread is still waiting or running."""
         return self._in_thread == 0
@@ -232,8 +236,7 @@ class Database:
                 # now, before the lock can pass on (after anything already sent there: a BEGIN
                 # whose await was cancelled still runs), and shielded so a second cancel
                 # cannot skip it. Outside a transaction it is a no-op.
-                rollback = self._connection.in_thread(self._connection._conn.rollback)
-                await asyncio.shield(rollback)
+                await asyncio.shield(self._connection.rollback_in_thread())
                 raise
 
     @asynccontextmanager

@@ -95,8 +95,8 @@ class Inbox:
 
     async def status(self, update_id: int) -> str | None:
         # execute_fetchall: one trip to the database thread instead of three (execute,
-        # fetch, close). The write lock is held across every trip of an update's
-        # transaction, so trips are what limits a burst (bench/RESULTS.md, inbound).
+        # fetch, close) when this runs outside a quick transaction (storage/database.py):
+        # the write lock is held across every trip, each waiting for the event loop.
         rows = list(
             await self._conn.execute_fetchall(
                 "SELECT status FROM inbox WHERE update_id = ?", (update_id,)
