@@ -10,18 +10,22 @@ and the local server).
 
 The behaviour python-telegram-bot relies on is kept: timeouts become `TimedOut`, transport
 failures `NetworkError`, and the status code and body are handed back for PTB to interpret
-(429 -> RetryAfter, 403 -> Forbidden, ...).
+(429 -> RetryAfter, 403 -> Forbidden, ...). A proxy named in the environment (HTTPS_PROXY,
+HTTP_PROXY, ALL_PROXY, NO_PROXY), which PTB's httpx request honours, is honoured too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from telegram._utils.defaultvalue import DefaultValue
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+from yarl import URL
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -44,6 +48,10 @@ class AiohttpRequest(BaseRequest):
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
         self._session: aiohttp.ClientSession | None = None
+        # The environment's proxy for each origin, looked up once. aiohttp's own
+        # `trust_env=True` looks it up (and reads ~/.netrc) in a worker thread on every
+        # request: two thread round trips per call, ~3% of the bot's CPU under a burst.
+        self._proxies: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
 
     @property
     def read_timeout(self) -> float | None:
@@ -54,7 +62,6 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 headers={"User-Agent": self.USER_AGENT},
-                trust_env=True,  # HTTPS_PROXY and friends, as PTB's httpx request honours
             )
 
     async def shutdown(self) -> None:
@@ -88,9 +95,10 @@ class AiohttpRequest(BaseRequest):
         timeout = aiohttp.ClientTimeout(
             total=total, connect=waiting, sock_connect=connect, sock_read=read
         )
+        proxy = await self._proxy_for(url)
         try:
             async with self._session.request(
-                method, url, timeout=timeout, **_body(request_data)
+                method, url, timeout=timeout, **proxy, **_body(request_data)
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
@@ -99,6 +107,25 @@ class AiohttpRequest(BaseRequest):
             # The type only: the text of some (a bad URL, redirects) holds the URL, and with
             # it the bot token.
             raise NetworkError(f"aiohttp.{type(exc).__name__}") from exc
+
+    async def _proxy_for(self, url: str) -> dict[str, Any]:
+        """`proxy`/`proxy_auth` arguments for a request to `url`, from the environment as it
+        was at this origin's first request (read in a thread: it may read ~/.netrc)."""
+        target = URL(url)
+        origin = (target.scheme, target.host, target.port)
+        found = self._proxies.get(origin)
+        if found is None:
+            found = await asyncio.to_thread(_environment_proxy, target)
+            self._proxies[origin] = found
+        return found
+
+
+def _environment_proxy(url: URL) -> dict[str, Any]:
+    try:
+        proxy, auth = get_env_proxy_for_url(url)
+    except LookupError:  # no proxy for this scheme, or NO_PROXY names the host
+        return {}
+    return {"proxy": proxy, "proxy_auth": auth}
 
 
 def _given(value: Any, default: float | None) -> float | None:
