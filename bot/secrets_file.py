@@ -12,6 +12,7 @@ never rotates (pseudonyms are identities).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -67,7 +68,10 @@ class Secrets:
         return True
 
 
+@functools.lru_cache(maxsize=8)
 def _fernet(key: bytes) -> Fernet:
+    # Built once per key (the bot seals every inbox and outbox row): the key bytes are in
+    # memory anyway, in the Secrets object; only the current and rotating keys are used.
     return Fernet(base64.urlsafe_b64encode(key))
 
 

@@ -138,6 +138,25 @@ class _Connection(aiosqlite.Connection):
         """Queue a rollback now (after anything already given to the thread)."""
         return self.in_thread(self._conn.rollback)
 
+    def undo_savepoint_in_thread(self, name: str) -> asyncio.Future[Any]:
+        """Queue `ROLLBACK TO name; RELEASE name` now. The future's result is False when
+        the enclosing transaction is gone instead (SQLite ends the whole transaction on some
+        errors, e.g. a full disk), after rolling back whatever is left of it."""
+
+        def undo() -> bool:
+            connection = self._conn
+            if not connection.in_transaction:
+                return False
+            try:
+                connection.execute(f"ROLLBACK TO {name}")
+                connection.execute(f"RELEASE {name}")
+            except sqlite3.Error:
+                connection.rollback()
+                return False
+            return True
+
+        return self.in_thread(undo)
+
     def idle(self) -> bool:
         """True when nothing given to the worker thread is still waiting or running."""
         return self._in_thread == 0
@@ -174,6 +193,29 @@ def in_worker_thread(conn: aiosqlite.Connection) -> Iterator[None]:
             conn.inline = inline
 
 
+_SAVEPOINT = "quick_transaction"
+
+
+class _CommitGroup:
+    """Quick transactions sharing one SQLite transaction, and how its COMMIT went."""
+
+    def __init__(self) -> None:
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Read even when every member was cancelled, so a failure is never reported as an
+        # exception nobody retrieved.
+        self.committed.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def succeeded(self) -> None:
+        if not self.committed.done():
+            self.committed.set_result(None)
+
+    def failed(self, error: BaseException) -> None:
+        if not self.committed.done():
+            if not isinstance(error, Exception):  # e.g. cancelled mid-COMMIT
+                error = sqlite3.OperationalError("the commit was interrupted")
+            self.committed.set_exception(error)
+
+
 class Database:
     """One writer connection. Every use goes through `transaction()` or `read()`, which take
     one lock, so coroutines never see each other's uncommitted work."""
@@ -182,6 +224,60 @@ class Database:
         self._connection = connection
         self._lock = asyncio.Lock()
         self.path = path
+        # Quick transactions begun but not yet committed (see `transaction`), and the task
+        # that will commit them once the coroutines already waiting for the lock had theirs.
+        self._group: _CommitGroup | None = None
+        self._committer: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def _locked(self, join_group: bool = False) -> AsyncIterator[None]:
+        """The one lock. Whoever takes it sees only committed data: an open commit group is
+        committed first, unless the taker is a quick transaction joining it."""
+        async with self._lock:
+            try:
+                if not join_group:
+                    await self._commit_group()
+                yield
+            finally:
+                if self._group is not None and self._committer is None:
+                    # Queued behind everyone waiting now: the quick transactions among them
+                    # join the group, then it commits (one fsync for all of them).
+                    self._committer = asyncio.create_task(self._commit_when_my_turn())
+
+    async def _commit_when_my_turn(self) -> None:
+        try:
+            async with self._lock:
+                self._committer = None
+                await self._commit_group()
+        finally:
+            self._committer = None
+
+    async def _commit_group(self) -> None:
+        """Commit the open group (the lock is held) and tell its members how it went. The
+        lock is kept until COMMIT is over, even if this coroutine is cancelled meanwhile:
+        what runs next must find the connection committed or rolled back."""
+        group, self._group = self._group, None
+        if group is None:
+            return
+        outcome = asyncio.ensure_future(self._finish(group))
+        cancelled = False
+        while not outcome.done():
+            try:
+                await asyncio.shield(outcome)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _finish(self, group: _CommitGroup) -> None:
+        try:
+            await self._connection.commit()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await self._connection.rollback_in_thread()
+            group.failed(exc)
+        else:
+            group.succeeded()
 
     @classmethod
     async def open(cls, path: str, busy_timeout_ms: int = 10_000) -> Database:
@@ -199,12 +295,14 @@ class Database:
     async def seal_payloads(self, seal: PayloadCodec, unseal: PayloadCodec) -> None:
         """Seal outgoing payloads from now on (see PayloadCodec); rows written before, or
         by a command run without the key, are read as they are."""
-        async with self._lock:
+        async with self._locked():
             await _register_payload_functions(self._connection, seal, unseal)
 
     async def close(self) -> None:
-        async with self._lock:
+        async with self._locked():
             await self._connection.close()
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
 
     @asynccontextmanager
     async def transaction(self, quick: bool = False) -> AsyncIterator[aiosqlite.Connection]:
@@ -216,19 +314,22 @@ class Database:
         the inbox, the outbox). Never for a scan (a digest, retention, a whole region):
         while a statement runs inline, nothing else in the bot does. The commit and its
         fsync stay in the worker thread either way, and the transaction is durable when
-        this block exits, exactly as without `quick`."""
-        async with self._lock:
+        this block exits, exactly as without `quick`.
+
+        Group commit: quick transactions that queue for the lock while one runs are
+        committed together (each in a SAVEPOINT of one transaction, so a failing one is
+        undone alone), with one COMMIT and one fsync for all of them. Each block still exits
+        only once its work is committed, and nobody else reads in between: any other user
+        of the lock commits the group first. Under a burst this saves the fsync wait that
+        otherwise stalls every update in turn (bench/FINDINGS.md)."""
+        if quick:
+            async with self._grouped() as connection:
+                yield connection
+            return
+        async with self._locked():
             try:
-                # Inline only when the thread is idle (a rollback of a cancelled transaction
-                # may still be running there) and the write lock is free right now.
-                quick = quick and self._connection.idle() and self._connection.begin_now()
-                if not quick:
-                    await self._connection.execute("BEGIN IMMEDIATE")
-                self._connection.inline = quick
-                try:
-                    yield self._connection
-                finally:
-                    self._connection.inline = False
+                await self._connection.execute("BEGIN IMMEDIATE")
+                yield self._connection
                 await self._connection.commit()
             except BaseException:
                 # Whatever failed (BEGIN, the work, COMMIT) or was cancelled: never leave the one
@@ -240,12 +341,52 @@ class Database:
                 raise
 
     @asynccontextmanager
+    async def _grouped(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A quick transaction: a SAVEPOINT in the open commit group (begun here if none
+        is), statements inline, and out only once the group has committed."""
+        connection = self._connection
+        async with self._locked(join_group=True):
+            if self._group is None:
+                try:
+                    # BEGIN here only when the thread is idle (a rollback of a cancelled
+                    # transaction may still be running there) and no other process is
+                    # writing; else in the thread, where waiting holds up nothing else.
+                    if not (connection.idle() and connection.begin_now()):
+                        await connection.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    await asyncio.shield(connection.rollback_in_thread())
+                    raise
+                self._group = _CommitGroup()
+            group = self._group
+            try:
+                connection.inline = connection.idle()
+                try:
+                    await connection.execute(f"SAVEPOINT {_SAVEPOINT}")
+                    yield connection
+                    await connection.execute(f"RELEASE {_SAVEPOINT}")
+                finally:
+                    connection.inline = False
+            except BaseException as exc:
+                # Undo this one's work alone, queued in the thread before the lock passes on
+                # and shielded from a second cancel (as a whole transaction's rollback is).
+                kept = await asyncio.shield(connection.undo_savepoint_in_thread(_SAVEPOINT))
+                if not kept and self._group is group:
+                    self._group = None
+                    group.failed(
+                        sqlite3.OperationalError(
+                            f"rolled back with a failed transaction ({type(exc).__name__})"
+                        )
+                    )
+                raise
+        await asyncio.shield(group.committed)
+
+    @asynccontextmanager
     async def read(self, quick: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """Read committed data (no transaction of another coroutine can be open meanwhile).
         quick: as for `transaction`, for a few small indexed reads. In WAL mode a read does
         not wait for a writer; it can wait (up to busy_timeout, on the event loop) only
         while another process recovers the WAL or runs a RESTART or TRUNCATE checkpoint."""
-        async with self._lock:
+        async with self._locked():
             self._connection.inline = quick and self._connection.idle()
             try:
                 yield self._connection
@@ -271,7 +412,7 @@ class Database:
                 f"BEGIN IMMEDIATE;\n{migration.sql}\n"
                 f"PRAGMA user_version = {migration.version};\nCOMMIT;"
             )
-            async with self._lock:
+            async with self._locked():
                 try:
                     await self._connection.executescript(script)
                 except sqlite3.Error as exc:

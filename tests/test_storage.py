@@ -200,11 +200,12 @@ async def test_no_statement_runs_inline_while_the_thread_still_runs_a_cancelled_
     """A read cancelled while its statement runs in the worker thread: the statement goes on
     there after the lock has passed on, so the next quick transaction must not use the
     connection from the event loop meanwhile (it runs in the thread, after that call)."""
-    started = threading.Event()
+    started, finished = threading.Event(), threading.Event()
 
     def slow_statement() -> None:
         started.set()
         time.sleep(0.3)
+        finished.set()
 
     async def reader() -> None:
         async with db.read() as conn:
@@ -216,7 +217,8 @@ async def test_no_statement_runs_inline_while_the_thread_still_runs_a_cancelled_
     with contextlib.suppress(asyncio.CancelledError):
         await reading
     async with db.transaction(quick=True) as conn:
-        assert not conn.inline  # type: ignore[attr-defined]
+        # Its BEGIN waited in the thread behind the slow call; inline only after that.
+        assert finished.is_set() or not conn.inline  # type: ignore[attr-defined]
         await Meta(conn).set("after", "the slow call")
     await asyncio.sleep(0.4)  # the thread has finished: quick means inline again
     async with db.transaction(quick=True) as conn:
@@ -273,3 +275,102 @@ async def test_a_quick_transaction_waits_for_another_writer_without_stopping_the
     ticking.cancel()
     async with db.read(quick=True) as conn:
         assert await Meta(conn).get("waited") == "yes"
+
+
+def _committed_keys(path: Path) -> set[str]:
+    """What another connection (another process, in effect) sees as committed."""
+    other = sqlite3.connect(path)
+    try:
+        return {row[0] for row in other.execute("SELECT key FROM meta")}
+    finally:
+        other.close()
+
+
+async def test_quick_transactions_queued_together_share_one_commit(
+    db: Database, tmp_path: Path
+) -> None:
+    """Group commit: transactions that queue while one runs commit with it, one COMMIT
+    (one fsync) for all, and each block exits only once its own work is durable."""
+    commits = 0
+    original_commit = db._connection.commit
+
+    async def counted_commit() -> None:
+        nonlocal commits
+        commits += 1
+        await original_commit()
+
+    db._connection.commit = counted_commit  # type: ignore[method-assign]
+    durable_at_exit: dict[str, bool] = {}
+
+    async def write(key: str) -> None:
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set(key, "yes")
+            await asyncio.sleep(0)  # the others queue for the lock meanwhile
+        durable_at_exit[key] = key in _committed_keys(tmp_path / "test.db")
+
+    keys = [f"k{n}" for n in range(20)]
+    await asyncio.gather(*(write(key) for key in keys))
+    assert durable_at_exit == dict.fromkeys(keys, True)
+    assert 1 <= commits <= 3  # one per group, not one per transaction (20)
+
+
+async def test_a_failing_transaction_in_a_group_is_undone_alone(
+    db: Database, tmp_path: Path
+) -> None:
+    async def write(key: str, fail: bool) -> None:
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set(key, "yes")
+            await asyncio.sleep(0)
+            if fail:
+                raise RuntimeError("this handler failed")
+
+    outcomes = await asyncio.gather(
+        *(write(f"k{n}", fail=n % 3 == 1) for n in range(9)), return_exceptions=True
+    )
+    failed = {f"k{n}" for n, outcome in enumerate(outcomes) if isinstance(outcome, Exception)}
+    assert failed == {"k1", "k4", "k7"}
+    assert _committed_keys(tmp_path / "test.db") == {f"k{n}" for n in range(9)} - failed
+
+
+async def test_a_group_whose_transaction_is_lost_fails_every_member(
+    db: Database, tmp_path: Path
+) -> None:
+    """When SQLite ends the whole transaction (some errors do, e.g. a full disk), every
+    member still waiting for the commit is told its work was not kept."""
+    kept_order: list[str] = []
+
+    async def write(key: str) -> None:
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set(key, "yes")
+            await asyncio.sleep(0)
+            if key == "k2":
+                await conn.execute("ROLLBACK")  # as SQLite does itself on such an error
+                raise sqlite3.OperationalError("database or disk is full")
+        kept_order.append(key)
+
+    outcomes = await asyncio.gather(*(write(f"k{n}") for n in range(4)), return_exceptions=True)
+    assert all(isinstance(outcome, sqlite3.OperationalError) for outcome in outcomes[:3])
+    assert kept_order == ["k3"] and outcomes[3] is None  # the next group
+    assert _committed_keys(tmp_path / "test.db") == {"k3"}
+
+
+async def test_a_reader_never_sees_a_group_before_it_is_committed(
+    db: Database, tmp_path: Path
+) -> None:
+    """Whoever else takes the lock (a read, e.g. the sender choosing what to send) commits
+    the open group first: nothing is read, so nothing is sent, before it is durable."""
+    seen_durable: list[bool] = []
+
+    async def write(key: str) -> None:
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set(key, "yes")
+            await asyncio.sleep(0)
+
+    async def read() -> None:
+        await asyncio.sleep(0)
+        async with db.read(quick=True) as conn, conn.execute("SELECT key FROM meta") as cursor:
+            visible = {row[0] for row in await cursor.fetchall()}
+        seen_durable.append(bool(visible) and visible <= _committed_keys(tmp_path / "test.db"))
+
+    await asyncio.gather(write("a"), read(), write("b"), read(), write("c"))
+    assert seen_durable == [True, True]
