@@ -33,6 +33,7 @@ _APART = re.compile(r"(?<!\S)(i )?((?:\w ){2,}\w)(?!\S)")
 # "I will kill myself" is about suicide, "he is going to kill me" about danger, not harm.
 _PRIORITY = ("suicide", "self_harm", "immediate_danger", "harm_to_others")
 _Keys = dict[str, tuple[yaml.Node, yaml.Node]]  # a YAML mapping's (key, value) nodes by key
+_NOTHING: frozenset[str] = frozenset()  # no listed word: shared, not built per token
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,36 @@ class _Phrase:
     max_gap: int
 
 
-def _deletions(word: str) -> set[str]:
-    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+def _near_keys(text: str, length: int) -> tuple[str, str, str]:
+    """The parts of a `length`-letter form (5 or more) under which the listed words it may
+    misspell are filed: its first half, its second half, and both less the letter each side
+    of the cut. One edit (a changed, missing, extra or swapped letter) leaves one of them
+    as it was, so a word one edit from the form shares a part with it. A word one letter
+    longer or shorter is cut as the form would be: the head from its start, the tail from
+    its end. Parts of different kinds that happen to be equal only add a candidate that
+    `_one_edit` then rejects."""
+    half = length // 2
+    tail = length - half
+    return text[:half], text[-tail:], text[: half - 1] + text[1 - tail :]
 
 
 def _one_edit(a: str, b: str) -> bool:
     """True when a and b differ by at most one inserted, deleted, changed or swapped letter."""
     if abs(len(a) - len(b)) > 1:
         return False
-    if len(a) == len(b):
-        diffs = [i for i in range(len(a)) if a[i] != b[i]]
-        if len(diffs) == 2:
-            i, j = diffs
-            return j == i + 1 and a[i] == b[j] and a[j] == b[i]
-        return len(diffs) <= 1
-    short, long = (a, b) if len(a) < len(b) else (b, a)
-    i = next((k for k in range(len(short)) if short[k] != long[k]), len(short))
-    return short[i:] == long[i + 1 :]
+    if a == b:
+        return True
+    short, long = (a, b) if len(a) <= len(b) else (b, a)
+    i = 0  # the first difference (a prefix of long, short has none)
+    while i < len(short) and short[i] == long[i]:
+        i += 1
+    if len(short) < len(long):  # a letter missing from short at i
+        return short[i:] == long[i + 1 :]
+    # The same length: a letter changed at i, or the letters at i and i+1 swapped.
+    return short[i + 1 :] == long[i + 1 :] or (
+        short[i : i + 2] == long[i + 1 : i + 2] + long[i : i + 1]
+        and short[i + 2 :] == long[i + 2 :]
+    )
 
 
 class _Lexicon:
@@ -89,14 +103,21 @@ class _Lexicon:
         self.risk_starts: dict[str, list[int]] = {}  # first word -> phrases, by index
         self.ordinary_starts: dict[str, list[int]] = {}
         self._exact: dict[str, set[str]] = {}  # a written form -> listed words it may be
-        self._near: dict[str, set[str]] = {}  # a listed word less one letter -> listed words
+        # Long risk words by (key, length) for each `_near_keys` of each length a misspelling
+        # may have: a written form needs only its own three keys looked up, not every form
+        # with a letter missing.
+        self._near: dict[tuple[str, int], set[str]] = {}
         self.longest = 0
 
     def tokens(self, text: str) -> list[tuple[str, str]]:
         """The words of a text as the lists see them (no apostrophes, shorthand expanded),
         each with the word it was written as."""
+        return self.expand(_single_words(text))
+
+    def expand(self, single_words: list[str]) -> list[tuple[str, str]]:
+        """`tokens` of words already split by `_single_words`."""
         out: list[tuple[str, str]] = []
-        for word in _single_words(text):
+        for word in single_words:
             out.extend((token, word) for token in self.shorthand.get(word, (word,)))
         return out
 
@@ -114,44 +135,67 @@ class _Lexicon:
             for form in forms:
                 self._exact.setdefault(form, set()).add(word)
             if risky and len(word) >= _FUZZY_MIN:
-                for key in {word, *_deletions(word)}:
-                    self._near.setdefault(key, set()).add(word)
+                for length in range(len(word) - 1, len(word) + 2):
+                    for key in _near_keys(word, length):
+                        self._near.setdefault((key, length), set()).add(word)
 
-    def readings(self, token: str, fuzzy: bool) -> frozenset[str]:
-        """The listed words a written token may stand for."""
+    def readings(self, token: str) -> tuple[frozenset[str], frozenset[str]]:
+        """The listed words a written token may stand for: read exactly, and read forgiving
+        one misspelt letter (which includes the exact readings). Both at once, as they share
+        the work of finding the token's forms."""
         forms = {token}
         if _REPEATS.search(token):
             forms |= {_REPEATS.sub(r"\1", token), _REPEATS.sub(r"\1\1", token)}
-        if self.lang == "cy":
-            forms |= {radical for form in list(forms) for radical in welsh_radicals(form)}
-        # A form longer than every listed word, even less a letter, cannot be one.
-        forms = {form for form in forms if len(form) <= self.longest + 1}
-        found = {word for form in forms for word in self._exact.get(form, ())}
-        if fuzzy:
-            for form in forms:
-                if len(form) < _FUZZY_MIN - 1:
-                    continue
-                for key in {form, *_deletions(form)}:
-                    found.update(
-                        word
-                        for word in self._near.get(key, ())
-                        if word[0] == form[0] and _one_edit(word, form)
+        if self.lang == "cy":  # a form is among its own radicals
+            forms = {radical for form in forms for radical in welsh_radicals(form)}
+        exact: set[str] = set()
+        misspelt: set[str] = set()
+        for form in forms:
+            length = len(form)
+            # A form longer than every listed word, even less a letter, cannot be one.
+            if length > self.longest + 1:
+                continue
+            listed = self._exact.get(form)
+            if listed:
+                exact |= listed
+            if length < _FUZZY_MIN - 1:
+                continue
+            for key in _near_keys(form, length):
+                candidates = self._near.get((key, length))
+                if candidates:
+                    misspelt.update(
+                        word for word in candidates if word[0] == form[0] and _one_edit(word, form)
                     )
-        return frozenset(found)
+        read_exactly = frozenset(exact) if exact else _NOTHING
+        if misspelt <= exact:
+            return read_exactly, read_exactly
+        return read_exactly, frozenset(exact | misspelt)
 
 
 class _Scan:
-    """One text read against one language's lists; each token is read once per pass."""
+    """One text read against one language's lists. Each distinct token is read once, for
+    every pass; what the scan learns of the text goes with it."""
 
-    def __init__(self, lexicon: _Lexicon, text: str) -> None:
+    def __init__(self, lexicon: _Lexicon, single_words: list[str]) -> None:
         self.lexicon = lexicon
-        pairs = lexicon.tokens(text)
-        self.tokens = [token for token, _ in pairs]
-        self.written = [word for _, word in pairs]
+        expanded = lexicon.expand(single_words)
+        self.tokens = [token for token, _ in expanded]
+        self.written = [word for _, word in expanded]
         self.blocked = [False] * len(self.tokens)
-        self._seen: dict[tuple[str, bool], frozenset[str]] = {}
-        self._single: list[frozenset[str]] = []
-        self._pair: dict[int, frozenset[str]] = {}
+        seen: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        singles = [self._read(token, seen) for token in self.tokens]
+        # Each token run together with the next ("my self" -> "myself"), by first position.
+        # Whether the pair counts depends on blocking, so _pair_at decides that, not this.
+        pairs_read = [self._read(a + b, seen) for a, b in itertools.pairwise(self.tokens)]
+        # (tokens, pairs) as each pass reads them: exactly, or forgiving a misspelling.
+        self._exact_readings = ([e for e, _ in singles], [e for e, _ in pairs_read])
+        self._forgiving_readings = ([f for _, f in singles], [f for _, f in pairs_read])
+        # Without a misspelling read anywhere, a forgiving pass finds only what the exact
+        # pass finds, each ranked below its exact twin, so it can be skipped.
+        self.any_misspelt = any(
+            len(forgiving) > len(exact) for exact, forgiving in (*singles, *pairs_read)
+        )
+        self._single, self._pair = self._exact_readings
         for _, start, end in list(self.matches(lexicon.ordinary, lexicon.ordinary_starts, False)):
             self.blocked[start:end] = [True] * (end - start)
 
@@ -161,39 +205,39 @@ class _Scan:
         alike = len(phrase.written & set(self.written[start:end]))
         return (_PRIORITY.index(phrase.category), fuzzy, start, start - end, -alike, phrase.line)
 
-    def _read(self, token: str, fuzzy: bool) -> frozenset[str]:
-        key = (token, fuzzy)
-        if key not in self._seen:
-            self._seen[key] = self.lexicon.readings(token, fuzzy)
-        return self._seen[key]
+    def _read(
+        self, token: str, seen: dict[str, tuple[frozenset[str], frozenset[str]]]
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        found = seen.get(token)
+        if found is None:
+            found = seen[token] = self.lexicon.readings(token)
+        return found
 
     def matches(
         self, phrases: list[_Phrase], starts: dict[str, list[int]], fuzzy: bool
     ) -> Iterator[tuple[_Phrase, int, int]]:
         """(phrase, first token, token after the last) for each match, leftmost first; at
         one place, longer phrases first (the more specific entry names the risk best)."""
-        toks = self.tokens
-        self._single = [self._read(token, fuzzy) for token in toks]
-        self._pair = {}
-        for j in range(len(toks)):
+        self._single, self._pair = self._forgiving_readings if fuzzy else self._exact_readings
+        for j in range(len(self.tokens)):
             if self.blocked[j]:
                 continue
-            keys = self._single[j] | self._pair_at(j, fuzzy)
-            found = {i for key in keys for i in starts.get(key, ())}
+            single, pair = self._single[j], self._pair_at(j)
+            if not single and not pair:
+                continue
+            found = {i for keys in (single, pair) for key in keys for i in starts.get(key, ())}
             for i in sorted(found, key=lambda i: (-len(phrases[i].words), i)):
-                end = self._match_at(phrases[i], 0, j, phrases[i].max_gap, fuzzy)
+                end = self._match_at(phrases[i], 0, j, phrases[i].max_gap)
                 if end >= 0:
                     yield phrases[i], j, end
 
-    def _pair_at(self, k: int, fuzzy: bool) -> frozenset[str]:
+    def _pair_at(self, k: int) -> frozenset[str]:
         """Readings of tokens k and k+1 run together ("my self" -> "myself")."""
         if k + 1 >= len(self.tokens) or self.blocked[k + 1]:
-            return frozenset()
-        if k not in self._pair:
-            self._pair[k] = self._read(self.tokens[k] + self.tokens[k + 1], fuzzy)
+            return _NOTHING
         return self._pair[k]
 
-    def _match_at(self, phrase: _Phrase, i: int, k: int, gaps_left: int, fuzzy: bool) -> int:
+    def _match_at(self, phrase: _Phrase, i: int, k: int, gaps_left: int) -> int:
         """The token after a match of phrase.words[i:] from token k, or -1."""
         if i == len(phrase.words):
             return k
@@ -202,19 +246,19 @@ class _Scan:
         if not self.blocked[k]:
             here, wanted = self._single[k], phrase.words[i]
             if wanted in here:
-                end = self._match_at(phrase, i + 1, k + 1, gaps_left, fuzzy)
+                end = self._match_at(phrase, i + 1, k + 1, gaps_left)
                 if end >= 0:
                     return end
             if i + 1 < len(phrase.words) and phrase.joined[i] in here:  # "selfharm"
-                end = self._match_at(phrase, i + 2, k + 1, gaps_left, fuzzy)
+                end = self._match_at(phrase, i + 2, k + 1, gaps_left)
                 if end >= 0:
                     return end
-            if wanted in self._pair_at(k, fuzzy):  # "my self"
-                end = self._match_at(phrase, i + 1, k + 2, gaps_left, fuzzy)
+            if wanted in self._pair_at(k):  # "my self"
+                end = self._match_at(phrase, i + 1, k + 2, gaps_left)
                 if end >= 0:
                     return end
         if i > 0 and gaps_left > 0 and self.tokens[k] not in self.lexicon.stops:
-            return self._match_at(phrase, i, k + 1, gaps_left - 1, fuzzy)
+            return self._match_at(phrase, i, k + 1, gaps_left - 1)
         return -1
 
 
@@ -259,7 +303,7 @@ class RiskPhrases:
             _add(source, lexicons[lang], "", _strings(source, node, "not_risk"), seen)
         for lexicon in lexicons.values():
             for phrase in lexicon.risk:
-                scan = _Scan(lexicon, phrase.entry)
+                scan = _Scan(lexicon, _single_words(phrase.entry))
                 if next(scan.matches(lexicon.risk, lexicon.risk_starts, False), None) is None:
                     raise ValueError(
                         f"{source}:{phrase.line}: '{phrase.entry}' would never be signposted: "
@@ -278,12 +322,13 @@ class RiskPhrases:
         _PRIORITY), read exactly rather than as a misspelling if it can be. Total: any text,
         of any length or script, gives an answer."""
         del lang  # the same lists in the same order for everyone
+        single_words = _single_words(text)
         for code in LANGS:
             lexicon = self._lexicons[code]
-            scan = _Scan(lexicon, text)
+            scan = _Scan(lexicon, single_words)
             found = [
                 (phrase, start, end, fuzzy)
-                for fuzzy in (False, True)
+                for fuzzy in ((False, True) if scan.any_misspelt else (False,))
                 for phrase, start, end in scan.matches(lexicon.risk, lexicon.risk_starts, fuzzy)
             ]
             if found:

@@ -58,13 +58,19 @@ _WELSH_UNMUTATE: tuple[tuple[str, str], ...] = (
     ("m", "b"),  # nasal: fy mudd-dal (budd-dal)
     ("n", "d"),  # nasal: fy nyled (dyled)
 )
+# The same, by first letter, so a word is only tried against the mutations it could be:
+# called for every word of every message, this is most of the cost of reading Welsh.
+_WELSH_UNMUTATE_BY_LETTER: dict[str, tuple[tuple[str, str], ...]] = {
+    letter: tuple(rule for rule in _WELSH_UNMUTATE if rule[0][0] == letter)
+    for letter in {mutated[0] for mutated, _ in _WELSH_UNMUTATE}
+}
 
 
 def welsh_radicals(word: str) -> frozenset[str]:
     """The word and every form it could be a mutation of (some are not real words; they
     only need to include the right one)."""
     forms = {word}
-    for mutated, radical in _WELSH_UNMUTATE:
+    for mutated, radical in _WELSH_UNMUTATE_BY_LETTER.get(word[:1], ()):
         if word.startswith(mutated) and len(word) > len(mutated) + 1:
             forms.add(radical + word[len(mutated) :])
     if word[:1] in _VOWELS:

@@ -81,6 +81,8 @@ def _args(item: dict[str, Any]) -> dict[str, str]:
         ("killl myselfff", "suicide", "kill myself", "en"),  # letters typed many times
         ("suicde", "suicide", "suicde", "en"),
         ("suicied", "suicide", "suicide", "en"),  # one swapped pair, not listed
+        ("take an ovedrose", "suicide", "take an overdose", "en"),  # swapped mid-word
+        ("i orfen fy mywyd", "suicide", "gorffen fy mywyd", "cy"),  # mutated and misspelt
         ("sui cide", "suicide", "suicide", "en"),  # split in two
         ("s u i c i d e", "suicide", "suicide", "en"),  # typed apart
         ("self-harm", "self_harm", "self harm", "en"),
@@ -99,6 +101,38 @@ def test_forgiving_readings(
     phrases: RiskPhrases, text: str, category: str, entry: str, lang: str
 ) -> None:
     assert phrases.check(text, "en") == RiskMatch(category, entry, lang)
+
+
+def _one_letter_off(word: str) -> set[str]:
+    """The word with one letter after the first missing, changed, added or swapped."""
+    edits = {word + "q"}
+    for i in range(1, len(word)):
+        edits |= {
+            word[:i] + word[i + 1 :],
+            word[:i] + "q" + word[i + 1 :],
+            word[:i] + "q" + word[i:],
+        }
+        edits.add(word[:i] + word[i + 1 : i + 2] + word[i] + word[i + 2 :])
+    return edits - {word}
+
+
+def test_one_letter_off_in_any_long_word_of_any_entry_is_signposted(
+    phrases: RiskPhrases,
+) -> None:
+    """What the file promises for words of 6 or more letters; the first letter is read as
+    written. Names the misspelt texts: they are made up here, not anyone's words."""
+    missed = []
+    for lang in LANGS:
+        for _, entry in phrases.entries(lang):
+            entry_words = entry.split()
+            for n, word in enumerate(entry_words):
+                if len(word) < 6 or not word.isalpha():
+                    continue
+                for misspelt in sorted(_one_letter_off(word)):
+                    text = " ".join([*entry_words[:n], misspelt, *entry_words[n + 1 :]])
+                    if phrases.check(text, lang) is None:
+                        missed.append(text)
+    assert missed == []
 
 
 @pytest.mark.parametrize("lang", LANGS)
