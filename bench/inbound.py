@@ -131,12 +131,27 @@ class Timer:
     def __init__(self) -> None:
         self.created: dict[int, float] = {}
         self.done: dict[int, float] = {}
+        # The round's updates not yet handled, and an event set when none is left: the
+        # driver waits on it instead of scanning thousands of ids every few milliseconds
+        # (which took ~5% of the one core from the bot under test in a 5,000-person round).
+        self._waiting: set[int] = set()
+        self.round_handled = asyncio.Event()
+
+    def expect(self, update_ids: list[int]) -> None:
+        self._waiting = {i for i in update_ids if i not in self.done}
+        if self._waiting:
+            self.round_handled.clear()
+        else:
+            self.round_handled.set()
 
     def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         application.add_handler(TypeHandler(Update, self._handled), group=99)
 
     async def _handled(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         self.done[update.update_id] = time.perf_counter()
+        self._waiting.discard(update.update_id)
+        if not self._waiting:
+            self.round_handled.set()
 
 
 def find_button(api: LocalBotApi, person: FakePerson, label: str) -> tuple[int, str]:
@@ -180,10 +195,11 @@ async def drive(
         if not ids:
             break
         deadline = time.monotonic() + 600
-        while not all(i in timer.done for i in ids):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{measure.name}: round {round_no} not handled in 10 min")
-            await asyncio.sleep(0.005)
+        timer.expect(ids)
+        try:
+            await asyncio.wait_for(timer.round_handled.wait(), timeout=600)
+        except TimeoutError:
+            raise TimeoutError(f"{measure.name}: round {round_no} not handled in 10 min") from None
         measure.handling_seconds += max(timer.done[i] for i in ids) - began
         while not await settled():
             if time.monotonic() > deadline:
