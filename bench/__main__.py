@@ -100,7 +100,9 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         "inbound",
                         row["name"],
                         f"{row['updates_per_s']:.1f} updates/s ({row['updates']:,} updates), "
-                        f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
+                        f"handled p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms; "
+                        f"replied p50 {row.get('reply_p50_ms', 0):.0f} ms, "
+                        f"p99 {row.get('reply_p99_ms', 0):.0f} ms; "
                         f"{row.get('failed_calls', 0):,} Bot API calls refused",
                         "",
                     )

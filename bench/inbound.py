@@ -94,6 +94,9 @@ class Measure:
     seconds: float = 0.0  # sum over rounds: handled and replies delivered
     handling_seconds: float = 0.0  # sum over rounds: until the last update was handled
     latencies: list[float] = field(default_factory=list)
+    # From an update's creation to the server receiving the last reply of that round to the
+    # person (what they wait for; the ceiling and the peer reply inside their handler).
+    reply_latencies: list[float] = field(default_factory=list)
     http_calls: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -101,10 +104,11 @@ class Measure:
     def per_second(self) -> float:
         return self.updates / self.seconds if self.seconds else 0.0
 
-    def percentile(self, q: float) -> float:
-        if not self.latencies:
+    def percentile(self, q: float, replies: bool = False) -> float:
+        values = self.reply_latencies if replies else self.latencies
+        if not values:
             return 0.0
-        ordered = sorted(self.latencies)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     def row(self) -> dict[str, Any]:
@@ -117,6 +121,8 @@ class Measure:
             else 0.0,
             "p50_ms": round(self.percentile(0.50), 1),
             "p99_ms": round(self.percentile(0.99), 1),
+            "reply_p50_ms": round(self.percentile(0.50, replies=True), 1),
+            "reply_p99_ms": round(self.percentile(0.99, replies=True), 1),
             "http_calls_per_update": round(self.http_calls / self.updates, 2)
             if self.updates
             else 0.0,
@@ -177,6 +183,8 @@ async def drive(
     rounds = max(len(s) for s in scripts.values())
     for round_no in range(rounds):
         ids: list[int] = []
+        made_at: dict[int, float] = {}  # chat id -> when its update was made (server clock)
+        calls_before = len(api.calls())
         began = time.perf_counter()
         for person in people:
             script = scripts[person.user_id]
@@ -191,6 +199,7 @@ async def drive(
                 message_id, data = find_button(api, person, what)
                 update_id = api.press_button(person, message_id, data)
             timer.created[update_id] = time.perf_counter()
+            made_at[person.chat_id] = time.monotonic()  # the clock of the server's call log
             ids.append(update_id)
         if not ids:
             break
@@ -208,6 +217,21 @@ async def drive(
         measure.seconds += time.perf_counter() - began
         measure.updates += len(ids)
         measure.latencies += [timer.done[i] - timer.created[i] for i in ids]
+        measure.reply_latencies += _reply_latencies(api.calls()[calls_before:], made_at)
+
+
+def _reply_latencies(calls: list[Any], made_at: dict[int, float]) -> list[float]:
+    """Per person of the round: from their update's creation to the last message sent or
+    edited in their chat (answering the button is not a reply)."""
+    last: dict[int, float] = {}
+    for call in calls:
+        if (
+            call.status == 200
+            and call.chat_id in made_at
+            and call.method.lower() not in ("getupdates", "answercallbackquery")
+        ):
+            last[call.chat_id] = max(last.get(call.chat_id, 0.0), call.time)
+    return [when - made_at[chat] for chat, when in last.items()]
 
 
 def people_for(count: int, base: int) -> list[FakePerson]:
