@@ -345,10 +345,14 @@ def _application(
     api: LocalBotApi, persistence: PicklePersistence[Any, Any, Any] | None = None
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     """The ceiling is built as YouSaid's Application is (bot/runtime.py: 64 updates at once,
-    aiohttp requests); the peer as the examples build theirs (PTB's default httpx requests),
-    but with the same 64 updates at once, which only helps it."""
-    base = ApplicationBuilder().token(TOKEN).base_url(api.base_url).concurrent_updates(64)
+    aiohttp requests); the peer exactly as the examples build theirs: PTB's default httpx
+    requests, one update at a time. (Until the third round the peer was given 64 updates at
+    once, thought to help it; measured, it made the peer about a third slower: 108 against
+    163 - 177 updates/s. The ceiling is as fast one at a time as 64 at once, within the
+    noise: bench/FINDINGS.md.)"""
+    base = ApplicationBuilder().token(TOKEN).base_url(api.base_url)
     if persistence is None:
+        base = base.concurrent_updates(64)
         base = base.request(AiohttpRequest(pool_size=16, pool_timeout=10))
         base = base.get_updates_request(AiohttpRequest(pool_size=1))
     else:
