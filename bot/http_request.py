@@ -11,7 +11,8 @@ and the local server).
 The behaviour python-telegram-bot relies on is kept: timeouts become `TimedOut`, transport
 failures `NetworkError`, and the status code and body are handed back for PTB to interpret
 (429 -> RetryAfter, 403 -> Forbidden, ...). A proxy named in the environment (HTTPS_PROXY,
-HTTP_PROXY, ALL_PROXY, NO_PROXY), which PTB's httpx request honours, is honoured too.
+HTTP_PROXY and NO_PROXY, as aiohttp reads them; not ALL_PROXY, which httpx also reads) is
+honoured, with its credentials from the URL or ~/.netrc.
 """
 
 from __future__ import annotations
@@ -95,10 +96,12 @@ class AiohttpRequest(BaseRequest):
         timeout = aiohttp.ClientTimeout(
             total=total, connect=waiting, sock_connect=connect, sock_read=read
         )
-        proxy = await self._proxy_for(url)
+        arguments = {**await self._proxy_for(url)}
+        body = _body(request_data)
+        headers = {**arguments.pop("headers", {}), **body.pop("headers", {})}
         try:
             async with self._session.request(
-                method, url, timeout=timeout, **proxy, **_body(request_data)
+                method, url, timeout=timeout, headers=headers or None, **arguments, **body
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
@@ -111,7 +114,10 @@ class AiohttpRequest(BaseRequest):
     async def _proxy_for(self, url: str) -> dict[str, Any]:
         """`proxy`/`proxy_auth` arguments for a request to `url`, from the environment as it
         was at this origin's first request (read in a thread: it may read ~/.netrc)."""
-        target = URL(url)
+        try:
+            target = URL(url)
+        except ValueError as exc:  # the type only: the URL holds the bot token
+            raise NetworkError(f"yarl.{type(exc).__name__}") from exc
         origin = (target.scheme, target.host, target.port)
         found = self._proxies.get(origin)
         if found is None:
@@ -125,7 +131,15 @@ def _environment_proxy(url: URL) -> dict[str, Any]:
         proxy, auth = get_env_proxy_for_url(url)
     except LookupError:  # no proxy for this scheme, or NO_PROXY names the host
         return {}
-    return {"proxy": proxy, "proxy_auth": auth}
+    if auth is None:
+        return {"proxy": proxy}
+    # As a header (aiohttp 3.14 deprecates its proxy_auth argument): on the CONNECT that
+    # opens the tunnel for https, so never seen by Telegram; for plain http the proxy
+    # receives the request itself, so it goes with the request's own headers.
+    credentials = {"Proxy-Authorization": auth.encode()}
+    if url.scheme == "https":
+        return {"proxy": proxy, "proxy_headers": credentials}
+    return {"proxy": proxy, "headers": credentials}
 
 
 def _given(value: Any, default: float | None) -> float | None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -138,6 +138,18 @@ class _Connection(aiosqlite.Connection):
         """Queue a rollback now (after anything already given to the thread)."""
         return self.in_thread(self._conn.rollback)
 
+    def commit_in_thread(self) -> asyncio.Future[Any]:
+        """Queue COMMIT now; it fails if no transaction is open (a plain COMMIT would then
+        do nothing, and the work it was meant to keep would be reported kept)."""
+
+        def commit() -> None:
+            connection = self._conn
+            if not connection.in_transaction:
+                raise sqlite3.OperationalError("the transaction ended before its commit")
+            connection.commit()
+
+        return self.in_thread(commit)
+
     def undo_savepoint_in_thread(self, name: str) -> asyncio.Future[Any]:
         """Queue `ROLLBACK TO name; RELEASE name` now. The future's result is False when
         the enclosing transaction is gone instead (SQLite ends the whole transaction on some
@@ -196,6 +208,25 @@ def in_worker_thread(conn: aiosqlite.Connection) -> Iterator[None]:
 _SAVEPOINT = "quick_transaction"
 
 
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    """Read a future nobody awaits, so a failure is not reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def _wait_out(awaitable: Awaitable[Any]) -> bool:
+    """Await to the end even if cancelled meanwhile; True if a cancel came."""
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    return cancelled
+
+
 class _CommitGroup:
     """Quick transactions sharing one SQLite transaction, and how its COMMIT went."""
 
@@ -203,7 +234,7 @@ class _CommitGroup:
         self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Read even when every member was cancelled, so a failure is never reported as an
         # exception nobody retrieved.
-        self.committed.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.committed.add_done_callback(_read_outcome)
 
     def succeeded(self) -> None:
         if not self.committed.done():
@@ -239,7 +270,7 @@ class Database:
                     await self._commit_group()
                 yield
             finally:
-                if self._group is not None and self._committer is None:
+                if self._group is not None and (self._committer is None or self._committer.done()):
                     # Queued behind everyone waiting now: the quick transactions among them
                     # join the group, then it commits (one fsync for all of them).
                     self._committer = asyncio.create_task(self._commit_when_my_turn())
@@ -271,7 +302,7 @@ class Database:
 
     async def _finish(self, group: _CommitGroup) -> None:
         try:
-            await self._connection.commit()
+            await self._connection.commit_in_thread()
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await self._connection.rollback_in_thread()
@@ -321,7 +352,9 @@ class Database:
         undone alone), with one COMMIT and one fsync for all of them. Each block still exits
         only once its work is committed, and nobody else reads in between: any other user
         of the lock commits the group first. Under a burst this saves the fsync wait that
-        otherwise stalls every update in turn (bench/FINDINGS.md)."""
+        otherwise stalls every update in turn (bench/FINDINGS.md). A block cancelled while
+        it waits for the group's COMMIT raises CancelledError, but its work is committed
+        with the group. Never `executescript` inside one: it COMMITs the whole group."""
         if quick:
             async with self._grouped() as connection:
                 yield connection
@@ -358,27 +391,53 @@ class Database:
                     raise
                 self._group = _CommitGroup()
             group = self._group
+            released = False
             try:
                 connection.inline = connection.idle()
                 try:
                     await connection.execute(f"SAVEPOINT {_SAVEPOINT}")
                     yield connection
-                    await connection.execute(f"RELEASE {_SAVEPOINT}")
+                    release = connection.execute(f"RELEASE {_SAVEPOINT}")
+                    if connection.inline:
+                        await release  # runs at once, on this thread: nothing can cut in
+                        released = True
+                    else:
+                        # In the thread it is waited out, even through a cancel: an undo
+                        # queued behind it would find no savepoint and take the whole group.
+                        cancelled = await _wait_out(release)
+                        released = True
+                        if cancelled:
+                            raise asyncio.CancelledError
                 finally:
                     connection.inline = False
             except BaseException as exc:
-                # Undo this one's work alone, queued in the thread before the lock passes on
-                # and shielded from a second cancel (as a whole transaction's rollback is).
-                kept = await asyncio.shield(connection.undo_savepoint_in_thread(_SAVEPOINT))
-                if not kept and self._group is group:
-                    self._group = None
-                    group.failed(
-                        sqlite3.OperationalError(
-                            f"rolled back with a failed transaction ({type(exc).__name__})"
-                        )
-                    )
+                if not released:
+                    await self._undo_member(group, exc)
                 raise
+        # A cancel here ends the wait, not the work: it commits with the group (as a cancel
+        # during a COMMIT always could have let it).
         await asyncio.shield(group.committed)
+
+    async def _undo_member(self, group: _CommitGroup, error: BaseException) -> None:
+        """Undo a failed member's work alone, queued in the thread before the lock passes
+        on. If that cannot be done or its outcome is unknown (the transaction was gone, the
+        undo failed, a second cancel came), the whole group is rolled back and its members
+        are told, rather than reporting work kept that may not be."""
+        connection = self._connection
+        try:
+            kept = bool(await asyncio.shield(connection.undo_savepoint_in_thread(_SAVEPOINT)))
+        except BaseException:
+            kept = False
+            # Queued behind the undo (the thread runs calls in order); not awaited: this
+            # coroutine is being cancelled, and the next user's statements queue behind it.
+            connection.rollback_in_thread().add_done_callback(_read_outcome)
+        if not kept and self._group is group:
+            self._group = None
+            group.failed(
+                sqlite3.OperationalError(
+                    f"rolled back with a failed transaction ({type(error).__name__})"
+                )
+            )
 
     @asynccontextmanager
     async def read(self, quick: bool = False) -> AsyncIterator[aiosqlite.Connection]:

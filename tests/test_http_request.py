@@ -6,7 +6,9 @@ sent the whole URL in the request line), both on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import json
+import warnings
 from collections.abc import AsyncIterator
 
 import pytest
@@ -32,12 +34,14 @@ class Recorder:
     def __init__(self, name: str) -> None:
         self.name = name
         self.seen: list[str] = []
+        self.proxy_credentials: list[str | None] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         async def answer(request: web.Request) -> web.Response:
             self.seen.append(f"{request.method} {request.raw_path}")
+            self.proxy_credentials.append(request.headers.get("Proxy-Authorization"))
             return web.json_response({"ok": True, "result": self.name})
 
         app = web.Application()
@@ -112,3 +116,15 @@ async def test_no_proxy_names_hosts_reached_directly(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert await _call(f"{api.url}/botTOKEN/getMe") == "api"
     assert proxy.seen == []
+
+
+async def test_a_proxy_s_credentials_are_sent_to_the_proxy(
+    servers: tuple[Recorder, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, proxy = servers
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://relay:s3cret@"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. aiohttp's deprecated proxy_auth argument
+        assert await _call(f"{api.url}/botTOKEN/getMe") == "proxy"
+    expected = "Basic " + base64.b64encode(b"relay:s3cret").decode()
+    assert proxy.proxy_credentials == [expected]

@@ -292,14 +292,14 @@ async def test_quick_transactions_queued_together_share_one_commit(
     """Group commit: transactions that queue while one runs commit with it, one COMMIT
     (one fsync) for all, and each block exits only once its own work is durable."""
     commits = 0
-    original_commit = db._connection.commit
+    original_commit = db._connection.commit_in_thread
 
-    async def counted_commit() -> None:
+    def counted_commit() -> asyncio.Future[None]:
         nonlocal commits
         commits += 1
-        await original_commit()
+        return original_commit()
 
-    db._connection.commit = counted_commit  # type: ignore[method-assign]
+    db._connection.commit_in_thread = counted_commit  # type: ignore[method-assign]
     durable_at_exit: dict[str, bool] = {}
 
     async def write(key: str) -> None:
@@ -374,3 +374,40 @@ async def test_a_reader_never_sees_a_group_before_it_is_committed(
 
     await asyncio.gather(write("a"), read(), write("b"), read(), write("c"))
     assert seen_durable == [True, True]
+
+
+async def test_a_group_lost_while_a_cancel_interrupts_the_undo_is_never_reported_kept(
+    db: Database, tmp_path: Path
+) -> None:
+    """A member whose transaction SQLite ended is cancelled while its undo runs: the undo's
+    outcome is unknown, so the group is rolled back and the earlier member is told, rather
+    than told its work was kept (a plain COMMIT with no transaction open does nothing)."""
+    exited: list[str] = []
+
+    async def first() -> None:
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set("a", "yes")
+            await asyncio.sleep(0)
+        exited.append("a")
+
+    async def failing() -> None:
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set("b", "yes")
+            await conn.execute("ROLLBACK")  # as SQLite does itself on a full disk
+            asyncio.get_running_loop().call_soon(failing_task.cancel)  # lands during the undo
+            raise sqlite3.OperationalError("database or disk is full")
+
+    async def later() -> None:
+        await asyncio.sleep(0)
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set("c", "yes")
+        exited.append("c")
+
+    first_task = asyncio.create_task(first())
+    failing_task = asyncio.create_task(failing())
+    later_task = asyncio.create_task(later())
+    outcomes = await asyncio.gather(first_task, failing_task, later_task, return_exceptions=True)
+    committed = _committed_keys(tmp_path / "test.db")
+    assert "a" not in committed and "b" not in committed
+    assert isinstance(outcomes[0], sqlite3.OperationalError)  # told, not "exited normally"
+    assert exited == ["c"] and committed == {"c"}
