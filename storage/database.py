@@ -290,14 +290,7 @@ class Database:
         group, self._group = self._group, None
         if group is None:
             return
-        outcome = asyncio.ensure_future(self._finish(group))
-        cancelled = False
-        while not outcome.done():
-            try:
-                await asyncio.shield(outcome)
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
+        if await _wait_out(self._finish(group)):
             raise asyncio.CancelledError
 
     async def _finish(self, group: _CommitGroup) -> None:
