@@ -421,8 +421,8 @@ class Database:
             kept = bool(await asyncio.shield(connection.undo_savepoint_in_thread(_SAVEPOINT)))
         except BaseException:
             kept = False
-            # Queued behind the undo (the thread runs calls in order); not awaited: this
-            # coroutine is being cancelled, and the next user's statements queue behind it.
+            # Queued behind the undo (the thread runs calls in order); not awaited, as this
+            # coroutine may be being cancelled: the next user's statements queue behind it.
             connection.rollback_in_thread().add_done_callback(_read_outcome)
         if not kept and self._group is group:
             self._group = None
