@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -51,8 +52,8 @@ class AiohttpRequest(BaseRequest):
         self._session: aiohttp.ClientSession | None = None
         # The environment's proxy for each origin, looked up once. aiohttp's own
         # `trust_env=True` looks it up (and reads ~/.netrc) in a worker thread on every
-        # request: two thread round trips per call, ~3% of the bot's CPU under a burst.
-        self._proxies: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
+        # request: two thread round trips per call (bench/FINDINGS.md, third round).
+        self._proxies: dict[tuple[str, str | None, int | None], _Proxy] = {}
 
     @property
     def read_timeout(self) -> float | None:
@@ -96,12 +97,12 @@ class AiohttpRequest(BaseRequest):
         timeout = aiohttp.ClientTimeout(
             total=total, connect=waiting, sock_connect=connect, sock_read=read
         )
-        arguments = {**await self._proxy_for(url)}
+        proxy = await self._proxy_for(url)
         body = _body(request_data)
-        headers = {**arguments.pop("headers", {}), **body.pop("headers", {})}
+        headers = {**proxy.headers, **body.pop("headers", {})}
         try:
             async with self._session.request(
-                method, url, timeout=timeout, headers=headers or None, **arguments, **body
+                method, url, timeout=timeout, headers=headers or None, **proxy.arguments, **body
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
@@ -111,9 +112,9 @@ class AiohttpRequest(BaseRequest):
             # it the bot token.
             raise NetworkError(f"aiohttp.{type(exc).__name__}") from exc
 
-    async def _proxy_for(self, url: str) -> dict[str, Any]:
-        """`proxy`/`proxy_auth` arguments for a request to `url`, from the environment as it
-        was at this origin's first request (read in a thread: it may read ~/.netrc)."""
+    async def _proxy_for(self, url: str) -> _Proxy:
+        """The proxy for a request to `url`, from the environment as it was at this
+        origin's first request (read in a thread: it may read ~/.netrc)."""
         try:
             target = URL(url)
         except ValueError as exc:  # the type only: the URL holds the bot token
@@ -126,20 +127,28 @@ class AiohttpRequest(BaseRequest):
         return found
 
 
-def _environment_proxy(url: URL) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Proxy:
+    """Arguments for aiohttp's `request`, and headers to send with the request itself."""
+
+    arguments: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _environment_proxy(url: URL) -> _Proxy:
     try:
         proxy, auth = get_env_proxy_for_url(url)
     except LookupError:  # no proxy for this scheme, or NO_PROXY names the host
-        return {}
+        return _Proxy()
     if auth is None:
-        return {"proxy": proxy}
+        return _Proxy({"proxy": proxy})
     # As a header (aiohttp 3.14 deprecates its proxy_auth argument): on the CONNECT that
     # opens the tunnel for https, so never seen by Telegram; for plain http the proxy
     # receives the request itself, so it goes with the request's own headers.
     credentials = {"Proxy-Authorization": auth.encode()}
     if url.scheme == "https":
-        return {"proxy": proxy, "proxy_headers": credentials}
-    return {"proxy": proxy, "headers": credentials}
+        return _Proxy({"proxy": proxy, "proxy_headers": credentials})
+    return _Proxy({"proxy": proxy}, credentials)
 
 
 def _given(value: Any, default: float | None) -> float | None:
