@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -64,11 +65,11 @@ async def test_a_failing_update_is_retried_then_the_person_is_told(
         records = Records(settings_for(api, tmp_path))
         await chat.start()
         await chat.tap("OK, go on")
-        with sqlite3.connect(records.settings.database_path) as conn:
-            conn.execute(
-                "CREATE TRIGGER injected_fault BEFORE INSERT ON consent_ledger "
-                "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
-            )
+        await _change_schema(
+            records.settings.database_path,
+            "CREATE TRIGGER injected_fault BEFORE INSERT ON consent_ledger "
+            "BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+        )
         message, data = chat.find_button("Yes")
         api.press_button(ADA, message.message_id, data)
         sorry = await api.wait_for_messages(ADA.chat_id, 4, timeout=20)
@@ -81,8 +82,19 @@ async def test_a_failing_update_is_retried_then_the_person_is_told(
         )
         assert records.consents(ADA) == []
         assert records.place(ADA) == ["onboarding", "consent_feedback"]
-        with sqlite3.connect(records.settings.database_path) as conn:
-            conn.execute("DROP TRIGGER injected_fault")
+        await _change_schema(records.settings.database_path, "DROP TRIGGER injected_fault")
         question = await chat.tap("Yes")
         assert "Can we invite you" in question.text
         assert records.consents(ADA) == [("feedback", 1, "2026-11-v1")]
+
+
+async def _change_schema(database: str, statement: str) -> None:
+    """Runs `statement` from a second connection in a worker thread. On the event loop it
+    would deadlock: the bot in this process may hold a grouped write transaction whose
+    COMMIT needs the loop, while the blocked loop waits for that write lock."""
+
+    def change() -> None:
+        with sqlite3.connect(database, timeout=30) as conn:
+            conn.execute(statement)
+
+    await asyncio.to_thread(change)
