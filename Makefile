@@ -14,7 +14,7 @@ run: $(INSTALLED) catalogs migrate
 test: $(INSTALLED) catalogs
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy --strict state_machines storage bot
+	$(PY) -m mypy --strict state_machines storage bot bench
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) -m bot check
 	@# Debian's Chromium, for the digest report's screenshot test (it may not skip under CI=true).
@@ -82,7 +82,7 @@ lint: $(INSTALLED)
 	$(PY) -m ruff format --check .
 
 typecheck: $(INSTALLED)
-	$(PY) -m mypy --strict state_machines storage bot
+	$(PY) -m mypy --strict state_machines storage bot bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -38,7 +38,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,7 +471,7 @@ class Peer:
         await query.edit_message_text(_QUESTIONS[VOICE][1], reply_markup=_rating_keyboard())
         return VOICE
 
-    def rating(self, state: int) -> Callable[[Update, Any], Awaitable[int]]:
+    def rating(self, state: int) -> Callable[[Update, Any], Coroutine[Any, Any, int]]:
         async def handler(update: Update, _: ContextTypes.DEFAULT_TYPE) -> int:
             query = update.callback_query
             assert query is not None and query.data is not None
@@ -489,7 +489,7 @@ class Peer:
 
         return handler
 
-    def explain(self, state: int) -> Callable[[Update, Any], Awaitable[int]]:
+    def explain(self, state: int) -> Callable[[Update, Any], Coroutine[Any, Any, int]]:
         async def handler(update: Update, _: ContextTypes.DEFAULT_TYPE) -> int:
             query = update.callback_query
             assert query is not None
