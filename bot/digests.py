@@ -35,8 +35,10 @@ from storage.digest_data import (
     ALL,
     NATIONAL,
     TREND_WEEKS,
+    DigestData,
     DigestFigures,
     DigestStore,
+    PublishedDigest,
     shift_week,
 )
 from storage.people import People
@@ -50,6 +52,19 @@ REPORT_JOB = "digest_report"  # draw one region's chart and report, and send the
 _SEND_HOUR = 8
 _CHECKED_AGAINST_WEEKS = 52  # earlier releases each new digest is checked against
 _REGIONS_ON_REQUEST = 3
+_RELEASED_TOGETHER = (NATIONAL, *REGION_SLUGS)  # a week's digests are checked together
+
+
+@dataclass(frozen=True)
+class PreparedRelease:
+    """A week's digests built outside any transaction, and what they were built against:
+    the regions not released yet and the ids of the earlier releases they were checked
+    against. Stored only if both are still so (`DigestService.release_week`)."""
+
+    week: str
+    missing: tuple[str, ...]
+    checked_against: tuple[int, ...]
+    digests: dict[str, Digest]
 
 
 def week_of(ms: int, zone: str) -> str:
@@ -77,7 +92,8 @@ def week_before(monday_ms: int, zone: str) -> str:
 class DigestService(Desk[DialogueTexts]):
     """Releases weekly digests and sends them to managers."""
 
-    # /digest releases the week's digests in its update's transaction: reads over every
+    # /digest may have to release the week's digests in its update's transaction (when
+    # something was released between building them and storing them): reads over every
     # answer of 12 weeks, which must not hold up the event loop.
     _quick = False
 
@@ -108,33 +124,59 @@ class DigestService(Desk[DialogueTexts]):
         async with self._db.transaction() as conn:
             await _schedule(conn, due, now)
 
-    async def on_weekly(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+    async def prepare_weekly(self, job: Job, now: int) -> PreparedRelease:
+        """The Monday job's slow part, before its transaction (see `prepare_release`)."""
+        return await self.prepare_release(week_before(int(job.payload["due"]), self._zone))
+
+    async def on_weekly(
+        self, conn: aiosqlite.Connection, job: Job, now: int, prepared: PreparedRelease
+    ) -> None:
         """Monday 08:00 (or the first start after it): release and send last week's."""
         due = int(job.payload["due"])
         week = week_before(due, self._zone)
-        released = await self.release_week(conn, week, now)
+        released = await self.release_week(conn, week, now, prepared)
         for region in released:
             if region != NATIONAL and await StaffRoles(conn).holders("manager", region):
                 await _schedule_report(conn, region, week, None, now)
         await _schedule(conn, next_monday_morning(due, self._zone), now)
         log.info("weekly digests for %s: %d released now", week, len(released))
 
+    async def prepare_release(self, week: str) -> PreparedRelease:
+        """Read `week`'s figures on a snapshot and build its digests in a worker thread,
+        holding no lock: at national scale this takes seconds (bench/RESULTS.md), and under
+        the write transaction every update would wait for it. `release_week` then only
+        stores them, after checking that nothing was released meanwhile."""
+        async with self._db.snapshot() as conn:
+            missing, earlier = await self._unreleased(DigestStore(conn), week)
+            data = await self._figures(conn, week) if missing else {}
+        if not missing:
+            return PreparedRelease(week, (), (), {})
+        built = await asyncio.to_thread(self._build, data, earlier)
+        return PreparedRelease(week, missing, tuple(e.id for e in earlier), built)
+
     async def release_week(
-        self, conn: aiosqlite.Connection, week: str, now: int
+        self,
+        conn: aiosqlite.Connection,
+        week: str,
+        now: int,
+        prepared: PreparedRelease | None = None,
     ) -> dict[str, Digest]:
         """Release every region's and the national digest of `week` not released yet, all
-        checked together and against earlier releases; returns only the new ones."""
+        checked together and against earlier releases; returns only the new ones. The
+        digests `prepared` are stored if they were built against exactly the releases there
+        are now; otherwise (a release meanwhile, or none prepared) they are read and built
+        here, inside `conn`'s transaction."""
         store = DigestStore(conn)
-        regions = (NATIONAL, *REGION_SLUGS)
-        missing = [r for r in regions if await store.get(r, week) is None]
+        missing, earlier = await self._unreleased(store, week)
         if not missing:
             return {}
-        async with DigestFigures(conn) as figures:
-            data = {r: await figures.read(r, week, self._zone) for r in regions}
-        earlier = await store.since(shift_week(week, -_CHECKED_AGAINST_WEEKS))
-        built = build_digests(
-            data, self._k, [from_json(e.cells) for e in earlier], self._themes, self._zone
-        )
+        built_against = (week, missing, tuple(e.id for e in earlier))
+        if prepared is not None and (
+            (prepared.week, prepared.missing, prepared.checked_against) == built_against
+        ):
+            built = prepared.digests
+        else:
+            built = self._build(await self._figures(conn, week), earlier)
         for region in missing:
             await store.save(region, week, self._k, to_json(built[region]), now)
             target = f"region:{region or 'national'}"
@@ -142,10 +184,35 @@ class DigestService(Desk[DialogueTexts]):
             await AuditLog(conn).record("system", "digest.released", target, details, now)
         return {r: built[r] for r in missing}
 
+    async def _unreleased(
+        self, store: DigestStore, week: str
+    ) -> tuple[tuple[str, ...], list[PublishedDigest]]:
+        """The regions whose digest of `week` is not released yet, and (if any) the
+        earlier releases each new digest is checked against."""
+        missing = tuple([r for r in _RELEASED_TOGETHER if await store.get(r, week) is None])
+        if not missing:
+            return (), []
+        return missing, await store.since(shift_week(week, -_CHECKED_AGAINST_WEEKS))
+
+    async def _figures(self, conn: aiosqlite.Connection, week: str) -> dict[str, DigestData]:
+        """Every region's figures, even when one region is missing: they are checked
+        together."""
+        async with DigestFigures(conn) as figures:
+            return {r: await figures.read(r, week, self._zone) for r in _RELEASED_TOGETHER}
+
+    def _build(
+        self, data: dict[str, DigestData], earlier: list[PublishedDigest]
+    ) -> dict[str, Digest]:
+        return build_digests(
+            data, self._k, [from_json(e.cells) for e in earlier], self._themes, self._zone
+        )
+
     async def on_request(self, update_id: int, sender: Sender) -> None:
         """/digest: the latest week's digest for each region the person is staff or
-        manager of (released now if it was not yet)."""
+        manager of (released now if it was not yet: built before the update's transaction,
+        as the Monday job does, when they are staff)."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        prepared = await self._prepare_for(pseudonym)
         async with self._acting(update_id, sender, pseudonym) as acting:
             if acting is None:
                 return
@@ -156,11 +223,22 @@ class DigestService(Desk[DialogueTexts]):
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
             week = shift_week(week_of(now, self._zone), -1)  # the last complete week
-            await self.release_week(conn, week, now)
+            await self.release_week(conn, week, now, prepared)
             await self._tell(conn, actor, "digest_coming", now)
             for region in [NATIONAL] if access.is_admin else regions[:_REGIONS_ON_REQUEST]:
                 await _schedule_report(conn, region, week, pseudonym, now)
             await AuditLog(conn).record(pseudonym, "digest.viewed", f"week:{week}", {}, now)
+
+    async def _prepare_for(self, pseudonym: str) -> PreparedRelease | None:
+        """For staff asking before Monday's release: the last complete week's digests,
+        built outside the update's transaction. Nothing is built for anyone else."""
+        week = shift_week(week_of(self._clock.now_ms(), self._zone), -1)
+        async with self._db.read(quick=True) as conn:
+            if not (await access_of(conn, pseudonym)).staff_regions():
+                return None
+            if await DigestStore(conn).get(NATIONAL, week) is not None:
+                return None  # released already (all regions are released together)
+        return await self.prepare_release(week)
 
     async def prepare_report(self, job: Job, now: int) -> tuple[bytes, str] | None:
         """The chart and the HTML report of one region's released digest, drawn outside

@@ -193,7 +193,7 @@ async def build_runtime(
         wake_sender_and_scheduler,
         secrets.decrypt_text,
     )
-    scheduler.register(DIGEST_JOB, digests.on_weekly)
+    scheduler.register_prepared(DIGEST_JOB, digests.prepare_weekly, digests.on_weekly)
     scheduler.register_prepared(REPORT_JOB, digests.prepare_report, digests.send_report)
     scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
     scheduler.register(ROUND_JOB, checkins.on_round)

@@ -255,6 +255,10 @@ class Database:
         self._connection = connection
         self._lock = asyncio.Lock()
         self.path = path
+        # For `snapshot`, worked out now: the working directory could change later.
+        self._read_only_uri = (
+            "" if path == ":memory:" else f"{Path(path).absolute().as_uri()}?mode=ro"
+        )
         # Quick transactions begun but not yet committed (see `transaction`), and the task
         # that will commit them once the coroutines already waiting for the lock had theirs.
         self._group: _CommitGroup | None = None
@@ -444,6 +448,32 @@ class Database:
                 yield self._connection
             finally:
                 self._connection.inline = False
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A long read (the weekly digest's figures, seconds at national scale) of committed
+        data, consistent from its first statement to its end, on a second, read-only
+        connection of its own. It does not take the one lock, so the bot's writes go on
+        meanwhile: under `read()` every update would wait for it. Temporary tables may be
+        made (in memory) and are gone when it ends; anything else it tries to write fails.
+        An in-memory database has no second connection: there it is `read()`."""
+        if self.path == ":memory:":
+            async with self.read() as conn:
+                yield conn
+            return
+        conn = aiosqlite.connect(self._read_only_uri, uri=True, isolation_level=None)
+        await conn
+        try:
+            conn.row_factory = sqlite3.Row
+            await conn.execute(f"PRAGMA busy_timeout = {self._connection.busy_timeout_ms}")
+            await conn.execute("PRAGMA temp_store = MEMORY")  # see _PRAGMAS
+            await conn.execute("BEGIN")  # one snapshot, from its first read to the end
+            try:
+                yield conn
+            finally:
+                await conn.execute("ROLLBACK")
+        finally:
+            await conn.close()
 
     async def schema_version(self) -> int:
         async with self.read() as conn, conn.execute("PRAGMA user_version") as cursor:

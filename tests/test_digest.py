@@ -41,6 +41,7 @@ from bot.digest_figures import is_empty, region_name
 from bot.digest_report import render_html
 from bot.digests import summary_figures
 from bot.enrolment import REGION_NAMES
+from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT, load_settings
 from bot.themes import load_taxonomy
 from state_machines.definition import REGION_SLUGS
@@ -61,7 +62,9 @@ from storage.digest_data import (
     week_bounds,
 )
 from storage.people import People
+from storage.queues import Meta
 from tests.digest_synthetic import HOUR, ZONE, World, expected, generate
+from tests.harness import running_bot, settings_for
 from tests.test_digest_report import tables_of
 
 K = 5
@@ -742,3 +745,46 @@ def test_the_command_line_releases_once_and_checks_later_weeks(
     assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(md), "--k", "4") == 2
     assert _cli(path, "--region", "atlantis", "--week", WEEK, "--out", str(md)) == 2
     assert _cli(path, "--region", "london", "--week", "2026-W99", "--out", str(md)) == 2
+
+
+async def test_the_weekly_release_is_built_beside_the_bot_and_released_once(
+    world_db: tuple[str, World], api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Monday release reads and builds outside any lock (at national scale it takes
+    seconds, and every update would wait for it): it is built while an update's write
+    transaction is open, then stored as built when nothing was released meanwhile, built
+    again inside the transaction when something was, and never released twice."""
+    path = settings_for(api, tmp_path).database_path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sqlite3.connect(world_db[0]).backup(copy := sqlite3.connect(path))
+    copy.close()
+    async with running_bot(api, tmp_path) as runtime:
+        digests, builds = runtime.digests, []
+        build = digests._build
+        monkeypatch.setattr(digests, "_build", lambda *a: builds.append(a) or build(*a))
+        async with runtime.db.transaction() as conn:  # the one lock held, as by an update
+            await Meta(conn).set("an update", "being handled")
+            prepared = await asyncio.wait_for(digests.prepare_release(WEEK), 60)
+        assert set(prepared.missing) == {NATIONAL, *REGION_SLUGS} and len(builds) == 1
+        async with runtime.db.transaction() as conn:
+            released = await digests.release_week(conn, WEEK, 1, prepared)
+        assert len(builds) == 1  # stored as built, not built again
+        assert {r: to_json(d) for r, d in released.items()} == {
+            r: to_json(d) for r, d in prepared.digests.items()
+        }
+
+        stale = await digests.prepare_release("2026-W46")  # checked against WEEK's release
+        async with runtime.db.transaction() as conn:
+            await digests.release_week(conn, "2026-W45", 2)  # another release meanwhile
+        builds.clear()
+        async with runtime.db.transaction() as conn:
+            again = await digests.release_week(conn, "2026-W46", 3, stale)
+        assert len(builds) == 1 and set(again) == set(stale.missing)  # checked against it too
+        assert len(builds[0][1]) == len(stale.checked_against) + 13
+        async with runtime.db.transaction() as conn:
+            assert await digests.release_week(conn, "2026-W46", 4, stale) == {}
+        async with runtime.db.read() as conn:
+            weeks = await conn.execute_fetchall(
+                "SELECT week, COUNT(*) FROM published_digests GROUP BY week ORDER BY week"
+            )
+    assert [tuple(row) for row in weeks] == [("2026-W45", 13), ("2026-W46", 13), (WEEK, 13)]

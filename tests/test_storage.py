@@ -411,3 +411,34 @@ async def test_a_group_lost_while_a_cancel_interrupts_the_undo_is_never_reported
     assert "a" not in committed and "b" not in committed
     assert isinstance(outcomes[0], sqlite3.OperationalError)  # told, not "exited normally"
     assert exited == ["c"] and committed == {"c"}
+
+
+async def test_a_snapshot_reads_committed_data_beside_the_writer_and_stays_consistent(
+    db: Database,
+) -> None:
+    """A long read (the weekly digest) on its own read-only connection: it does not wait for
+    the one lock (a `read()` inside the open transaction below would never start), it never
+    sees uncommitted work, it reads one moment to its end while writes commit beside it,
+    and it may make temporary tables but can write nothing else."""
+    async with db.transaction() as conn:
+        await Meta(conn).set("before", "1")
+    async with db.transaction() as conn:
+        await Meta(conn).set("uncommitted", "1")
+        async with asyncio.timeout(10), db.snapshot() as snapshot:
+            keys = {row[0] for row in await snapshot.execute_fetchall("SELECT key FROM meta")}
+            await snapshot.execute("CREATE TEMP TABLE scratch AS SELECT key FROM meta")
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                await snapshot.execute("INSERT INTO meta (key, value) VALUES ('x', 'y')")
+    assert "before" in keys and "uncommitted" not in keys
+
+    async with db.snapshot() as snapshot:
+        (first,) = await snapshot.execute_fetchall("SELECT COUNT(*) FROM meta")
+        async with db.transaction(quick=True) as conn:
+            await Meta(conn).set("meanwhile", "1")
+        ((again,),) = await snapshot.execute_fetchall("SELECT COUNT(*) FROM meta")
+        assert again == first[0]
+        assert not await snapshot.execute_fetchall(  # the last snapshot's table is gone
+            "SELECT name FROM sqlite_temp_master WHERE name = 'scratch'"
+        )
+    async with db.snapshot() as snapshot:
+        assert await snapshot.execute_fetchall("SELECT value FROM meta WHERE key = 'meanwhile'")
