@@ -160,6 +160,17 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     "< 300 MB",
                 ),
             ]
+            if "write_lock_held_seconds" in d:
+                table.append(
+                    (
+                        "digest",
+                        "write lock held by the release (every update waits meanwhile)",
+                        f"{d['write_lock_held_seconds'] * 1000:.0f} ms (worst of "
+                        f"{len(d['runs'])}); built inside the transaction: "
+                        f"{d['write_lock_held_seconds_built_inside']:.2f} s",
+                        "",
+                    )
+                )
     return table
 
 

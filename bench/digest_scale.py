@@ -4,10 +4,13 @@ built by the real path, timed, with the peak memory the kernel counted.
 
 Answers are what people gave: a score per principle (checkin_scores, four per started
 check-in, a skip kept as NULL) and the written answer (answers, theme-tagged, a scrubbed
-quote kept for those who said yes to quotes). The build is `bot.digest_cli.release` (the
-figures of every region read in one read transaction, the figure model with disclosure
-control over all 13 digests), then each region's quotes (`read_quotes`, decrypting) and its
-Markdown: what `python -m bot digest` does for one region, for all twelve.
+quote kept for those who said yes to quotes). The build is the Monday job's release
+(`DigestService.prepare_release`: the figures of every region read on a snapshot, the figure
+model with disclosure control over all 13 digests built in a worker thread; then
+`release_week` stores them), then each region's quotes (`read_quotes`, decrypting) and its
+Markdown: what `python -m bot digest` does for one region, for all twelve. Also reported:
+how long the release holds the write lock (every update waits for it meanwhile), against
+the same release built inside the write transaction in the same process.
 
 The build runs in a child process under /usr/bin/time -v, so "peak memory" is the kernel's
 maximum resident set size of that process. Targets: < 5 s in total, < 300 MB.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -163,30 +167,52 @@ def counts(database: str) -> dict[str, int]:
     return {"answers": scores + written, "scores": scores, "written": written, "people": people}
 
 
-async def build(database: str, secrets_path: str) -> dict[str, Any]:
-    """In the child process: the Monday job's release of LAST_WEEK (every region's and the
-    national digest built together, stored as released), then each region's quotes and
-    Markdown as `python -m bot digest` writes them."""
-    from types import SimpleNamespace
+class _Undo(Exception):
+    """Rolls back the baseline's release, so the measured one starts with nothing released."""
 
+
+async def build(database: str, secrets_path: str) -> dict[str, Any]:
+    """In the child process: the Monday job's release of LAST_WEEK as the bot runs it
+    (`prepare_release`: every region's and the national digest read on a snapshot and
+    built together in a worker thread, no lock held; then `release_week` stores them in a
+    write transaction), then each region's quotes and Markdown as `python -m bot digest`
+    writes them. First, as a baseline in the same process, the release built inside the
+    write transaction (as the bot did before the third round), rolled back afterwards:
+    how long every update would have waited for the lock."""
     from bot.digest import to_markdown
     from bot.digest_quotes import read_quotes
     from bot.digests import DigestService
     from bot.secrets_file import load_secrets
 
-    began = time.perf_counter()
     settings = load_settings({"DATABASE_PATH": database, "SECRETS_PATH": secrets_path})
     taxonomy = load_taxonomy(settings.dialogues_dir / "themes.yaml")
     themes = [(t.id, t.label) for t in taxonomy.themes]
-    keys = load_secrets(secrets_path, production=False)
-    # `release_week` needs only these of the service (the rest sends messages).
-    service: Any = SimpleNamespace(_themes=themes, _zone=ZONE, _k=10)
     db = await Database.open(database)
+    # The release needs only these of the service (the rest sends messages).
+    service = DigestService.__new__(DigestService)
+    service._db, service._themes, service._zone, service._k = db, themes, ZONE, 10
     try:
-        built_at = time.perf_counter()
+        inline_at = time.perf_counter()
+        with contextlib.suppress(_Undo):
+            async with db.transaction() as conn:
+                await service.release_week(conn, LAST_WEEK, 0)
+                lock_held_inline = time.perf_counter() - inline_at
+                raise _Undo
+    finally:
+        await db.close()
+
+    began = time.perf_counter()
+    keys = load_secrets(secrets_path, production=False)
+    db = await Database.open(database)
+    service._db = db
+    try:
+        prepared_at = time.perf_counter()
+        prepared = await service.prepare_release(LAST_WEEK)
+        stored_at = time.perf_counter()
         async with db.transaction() as conn:
-            built = await DigestService.release_week(service, conn, LAST_WEEK, 0)
-        released = time.perf_counter() - built_at
+            built = await service.release_week(conn, LAST_WEEK, 0, prepared)
+        released = time.perf_counter() - prepared_at
+        lock_held = time.perf_counter() - stored_at
         texts: dict[str, str] = {}
         quotes_total = 0
         async with db.read() as conn:
@@ -200,6 +226,8 @@ async def build(database: str, secrets_path: str) -> dict[str, Any]:
     return {
         "seconds_total": round(total, 3),
         "seconds_release_all_13": round(released, 3),
+        "write_lock_held_seconds": round(lock_held, 4),
+        "write_lock_held_seconds_built_inside": round(lock_held_inline, 3),
         "digests": len(built),
         "quotes": quotes_total,
         "markdown_chars": sum(len(t) for t in texts.values()),
@@ -262,6 +290,10 @@ def main() -> None:
         summary["runs"] = runs
         summary["best_seconds"] = min(r["seconds_total"] for r in runs)
         summary["peak_rss_mb"] = max(r.get("peak_rss_mb", 0.0) for r in runs)
+        summary["write_lock_held_seconds"] = max(r["write_lock_held_seconds"] for r in runs)
+        summary["write_lock_held_seconds_built_inside"] = min(
+            r["write_lock_held_seconds_built_inside"] for r in runs
+        )
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
