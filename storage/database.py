@@ -189,6 +189,18 @@ class _Connection(aiosqlite.Connection):
             connection.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         return True
 
+    def checkpoint_now(self) -> tuple[int, int, int]:
+        """In the worker thread: one TRUNCATE checkpoint that waits for nobody. Returns
+        SQLite's (busy, WAL frames, frames copied); busy is 1 while someone reads an older
+        snapshot or another connection writes."""
+        connection = self._conn
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        return int(busy), int(frames), int(copied)
+
 
 @contextmanager
 def in_worker_thread(conn: aiosqlite.Connection) -> Iterator[None]:
@@ -468,9 +480,8 @@ class Database:
             await conn.execute(f"PRAGMA busy_timeout = {self._connection.busy_timeout_ms}")
             await conn.execute("PRAGMA temp_store = MEMORY")  # see _PRAGMAS
             await conn.execute("BEGIN")  # one snapshot, from its first read to the end
-            try:
-                yield conn
-            finally:
+            yield conn
+            if conn.in_transaction:  # an error may have ended it; closing ends it anyway
                 await conn.execute("ROLLBACK")
         finally:
             await conn.close()
@@ -506,11 +517,16 @@ class Database:
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database file and empty it, so deleted rows (zeroed there by
-        secure_delete) leave no old copy behind in the WAL (e.g. after an erasure)."""
-        for attempt in range(20):
-            async with self.read() as conn, conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as c:
-                row = await c.fetchone()
-            if row is not None and row[0] == 0:  # not blocked by a reader: done
+        secure_delete) leave no old copy behind in the WAL (e.g. after an erasure).
+
+        TRUNCATE cannot finish while anyone reads an older snapshot (this bot's `snapshot`,
+        a backup in another process). It is tried without waiting (busy_timeout 0) and waited
+        for between tries, outside the lock, a little longer each time: the bot never stops
+        for someone else's long read."""
+        for attempt in range(40):  # about 40 s of patience in all, none of it in the lock
+            async with self._locked():
+                busy, _, _ = await self._connection.in_thread(self._connection.checkpoint_now)
+            if not busy:
                 return
             await asyncio.sleep(0.05 * (attempt + 1))
         raise sqlite3.OperationalError("the WAL could not be emptied (a reader held it)")
