@@ -191,6 +191,7 @@ async def build(database: str, secrets_path: str) -> dict[str, Any]:
     # The release needs only these of the service (the rest sends messages).
     service = DigestService.__new__(DigestService)
     service._db, service._themes, service._zone, service._k = db, themes, ZONE, 10
+    service._preparing = {}
     try:
         inline_at = time.perf_counter()
         with contextlib.suppress(_Undo):

@@ -114,6 +114,7 @@ class DigestService(Desk[DialogueTexts]):
         self._themes = list(themes)
         self._zone = zone
         self._k = k
+        self._preparing: dict[str, asyncio.Task[PreparedRelease]] = {}
         self._decrypt = decrypt
 
     async def ensure_scheduled(self) -> None:
@@ -145,7 +146,23 @@ class DigestService(Desk[DialogueTexts]):
         """Read `week`'s figures on a snapshot and build its digests in a worker thread,
         holding no lock: at national scale this takes seconds (bench/RESULTS.md), and under
         the write transaction every update would wait for it. `release_week` then only
-        stores them, after checking that nothing was released meanwhile."""
+        stores them, after checking that nothing was released meanwhile. Calls for the same
+        week at the same time (staff sending /digest while the Monday job prepares) share
+        one build."""
+        task = self._preparing.get(week)
+        if task is None:
+            task = asyncio.create_task(self._prepare_release(week))
+            self._preparing[week] = task
+
+            def forget(done: asyncio.Task[PreparedRelease]) -> None:
+                del self._preparing[week]
+                if not done.cancelled():
+                    done.exception()  # retrieved: each caller sees it when awaiting
+
+            task.add_done_callback(forget)
+        return await asyncio.shield(task)
+
+    async def _prepare_release(self, week: str) -> PreparedRelease:
         async with self._db.snapshot() as conn:
             missing, earlier = await self._unreleased(DigestStore(conn), week)
             data = await self._figures(conn, week) if missing else {}

@@ -753,7 +753,8 @@ async def test_the_weekly_release_is_built_beside_the_bot_and_released_once(
     """The Monday release reads and builds outside any lock (at national scale it takes
     seconds, and every update would wait for it): it is built while an update's write
     transaction is open, then stored as built when nothing was released meanwhile, built
-    again inside the transaction when something was, and never released twice."""
+    again inside the transaction when something was, and never released twice; calls
+    for one week at the same time share one build."""
     path = settings_for(api, tmp_path).database_path
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(world_db[0]).backup(copy := sqlite3.connect(path))
@@ -783,6 +784,10 @@ async def test_the_weekly_release_is_built_beside_the_bot_and_released_once(
         assert len(builds[0][1]) == len(stale.checked_against) + 13
         async with runtime.db.transaction() as conn:
             assert await digests.release_week(conn, "2026-W46", 4, stale) == {}
+
+        builds.clear()  # /digest from staff while the Monday job prepares: one build
+        both = await asyncio.gather(*(digests.prepare_release("2026-W44") for _ in range(2)))
+        assert both[0] is both[1] and len(builds) == 1
         async with runtime.db.read() as conn:
             weeks = await conn.execute_fetchall(
                 "SELECT week, COUNT(*) FROM published_digests GROUP BY week ORDER BY week"
