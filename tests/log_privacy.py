@@ -27,16 +27,19 @@ What counts as a leak (needles), and why:
   "/probe@bot": the bot's own vocabulary; a "/start PAYLOAD" payload is checked on its own,
   as invite codes are secrets), texts shorter than 5 characters ("Yes", "No", "ok", "fine",
   "3" match everywhere and say nothing about anyone), and texts without a letter (pure
-  digits of 5 or more count as ids, "12" or "!!!" are meaningless). Long texts are also
-  checked by their first 20 characters (a truncated quote is still a leak), and non-ASCII
-  ones in JSON-escaped form too.
+  digits of 5 or more count as ids, "12" or "!!!" are meaningless), and texts that are
+  exactly a string constant of the bot's own code (hypothesis makes up such texts; the bot
+  may log its own words). Long texts are also checked by their first 20 characters (a
+  truncated quote is still a leak), and non-ASCII ones in JSON-escaped form too.
 - names: first and last names and usernames of invented people, 4 characters or more, as
   whole words, case-sensitive ("Ada" is too short to tell from other words; FakePerson's
-  default "Test" is skipped).
+  default "Test" and the bot's own string constants are skipped).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import logging
 import re
@@ -65,6 +68,21 @@ _PERSON_KEYS = frozenset(
 )
 
 
+@functools.cache
+def _own_words() -> frozenset[str]:
+    """Every string constant in the bot's own code. Hypothesis draws such constants into the
+    texts it makes up (a junk message that reads "housekeeping", from bot/scheduler.py), and
+    the bot logging its own words is no leak of what a person said."""
+    root = Path(__file__).resolve().parents[1]
+    words: set[str] = set()
+    for package in _PROJECT_LOGGERS:
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    words.add(node.value.strip())
+    return frozenset(words)
+
+
 @dataclass
 class Needles:
     """What one test's people sent, which no log may show."""
@@ -83,7 +101,7 @@ class Needles:
             if len(text) >= _MIN_TEXT:
                 self.ids.add(text.lstrip("0") or "0")
             return
-        if len(text) < _MIN_TEXT or not any(c.isalpha() for c in text):
+        if len(text) < _MIN_TEXT or not any(c.isalpha() for c in text) or text in _own_words():
             return
         self.texts.add(text)
         if len(text) > _PREFIX + 4:
@@ -119,7 +137,12 @@ class Needles:
             self.ids.add(str(abs(person["id"])))
         for key in ("first_name", "last_name", "username"):
             name = person.get(key)
-            if isinstance(name, str) and len(name) >= _MIN_NAME and name not in _SKIPPED_NAMES:
+            if (
+                isinstance(name, str)
+                and len(name) >= _MIN_NAME
+                and name not in _SKIPPED_NAMES
+                and name not in _own_words()
+            ):
                 self.names.add(name)
 
     def find(self, log: str, *, token_shapes: bool = True) -> list[str]:
