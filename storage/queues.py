@@ -133,10 +133,13 @@ class Inbox:
         )
         return None
 
-    async def prune(self, before: int) -> int:
-        """Forget ids of updates finished before `before` (Telegram redelivers for 24 h)."""
+    async def prune(self, before: int, limit: int = -1) -> int:
+        """Forget ids of updates finished before `before` (Telegram redelivers for 24 h), at
+        most `limit` of them (-1: all)."""
         cursor = await self._conn.execute(
-            "DELETE FROM inbox WHERE status <> 'pending' AND received_at < ?", (before,)
+            "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox "
+            "WHERE status <> 'pending' AND received_at < ? LIMIT ?)",
+            (before, limit),
         )
         return cursor.rowcount
 
@@ -261,11 +264,13 @@ class Outbox:
         )
         return cursor.rowcount
 
-    async def prune(self, before: int) -> int:
-        """Forget finished rows (sent, failed, cancelled) older than `before`: a chat id and
-        a time are still data about a person."""
+    async def prune(self, before: int, limit: int = -1) -> int:
+        """Forget finished rows (sent, failed, cancelled) older than `before`, at most
+        `limit` of them (-1: all): a chat id and a time are still data about a person."""
         cursor = await self._conn.execute(
-            "DELETE FROM outbox WHERE status <> 'pending' AND created_at < ?", (before,)
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
+            "WHERE status <> 'pending' AND created_at < ? LIMIT ?)",
+            (before, limit),
         )
         return cursor.rowcount
 

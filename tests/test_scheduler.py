@@ -9,10 +9,11 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from bot import scheduler as scheduler_module
 from bot.scheduler import HOUSEKEEPING, Scheduler
 from storage.clock import ManualClock
 from storage.database import Database
-from storage.queues import Inbox, Job, Meta, Schedules
+from storage.queues import Inbox, Job, Meta, Outbox, Schedules
 
 DAY = 86_400
 
@@ -103,3 +104,37 @@ async def test_housekeeping_forgets_old_update_ids_daily(db: Database) -> None:
         assert await Inbox(conn).status(2) == "pending"
         jobs = await Schedules(conn).due(clock.now_ms() + 2 * DAY * 1000)
     assert [j.kind for j in jobs] == [HOUSEKEEPING]
+
+
+async def test_housekeeping_forgets_a_large_day_in_short_transactions(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day's finished rows are hundreds of thousands at national scale: each run forgets
+    at most PRUNE_BATCH of each queue and carries on a second later, until none is left;
+    pending rows are never forgotten."""
+    monkeypatch.setattr(scheduler_module, "PRUNE_BATCH", 3)
+    clock = ManualClock(datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
+    async with db.transaction() as conn:
+        inbox, outbox = Inbox(conn), Outbox(conn)
+        for update_id in range(1, 8):
+            await inbox.add(update_id, b"sealed", clock.now_ms())
+            await inbox.mark_handled(update_id, clock.now_ms())
+            sent = await outbox.enqueue(700000001, 1, "message", {"text": "-"}, clock.now_ms())
+            await outbox.mark_sent(sent, clock.now_ms(), 100 + update_id)
+        await inbox.add(8, b"sealed", clock.now_ms())  # pending: never forgotten
+        await outbox.enqueue(700000001, 1, "message", {"text": "-"}, clock.now_ms())
+    clock.advance(8 * DAY)
+    scheduler = Scheduler(db, clock)
+    await scheduler.ensure_housekeeping()
+
+    async def left() -> tuple[int, int]:
+        async with db.read() as conn:
+            ((inbox_rows,),) = await conn.execute_fetchall("SELECT COUNT(*) FROM inbox")
+            ((outbox_rows,),) = await conn.execute_fetchall("SELECT COUNT(*) FROM outbox")
+        return inbox_rows, outbox_rows
+
+    for expected in [(5, 5), (2, 2), (1, 1)]:
+        assert await scheduler.run_due() == 1
+        assert await left() == expected
+        clock.advance(1)
+    assert await scheduler.run_due() == 0  # all forgotten: nothing more until tomorrow

@@ -45,6 +45,30 @@ async def test_every_migration_applies_from_empty(tmp_path: Path) -> None:
     await database.close()
 
 
+async def test_every_foreign_key_leads_an_index(db: Database) -> None:
+    """When a row is deleted (the daily housekeeping, retention, an erasure), SQLite looks
+    up the rows that refer to it; without an index that is a scan of the whole referring
+    table for every deleted row (broadcasts.progress_outbox_id made a 50,000-row prune take
+    27 s under the database lock)."""
+    async with db.read() as conn:
+        tables = [
+            str(r[0])
+            for r in await conn.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        unindexed = []
+        for table in tables:
+            leading = set()
+            for index in await conn.execute_fetchall(f"PRAGMA index_list({table})"):
+                columns = await conn.execute_fetchall(f"PRAGMA index_info({index[1]})")
+                leading.add(str(columns[0][2]))
+            for key in await conn.execute_fetchall(f"PRAGMA foreign_key_list({table})"):
+                if str(key[3]) not in leading:
+                    unindexed.append(f"{table}.{key[3]} -> {key[2]}")
+    assert tables and unindexed == []
+
+
 async def test_durable_pragmas(db: Database) -> None:
     async with db.read() as conn:
         values = {}
