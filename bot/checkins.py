@@ -25,6 +25,7 @@ from state_machines.engine import Engine
 from state_machines.events import Abandon, Begin, Started
 from state_machines.session import Session
 from storage.answers import Answers
+from storage.broadcasts import Broadcasts
 from storage.checkins import PRINCIPLES, Checkin, Checkins
 from storage.clock import Clock
 from storage.database import Database
@@ -34,6 +35,7 @@ from storage.queues import PRIORITY_BROADCAST, Job, Outbox, Schedules
 log = logging.getLogger(__name__)
 
 ROUND_JOB = "checkin_round"
+ROUND_BATCH = 200  # people asked per transaction of a round (~0.3 s of the database lock)
 NUDGE_JOB = "checkin_nudge"
 EXPIRE_JOB = "checkin_expire"
 BUTTON_PREFIX = "ck:"  # ck:<check-in token>: Start / Carry on
@@ -175,21 +177,38 @@ class CheckinService(Desk[DialogueTexts]):
     # --- scheduled rounds, nudges and expiry --------------------------------------------
     async def on_round(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """A region's round: ask everyone due (consenting, reachable, not asked within the
-        interval), as one broadcast, and schedule the next round."""
+        interval), as one broadcast, and schedule the next round.
+
+        A region is up to ~20,000 people, at ~1.6 ms of the one database lock each: asked
+        all in one transaction, everyone's updates would wait half a minute. So each run
+        asks at most ROUND_BATCH people and, while more are due, leaves a job for the rest
+        a moment later, in a transaction of its own (those asked are no longer due, so a
+        part run twice asks nobody twice); the part that finds the last of them schedules
+        the next round."""
         region = str(job.payload["region"])
         checkins = Checkins(conn)
         schedule = await checkins.schedule_of(region)
         if schedule is None or schedule.next_at != job.payload["due"]:
             return  # stopped, or replaced by a newer schedule with its own job
         interval = schedule.every_days * DAY_MS
+        due = await checkins.due_people(region, now - interval, now, ROUND_BATCH)
         messages: list[tuple[int, dict[str, Any]]] = []
-        for pseudonym, chat_id, locale in await checkins.due_people(region, now - interval, now):
+        for pseudonym, chat_id, locale in due:
             actor = Actor(pseudonym, chat_id, locale)
             checkin = await self._create(conn, actor, "scheduled", now)
             messages.append((chat_id, self._invitation(checkin.token, locale, "checkin_invite")))
-        await self._broadcasts.queue_in(
-            conn, "checkin", f"checkin:{region}", region, "system", messages, None, now
-        )
+        broadcast_id = job.payload.get("broadcast")
+        if broadcast_id is None or (
+            messages and not await Broadcasts(conn).add_messages(int(broadcast_id), messages, now)
+        ):
+            broadcast_id = await self._broadcasts.queue_in(
+                conn, "checkin", f"checkin:{region}", region, "system", messages, None, now
+            )
+        if len(due) == ROUND_BATCH:  # more are due: the next part in a moment
+            first, part = str(job.payload.get("first", job.key)), int(job.payload.get("part", 0))
+            payload = {**job.payload, "first": first, "part": part + 1, "broadcast": broadcast_id}
+            await Schedules(conn).add(ROUND_JOB, f"{first}:part:{part + 1}", now, payload, now)
+            return
         next_at = schedule.next_at + interval
         while next_at <= now:  # the bot was down for whole intervals: no backlog of rounds
             next_at += interval
@@ -199,7 +218,9 @@ class CheckinService(Desk[DialogueTexts]):
     async def ensure_rounds(self) -> None:
         """At start: every region's round has its job waiting. A round job given up after
         repeated failures would otherwise stop that region's check-ins for good; its round
-        is skipped to the next time after now (and logged), and the job made again."""
+        is skipped to the next time after now (and logged), and the job made again. A round
+        begun but not finished (the bot stopped between its parts) goes on: those it asked
+        already are not due, so nobody is asked twice even if its next part also runs."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             checkins, jobs = Checkins(conn), Schedules(conn)
@@ -209,6 +230,15 @@ class CheckinService(Desk[DialogueTexts]):
                 if status == "pending":
                     continue
                 next_at = schedule.next_at
+                if status == "done":  # begun, and stopped between its parts: go on with it
+                    await jobs.add(
+                        ROUND_JOB,
+                        f"{key}:resumed:{now}",
+                        now,
+                        {"region": schedule.region, "due": next_at},
+                        now,
+                    )
+                    continue
                 if status is not None:  # given up: that round will not be sent
                     interval = schedule.every_days * DAY_MS
                     next_at += interval

@@ -55,6 +55,26 @@ class Broadcasts:
             row = await cursor.fetchone()
         assert row is not None
         broadcast_id = int(row[0])
+        await self._queue(broadcast_id, messages, now)
+        return broadcast_id
+
+    async def add_messages(
+        self, broadcast_id: int, messages: Sequence[tuple[int, dict[str, Any]]], now: int
+    ) -> bool:
+        """More messages for a broadcast still running (a check-in round queued in parts);
+        False, and nothing queued, when it has finished or was cancelled meanwhile."""
+        cursor = await self._conn.execute(
+            "UPDATE broadcasts SET total = total + ? WHERE id = ? AND status = 'running'",
+            (len(messages), broadcast_id),
+        )
+        if cursor.rowcount == 0:
+            return False
+        await self._queue(broadcast_id, messages, now)
+        return True
+
+    async def _queue(
+        self, broadcast_id: int, messages: Sequence[tuple[int, dict[str, Any]]], now: int
+    ) -> None:
         await self._conn.executemany(
             "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at, "
             "broadcast_id) VALUES (?, ?, 'message', seal_payload(?), ?, ?, ?)",
@@ -70,7 +90,6 @@ class Broadcasts:
                 for chat_id, payload in messages
             ],
         )
-        return broadcast_id
 
     async def attach_progress_message(self, broadcast_id: int, outbox_id: int) -> None:
         await self._conn.execute(

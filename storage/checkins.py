@@ -195,10 +195,12 @@ class Checkins:
             row = await cursor.fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
-    async def due_people(self, region: str, not_since: int, now: int) -> list[tuple[str, int, str]]:
+    async def due_people(
+        self, region: str, not_since: int, now: int, limit: int = -1
+    ) -> list[tuple[str, int, str]]:
         """(pseudonym, chat_id, locale) of everyone a round for `region` should go to: in the
         region, reachable, latest decision on 'feedback' a yes, sent no check-in after
-        `not_since` and with none open. Sorted by pseudonym.
+        `not_since` and with none open. Sorted by pseudonym; the first `limit` (-1: all).
 
         One query: people by the region index, the latest consent by the ledger index, and
         two indexed probes of the person's check-ins (not an OR, which would defeat them).
@@ -214,8 +216,8 @@ class Checkins:
             "  WHERE k.pseudonym = p.pseudonym AND k.sent_at > ?) "
             "AND NOT EXISTS (SELECT 1 FROM checkins k "
             "  WHERE k.pseudonym = p.pseudonym AND k.status IN ('sent', 'started')) "
-            "ORDER BY p.pseudonym",
-            (FEEDBACK, region, not_since),
+            "ORDER BY p.pseudonym LIMIT ?",
+            (FEEDBACK, region, not_since, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]

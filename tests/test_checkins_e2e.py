@@ -5,17 +5,32 @@ bot process. Everyone here is invented."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.local_api import LocalBotApi
+import pytest
+
+from bot import checkins as checkins_module
+from bot.local_api import FakePerson, LocalBotApi
 from bot.rendering import Catalogs
 from bot.settings import PROJECT_ROOT, load_settings
 from storage.clock import ManualClock
-from tests.harness import ADA, BRAN, CERI, BotProcess, Chat, Records, onboard, running_bot
+from storage.people import ConsentLedger, People
+from tests.harness import (
+    ADA,
+    BRAN,
+    CERI,
+    BotProcess,
+    Chat,
+    Records,
+    eventually,
+    onboard,
+    running_bot,
+)
 
 
 async def test_a_check_in_from_feedback_to_thank_you(api: LocalBotApi, tmp_path: Path) -> None:
@@ -256,3 +271,92 @@ async def test_a_round_given_up_after_failures_is_scheduled_again(
         "SELECT key, due_at FROM schedules WHERE kind = 'checkin_round' AND status = 'pending'"
     )
     assert waiting == [(f"checkin_round:london:{first + 2 * week}", first + 2 * week)]
+
+
+PEOPLE_OF_LONDON = [
+    FakePerson(user_id=731000000 + n, first_name=name)
+    for n, name in enumerate(("Olwen", "Peredur", "Rhiannon", "Sioned", "Tegid"))
+]
+
+
+@pytest.mark.parametrize("stopped", [None, "pending", "failed"])
+async def test_a_round_asks_a_large_region_in_parts_each_person_once(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped: str | None
+) -> None:
+    """A region's round asks at most ROUND_BATCH people per transaction (a whole region in
+    one would hold the database lock for half a minute), the rest in parts that follow, all
+    in one broadcast; the schedule moves on once, when nobody is left. A round stopped
+    between its parts by a restart (its next part still waiting, or given up) goes on at
+    the next start: everyone is asked, nobody twice."""
+    monkeypatch.setattr(checkins_module, "ROUND_BATCH", 2)
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    now, week = clock.now_ms(), 7 * 86_400_000
+    for person in PEOPLE_OF_LONDON:
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        settings = runtime.settings
+        pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
+        async with runtime.db.transaction() as conn:
+            for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
+                await People(conn).touch(who, person.chat_id, "en", now)
+                await People(conn).set_region(who, "london", now)
+                await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
+    round_key = f"checkin_round:london:{now}"
+    with sqlite3.connect(settings.database_path) as conn:
+        conn.execute(
+            "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, created_at, "
+            "updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
+            (now,),
+        )
+        conn.execute(
+            "INSERT INTO schedules (kind, key, due_at, payload, created_at, status) "
+            "VALUES ('checkin_round', ?, ?, ?, 0, ?)",
+            (
+                round_key,
+                now,
+                f'{{"region":"london","due":{now}}}',
+                "done" if stopped else "pending",
+            ),
+        )
+        if stopped is not None:  # its first part ran before a restart: two people asked
+            part_one = {"region": "london", "due": now, "first": round_key, "part": 1}
+            conn.executemany(
+                "INSERT INTO checkins (pseudonym, token, region, locale, week, source, status, "
+                "sent_at) VALUES (?, ?, 'london', 'en', '2026-W45', 'scheduled', 'sent', ?)",
+                [(who, f"{n:016x}", now) for n, who in enumerate(pseudonyms[:2])],
+            )
+            conn.execute(
+                "INSERT INTO schedules (kind, key, due_at, payload, created_at, status) "
+                "VALUES ('checkin_round', ?, ?, ?, 0, ?)",
+                (f"{round_key}:part:1", now, json.dumps(part_one), stopped),
+            )
+    records = Records(settings)
+    async with running_bot(api, tmp_path, clock=clock):
+        await eventually(
+            lambda: records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)]
+        )
+        await eventually(lambda: all(api.messages(p.chat_id) for p in PEOPLE_OF_LONDON[2:]))
+        await eventually(  # a part left over from before the restart finds the round done
+            lambda: (
+                not records.query(
+                    "SELECT 1 FROM schedules WHERE key LIKE ? AND status = 'pending'",
+                    f"{round_key}%",
+                )
+            )
+        )
+    asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")
+    assert sorted(n for _, n in asked) == [1] * len(PEOPLE_OF_LONDON)
+    if stopped is None:
+        assert records.query("SELECT kind, total FROM broadcasts") == [("checkin", 5)]
+        parts = records.query(
+            "SELECT key, status FROM schedules WHERE key LIKE ? ORDER BY id", f"{round_key}%"
+        )
+        assert parts == [
+            (round_key, "done"),
+            (f"{round_key}:part:1", "done"),
+            (f"{round_key}:part:2", "done"),
+        ]
+    waiting = records.query(
+        "SELECT key FROM schedules WHERE kind = 'checkin_round' AND status = 'pending'"
+    )
+    assert waiting == [(f"checkin_round:london:{now + week}",)]
