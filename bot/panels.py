@@ -23,10 +23,11 @@ from bot.desk import Desk
 from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
 from state_machines.engine import Engine
 from state_machines.events import Begin
+from storage.broadcasts import Broadcasts
 from storage.clock import Clock
 from storage.database import Database
 from storage.panels import Panel, Panels
-from storage.people import reachable_with_consent
+from storage.people import Recipient, reachable_with_consent
 from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 REMINDER_JOB = "panel_reminder"
 OVER_JOB = "panel_over"
+INVITE_JOB = "panel_invite"  # the next part of a panel's invitations
+INVITE_BATCH = 200  # people invited per transaction (see `_invite_more_later`)
 _HOUR_MS = 3_600_000
 REMINDER_BEFORE_MS = 24 * _HOUR_MS
 # A panel's support needs are kept until it is surely over: its start plus this long.
@@ -99,30 +102,86 @@ class PanelService(Desk[PanelTexts]):
         )
         panel = await panels.get(panel_id)
         assert panel is not None
-        messages: list[tuple[int, dict[str, Any]]] = []
-        for recipient in await reachable_with_consent(conn, region, "panel_invitations"):
-            if recipient.pseudonym == actor.pseudonym:
-                continue  # the organiser is not invited to their own panel
-            token = await panels.invite(panel_id, recipient.pseudonym, now)
-            if token is not None:
-                messages.append(
-                    (recipient.chat_id, self._texts.invitation(panel, token, recipient.locale))
-                )
-        await audit_panel(conn, actor, "panel.created", panel, now, invited=str(len(messages)))
+        recipients = await self._to_invite(conn, panel)
+        invited = str(len(recipients))
+        await audit_panel(conn, actor, "panel.created", panel, now, invited=invited)
         await self._tell(
-            conn, actor, "panel_created", now, count=self._texts.number(len(messages), actor.locale)
+            conn,
+            actor,
+            "panel_created",
+            now,
+            count=self._texts.number(len(recipients), actor.locale),
         )
-        await self._broadcasts.queue_in(
+        broadcast_id = await self._broadcasts.queue_in(
             conn,
             "panel_invitation",
             f"panel:{panel_id}",
             region,
             actor.pseudonym,
-            messages,
+            await self._invite(conn, panel, recipients[:INVITE_BATCH], now),
             (actor.chat_id, actor.locale),
             now,
         )
+        if len(recipients) > INVITE_BATCH:
+            await self._invite_more_later(conn, panel, broadcast_id, 1, now)
         await self._schedule(conn, panel, now)
+
+    async def on_invite_more(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """The next part of a panel's invitations (see INVITE_BATCH), while the panel is
+        open and has not started; added to the panel's broadcast."""
+        panel = await Panels(conn).get(int(job.payload["panel_id"]))
+        if panel is None or panel.status != "open" or panel.starts_at <= now:
+            return
+        recipients = await self._to_invite(conn, panel)
+        messages = await self._invite(conn, panel, recipients[:INVITE_BATCH], now)
+        broadcast_id = int(job.payload["broadcast"])
+        if messages and not await Broadcasts(conn).add_messages(broadcast_id, messages, now):
+            broadcast_id = await self._broadcasts.queue_in(
+                conn,
+                "panel_invitation",
+                f"panel:{panel.id}",
+                panel.region,
+                panel.organiser,
+                messages,
+                None,
+                now,
+            )
+        if len(recipients) > INVITE_BATCH:
+            await self._invite_more_later(
+                conn, panel, broadcast_id, int(job.payload["part"]) + 1, now
+            )
+
+    async def _to_invite(self, conn: aiosqlite.Connection, panel: Panel) -> list[Recipient]:
+        """Everyone in the panel's region who said yes to panel invitations and has not been
+        invited to it yet; never its organiser."""
+        found = await reachable_with_consent(conn, panel.region, "panel_invitations", panel.id)
+        return [r for r in found if r.pseudonym != panel.organiser]
+
+    async def _invite(
+        self, conn: aiosqlite.Connection, panel: Panel, recipients: list[Recipient], now: int
+    ) -> list[tuple[int, dict[str, Any]]]:
+        messages: list[tuple[int, dict[str, Any]]] = []
+        for recipient in recipients:
+            token = await Panels(conn).invite(panel.id, recipient.pseudonym, now)
+            if token is not None:
+                messages.append(
+                    (recipient.chat_id, self._texts.invitation(panel, token, recipient.locale))
+                )
+        return messages
+
+    async def _invite_more_later(
+        self, conn: aiosqlite.Connection, panel: Panel, broadcast_id: int, part: int, now: int
+    ) -> None:
+        """A region is up to ~20,000 people: invited all in the organiser's transaction,
+        everyone's updates would wait seconds for the database lock. The rest go in parts,
+        each its own job and transaction, a moment later."""
+        payload = {"panel_id": panel.id, "broadcast": broadcast_id, "part": part}
+        key = f"{INVITE_JOB}:{panel.id}:{part}"
+        await Schedules(conn).add(INVITE_JOB, key, now, payload, now)
+        # Wake the scheduler now, inside the transaction: its first read waits for the one
+        # lock, and whoever takes it next commits this transaction first, so the job is
+        # there when it looks. (After the organiser's update, nothing else would wake it.)
+        self._on_queued()
 
     async def move_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int

@@ -28,7 +28,7 @@ from bot.flood import FloodGate
 from bot.http_request import AiohttpRequest
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest, TapAnswers
 from bot.panel_texts import PanelTexts
-from bot.panels import OVER_JOB, REMINDER_JOB, PanelService
+from bot.panels import INVITE_JOB, OVER_JOB, REMINDER_JOB, PanelService
 from bot.payload_seal import payload_codec
 from bot.rendering import Catalogs
 from bot.retention import RETENTION_JOB, RETENTION_WAL_JOB, RetentionJob, RetentionRules
@@ -202,6 +202,7 @@ async def build_runtime(
     await checkins.ensure_rounds()  # a round given up after failures is scheduled again
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
+    scheduler.register(INVITE_JOB, panels.on_invite_more)
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
     scheduler.register(RETENTION_JOB, retention.on_due)

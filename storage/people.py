@@ -97,16 +97,20 @@ class Recipient:
 
 
 async def reachable_with_consent(
-    conn: aiosqlite.Connection, region: str, purpose: str
+    conn: aiosqlite.Connection, region: str, purpose: str, not_invited_to: int | None = None
 ) -> list[Recipient]:
     """Everyone in a region who can be reached and whose latest decision for `purpose` is a
-    yes: the only people a broadcast for that purpose may go to."""
+    yes: the only people a broadcast for that purpose may go to. `not_invited_to`: only
+    those not invited to that panel yet (a panel invites its region in parts)."""
     async with conn.execute(
         "SELECT p.pseudonym, p.chat_id, p.locale FROM people p "
         "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
         "  WHERE pseudonym = p.pseudonym AND purpose = ?) "
-        "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 ORDER BY p.pseudonym",
-        (purpose, region),
+        "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 "
+        "AND NOT EXISTS (SELECT 1 FROM panel_invitations i "
+        "  WHERE i.panel_id = ? AND i.pseudonym = p.pseudonym) "
+        "ORDER BY p.pseudonym",
+        (purpose, region, not_invited_to),
     ) as cursor:
         rows = await cursor.fetchall()
     return [Recipient(r[0], r[1], r[2]) for r in rows]

@@ -9,6 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from bot import panels as panels_module
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
 from storage.clock import ManualClock
@@ -302,3 +305,35 @@ async def test_nothing_privileged_without_the_role_and_region(
         ) == [(0,)]
         actions = {a for (a,) in records.query("SELECT action FROM audit_log")}
         assert {"panel.created", "broadcast.started"} <= actions
+
+
+async def test_a_large_region_is_invited_in_parts_each_person_once(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A region is invited at most INVITE_BATCH people per transaction (a whole region in
+    the organiser's one would hold the database lock for seconds), the rest in parts that
+    follow, all in the panel's one broadcast; the organiser hears the whole count at once."""
+    monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        assert "going to 5 people" in (await staff.tap("Send the invite")).text
+        chats = [Chat(api, person) for person in COHORT]
+        for chat in chats:
+            assert "Housing panel" in (await chat.expect(1)).text  # in their own language
+        records = Records(runtime.settings)
+        await eventually(
+            lambda: (
+                not records.query(
+                    "SELECT 1 FROM schedules WHERE kind = 'panel_invite' AND status = 'pending'"
+                )
+            )
+        )
+    invited = records.query("SELECT pseudonym, COUNT(*) FROM panel_invitations GROUP BY 1")
+    assert sorted(n for _, n in invited) == [1] * len(COHORT)
+    assert records.query("SELECT kind, total FROM broadcasts") == [("panel_invitation", 5)]
+    parts = records.query("SELECT key, status FROM schedules WHERE kind = 'panel_invite'")
+    assert [status for _, status in parts] == ["done", "done"]  # 2 + 2 + 1
+    assert all(len(chat.messages) == 1 for chat in chats)
