@@ -140,6 +140,27 @@ class BroadcastService:
         log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
         return broadcast_id
 
+    async def queue_more(
+        self,
+        conn: aiosqlite.Connection,
+        broadcast_id: int | None,
+        kind: str,
+        subject: str,
+        region: str | None,
+        created_by: str,
+        messages: Sequence[tuple[int, dict[str, Any]]],
+        now: int,
+    ) -> int:
+        """The next part of a broadcast queued in parts (a check-in round, a panel's
+        invitations: a whole region in one transaction would hold the database lock for
+        seconds): added to `broadcast_id` while it runs, else queued as a new broadcast
+        (the first part, or the last one finished meanwhile). Returns the broadcast's id."""
+        if broadcast_id is not None and (
+            not messages or await Broadcasts(conn).add_messages(broadcast_id, messages, now)
+        ):
+            return broadcast_id
+        return await self.queue_in(conn, kind, subject, region, created_by, messages, None, now)
+
     def wake(self) -> None:
         """Wake the sender and the scheduler for what a committed transaction queued."""
         self._on_queued()

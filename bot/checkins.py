@@ -25,7 +25,6 @@ from state_machines.engine import Engine
 from state_machines.events import Abandon, Begin, Started
 from state_machines.session import Session
 from storage.answers import Answers
-from storage.broadcasts import Broadcasts
 from storage.checkins import PRINCIPLES, Checkin, Checkins
 from storage.clock import Clock
 from storage.database import Database
@@ -197,13 +196,17 @@ class CheckinService(Desk[DialogueTexts]):
             actor = Actor(pseudonym, chat_id, locale)
             checkin = await self._create(conn, actor, "scheduled", now)
             messages.append((chat_id, self._invitation(checkin.token, locale, "checkin_invite")))
-        broadcast_id = job.payload.get("broadcast")
-        if broadcast_id is None or (
-            messages and not await Broadcasts(conn).add_messages(int(broadcast_id), messages, now)
-        ):
-            broadcast_id = await self._broadcasts.queue_in(
-                conn, "checkin", f"checkin:{region}", region, "system", messages, None, now
-            )
+        earlier = job.payload.get("broadcast")
+        broadcast_id = await self._broadcasts.queue_more(
+            conn,
+            None if earlier is None else int(earlier),
+            "checkin",
+            f"checkin:{region}",
+            region,
+            "system",
+            messages,
+            now,
+        )
         if len(due) == ROUND_BATCH:  # more are due: the next part in a moment
             first, part = str(job.payload.get("first", job.key)), int(job.payload.get("part", 0))
             payload = {**job.payload, "first": first, "part": part + 1, "broadcast": broadcast_id}

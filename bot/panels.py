@@ -23,7 +23,6 @@ from bot.desk import Desk
 from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
 from state_machines.engine import Engine
 from state_machines.events import Begin
-from storage.broadcasts import Broadcasts
 from storage.clock import Clock
 from storage.database import Database
 from storage.panels import Panel, Panels
@@ -134,18 +133,16 @@ class PanelService(Desk[PanelTexts]):
             return
         recipients = await self._to_invite(conn, panel)
         messages = await self._invite(conn, panel, recipients[:INVITE_BATCH], now)
-        broadcast_id = int(job.payload["broadcast"])
-        if messages and not await Broadcasts(conn).add_messages(broadcast_id, messages, now):
-            broadcast_id = await self._broadcasts.queue_in(
-                conn,
-                "panel_invitation",
-                f"panel:{panel.id}",
-                panel.region,
-                panel.organiser,
-                messages,
-                None,
-                now,
-            )
+        broadcast_id = await self._broadcasts.queue_more(
+            conn,
+            int(job.payload["broadcast"]),
+            "panel_invitation",
+            f"panel:{panel.id}",
+            panel.region,
+            panel.organiser,
+            messages,
+            now,
+        )
         if len(recipients) > INVITE_BATCH:
             await self._invite_more_later(
                 conn, panel, broadcast_id, int(job.payload["part"]) + 1, now
