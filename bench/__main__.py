@@ -94,6 +94,9 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         if "error" in i:
             table.append(("inbound", "run", i["error"], ""))
         else:
+            # Runs before the fifth round kept the server in the bot's process.
+            where = i.get("server", "in the bot's process")
+            table.append(("inbound", "local Bot API server and the people", where, ""))
             for row in i["rows"]:
                 table.append(
                     (

@@ -1,0 +1,38 @@
+"""The inbound benchmark still measures what it says: a small burst through all three bots,
+with the local Bot API server in a process of its own (the default) and in the bot's.
+
+Not a timed test (speed is only ever reported by `make bench`): it checks that every
+update of each round was handled, every person got their reply, and every answer was
+stored, so a broken benchmark fails here rather than printing a wrong number."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import inbound
+
+
+@pytest.mark.parametrize("server_in_process", [False, True], ids=["own process", "in process"])
+async def test_a_small_burst_is_handled_replied_to_and_stored(server_in_process: bool) -> None:
+    people = 6
+    results = await inbound.run(
+        people, baseline_updates=24, profile_path=None, server_in_process=server_in_process
+    )
+
+    ceiling, peer, same, whole = results
+    every_step = sum(len(inbound.script_for(n)) for n in range(people))
+    assert whole.updates == every_step
+    assert whole.notes["answers_stored"] == people * 5  # four scores and the written answer
+    assert whole.notes["pending_in_inbox"] == 0
+    for measure in results:
+        assert 0 < measure.updates <= max(24, every_step), measure.name
+        assert measure.notes["rounds_without_a_reply"] == 0, measure.name
+        assert measure.notes["failed_calls"] == 0, measure.name
+        assert len(measure.latencies) == measure.updates, measure.name
+        assert all(latency > 0 for latency in measure.latencies), measure.name
+        assert measure.per_second > 0, measure.name
+    assert ceiling.updates == peer.updates == same.updates
+    summary = inbound.report(results, server_in_process)
+    assert summary["server"] == (
+        "in the bot's process" if server_in_process else "in its own process"
+    )
