@@ -161,6 +161,11 @@ class BroadcastService:
             return broadcast_id
         return await self.queue_in(conn, kind, subject, region, created_by, messages, None, now)
 
+    async def was_stopped(self, conn: aiosqlite.Connection, broadcast_id: int) -> bool:
+        """Whether the organiser stopped this broadcast ("Stop sending"): a broadcast queued
+        in parts then queues no more parts (`queue_more` would start a new broadcast)."""
+        return await Broadcasts(conn).status(broadcast_id) == "cancelled"
+
     def wake(self) -> None:
         """Wake the sender and the scheduler for what a committed transaction queued."""
         self._on_queued()

@@ -131,6 +131,8 @@ class PanelService(Desk[PanelTexts]):
         panel = await Panels(conn).get(int(job.payload["panel_id"]))
         if panel is None or panel.status != "open" or panel.starts_at <= now:
             return
+        if await self._broadcasts.was_stopped(conn, int(job.payload["broadcast"])):
+            return  # the organiser said "Stop sending": nobody else is invited
         recipients = await self._to_invite(conn, panel)
         messages = await self._invite(conn, panel, recipients[:INVITE_BATCH], now)
         broadcast_id = await self._broadcasts.queue_more(

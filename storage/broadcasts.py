@@ -113,6 +113,14 @@ class Broadcasts:
             row = await cursor.fetchone()
         return None if row is None else BroadcastProgress(*row)
 
+    async def status(self, broadcast_id: int) -> str | None:
+        """'running', 'done' or 'cancelled' (stopped by its organiser); None if unknown."""
+        async with self._conn.execute(
+            "SELECT status FROM broadcasts WHERE id = ?", (broadcast_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
+
     async def cancel(self, broadcast_id: int, now: int) -> int:
         """Stop a running broadcast: what is still queued is cancelled; returns how many."""
         cursor = await self._conn.execute(

@@ -13,9 +13,11 @@ import pytest
 
 from bot import panels as panels_module
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
+from bot.panels import INVITE_JOB
 from bot.runtime import Runtime
 from storage.clock import ManualClock
 from storage.people import ConsentLedger, People
+from storage.queues import Job
 from storage.staff import StaffRoles
 from tests.harness import Chat, Records, eventually, running_bot
 
@@ -337,3 +339,39 @@ async def test_a_large_region_is_invited_in_parts_each_person_once(
     parts = records.query("SELECT key, status FROM schedules WHERE kind = 'panel_invite'")
     assert [status for _, status in parts] == ["done", "done"]  # 2 + 2 + 1
     assert all(len(chat.messages) == 1 for chat in chats)
+
+
+async def test_stop_sending_also_stops_the_invitations_still_to_come(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Stop sending" on the invitations cancels what is queued; the next part, when its
+    job runs, invites nobody else (before, it queued the rest as a new broadcast)."""
+    monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        held: list[Job] = []
+
+        async def hold(_: object, job: Job, __: int) -> None:
+            held.append(job)
+
+        runtime.scheduler.register(INVITE_JOB, hold)  # the next part waits for the test
+        await set_up_people(api, runtime)
+        for person in COHORT:  # the first part is still going out when the organiser stops
+            api.set_delay("sendMessage", 2.0, chat_id=person.chat_id)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        assert "going to 5 people" in (await staff.tap("Send the invite")).text
+        await eventually(lambda: bool(held) and staff.messages[-1].text.startswith("Sending"))
+        message, data = staff.find_button("Stop sending")
+        api.press_button(ORGANISER, message.message_id, data)
+        records = Records(runtime.settings)
+        stopped = "SELECT 1 FROM broadcasts WHERE status = 'cancelled'"
+        await eventually(lambda: bool(records.query(stopped)))
+
+        async with runtime.db.transaction() as conn:
+            await runtime.panels.on_invite_more(conn, held[0], clock.now_ms())
+        assert records.query("SELECT kind, status FROM broadcasts") == [
+            ("panel_invitation", "cancelled")
+        ]
+        assert records.query("SELECT COUNT(*) FROM panel_invitations") == [(2,)]
+        assert records.query("SELECT COUNT(*) FROM schedules WHERE kind = 'panel_invite'") == [(1,)]
