@@ -43,7 +43,7 @@ from bot.sender import ChatPacer, OutboxSender
 from bot.settings import SHIPPED_LOCALES, Settings
 from bot.telegram_adapter import AppServices, PerChatUpdateProcessor, TelegramAdapter
 from bot.themes import load_taxonomy
-from bot.updates import UpdateService
+from bot.updates import DELIVER_JOB, UpdateService
 from bot.webhook import WebhookConfig, WebhookReceiver
 from state_machines.engine import Engine
 from storage.clock import Clock, SystemClock
@@ -73,6 +73,7 @@ class Runtime:
     broadcasts: BroadcastService
     panels: PanelService
     digests: DigestService
+    updates: UpdateService
     webhook: WebhookReceiver | None = None
     # Long-lived tasks (poller, sender, scheduler): if one ends, the process must stop.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -203,6 +204,7 @@ async def build_runtime(
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
     scheduler.register(INVITE_JOB, panels.on_invite_more)
+    scheduler.register(DELIVER_JOB, updates.on_deliver_more)
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
     scheduler.register(RETENTION_JOB, retention.on_due)
@@ -238,6 +240,7 @@ async def build_runtime(
         broadcasts,
         panels,
         digests,
+        updates,
     )
     if settings.webhook_url and settings.webhook_secret:
         host, port = settings.webhook_listen

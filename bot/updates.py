@@ -23,7 +23,7 @@ from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People
-from storage.queues import PRIORITY_REPLY, Outbox
+from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog
 from storage.updates import Update, Updates
 
@@ -33,6 +33,8 @@ BUTTON_PREFIX = "us:"  # us:<token>:<h|n|m>
 _REACTIONS = {"h": "helps", "n": "not_helps", "m": "more"}
 _LISTED = 5
 _KINDS = ("changed", "working", "cannot")
+DELIVER_JOB = "update_deliver"  # the next part of an update's deliveries
+DELIVER_BATCH = 200  # people an update is queued for per transaction (see publish)
 
 
 class UpdateService(Desk[DialogueTexts]):
@@ -81,7 +83,8 @@ class UpdateService(Desk[DialogueTexts]):
     async def publish(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
-        """Save the update and send it to the people who raised its themes lately."""
+        """Save the update and send it to the people who raised its themes lately: the
+        first DELIVER_BATCH here, the rest in parts that follow (`on_deliver_more`)."""
         region, kind = values.get("region", ""), values.get("kind", "")
         themes = [t for t in values.get("themes", "").split(",") if t in self._taxonomy.ids]
         text_en = values.get("text_en", "").strip()
@@ -95,41 +98,104 @@ class UpdateService(Desk[DialogueTexts]):
         update = await updates.publish(
             region, kind, themes, text_en, values.get("text_cy"), actor.pseudonym, now
         )
-        messages: list[tuple[int, dict[str, Any]]] = []
-        for pseudonym, chat_id, locale in await updates.raisers(
-            region, themes, now - self._lookback_ms
-        ):
-            token = await updates.deliver(update.id, pseudonym)
-            messages.append((chat_id, self._message(update, locale, token)))
-        count = self._texts.number(len(messages), actor.locale)
+        everyone = await self._raisers(updates, update)
+        count = self._texts.number(len(everyone), actor.locale)
         await self._tell(conn, actor, "published", now, count=count)  # before the progress
-        await self._broadcasts.queue_in(
+        broadcast_id = await self._broadcasts.queue_in(
             conn,
             "update",
             f"update:{update.id}",
             region,
             actor.pseudonym,
-            messages,
+            await self._deliver(updates, update, everyone[:DELIVER_BATCH]),
             (actor.chat_id, actor.locale),
             now,
         )
+        if len(everyone) > DELIVER_BATCH:
+            await self._deliver_more_later(conn, update.id, broadcast_id, 1, now)
         details = {"region": region, "kind": kind, "themes": ",".join(themes)}
         await AuditLog(conn).record(
             actor.pseudonym, "update.published", f"update:{update.id}", details, now
         )
 
+    async def on_deliver_more(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """The next part of an update's deliveries: those who raised its themes by the time
+        it was published, after the last it reached (a withdrawn consent or an erasure since
+        is respected), added to its broadcast; none after "Stop sending"."""
+        updates = Updates(conn)
+        update = await updates.get(int(job.payload["update"]))
+        broadcast_id = int(job.payload["broadcast"])
+        if update is None or await self._broadcasts.was_stopped(conn, broadcast_id):
+            return
+        recipients = await self._raisers(updates, update, DELIVER_BATCH + 1)
+        broadcast_id = await self._broadcasts.queue_more(
+            conn,
+            broadcast_id,
+            "update",
+            f"update:{update.id}",
+            update.region,
+            update.published_by,
+            await self._deliver(updates, update, recipients[:DELIVER_BATCH]),
+            now,
+        )
+        if len(recipients) > DELIVER_BATCH:
+            part = int(job.payload["part"]) + 1
+            await self._deliver_more_later(conn, update.id, broadcast_id, part, now)
+
+    async def _raisers(
+        self, updates: Updates, update: Update, limit: int = -1
+    ) -> list[tuple[str, int, str]]:
+        """Who the update is for and has not reached yet (see `Updates.raisers`)."""
+        since = update.published_at - self._lookback_ms
+        return await updates.raisers(
+            update.region, update.themes, since, update.published_at, update.id, limit
+        )
+
+    async def _deliver(
+        self, updates: Updates, update: Update, recipients: list[tuple[str, int, str]]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Record the deliveries (each one's token for its buttons) and write the messages:
+        the text once per language, the buttons per person."""
+        tokens = await updates.deliver_all(update.id, [pseudonym for pseudonym, _, _ in recipients])
+        texts: dict[str, str] = {}
+        messages: list[tuple[int, dict[str, Any]]] = []
+        for (_, chat_id, locale), token in zip(recipients, tokens, strict=True):
+            if locale not in texts:
+                texts[locale] = self._text(update, locale)
+            messages.append((chat_id, self._payload(texts[locale], locale, token)))
+        return messages
+
+    async def _deliver_more_later(
+        self, conn: aiosqlite.Connection, update_id: int, broadcast_id: int, part: int, now: int
+    ) -> None:
+        """Thousands may have raised a theme: all in the staff member's transaction, the
+        update held the database lock for 3.4 s (9,960 people; bench/FINDINGS.md), and
+        everyone's messages waited. The rest go in parts, each its own job, a moment later."""
+        payload = {"update": update_id, "broadcast": broadcast_id, "part": part}
+        key = f"{DELIVER_JOB}:{update_id}:{part}"
+        await Schedules(conn).add(DELIVER_JOB, key, now, payload, now)
+        # As for a panel's invitations: wake the scheduler inside the transaction (its read
+        # waits for the lock, so it finds the job); nothing else would after this update.
+        self._on_queued()
+
     def _message(self, update: Update, locale: str, token: str | None) -> dict[str, Any]:
-        """An update in the person's language (English with a note when there is no Welsh)."""
+        """An update in the person's language (English with a note when there is no Welsh),
+        with the reaction buttons when it was delivered to them (`token`)."""
+        return self._payload(self._text(update, locale), locale, token)
+
+    def _text(self, update: Update, locale: str) -> str:
         text = update.text_cy if locale == "cy" and update.text_cy else update.text_en
         if locale != "en" and text == update.text_en:
             text += "\n\n" + self._texts.text(locale, "only_in_english")
-        body = self._texts.text(
+        return self._texts.text(
             locale,
             "update_message",
             themes=self.theme_names(update.themes, locale),
             kind=self._texts.text(locale, f"kind_{update.kind}"),
             text=text,
         )
+
+    def _payload(self, body: str, locale: str, token: str | None) -> dict[str, Any]:
         payload: dict[str, Any] = {"text": body}
         if token is not None:
             data = f"{BUTTON_PREFIX}{token}:"

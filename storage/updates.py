@@ -81,32 +81,52 @@ class Updates:
         return [_update(r) for r in rows]
 
     async def raisers(
-        self, region: str, themes: Sequence[str], since: int
+        self,
+        region: str,
+        themes: Sequence[str],
+        since: int,
+        until: int,
+        not_reached_by: int | None = None,
+        limit: int = -1,
     ) -> list[tuple[str, int, str]]:
         """(pseudonym, chat id, locale) of the people in the region who raised one of the
-        themes in an answer since `since`, can be reached, and whose latest decision on
-        updates is a yes."""
+        themes in an answer from `since` to `until`, can be reached, and whose latest
+        decision on updates is a yes. At most `limit` (-1: all), in pseudonym order; with
+        `not_reached_by`, only those after the last that update was delivered to: its parts
+        go in this order, so the next part starts there without reading the people before
+        it again (and nothing about a person is kept between parts)."""
         async with self._conn.execute(
-            "SELECT DISTINCT p.pseudonym, p.chat_id, p.locale FROM people p "
-            "JOIN answers a ON a.pseudonym = p.pseudonym AND a.created_at >= ? "
-            "JOIN answer_themes t ON t.answer_id = a.id "
-            "  AND t.theme IN (SELECT value FROM json_each(?)) "
-            "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
-            "  WHERE pseudonym = p.pseudonym AND purpose = 'updates') "
-            "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 ORDER BY p.pseudonym",
-            (since, json.dumps(list(themes)), region),
+            "SELECT p.pseudonym, p.chat_id, p.locale FROM people p "
+            "WHERE p.region = ? AND p.reachable = 1 "
+            "AND p.pseudonym > COALESCE((SELECT MAX(pseudonym) FROM update_deliveries "
+            "                            WHERE update_id = ?), '') "
+            "AND EXISTS (SELECT 1 FROM answers a JOIN answer_themes t ON t.answer_id = a.id "
+            "            WHERE a.pseudonym = p.pseudonym AND a.created_at BETWEEN ? AND ? "
+            "            AND t.theme IN (SELECT value FROM json_each(?))) "
+            "AND (SELECT granted FROM consent_ledger WHERE id = (SELECT MAX(id) "
+            "     FROM consent_ledger WHERE pseudonym = p.pseudonym AND purpose = 'updates')) = 1 "
+            "ORDER BY p.pseudonym LIMIT ?",
+            (region, not_reached_by, since, until, json.dumps(list(themes)), limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def deliver(self, update_id: int, pseudonym: str) -> str:
         """Record that the update goes to this person; returns the token for its buttons."""
-        token = secrets.token_hex(8)
-        await self._conn.execute(
+        return (await self.deliver_all(update_id, [pseudonym]))[0]
+
+    async def deliver_all(self, update_id: int, pseudonyms: Sequence[str]) -> list[str]:
+        """Record that the update goes to these people; returns each one's token for the
+        buttons, in the same order (one statement for a part of hundreds)."""
+        tokens = [secrets.token_hex(8) for _ in pseudonyms]
+        await self._conn.executemany(
             "INSERT INTO update_deliveries (update_id, pseudonym, token) VALUES (?, ?, ?)",
-            (update_id, pseudonym, token),
+            [
+                (update_id, pseudonym, token)
+                for pseudonym, token in zip(pseudonyms, tokens, strict=True)
+            ],
         )
-        return token
+        return tokens
 
     async def delivery(self, token: str) -> Delivery | None:
         async with self._conn.execute(

@@ -4,15 +4,21 @@ is invented."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
+
+from bot import updates as updates_module
 from bot.local_api import FakePerson, LocalBotApi
 from bot.runtime import Runtime
+from bot.updates import DELIVER_JOB
 from storage.answers import Answers
 from storage.checkins import Checkins
 from storage.people import ConsentLedger, People
+from storage.queues import Job
 from storage.staff import StaffRoles
-from tests.harness import Chat, Records, running_bot
+from tests.harness import Chat, Records, eventually, running_bot
 
 ORLA = FakePerson(user_id=750000001, first_name="Orla", language_code="en")  # London staff
 ADA = FakePerson(user_id=750000011, first_name="Ada")  # London, housing, wants updates
@@ -48,6 +54,19 @@ async def seed(api: LocalBotApi, runtime: Runtime) -> None:
             answer = await Answers(conn).add(who, "feedback", "improve", b"-", now)
             await Checkins(conn).tag_answer(answer, themes)
         await StaffRoles(conn).grant(pseudonym(ORLA.user_id), "staff", "london", False, "cli", 0)
+
+
+async def publish_housing(orla: Chat, going_to: str) -> None:
+    """Orla publishes the housing update for London through the /yousaid dialogue."""
+    await orla.say("/yousaid")
+    await orla.tap("Housing")
+    await orla.tap("Done")
+    await orla.tap("Yes, go on")
+    await orla.tap("London")
+    await orla.tap("We changed this")
+    await orla.say("From January the housing team is in the probation office every Tuesday.")
+    await orla.tap("Skip")
+    assert going_to in (await orla.tap("Send it")).text
 
 
 async def test_an_update_reaches_exactly_those_who_raised_the_theme(
@@ -94,3 +113,71 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         assert "latest updates" in listed.text
         assert "every Tuesday" in (await bea.expect(2)).text
         assert "said no to hearing" in (await Chat(api, CAL).say("/updates")).text
+
+
+async def test_an_update_for_many_goes_in_parts_each_person_once(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands may have raised a theme: the staff member's transaction queues the first
+    DELIVER_BATCH, the rest follow in parts, in the update's one broadcast, and the staff
+    member hears the whole count at once."""
+    monkeypatch.setattr(updates_module, "DELIVER_BATCH", 1)
+    async with running_bot(api, tmp_path) as runtime:
+        await seed(api, runtime)
+        await publish_housing(Chat(api, ORLA), "going to 2 people")
+        for person in (ADA, EIRA):
+            assert "every Tuesday" in (await Chat(api, person).expect(1)).text
+        records = Records(runtime.settings)
+        await eventually(
+            lambda: (
+                not records.query(
+                    "SELECT 1 FROM schedules WHERE kind = 'update_deliver' AND status = 'pending'"
+                )
+            )
+        )
+    delivered = records.query("SELECT pseudonym, COUNT(*) FROM update_deliveries GROUP BY 1")
+    assert sorted(n for _, n in delivered) == [1, 1]
+    assert records.query("SELECT kind, total FROM broadcasts") == [("update", 2)]
+    parts = records.query("SELECT status FROM schedules WHERE kind = 'update_deliver'")
+    assert parts == [("done",)]  # 1 + 1
+    for person in (ADA, EIRA):
+        assert len(api.messages(person.chat_id)) == 1
+    for person in (BEA, CAL, DAI):
+        assert api.messages(person.chat_id) == []
+
+
+async def test_stop_sending_also_stops_the_parts_still_to_come(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Stop sending" cancels what is queued; the next part, when its job runs, must not
+    queue the rest as a broadcast of its own."""
+    monkeypatch.setattr(updates_module, "DELIVER_BATCH", 1)
+    async with running_bot(api, tmp_path) as runtime:
+        held: list[Job] = []
+
+        async def hold(_: object, job: Job, __: int) -> None:
+            held.append(job)
+
+        runtime.scheduler.register(DELIVER_JOB, hold)  # the next part waits for the test
+        await seed(api, runtime)
+        for person in (ADA, EIRA):  # the first part is still going out when Orla stops it
+            api.set_delay("sendMessage", 2.0, chat_id=person.chat_id)
+        orla = Chat(api, ORLA)
+        await publish_housing(orla, "going to 2 people")
+        await eventually(lambda: bool(held) and orla.messages[-1].text.startswith("Sending"))
+        message, data = orla.find_button("Stop sending")
+        api.press_button(ORLA, message.message_id, data)
+        await eventually(lambda: orla.messages[-1].text.startswith("Stopped"))
+        records = Records(runtime.settings)
+        assert records.query("SELECT status FROM broadcasts") == [("cancelled",)]
+
+        async with runtime.db.transaction() as conn:
+            await runtime.updates.on_deliver_more(conn, held[0], runtime.clock.now_ms())
+        await asyncio.sleep(0.3)  # anything queued would be sent by now
+        assert records.query("SELECT COUNT(*) FROM broadcasts") == [(1,)]
+        assert records.query("SELECT COUNT(*) FROM update_deliveries") == [(1,)]
+        assert records.query("SELECT COUNT(*) FROM schedules WHERE kind = 'update_deliver'") == [
+            (1,)
+        ]
+    reached = [p for p in (ADA, EIRA) if api.messages(p.chat_id)]
+    assert len(reached) <= 1
