@@ -197,14 +197,14 @@ async def build_runtime(
     scheduler.register_prepared(DIGEST_JOB, digests.prepare_weekly, digests.on_weekly)
     scheduler.register_prepared(REPORT_JOB, digests.prepare_report, digests.send_report)
     scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
-    scheduler.register(ROUND_JOB, checkins.on_round)
+    scheduler.register(ROUND_JOB, checkins.on_round, quick=True)  # each a part of a round
     scheduler.register(NUDGE_JOB, checkins.on_nudge)
     scheduler.register(EXPIRE_JOB, checkins.on_expire)
     await checkins.ensure_rounds()  # a round given up after failures is scheduled again
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
-    scheduler.register(INVITE_JOB, panels.on_invite_more)
-    scheduler.register(DELIVER_JOB, updates.on_deliver_more)
+    scheduler.register(INVITE_JOB, panels.on_invite_more, quick=True)
+    scheduler.register(DELIVER_JOB, updates.on_deliver_more, quick=True)
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
     scheduler.register(RETENTION_JOB, retention.on_due)

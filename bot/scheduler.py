@@ -51,12 +51,22 @@ class Scheduler:
         self._after_jobs = after_jobs
         self._handlers: dict[str, JobHandler] = {HOUSEKEEPING: housekeeping}
         self._preparers: dict[str, tuple[JobPreparer, PreparedHandler]] = {}
+        self._quick: set[str] = set()  # kinds whose transaction runs inline (see register)
         self._wake = asyncio.Event()
         self._stopping = False
         self._max_sleep_s = max_sleep_s
 
-    def register(self, kind: str, handler: JobHandler) -> None:
+    def register(self, kind: str, handler: JobHandler, quick: bool = False) -> None:
+        """quick: the job's transaction runs its statements on the event loop's thread
+        (`Database.transaction(quick=True)`), for a part of a job queued in parts: a few
+        hundred people's worth of small indexed statements. In the worker thread, each of
+        its ~2,400 statements was a round trip to the thread, and a part held the database
+        lock for up to 0.39 s (a check-in round of 20,000 people); inline, up to 0.15 s,
+        while the event loop waits for it (bench/FINDINGS.md, fifth round). Most of what
+        the loop would do meanwhile needs the lock anyway."""
         self._handlers[kind] = handler
+        if quick:
+            self._quick.add(kind)
 
     def register_prepared(self, kind: str, prepare: JobPreparer, handler: PreparedHandler) -> None:
         """A job whose slow part runs first, outside any transaction (it may run again if
@@ -82,7 +92,7 @@ class Scheduler:
         for job in jobs:
             try:
                 handler = await self._handler_for(job, now)
-                async with self._db.transaction() as conn:
+                async with self._db.transaction(quick=job.kind in self._quick) as conn:
                     if handler is None:
                         raise LookupError(f"no handler for job kind {job.kind!r}")
                     await handler(conn, job, now)

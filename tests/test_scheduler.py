@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,7 +68,31 @@ async def test_a_job_missed_while_down_runs_at_the_next_start(db: Database) -> N
     assert await runs(db) == 1
 
 
-async def test_a_failing_job_is_retried_later_then_given_up(db: Database) -> None:
+@pytest.mark.parametrize("quick", [False, True])
+async def test_a_quick_job_runs_its_statements_on_the_event_loop_s_thread(
+    db: Database, quick: bool
+) -> None:
+    """A part of a job queued in parts is registered quick: hundreds of small statements,
+    each a round trip to the database's worker thread otherwise (bench/FINDINGS.md)."""
+    clock = ManualClock()
+    threads: set[int] = set()
+
+    async def part(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        await conn.set_trace_callback(lambda _: threads.add(threading.get_ident()))
+        await count_runs(conn, job, now)
+        await conn.set_trace_callback(None)
+
+    scheduler = Scheduler(db, clock)
+    scheduler.register("part", part, quick=quick)
+    async with db.transaction() as conn:
+        await Schedules(conn).add("part", "part:1", clock.now_ms(), {}, 0)
+    assert await scheduler.run_due() == 1
+    assert await runs(db) == 1
+    assert (threads == {threading.get_ident()}) is quick and len(threads) == 1
+
+
+@pytest.mark.parametrize("quick", [False, True])
+async def test_a_failing_job_is_retried_later_then_given_up(db: Database, quick: bool) -> None:
     clock = ManualClock()
 
     async def broken(conn: aiosqlite.Connection, job: Job, now: int) -> None:
@@ -75,7 +100,7 @@ async def test_a_failing_job_is_retried_later_then_given_up(db: Database) -> Non
         raise RuntimeError("no route to the digest service")
 
     scheduler = Scheduler(db, clock)
-    scheduler.register("digest", broken)
+    scheduler.register("digest", broken, quick=quick)
     async with db.transaction() as conn:
         await Schedules(conn).add("digest", "digest:london:2026-W48", clock.now_ms(), {}, 0)
     for _ in range(5):
