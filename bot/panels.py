@@ -133,7 +133,7 @@ class PanelService(Desk[PanelTexts]):
             return
         if await self._broadcasts.was_stopped(conn, int(job.payload["broadcast"])):
             return  # the organiser said "Stop sending": nobody else is invited
-        recipients = await self._to_invite(conn, panel)
+        recipients = await self._to_invite(conn, panel, INVITE_BATCH + 1)  # + 1: any more?
         messages = await self._invite(conn, panel, recipients[:INVITE_BATCH], now)
         broadcast_id = await self._broadcasts.queue_more(
             conn,
@@ -150,11 +150,16 @@ class PanelService(Desk[PanelTexts]):
                 conn, panel, broadcast_id, int(job.payload["part"]) + 1, now
             )
 
-    async def _to_invite(self, conn: aiosqlite.Connection, panel: Panel) -> list[Recipient]:
+    async def _to_invite(
+        self, conn: aiosqlite.Connection, panel: Panel, limit: int = -1
+    ) -> list[Recipient]:
         """Everyone in the panel's region who said yes to panel invitations and has not been
-        invited to it yet; never its organiser."""
-        found = await reachable_with_consent(conn, panel.region, "panel_invitations", panel.id)
-        return [r for r in found if r.pseudonym != panel.organiser]
+        invited to it yet (at most `limit`, -1: all); never its organiser."""
+        found = await reachable_with_consent(
+            conn, panel.region, "panel_invitations", panel.id, limit + 1 if limit >= 0 else -1
+        )
+        invite = [r for r in found if r.pseudonym != panel.organiser]
+        return invite if limit < 0 else invite[:limit]
 
     async def _invite(
         self, conn: aiosqlite.Connection, panel: Panel, recipients: list[Recipient], now: int

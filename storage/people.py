@@ -97,20 +97,29 @@ class Recipient:
 
 
 async def reachable_with_consent(
-    conn: aiosqlite.Connection, region: str, purpose: str, not_invited_to: int | None = None
+    conn: aiosqlite.Connection,
+    region: str,
+    purpose: str,
+    not_invited_to: int | None = None,
+    limit: int = -1,
 ) -> list[Recipient]:
     """Everyone in a region who can be reached and whose latest decision for `purpose` is a
-    yes: the only people a broadcast for that purpose may go to. `not_invited_to`: only
-    those not invited to that panel yet (a panel invites its region in parts)."""
+    yes: the only people a broadcast for that purpose may go to. In pseudonym order, at
+    most `limit` (-1: all). `not_invited_to`: only those not invited to that panel yet,
+    after the last who was: a panel invites its region in parts, in this order, so each
+    part starts where the last ended (through people_by_region, migration 0015) instead of
+    passing everyone invited so far again."""
     async with conn.execute(
         "SELECT p.pseudonym, p.chat_id, p.locale FROM people p "
         "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
         "  WHERE pseudonym = p.pseudonym AND purpose = ?) "
         "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 "
+        "AND p.pseudonym > COALESCE((SELECT MAX(pseudonym) FROM panel_invitations "
+        "                            WHERE panel_id = ?), '') "
         "AND NOT EXISTS (SELECT 1 FROM panel_invitations i "
         "  WHERE i.panel_id = ? AND i.pseudonym = p.pseudonym) "
-        "ORDER BY p.pseudonym",
-        (purpose, region, not_invited_to),
+        "ORDER BY p.pseudonym LIMIT ?",
+        (purpose, region, not_invited_to, not_invited_to, limit),
     ) as cursor:
         rows = await cursor.fetchall()
     return [Recipient(r[0], r[1], r[2]) for r in rows]
