@@ -29,10 +29,16 @@ PreparedHandler = Callable[[aiosqlite.Connection, Job, int, Any], Awaitable[None
 
 HOUSEKEEPING = "housekeeping"
 PRUNE_BATCH = 5_000  # rows of each queue forgotten per housekeeping transaction (<= 45 ms)
+JOB_PRUNE_BATCH = 2_000  # finished jobs forgotten per housekeeping transaction (<= 60 ms)
 _DAY_MS = 86_400_000
 # Telegram redelivers an unconfirmed update for 24 hours; keep handled ids (and finished
 # outbox rows) a week, then forget them.
 _INBOX_MEMORY_MS = 7 * _DAY_MS
+# Finished jobs are kept a month (what ran lately, for whoever looks into a problem), then
+# forgotten: two per check-in and one per progress tick of a broadcast, millions a year at
+# national scale. Failed jobs stay until someone deals with them. No key is added again
+# once its job is a month old (keys carry ids never reused, or a time already passed).
+_JOB_MEMORY_MS = 30 * _DAY_MS
 
 
 class Scheduler:
@@ -153,8 +159,13 @@ async def housekeeping(conn: aiosqlite.Connection, job: Job, now: int) -> None:
     inbox = await Inbox(conn).prune(now - _INBOX_MEMORY_MS, PRUNE_BATCH)
     outbox = await Outbox(conn).prune(now - _INBOX_MEMORY_MS, PRUNE_BATCH)
     schedules = Schedules(conn)
-    if max(inbox, outbox) >= PRUNE_BATCH:  # more left: carry on in a moment
+    jobs = await schedules.prune(now - _JOB_MEMORY_MS, JOB_PRUNE_BATCH)
+    if max(inbox, outbox) >= PRUNE_BATCH or jobs >= JOB_PRUNE_BATCH:  # more: carry on soon
         await schedules.add(HOUSEKEEPING, f"{HOUSEKEEPING}:more:{now}", now + 1000, {}, now)
     tomorrow = (now // _DAY_MS + 1) * _DAY_MS + 3 * 3_600_000  # 03:00 UTC, a quiet hour
     await schedules.add(HOUSEKEEPING, f"{HOUSEKEEPING}:{tomorrow // _DAY_MS}", tomorrow, {}, now)
-    log.info("housekeeping: forgot %d finished inbox and outbox rows", inbox + outbox)
+    log.info(
+        "housekeeping: forgot %d finished inbox and outbox rows and %d finished jobs",
+        inbox + outbox,
+        jobs,
+    )

@@ -302,6 +302,16 @@ class Schedules:
         ) as cursor:
             return await cursor.fetchone() is not None
 
+    async def prune(self, before: int, limit: int = -1) -> int:
+        """Forget jobs done before `before`, at most `limit` of them (-1: all); pending and
+        failed jobs stay."""
+        cursor = await self._conn.execute(
+            "DELETE FROM schedules WHERE id IN (SELECT id FROM schedules "
+            "WHERE status = 'done' AND done_at < ? LIMIT ?)",
+            (before, limit),
+        )
+        return cursor.rowcount
+
     async def status_of(self, key: str) -> str | None:
         """The status of the job with this key (pending, done, failed), if there is one."""
         async with self._conn.execute(

@@ -163,3 +163,54 @@ async def test_housekeeping_forgets_a_large_day_in_short_transactions(
         assert await left() == expected
         clock.advance(1)
     assert await scheduler.run_due() == 0  # all forgotten: nothing more until tomorrow
+
+
+async def test_housekeeping_forgets_jobs_done_over_a_month_ago(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs per check-in, one per broadcast progress tick: millions a year at national
+    scale. Jobs done more than 30 days ago go, in batches; recent, pending and failed ones
+    stay."""
+    monkeypatch.setattr(scheduler_module, "JOB_PRUNE_BATCH", 3)
+    clock = ManualClock(datetime(2026, 11, 23, 7, 0, tzinfo=UTC))
+    scheduler = Scheduler(db, clock)
+    scheduler.register("nudge", count_runs)
+
+    async def broken(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        raise RuntimeError("a job that keeps failing")
+
+    scheduler.register("broken", broken)
+    async with db.transaction() as conn:
+        schedules = Schedules(conn)
+        for n in range(7):
+            await schedules.add("nudge", f"nudge:{n}", clock.now_ms(), {}, clock.now_ms())
+        await schedules.add("broken", "broken:1", clock.now_ms(), {}, clock.now_ms())
+    for _ in range(5):  # the nudges run; the broken job is given up after 5 tries
+        await scheduler.run_due()
+        clock.advance(DAY)
+    async with db.transaction() as conn:
+        now = clock.now_ms()
+        await Schedules(conn).add("nudge", "nudge:recent", now + 29 * DAY * 1000, {}, now)
+        await Schedules(conn).add("nudge", "nudge:later", now + 60 * DAY * 1000, {}, now)
+    clock.advance(30 * DAY)  # 35 days after the nudges ran, 31 after the last failure
+    await scheduler.ensure_housekeeping()
+
+    async def kept() -> list[tuple[str, str]]:
+        async with db.read() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT key, status FROM schedules WHERE kind <> 'housekeeping' ORDER BY key"
+            )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    assert await scheduler.run_due() == 2  # nudge:recent, and housekeeping: forgot 3
+    assert len(await kept()) == 10 - 3
+    clock.advance(1)
+    assert await scheduler.run_due() == 1  # 3 more
+    clock.advance(1)
+    assert await scheduler.run_due() == 1  # the last 1
+    assert await kept() == [
+        ("broken:1", "failed"),
+        ("nudge:later", "pending"),
+        ("nudge:recent", "done"),
+    ]
+    assert await runs(db) == 8
