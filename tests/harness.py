@@ -13,12 +13,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosqlite
+
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime, build_runtime, start, stop
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer
 from bot.settings import PROJECT_ROOT, Settings, load_settings
 from storage.clock import Clock
+from storage.queues import Job
 from tests.log_privacy import note_process_log
 
 TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
@@ -166,6 +169,12 @@ class Records:
         )
         return {str(p): bool(g) for p, g in rows}
 
+    def pending_jobs(self, kind: str) -> int:
+        rows = self.query(
+            "SELECT COUNT(*) FROM schedules WHERE kind = ? AND status = 'pending'", kind
+        )
+        return int(str(rows[0][0]))
+
     def place(self, person: FakePerson) -> list[str] | None:
         rows = self.query(
             "SELECT session FROM dialogue_sessions WHERE pseudonym = ?", self.pseudonym(person)
@@ -193,6 +202,18 @@ async def running_bot(
         yield runtime
     finally:
         await stop(runtime)
+
+
+def hold_jobs(runtime: Runtime, kind: str) -> list[Job]:
+    """Jobs of `kind` are kept here when due instead of run, for the test to run one by
+    hand once it has set the scene (e.g. a broadcast's next part after "Stop sending")."""
+    held: list[Job] = []
+
+    async def hold(_: aiosqlite.Connection, job: Job, __: int) -> None:
+        held.append(job)
+
+    runtime.scheduler.register(kind, hold)
+    return held
 
 
 async def eventually(condition: Callable[[], bool]) -> None:

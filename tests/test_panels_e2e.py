@@ -17,9 +17,8 @@ from bot.panels import INVITE_JOB
 from bot.runtime import Runtime
 from storage.clock import ManualClock
 from storage.people import ConsentLedger, People
-from storage.queues import Job
 from storage.staff import StaffRoles
-from tests.harness import Chat, Records, eventually, running_bot
+from tests.harness import Chat, Records, eventually, hold_jobs, running_bot
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 DAY = 86_400
@@ -326,13 +325,7 @@ async def test_a_large_region_is_invited_in_parts_each_person_once(
         for chat in chats:
             assert "Housing panel" in (await chat.expect(1)).text  # in their own language
         records = Records(runtime.settings)
-        await eventually(
-            lambda: (
-                not records.query(
-                    "SELECT 1 FROM schedules WHERE kind = 'panel_invite' AND status = 'pending'"
-                )
-            )
-        )
+        await eventually(lambda: records.pending_jobs(INVITE_JOB) == 0)
     invited = records.query("SELECT pseudonym, COUNT(*) FROM panel_invitations GROUP BY 1")
     assert sorted(n for _, n in invited) == [1] * len(COHORT)
     assert records.query("SELECT kind, total FROM broadcasts") == [("panel_invitation", 5)]
@@ -349,12 +342,7 @@ async def test_stop_sending_also_stops_the_invitations_still_to_come(
     monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
-        held: list[Job] = []
-
-        async def hold(_: object, job: Job, __: int) -> None:
-            held.append(job)
-
-        runtime.scheduler.register(INVITE_JOB, hold)  # the next part waits for the test
+        held = hold_jobs(runtime, INVITE_JOB)  # the next part waits for the test
         await set_up_people(api, runtime)
         for person in COHORT:  # the first part is still going out when the organiser stops
             api.set_delay("sendMessage", 2.0, chat_id=person.chat_id)

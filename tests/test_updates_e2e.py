@@ -16,9 +16,8 @@ from bot.updates import DELIVER_JOB
 from storage.answers import Answers
 from storage.checkins import Checkins
 from storage.people import ConsentLedger, People
-from storage.queues import Job
 from storage.staff import StaffRoles
-from tests.harness import Chat, Records, eventually, running_bot
+from tests.harness import Chat, Records, eventually, hold_jobs, running_bot
 
 ORLA = FakePerson(user_id=750000001, first_name="Orla", language_code="en")  # London staff
 ADA = FakePerson(user_id=750000011, first_name="Ada")  # London, housing, wants updates
@@ -128,13 +127,7 @@ async def test_an_update_for_many_goes_in_parts_each_person_once(
         for person in (ADA, EIRA):
             assert "every Tuesday" in (await Chat(api, person).expect(1)).text
         records = Records(runtime.settings)
-        await eventually(
-            lambda: (
-                not records.query(
-                    "SELECT 1 FROM schedules WHERE kind = 'update_deliver' AND status = 'pending'"
-                )
-            )
-        )
+        await eventually(lambda: records.pending_jobs(DELIVER_JOB) == 0)
     delivered = records.query("SELECT pseudonym, COUNT(*) FROM update_deliveries GROUP BY 1")
     assert sorted(n for _, n in delivered) == [1, 1]
     assert records.query("SELECT kind, total FROM broadcasts") == [("update", 2)]
@@ -153,12 +146,7 @@ async def test_stop_sending_also_stops_the_parts_still_to_come(
     queue the rest as a broadcast of its own."""
     monkeypatch.setattr(updates_module, "DELIVER_BATCH", 1)
     async with running_bot(api, tmp_path) as runtime:
-        held: list[Job] = []
-
-        async def hold(_: object, job: Job, __: int) -> None:
-            held.append(job)
-
-        runtime.scheduler.register(DELIVER_JOB, hold)  # the next part waits for the test
+        held = hold_jobs(runtime, DELIVER_JOB)  # the next part waits for the test
         await seed(api, runtime)
         for person in (ADA, EIRA):  # the first part is still going out when Orla stops it
             api.set_delay("sendMessage", 2.0, chat_id=person.chat_id)
