@@ -250,6 +250,9 @@ class CrowdLink:
         return self._crowd.totals()
 
 
+_FAILED = "crowd failed: "  # the prefix of a reply that reports an error in the child
+
+
 class RemoteCrowdLink(CrowdLink):
     """A `Crowd` in a process of its own, spoken to over a pipe (a few messages a round).
 
@@ -265,16 +268,30 @@ class RemoteCrowdLink(CrowdLink):
         self._process = context.Process(target=serve_crowd, args=(child_end, people))
         self._process.start()
         child_end.close()
+        self._asking = False
 
     async def open(self) -> None:
         self.base_url, self.rounds = await self._ask("hello")
 
+    # A round of 5,000 people is made in a few seconds; a child that says nothing for this
+    # long is stuck, and the benchmark stops instead of waiting for ever.
+    ANSWER_TIMEOUT_S = 300.0
+
     async def _ask(self, *message: Any) -> Any:
+        if self._asking:
+            raise RuntimeError("the crowd is still answering an earlier question")
+        self._asking = True
         self._conn.send(message)
-        reply = await asyncio.to_thread(self._conn.recv)
-        if isinstance(reply, BaseException):
-            raise reply
+        reply = await asyncio.to_thread(self._receive)
+        self._asking = False  # not reset when cancelled: the thread still reads the pipe
+        if isinstance(reply, str) and reply.startswith(_FAILED):
+            raise RuntimeError(f"the crowd's process failed: {reply[len(_FAILED) :]}")
         return reply
+
+    def _receive(self) -> Any:
+        if not self._conn.poll(self.ANSWER_TIMEOUT_S):
+            raise TimeoutError(f"the crowd's process said nothing for {self.ANSWER_TIMEOUT_S} s")
+        return self._conn.recv()
 
     async def make_round(self, round_no: int, room: int | None) -> RoundMade:
         made: RoundMade = await self._ask("make_round", round_no, room)
@@ -289,8 +306,9 @@ class RemoteCrowdLink(CrowdLink):
         return totals
 
     async def close(self) -> None:
-        with contextlib.suppress(BrokenPipeError, EOFError):
-            await self._ask("stop")
+        if not self._asking:  # else a question is unanswered (cancelled, or it timed out)
+            with contextlib.suppress(BrokenPipeError, EOFError, TimeoutError, RuntimeError):
+                await self._ask("stop")
         await asyncio.to_thread(self._process.join, 10)
         if self._process.is_alive():
             self._process.kill()
@@ -319,7 +337,7 @@ def serve_crowd(conn: Connection, people: tuple[int, int]) -> None:
                     else:
                         raise ValueError(f"unknown command {command!r}")
                 except Exception as error:  # reported to the benchmark, which raises it
-                    reply = error
+                    reply = f"{_FAILED}{error!r}"  # as text: not every exception pickles
                 conn.send(reply)
 
     asyncio.run(serve())

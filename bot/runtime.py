@@ -204,7 +204,9 @@ async def build_runtime(
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
     scheduler.register(INVITE_JOB, panels.on_invite_more, quick=True)
-    scheduler.register(DELIVER_JOB, updates.on_deliver_more, quick=True)
+    # Not quick: a part is a handful of statements, and when few raised the theme its query
+    # walks much of the region; the loop stays free meanwhile.
+    scheduler.register(DELIVER_JOB, updates.on_deliver_more)
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
     scheduler.register(RETENTION_JOB, retention.on_due)

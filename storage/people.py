@@ -105,10 +105,12 @@ async def reachable_with_consent(
 ) -> list[Recipient]:
     """Everyone in a region who can be reached and whose latest decision for `purpose` is a
     yes: the only people a broadcast for that purpose may go to. In pseudonym order, at
-    most `limit` (-1: all). `not_invited_to`: only those not invited to that panel yet,
-    after the last who was: a panel invites its region in parts, in this order, so each
-    part starts where the last ended (through people_by_region, migration 0015) instead of
-    passing everyone invited so far again."""
+    most `limit` (-1: all). `not_invited_to`: only those after the last person invited to
+    that panel: a panel invites its region in parts, in this order (invitations are made
+    nowhere else), so each part starts where the last ended (through people_by_region,
+    migration 0015) instead of passing everyone invited so far again. Whether someone is
+    invited is decided when their turn comes: a person who says yes to panels while the
+    parts go out is invited if their turn is still to come."""
     async with conn.execute(
         "SELECT p.pseudonym, p.chat_id, p.locale FROM people p "
         "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
@@ -116,10 +118,8 @@ async def reachable_with_consent(
         "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 "
         "AND p.pseudonym > COALESCE((SELECT MAX(pseudonym) FROM panel_invitations "
         "                            WHERE panel_id = ?), '') "
-        "AND NOT EXISTS (SELECT 1 FROM panel_invitations i "
-        "  WHERE i.panel_id = ? AND i.pseudonym = p.pseudonym) "
         "ORDER BY p.pseudonym LIMIT ?",
-        (purpose, region, not_invited_to, not_invited_to, limit),
+        (purpose, region, not_invited_to, limit),
     ) as cursor:
         rows = await cursor.fetchall()
     return [Recipient(r[0], r[1], r[2]) for r in rows]

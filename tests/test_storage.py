@@ -85,7 +85,8 @@ async def test_erasing_a_person_finds_each_of_their_rows_through_an_index(db: Da
                 continue
             for row in await conn.execute_fetchall("EXPLAIN QUERY PLAN " + sql):
                 detail = str(row[3])
-                if detail.startswith("SCAN") and "USING" not in detail:
+                # A SCAN reads a whole table or index (json_each is the statement's own list).
+                if detail.startswith("SCAN") and "json_each" not in detail:
                     scans.append(f"{sql.split(' WHERE')[0]}: {detail}")
     assert len(statements) >= 10 and scans == []
 
