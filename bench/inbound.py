@@ -289,9 +289,16 @@ class RemoteCrowdLink(CrowdLink):
         return reply
 
     def _receive(self) -> Any:
-        if not self._conn.poll(self.ANSWER_TIMEOUT_S):
-            raise TimeoutError(f"the crowd's process said nothing for {self.ANSWER_TIMEOUT_S} s")
-        return self._conn.recv()
+        try:
+            if not self._conn.poll(self.ANSWER_TIMEOUT_S):
+                raise TimeoutError(
+                    f"the crowd's process said nothing for {self.ANSWER_TIMEOUT_S} s"
+                )
+            return self._conn.recv()
+        except EOFError:
+            self._process.join(5)
+            code = self._process.exitcode
+            raise RuntimeError(f"the crowd's process ended (exit code {code})") from None
 
     async def make_round(self, round_no: int, room: int | None) -> RoundMade:
         made: RoundMade = await self._ask("make_round", round_no, room)
@@ -307,7 +314,7 @@ class RemoteCrowdLink(CrowdLink):
 
     async def close(self) -> None:
         if not self._asking:  # else a question is unanswered (cancelled, or it timed out)
-            with contextlib.suppress(BrokenPipeError, EOFError, TimeoutError, RuntimeError):
+            with contextlib.suppress(BrokenPipeError, TimeoutError, RuntimeError):
                 await self._ask("stop")
         await asyncio.to_thread(self._process.join, 10)
         if self._process.is_alive():

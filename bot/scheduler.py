@@ -75,6 +75,8 @@ class Scheduler:
         self._handlers[kind] = handler
         if quick:
             self._quick.add(kind)
+        else:
+            self._quick.discard(kind)
 
     def register_prepared(self, kind: str, prepare: JobPreparer, handler: PreparedHandler) -> None:
         """A job whose slow part runs first, outside any transaction (it may run again if
