@@ -161,6 +161,17 @@ class BroadcastService:
             return broadcast_id
         return await self.queue_in(conn, kind, subject, region, created_by, messages, None, now)
 
+    async def next_part_later(
+        self, conn: aiosqlite.Connection, kind: str, key: str, payload: dict[str, Any], now: int
+    ) -> None:
+        """The next part of a broadcast queued in parts, as a job of its own due now (a
+        panel's invitations, an update's deliveries)."""
+        await Schedules(conn).add(kind, key, now, payload, now)
+        # Wake the scheduler now, inside the transaction: its first read waits for the one
+        # lock, and whoever takes it next commits this transaction first, so the job is
+        # there when it looks. (After a staff member's update, nothing else would wake it.)
+        self._on_queued()
+
     async def was_stopped(self, conn: aiosqlite.Connection, broadcast_id: int) -> bool:
         """Whether the organiser stopped this broadcast ("Stop sending"): a broadcast queued
         in parts then queues no more parts (`queue_more` would start a new broadcast)."""

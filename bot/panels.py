@@ -181,11 +181,7 @@ class PanelService(Desk[PanelTexts]):
         each its own job and transaction, a moment later."""
         payload = {"panel_id": panel.id, "broadcast": broadcast_id, "part": part}
         key = f"{INVITE_JOB}:{panel.id}:{part}"
-        await Schedules(conn).add(INVITE_JOB, key, now, payload, now)
-        # Wake the scheduler now, inside the transaction: its first read waits for the one
-        # lock, and whoever takes it next commits this transaction first, so the job is
-        # there when it looks. (After the organiser's update, nothing else would wake it.)
-        self._on_queued()
+        await self._broadcasts.next_part_later(conn, INVITE_JOB, key, payload, now)
 
     async def move_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int

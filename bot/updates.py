@@ -23,7 +23,7 @@ from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People
-from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
+from storage.queues import PRIORITY_REPLY, Job, Outbox
 from storage.staff import AuditLog
 from storage.updates import Update, Updates
 
@@ -173,10 +173,7 @@ class UpdateService(Desk[DialogueTexts]):
         everyone's messages waited. The rest go in parts, each its own job, a moment later."""
         payload = {"update": update_id, "broadcast": broadcast_id, "part": part}
         key = f"{DELIVER_JOB}:{update_id}:{part}"
-        await Schedules(conn).add(DELIVER_JOB, key, now, payload, now)
-        # As for a panel's invitations: wake the scheduler inside the transaction (its read
-        # waits for the lock, so it finds the job); nothing else would after this update.
-        self._on_queued()
+        await self._broadcasts.next_part_later(conn, DELIVER_JOB, key, payload, now)
 
     def _message(self, update: Update, locale: str, token: str | None) -> dict[str, Any]:
         """An update in the person's language (English with a note when there is no Welsh),
