@@ -154,7 +154,7 @@ class BroadcastService:
         """The next part of a broadcast queued in parts (a check-in round, a panel's
         invitations: a whole region in one transaction would hold the database lock for
         seconds): added to `broadcast_id` while it runs, else queued as a new broadcast
-        (the first part, or the last one finished meanwhile). Returns the broadcast's id."""
+        (the first part, or the broadcast was stopped). Returns the broadcast's id."""
         if broadcast_id is not None and (
             not messages or await Broadcasts(conn).add_messages(broadcast_id, messages, now)
         ):
@@ -162,11 +162,20 @@ class BroadcastService:
         return await self.queue_in(conn, kind, subject, region, created_by, messages, None, now)
 
     async def next_part_later(
-        self, conn: aiosqlite.Connection, kind: str, key: str, payload: dict[str, Any], now: int
+        self,
+        conn: aiosqlite.Connection,
+        broadcast_id: int,
+        kind: str,
+        key: str,
+        payload: dict[str, Any],
+        now: int,
     ) -> None:
         """The next part of a broadcast queued in parts, as a job of its own due now (a
-        panel's invitations, an update's deliveries)."""
+        check-in round, a panel's invitations, an update's deliveries). The broadcast is
+        not finished while that job is still to run, even if all queued so far has gone
+        (it may be retried minutes later after a failure)."""
         await Schedules(conn).add(kind, key, now, payload, now)
+        await Broadcasts(conn).expect_part(broadcast_id, key)
         # Wake the scheduler now, inside the transaction: its first read waits for the one
         # lock, and whoever takes it next commits this transaction first, so the job is
         # there when it looks. (After a staff member's update, nothing else would wake it.)
@@ -228,7 +237,11 @@ class BroadcastService:
         progress = await broadcasts.progress(broadcast_id)
         if progress is None:
             return
-        if progress.status == "running" and progress.pending == 0:
+        if (
+            progress.status == "running"
+            and progress.pending == 0
+            and not await broadcasts.awaits_part(broadcast_id)
+        ):
             await broadcasts.finish(broadcast_id, now)
             progress = await broadcasts.progress(broadcast_id)
             assert progress is not None

@@ -210,7 +210,8 @@ class CheckinService(Desk[DialogueTexts]):
         if len(due) == ROUND_BATCH:  # more are due: the next part in a moment
             first, part = str(job.payload.get("first", job.key)), int(job.payload.get("part", 0))
             payload = {**job.payload, "first": first, "part": part + 1, "broadcast": broadcast_id}
-            await Schedules(conn).add(ROUND_JOB, f"{first}:part:{part + 1}", now, payload, now)
+            key = f"{first}:part:{part + 1}"
+            await self._broadcasts.next_part_later(conn, broadcast_id, ROUND_JOB, key, payload, now)
             return
         next_at = schedule.next_at + interval
         while next_at <= now:  # the bot was down for whole intervals: no backlog of rounds

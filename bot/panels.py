@@ -181,7 +181,7 @@ class PanelService(Desk[PanelTexts]):
         each its own job and transaction, a moment later."""
         payload = {"panel_id": panel.id, "broadcast": broadcast_id, "part": part}
         key = f"{INVITE_JOB}:{panel.id}:{part}"
-        await self._broadcasts.next_part_later(conn, INVITE_JOB, key, payload, now)
+        await self._broadcasts.next_part_later(conn, broadcast_id, INVITE_JOB, key, payload, now)
 
     async def move_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int

@@ -173,7 +173,7 @@ class UpdateService(Desk[DialogueTexts]):
         everyone's messages waited. The rest go in parts, each its own job, a moment later."""
         payload = {"update": update_id, "broadcast": broadcast_id, "part": part}
         key = f"{DELIVER_JOB}:{update_id}:{part}"
-        await self._broadcasts.next_part_later(conn, DELIVER_JOB, key, payload, now)
+        await self._broadcasts.next_part_later(conn, broadcast_id, DELIVER_JOB, key, payload, now)
 
     def _message(self, update: Update, locale: str, token: str | None) -> dict[str, Any]:
         """An update in the person's language (English with a note when there is no Welsh),

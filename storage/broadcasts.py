@@ -113,6 +113,23 @@ class Broadcasts:
             row = await cursor.fetchone()
         return None if row is None else BroadcastProgress(*row)
 
+    async def expect_part(self, broadcast_id: int, job_key: str) -> None:
+        """The job with this key will add the broadcast's next part (queued in parts)."""
+        await self._conn.execute(
+            "UPDATE broadcasts SET next_part_key = ? WHERE id = ?", (job_key, broadcast_id)
+        )
+
+    async def awaits_part(self, broadcast_id: int) -> bool:
+        """Whether the job that adds the broadcast's next part is still to run (or to be
+        retried): one that ran, or was given up after repeated failures, is not awaited."""
+        async with self._conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM broadcasts b JOIN schedules s "
+            "ON s.key = b.next_part_key WHERE b.id = ? AND s.status = 'pending')",
+            (broadcast_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bool(row and row[0])
+
     async def status(self, broadcast_id: int) -> str | None:
         """'running', 'done' or 'cancelled' (stopped by its organiser); None if unknown."""
         async with self._conn.execute(

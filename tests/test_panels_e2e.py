@@ -9,14 +9,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from bot import panels as panels_module
+from bot.broadcasts import PROGRESS_JOB
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.panels import INVITE_JOB
 from bot.runtime import Runtime
 from storage.clock import ManualClock
 from storage.people import ConsentLedger, People
+from storage.queues import Job
 from storage.staff import StaffRoles
 from tests.harness import Chat, Records, eventually, hold_jobs, running_bot
 
@@ -363,3 +366,56 @@ async def test_stop_sending_also_stops_the_invitations_still_to_come(
         ]
         assert records.query("SELECT COUNT(*) FROM panel_invitations") == [(2,)]
         assert records.query("SELECT COUNT(*) FROM schedules WHERE kind = 'panel_invite'") == [(1,)]
+
+
+async def test_a_part_retried_after_a_failure_joins_the_same_broadcast(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next part of the invitations fails once and is retried a minute later; the
+    first part has all gone by then. The broadcast waits for it: the organiser is not
+    told it has finished, and the rest join the same broadcast with its progress message
+    (before, the progress tick finished it and the retried part began a new broadcast)."""
+    monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        attempts: list[int] = []
+
+        async def fails_once(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+            attempts.append(now)
+            if len(attempts) == 1:
+                raise ConnectionError("an invented failure of the first attempt")
+            await runtime.panels.on_invite_more(conn, job, now)
+
+        runtime.scheduler.register(INVITE_JOB, fails_once)
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        assert "going to 5 people" in (await staff.tap("Send the invite")).text
+        records = Records(runtime.settings)
+        sent = "SELECT COUNT(*) FROM outbox WHERE broadcast_id IS NOT NULL AND status = 'sent'"
+        await eventually(lambda: len(attempts) == 1 and records.query(sent) == [(2,)])
+
+        ticks = "SELECT COUNT(*) FROM schedules WHERE kind = ? AND status = 'done'"
+        clock.advance(6)  # the progress tick comes before the retry
+        runtime.scheduler.wake()
+        await eventually(lambda: records.query(ticks, PROGRESS_JOB) == [(1,)])
+        assert records.query("SELECT status, total FROM broadcasts") == [("running", 2)]
+        assert staff.messages[-1].text.startswith("Sending: 2 of 2 sent")
+
+        clock.advance(60)  # the retry, then the last part
+        runtime.scheduler.wake()
+        await eventually(lambda: records.query(sent) == [(5,)])
+
+        def finished_as_time_goes_by() -> bool:  # the progress ticks, every 5 s
+            if staff.messages[-1].text.startswith("Finished"):
+                return True
+            clock.advance(1)
+            runtime.scheduler.wake()
+            return False
+
+        await eventually(finished_as_time_goes_by)
+        assert records.query("SELECT status, total FROM broadcasts") == [("done", 5)]
+        assert staff.messages[-1].text.startswith("Finished: 5 of 5 sent")
+        assert "Stop sending" not in str(staff.messages[-1].reply_markup)
+    assert len(attempts) == 3  # the failure, its retry, the last part
+    assert all(len(Chat(api, person).messages) == 1 for person in COHORT)
