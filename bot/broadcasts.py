@@ -106,15 +106,17 @@ class BroadcastService:
         messages: Sequence[tuple[int, dict[str, Any]]],
         organiser: tuple[int, str] | None,
         now: int,
+        expected: int | None = None,
     ) -> int:
         """Queue a broadcast inside the caller's transaction (e.g. with the panel it
         invites people to): the broadcast row, its messages, the organiser's progress
         message and the first progress report, audited. The caller wakes the sender after
-        its commit (`wake`)."""
+        its commit (`wake`). `expected`: how many it is for in all, when `messages` is its
+        first part and the rest follow (`next_part_later`)."""
         broadcasts = Broadcasts(conn)
         chat_id = organiser[0] if organiser else None
         broadcast_id = await broadcasts.create(
-            kind, subject, region, created_by, messages, chat_id, now
+            kind, subject, region, created_by, messages, chat_id, now, expected
         )
         if organiser is not None:
             progress = await broadcasts.progress(broadcast_id)
@@ -133,11 +135,17 @@ class BroadcastService:
                 "kind": kind,
                 "subject": subject,
                 "region": region or "",
-                "recipients": str(len(messages)),
+                "recipients": str(len(messages) if expected is None else expected),
             },
             now,
         )
-        log.info("broadcast %d (%s) queued for %d people", broadcast_id, kind, len(messages))
+        log.info(
+            "broadcast %d (%s) queued: %d messages of %d",
+            broadcast_id,
+            kind,
+            len(messages),
+            len(messages) if expected is None else expected,
+        )
         return broadcast_id
 
     async def queue_more(
@@ -278,10 +286,14 @@ class BroadcastService:
         key = {"running": "broadcast_sending", "done": "broadcast_done"}.get(
             progress.status, "broadcast_cancelled"
         )
-        eta_seconds = max(1.0, progress.pending / self._rate)
+        # Running or stopped, the whole broadcast (its parts still to come too); finished,
+        # what was queued in the end (someone may have withdrawn before their part).
+        total = progress.total if progress.status == "done" else progress.planned
+        to_come = progress.pending + progress.planned - progress.total
+        eta_seconds = max(1.0, to_come / self._rate)
         params = {
             "sent": format_decimal(progress.sent, locale=locale),
-            "total": format_decimal(progress.total, locale=locale),
+            "total": format_decimal(total, locale=locale),
             "unreachable": format_decimal(progress.unreachable, locale=locale),
             "eta": format_timedelta(timedelta(seconds=eta_seconds), locale=locale),
         }

@@ -120,6 +120,7 @@ class PanelService(Desk[PanelTexts]):
             await self._invite(conn, panel, recipients[:INVITE_BATCH], now),
             (actor.chat_id, actor.locale),
             now,
+            expected=len(recipients),
         )
         if len(recipients) > INVITE_BATCH:
             await self._invite_more_later(conn, panel, broadcast_id, 1, now)

@@ -110,6 +110,7 @@ class UpdateService(Desk[DialogueTexts]):
             await self._deliver(updates, update, everyone[:DELIVER_BATCH]),
             (actor.chat_id, actor.locale),
             now,
+            expected=len(everyone),
         )
         if len(everyone) > DELIVER_BATCH:
             await self._deliver_more_later(conn, update.id, broadcast_id, 1, now)

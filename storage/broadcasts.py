@@ -28,6 +28,9 @@ class BroadcastProgress:
     pending: int
     progress_chat_id: int | None
     progress_message_id: int | None
+    # how many the broadcast is for in all: `expected` when its first part knew more were
+    # to come (queued in parts), else `total`
+    planned: int
 
 
 class Broadcasts:
@@ -45,12 +48,14 @@ class Broadcasts:
         messages: Sequence[tuple[int, dict[str, Any]]],
         progress_chat_id: int | None,
         now: int,
+        expected: int | None = None,
     ) -> int:
-        """Record a broadcast and queue one message per (chat id, payload), all at once."""
+        """Record a broadcast and queue one message per (chat id, payload), all at once.
+        `expected`: how many it is for in all, when the rest follow in parts."""
         async with self._conn.execute(
             "INSERT INTO broadcasts (kind, subject, region, created_by, total, progress_chat_id, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (kind, subject, region, created_by, len(messages), progress_chat_id, now),
+            "created_at, expected) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (kind, subject, region, created_by, len(messages), progress_chat_id, now, expected),
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
@@ -105,7 +110,8 @@ class Broadcasts:
             " COALESCE(SUM(o.status = 'cancelled' AND o.last_error NOT LIKE '403%'), 0), "
             " COALESCE(SUM(o.status = 'pending'), 0), "
             " b.progress_chat_id, "
-            " (SELECT message_id FROM outbox WHERE id = b.progress_outbox_id) "
+            " (SELECT message_id FROM outbox WHERE id = b.progress_outbox_id), "
+            " MAX(b.total, COALESCE(b.expected, 0)) "
             "FROM broadcasts b LEFT JOIN outbox o ON o.broadcast_id = b.id "
             "WHERE b.id = ? GROUP BY b.id",
             (broadcast_id,),

@@ -332,6 +332,8 @@ async def test_a_large_region_is_invited_in_parts_each_person_once(
     invited = records.query("SELECT pseudonym, COUNT(*) FROM panel_invitations GROUP BY 1")
     assert sorted(n for _, n in invited) == [1] * len(COHORT)
     assert records.query("SELECT kind, total FROM broadcasts") == [("panel_invitation", 5)]
+    started = "SELECT details ->> 'recipients' FROM audit_log WHERE action = 'broadcast.started'"
+    assert records.query(started) == [("5",)]  # the whole broadcast, not its first part
     parts = records.query("SELECT key, status FROM schedules WHERE kind = 'panel_invite'")
     assert [status for _, status in parts] == ["done", "done"]  # 2 + 2 + 1
     assert all(len(chat.messages) == 1 for chat in chats)
@@ -394,13 +396,19 @@ async def test_a_part_retried_after_a_failure_joins_the_same_broadcast(
         records = Records(runtime.settings)
         sent = "SELECT COUNT(*) FROM outbox WHERE broadcast_id IS NOT NULL AND status = 'sent'"
         await eventually(lambda: len(attempts) == 1 and records.query(sent) == [(2,)])
+        progress_message = (  # known once sent: a tick can edit it from then on
+            "SELECT o.message_id IS NOT NULL FROM broadcasts b "
+            "JOIN outbox o ON o.id = b.progress_outbox_id"
+        )
+        await eventually(lambda: records.query(progress_message) == [(1,)])
 
         ticks = "SELECT COUNT(*) FROM schedules WHERE kind = ? AND status = 'done'"
         clock.advance(6)  # the progress tick comes before the retry
         runtime.scheduler.wake()
         await eventually(lambda: records.query(ticks, PROGRESS_JOB) == [(1,)])
         assert records.query("SELECT status, total FROM broadcasts") == [("running", 2)]
-        assert staff.messages[-1].text.startswith("Sending: 2 of 2 sent")
+        # the tick's edit: still sending, to all 5
+        await eventually(lambda: staff.messages[-1].text.startswith("Sending: 2 of 5 sent"))
 
         clock.advance(60)  # the retry, then the last part
         runtime.scheduler.wake()

@@ -1,7 +1,13 @@
--- 0018: a broadcast queued in parts (a check-in round, a panel's invitations, an update's
--- deliveries) names the job that will add its next part. While that job is still to run,
--- the broadcast is not finished even if everything queued so far has gone: before, a part
--- retried after a failure (a minute later) found its broadcast finished and began a new
--- one, without the organiser's progress message or its "Stop sending" button, after the
--- organiser had been told it was done.
+-- 0018: broadcasts queued in parts (a check-in round, a panel's invitations, an update's
+-- deliveries: a whole region in one transaction would hold the database lock for seconds).
+--
+-- next_part_key names the job that will add the broadcast's next part. While that job is
+-- still to run, the broadcast is not finished even if everything queued so far has gone:
+-- before, a part retried after a failure (a minute later) found its broadcast finished and
+-- began a new one, without the organiser's progress message or its "Stop sending" button,
+-- after the organiser had been told it was done.
 ALTER TABLE broadcasts ADD COLUMN next_part_key TEXT;
+-- expected is how many people the whole broadcast is for, when its first transaction knows
+-- (a panel's, an update's: the organiser is told that number); total counts the messages
+-- queued so far. The organiser's progress reads "200 of 5,000", not "200 of 200".
+ALTER TABLE broadcasts ADD COLUMN expected INTEGER;
