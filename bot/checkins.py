@@ -223,8 +223,9 @@ class CheckinService(Desk[DialogueTexts]):
         """At start: every region's round has its job waiting. A round job given up after
         repeated failures would otherwise stop that region's check-ins for good; its round
         is skipped to the next time after now (and logged), and the job made again. A round
-        begun but not finished (the bot stopped between its parts) goes on: those it asked
-        already are not due, so nobody is asked twice even if its next part also runs."""
+        begun but not finished (the bot stopped between its parts) goes on: by its next
+        part, if that is still to run, else (given up) by a job made again; those it asked
+        already are not due, so nobody is asked twice."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             checkins, jobs = Checkins(conn), Schedules(conn)
@@ -235,6 +236,8 @@ class CheckinService(Desk[DialogueTexts]):
                     continue
                 next_at = schedule.next_at
                 if status == "done":  # begun, and stopped between its parts: go on with it
+                    if await jobs.pending_under(f"{key}:"):
+                        continue  # its next part is still to run, and goes on by itself
                     await jobs.add(
                         ROUND_JOB,
                         f"{key}:resumed:{now}",

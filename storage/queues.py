@@ -320,6 +320,18 @@ class Schedules:
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
+    async def pending_under(self, prefix: str) -> bool:
+        """Whether a job whose key starts with `prefix` is still to run (a key range, so
+        the keys' unique index finds it)."""
+        after_prefix = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        async with self._conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM schedules "
+            "WHERE key >= ? AND key < ? AND status = 'pending')",
+            (prefix, after_prefix),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bool(row and row[0])
+
     async def due(self, now: int, limit: int = 100) -> list[Job]:
         async with self._conn.execute(
             "SELECT id, kind, key, due_at, payload, attempts FROM schedules "

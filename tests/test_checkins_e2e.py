@@ -346,6 +346,12 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
         )
     asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")
     assert sorted(n for _, n in asked) == [1] * len(PEOPLE_OF_LONDON)
+    # made again only when given up: a waiting part goes on alone, in one broadcast
+    resumed = records.query(
+        "SELECT COUNT(*) FROM schedules WHERE key LIKE '%:resumed:%' AND key NOT LIKE '%:part:%'"
+    )
+    assert resumed == [(1 if stopped == "failed" else 0,)]
+    assert len(records.query("SELECT id FROM broadcasts")) == 1
     if stopped is None:
         assert records.query("SELECT kind, total FROM broadcasts") == [("checkin", 5)]
         parts = records.query(
