@@ -181,16 +181,19 @@ class CheckinService(Desk[DialogueTexts]):
         A region is up to ~20,000 people, at ~1.6 ms of the one database lock each: asked
         all in one transaction, everyone's updates would wait half a minute. So each run
         asks at most ROUND_BATCH people and, while more are due, leaves a job for the rest
-        a moment later, in a transaction of its own (those asked are no longer due, so a
-        part run twice asks nobody twice); the part that finds the last of them schedules
-        the next round."""
+        a moment later, in a transaction of its own, going on after the last person asked
+        in pseudonym order (those asked are no longer due either, so a part run twice asks
+        nobody twice); the part that finds the last of them schedules the next round."""
         region = str(job.payload["region"])
         checkins = Checkins(conn)
         schedule = await checkins.schedule_of(region)
         if schedule is None or schedule.next_at != job.payload["due"]:
             return  # stopped, or replaced by a newer schedule with its own job
         interval = schedule.every_days * DAY_MS
-        due = await checkins.due_people(region, now - interval, now, ROUND_BATCH)
+        # A part goes on from the last person the one before asked; a round's first job (or
+        # one made again at start) from the beginning, whatever a round given up left.
+        after = await checkins.round_position(region) if "first" in job.payload else ""
+        due = await checkins.due_people(region, now - interval, now, ROUND_BATCH, after)
         messages: list[tuple[int, dict[str, Any]]] = []
         for pseudonym, chat_id, locale in due:
             actor = Actor(pseudonym, chat_id, locale)
@@ -207,12 +210,14 @@ class CheckinService(Desk[DialogueTexts]):
             messages,
             now,
         )
-        if len(due) == ROUND_BATCH:  # more are due: the next part in a moment
+        if len(due) == ROUND_BATCH:  # more may be due: the next part in a moment
+            await checkins.move_round_position(region, due[-1][0])
             first, part = str(job.payload.get("first", job.key)), int(job.payload.get("part", 0))
             payload = {**job.payload, "first": first, "part": part + 1, "broadcast": broadcast_id}
             key = f"{first}:part:{part + 1}"
             await self._broadcasts.next_part_later(conn, broadcast_id, ROUND_JOB, key, payload, now)
             return
+        await checkins.move_round_position(region, None)
         next_at = schedule.next_at + interval
         while next_at <= now:  # the bot was down for whole intervals: no backlog of rounds
             next_at += interval

@@ -196,11 +196,12 @@ class Checkins:
         return int(row[0]) if row and row[0] is not None else None
 
     async def due_people(
-        self, region: str, not_since: int, now: int, limit: int = -1
+        self, region: str, not_since: int, now: int, limit: int = -1, after: str = ""
     ) -> list[tuple[str, int, str]]:
         """(pseudonym, chat_id, locale) of everyone a round for `region` should go to: in the
         region, reachable, latest decision on 'feedback' a yes, sent no check-in after
-        `not_since` and with none open. Sorted by pseudonym; the first `limit` (-1: all).
+        `not_since` and with none open. Sorted by pseudonym; the first `limit` (-1: all)
+        after `after` (where the round's last part stopped, `round_position`).
 
         One query: people by the region index, the latest consent by the ledger index, and
         two indexed probes of the person's check-ins (not an OR, which would defeat them).
@@ -211,13 +212,13 @@ class Checkins:
             "SELECT p.pseudonym, p.chat_id, p.locale FROM people p "
             "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
             "  WHERE pseudonym = p.pseudonym AND purpose = ?) "
-            "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1 "
+            "WHERE p.region = ? AND p.reachable = 1 AND p.pseudonym > ? AND c.granted = 1 "
             "AND NOT EXISTS (SELECT 1 FROM checkins k "
             "  WHERE k.pseudonym = p.pseudonym AND k.sent_at > ?) "
             "AND NOT EXISTS (SELECT 1 FROM checkins k "
             "  WHERE k.pseudonym = p.pseudonym AND k.status IN ('sent', 'started')) "
             "ORDER BY p.pseudonym LIMIT ?",
-            (FEEDBACK, region, not_since, limit),
+            (FEEDBACK, region, after, not_since, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
@@ -406,6 +407,21 @@ class Checkins:
             rows = await cursor.fetchall()
         return [CheckinSchedule(r[0], r[1], r[2], r[3]) for r in rows]
 
+    async def round_position(self, region: str) -> str:
+        """Where the region's round under way goes on: after this pseudonym ('' from the
+        beginning)."""
+        async with self._conn.execute(
+            "SELECT round_after FROM checkin_schedules WHERE region = ?", (region,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row and row[0] is not None else ""
+
+    async def move_round_position(self, region: str, after: str | None) -> None:
+        """The round under way has asked everyone due up to `after`; None: it is over."""
+        await self._conn.execute(
+            "UPDATE checkin_schedules SET round_after = ? WHERE region = ?", (after, region)
+        )
+
     async def advance_schedule(self, region: str, next_at: int, now: int) -> bool:
         """Move a round on to its next time. Only ever forwards: True for the call that
         moved it, so a round job run twice after a crash can tell it has already sent."""
@@ -426,7 +442,8 @@ class Checkins:
     # Forgetting a person
 
     async def erase_person(self, pseudonym: str) -> int:
-        """Delete the person's check-ins and scores; returns how many check-ins there were.
+        """Delete the person's check-ins and scores, and any round's position at them;
+        returns how many check-ins there were.
 
         The counters stay: they hold no pseudonym, and the digest's past weeks must not
         change when someone leaves. Their answers are erased elsewhere (with their themes),
@@ -439,6 +456,9 @@ class Checkins:
             f"DELETE FROM checkin_scores WHERE checkin_id IN ({mine})", (pseudonym,)
         )
         cursor = await self._conn.execute("DELETE FROM checkins WHERE pseudonym = ?", (pseudonym,))
+        await self._conn.execute(  # a round's next part began after them: from the start
+            "UPDATE checkin_schedules SET round_after = NULL WHERE round_after = ?", (pseudonym,)
+        )
         return cursor.rowcount
 
     # Internals

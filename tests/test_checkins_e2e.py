@@ -319,7 +319,18 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
             ),
         )
         if stopped is not None:  # its first part ran before a restart: two people asked
-            part_one = {"region": "london", "due": now, "first": round_key, "part": 1}
+            conn.execute(
+                "INSERT INTO broadcasts (id, kind, subject, region, created_by, total, "
+                "created_at) VALUES (1, 'checkin', 'checkin:london', 'london', 'system', 2, ?)",
+                (now,),
+            )
+            part_one = {
+                "region": "london",
+                "due": now,
+                "first": round_key,
+                "part": 1,
+                "broadcast": 1,
+            }
             conn.executemany(
                 "INSERT INTO checkins (pseudonym, token, region, locale, week, source, status, "
                 "sent_at) VALUES (?, ?, 'london', 'en', '2026-W45', 'scheduled', 'sent', ?)",
@@ -336,7 +347,7 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
             lambda: records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)]
         )
         await eventually(lambda: all(api.messages(p.chat_id) for p in PEOPLE_OF_LONDON[2:]))
-        await eventually(  # a part left over from before the restart finds the round done
+        await eventually(  # every part of the round has run
             lambda: (
                 not records.query(
                     "SELECT 1 FROM schedules WHERE key LIKE ? AND status = 'pending'",
@@ -346,12 +357,14 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
         )
     asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")
     assert sorted(n for _, n in asked) == [1] * len(PEOPLE_OF_LONDON)
-    # made again only when given up: a waiting part goes on alone, in one broadcast
+    # made again only when given up: a waiting part goes on alone, in the round's broadcast
     resumed = records.query(
         "SELECT COUNT(*) FROM schedules WHERE key LIKE '%:resumed:%' AND key NOT LIKE '%:part:%'"
     )
     assert resumed == [(1 if stopped == "failed" else 0,)]
-    assert len(records.query("SELECT id FROM broadcasts")) == 1
+    broadcasts = records.query("SELECT total FROM broadcasts ORDER BY id")
+    assert broadcasts == ([(2,), (3,)] if stopped == "failed" else [(5,)])
+    assert records.query("SELECT round_after FROM checkin_schedules") == [(None,)]  # over
     if stopped is None:
         assert records.query("SELECT kind, total FROM broadcasts") == [("checkin", 5)]
         parts = records.query(

@@ -145,8 +145,16 @@ async def test_the_tables_refuse_what_cannot_be_true(db: Database) -> None:
         ("UPDATE checkins SET week = '2026-48' WHERE id = ?", (checkin.id,)),
         ("UPDATE checkins SET week = '2026-W54' WHERE id = ?", (checkin.id,)),
         ("UPDATE checkin_counts SET started = sent + 1", ()),
-        ("INSERT INTO checkin_schedules VALUES ('wales', 0, 0, 's-ivy', 0, 0)", ()),
-        ("INSERT INTO checkin_schedules VALUES ('wales', 367, 0, 's-ivy', 0, 0)", ()),
+        (
+            "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, created_at, "
+            "updated_at) VALUES ('wales', 0, 0, 's-ivy', 0, 0)",
+            (),
+        ),
+        (
+            "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, created_at, "
+            "updated_at) VALUES ('wales', 367, 0, 's-ivy', 0, 0)",
+            (),
+        ),
     ]
     for statement, params in refused:
         with pytest.raises(sqlite3.IntegrityError):
@@ -442,6 +450,8 @@ async def test_due_people_only_the_reachable_consenting_and_not_recently_asked(
         await checkins.expire(gus.id, now - 33 * DAY)
         due = await checkins.due_people("london", now - interval, now)
         wales = await checkins.due_people("wales", now - interval, now)
+        after_ada = await checkins.due_people("london", now - interval, now, after="p-ada")
+        after_ada_one = await checkins.due_people("london", now - interval, now, 1, "p-ada")
         with pytest.raises(ValueError, match="swapped"):
             await checkins.due_people("london", now, now - interval)
     chats = {}
@@ -454,6 +464,8 @@ async def test_due_people_only_the_reachable_consenting_and_not_recently_asked(
         ("p-lou", chats["p-lou"], "cy"),
     ]
     assert wales == [("p-hal", chats["p-hal"], "en")]
+    assert after_ada == due[1:]  # a round's next part goes on after the last person asked
+    assert after_ada_one == due[1:2]
 
 
 async def test_due_people_is_one_indexed_query(db: Database) -> None:
@@ -615,7 +627,11 @@ async def test_erase_person_leaves_the_counts_and_nothing_that_names_them(db: Da
     answer_id = await add_answer(db, "p-ada", current.id)
     bea_answer = await add_answer(db, "p-bea", bea.id)
     async with db.transaction() as conn:
-        await Checkins(conn).tag_answer(answer_id, ["housing"])
+        checkins = Checkins(conn)
+        await checkins.tag_answer(answer_id, ["housing"])
+        for region, last_asked in (("london", "p-ada"), ("wales", "p-bea")):  # rounds under way
+            await checkins.set_schedule(region, 28, NOW, "cli", NOW)
+            await checkins.move_round_position(region, last_asked)
     before = (await counts(db), await counts(db, "2026-W40"))
 
     async with db.transaction() as conn:
@@ -641,6 +657,9 @@ async def test_erase_person_leaves_the_counts_and_nothing_that_names_them(db: Da
         assert await checkins.last_sent_at("p-ada") is None
         assert await checkins.by_token(current.token) is None
         assert await checkins.open_for("p-bea") == await checkins.get(bea.id)
+        # london's round goes on from the beginning (those asked are not due); wales's as it was
+        assert await checkins.round_position("london") == ""
+        assert await checkins.round_position("wales") == "p-bea"
         assert await checkins.erase_person("p-nobody") == 0
 
 
