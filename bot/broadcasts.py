@@ -9,7 +9,9 @@ The organiser sees one message, edited in place with progress, with a button to 
 
 from __future__ import annotations
 
+import json
 import logging
+import zlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -237,33 +239,47 @@ class BroadcastService:
             return await Broadcasts(conn).progress(broadcast_id)
 
     async def on_progress_tick(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
-        """Scheduled every few seconds while a broadcast runs: edit the organiser's message,
-        and finish the broadcast once nothing is left to send."""
+        """Scheduled every few seconds while a broadcast runs: edit the organiser's message
+        (when what it says has changed), and finish the broadcast once nothing is left to
+        send and no part of it is still to come."""
         broadcast_id = int(job.payload["broadcast_id"])
         locale = str(job.payload.get("locale") or "en")
         broadcasts = Broadcasts(conn)
         progress = await broadcasts.progress(broadcast_id)
         if progress is None:
             return
-        if (
-            progress.status == "running"
-            and progress.pending == 0
-            and not await broadcasts.awaits_part(broadcast_id)
-        ):
-            await broadcasts.finish(broadcast_id, now)
-            progress = await broadcasts.progress(broadcast_id)
-            assert progress is not None
+        incomplete = False
+        if progress.status == "running" and progress.pending == 0:
+            next_part = await broadcasts.next_part_status(broadcast_id)
+            if next_part != "pending":
+                await broadcasts.finish(broadcast_id, now)
+                progress = await broadcasts.progress(broadcast_id)
+                assert progress is not None
+            if next_part == "failed":  # the rest were never queued: say so, not "Finished"
+                incomplete = True
+                log.error(
+                    "broadcast %d finished without its next part: %d of %d queued",
+                    broadcast_id,
+                    progress.total,
+                    progress.planned,
+                )
+        shown = job.payload.get("shown")
         if progress.progress_chat_id is not None and progress.progress_message_id is not None:
-            payload = self._progress_payload(progress, locale)
-            payload["message_id"] = progress.progress_message_id
-            await Outbox(conn).enqueue(
-                progress.progress_chat_id, PRIORITY_REPLY, "edit", payload, now
-            )
+            payload = self._progress_payload(progress, locale, incomplete)
+            # The same text again (e.g. while a failed part waits minutes for its retry)
+            # would be an edit Telegram refuses as "not modified": not sent.
+            text_now = zlib.crc32(json.dumps(payload, sort_keys=True).encode())
+            if text_now != shown:
+                payload["message_id"] = progress.progress_message_id
+                await Outbox(conn).enqueue(
+                    progress.progress_chat_id, PRIORITY_REPLY, "edit", payload, now
+                )
+                shown = text_now
         if progress.status == "running":
             organiser = (
                 None if progress.progress_chat_id is None else (progress.progress_chat_id, locale)
             )
-            await self._schedule_tick(conn, broadcast_id, organiser, now)
+            await self._schedule_tick(conn, broadcast_id, organiser, now, shown)
 
     async def _schedule_tick(
         self,
@@ -271,24 +287,34 @@ class BroadcastService:
         broadcast_id: int,
         organiser: tuple[int, str] | None,
         now: int,
+        shown: Any = None,
     ) -> None:
+        """The next progress tick. `shown`: a checksum of what the organiser's message
+        says now, so the tick edits it only when that changes."""
         due = now + _PROGRESS_EVERY_MS
+        payload: dict[str, Any] = {
+            "broadcast_id": broadcast_id,
+            "locale": organiser[1] if organiser else "en",
+        }
+        if shown is not None:
+            payload["shown"] = shown
         await Schedules(conn).add(
-            PROGRESS_JOB,
-            f"{PROGRESS_JOB}:{broadcast_id}:{due}",
-            due,
-            {"broadcast_id": broadcast_id, "locale": organiser[1] if organiser else "en"},
-            now,
+            PROGRESS_JOB, f"{PROGRESS_JOB}:{broadcast_id}:{due}", due, payload, now
         )
 
-    def _progress_payload(self, progress: BroadcastProgress, locale: str) -> dict[str, Any]:
-        """The organiser's progress message, e.g. "Sending: 1,240 of 5,000 sent..."."""
+    def _progress_payload(
+        self, progress: BroadcastProgress, locale: str, incomplete: bool = False
+    ) -> dict[str, Any]:
+        """The organiser's progress message, e.g. "Sending: 1,240 of 5,000 sent...".
+        `incomplete`: finished because a part could not be queued (given up)."""
         key = {"running": "broadcast_sending", "done": "broadcast_done"}.get(
             progress.status, "broadcast_cancelled"
         )
-        # Running or stopped, the whole broadcast (its parts still to come too); finished,
-        # what was queued in the end (someone may have withdrawn before their part).
-        total = progress.total if progress.status == "done" else progress.planned
+        if incomplete:
+            key = "broadcast_incomplete"
+        # Running, stopped or cut short, the whole broadcast (its parts still to come too);
+        # finished, what was queued in the end (someone may have withdrawn before their part).
+        total = progress.planned if incomplete or progress.status != "done" else progress.total
         to_come = progress.pending + progress.planned - progress.total
         eta_seconds = max(1.0, to_come / self._rate)
         params = {

@@ -125,16 +125,17 @@ class Broadcasts:
             "UPDATE broadcasts SET next_part_key = ? WHERE id = ?", (job_key, broadcast_id)
         )
 
-    async def awaits_part(self, broadcast_id: int) -> bool:
-        """Whether the job that adds the broadcast's next part is still to run (or to be
-        retried): one that ran, or was given up after repeated failures, is not awaited."""
+    async def next_part_status(self, broadcast_id: int) -> str | None:
+        """The status of the job that adds the broadcast's next part: 'pending' (still to
+        run, or to be retried), 'done', 'failed' (given up after repeated failures); None
+        when it was queued whole, or the job has been forgotten."""
         async with self._conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM broadcasts b JOIN schedules s "
-            "ON s.key = b.next_part_key WHERE b.id = ? AND s.status = 'pending')",
+            "SELECT s.status FROM broadcasts b JOIN schedules s ON s.key = b.next_part_key "
+            "WHERE b.id = ?",
             (broadcast_id,),
         ) as cursor:
             row = await cursor.fetchone()
-        return bool(row and row[0])
+        return None if row is None else str(row[0])
 
     async def status(self, broadcast_id: int) -> str | None:
         """'running', 'done' or 'cancelled' (stopped by its organiser); None if unknown."""

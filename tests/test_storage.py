@@ -46,6 +46,41 @@ async def test_every_migration_applies_from_empty(tmp_path: Path) -> None:
     await database.close()
 
 
+async def test_a_broadcast_running_at_the_upgrade_waits_for_its_next_part(
+    tmp_path: Path,
+) -> None:
+    """Migration 0018 names the waiting part of each running broadcast queued in parts,
+    so an upgrade during a part's retries does not finish the broadcast early."""
+    database = await Database.open(str(tmp_path / "upgrade.db"))
+    migrations = bundled_migrations()
+    at = next(i for i, m in enumerate(migrations) if m.name.startswith("0018_"))
+    await database.migrate(migrations[:at])
+    async with database.transaction() as conn:
+        for broadcast_id, status in ((1, "running"), (2, "running"), (3, "done")):
+            await conn.execute(
+                "INSERT INTO broadcasts (id, kind, subject, region, created_by, total, status, "
+                "created_at) VALUES (?, 'panel_invitation', 'panel:1', 'london', 's-1', 2, ?, 0)",
+                (broadcast_id, status),
+            )
+        for key, status, payload in (
+            ("panel_invite:1:1", "done", '{"panel_id":1,"broadcast":1,"part":1}'),
+            ("panel_invite:1:2", "pending", '{"panel_id":1,"broadcast":1,"part":2}'),
+            ("broadcast_progress:2:5", "pending", '{"broadcast_id":2}'),
+            ("panel_invite:3:1", "pending", '{"panel_id":3,"broadcast":3,"part":1}'),
+        ):
+            await conn.execute(
+                "INSERT INTO schedules (kind, key, due_at, payload, created_at, status) "
+                "VALUES (?, ?, 0, ?, 0, ?)",
+                (key.split(":")[0], key, payload, status),
+            )
+    await database.migrate()
+    waiting = "SELECT id, next_part_key FROM broadcasts ORDER BY id"
+    async with database.read() as conn, conn.execute(waiting) as cursor:
+        rows = [tuple(r) for r in await cursor.fetchall()]
+    await database.close()
+    assert rows == [(1, "panel_invite:1:2"), (2, None), (3, None)]
+
+
 async def test_every_foreign_key_leads_an_index(db: Database) -> None:
     """When a row is deleted (the daily housekeeping, retention, an erasure), SQLite looks
     up the rows that refer to it; without an index that is a scan of the whole referring

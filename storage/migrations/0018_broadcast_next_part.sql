@@ -7,6 +7,13 @@
 -- began a new one, without the organiser's progress message or its "Stop sending" button,
 -- after the organiser had been told it was done.
 ALTER TABLE broadcasts ADD COLUMN next_part_key TEXT;
+-- A broadcast running at the upgrade, with a part still to come, waits for it too.
+UPDATE broadcasts SET next_part_key = (
+    SELECT key FROM schedules
+    WHERE status = 'pending' AND kind IN ('checkin_round', 'panel_invite', 'update_deliver')
+      AND json_extract(payload, '$.broadcast') = broadcasts.id
+    ORDER BY id DESC LIMIT 1
+) WHERE status = 'running';
 -- expected is how many people the whole broadcast is for, when its first transaction knows
 -- (a panel's, an update's: the organiser is told that number); total counts the messages
 -- queued so far. The organiser's progress reads "200 of 5,000", not "200 of 200".
