@@ -26,7 +26,7 @@ from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
 from storage.panels import Panel, Panels
-from storage.people import Recipient, reachable_with_consent
+from storage.people import Recipient, count_reachable_with_consent, reachable_with_consent
 from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
@@ -101,15 +101,19 @@ class PanelService(Desk[PanelTexts]):
         )
         panel = await panels.get(panel_id)
         assert panel is not None
-        recipients = await self._to_invite(conn, panel)
-        invited = str(len(recipients))
-        await audit_panel(conn, actor, "panel.created", panel, now, invited=invited)
+        # The whole count for the organiser, but only the first part read (all of a
+        # region's 20,000 read here held the lock for 0.45 s).
+        everyone = await count_reachable_with_consent(
+            conn, region, "panel_invitations", leaving_out=actor.pseudonym
+        )
+        recipients = await self._to_invite(conn, panel, INVITE_BATCH)
+        await audit_panel(conn, actor, "panel.created", panel, now, invited=str(everyone))
         await self._tell(
             conn,
             actor,
             "panel_created",
             now,
-            count=self._texts.number(len(recipients), actor.locale),
+            count=self._texts.number(everyone, actor.locale),
         )
         broadcast_id = await self._broadcasts.queue_in(
             conn,
@@ -117,12 +121,12 @@ class PanelService(Desk[PanelTexts]):
             f"panel:{panel_id}",
             region,
             actor.pseudonym,
-            await self._invite(conn, panel, recipients[:INVITE_BATCH], now),
+            await self._invite(conn, panel, recipients, now),
             (actor.chat_id, actor.locale),
             now,
-            expected=len(recipients),
+            expected=everyone,
         )
-        if len(recipients) > INVITE_BATCH:
+        if everyone > INVITE_BATCH:
             await self._invite_more_later(conn, panel, broadcast_id, 1, now)
         await self._schedule(conn, panel, now)
 

@@ -14,7 +14,13 @@ import pytest
 
 from storage.database import Database, Migration, MigrationError, bundled_migrations
 from storage.erasure import erase_person
-from storage.people import ConsentLedger, People, Sessions
+from storage.people import (
+    ConsentLedger,
+    People,
+    Sessions,
+    count_reachable_with_consent,
+    reachable_with_consent,
+)
 from storage.queues import (
     PRIORITY_BROADCAST,
     PRIORITY_REPLY,
@@ -178,6 +184,36 @@ async def test_consent_ledger_is_append_only_and_current_is_latest(db: Database)
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             async with db.transaction() as conn:
                 await conn.execute(statement)
+
+
+async def test_the_count_of_a_broadcasts_recipients_matches_the_list(db: Database) -> None:
+    """What staff are told ("going to N people") is what the parts will find: reachable,
+    in the region, the latest decision a yes; the organiser left out."""
+    async with db.transaction() as conn:
+        people, ledger = People(conn), ConsentLedger(conn)
+        for n, (who, region, says) in enumerate(
+            (
+                ("p-ada", "london", [True]),
+                ("p-bo", "london", [True, False]),  # withdrew
+                ("p-cy", "london", [False, True]),  # changed their mind: yes
+                ("p-di", "wales", [True]),  # another region
+                ("p-ed", "london", [True]),  # blocked the bot
+                ("p-fi", "london", []),  # never asked
+                ("s-org", "london", [True]),  # the organiser
+            )
+        ):
+            await people.touch(who, 3000 + n, "en", NOW)
+            await people.set_region(who, region, NOW)
+            for step, granted in enumerate(says):
+                await ledger.record(who, "panel_invitations", granted, "v1", NOW + step)
+        await people.set_reachable(3004, False, NOW)
+        found = [
+            r.pseudonym for r in await reachable_with_consent(conn, "london", "panel_invitations")
+        ]
+        assert found == ["p-ada", "p-cy", "s-org"]
+        assert await count_reachable_with_consent(conn, "london", "panel_invitations") == 3
+        assert await count_reachable_with_consent(conn, "london", "panel_invitations", "s-org") == 2
+        assert await count_reachable_with_consent(conn, "london", "updates") == 0
 
 
 async def test_people_touch_makes_reachable_again(db: Database) -> None:
