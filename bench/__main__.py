@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "inbound": ("bench.inbound", [], ["--people", "500", "--baseline-updates", "1000"]),
     "startup": ("bench.startup", [], ["--people", "10000", "--mid-dialogue", "1000"]),
     "digest": ("bench.digest_scale", ["--runs", "1"], ["--answers", "100000", "--people", "5000"]),
+    "jobs": ("bench.jobs", [], ["--people", "24000"]),
 }
 
 
@@ -174,6 +175,44 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         "",
                     )
                 )
+    if "jobs" in results:
+        table += job_rows(results["jobs"])
+    return table
+
+
+def job_rows(j: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Jobs queued in parts: how long each holds the lock (every update waits meanwhile)."""
+    if "error" in j:
+        return [("jobs", "run", j["error"], "")]
+    region = f"{j['region_people']:,} people"
+    table = [
+        (
+            "jobs",
+            "a transaction writing one row (the baseline)",
+            f"{j['commit_alone_s'] * 1000:.1f} ms",
+            "",
+        )
+    ]
+    for key, what, first_key in (
+        ("round", f"check-in round, {region}", None),
+        ("panel", f"panel invitations, {region}", "organiser_transaction_s"),
+        (
+            "update",
+            f"update to the {j['raised_the_theme']:,} who raised its theme",
+            "staff_transaction_s",
+        ),
+    ):
+        job = j[key]
+        first = f"staff member's transaction {job[first_key] * 1000:.0f} ms; " if first_key else ""
+        table.append(
+            (
+                "jobs",
+                what,
+                f"{first}{job['jobs']} parts, longest {job['longest_s'] * 1000:.0f} ms, "
+                f"mean {job['mean_s'] * 1000:.0f} ms, {job['total_s']:.1f} s in all",
+                "",
+            )
+        )
     return table
 
 
