@@ -194,11 +194,17 @@ class CheckinService(Desk[DialogueTexts]):
         # one made again at start) from the beginning, whatever a round given up left.
         after = await checkins.round_position(region) if "first" in job.payload else ""
         due = await checkins.due_people(region, now - interval, now, ROUND_BATCH, after)
-        messages: list[tuple[int, dict[str, Any]]] = []
-        for pseudonym, chat_id, locale in due:
-            actor = Actor(pseudonym, chat_id, locale)
-            checkin = await self._create(conn, actor, "scheduled", now)
-            messages.append((chat_id, self._invitation(checkin.token, locale, "checkin_invite")))
+        created = await checkins.create_for_round(
+            [(pseudonym, locale) for pseudonym, _, locale in due],
+            region,
+            iso_week(now, self._zone),
+            now,
+        )
+        await self._nudge_and_expire_later(conn, created, now)
+        messages = [
+            (chat_id, self._invitation(checkin.token, locale, "checkin_invite"))
+            for (_, chat_id, locale), checkin in zip(due, created, strict=True)
+        ]
         earlier = job.payload.get("broadcast")
         broadcast_id = await self._broadcasts.queue_more(
             conn,
@@ -314,15 +320,23 @@ class CheckinService(Desk[DialogueTexts]):
         checkin = await Checkins(conn).create(
             actor.pseudonym, region, actor.locale, week, source, now
         )
-        schedules = Schedules(conn)
-        payload = {"checkin_id": checkin.id}
-        await schedules.add(
-            NUDGE_JOB, f"{NUDGE_JOB}:{checkin.id}", now + self._nudge_after_ms, payload, now
-        )
-        await schedules.add(
-            EXPIRE_JOB, f"{EXPIRE_JOB}:{checkin.id}", now + self._expire_after_ms, payload, now
-        )
+        await self._nudge_and_expire_later(conn, [checkin], now)
         return checkin
+
+    async def _nudge_and_expire_later(
+        self, conn: aiosqlite.Connection, checkins: list[Checkin], now: int
+    ) -> None:
+        """Each check-in's one nudge (a day on, if not finished) and its expiry."""
+        jobs: list[tuple[str, str, int, dict[str, Any]]] = []
+        for checkin in checkins:
+            payload = {"checkin_id": checkin.id}
+            jobs.append(
+                (NUDGE_JOB, f"{NUDGE_JOB}:{checkin.id}", now + self._nudge_after_ms, payload)
+            )
+            jobs.append(
+                (EXPIRE_JOB, f"{EXPIRE_JOB}:{checkin.id}", now + self._expire_after_ms, payload)
+            )
+        await Schedules(conn).add_all(jobs, now)
 
     def _invitation(self, token: str, locale: str, key: str) -> dict[str, Any]:
         button = "start_button" if key == "checkin_invite" else "carry_on_button"

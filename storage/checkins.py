@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -87,9 +88,9 @@ _COLUMNS = (
 # Column names never come from callers: each step has its own fixed statement. Only 'sent'
 # may create a row; later steps add to the row their check-in's sending created (an upsert
 # would not do: the funnel CHECK is tested on the row to insert, before the conflict).
-_COUNT_SENT = (
-    "INSERT INTO checkin_counts (week, region, locale, sent) VALUES (?, ?, ?, 1) "
-    "ON CONFLICT (week, region, locale) DO UPDATE SET sent = sent + 1"
+_COUNT_SENT = (  # (week, region, locale, how many)
+    "INSERT INTO checkin_counts (week, region, locale, sent) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (week, region, locale) DO UPDATE SET sent = sent + excluded.sent"
 )
 _COUNT_LATER = {
     step: (
@@ -167,6 +168,35 @@ class Checkins:
 
     # The lookups on every answer use execute_fetchall: one trip to the database thread
     # instead of three (execute, fetch, close) while the update holds the write lock.
+
+    async def create_for_round(
+        self, people: Sequence[tuple[str, str]], region: str, week: str, now: int
+    ) -> list[Checkin]:
+        """Check-ins sent by a region's round to (pseudonym, locale) each, in that order,
+        and counted: one statement for the check-ins and one for the counts (statement by
+        statement, they were most of a round part's hold on the database lock). Those given
+        have none open (`due_people`, in the same transaction); the unique index is the
+        backstop, and would fail the whole part."""
+        if not people:
+            return []
+        rows = [
+            (pseudonym, secrets.token_hex(8), region, locale, week, "scheduled", now)
+            for pseudonym, locale in people
+        ]
+        async with self._conn.execute(
+            "INSERT INTO checkins (pseudonym, token, region, locale, week, source, sent_at) "
+            "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(rows)) + " "
+            f"RETURNING {_COLUMNS}",
+            [value for row in rows for value in row],
+        ) as cursor:
+            # RETURNING promises no order: matched up by person
+            made = {c.pseudonym: c for c in map(_checkin, await cursor.fetchall())}
+        sent = Counter(locale for _, locale in people)
+        await self._conn.executemany(
+            _COUNT_SENT, [(week, region, locale, n) for locale, n in sorted(sent.items())]
+        )
+        return [made[pseudonym] for pseudonym, _ in people]
+
     async def get(self, checkin_id: int) -> Checkin | None:
         return await self._one(f"SELECT {_COLUMNS} FROM checkins WHERE id = ?", (checkin_id,))
 
@@ -466,7 +496,7 @@ class Checkins:
     async def _count(self, step: str, checkin: Checkin) -> None:
         key = (checkin.week, checkin.region or "", checkin.locale)
         if step == "sent":
-            await self._conn.execute(_COUNT_SENT, key)
+            await self._conn.execute(_COUNT_SENT, (*key, 1))
             return
         cursor = await self._conn.execute(_COUNT_LATER[step], key)
         # The row is made when the check-in is sent and never deleted; if it were missing

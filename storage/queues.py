@@ -4,6 +4,7 @@ schedule of jobs due at a time, and small named values."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,6 +302,15 @@ class Schedules:
             (kind, key, due_at, json.dumps(payload), now),
         ) as cursor:
             return await cursor.fetchone() is not None
+
+    async def add_all(self, jobs: Sequence[tuple[str, str, int, dict[str, Any]]], now: int) -> None:
+        """Schedule each (kind, key, due_at, payload) once, in one statement (a keyed job
+        that already exists is left as it is)."""
+        await self._conn.executemany(
+            "INSERT INTO schedules (kind, key, due_at, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            [(kind, key, due_at, json.dumps(payload), now) for kind, key, due_at, payload in jobs],
+        )
 
     async def prune(self, before: int, limit: int = -1) -> int:
         """Forget jobs done before `before`, at most `limit` of them (-1: all); pending and

@@ -237,7 +237,7 @@ async def test_counts_by_week_region_and_locale_each_step_once(db: Database) -> 
 STEPS = st.lists(
     st.tuples(
         st.integers(0, 2),
-        st.sampled_from(["send", "start", "score", "skip", "complete", "expire", "nudge"]),
+        st.sampled_from(["send", "round", "start", "score", "skip", "complete", "expire", "nudge"]),
     ),
     min_size=5,
     max_size=40,
@@ -254,6 +254,13 @@ async def play(db: Database, steps: list[tuple[int, str]], week: str) -> None:
         async with db.transaction() as conn:
             checkins = Checkins(conn)
             current = await checkins.open_for(pseudonym)
+            if action == "round":  # everyone with none open, as a round's part asks them
+                due = [p for p in PROPERTY_PEOPLE if await checkins.open_for(p) is None]
+                made = await checkins.create_for_round(
+                    [(p, "en") for p in due], "london", week, now
+                )
+                assert [c.pseudonym for c in made] == due
+                continue
             if action == "send":
                 if current is not None:
                     with pytest.raises(CheckinAlreadyOpen):
@@ -294,6 +301,28 @@ async def play(db: Database, steps: list[tuple[int, str]], week: str) -> None:
         (found[0].sent, found[0].started, found[0].completed) if found else (0, 0, 0)
     )
     assert (sent, started, completed) == (row[0], row[1], row[2])
+
+
+async def test_a_rounds_part_creates_check_ins_in_order_counted_per_language(
+    db: Database,
+) -> None:
+    await add_people(db, ["p-ada", "p-bea", "p-cal"])
+    async with db.transaction() as conn:
+        checkins = Checkins(conn)
+        asked = [("p-cal", "cy"), ("p-ada", "en"), ("p-bea", "cy")]
+        made = await checkins.create_for_round(asked, "london", WEEK, NOW)
+        assert [(c.pseudonym, c.locale, c.status, c.source) for c in made] == [
+            (p, locale, "sent", "scheduled") for p, locale in asked
+        ]
+        assert len({c.token for c in made}) == 3
+        assert await checkins.open_for("p-ada") == made[1]
+        assert await checkins.create_for_round([], "london", WEEK, NOW) == []
+    expected = {("london", "cy"): (2, 0, 0), ("london", "en"): (1, 0, 0)}
+    assert await counts(db) == expected
+    with pytest.raises(sqlite3.IntegrityError):  # one open each: the index is the backstop
+        async with db.transaction() as conn:
+            await Checkins(conn).create_for_round([("p-ada", "en")], "london", WEEK, NOW)
+    assert await counts(db) == expected
 
 
 def test_counters_always_match_the_check_ins(tmp_path: Path) -> None:
