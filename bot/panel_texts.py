@@ -87,7 +87,16 @@ class PanelTexts(DialogueTexts):
         ]
 
     def invitation(self, panel: Panel, token: str, locale: str) -> Payload:
-        text = self.text(locale, "invitation", **self._panel_params(panel, locale))
+        return self.invitation_with(self.invitation_text(panel, locale), token, locale)
+
+    def invitation_text(self, panel: Panel, locale: str) -> str:
+        """The invitation, the same for everyone who reads this language (a panel's parts
+        make it once per language, not once per person: formatting its date was half a
+        part's time)."""
+        return self.text(locale, "invitation", **self._panel_params(panel, locale))
+
+    def invitation_with(self, text: str, token: str, locale: str) -> Payload:
+        """The invitation's message: its text, and the answer buttons of one invitation."""
         return {"text": text, "buttons": self._answer_buttons(token, locale)}
 
     def answer(

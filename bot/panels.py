@@ -169,13 +169,18 @@ class PanelService(Desk[PanelTexts]):
     async def _invite(
         self, conn: aiosqlite.Connection, panel: Panel, recipients: list[Recipient], now: int
     ) -> list[tuple[int, dict[str, Any]]]:
+        tokens = await Panels(conn).invite_all(panel.id, [r.pseudonym for r in recipients], now)
+        texts: dict[str, str] = {}
         messages: list[tuple[int, dict[str, Any]]] = []
-        for recipient in recipients:
-            token = await Panels(conn).invite(panel.id, recipient.pseudonym, now)
-            if token is not None:
-                messages.append(
-                    (recipient.chat_id, self._texts.invitation(panel, token, recipient.locale))
-                )
+        for recipient, token in zip(recipients, tokens, strict=True):
+            if token is None:  # invited already (a part run twice)
+                continue
+            locale = recipient.locale
+            if locale not in texts:
+                texts[locale] = self._texts.invitation_text(panel, locale)
+            messages.append(
+                (recipient.chat_id, self._texts.invitation_with(texts[locale], token, locale))
+            )
         return messages
 
     async def _invite_more_later(

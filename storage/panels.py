@@ -264,13 +264,24 @@ class Panels:
     async def invite(self, panel_id: int, pseudonym: str, now: int) -> str | None:
         """Invite a person; returns the new invitation's token, or None when they already
         had one for this panel (so a broadcast that is run twice invites nobody twice)."""
+        return (await self.invite_all(panel_id, [pseudonym], now))[0]
+
+    async def invite_all(
+        self, panel_id: int, pseudonyms: Sequence[str], now: int
+    ) -> list[str | None]:
+        """Invite each person, in one statement (a part of a panel's invitations); returns
+        the tokens in the same order, None for anyone already invited (see `invite`)."""
+        if not pseudonyms:
+            return []
+        rows = [(panel_id, pseudonym, secrets.token_hex(8), now) for pseudonym in pseudonyms]
         async with self._conn.execute(
-            "INSERT INTO panel_invitations (panel_id, pseudonym, token, invited_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (panel_id, pseudonym) DO NOTHING RETURNING token",
-            (panel_id, pseudonym, secrets.token_hex(8), now),
+            "INSERT INTO panel_invitations (panel_id, pseudonym, token, invited_at) VALUES "
+            + ", ".join(["(?, ?, ?, ?)"] * len(rows))
+            + " ON CONFLICT (panel_id, pseudonym) DO NOTHING RETURNING pseudonym, token",
+            [value for row in rows for value in row],
         ) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else None
+            made = {str(r[0]): str(r[1]) for r in await cursor.fetchall()}  # in no set order
+        return [made.get(pseudonym) for pseudonym in pseudonyms]
 
     async def invitation(self, token: str) -> Invitation | None:
         async with self._conn.execute(

@@ -293,6 +293,22 @@ async def test_inviting_twice_gives_no_second_invitation(db: Database) -> None:
     assert invitation.invited_at == NOW
 
 
+async def test_a_part_invites_many_at_once_each_once_tokens_in_order(db: Database) -> None:
+    await add_people(db, SIX[:4])
+    panel_id = await new_panel(db)
+    async with db.transaction() as conn:
+        panels = Panels(conn)
+        first = await panels.invite(panel_id, SIX[1], NOW)
+        part = [SIX[3], SIX[1], SIX[0], SIX[2]]  # not in pseudonym order; one invited already
+        tokens = await panels.invite_all(panel_id, part, NOW + 1)
+        assert tokens[1] is None
+        assert await panels.invite_all(panel_id, [], NOW) == []
+        for pseudonym, token in zip(part, tokens, strict=True):
+            invitation = await panels.invitation(token or str(first))
+            assert invitation is not None and invitation.pseudonym == pseudonym
+    assert len({*tokens, first} - {None}) == 4  # four people, four different tokens
+
+
 async def test_unknown_tokens_and_choices_are_refused(db: Database) -> None:
     await add_people(db, SIX[:1])
     panel_id = await new_panel(db)
