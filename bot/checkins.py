@@ -178,8 +178,8 @@ class CheckinService(Desk[DialogueTexts]):
         """A region's round: ask everyone due (consenting, reachable, not asked within the
         interval), as one broadcast, and schedule the next round.
 
-        A region is up to ~20,000 people, at ~1.6 ms of the one database lock each: asked
-        all in one transaction, everyone's updates would wait half a minute. So each run
+        A region is up to ~20,000 people: asked all in one transaction (as it once was, at
+        ~1.6 ms each), everyone's updates would wait half a minute. So each run
         asks at most ROUND_BATCH people and, while more are due, leaves a job for the rest
         a moment later, in a transaction of its own, going on after the last person asked
         in pseudonym order (those asked are no longer due either, so a part run twice asks
