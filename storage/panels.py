@@ -273,7 +273,8 @@ class Panels:
         the tokens in the same order, None for anyone already invited (see `invite`)."""
         if not pseudonyms:
             return []
-        rows = [(panel_id, pseudonym, secrets.token_hex(8), now) for pseudonym in pseudonyms]
+        once = list(dict.fromkeys(pseudonyms))  # the same person twice: invited once
+        rows = [(panel_id, pseudonym, secrets.token_hex(8), now) for pseudonym in once]
         async with self._conn.execute(
             "INSERT INTO panel_invitations (panel_id, pseudonym, token, invited_at) VALUES "
             + ", ".join(["(?, ?, ?, ?)"] * len(rows))
@@ -281,7 +282,7 @@ class Panels:
             [value for row in rows for value in row],
         ) as cursor:
             made = {str(r[0]): str(r[1]) for r in await cursor.fetchall()}  # in no set order
-        return [made.get(pseudonym) for pseudonym in pseudonyms]
+        return [made.pop(pseudonym, None) for pseudonym in pseudonyms]
 
     async def invitation(self, token: str) -> Invitation | None:
         async with self._conn.execute(

@@ -294,7 +294,7 @@ async def test_inviting_twice_gives_no_second_invitation(db: Database) -> None:
 
 
 async def test_a_part_invites_many_at_once_each_once_tokens_in_order(db: Database) -> None:
-    await add_people(db, SIX[:4])
+    await add_people(db, SIX[:5])
     panel_id = await new_panel(db)
     async with db.transaction() as conn:
         panels = Panels(conn)
@@ -303,6 +303,8 @@ async def test_a_part_invites_many_at_once_each_once_tokens_in_order(db: Databas
         tokens = await panels.invite_all(panel_id, part, NOW + 1)
         assert tokens[1] is None
         assert await panels.invite_all(panel_id, [], NOW) == []
+        twice = await panels.invite_all(panel_id, [SIX[4], SIX[4]], NOW)  # one invitation
+        assert twice[0] is not None and twice[1] is None
         for pseudonym, token in zip(part, tokens, strict=True):
             invitation = await panels.invitation(token or str(first))
             assert invitation is not None and invitation.pseudonym == pseudonym
