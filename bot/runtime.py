@@ -74,6 +74,7 @@ class Runtime:
     panels: PanelService
     digests: DigestService
     updates: UpdateService
+    checkins: CheckinService
     webhook: WebhookReceiver | None = None
     # Long-lived tasks (poller, sender, scheduler): if one ends, the process must stop.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -204,8 +205,8 @@ async def build_runtime(
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
     scheduler.register(INVITE_JOB, panels.on_invite_more, quick=True)
-    # Not quick: a part is a handful of statements, and when few raised the theme its query
-    # walks much of the region; the loop stays free meanwhile.
+    # Not quick: when few raised the theme, a part's query walks much of the region; the
+    # loop stays free meanwhile. (A round's and a panel's query stops at 200 found.)
     scheduler.register(DELIVER_JOB, updates.on_deliver_more)
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
@@ -243,6 +244,7 @@ async def build_runtime(
         panels,
         digests,
         updates,
+        checkins,
     )
     if settings.webhook_url and settings.webhook_secret:
         host, port = settings.webhook_listen

@@ -70,8 +70,9 @@ class Scheduler:
         hundred people's worth of small indexed statements. In the worker thread, each of
         its ~2,400 statements was a round trip to the thread, and a part held the database
         lock for up to 0.39 s (a check-in round of 20,000 people); inline, up to 0.15 s,
-        while the event loop waits for it (bench/FINDINGS.md, fifth round). Most of what
-        the loop would do meanwhile needs the lock anyway."""
+        while the event loop waits for it (bench/FINDINGS.md, fifth round; since the sixth,
+        with a part's rows written in a few multi-row statements, up to ~0.09 s). Most of
+        what the loop would do meanwhile needs the lock anyway."""
         self._handlers[kind] = handler
         if quick:
             self._quick.add(kind)

@@ -28,6 +28,7 @@ from tests.harness import (
     Chat,
     Records,
     eventually,
+    hold_jobs,
     onboard,
     running_bot,
 )
@@ -302,11 +303,15 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
                 await People(conn).set_region(who, "london", now)
                 await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
     round_key = f"checkin_round:london:{now}"
+    # The first part asks the first two in pseudonym order and leaves its position at the
+    # second; a fresh round finds a stale position from one given up, which it ignores.
+    first_two = sorted(pseudonyms)[:2]
+    position = first_two[-1] if stopped else "~ a round given up long ago"
     with sqlite3.connect(settings.database_path) as conn:
         conn.execute(
             "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, created_at, "
-            "updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
-            (now,),
+            "updated_at, round_after) VALUES ('london', 7, ?, 'staff-0001', 0, 0, ?)",
+            (now, position),
         )
         conn.execute(
             "INSERT INTO schedules (kind, key, due_at, payload, created_at, status) "
@@ -334,7 +339,7 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
             conn.executemany(
                 "INSERT INTO checkins (pseudonym, token, region, locale, week, source, status, "
                 "sent_at) VALUES (?, ?, 'london', 'en', '2026-W45', 'scheduled', 'sent', ?)",
-                [(who, f"{n:016x}", now) for n, who in enumerate(pseudonyms[:2])],
+                [(who, f"{n:016x}", now) for n, who in enumerate(first_two)],
             )
             conn.execute(
                 "INSERT INTO schedules (kind, key, due_at, payload, created_at, status) "
@@ -346,7 +351,13 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
         await eventually(
             lambda: records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)]
         )
-        await eventually(lambda: all(api.messages(p.chat_id) for p in PEOPLE_OF_LONDON[2:]))
+        await eventually(
+            lambda: all(
+                api.messages(p.chat_id)
+                for p, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True)
+                if who not in first_two
+            )
+        )
         await eventually(  # every part of the round has run
             lambda: (
                 not records.query(
@@ -370,12 +381,61 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
         parts = records.query(
             "SELECT key, status FROM schedules WHERE key LIKE ? ORDER BY id", f"{round_key}%"
         )
-        assert parts == [
+        assert parts == [  # 2 + 2 + 1, then once more from the beginning: nobody new
             (round_key, "done"),
             (f"{round_key}:part:1", "done"),
             (f"{round_key}:part:2", "done"),
+            (f"{round_key}:part:3", "done"),
         ]
     waiting = records.query(
         "SELECT key FROM schedules WHERE kind = 'checkin_round' AND status = 'pending'"
     )
     assert waiting == [(f"checkin_round:london:{now + week}",)]
+
+
+async def test_someone_due_behind_the_round_is_asked_before_it_ends(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's parts go through the region in pseudonym order, each after the last
+    person asked. Someone who becomes due behind that position while the round goes on
+    (here: says yes to feedback) is asked by the round's last part, which looks once more
+    from the beginning, and nobody is asked twice."""
+    monkeypatch.setattr(checkins_module, "ROUND_BATCH", 2)
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    now, week = clock.now_ms(), 7 * 86_400_000
+    for person in PEOPLE_OF_LONDON:
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        held = hold_jobs(runtime, checkins_module.ROUND_JOB)  # each part run by the test
+        pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
+        latecomer = min(pseudonyms)  # first in the order: behind the round from its start
+        async with runtime.db.transaction() as conn:
+            for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
+                await People(conn).touch(who, person.chat_id, "en", now)
+                await People(conn).set_region(who, "london", now)
+                if who != latecomer:
+                    await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
+            await conn.execute(
+                "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
+                "created_at, updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
+                (now,),
+            )
+            await checkins_module.schedule_round(conn, "london", now, now)
+        runtime.scheduler.wake()
+        records = Records(runtime.settings)
+        asked_so_far = "SELECT COUNT(*) FROM checkins"
+        for part in range(6):
+            await eventually(lambda: len(held) > part)  # noqa: B023 - awaited at once
+            async with runtime.db.transaction() as conn:
+                await runtime.checkins.on_round(conn, held[part], clock.now_ms())
+            if part == 0:  # the first two asked; now the latecomer says yes
+                assert records.query(asked_so_far) == [(2,)]
+                async with runtime.db.transaction() as conn:
+                    await ConsentLedger(conn).record(
+                        latecomer, "feedback", True, "2026-11-v1", clock.now_ms()
+                    )
+            if records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)]:
+                break
+        asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")
+    assert sorted(asked) == sorted((who, 1) for who in pseudonyms)
+    assert part == 3  # 2 + 2 behind the first two, then 1 (the latecomer) from the start

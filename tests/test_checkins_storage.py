@@ -629,6 +629,16 @@ async def test_one_round_per_region(db: Database) -> None:
             CheckinSchedule("london", 14, NOW + 2 * DAY, "cli"),
             CheckinSchedule("wales", 42, NOW + 45 * DAY, "s-ivy"),
         ]
+        # A round under way keeps its position while its schedule keeps its time; it is
+        # forgotten when the round is replaced by another time, or moves on.
+        await checkins.move_round_position("wales", "p-kit")
+        await checkins.set_schedule("wales", 14, NOW + 45 * DAY, "s-jo", NOW + 4 * DAY)
+        assert await checkins.round_position("wales") == "p-kit"
+        await checkins.set_schedule("wales", 14, NOW + 46 * DAY, "s-jo", NOW + 4 * DAY)
+        assert await checkins.round_position("wales") == ""
+        await checkins.move_round_position("wales", "p-kit")
+        assert await checkins.advance_schedule("wales", NOW + 60 * DAY, NOW + 46 * DAY)
+        assert await checkins.round_position("wales") == ""
         assert await checkins.remove_schedule("london")
         assert not await checkins.remove_schedule("london")
         assert await checkins.schedule_of("london") is None
