@@ -263,7 +263,7 @@ class BroadcastService:
                     progress.total,
                     progress.planned,
                 )
-        shown = job.payload.get("shown")
+        shown: int | None = job.payload.get("shown")
         if progress.progress_chat_id is not None and progress.progress_message_id is not None:
             payload = self._progress_payload(progress, locale, incomplete)
             # The same text again (e.g. while a failed part waits minutes for its retry)
@@ -287,7 +287,7 @@ class BroadcastService:
         broadcast_id: int,
         organiser: tuple[int, str] | None,
         now: int,
-        shown: Any = None,
+        shown: int | None = None,
     ) -> None:
         """The next progress tick. `shown`: a checksum of what the organiser's message
         says now, so the tick edits it only when that changes."""
