@@ -151,38 +151,39 @@ class Checkins:
         if await self.open_for(pseudonym) is not None:
             raise CheckinAlreadyOpen(pseudonym)
         try:
-            async with self._conn.execute(
-                "INSERT INTO checkins (pseudonym, token, region, locale, week, source, sent_at) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                (pseudonym, secrets.token_hex(8), region, locale, week, source, now),
-            ) as cursor:
-                row = await cursor.fetchone()
+            (checkin,) = await self._record_sent([(pseudonym, region, locale)], week, source, now)
         except sqlite3.IntegrityError as exc:
             if "checkins.pseudonym" in str(exc):
                 raise CheckinAlreadyOpen(pseudonym) from exc
             raise
-        assert row is not None
-        checkin = _checkin(row)
-        await self._count("sent", checkin)
         return checkin
-
-    # The lookups on every answer use execute_fetchall: one trip to the database thread
-    # instead of three (execute, fetch, close) while the update holds the write lock.
 
     async def create_for_round(
         self, people: Sequence[tuple[str, str]], region: str, week: str, now: int
     ) -> list[Checkin]:
         """Check-ins sent by a region's round to (pseudonym, locale) each, in that order,
-        and counted: one statement for the check-ins and one for the counts (statement by
-        statement, they were most of a round part's hold on the database lock). Those given
-        have none open (`due_people`, in the same transaction); the unique index is the
-        backstop, and would fail the whole part. (A part of 200 binds 1,400 values, well
-        within SQLite's 32,766.)"""
+        and counted, in a few statements (statement by statement, they were most of a
+        round part's hold on the database lock). Those given have none open (`due_people`,
+        in the same transaction); the unique index is the backstop, and would fail the
+        whole part. (A part of 200 binds 1,400 values, well within SQLite's 32,766.)"""
+        return await self._record_sent(
+            [(pseudonym, region, locale) for pseudonym, locale in people],
+            week,
+            source="scheduled",
+            now=now,
+        )
+
+    async def _record_sent(
+        self, people: Sequence[tuple[str, str | None, str]], week: str, source: str, now: int
+    ) -> list[Checkin]:
+        """Insert a check-in as sent for each (pseudonym, region, locale), in one statement,
+        and count them per (week, region or '', locale) in one more; returned in the order
+        given."""
         if not people:
             return []
         rows = [
-            (pseudonym, secrets.token_hex(8), region, locale, week, "scheduled", now)
-            for pseudonym, locale in people
+            (pseudonym, secrets.token_hex(8), region, locale, week, source, now)
+            for pseudonym, region, locale in people
         ]
         async with self._conn.execute(
             "INSERT INTO checkins (pseudonym, token, region, locale, week, source, sent_at) "
@@ -192,11 +193,14 @@ class Checkins:
         ) as cursor:
             # RETURNING promises no order: matched up by person
             made = {c.pseudonym: c for c in map(_checkin, await cursor.fetchall())}
-        sent = Counter(locale for _, locale in people)
+        sent = Counter((region or "", locale) for _, region, locale in people)
         await self._conn.executemany(
-            _COUNT_SENT, [(week, region, locale, n) for locale, n in sorted(sent.items())]
+            _COUNT_SENT, [(week, region, locale, n) for (region, locale), n in sorted(sent.items())]
         )
-        return [made[pseudonym] for pseudonym, _ in people]
+        return [made[pseudonym] for pseudonym, _, _ in people]
+
+    # The lookups on every answer use execute_fetchall: one trip to the database thread
+    # instead of three (execute, fetch, close) while the update holds the write lock.
 
     async def get(self, checkin_id: int) -> Checkin | None:
         return await self._one(f"SELECT {_COLUMNS} FROM checkins WHERE id = ?", (checkin_id,))
@@ -498,9 +502,6 @@ class Checkins:
 
     async def _count(self, step: str, checkin: Checkin) -> None:
         key = (checkin.week, checkin.region or "", checkin.locale)
-        if step == "sent":
-            await self._conn.execute(_COUNT_SENT, (*key, 1))
-            return
         cursor = await self._conn.execute(_COUNT_LATER[step], key)
         # The row is made when the check-in is sent and never deleted; if it were missing
         # the digest would silently undercount, so fail (and roll back) instead.

@@ -96,6 +96,16 @@ class Recipient:
     locale: str
 
 
+# Who a broadcast for a purpose may go to (parameters: purpose, region): through
+# people_by_region, and the latest decision on the purpose through the ledger's index.
+_REACHABLE_WITH_CONSENT = (
+    "FROM people p "
+    "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
+    "  WHERE pseudonym = p.pseudonym AND purpose = ?) "
+    "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1"
+)
+
+
 async def reachable_with_consent(
     conn: aiosqlite.Connection,
     region: str,
@@ -134,16 +144,6 @@ async def count_reachable_with_consent(
     ) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
-
-
-# Who a broadcast for a purpose may go to (parameters: purpose, region): through
-# people_by_region, and the latest decision on the purpose through the ledger's index.
-_REACHABLE_WITH_CONSENT = (
-    "FROM people p "
-    "JOIN consent_ledger c ON c.id = (SELECT MAX(id) FROM consent_ledger "
-    "  WHERE pseudonym = p.pseudonym AND purpose = ?) "
-    "WHERE p.region = ? AND p.reachable = 1 AND c.granted = 1"
-)
 
 
 class ConsentLedger:
