@@ -37,8 +37,10 @@ ROUND_JOB = "checkin_round"
 ROUND_BATCH = 200  # people asked per transaction of a round (<= 0.09 s of the lock, bench.jobs)
 NUDGE_JOB = "checkin_nudge"
 EXPIRE_JOB = "checkin_expire"
+ROUNDS_CHECK_JOB = "checkin_rounds_check"  # hourly: a round stopped by a failure goes on
 BUTTON_PREFIX = "ck:"  # ck:<check-in token>: Start / Carry on
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 DIALOGUE = "feedback"
 _SCALE = frozenset({"1", "2", "3", "4", "5"})
 
@@ -237,44 +239,60 @@ class CheckinService(Desk[DialogueTexts]):
         await schedule_round(conn, region, next_at, now)
 
     async def ensure_rounds(self) -> None:
-        """At start: every region's round has its job waiting. A round job given up after
-        repeated failures would otherwise stop that region's check-ins for good; its round
-        is skipped to the next time after now (and logged), and the job made again. A round
-        begun but not finished (the bot stopped between its parts) goes on: by its next
-        part, if that is still to run, else (given up) by a job made again; those it asked
-        already are not due, so nobody is asked twice."""
+        """At start: every region's round has its job waiting (see `_ensure_rounds`), and
+        the hourly check that keeps it so while the bot runs is scheduled."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
-            checkins, jobs = Checkins(conn), Schedules(conn)
-            for schedule in await checkins.schedules():
-                key = f"{ROUND_JOB}:{schedule.region}:{schedule.next_at}"
-                status = await jobs.status_of(key)
-                if status == "pending":
-                    continue
-                next_at = schedule.next_at
-                if status == "done":  # begun, and stopped between its parts: go on with it
-                    if await jobs.pending_under(f"{key}:"):
-                        continue  # its next part is still to run, and goes on by itself
-                    await jobs.add(
-                        ROUND_JOB,
-                        f"{key}:resumed:{now}",
-                        now,
-                        {"region": schedule.region, "due": next_at},
-                        now,
-                    )
-                    continue
-                if status is not None:  # given up: that round will not be sent
-                    interval = schedule.every_days * DAY_MS
+            await self._ensure_rounds(conn, now)
+            await _schedule_rounds_check(conn, now)
+
+    async def on_rounds_check(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """Hourly, while the bot runs: the same check as at start. A part of a round given
+        up after repeated failures (a disk full for half an hour) was resumed only at the
+        next restart, and that region's people went unasked until then."""
+        await self._ensure_rounds(conn, now)
+        await _schedule_rounds_check(conn, now)
+
+    async def _ensure_rounds(self, conn: aiosqlite.Connection, now: int) -> None:
+        """Every region's round has its job waiting. A round job given up after repeated
+        failures would otherwise stop that region's check-ins for good; its round is
+        skipped to the next time after now (and logged), and the job made again. A round
+        begun but not finished (the bot stopped between its parts, or a part was given up)
+        goes on: by its next part, if that is still to run, else by a job made again; those
+        it asked already are not due, so nobody is asked twice."""
+        checkins, jobs = Checkins(conn), Schedules(conn)
+        for schedule in await checkins.schedules():
+            key = f"{ROUND_JOB}:{schedule.region}:{schedule.next_at}"
+            status = await jobs.status_of(key)
+            if status == "pending":
+                continue
+            next_at = schedule.next_at
+            if status == "done":  # begun, and stopped between its parts: go on with it
+                if await jobs.pending_under(f"{key}:"):
+                    continue  # its next part is still to run, and goes on by itself
+                await jobs.add(
+                    ROUND_JOB,
+                    f"{key}:resumed:{now}",
+                    now,
+                    {"region": schedule.region, "due": next_at},
+                    now,
+                )
+                log.warning(
+                    "the check-in round of %s stopped between parts; resumed", schedule.region
+                )
+                continue
+            if status is not None:  # given up: that round will not be sent
+                interval = schedule.every_days * DAY_MS
+                next_at += interval
+                while next_at <= now:
                     next_at += interval
-                    while next_at <= now:
-                        next_at += interval
-                    await checkins.advance_schedule(schedule.region, next_at, now)
-                    log.error(
-                        "the check-in round of %s had failed (%s); the next is scheduled",
-                        schedule.region,
-                        status,
-                    )
-                await schedule_round(conn, schedule.region, next_at, now)
+                await checkins.advance_schedule(schedule.region, next_at, now)
+                log.error(
+                    "the check-in round of %s had failed (%s); the next is scheduled",
+                    schedule.region,
+                    status,
+                )
+            await schedule_round(conn, schedule.region, next_at, now)
 
     async def on_nudge(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """One gentle reminder for a check-in not finished after a day."""
@@ -357,6 +375,14 @@ async def schedule_round(conn: aiosqlite.Connection, region: str, due: int, now:
     """The job for a region's next round (idempotent: keyed by region and due time)."""
     await Schedules(conn).add(
         ROUND_JOB, f"{ROUND_JOB}:{region}:{due}", due, {"region": region, "due": due}, now
+    )
+
+
+async def _schedule_rounds_check(conn: aiosqlite.Connection, now: int) -> None:
+    """The next hour's check of the rounds (idempotent: keyed by the hour)."""
+    hour = now // HOUR_MS + 1
+    await Schedules(conn).add(
+        ROUNDS_CHECK_JOB, f"{ROUNDS_CHECK_JOB}:{hour}", hour * HOUR_MS, {}, now
     )
 
 

@@ -18,7 +18,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes
 from bot import error_reporting
 from bot.answer_keeper import AnswerKeeper
 from bot.broadcasts import PROGRESS_JOB, BroadcastService
-from bot.checkins import EXPIRE_JOB, NUDGE_JOB, ROUND_JOB, CheckinService
+from bot.checkins import EXPIRE_JOB, NUDGE_JOB, ROUND_JOB, ROUNDS_CHECK_JOB, CheckinService
 from bot.conversation import ConversationService
 from bot.data_rights import DataRightsService
 from bot.desk import DialogueTexts
@@ -201,7 +201,8 @@ async def build_runtime(
     scheduler.register(ROUND_JOB, checkins.on_round, quick=True)  # each a part of a round
     scheduler.register(NUDGE_JOB, checkins.on_nudge)
     scheduler.register(EXPIRE_JOB, checkins.on_expire)
-    await checkins.ensure_rounds()  # a round given up after failures is scheduled again
+    scheduler.register(ROUNDS_CHECK_JOB, checkins.on_rounds_check)
+    await checkins.ensure_rounds()  # a round given up after failures goes on; hourly after
     scheduler.register(REMINDER_JOB, panels.on_reminder)
     scheduler.register(OVER_JOB, panels.on_over)
     scheduler.register(INVITE_JOB, panels.on_invite_more, quick=True)

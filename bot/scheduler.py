@@ -38,8 +38,8 @@ _INBOX_MEMORY_MS = 7 * _DAY_MS
 # forgotten: two per check-in and one per progress tick of a broadcast, millions a year at
 # national scale. Failed jobs stay until someone deals with them. Keys carry ids never
 # reused or a time already passed, so a month-old key comes back in one case only: a
-# check-in round stuck between its parts that long is scheduled again at the next start
-# (`ensure_rounds`), which asks whoever is still due, as resuming it would.
+# check-in round stuck between its parts that long is scheduled again by the hourly check
+# (`CheckinService.on_rounds_check`), which asks whoever is still due, as resuming it would.
 _JOB_MEMORY_MS = 30 * _DAY_MS
 
 

@@ -9,9 +9,11 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from bot import checkins as checkins_module
@@ -20,6 +22,7 @@ from bot.rendering import Catalogs
 from bot.settings import PROJECT_ROOT, load_settings
 from storage.clock import ManualClock
 from storage.people import ConsentLedger, People
+from storage.queues import Job
 from tests.harness import (
     ADA,
     BRAN,
@@ -391,6 +394,72 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
         "SELECT key FROM schedules WHERE kind = 'checkin_round' AND status = 'pending'"
     )
     assert waiting == [(f"checkin_round:london:{now + week}",)]
+
+
+async def test_a_round_whose_part_was_given_up_goes_on_within_the_hour(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's second part fails five times and is given up, while the bot runs. The
+    hourly check finds the round stopped between its parts and makes it go on, without a
+    restart (before, that region's people went unasked until the next one): everyone is
+    asked, nobody twice, and the schedule moves on."""
+    monkeypatch.setattr(checkins_module, "ROUND_BATCH", 2)
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    now, week = clock.now_ms(), 7 * 86_400_000
+    for person in PEOPLE_OF_LONDON:
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        failures: list[int] = []
+
+        async def second_part_fails(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+            if job.payload.get("part") == 1 and len(failures) < 5:
+                failures.append(now)
+                raise ConnectionError("an invented failure of the part")
+            await runtime.checkins.on_round(conn, job, now)
+
+        runtime.scheduler.register(checkins_module.ROUND_JOB, second_part_fails, quick=True)
+        pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
+        async with runtime.db.transaction() as conn:
+            for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
+                await People(conn).touch(who, person.chat_id, "en", now)
+                await People(conn).set_region(who, "london", now)
+                await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
+            await conn.execute(
+                "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
+                "created_at, updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
+                (now,),
+            )
+            await checkins_module.schedule_round(conn, "london", now, now)
+        runtime.scheduler.wake()
+        records = Records(runtime.settings)
+        given_up = "SELECT COUNT(*) FROM schedules WHERE key LIKE '%:part:1' AND status = 'failed'"
+
+        def a_minute_at_a_time(condition: Callable[[], bool]) -> Callable[[], bool]:
+            def check() -> bool:
+                if condition():
+                    return True
+                clock.advance(60)
+                runtime.scheduler.wake()
+                return False
+
+            return check
+
+        await eventually(a_minute_at_a_time(lambda: records.query(given_up) == [(1,)]))
+        assert len(failures) == 5
+        assert records.query("SELECT COUNT(*) FROM checkins") == [(2,)]  # the first part's
+        assert records.query("SELECT next_at FROM checkin_schedules") == [(now,)]  # stuck
+        await eventually(
+            a_minute_at_a_time(
+                lambda: records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)]
+            )
+        )
+        asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")
+        resumed = records.query(
+            "SELECT due_at FROM schedules WHERE key LIKE '%:resumed:%' AND key NOT LIKE '%:part:%'"
+        )
+    assert sorted(asked) == sorted((who, 1) for who in pseudonyms)
+    assert len(resumed) == 1  # made again once, by the check at 10:00, not by a restart
+    assert now + 60 * 60_000 <= resumed[0][0] <= now + 61 * 60_000
 
 
 async def test_someone_due_behind_the_round_is_asked_before_it_ends(
