@@ -249,13 +249,14 @@ class BroadcastService:
         if progress is None:
             return
         incomplete = False
+        next_part = await broadcasts.next_part(broadcast_id)
+        next_status = None if next_part is None else next_part.status
         if progress.status == "running" and progress.pending == 0:
-            next_part = await broadcasts.next_part_status(broadcast_id)
-            if next_part != "pending":
+            if next_status != "pending":
                 await broadcasts.finish(broadcast_id, now)
                 progress = await broadcasts.progress(broadcast_id)
                 assert progress is not None
-            if next_part == "failed":  # the rest were never queued: say so, not "Finished"
+            if next_status == "failed":  # the rest were never queued: say so, not "Finished"
                 incomplete = True
                 log.error(
                     "broadcast %d finished without its next part: %d of %d queued",
@@ -265,7 +266,10 @@ class BroadcastService:
                 )
         shown: int | None = job.payload.get("shown")
         if progress.progress_chat_id is not None and progress.progress_message_id is not None:
-            payload = self._progress_payload(progress, locale, incomplete)
+            waiting_ms = 0  # a part that failed waits for its retry (1, 2, 4, 8 minutes)
+            if next_part is not None and next_status == "pending":
+                waiting_ms = max(0, next_part.due_at - now)
+            payload = self._progress_payload(progress, locale, incomplete, waiting_ms)
             # The same text again (e.g. while a failed part waits minutes for its retry)
             # would be an edit Telegram refuses as "not modified": not sent.
             text_now = zlib.crc32(json.dumps(payload, sort_keys=True).encode())
@@ -303,10 +307,15 @@ class BroadcastService:
         )
 
     def _progress_payload(
-        self, progress: BroadcastProgress, locale: str, incomplete: bool = False
+        self,
+        progress: BroadcastProgress,
+        locale: str,
+        incomplete: bool = False,
+        waiting_ms: int = 0,
     ) -> dict[str, Any]:
         """The organiser's progress message, e.g. "Sending: 1,240 of 5,000 sent...".
-        `incomplete`: finished because a part could not be queued (given up)."""
+        `incomplete`: finished because a part could not be queued (given up).
+        `waiting_ms`: how long until the next part's job runs (waiting for a retry)."""
         key = {"running": "broadcast_sending", "done": "broadcast_done"}.get(
             progress.status, "broadcast_cancelled"
         )
@@ -315,8 +324,14 @@ class BroadcastService:
         # Running, stopped or cut short, the whole broadcast (its parts still to come too);
         # finished, what was queued in the end (someone may have withdrawn before their part).
         total = progress.planned if incomplete or progress.status != "done" else progress.total
-        to_come = progress.pending + progress.planned - progress.total
-        eta_seconds = max(1.0, to_come / self._rate)
+        # What is queued goes out meanwhile; the rest once the next part has run.
+        queued_s = progress.pending / self._rate
+        rest_s = (progress.planned - progress.total) / self._rate
+        eta_seconds = max(1.0, max(queued_s, waiting_ms / 1000) + rest_s)
+        if waiting_ms > 0:  # a part is queued when due: only a retry waits
+            # Whole minutes while a retry is awaited: "About 8 minutes left" counts down a
+            # minute at a time, an edit a minute, not one every tick.
+            eta_seconds = max(1, round(eta_seconds / 60)) * 60
         params = {
             "sent": format_decimal(progress.sent, locale=locale),
             "total": format_decimal(total, locale=locale),

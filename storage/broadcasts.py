@@ -33,6 +33,16 @@ class BroadcastProgress:
     planned: int
 
 
+@dataclass(frozen=True)
+class NextPart:
+    """The job that adds a broadcast's next part (`Broadcasts.expect_part`)."""
+
+    # 'pending' (still to run, or to be retried), 'done', 'failed' (given up after
+    # repeated failures)
+    status: str
+    due_at: int  # when it runs; later than now while it waits to be retried
+
+
 class Broadcasts:
     """The broadcasts table and the outbox rows that belong to each broadcast."""
 
@@ -125,17 +135,16 @@ class Broadcasts:
             "UPDATE broadcasts SET next_part_key = ? WHERE id = ?", (job_key, broadcast_id)
         )
 
-    async def next_part_status(self, broadcast_id: int) -> str | None:
-        """The status of the job that adds the broadcast's next part: 'pending' (still to
-        run, or to be retried), 'done', 'failed' (given up after repeated failures); None
-        when it was queued whole, or the job has been forgotten."""
+    async def next_part(self, broadcast_id: int) -> NextPart | None:
+        """The job that adds the broadcast's next part; None when it was queued whole, or
+        the job has been forgotten."""
         async with self._conn.execute(
-            "SELECT s.status FROM broadcasts b JOIN schedules s ON s.key = b.next_part_key "
-            "WHERE b.id = ?",
+            "SELECT s.status, s.due_at FROM broadcasts b JOIN schedules s "
+            "ON s.key = b.next_part_key WHERE b.id = ?",
             (broadcast_id,),
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else NextPart(str(row[0]), int(row[1]))
 
     async def status(self, broadcast_id: int) -> str | None:
         """'running', 'done' or 'cancelled' (stopped by its organiser); None if unknown."""
