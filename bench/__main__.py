@@ -115,13 +115,15 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                 (
                     "inbound",
                     "yousaid ÷ ceiling (whole burst / same subset)",
-                    f"{i['ratio_vs_ceiling']:.2f} / {i['subset_ratio_vs_ceiling']:.2f}",
+                    f"{i['ratio_vs_ceiling']:.2f} / {i['subset_ratio_vs_ceiling']:.2f}"
+                    + _spread(i, "subset_ratios_vs_ceiling"),
                     "≥ 0.5",
                 ),
                 (
                     "inbound",
                     "yousaid ÷ peer (whole burst / same subset)",
-                    f"{i['ratio_vs_peer']:.2f} / {i['subset_ratio_vs_peer']:.2f}",
+                    f"{i['ratio_vs_peer']:.2f} / {i['subset_ratio_vs_peer']:.2f}"
+                    + _spread(i, "subset_ratios_vs_peer"),
                     "≥ 3",
                 ),
             ]
@@ -178,6 +180,15 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     if "jobs" in results:
         table += job_rows(results["jobs"])
     return table
+
+
+def _spread(inbound: dict[str, Any], key: str) -> str:
+    """The spread of the paired subset ratios, e.g. " (subset: median of 3 runs, 0.51 -
+    0.55)"; nothing for a single run (as every run before the seventh round was)."""
+    ratios = inbound.get(key) or []
+    if len(ratios) < 2:
+        return ""
+    return f" (subset: median of {len(ratios)} runs, {min(ratios):.2f} - {max(ratios):.2f})"
 
 
 def job_rows(j: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -26,7 +26,7 @@ servers are not in a bot's process; `--server-in-process` runs them in the bot's
 the first four rounds of bench/FINDINGS.md did, so their CPU is charged to the bot under test.
 
     .venv/bin/python -m bench.inbound [--people 5000] [--baseline-updates 5000]
-        [--server-in-process] [--profile FILE] [--json FILE]
+        [--repeats 3] [--server-in-process] [--profile FILE] [--json FILE]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import pstats
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -744,40 +745,79 @@ async def run_peer(
 
 
 async def run(
-    people_count: int, baseline_updates: int, profile_path: str | None, server_in_process: bool
-) -> list[Measure]:
-    results: list[Measure] = []
+    people_count: int,
+    baseline_updates: int,
+    profile_path: str | None,
+    server_in_process: bool,
+    repeats: int = 1,
+) -> list[list[Measure]]:
+    """`repeats` rounds of the three on the same subset, one after the other (ceiling, peer,
+    yousaid; again...), so that each yousaid run has baselines measured a minute before it,
+    then yousaid on the whole burst: the subset runs, then the whole-burst run in a list."""
+    trios: list[list[Measure]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
         # Baselines and yousaid on the same subset (same people, same steps), then yousaid on
         # the whole burst. Subset: whole check-ins adding up to about `baseline_updates`.
         per_person = statistics.mean(len(script_for(n)) for n in range(100))
         subset = (max(1, int(baseline_updates / per_person)), 740_000_000)
         inside = server_in_process
-        results.append(await run_ceiling(subset, baseline_updates, inside))
-        results.append(await run_peer(subset, folder, baseline_updates, inside))
-        # The baselines stop at `baseline_updates`, part of the way through a round: so does
-        # yousaid's run on the subset (before the fifth round it ran the whole subset).
-        same = "yousaid (same subset)"
-        results.append(await run_yousaid(subset, folder, same, inside, limit=baseline_updates))
+        for repeat in range(repeats):
+            folder = Path(tmp) / f"run{repeat}"  # each run its own databases
+            folder.mkdir()
+            trio = [await run_ceiling(subset, baseline_updates, inside)]
+            trio.append(await run_peer(subset, folder, baseline_updates, inside))
+            # The baselines stop at `baseline_updates`, part of the way through a round: so
+            # does yousaid's run on the subset (before the fifth round it ran the whole subset).
+            same = "yousaid (same subset)"
+            trio.append(await run_yousaid(subset, folder, same, inside, limit=baseline_updates))
+            trios.append(trio)
+            print(
+                f"subset run {repeat + 1} of {repeats}: "
+                + ", ".join(f"{m.name} {m.per_second:.1f}/s" for m in trio),
+                file=sys.stderr,
+                flush=True,
+            )
         profile = cProfile.Profile() if profile_path else None
         everyone = (people_count, 750_000_000)
         name = f"yousaid ({people_count:,} people)"
-        results.append(await run_yousaid(everyone, folder, name, inside, profile))
+        folder = Path(tmp) / "whole"
+        folder.mkdir()
+        whole = await run_yousaid(everyone, folder, name, inside, profile)
         if profile is not None and profile_path:
             profile.dump_stats(profile_path)
-    return results
+    return [*trios, [whole]]
 
 
-def report(results: list[Measure], server_in_process: bool) -> dict[str, Any]:
-    ceiling, peer, same, full = results
+def _median_run(runs: list[Measure]) -> Measure:
+    """The run whose updates/s is the median (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda m: m.per_second)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def report(results: list[list[Measure]], server_in_process: bool) -> dict[str, Any]:
+    """Rows: each bot's median run. Subset ratios: the median of each run's yousaid ÷ the
+    baselines of the same run (paired: what slowed the machine for one, a minute apart,
+    slowed it for both); whole burst ÷ the median baseline run."""
+    *trios, (full,) = results
+    ceilings, peers, sames = ([trio[k] for trio in trios] for k in range(3))
+    ceiling, peer, same = _median_run(ceilings), _median_run(peers), _median_run(sames)
+    vs_ceiling = [t[2].per_second / t[0].per_second for t in trios]
+    vs_peer = [t[2].per_second / t[1].per_second for t in trios]
     return {
-        "rows": [m.row() for m in results],
+        "rows": [m.row() for m in (ceiling, peer, same, full)],
         "server": "in the bot's process" if server_in_process else "in its own process",
+        "repeats": len(trios),
+        "runs_updates_per_s": {
+            "ceiling": [round(m.per_second, 1) for m in ceilings],
+            "peer": [round(m.per_second, 1) for m in peers],
+            "yousaid_same_subset": [round(m.per_second, 1) for m in sames],
+        },
         "ratio_vs_ceiling": round(full.per_second / ceiling.per_second, 3),
         "ratio_vs_peer": round(full.per_second / peer.per_second, 3),
-        "subset_ratio_vs_ceiling": round(same.per_second / ceiling.per_second, 3),
-        "subset_ratio_vs_peer": round(same.per_second / peer.per_second, 3),
+        "subset_ratio_vs_ceiling": round(statistics.median(vs_ceiling), 3),
+        "subset_ratio_vs_peer": round(statistics.median(vs_peer), 3),
+        "subset_ratios_vs_ceiling": [round(r, 3) for r in vs_ceiling],
+        "subset_ratios_vs_peer": [round(r, 3) for r in vs_peer],
     }
 
 
@@ -788,6 +828,13 @@ def main() -> None:
     parser.add_argument("--profile", help="write cProfile stats of the full yousaid run here")
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of the three bots on the subset, one after the other; the table shows the "
+        "median (default 3)",
+    )
+    parser.add_argument(
         "--server-in-process",
         action="store_true",
         help="run the local Bot API server and the people in the bot's own process, as the "
@@ -795,7 +842,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     inside = args.server_in_process
-    results = asyncio.run(run(args.people, args.baseline_updates, args.profile, inside))
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    results = asyncio.run(
+        run(args.people, args.baseline_updates, args.profile, inside, args.repeats)
+    )
     summary = report(results, inside)
     for row in summary["rows"]:
         print(json.dumps(row))
