@@ -41,6 +41,8 @@ ROUNDS_CHECK_JOB = "checkin_rounds_check"  # hourly: a round stopped by a failur
 BUTTON_PREFIX = "ck:"  # ck:<check-in token>: Start / Carry on
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+# A round resumed this many times, and stopped by a failure each time, is given up.
+_RESUMES_PER_ROUND = 3
 DIALOGUE = "feedback"
 _SCALE = frozenset({"1", "2", "3", "4", "5"})
 
@@ -240,26 +242,29 @@ class CheckinService(Desk[DialogueTexts]):
 
     async def ensure_rounds(self) -> None:
         """At start: every region's round has its job waiting (see `_ensure_rounds`), and
-        the hourly check that keeps it so while the bot runs is scheduled."""
+        the hourly checks that keep it so while the bot runs are scheduled."""
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
             await self._ensure_rounds(conn, now)
-            await _schedule_rounds_check(conn, now)
+            await _schedule_rounds_checks(conn, now)
 
     async def on_rounds_check(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """Hourly, while the bot runs: the same check as at start. A part of a round given
         up after repeated failures (a disk full for half an hour) was resumed only at the
         next restart, and that region's people went unasked until then."""
         await self._ensure_rounds(conn, now)
-        await _schedule_rounds_check(conn, now)
+        await _schedule_rounds_checks(conn, now)
 
     async def _ensure_rounds(self, conn: aiosqlite.Connection, now: int) -> None:
-        """Every region's round has its job waiting. A round job given up after repeated
-        failures would otherwise stop that region's check-ins for good; its round is
-        skipped to the next time after now (and logged), and the job made again. A round
-        begun but not finished (the bot stopped between its parts, or a part was given up)
-        goes on: by its next part, if that is still to run, else by a job made again; those
-        it asked already are not due, so nobody is asked twice."""
+        """Every region's round has its job waiting. A round whose first job was given up
+        after repeated failures never began (nobody was asked): it is skipped to its next
+        time after now (and logged), as it was before the check ran hourly, and the job
+        made again. A round begun but not finished (the bot stopped between its parts, or a
+        part was given up) goes on: by its next part, if that is still to run, else by a
+        job made again, in a broadcast of its own (the first one's progress tick logs it as
+        not finished); those it asked already are not due, so nobody is asked twice. A
+        round that keeps failing after it was resumed (_RESUMES_PER_ROUND times) is skipped
+        too, rather than tried every hour for ever."""
         checkins, jobs = Checkins(conn), Schedules(conn)
         for schedule in await checkins.schedules():
             key = f"{ROUND_JOB}:{schedule.region}:{schedule.next_at}"
@@ -270,18 +275,22 @@ class CheckinService(Desk[DialogueTexts]):
             if status == "done":  # begun, and stopped between its parts: go on with it
                 if await jobs.pending_under(f"{key}:"):
                     continue  # its next part is still to run, and goes on by itself
-                await jobs.add(
-                    ROUND_JOB,
-                    f"{key}:resumed:{now}",
-                    now,
-                    {"region": schedule.region, "due": next_at},
-                    now,
-                )
-                log.warning(
-                    "the check-in round of %s stopped between parts; resumed", schedule.region
-                )
-                continue
-            if status is not None:  # given up: that round will not be sent
+                # each stop left a job given up: the first part's, then one per resumption
+                if await jobs.failed_under(f"{key}:") <= _RESUMES_PER_ROUND:
+                    await jobs.add(
+                        ROUND_JOB,
+                        f"{key}:resumed:{now}",
+                        now,
+                        {"region": schedule.region, "due": next_at},
+                        now,
+                    )
+                    log.warning(
+                        "the check-in round of %s stopped between parts; resumed",
+                        schedule.region,
+                    )
+                    continue
+                status = "failed again after being resumed"
+            if status is not None:  # given up: that round will not be sent (or finished)
                 interval = schedule.every_days * DAY_MS
                 next_at += interval
                 while next_at <= now:
@@ -378,11 +387,18 @@ async def schedule_round(conn: aiosqlite.Connection, region: str, due: int, now:
     )
 
 
-async def _schedule_rounds_check(conn: aiosqlite.Connection, now: int) -> None:
-    """The next hour's check of the rounds (idempotent: keyed by the hour)."""
-    hour = now // HOUR_MS + 1
-    await Schedules(conn).add(
-        ROUNDS_CHECK_JOB, f"{ROUNDS_CHECK_JOB}:{hour}", hour * HOUR_MS, {}, now
+async def _schedule_rounds_checks(conn: aiosqlite.Connection, now: int) -> None:
+    """The checks of the next day's hours (idempotent: keyed by the hour). A day of them,
+    not only the next hour's: a check that fails until it is given up (the disk full for
+    hours) takes back what it would have scheduled, and a chain of one would end there
+    until the next restart."""
+    hour = now // HOUR_MS
+    await Schedules(conn).add_all(
+        [
+            (ROUNDS_CHECK_JOB, f"{ROUNDS_CHECK_JOB}:{later}", later * HOUR_MS, {})
+            for later in range(hour + 1, hour + 25)
+        ],
+        now,
     )
 
 

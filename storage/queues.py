@@ -333,14 +333,22 @@ class Schedules:
     async def pending_under(self, prefix: str) -> bool:
         """Whether a job whose key starts with `prefix` is still to run (a key range, so
         the keys' unique index finds it)."""
-        after_prefix = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         async with self._conn.execute(
             "SELECT EXISTS (SELECT 1 FROM schedules "
             "WHERE key >= ? AND key < ? AND status = 'pending')",
-            (prefix, after_prefix),
+            (prefix, _after_every_key_under(prefix)),
         ) as cursor:
             row = await cursor.fetchone()
         return bool(row and row[0])
+
+    async def failed_under(self, prefix: str) -> int:
+        """How many jobs whose key starts with `prefix` were given up (a key range)."""
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM schedules WHERE key >= ? AND key < ? AND status = 'failed'",
+            (prefix, _after_every_key_under(prefix)),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def due(self, now: int, limit: int = 100) -> list[Job]:
         async with self._conn.execute(
@@ -391,3 +399,9 @@ class Meta:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def _after_every_key_under(prefix: str) -> str:
+    """The least string after every key that starts with `prefix` (its last character
+    moved up one): keys in [prefix, this) are a range the keys' unique index finds."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)

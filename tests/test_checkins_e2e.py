@@ -396,28 +396,35 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
     assert waiting == [(f"checkin_round:london:{now + week}",)]
 
 
+@pytest.mark.parametrize("keeps_failing", [False, True], ids=["fails a while", "keeps failing"])
 async def test_a_round_whose_part_was_given_up_goes_on_within_the_hour(
-    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keeps_failing: bool
 ) -> None:
     """A round's second part fails five times and is given up, while the bot runs. The
     hourly check finds the round stopped between its parts and makes it go on, without a
     restart (before, that region's people went unasked until the next one): everyone is
-    asked, nobody twice, and the schedule moves on."""
+    asked, nobody twice, and the schedule moves on. A round that fails again each time it
+    is resumed is resumed three times, then skipped to its next time (not tried hourly
+    for ever)."""
     monkeypatch.setattr(checkins_module, "ROUND_BATCH", 2)
     clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
-    now, week = clock.now_ms(), 7 * 86_400_000
+    now, week, hour = clock.now_ms(), 7 * 86_400_000, 3_600_000
+    round_key = f"{checkins_module.ROUND_JOB}:london:{now}"
     for person in PEOPLE_OF_LONDON:
         api.add_chat(person)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         failures: list[int] = []
 
-        async def second_part_fails(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        async def fails(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+            if keeps_failing and job.key != round_key:  # all but the first part
+                failures.append(now)
+                raise ConnectionError("an invented failure of the round")
             if job.payload.get("part") == 1 and len(failures) < 5:
                 failures.append(now)
                 raise ConnectionError("an invented failure of the part")
             await runtime.checkins.on_round(conn, job, now)
 
-        runtime.scheduler.register(checkins_module.ROUND_JOB, second_part_fails, quick=True)
+        runtime.scheduler.register(checkins_module.ROUND_JOB, fails, quick=True)
         pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
         async with runtime.db.transaction() as conn:
             for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
@@ -434,32 +441,53 @@ async def test_a_round_whose_part_was_given_up_goes_on_within_the_hour(
         records = Records(runtime.settings)
         given_up = "SELECT COUNT(*) FROM schedules WHERE key LIKE '%:part:1' AND status = 'failed'"
 
-        def a_minute_at_a_time(condition: Callable[[], bool]) -> Callable[[], bool]:
+        def as_time_goes_by(condition: Callable[[], bool]) -> Callable[[], bool]:
             def check() -> bool:
                 if condition():
                     return True
-                clock.advance(60)
+                clock.advance(5 * 60)
                 runtime.scheduler.wake()
                 return False
 
             return check
 
-        await eventually(a_minute_at_a_time(lambda: records.query(given_up) == [(1,)]))
+        await eventually(as_time_goes_by(lambda: records.query(given_up) == [(1,)]))
         assert len(failures) == 5
         assert records.query("SELECT COUNT(*) FROM checkins") == [(2,)]  # the first part's
         assert records.query("SELECT next_at FROM checkin_schedules") == [(now,)]  # stuck
         await eventually(
-            a_minute_at_a_time(
+            as_time_goes_by(
                 lambda: records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)]
             )
         )
         asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")
-        resumed = records.query(
-            "SELECT due_at FROM schedules WHERE key LIKE '%:resumed:%' AND key NOT LIKE '%:part:%'"
+        resumed_at = [  # the time in the key: a failed job's due_at is its next retry's
+            int(str(key).rsplit(":", 1)[1])
+            for (key,) in records.query(
+                "SELECT key FROM schedules "
+                "WHERE key LIKE '%:resumed:%' AND key NOT LIKE '%:part:%' ORDER BY id"
+            )
+        ]
+        checks = records.query(
+            "SELECT due_at, done_at FROM schedules WHERE kind = ? AND status = 'done' "
+            "ORDER BY due_at",
+            checkins_module.ROUNDS_CHECK_JOB,
         )
-    assert sorted(asked) == sorted((who, 1) for who in pseudonyms)
-    assert len(resumed) == 1  # made again once, by the check at 10:00, not by a restart
-    assert now + 60 * 60_000 <= resumed[0][0] <= now + 61 * 60_000
+        next_round = records.query(
+            "SELECT status FROM schedules WHERE key = ?",
+            f"{checkins_module.ROUND_JOB}:london:{now + week}",
+        )
+    # the checks ran at 10:00 (11:00, 12:00, 13:00), the clock running ahead of them
+    ran = 4 if keeps_failing else 1
+    assert [due for due, _ in checks] == [now + hour * n for n in range(1, ran + 1)]
+    if not keeps_failing:
+        assert sorted(asked) == sorted((who, 1) for who in pseudonyms)
+        assert resumed_at == [checks[0][1]]  # by the check at 10:00
+    else:  # resumed by the checks at 10, 11 and 12; skipped by the one at 13:00
+        assert sorted(n for _, n in asked) == [1, 1]  # the first part's two, once
+        assert resumed_at == [done for _, done in checks[:3]]
+        assert checks[3][1] >= now + 4 * hour
+    assert next_round == [("pending",)]  # next week's round, once
 
 
 async def test_someone_due_behind_the_round_is_asked_before_it_ends(
