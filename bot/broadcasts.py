@@ -266,10 +266,12 @@ class BroadcastService:
                 )
         shown: int | None = job.payload.get("shown")
         if progress.progress_chat_id is not None and progress.progress_message_id is not None:
-            waiting_ms = 0  # a part that failed waits for its retry (1, 2, 4, 8 minutes)
-            if next_part is not None and next_status == "pending":
-                waiting_ms = max(0, next_part.due_at - now)
-            payload = self._progress_payload(progress, locale, incomplete, waiting_ms)
+            # A part that failed waits for its retry (1, 2, 4, 8 minutes), or is due and
+            # about to run again.
+            retry_in_ms: int | None = None
+            if next_part is not None and next_status == "pending" and next_part.attempts:
+                retry_in_ms = max(0, next_part.due_at - now)
+            payload = self._progress_payload(progress, locale, incomplete, retry_in_ms)
             # The same text again (e.g. while a failed part waits minutes for its retry)
             # would be an edit Telegram refuses as "not modified": not sent.
             text_now = zlib.crc32(json.dumps(payload, sort_keys=True).encode())
@@ -311,11 +313,11 @@ class BroadcastService:
         progress: BroadcastProgress,
         locale: str,
         incomplete: bool = False,
-        waiting_ms: int = 0,
+        retry_in_ms: int | None = None,
     ) -> dict[str, Any]:
         """The organiser's progress message, e.g. "Sending: 1,240 of 5,000 sent...".
         `incomplete`: finished because a part could not be queued (given up).
-        `waiting_ms`: how long until the next part's job runs (waiting for a retry)."""
+        `retry_in_ms`: how long until the next part, which failed, is tried again."""
         key = {"running": "broadcast_sending", "done": "broadcast_done"}.get(
             progress.status, "broadcast_cancelled"
         )
@@ -327,10 +329,11 @@ class BroadcastService:
         # What is queued goes out meanwhile; the rest once the next part has run.
         queued_s = progress.pending / self._rate
         rest_s = (progress.planned - progress.total) / self._rate
-        eta_seconds = max(1.0, max(queued_s, waiting_ms / 1000) + rest_s)
-        if waiting_ms > 0:  # a part is queued when due: only a retry waits
+        eta_seconds = max(1.0, max(queued_s, (retry_in_ms or 0) / 1000) + rest_s)
+        if retry_in_ms is not None:
             # Whole minutes while a retry is awaited: "About 8 minutes left" counts down a
-            # minute at a time, an edit a minute, not one every tick.
+            # minute at a time, an edit a minute, not one every tick (nor "1 second" when
+            # the retry is due and the tick runs first).
             eta_seconds = max(1, round(eta_seconds / 60)) * 60
         params = {
             "sent": format_decimal(progress.sent, locale=locale),

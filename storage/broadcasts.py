@@ -41,6 +41,7 @@ class NextPart:
     # repeated failures)
     status: str
     due_at: int  # when it runs; later than now while it waits to be retried
+    attempts: int  # how many times it failed
 
 
 class Broadcasts:
@@ -139,12 +140,12 @@ class Broadcasts:
         """The job that adds the broadcast's next part; None when it was queued whole, or
         the job has been forgotten."""
         async with self._conn.execute(
-            "SELECT s.status, s.due_at FROM broadcasts b JOIN schedules s "
+            "SELECT s.status, s.due_at, s.attempts FROM broadcasts b JOIN schedules s "
             "ON s.key = b.next_part_key WHERE b.id = ?",
             (broadcast_id,),
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else NextPart(str(row[0]), int(row[1]))
+        return None if row is None else NextPart(str(row[0]), int(row[1]), int(row[2]))
 
     async def status(self, broadcast_id: int) -> str | None:
         """'running', 'done' or 'cancelled' (stopped by its organiser); None if unknown."""

@@ -6,6 +6,7 @@ API server; time is a manual clock moved by the test. Everyone here is invented.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -439,6 +440,14 @@ async def test_a_failed_part_joins_the_same_broadcast_or_is_reported(
         assert broadcasts == [("done", 2)]
         assert last.text.startswith("Not finished: 2 of 5 sent")
         assert len(attempts) == 5  # given up
-        # a minute at a time over the 2 + 4 + 8 minutes of the later retries' waits
-        # ("About 8 minutes left", "About 7..."), then "Not finished"; not one every tick
-        assert edits_after - edits_before <= 2 + 4 + 8 + 1
+        # While the later retries wait (2, 4, 8 minutes), the time left counts down a minute
+        # at a time, and no edit repeats the text before it (~190 ticks, ~15 edits).
+        shown = [
+            str(call.params["text"])
+            for call in api.calls("editMessageText")
+            if call.chat_id == ORGANISER.user_id
+        ]
+        assert any("About 8 minutes left" in text for text in shown)
+        assert any("About 7 minutes left" in text for text in shown)
+        assert all(before != after for before, after in itertools.pairwise(shown))
+        assert edits_after - edits_before <= 2 + 4 + 8 + 1  # a minute at a time, then the end
