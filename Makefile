@@ -47,7 +47,7 @@ translations: $(INSTALLED)
 	$(MAKE) catalogs
 
 # Benchmarks: numbers, not pass/fail (inbound burst, broadcast, start-up and memory, digest at
-# scale, jobs in parts; ~7 min on 2 cores). Prints a table and writes bench/RESULTS.md.
+# scale, jobs in parts; ~10 min on 2 cores). Prints a table and writes bench/RESULTS.md.
 bench: $(INSTALLED) catalogs
 	$(PY) -m bench
 
