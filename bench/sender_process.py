@@ -1,0 +1,211 @@
+"""An experiment, not part of `make bench`: does a second core help if the outbox sender
+runs in a process of its own?
+
+YouSaid's whole inbound burst (as `bench/inbound.py` runs it) twice, one after the other:
+the bot as it ships (one process), then with its sender parked and an `OutboxSender` in a
+child process on the same database, sending what the bot queues. The child is woken when
+the outbox's newest id changes (looked at every 5 ms; a design for production would
+signal it instead: woken every 5 ms regardless, the sender reread and unsealed its
+candidates each time and the burst ran at half the speed). Reported per run: updates/s
+and the CPU of the bot, the sender and the local Bot API server with the people
+(`/proc/<pid>/stat`). The sender process commits only its own "sent" records, as the
+bot's sender does.
+
+    .venv/bin/python -m bench.sender_process [--people 2000] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+from typing import cast
+
+from telegram import Bot
+
+from bench.inbound import TOKEN, Measure, Timer, crowd_for, drive, people_for, seed_yousaid
+from bot.http_request import AiohttpRequest
+from bot.payload_seal import payload_codec
+from bot.runtime import build_runtime, start, stop
+from bot.secrets_file import load_secrets
+from bot.sender import ChatPacer, OutboxSender
+from bot.settings import load_settings
+from storage.clock import SystemClock
+from storage.database import Database
+
+_WAKE_EVERY_S = 0.005
+
+
+def _environment(base_url: str, folder: Path) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE_URL": base_url,
+        "DATABASE_PATH": str(folder / "yousaid.db"),
+        "SECRETS_PATH": str(folder / "secrets"),
+        "SEND_RATE_PER_SECOND": "1000",  # as bench/inbound.py: no limit on this server
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def _sender_process(environment: dict[str, str], ready: ProcessEvent, done: ProcessEvent) -> None:
+    """The child: an OutboxSender on the bot's database until `done` is set."""
+
+    async def send() -> None:
+        settings = load_settings(environment)
+        secrets = load_secrets(settings.secrets_path, production=False)
+        db = await Database.open(settings.database_path)
+        await db.seal_payloads(*payload_codec(secrets))
+        request = AiohttpRequest(pool_size=16, pool_timeout=10)
+        bot = Bot(TOKEN, base_url=settings.api_base_url, request=request)
+        await bot.initialize()
+        pacer = ChatPacer(burst=1000, window=1.0)
+        sender = OutboxSender(db, bot, SystemClock(), 1000, pacer=pacer)
+        sender.start()
+        ready.set()
+        newest_seen = -1
+        while not done.is_set():
+            await asyncio.sleep(_WAKE_EVERY_S)
+            async with (
+                db.read(quick=True) as conn,
+                conn.execute("SELECT MAX(id) FROM outbox") as cursor,
+            ):
+                row = await cursor.fetchone()
+            newest = int(row[0]) if row and row[0] is not None else 0
+            if newest != newest_seen:
+                newest_seen = newest
+                sender.wake()
+        await sender.stop()
+        await bot.shutdown()
+        await db.close()
+
+    asyncio.run(send())
+
+
+class _ParkedSender:
+    """Stands in for the bot's own sender while the child process sends."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(asyncio.sleep(10**6), name="sender")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def wake(self) -> None:
+        """The child notices new rows itself."""
+
+
+def _children_cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) of each child process of this one."""
+    me, ticks, found = os.getpid(), os.sysconf("SC_CLK_TCK"), {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == me:
+            found[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+async def run_once(people: int, folder: Path, separate_sender: bool) -> dict[str, object]:
+    name = "sender in its own process" if separate_sender else "one process (as shipped)"
+    measure, timer = Measure(name), Timer()
+    async with crowd_for((people, 750_000_000), False) as crowd:
+        environment = _environment(crowd.base_url, folder)
+        settings = load_settings(environment)
+        runtime = await build_runtime(
+            settings, poll_timeout=1, chat_pacer=ChatPacer(burst=1000, window=1.0)
+        )
+        seed_yousaid(settings.database_path, settings.secrets_path, people_for(people, 750_000_000))
+        timer.install(runtime.application)
+        context = multiprocessing.get_context("spawn")
+        ready, done = context.Event(), context.Event()
+        child = None
+        if separate_sender:
+            runtime.sender = cast(OutboxSender, _ParkedSender())
+            child = context.Process(target=_sender_process, args=(environment, ready, done))
+            child.start()
+            # a process's Event, not asyncio's: waited for in a thread
+            await asyncio.to_thread(ready.wait, 60)
+        await start(runtime)
+
+        async def settled() -> bool:
+            async with (
+                runtime.db.read() as conn,
+                conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") as cursor,
+            ):
+                row = await cursor.fetchone()
+            return row is not None and row[0] == 0
+
+        children_before = _children_cpu_seconds()
+        cpu_before, wall_before = time.process_time(), time.monotonic()
+        try:
+            await drive(crowd, timer, measure, settled)
+        finally:
+            bot_cpu = time.process_time() - cpu_before
+            wall = time.monotonic() - wall_before
+            children_after = _children_cpu_seconds()
+            await stop(runtime)
+            done.set()
+            if child is not None:
+                child.join(60)
+        calls, failed_calls = await crowd.totals()
+    children = {
+        pid: seconds - children_before.get(pid, 0.0) for pid, seconds in children_after.items()
+    }
+    sender_pid = child.pid if child is not None else None
+    return {
+        "name": name,
+        "updates": measure.updates,
+        "updates_per_s": round(measure.per_second, 1),
+        "wall_s": round(wall, 1),
+        "bot_cpu_s": round(bot_cpu, 1),
+        "sender_process_cpu_s": round(children.get(sender_pid, 0.0), 1) if sender_pid else 0.0,
+        "server_and_people_cpu_s": round(
+            sum(s for pid, s in children.items() if pid != sender_pid), 1
+        ),
+        "replies_missing": measure.notes.get("rounds_without_a_reply", 0),
+        "bot_api_calls": calls,
+        "failed_calls": failed_calls,
+    }
+
+
+async def run(people: int, repeats: int) -> list[dict[str, object]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            for separate in (False, True):
+                folder = Path(tmp) / f"{repeat}-{separate}"
+                folder.mkdir()
+                row = await run_once(people, folder, separate)
+                print(row, file=sys.stderr, flush=True)
+                rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--people", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    if args.people < 1 or args.repeats < 1:
+        parser.error("--people and --repeats must be at least 1")
+    for row in asyncio.run(run(args.people, args.repeats)):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
