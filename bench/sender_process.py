@@ -12,6 +12,7 @@ and the CPU of the bot, the sender and the local Bot API server with the people
 bot's sender does.
 
     .venv/bin/python -m bench.sender_process [--people 2000] [--repeats 1]
+        [--sender-rate 1000] [--taps-not-first]
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def _environment(base_url: str, folder: Path) -> dict[str, str]:
     }
 
 
-def _sender_process(environment: dict[str, str], ready: ProcessEvent, done: ProcessEvent) -> None:
-    """The child: an OutboxSender on the bot's database until `done` is set."""
+def _sender_process(
+    environment: dict[str, str], rate: float, ready: ProcessEvent, done: ProcessEvent
+) -> None:
+    """The child: an OutboxSender on the bot's database until `done` is set, pacing itself
+    to `rate` messages a second."""
 
     async def send() -> None:
         settings = load_settings(environment)
@@ -65,7 +69,7 @@ def _sender_process(environment: dict[str, str], ready: ProcessEvent, done: Proc
         bot = Bot(TOKEN, base_url=settings.api_base_url, request=request)
         await bot.initialize()
         pacer = ChatPacer(burst=1000, window=1.0)
-        sender = OutboxSender(db, bot, SystemClock(), 1000, pacer=pacer)
+        sender = OutboxSender(db, bot, SystemClock(), rate, pacer=pacer)
         sender.start()
         ready.set()
         newest_seen = -1
@@ -120,8 +124,19 @@ def _children_cpu_seconds() -> dict[int, float]:
     return found
 
 
-async def run_once(people: int, folder: Path, separate_sender: bool) -> dict[str, object]:
+async def run_once(
+    people: int,
+    folder: Path,
+    separate_sender: bool,
+    sender_rate: float = 1000.0,
+    tap_priority: bool = True,
+) -> dict[str, object]:
+    """`sender_rate`: the child sender's pace (the bot's own is capped at 1,000/s by its
+    settings). `tap_priority`: False lets updates be handled while many button taps are
+    still being answered (`TapAnswers` holds new handling back for up to 2 s a burst)."""
     name = "sender in its own process" if separate_sender else "one process (as shipped)"
+    if not tap_priority:
+        name += ", taps not first"
     measure, timer = Measure(name), Timer()
     async with crowd_for((people, 750_000_000), False) as crowd:
         environment = _environment(crowd.base_url, folder)
@@ -131,12 +146,16 @@ async def run_once(people: int, folder: Path, separate_sender: bool) -> dict[str
         )
         seed_yousaid(settings.database_path, settings.secrets_path, people_for(people, 750_000_000))
         timer.install(runtime.application)
+        if not tap_priority:  # on this runtime's instance only
+            runtime.ingest.tap_answers.THRESHOLD = 10**9
         context = multiprocessing.get_context("spawn")
         ready, done = context.Event(), context.Event()
         child = None
         if separate_sender:
             runtime.sender = cast(OutboxSender, _ParkedSender())
-            child = context.Process(target=_sender_process, args=(environment, ready, done))
+            child = context.Process(
+                target=_sender_process, args=(environment, sender_rate, ready, done)
+            )
             child.start()
             # a process's Event, not asyncio's: waited for in a thread
             await asyncio.to_thread(ready.wait, 60)
@@ -183,14 +202,16 @@ async def run_once(people: int, folder: Path, separate_sender: bool) -> dict[str
     }
 
 
-async def run(people: int, repeats: int) -> list[dict[str, object]]:
+async def run(
+    people: int, repeats: int, sender_rate: float, tap_priority: bool
+) -> list[dict[str, object]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
             for separate in (False, True):
                 folder = Path(tmp) / f"{repeat}-{separate}"
                 folder.mkdir()
-                row = await run_once(people, folder, separate)
+                row = await run_once(people, folder, separate, sender_rate, tap_priority)
                 print(row, file=sys.stderr, flush=True)
                 rows.append(row)
     return rows
@@ -200,10 +221,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--people", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--sender-rate",
+        type=float,
+        default=1000.0,
+        help="messages a second the separate sender may send (default 1000, the bot's cap)",
+    )
+    parser.add_argument(
+        "--taps-not-first",
+        action="store_true",
+        help="handle updates while button taps are still being answered, in both shapes",
+    )
     args = parser.parse_args()
-    if args.people < 1 or args.repeats < 1:
-        parser.error("--people and --repeats must be at least 1")
-    for row in asyncio.run(run(args.people, args.repeats)):
+    if args.people < 1 or args.repeats < 1 or args.sender_rate <= 0:
+        parser.error("--people and --repeats must be at least 1, --sender-rate above 0")
+    rows = asyncio.run(run(args.people, args.repeats, args.sender_rate, not args.taps_not_first))
+    for row in rows:
         print(row)
 
 
