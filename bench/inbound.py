@@ -74,6 +74,7 @@ from bot.sender import ChatPacer
 from bot.settings import load_settings
 from state_machines.session import Session
 from storage.clock import SystemClock
+from storage.database import Database
 
 TOKEN = "123456789:AAinventedTOKENforBENCHonly_abcdefghij"
 RATINGS = ("Always", "Mostly", "Sometimes", "Not often", "Never", "Skip this one")
@@ -485,13 +486,7 @@ async def run_yousaid(
         await start(runtime)
 
         async def settled() -> bool:
-            async with (
-                runtime.db.read() as conn,
-                conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") as cursor,
-            ):
-                row = await cursor.fetchone()
-            # A sent row stays pending until its confirmation is committed.
-            return row is not None and row[0] == 0
+            return await outbox_settled(runtime.db)
 
         try:
             if profile is not None:
@@ -509,6 +504,17 @@ async def run_yousaid(
         )
         measure.http_calls, measure.notes["failed_calls"] = await crowd.totals()
     return measure
+
+
+async def outbox_settled(db: Database) -> bool:
+    """Every reply queued so far was sent and recorded (a sent row stays pending until its
+    confirmation is committed)."""
+    async with (
+        db.read() as conn,
+        conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") as cursor,
+    ):
+        row = await cursor.fetchone()
+    return row is not None and row[0] == 0
 
 
 def _count(database: str, sql: str) -> int:

@@ -30,7 +30,16 @@ from typing import cast
 
 from telegram import Bot
 
-from bench.inbound import TOKEN, Measure, Timer, crowd_for, drive, people_for, seed_yousaid
+from bench.inbound import (
+    TOKEN,
+    Measure,
+    Timer,
+    crowd_for,
+    drive,
+    outbox_settled,
+    people_for,
+    seed_yousaid,
+)
 from bot.http_request import AiohttpRequest
 from bot.payload_seal import payload_codec
 from bot.runtime import build_runtime, start, stop
@@ -162,12 +171,7 @@ async def run_once(
         await start(runtime)
 
         async def settled() -> bool:
-            async with (
-                runtime.db.read() as conn,
-                conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") as cursor,
-            ):
-                row = await cursor.fetchone()
-            return row is not None and row[0] == 0
+            return await outbox_settled(runtime.db)
 
         children_before = _children_cpu_seconds()
         cpu_before, wall_before = time.process_time(), time.monotonic()

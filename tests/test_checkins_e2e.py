@@ -19,6 +19,7 @@ import pytest
 from bot import checkins as checkins_module
 from bot.local_api import FakePerson, LocalBotApi
 from bot.rendering import Catalogs
+from bot.runtime import Runtime
 from bot.settings import PROJECT_ROOT, load_settings
 from storage.clock import ManualClock
 from storage.people import ConsentLedger, People
@@ -283,6 +284,33 @@ PEOPLE_OF_LONDON = [
 ]
 
 
+async def _sign_up_people_of_london(
+    runtime: Runtime, now: int, but_for: str | None = None
+) -> list[str]:
+    """PEOPLE_OF_LONDON as if onboarded: in London, with the feedback consent (all but
+    `but_for`, a pseudonym). Returns their pseudonyms, in the list's order."""
+    pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
+    async with runtime.db.transaction() as conn:
+        for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
+            await People(conn).touch(who, person.chat_id, "en", now)
+            await People(conn).set_region(who, "london", now)
+            if who != but_for:
+                await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
+    return pseudonyms
+
+
+async def _schedule_weekly_round_of_london(runtime: Runtime, now: int) -> None:
+    """London's weekly schedule, its round's job due now (the scheduler woken)."""
+    async with runtime.db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
+            "created_at, updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
+            (now,),
+        )
+        await checkins_module.schedule_round(conn, "london", now, now)
+    runtime.scheduler.wake()
+
+
 @pytest.mark.parametrize("stopped", [None, "pending", "failed"])
 async def test_a_round_asks_a_large_region_in_parts_each_person_once(
     api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped: str | None
@@ -299,12 +327,7 @@ async def test_a_round_asks_a_large_region_in_parts_each_person_once(
         api.add_chat(person)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         settings = runtime.settings
-        pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
-        async with runtime.db.transaction() as conn:
-            for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
-                await People(conn).touch(who, person.chat_id, "en", now)
-                await People(conn).set_region(who, "london", now)
-                await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
+        pseudonyms = await _sign_up_people_of_london(runtime, now)
     round_key = f"checkin_round:london:{now}"
     # The first part asks the first two in pseudonym order and leaves its position at the
     # second; a fresh round finds a stale position from one given up, which it ignores.
@@ -425,19 +448,8 @@ async def test_a_round_whose_part_was_given_up_goes_on_within_the_hour(
             await runtime.checkins.on_round(conn, job, now)
 
         runtime.scheduler.register(checkins_module.ROUND_JOB, fails, quick=True)
-        pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
-        async with runtime.db.transaction() as conn:
-            for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
-                await People(conn).touch(who, person.chat_id, "en", now)
-                await People(conn).set_region(who, "london", now)
-                await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
-            await conn.execute(
-                "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
-                "created_at, updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
-                (now,),
-            )
-            await checkins_module.schedule_round(conn, "london", now, now)
-        runtime.scheduler.wake()
+        pseudonyms = await _sign_up_people_of_london(runtime, now)
+        await _schedule_weekly_round_of_london(runtime, now)
         records = Records(runtime.settings)
         given_up = "SELECT COUNT(*) FROM schedules WHERE key LIKE '%:part:1' AND status = 'failed'"
 
@@ -504,21 +516,10 @@ async def test_someone_due_behind_the_round_is_asked_before_it_ends(
         api.add_chat(person)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         held = hold_jobs(runtime, checkins_module.ROUND_JOB)  # each part run by the test
-        pseudonyms = [runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON]
-        latecomer = min(pseudonyms)  # first in the order: behind the round from its start
-        async with runtime.db.transaction() as conn:
-            for person, who in zip(PEOPLE_OF_LONDON, pseudonyms, strict=True):
-                await People(conn).touch(who, person.chat_id, "en", now)
-                await People(conn).set_region(who, "london", now)
-                if who != latecomer:
-                    await ConsentLedger(conn).record(who, "feedback", True, "2026-11-v1", now)
-            await conn.execute(
-                "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
-                "created_at, updated_at) VALUES ('london', 7, ?, 'staff-0001', 0, 0)",
-                (now,),
-            )
-            await checkins_module.schedule_round(conn, "london", now, now)
-        runtime.scheduler.wake()
+        # first in pseudonym order: behind the round from its start
+        latecomer = min(runtime.service.pseudonym_of(p.user_id) for p in PEOPLE_OF_LONDON)
+        pseudonyms = await _sign_up_people_of_london(runtime, now, but_for=latecomer)
+        await _schedule_weekly_round_of_london(runtime, now)
         records = Records(runtime.settings)
         asked_so_far = "SELECT COUNT(*) FROM checkins"
         for part in range(6):
