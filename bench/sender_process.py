@@ -12,7 +12,7 @@ and the CPU of the bot, the sender and the local Bot API server with the people
 bot's sender does.
 
     .venv/bin/python -m bench.sender_process [--people 2000] [--repeats 1]
-        [--sender-rate 1000] [--taps-not-first]
+        [--sender-rate 100000] [--taps-not-first]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from telegram import Bot
 
 from bench.inbound import (
     TOKEN,
+    UNPACED,
     Measure,
     Timer,
     crowd_for,
@@ -58,7 +59,7 @@ def _environment(base_url: str, folder: Path) -> dict[str, str]:
         "TELEGRAM_API_BASE_URL": base_url,
         "DATABASE_PATH": str(folder / "yousaid.db"),
         "SECRETS_PATH": str(folder / "secrets"),
-        "SEND_RATE_PER_SECOND": "1000",  # as bench/inbound.py: no limit on this server
+        "SEND_RATE_PER_SECOND": "1000",  # its ceiling; the pace used is `sender_rate`
         "LOG_LEVEL": "WARNING",
     }
 
@@ -137,11 +138,11 @@ async def run_once(
     people: int,
     folder: Path,
     separate_sender: bool,
-    sender_rate: float = 1000.0,
+    sender_rate: float = UNPACED,
     tap_priority: bool = True,
 ) -> dict[str, object]:
-    """`sender_rate`: the child sender's pace (the bot's own is capped at 1,000/s by its
-    settings). `tap_priority`: False lets updates be handled while many button taps are
+    """`sender_rate`: the pace of whichever sender sends, the bot's own or the child (the
+    same in both shapes). `tap_priority`: False lets updates be handled while many button taps are
     still being answered (`TapAnswers` holds new handling back for up to 2 s a burst)."""
     name = "sender in its own process" if separate_sender else "one process (as shipped)"
     if not tap_priority:
@@ -151,7 +152,10 @@ async def run_once(
         environment = _environment(crowd.base_url, folder)
         settings = load_settings(environment)
         runtime = await build_runtime(
-            settings, poll_timeout=1, chat_pacer=ChatPacer(burst=1000, window=1.0)
+            settings,
+            poll_timeout=1,
+            chat_pacer=ChatPacer(burst=1000, window=1.0),
+            send_rate=sender_rate,
         )
         seed_yousaid(settings.database_path, settings.secrets_path, people_for(people, 750_000_000))
         timer.install(runtime.application)
@@ -228,8 +232,9 @@ def main() -> None:
     parser.add_argument(
         "--sender-rate",
         type=float,
-        default=1000.0,
-        help="messages a second the separate sender may send (default 1000, the bot's cap)",
+        default=UNPACED,
+        help="messages a second the sender may send, in both shapes (default: unpaced, as in "
+        "bench/inbound.py)",
     )
     parser.add_argument(
         "--taps-not-first",

@@ -86,8 +86,11 @@ async def build_runtime(
     clock: Clock | None = None,
     poll_timeout: int = POLL_TIMEOUT_S,
     chat_pacer: ChatPacer | None = None,
+    send_rate: float | None = None,
 ) -> Runtime:
-    """Everything `run` needs, checked before any message is handled."""
+    """Everything `run` needs, checked before any message is handled. `chat_pacer` and
+    `send_rate` (messages a second, in place of SEND_RATE_PER_SECOND, whose ceiling is
+    1,000) are for benchmarks against a local server that enforces no limit."""
     token = settings.require_token()
     clock = clock or SystemClock()
     engine = build_engine(settings.dialogues_dir, clock, settings.timezone)
@@ -113,7 +116,7 @@ async def build_runtime(
     )
     catalogs = Catalogs(settings.locales_dir, SHIPPED_LOCALES)
     sender = OutboxSender(
-        db, application.bot, clock, settings.send_rate_per_second, pacer=chat_pacer
+        db, application.bot, clock, send_rate or settings.send_rate_per_second, pacer=chat_pacer
     )
     taxonomy = load_taxonomy(settings.dialogues_dir / "themes.yaml")
     service = ConversationService(
