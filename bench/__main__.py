@@ -127,6 +127,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     "≥ 3",
                 ),
             ]
+            table += cpu_rows(i)
     if "startup" in results:
         s = results["startup"]
         if "error" in s:
@@ -180,6 +181,45 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     if "jobs" in results:
         table += job_rows(results["jobs"])
     return table
+
+
+def cpu_rows(inbound: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """CPU per update (from the eighth round on): what each bot's process spent, the
+    server's beside it, and the most one process could handle at yousaid's cost."""
+    if "subset_cpu_vs_peer" not in inbound:
+        return []
+    labels = ("ceiling", "peer", "yousaid, subset", "yousaid, whole burst")
+    spent = "; ".join(
+        f"{label} {row['cpu_ms_per_update']:.2f} ms"
+        + (
+            f" ({row['server_cpu_ms_per_update']:.2f})"
+            if row.get("server_cpu_ms_per_update") is not None
+            else ""
+        )
+        + f", busy {row['cpu_busy']:.2f}"
+        for label, row in zip(labels, inbound["rows"], strict=True)
+    )
+    limits = f"{inbound['one_core_limit_updates_per_s']:.0f} updates/s on one core"
+    if inbound.get("machine_limit_updates_per_s") is not None:
+        limits += (
+            f", {inbound['machine_limit_updates_per_s']:.0f}/s on all {inbound['cores']} "
+            "(shared with the server, none wasted)"
+        )
+    return [
+        ("inbound", "CPU per update: the bot's process (the server's), busy share", spent, ""),
+        (
+            "inbound",
+            "yousaid's CPU per update ÷ ceiling's / peer's (same subset)",
+            f"{inbound['subset_cpu_vs_ceiling']:.2f} / {inbound['subset_cpu_vs_peer']:.2f}",
+            "",
+        ),
+        (
+            "inbound",
+            "the most yousaid's CPU per update allows (whole burst), against 3 × peer",
+            f"{limits}; 3 × peer is {inbound['three_times_peer_updates_per_s']:.0f}/s",
+            "",
+        ),
+    ]
 
 
 def _spread(inbound: dict[str, Any], key: str) -> str:

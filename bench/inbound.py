@@ -37,6 +37,7 @@ import contextlib
 import cProfile
 import json
 import multiprocessing
+import os
 import pstats
 import random
 import sqlite3
@@ -111,11 +112,22 @@ class Measure:
     # person (what they wait for; the ceiling and the peer reply inside their handler).
     reply_latencies: list[float] = field(default_factory=list)
     http_calls: int = 0
+    # CPU seconds (user + system, every thread) while the rounds ran: the bot's process
+    # (the benchmark's driver runs in it too, a small share alike for all three bots), and
+    # the server's and people's process (None when they run in the bot's). Unlike
+    # updates/s, CPU per update hardly moves with what else the machine is doing.
+    cpu_seconds: float = 0.0
+    server_cpu_seconds: float | None = None
+    wall_seconds: float = 0.0  # the rounds from the first made to the last settled
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
         return self.updates / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_update(self) -> float:
+        return 1000 * self.cpu_seconds / self.updates if self.updates else 0.0
 
     def percentile(self, q: float, replies: bool = False) -> float:
         values = self.reply_latencies if replies else self.latencies
@@ -138,6 +150,14 @@ class Measure:
             "reply_p99_ms": round(self.percentile(0.99, replies=True), 1),
             "http_calls_per_update": round(self.http_calls / self.updates, 2)
             if self.updates
+            else 0.0,
+            "cpu_ms_per_update": round(self.cpu_ms_per_update, 2),
+            "server_cpu_ms_per_update": None
+            if self.server_cpu_seconds is None or not self.updates
+            else round(1000 * self.server_cpu_seconds / self.updates, 2),
+            # The bot's CPU ÷ the time the rounds took: near 1.0, one core was the limit.
+            "cpu_busy": round(self.cpu_seconds / self.wall_seconds, 2)
+            if self.wall_seconds
             else 0.0,
             **self.notes,
         }
@@ -255,6 +275,10 @@ class CrowdLink:
         assert self._crowd is not None
         return self._crowd.totals()
 
+    def cpu_seconds(self) -> float | None:
+        """The CPU the server and the people have used, when in a process of their own."""
+        return None
+
 
 _FAILED = "crowd failed: "  # the prefix of a reply that reports an error in the child
 
@@ -318,6 +342,9 @@ class RemoteCrowdLink(CrowdLink):
         totals: tuple[int, int] = await self._ask("totals")
         return totals
 
+    def cpu_seconds(self) -> float | None:
+        return process_cpu_seconds(self._process.pid) if self._process.pid else None
+
     async def close(self) -> None:
         if not self._asking:  # else a question is unanswered (cancelled, or it timed out)
             with contextlib.suppress(BrokenPipeError, TimeoutError, RuntimeError):
@@ -325,6 +352,12 @@ class RemoteCrowdLink(CrowdLink):
         await asyncio.to_thread(self._process.join, 10)
         if self._process.is_alive():
             self._process.kill()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serve_crowd(conn: Connection, people: tuple[int, int]) -> None:
@@ -380,6 +413,25 @@ async def drive(
 ) -> None:
     """Every person takes their next step at once; the round ends when everything was
     handled and the replies delivered."""
+    cpu_before, wall_before = time.process_time(), time.monotonic()
+    server_cpu_before = crowd.cpu_seconds()
+    await _play_rounds(crowd, timer, measure, settled, limit_updates)
+    measure.cpu_seconds += time.process_time() - cpu_before
+    measure.wall_seconds += time.monotonic() - wall_before
+    server_cpu_after = crowd.cpu_seconds()
+    if server_cpu_before is not None and server_cpu_after is not None:
+        measure.server_cpu_seconds = (measure.server_cpu_seconds or 0.0) + (
+            server_cpu_after - server_cpu_before
+        )
+
+
+async def _play_rounds(
+    crowd: CrowdLink,
+    timer: Timer,
+    measure: Measure,
+    settled: Callable[[], Awaitable[bool]],
+    limit_updates: int | None,
+) -> None:
     for round_no in range(crowd.rounds):
         room = None if limit_updates is None else limit_updates - measure.updates
         if room is not None and room <= 0:
@@ -816,6 +868,16 @@ def report(results: list[list[Measure]], server_in_process: bool) -> dict[str, A
     ceiling, peer, same = _median_run(ceilings), _median_run(peers), _median_run(sames)
     vs_ceiling = [t[2].per_second / t[0].per_second for t in trios]
     vs_peer = [t[2].per_second / t[1].per_second for t in trios]
+    # yousaid's CPU per update ÷ the baseline's, paired as the speeds are
+    cpu_vs_ceiling = [_cpu_ratio(t[2], t[0]) for t in trios]
+    cpu_vs_peer = [_cpu_ratio(t[2], t[1]) for t in trios]
+    # One core's worth of CPU a second ÷ yousaid's CPU per update: the most it could handle
+    # in one process however quiet the machine, against the rate 3 x the peer means; and
+    # the most with every core of the machine, shared with the server, perfectly used.
+    one_core_limit = 1000 / full.cpu_ms_per_update if full.cpu_ms_per_update else 0.0
+    cores = os.cpu_count() or 1
+    with_server = full.cpu_seconds + (full.server_cpu_seconds or 0.0)
+    machine_limit = cores * full.updates / with_server if with_server else 0.0
     return {
         "rows": [m.row() for m in (ceiling, peer, same, full)],
         "server": "in the bot's process" if server_in_process else "in its own process",
@@ -831,7 +893,21 @@ def report(results: list[list[Measure]], server_in_process: bool) -> dict[str, A
         "subset_ratio_vs_peer": round(statistics.median(vs_peer), 3),
         "subset_ratios_vs_ceiling": [round(r, 3) for r in vs_ceiling],
         "subset_ratios_vs_peer": [round(r, 3) for r in vs_peer],
+        "subset_cpu_vs_ceiling": round(statistics.median(cpu_vs_ceiling), 3),
+        "subset_cpu_vs_peer": round(statistics.median(cpu_vs_peer), 3),
+        "one_core_limit_updates_per_s": round(one_core_limit, 1),
+        "cores": cores,
+        "machine_limit_updates_per_s": None
+        if full.server_cpu_seconds is None
+        else round(machine_limit, 1),
+        "three_times_peer_updates_per_s": round(3 * peer.per_second, 1),
     }
+
+
+def _cpu_ratio(mine: Measure, baseline: Measure) -> float:
+    if not baseline.cpu_ms_per_update:
+        return 0.0
+    return mine.cpu_ms_per_update / baseline.cpu_ms_per_update
 
 
 def main() -> None:

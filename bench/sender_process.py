@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import sys
 import tempfile
-import time
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import cast
@@ -39,6 +37,7 @@ from bench.inbound import (
     drive,
     outbox_settled,
     people_for,
+    process_cpu_seconds,
     seed_yousaid,
 )
 from bot.http_request import AiohttpRequest
@@ -119,21 +118,6 @@ class _ParkedSender:
         """The child notices new rows itself."""
 
 
-def _children_cpu_seconds() -> dict[int, float]:
-    """CPU seconds (user + system) of each child process of this one."""
-    me, ticks, found = os.getpid(), os.sysconf("SC_CLK_TCK"), {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        if int(fields[1]) == me:
-            found[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
-    return found
-
-
 async def run_once(
     people: int,
     folder: Path,
@@ -177,33 +161,26 @@ async def run_once(
         async def settled() -> bool:
             return await outbox_settled(runtime.db)
 
-        children_before = _children_cpu_seconds()
-        cpu_before, wall_before = time.process_time(), time.monotonic()
+        sender_pid = child.pid if child is not None else None
+        sender_cpu = process_cpu_seconds(sender_pid) if sender_pid else 0.0
         try:
-            await drive(crowd, timer, measure, settled)
+            await drive(crowd, timer, measure, settled)  # measures the bot's and server's CPU
+            if sender_pid:
+                sender_cpu = process_cpu_seconds(sender_pid) - sender_cpu
         finally:
-            bot_cpu = time.process_time() - cpu_before
-            wall = time.monotonic() - wall_before
-            children_after = _children_cpu_seconds()
             await stop(runtime)
             done.set()
             if child is not None:
                 child.join(60)
         calls, failed_calls = await crowd.totals()
-    children = {
-        pid: seconds - children_before.get(pid, 0.0) for pid, seconds in children_after.items()
-    }
-    sender_pid = child.pid if child is not None else None
     return {
         "name": name,
         "updates": measure.updates,
         "updates_per_s": round(measure.per_second, 1),
-        "wall_s": round(wall, 1),
-        "bot_cpu_s": round(bot_cpu, 1),
-        "sender_process_cpu_s": round(children.get(sender_pid, 0.0), 1) if sender_pid else 0.0,
-        "server_and_people_cpu_s": round(
-            sum(s for pid, s in children.items() if pid != sender_pid), 1
-        ),
+        "wall_s": round(measure.wall_seconds, 1),
+        "bot_cpu_s": round(measure.cpu_seconds, 1),
+        "sender_process_cpu_s": round(sender_cpu, 1),
+        "server_and_people_cpu_s": round(measure.server_cpu_seconds or 0.0, 1),
         "replies_missing": measure.notes.get("rounds_without_a_reply", 0),
         "bot_api_calls": calls,
         "failed_calls": failed_calls,

@@ -11,6 +11,7 @@ import statistics
 
 import pytest
 
+from bench import __main__ as bench_main
 from bench import inbound
 
 
@@ -42,6 +43,14 @@ async def test_a_small_burst_is_handled_replied_to_and_stored(
         assert len(measure.latencies) == measure.updates, measure.name
         assert all(latency > 0 for latency in measure.latencies), measure.name
         assert measure.per_second > 0, measure.name
+        # CPU is read for the bot's process and, in a process of their own, the server's
+        assert measure.cpu_seconds > 0, measure.name
+        assert measure.wall_seconds > 0, measure.name
+        if server_in_process:
+            assert measure.server_cpu_seconds is None, measure.name
+        else:
+            assert measure.server_cpu_seconds is not None, measure.name
+            assert measure.server_cpu_seconds > 0, measure.name
     for ceiling, peer, same in trios:
         assert ceiling.updates == peer.updates == same.updates
         assert same.notes["answers_stored"] == peer.notes["answers_stored"]
@@ -59,3 +68,9 @@ async def test_a_small_burst_is_handled_replied_to_and_stored(
         "yousaid (same subset)",
         f"yousaid ({people:,} people)",
     ]
+    cpu_ratios = sorted(t[2].cpu_ms_per_update / t[1].cpu_ms_per_update for t in trios)
+    assert summary["subset_cpu_vs_peer"] == round(statistics.median(cpu_ratios), 3)
+    assert summary["one_core_limit_updates_per_s"] == round(1000 / whole.cpu_ms_per_update, 1)
+    assert (summary["machine_limit_updates_per_s"] is None) == server_in_process
+    *_, (_, _, limits, _) = bench_main.cpu_rows(summary)
+    assert f"3 × peer is {summary['three_times_peer_updates_per_s']:.0f}/s" in limits
