@@ -36,6 +36,27 @@ class MigrationError(Exception):
     """A migration failed; the database was left at the last good version."""
 
 
+# The oldest SQLite the schema and the queries run on: STRICT tables (3.37), RETURNING
+# (3.35), and up to 32,766 bound values a statement (3.32; a part of a check-in round binds
+# 1,400, where older builds allowed 999). Python uses the system's SQLite, and an older one
+# failed at the first migration with "near STRICT: syntax error".
+MINIMUM_SQLITE = (3, 37, 0)
+
+
+class SQLiteTooOld(MigrationError):
+    """This Python's SQLite cannot hold YouSaid's database."""
+
+
+def require_sqlite(version: tuple[int, int, int], version_text: str) -> None:
+    if version < MINIMUM_SQLITE:
+        wanted = ".".join(map(str, MINIMUM_SQLITE))
+        raise SQLiteTooOld(
+            f"YouSaid needs SQLite {wanted} or newer, and this Python uses SQLite "
+            f"{version_text}. Run the bot from its Docker image (see README.md), or with a "
+            "Python built against a newer SQLite."
+        )
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -321,6 +342,7 @@ class Database:
 
     @classmethod
     async def open(cls, path: str, busy_timeout_ms: int = 10_000) -> Database:
+        require_sqlite(sqlite3.sqlite_version_info, sqlite3.sqlite_version)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         connection = _Connection(path, int(busy_timeout_ms))
@@ -329,6 +351,14 @@ class Database:
         await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         for pragma in _PRAGMAS:
             await connection.execute(pragma)
+        try:  # json_each() and json_extract() are in the queries; builds may leave them out
+            await connection.execute("SELECT json_valid('[]')")
+        except sqlite3.OperationalError:
+            await connection.close()
+            raise SQLiteTooOld(
+                f"this Python's SQLite ({sqlite3.sqlite_version}) was built without its "
+                "JSON functions, which YouSaid's queries use"
+            ) from None
         await _register_payload_functions(connection, _as_is, _as_is)
         return cls(connection, path)
 

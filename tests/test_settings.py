@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli import EXIT_PROBLEMS
+from bot.cli import main as cli_main
 from bot.secrets_file import load_secrets
 from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 from storage.database import bundled_migrations
@@ -118,3 +121,19 @@ def test_secrets_readable_by_others_are_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"version": 1}))
     with pytest.raises(SettingsError, match="not a YouSaid secrets file"):
         load_secrets(str(path), production=False)
+
+
+def test_the_command_line_says_so_rather_than_failing_at_the_first_migration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Debian 11 ships SQLite 3.34: the first migration's STRICT tables would fail there."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "db.sqlite"))
+    monkeypatch.setenv("SECRETS_PATH", str(tmp_path / "secrets"))
+
+    assert cli_main(["migrate"]) == EXIT_PROBLEMS
+
+    said = capsys.readouterr().err.strip()
+    assert said.startswith("error: YouSaid needs SQLite 3.37.0 or newer") and "3.34.1" in said
+    assert not (tmp_path / "db.sqlite").exists()  # refused before anything was made

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from storage.database import Database, Migration, MigrationError, bundled_migrations
+from storage.database import (
+    Database,
+    Migration,
+    MigrationError,
+    SQLiteTooOld,
+    bundled_migrations,
+    require_sqlite,
+)
 from storage.erasure import erase_person
 from storage.people import (
     ConsentLedger,
@@ -168,6 +175,22 @@ async def test_a_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None
     ):
         assert await cursor.fetchone() is None
     await database.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "text", "refused"),
+    [((3, 34, 1), "3.34.1", True), ((3, 36, 9), "3.36.9", True), ((3, 37, 0), "3.37.0", False)],
+)
+def test_an_sqlite_too_old_for_the_schema_is_refused_with_what_to_do(
+    version: tuple[int, int, int], text: str, refused: bool
+) -> None:
+    if not refused:
+        require_sqlite(version, text)
+        return
+    with pytest.raises(SQLiteTooOld) as raised:
+        require_sqlite(version, text)
+    assert f"needs SQLite 3.37.0 or newer, and this Python uses SQLite {text}" in str(raised.value)
+    assert "Docker image" in str(raised.value)
 
 
 async def test_consent_ledger_is_append_only_and_current_is_latest(db: Database) -> None:
