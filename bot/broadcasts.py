@@ -249,9 +249,15 @@ class BroadcastService:
         if progress is None:
             return
         incomplete = False
-        next_part = await broadcasts.next_part(broadcast_id)
+        shows_progress = (
+            progress.progress_chat_id is not None and progress.progress_message_id is not None
+        )
+        emptied = progress.status == "running" and progress.pending == 0
+        # Read only when it matters: a round's ticks (no organiser's message) run every few
+        # seconds for as long as its parts go out.
+        next_part = await broadcasts.next_part(broadcast_id) if shows_progress or emptied else None
         next_status = None if next_part is None else next_part.status
-        if progress.status == "running" and progress.pending == 0:
+        if emptied:
             if next_status != "pending":
                 await broadcasts.finish(broadcast_id, now)
                 progress = await broadcasts.progress(broadcast_id)

@@ -243,15 +243,16 @@ class CheckinService(Desk[DialogueTexts]):
     async def ensure_rounds(self) -> None:
         """At start: every region's round has its job waiting (see `_ensure_rounds`), and
         the hourly checks that keep it so while the bot runs are scheduled."""
-        now = self._clock.now_ms()
         async with self._db.transaction() as conn:
-            await self._ensure_rounds(conn, now)
-            await _schedule_rounds_checks(conn, now)
+            await self._check_rounds(conn, self._clock.now_ms())
 
     async def on_rounds_check(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """Hourly, while the bot runs: the same check as at start. A part of a round given
         up after repeated failures (a disk full for half an hour) was resumed only at the
         next restart, and that region's people went unasked until then."""
+        await self._check_rounds(conn, now)
+
+    async def _check_rounds(self, conn: aiosqlite.Connection, now: int) -> None:
         await self._ensure_rounds(conn, now)
         await _schedule_rounds_checks(conn, now)
 
