@@ -47,14 +47,37 @@ class SQLiteTooOld(MigrationError):
     """This Python's SQLite cannot hold YouSaid's database."""
 
 
-def require_sqlite(version: tuple[int, int, int], version_text: str) -> None:
-    if version < MINIMUM_SQLITE:
+_WHAT_TO_DO = (
+    "Run the bot from its Docker image (see README.md), or with a Python built against a "
+    "newer SQLite."
+)
+
+
+def require_sqlite() -> None:
+    """Refuse, before any file is made, an SQLite that could not hold the database."""
+    if sqlite3.sqlite_version_info < MINIMUM_SQLITE:
         wanted = ".".join(map(str, MINIMUM_SQLITE))
         raise SQLiteTooOld(
             f"YouSaid needs SQLite {wanted} or newer, and this Python uses SQLite "
-            f"{version_text}. Run the bot from its Docker image (see README.md), or with a "
-            "Python built against a newer SQLite."
+            f"{sqlite3.sqlite_version}. {_WHAT_TO_DO}"
         )
+    if not _has_json_functions():
+        raise SQLiteTooOld(
+            f"this Python's SQLite ({sqlite3.sqlite_version}) was built without its JSON "
+            f"functions, which YouSaid's queries use. {_WHAT_TO_DO}"
+        )
+
+
+def _has_json_functions() -> bool:
+    """json_each() and json_extract() are in the queries; a build may leave them out."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.execute("SELECT json_valid('[]')")
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 @dataclass(frozen=True)
@@ -342,7 +365,7 @@ class Database:
 
     @classmethod
     async def open(cls, path: str, busy_timeout_ms: int = 10_000) -> Database:
-        require_sqlite(sqlite3.sqlite_version_info, sqlite3.sqlite_version)
+        require_sqlite()
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         connection = _Connection(path, int(busy_timeout_ms))
@@ -351,14 +374,6 @@ class Database:
         await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         for pragma in _PRAGMAS:
             await connection.execute(pragma)
-        try:  # json_each() and json_extract() are in the queries; builds may leave them out
-            await connection.execute("SELECT json_valid('[]')")
-        except sqlite3.OperationalError:
-            await connection.close()
-            raise SQLiteTooOld(
-                f"this Python's SQLite ({sqlite3.sqlite_version}) was built without its "
-                "JSON functions, which YouSaid's queries use"
-            ) from None
         await _register_payload_functions(connection, _as_is, _as_is)
         return cls(connection, path)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import stat
@@ -131,6 +132,11 @@ def test_the_command_line_says_so_rather_than_failing_at_the_first_migration(
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
     monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "db.sqlite"))
     monkeypatch.setenv("SECRETS_PATH", str(tmp_path / "secrets"))
+    # The command line sets up logging to this test's captured stderr: put the root logger
+    # back afterwards, or later tests log into a closed stream.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
 
     assert cli_main(["migrate"]) == EXIT_PROBLEMS
 

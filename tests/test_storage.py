@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import database as database_module
 from storage.database import (
     Database,
     Migration,
@@ -182,15 +183,32 @@ async def test_a_failing_migration_rolls_back_and_raises(tmp_path: Path) -> None
     [((3, 34, 1), "3.34.1", True), ((3, 36, 9), "3.36.9", True), ((3, 37, 0), "3.37.0", False)],
 )
 def test_an_sqlite_too_old_for_the_schema_is_refused_with_what_to_do(
-    version: tuple[int, int, int], text: str, refused: bool
+    version: tuple[int, int, int],
+    text: str,
+    refused: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", version)
+    monkeypatch.setattr(sqlite3, "sqlite_version", text)
     if not refused:
-        require_sqlite(version, text)
+        require_sqlite()
         return
     with pytest.raises(SQLiteTooOld) as raised:
-        require_sqlite(version, text)
+        require_sqlite()
     assert f"needs SQLite 3.37.0 or newer, and this Python uses SQLite {text}" in str(raised.value)
     assert "Docker image" in str(raised.value)
+
+
+async def test_an_sqlite_without_json_functions_is_refused_before_a_file_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe itself runs in every other test (each opens a database); here its answer
+    is "no", as on a build without JSON."""
+    monkeypatch.setattr(database_module, "_has_json_functions", lambda: False)
+    with pytest.raises(SQLiteTooOld, match="built without its JSON functions") as raised:
+        await Database.open(str(tmp_path / "data" / "yousaid.db"))
+    assert "Docker image" in str(raised.value)
+    assert not (tmp_path / "data").exists()
 
 
 async def test_consent_ledger_is_append_only_and_current_is_latest(db: Database) -> None:
