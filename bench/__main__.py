@@ -200,7 +200,9 @@ def cpu_rows(inbound: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         for label, row in zip(labels, inbound["rows"], strict=True)
     )
     limits = f"{inbound['one_core_limit_updates_per_s']:.0f} updates/s on one core"
-    if inbound.get("machine_limit_updates_per_s") is not None:
+    if inbound.get("machine_limit_updates_per_s") is None:
+        limits += " (the server's CPU included: it ran in the bot's process)"
+    else:
         limits += (
             f", {inbound['machine_limit_updates_per_s']:.0f}/s on all {inbound['cores']} "
             "(shared with the server, none wasted)"

@@ -113,9 +113,10 @@ class Measure:
     reply_latencies: list[float] = field(default_factory=list)
     http_calls: int = 0
     # CPU seconds (user + system, every thread) while the rounds ran: the bot's process
-    # (the benchmark's driver runs in it too, a small share alike for all three bots), and
-    # the server's and people's process (None when they run in the bot's). Unlike
-    # updates/s, CPU per update hardly moves with what else the machine is doing.
+    # (the benchmark's driver runs in it too: a small share, a little more for yousaid,
+    # whose replies are checked for in its database every 20 ms), and the server's and
+    # people's process (None when they run in the bot's, which is then charged for them).
+    # Unlike updates/s, CPU per update hardly moves with what else the machine is doing.
     cpu_seconds: float = 0.0
     server_cpu_seconds: float | None = None
     wall_seconds: float = 0.0  # the rounds from the first made to the last settled
@@ -875,7 +876,7 @@ def report(results: list[list[Measure]], server_in_process: bool) -> dict[str, A
     # in one process however quiet the machine, against the rate 3 x the peer means; and
     # the most with every core of the machine, shared with the server, perfectly used.
     one_core_limit = 1000 / full.cpu_ms_per_update if full.cpu_ms_per_update else 0.0
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # the cores this process may run on
     with_server = full.cpu_seconds + (full.server_cpu_seconds or 0.0)
     machine_limit = cores * full.updates / with_server if with_server else 0.0
     return {

@@ -48,9 +48,12 @@ async def test_a_small_burst_is_handled_replied_to_and_stored(
         assert measure.wall_seconds > 0, measure.name
         if server_in_process:
             assert measure.server_cpu_seconds is None, measure.name
-        else:
+        else:  # counted in 10 ms ticks: a tiny run may read 0, all of them together not
             assert measure.server_cpu_seconds is not None, measure.name
-            assert measure.server_cpu_seconds > 0, measure.name
+            assert measure.server_cpu_seconds >= 0, measure.name
+    if not server_in_process:
+        every_run = [*(m for trio in trios for m in trio), whole]
+        assert sum(m.server_cpu_seconds or 0.0 for m in every_run) > 0
     for ceiling, peer, same in trios:
         assert ceiling.updates == peer.updates == same.updates
         assert same.notes["answers_stored"] == peer.notes["answers_stored"]
