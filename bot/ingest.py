@@ -38,6 +38,8 @@ from storage.queues import Inbox, Meta
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
+# Telegram accepts an answer to a button tap for about 15 s after the tap.
+TAP_ANSWER_WINDOW_MS = 15_000
 # Per bot: the sandbox's local server and Telegram number updates differently, and an
 # offset from one must never confirm (drop) the other's updates.
 _OFFSET_KEY = "get_updates_offset:{bot_id}"
@@ -226,11 +228,19 @@ class Ingest:
         await self._application.update_queue.put(update)
 
     async def redispatch_pending(self) -> int:
-        """At start: hand every update stored but not handled to the Application again."""
+        """At start: hand every update stored but not handled to the Application again.
+
+        A tap stored just before a crash may not have been answered, and its person still
+        watches the spinner: taps young enough for Telegram to accept an answer are answered
+        again (one answered already is refused, and counted, not retried)."""
         async with self._db.read() as conn:
             pending = await Inbox(conn).pending()
+        answerable_since = self._clock.now_ms() - TAP_ANSWER_WINDOW_MS
         for item in pending:
-            await self.dispatch(self._open(item.payload))
+            raw = self._open(item.payload)
+            if item.received_at >= answerable_since:
+                self._answer_tap(raw)
+            await self.dispatch(raw)
         return len(pending)
 
     async def redispatch(self, update_id: int) -> bool:

@@ -29,6 +29,7 @@ class PendingUpdate:
     update_id: int
     payload: bytes  # sealed by the application; storage never reads it
     attempts: int
+    received_at: int
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,11 @@ class Inbox:
 
     async def pending(self) -> list[PendingUpdate]:
         async with self._conn.execute(
-            "SELECT update_id, payload, attempts FROM inbox WHERE status = 'pending' ORDER BY seq"
+            "SELECT update_id, payload, attempts, received_at FROM inbox "
+            "WHERE status = 'pending' ORDER BY seq"
         ) as cursor:
             rows = await cursor.fetchall()
-        return [PendingUpdate(r[0], bytes(r[1]), r[2]) for r in rows]
+        return [PendingUpdate(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
     async def pending_payload(self, update_id: int) -> bytes | None:
         async with self._conn.execute(

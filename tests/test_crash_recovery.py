@@ -6,15 +6,26 @@ server in this test's process, so the server's records survive the kill."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from bot.ingest import minimise
 from bot.local_api import LocalBotApi
 from bot.settings import PROJECT_ROOT
-from tests.harness import ADA, BotProcess, Chat, Records, eventually, settings_for
+from storage.clock import SystemClock
+from tests.harness import (
+    ADA,
+    BotProcess,
+    Chat,
+    Records,
+    eventually,
+    running_bot,
+    settings_for,
+)
 
 NOTICE = "2026-11-v1"
 PENDING = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'"
@@ -112,3 +123,41 @@ async def test_health_reports_a_polling_bot(api: LocalBotApi, tmp_path: Path) ->
         assert await health() == 0
     finally:
         await bot.terminate()
+
+
+@pytest.mark.parametrize(("stored_ago_ms", "answered"), [(0, 1), (60_000, 0)])
+async def test_a_tap_stored_but_not_answered_before_a_crash_is_answered_at_restart(
+    api: LocalBotApi, tmp_path: Path, stored_ago_ms: int, answered: int
+) -> None:
+    """The state a crash between storing a tap and answering it leaves: the tap pending in
+    the inbox, unanswered, and (its batch confirmed to Telegram before the answer went, or
+    not) possibly fetched again. The restart answers it while Telegram still accepts an
+    answer (~15 s; not a minute later, when it would only be refused), and handles it once;
+    the refetch is recognised and not answered twice."""
+    chat = Chat(api, ADA)
+    async with running_bot(api, tmp_path):
+        await chat.start()
+    message, data = chat.find_button("OK, go on")
+    update_id = api.press_button(ADA, message.message_id, data)
+    (raw,) = [u for u in api.pending_updates() if u["update_id"] == update_id]
+    records = Records(settings_for(api, tmp_path))
+    sealed = records.secrets.encrypt_text(json.dumps(minimise(raw)))
+    records.query(
+        "INSERT INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?)",
+        update_id,
+        sealed,
+        SystemClock().now_ms() - stored_ago_ms,
+    )
+    answered_before = len(api.callback_answers)
+
+    async with running_bot(api, tmp_path):
+        consent = await chat.expect(len(chat.messages) + 1)
+        assert "Can we keep your answers" in consent.text
+        if answered:
+            await eventually(lambda: len(api.callback_answers) > answered_before)
+        await eventually(lambda: api.pending_update_count == 0)  # refetched, recognised
+        assert len(api.callback_answers) == answered_before + answered
+        assert records.query("SELECT status FROM inbox WHERE update_id = ?", update_id) == [
+            ("handled",)
+        ]
+    assert len([m for m in chat.messages if "Can we keep your answers" in m.text]) == 1
