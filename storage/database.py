@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,6 +18,8 @@ from typing import Any
 import aiosqlite
 
 Row = sqlite3.Row
+
+log = logging.getLogger(__name__)
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -30,6 +34,31 @@ _PRAGMAS = (
     # tables name people (storage/digest_data.py).
     "PRAGMA temp_store = MEMORY",
 )
+
+
+# The database file and the files SQLite keeps beside it (which it creates with the
+# database's own mode).
+_DATABASE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _keep_private(path: str) -> None:
+    """Only the bot's own user may read the database: it holds chat ids beside what people
+    told us. Under the usual umask (022) SQLite would create it, and its -wal and -shm,
+    readable by every user of the machine. A new folder is made private too; a file left
+    readable by an older version is made private at the next start."""
+    database = Path(path)
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for suffix in _DATABASE_FILES:
+        file = Path(f"{path}{suffix}")
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning("%s is readable by others and not ours to change: chmod 600 it", file)
 
 
 class MigrationError(Exception):
@@ -367,7 +396,7 @@ class Database:
     async def open(cls, path: str, busy_timeout_ms: int = 10_000) -> Database:
         require_sqlite()
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _keep_private(path)
         connection = _Connection(path, int(busy_timeout_ms))
         await connection  # starts its worker thread and connects there
         connection.row_factory = sqlite3.Row

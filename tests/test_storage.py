@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -209,6 +210,32 @@ async def test_an_sqlite_without_json_functions_is_refused_before_a_file_is_made
         await Database.open(str(tmp_path / "data" / "yousaid.db"))
     assert "Docker image" in str(raised.value)
     assert not (tmp_path / "data").exists()
+
+
+async def test_the_database_and_its_side_files_are_readable_by_the_bot_alone(
+    tmp_path: Path,
+) -> None:
+    """Under the usual umask (022) SQLite makes files every user can read; this one holds
+    chat ids beside what people told us. A file an older version left readable is made
+    private at the next open."""
+    path = tmp_path / "data" / "yousaid.db"
+    old_umask = os.umask(0o022)
+    try:
+        db = await Database.open(str(path))
+        await db.migrate()
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        made = {f.name: f.stat().st_mode & 0o777 for f in path.parent.iterdir()}
+        await db.close()
+        assert made == {"yousaid.db": 0o600, "yousaid.db-wal": 0o600, "yousaid.db-shm": 0o600}
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+
+        path.chmod(0o644)
+        db = await Database.open(str(path))
+        await db.close()
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_umask)
 
 
 async def test_consent_ledger_is_append_only_and_current_is_latest(db: Database) -> None:
