@@ -196,6 +196,33 @@ class BroadcastService:
         in parts then queues no more parts (`queue_more` would start a new broadcast)."""
         return await Broadcasts(conn).status(broadcast_id) == "cancelled"
 
+    async def stop_about(
+        self,
+        conn: aiosqlite.Connection,
+        subject: str,
+        kinds: Sequence[str],
+        stopped_by: str,
+        now: int,
+    ) -> int:
+        """Stop the running broadcasts of `kinds` about `subject`, because what they
+        announce is off (a panel called off): nothing still queued is sent and no further
+        part is queued; each organiser's progress message says so at its next tick.
+        Audited; returns how many messages were not sent."""
+        broadcasts = Broadcasts(conn)
+        not_sent = 0
+        for broadcast_id in await broadcasts.running_about(subject, kinds):
+            cancelled = await broadcasts.cancel(broadcast_id, now)
+            not_sent += cancelled
+            await AuditLog(conn).record(
+                stopped_by,
+                "broadcast.stopped",
+                f"broadcast:{broadcast_id}",
+                {"not_sent": str(cancelled), "because": subject},
+                now,
+            )
+            log.info("broadcast %d stopped; %d messages not sent", broadcast_id, cancelled)
+        return not_sent
+
     def wake(self) -> None:
         """Wake the sender and the scheduler for what a committed transaction queued."""
         self._on_queued()

@@ -42,6 +42,8 @@ REMINDER_BEFORE_MS = 24 * _HOUR_MS
 OVER_AFTER_MS = 12 * _HOUR_MS
 # People told when a panel moves or is called off, and who get the organiser's messages.
 _COMING = ("yes", "maybe", "waiting")
+# The broadcasts that announce a panel, stopped when it is called off.
+_ANNOUNCING = ("panel_invitation", "panel_reminder")
 _LISTED_AT_MOST = 20
 
 
@@ -224,16 +226,29 @@ class PanelService(Desk[PanelTexts]):
     async def cancel_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
-        """Call the panel off; tell everyone coming, waiting or unsure; forget their needs."""
+        """Call the panel off; tell everyone coming, waiting or unsure; forget their needs.
+        Invitations and reminders still being sent stop: a region's invitations take
+        minutes to go out, and nobody should be invited to a panel already called off."""
         panel = await self._panel_for_staff(conn, actor, values, now)
         if panel is None:
             return
         panels = Panels(conn)
         coming = await panels.attendees(panel.id, _COMING)
         await panels.cancel(panel.id, now)
+        not_sent = await self._broadcasts.stop_about(
+            conn, f"panel:{panel.id}", _ANNOUNCING, actor.pseudonym, now
+        )
         messages = [(a.chat_id, self._texts.called_off(panel, a.locale)) for a in coming]
         await self._notify(conn, actor, "panel_cancelled", panel, messages, now)
-        await audit_panel(conn, actor, "panel.cancelled", panel, now, told=str(len(messages)))
+        await audit_panel(
+            conn,
+            actor,
+            "panel.cancelled",
+            panel,
+            now,
+            told=str(len(messages)),
+            not_sent=str(not_sent),
+        )
         await self._tell(
             conn,
             actor,
@@ -352,10 +367,13 @@ class PanelService(Desk[PanelTexts]):
     # --- scheduled jobs ----------------------------------------------------------------
     async def on_reminder(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """24 hours before: remind those with a place (with their ticket) and those who said
-        maybe. Not sent if the panel moved (a new reminder exists) or was called off."""
+        maybe. Not sent if the panel moved (a new reminder exists) or was called off, nor
+        once it has begun (the bot was down when the reminder was due)."""
         panels = Panels(conn)
         panel = await panels.get(int(job.payload["panel_id"]))
         if panel is None or panel.status != "open" or panel.starts_at != job.payload["starts_at"]:
+            return
+        if panel.starts_at <= now:
             return
         messages = []
         for attendee in await panels.attendees(panel.id, ("yes", "maybe")):

@@ -155,6 +155,16 @@ class Broadcasts:
             row = await cursor.fetchone()
         return None if row is None else str(row[0])
 
+    async def running_about(self, subject: str, kinds: Sequence[str]) -> list[int]:
+        """The broadcasts of these kinds about `subject` (e.g. "panel:7") still running."""
+        async with self._conn.execute(
+            "SELECT id FROM broadcasts WHERE subject = ? AND status = 'running' "
+            "AND kind IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (subject, json.dumps(list(kinds))),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [int(r[0]) for r in rows]
+
     async def cancel(self, broadcast_id: int, now: int) -> int:
         """Stop a running broadcast: what is still queued is cancelled; returns how many."""
         cursor = await self._conn.execute(

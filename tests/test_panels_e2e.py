@@ -7,6 +7,7 @@ API server; time is a manual clock moved by the test. Everyone here is invented.
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -191,6 +192,68 @@ async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
         assert records.query(
             "SELECT COUNT(*) FROM panel_invitations WHERE support_needs IS NOT NULL"
         ) == [(0,)]
+
+
+async def test_calling_a_panel_off_stops_its_invitations_still_waiting_to_go(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A region's invitations take minutes to go out (and wait longer when Telegram
+    stumbles): calling the panel off meanwhile stops them, so nobody is invited to a panel
+    that is not happening. Here every invitation failed once and waits for its retry."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        for person in COHORT:
+            api.fail_next("sendMessage", 500, retry_after=None, chat_id=person.chat_id)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff, capacity="10")
+        await staff.tap("Send the invite")
+        records = Records(runtime.settings)
+        waiting = (
+            "SELECT COUNT(*) FROM outbox WHERE broadcast_id IS NOT NULL "
+            "AND status = 'pending' AND attempts = 1"
+        )
+        await eventually(lambda: records.query(waiting) == [(5,)])
+
+        await staff.say("/panels")
+        await staff.tap("Cancel the panel")
+        assert "tell 0 people" in (await staff.tap("Yes, cancel it")).text
+        assert records.query("SELECT kind, status FROM broadcasts") == [
+            ("panel_invitation", "cancelled")
+        ]
+        stopped = records.query("SELECT details FROM audit_log WHERE action = 'broadcast.stopped'")
+        assert [json.loads(str(d))["not_sent"] for (d,) in stopped] == ["5"]
+
+        clock.advance(3_600)  # long past every retry's time
+        runtime.sender.wake()
+        await runtime.scheduler.run_due()
+        await eventually(lambda: "cancelled" in (staff.messages[-1].text or ""))
+        for person in COHORT:
+            assert api.messages(person.chat_id) == []
+
+
+async def test_a_reminder_missed_while_the_bot_was_down_is_not_sent_once_the_panel_began(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff, capacity="10")
+        await staff.tap("Send the invite")
+        amara = Chat(api, AMARA)
+        await amara.expect(1)
+        await amara.tap("Yes, I can come")
+    sent_before = len(amara.messages)
+
+    # The bot was down from before the reminder's time until an hour into the panel.
+    clock.set(datetime(2026, 12, 3, 15, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await runtime.scheduler.run_due()
+        records = Records(runtime.settings)
+        assert records.pending_jobs("panel_reminder") == 0  # it ran, and queued nothing
+        assert records.query("SELECT kind FROM broadcasts WHERE kind = 'panel_reminder'") == []
+        assert len(amara.messages) == sent_before
 
 
 def carys_yes(chat: Chat) -> str:
