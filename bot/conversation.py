@@ -48,6 +48,20 @@ from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Inbox, Outbox
 
 log = logging.getLogger(__name__)
 
+# The broadcasts each consent is for. Saying no to one cancels its messages still queued to
+# the person: a region's broadcast takes minutes to go out, and "no" means from now.
+BROADCASTS_FOR_PURPOSE: dict[str, tuple[str, ...]] = {
+    "feedback": ("checkin",),
+    "panel_invitations": (
+        "panel_invitation",
+        "panel_reminder",
+        "panel_moved",
+        "panel_cancelled",
+        "panel_message",
+    ),
+    "updates": ("update",),
+}
+
 
 @dataclass(frozen=True)
 class Sender:
@@ -405,7 +419,13 @@ class ConversationService:
                 pseudonym, effect.purpose, effect.granted, self.notice_version, now
             )
             if not effect.granted:
-                return await self._withdrawn(conn, pseudonym, frozenset({effect.purpose}), now)
+                closing = await self._withdrawn(conn, pseudonym, frozenset({effect.purpose}), now)
+                await Outbox(conn).cancel_broadcasts_to(
+                    chat_id,
+                    BROADCASTS_FOR_PURPOSE.get(effect.purpose, ()),
+                    "person withdrew consent",
+                )
+                return closing
         elif isinstance(effect, SetRegion):
             await People(conn).set_region(pseudonym, effect.region, now)
         elif isinstance(effect, SetLocale) and effect.locale in self._shipped_locales:

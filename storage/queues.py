@@ -267,6 +267,19 @@ class Outbox:
         )
         return cursor.rowcount
 
+    async def cancel_broadcasts_to(self, chat_id: int, kinds: Sequence[str], reason: str) -> int:
+        """Cancel a chat's messages still queued by broadcasts of these kinds (the person
+        said no to what they are for); returns how many."""
+        if not kinds:
+            return 0
+        cursor = await self._conn.execute(
+            "UPDATE outbox SET status = 'cancelled', last_error = ?, payload = NULL "
+            "WHERE chat_id = ? AND status = 'pending' AND broadcast_id IN "
+            "(SELECT id FROM broadcasts WHERE kind IN (SELECT value FROM json_each(?)))",
+            (reason, chat_id, json.dumps(list(kinds))),
+        )
+        return cursor.rowcount
+
     async def prune(self, before: int, limit: int = -1) -> int:
         """Forget finished rows (sent, failed, cancelled) older than `before`, at most
         `limit` of them (-1: all): a chat id and a time are still data about a person."""

@@ -232,6 +232,45 @@ async def test_calling_a_panel_off_stops_its_invitations_still_waiting_to_go(
             assert api.messages(person.chat_id) == []
 
 
+async def test_saying_no_to_panel_invitations_cancels_an_invitation_still_queued(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """ "No" to panel invitations means from now: an invitation already queued to the person
+    (waiting here for its retry) is not sent; everyone else's is."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        amara = Chat(api, AMARA)
+        await amara.say("/privacy")
+        await amara.tap("Invite me to panels")  # she is about to say no
+        shown_to_amara = len(amara.messages)
+        for person in COHORT:
+            api.fail_next("sendMessage", 500, retry_after=None, chat_id=person.chat_id)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff, capacity="10")
+        await staff.tap("Send the invite")
+        records = Records(runtime.settings)
+        waiting = (
+            "SELECT COUNT(*) FROM outbox WHERE broadcast_id IS NOT NULL "
+            "AND status = 'pending' AND attempts = 1"
+        )
+        await eventually(lambda: records.query(waiting) == [(5,)])
+
+        message, data = amara.find_button("No")
+        api.press_button(AMARA, message.message_id, data)
+        await eventually(lambda: not records.current_consents(AMARA)["panel_invitations"])
+        assert records.query(waiting) == [(4,)]
+
+        clock.advance(3_600)  # long past every retry's time
+        runtime.sender.wake()
+        for person in (BILAL, CARYS, DEV, ELLIS):
+            await Chat(api, person).expect(1)
+        summary = await amara.expect(shown_to_amara + 1)  # her choices, not the invitation
+        assert "Invite me to panels: no" in summary.text
+        await eventually(lambda: records.query(waiting.replace("= 1", ">= 1")) == [(0,)])
+        assert len(amara.messages) == shown_to_amara + 1
+
+
 async def test_a_reminder_missed_while_the_bot_was_down_is_not_sent_once_the_panel_began(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
