@@ -34,6 +34,12 @@ _APART = re.compile(r"(?<!\S)(i )?((?:\w ){2,}\w)(?!\S)")
 _PRIORITY = ("suicide", "self_harm", "immediate_danger", "harm_to_others")
 _Keys = dict[str, tuple[yaml.Node, yaml.Node]]  # a YAML mapping's (key, value) nodes by key
 _NOTHING: frozenset[str] = frozenset()  # no listed word: shared, not built per token
+# English contraction endings, written out before apostrophes are dropped (see _uncontracted).
+# "'s" (is, has or a possessive) and "'m" (only "I'm", which `shorthand` reads) are not here.
+_CONTRACTIONS = {"'ll": "will", "'re": "are", "'ve": "have", "'d": "would", "n't": "not"}
+_CONTRACTION = re.compile(r"(?<=\w)('ll|'re|'ve|'d|n't)$")
+# Where the word before "n't" is not the word it stands for. "cannot" as the lists spell it.
+_IRREGULAR_NOT = {"can't": "cannot", "won't": "will not", "shan't": "shall not", "ain't": "am not"}
 
 
 @dataclass(frozen=True)
@@ -385,10 +391,25 @@ def _per_lang(source: str, pair: tuple[yaml.Node, yaml.Node], what: str, require
 
 
 def _single_words(text: str) -> list[str]:
-    """Normalised words without apostrophes; letters typed apart ("s u i c i d e") joined,
-    but a leading "i" stays a word: "i w a n t" is "i want"."""
-    plain = " ".join(w for w in (w.replace("'", "") for w in words(text)) if w)
+    """Normalised words without apostrophes, English contractions written out ("he'll" is
+    "he will", not "hell"); letters typed apart ("s u i c i d e") joined, but a leading "i"
+    stays a word: "i w a n t" is "i want"."""
+    plain = " ".join(w for w in (_uncontracted(w).replace("'", "") for w in words(text)) if w)
     return _APART.sub(lambda m: (m[1] or "") + m[2].replace(" ", ""), plain).split()
+
+
+def _uncontracted(word: str) -> str:
+    """A word (normalised: a curly apostrophe is already straight) with English contraction
+    endings written out: "he'll" -> "he will", "they'd've" -> "they would have". Only where
+    the apostrophe tells a contraction from a word: without it "hell", "shell", "ill",
+    "were" and "well" are words of their own. Forms that are not ("dont", "theyre", "im")
+    are read by the `shorthand` table, in each language, so "i'm" is left to it: in Welsh
+    it means "i fy" (to my), not "I am"."""
+    endings: list[str] = []
+    while word not in _IRREGULAR_NOT and (found := _CONTRACTION.search(word)) is not None:
+        endings.append(_CONTRACTIONS[found[1]])
+        word = word[: found.start()]
+    return " ".join((_IRREGULAR_NOT.get(word, word), *reversed(endings)))
 
 
 def _top(text: str, source: str) -> _Keys:

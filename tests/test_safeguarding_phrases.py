@@ -95,6 +95,17 @@ def _args(item: dict[str, Any]) -> dict[str, str]:
         ("i ladd fy hun", "suicide", "lladd fy hun", "cy"),  # a Welsh mutation
         ("mae e'n mynd i fy mrifo", "immediate_danger", "mynd i fy mrifo", "cy"),
         ("dwi ddim yn ddiogel", "immediate_danger", "dw i ddim yn ddiogel", "cy"),
+        # Contractions are written out before the apostrophe goes: "he'll" is not "hell".
+        ("he'll kill me", "immediate_danger", "he will kill me", "en"),
+        ("She\u2019ll kill me if I go home", "immediate_danger", "she will kill me", "en"),
+        ("I'm scared he'll hurt me", "immediate_danger", "he will hurt me", "en"),
+        ("we're in danger", "immediate_danger", "we are in danger", "en"),
+        ("he'd kill me if I left", "immediate_danger", "he would kill me", "en"),
+        ("I can't take it no more", "suicide", "cannot take it no more", "en"),
+        ("theyll kill me", "immediate_danger", "they will kill me", "en"),  # shorthand
+        ("hell kill me", "immediate_danger", "hell kill me", "en"),  # "hell" is a word: listed
+        ("what's the point in living", "suicide", "point in living", "en"),
+        ("mae e'n mynd i'm lladd", "immediate_danger", "mynd i fy lladd", "cy"),  # i'm: i fy
     ],
 )
 def test_forgiving_readings(
@@ -155,6 +166,14 @@ def test_both_languages_are_checked_whatever_the_chosen_one(
         "mewn perygl o golli fy fflat",
         "this food is to die for",
         "dw i'n lladd amser",
+        "the hell with it",
+        "what the hell is going on",
+        "she'll be fine, we'll see",
+        "my mum'll kill me if I'm late",  # as "my mum will kill me": hyperbole
+        "I'd kill for a coffee",
+        "he beat me to it",  # not_risk
+        "I feel like I'm dying of boredom",  # not_risk
+        "in the end things got better",
         "x" * 10_000,
     ],
 )
