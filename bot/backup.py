@@ -9,11 +9,14 @@ backup cannot be linked to people or decrypted, so a backup without them is usel
 A restore checks the backup (integrity, schema version, that its keys read its text) before
 anything is replaced, refuses while the bot is running, keeps the database it replaces, and
 replaces it with one atomic rename, so a crash at any moment leaves either the old database
-or the restored one, never a mixture.
+or the restored one, never a mixture. Everyone erased in the database it replaces (by
+/delete since the backup was taken) is erased from the restored one before the rename: a
+restore must not bring back someone who asked to be forgotten.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -25,7 +28,8 @@ from pathlib import Path
 from bot.secrets_file import Secrets, load_secrets, replace_secrets_file, sync_directory
 from bot.settings import SettingsError
 from storage.clock import SystemClock
-from storage.database import bundled_migrations
+from storage.database import Database, bundled_migrations
+from storage.erasure import erase_person
 from storage.queues import HEARTBEAT_KEY
 
 # A heartbeat this recent means the bot is (or was a moment ago) running; it beats every 30 s.
@@ -149,6 +153,7 @@ class RestoreResult:
     version: int
     kept_as: Path | None  # the database that was replaced, kept here
     keys: str  # "unchanged", "installed" (there were none) or "merged" (old key added)
+    erased_again: int = 0  # people erased since the backup, erased from it again
 
 
 def restore(
@@ -192,6 +197,10 @@ def restore(
                 f"the one in {secrets_path}); move that file away first if you really mean "
                 "to replace this installation"
             )
+        erased_again = asyncio.run(_erase_again(staged, _erased_in(database)))
+        if erased_again:
+            who = "person" if erased_again == 1 else "people"
+            say(f"{erased_again} {who} erased since the backup was taken: erased from it again")
         kept_as = _keep_current(database)
         if kept_as is not None and current_keys is not None:
             # The kept copy is only readable with today's keys, which a rotation may retire.
@@ -210,11 +219,59 @@ def restore(
         os.replace(staged, database)
         sync_directory(database.parent)
     finally:
-        staged.unlink(missing_ok=True)
+        for leftover in (staged, Path(f"{staged}-wal"), Path(f"{staged}-shm")):
+            leftover.unlink(missing_ok=True)
     keys = (
         "installed" if current_keys is None else "unchanged" if merged == current_keys else "merged"
     )
-    return RestoreResult(version, kept_as, keys)
+    return RestoreResult(version, kept_as, keys, erased_again)
+
+
+def _erased_in(database: Path) -> list[str]:
+    """The pseudonyms erased in `database` who have not come back since (a person who
+    writes again after /delete starts afresh under the same pseudonym)."""
+    if not database.exists():
+        return []
+    conn = _connect(database)
+    try:
+        found = conn.execute(
+            "SELECT DISTINCT e.pseudonym FROM erasures e "
+            "WHERE NOT EXISTS (SELECT 1 FROM people p WHERE p.pseudonym = e.pseudonym)"
+        ).fetchall()
+    except sqlite3.OperationalError:  # a database from before erasures existed
+        return []
+    finally:
+        conn.close()
+    return [str(r[0]) for r in found]
+
+
+async def _erase_again(staged: Path, erased: list[str]) -> int:
+    """Erase from the restored copy everyone erased in the database it replaces: anyone it
+    still knows, or whose erasure it has no record of. The copy is migrated first (as the
+    bot's next start would), so every table erasure knows is there. Returns how many."""
+    if not erased:
+        return 0
+    db = await Database.open(str(staged))
+    try:
+        await db.migrate()
+        now = SystemClock().now_ms()
+        count = 0
+        async with db.transaction() as conn:
+            for pseudonym in erased:
+                known = await conn.execute_fetchall(
+                    "SELECT chat_id FROM people WHERE pseudonym = ?", (pseudonym,)
+                )
+                recorded = await conn.execute_fetchall(
+                    "SELECT 1 FROM erasures WHERE pseudonym = ?", (pseudonym,)
+                )
+                chat_ids = [int(r[0]) for r in known]
+                if chat_ids or not list(recorded):
+                    # No chat id known: no message can be queued to them either.
+                    await erase_person(conn, pseudonym, chat_ids[0] if chat_ids else 0, now)
+                    count += 1
+    finally:
+        await db.close()
+    return count
 
 
 def _check_backup(path: Path, keys: Secrets) -> int:

@@ -23,7 +23,17 @@ from bot.secrets_file import load_secrets
 from bot.settings import PROJECT_ROOT, Settings
 from storage.clock import SystemClock
 from storage.people import ConsentLedger, People
-from tests.harness import TOKEN, Chat, onboard, running_bot, settings_for
+from tests.harness import (
+    ADA,
+    BRAN,
+    TOKEN,
+    Chat,
+    Records,
+    eventually,
+    onboard,
+    running_bot,
+    settings_for,
+)
 
 COHORT = [FakePerson(user_id=750000000 + n, first_name="-") for n in range(600)]
 WRITER = FakePerson(user_id=760000001, first_name="Gwen", language_code="en")
@@ -191,4 +201,38 @@ async def test_a_backup_taken_during_a_broadcast_restores_everything_committed_b
     kept = list(tmp_path.glob("yousaid.db.before-restore-*"))  # noqa: ASYNC240
     assert len([k for k in kept if not k.name.endswith(".secrets")]) == 1
     assert not Path(f"{live}-wal").exists()  # noqa: ASYNC240
+    assert not list(tmp_path.glob(".yousaid.db.*"))  # noqa: ASYNC240 - no staged copy left
+
+
+async def test_a_restore_does_not_bring_back_someone_erased_since_the_backup(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada used /delete after the backup was taken; restoring it keeps her erased (her
+    tombstone comes with it), and Bran, who did not, is restored as he was."""
+    settings = settings_for(api, tmp_path)
+    out = tmp_path / "backups" / "yousaid-backup.db"
+    records = Records(settings)
+    async with running_bot(api, tmp_path):
+        ada, bran = Chat(api, ADA), Chat(api, BRAN)
+        await onboard(ada)
+        await onboard(bran)
+        made = await asyncio.to_thread(cli, settings, "backup", "--out", str(out))
+        assert made.returncode == 0, made.stderr
+        await ada.say("/delete")
+        message, data = ada.find_button("Yes, delete it all")
+        api.press_button(ADA, message.message_id, data)
+        ada_is = records.pseudonym(ADA)
+        known = "SELECT COUNT(*) FROM people WHERE pseudonym = ?"
+        await eventually(lambda: records.query(known, ada_is) == [(0,)])
+
+    restored = cli(settings, "restore", "--from", str(out))
+    assert restored.returncode == 0, restored.stderr
+    assert "1 person erased since the backup was taken" in restored.stdout
+    assert records.query(known, ada_is) == [(0,)]
+    assert records.consents(ADA) == []
+    assert records.query("SELECT COUNT(*) FROM erasures WHERE pseudonym = ?", ada_is) == [(1,)]
+    assert records.query(known, records.pseudonym(BRAN)) == [(1,)]
+    assert len(records.consents(BRAN)) == 4
+    with opened(settings.database_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert not list(tmp_path.glob(".yousaid.db.*"))  # noqa: ASYNC240 - no staged copy left
