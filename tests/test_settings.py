@@ -54,12 +54,16 @@ def run_bot(
         ("SENTRY_DSN", "nonsense", "is not a Sentry DSN"),
         ("YOUSAID_ENV", "staging", "must be development or production"),
         ("SEND_RATE_PER_SECOND", "lots", "must be a number"),
+        # A short secret could be guessed, and with it updates forged from any staff id.
+        ("WEBHOOK_SECRET", "s3cret", "must be 32-256 characters"),
     ],
 )
 def test_bad_setting_gives_one_line_naming_it(
     variable: str, value: str, says: str, tmp_path: Path
 ) -> None:
-    result = run_bot(["run"], {variable: value}, tmp_path)
+    webhook = {"WEBHOOK_URL": "https://bot.example.org/telegram"}
+    env = {**webhook, variable: value} if variable == "WEBHOOK_SECRET" else {variable: value}
+    result = run_bot(["run"], env, tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {variable}: ") and says in lines[0]

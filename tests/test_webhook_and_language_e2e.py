@@ -14,7 +14,7 @@ from bot.runtime import Runtime
 from tests.harness import ADA, BRAN, Chat, Records, running_bot, settings_for
 
 NOTICE = "2026-11-v1"
-SECRET = "invented-webhook-secret_123"
+SECRET = "invented-webhook-secret_0123456789abcdef"
 
 
 def free_port() -> int:
