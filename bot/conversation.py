@@ -48,6 +48,11 @@ from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Inbox, Outbox
 
 log = logging.getLogger(__name__)
 
+# Session values (not any dialogue's) marking a written answer held back after a signpost,
+# and how long sending it again at the same question saves it (see `_holds_risk_text`).
+_RISK_TEXT = "_risk_text"
+_SEND_AGAIN_WITHIN_MS = 3_600_000
+
 # The broadcasts each consent is for. Saying no to one cancels its messages still queued to
 # the person: a region's broadcast takes minutes to go out, and "no" means from now.
 BROADCASTS_FOR_PURPOSE: dict[str, tuple[str, ...]] = {
@@ -208,7 +213,7 @@ class ConversationService:
             if written:
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
                 signposted = await self._guard_text(conn, actor, written, now)
-                if signposted and not await self._passes_risk_text_on(conn, pseudonym):
+                if signposted and await self._holds_risk_text(conn, actor, now):
                     step_event = None  # signposted: the dialogue waits, it is asked again later
             if isinstance(event, Started) and event.payload:
                 step_event = await self._redeem_start_link(
@@ -313,16 +318,39 @@ class ConversationService:
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()
 
-    async def _passes_risk_text_on(self, conn: aiosqlite.Connection, pseudonym: str) -> bool:
-        """True when the person is writing a message the bot passes on to someone (a relay,
-        e.g. to the staff holding the safeguarding duty): after the signpost it must still
-        reach them, not be dropped."""
-        stored = await Sessions(conn).load(pseudonym)
-        place = Session.from_json(stored).place if stored else None
+    async def _holds_risk_text(self, conn: aiosqlite.Connection, actor: Actor, now: int) -> bool:
+        """Whether a text just signposted is held back from the dialogue (not taken as an
+        answer) while the person reads the signpost.
+
+        Not held: a message the bot passes on to someone (a relay, e.g. to the staff holding
+        the safeguarding duty), which may itself be a call for help; nor the same answer
+        sent again at the same question soon after (an ordinary complaint such as "my
+        officer keeps threatening me with recall" reads like a risk phrase, and dropping it
+        every time would leave its writer no way to be heard but to skip). The first time,
+        the person is told it was not saved and how to save it."""
+        stored = await Sessions(conn).load(actor.pseudonym)
+        session = Session.from_json(stored) if stored else Session()
+        place = session.place
         if place is None or place.dialogue not in self._engine.dialogues:
+            return True
+        dialogue = self._engine.dialogues[place.dialogue]
+        if dialogue.settings.get("risk_text") == "passed_on":
             return False
-        settings = self._engine.dialogues[place.dialogue].settings
-        return settings.get("risk_text") == "passed_on"
+        state = dialogue.states.get(place.state)
+        if state is None or state.text is None:
+            return True  # no written answer is asked for here
+        here = f"{place.dialogue}:{place.state}"
+        held = session.values_of(_RISK_TEXT).get("held_at", "")
+        where, _, when = held.rpartition("@")
+        if where == here and when.isdigit() and now - int(when) <= _SEND_AGAIN_WITHIN_MS:
+            session = session.with_values(_RISK_TEXT, {})
+            await Sessions(conn).save(actor.pseudonym, session.to_json(), now)
+            return False
+        session = session.with_values(_RISK_TEXT, {"held_at": f"{here}@{now}"})
+        await Sessions(conn).save(actor.pseudonym, session.to_json(), now)
+        text = self._catalogs.gettext(actor.locale, self._engine.message("risk_text_not_saved"))
+        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now)
+        return True
 
     async def _guard_text(
         self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int

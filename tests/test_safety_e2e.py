@@ -64,6 +64,8 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
             assert number in signpost.text
         question = await ada.expect(before + 2)
         assert "get in touch" in question.text
+        not_saved = await ada.expect(before + 3)  # and what became of her words
+        assert "not saved what you wrote" in not_saved.text
         assert len(sam.messages) == sam_had  # nobody is told before a yes
         records = Records(runtime.settings)
         assert records.query("SELECT COUNT(*) FROM answers") == [(0,)]  # not kept as an answer
@@ -71,7 +73,7 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
         sent = await ada.tap("Yes, please")
         assert "told the probation team" in sent.text
         assert "keyboard" in str(sent.reply_markup)  # Telegram's share-my-number button
-        again = await ada.expect(before + 4)  # and the question she was on, again
+        again = await ada.expect(before + 5)  # and the question she was on, again
         assert "What one thing" in again.text
         alert = await sam.expect(sam_had + 1)
         assert "SG-1" in alert.text and "suicide" in alert.text
@@ -79,7 +81,7 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
 
         await sam.tap("Write to them")
         await sam.say("Hello, this is Sam from probation. Can I call you today?")
-        relayed = await ada.expect(before + 5)
+        relayed = await ada.expect(before + 6)
         assert "Can I call you today?" in relayed.text
         # Her reply through the bot reaches Sam even though it is itself a risk message:
         # she is signposted again, and it is not dropped.
@@ -99,6 +101,38 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
         assert "safeguarding.alerted" in actions and "safeguarding.message_sent" in actions
         statuses = records.query("SELECT status FROM safeguarding_requests ORDER BY id")
         assert statuses == [("alerted",), ("asked",)]  # the second: her reply to Sam
+
+
+async def test_an_answer_held_after_a_signpost_is_saved_when_sent_again(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """An ordinary complaint can read like a risk phrase. It is signposted and, the first
+    time, held back with a word on how to save it; sent again at the same question it is
+    signposted again and saved as her answer, so she is heard without having to skip."""
+    complaint = "My officer keeps threatening me with recall"
+    async with running_bot(api, tmp_path) as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
+            await ada.tap(answer)
+        records = Records(runtime.settings)
+        before = len(ada.messages)
+        assert "116 123" in (await ada.say(complaint)).text
+        assert "send it again" in (await ada.expect(before + 3)).text
+        assert records.query("SELECT COUNT(*) FROM answers") == [(0,)]
+        await ada.tap("No, thank you")
+        await ada.expect(before + 5)  # "we have not told anyone", and the question again
+        assert "What one thing" in ada.messages[-1].text
+
+        again = len(ada.messages)
+        assert "116 123" in (await ada.say(complaint)).text  # signposted every time
+        thanks = await ada.expect(again + 3)  # the signpost, the contact question, thanks
+        assert "Thank you" in thanks.text
+        assert records.query("SELECT COUNT(*) FROM answers") == [(1,)]
+        requests = records.query("SELECT status FROM safeguarding_requests ORDER BY id")
+        assert requests == [("declined",), ("asked",)]
 
 
 async def test_no_is_respected_and_no_one_to_tell_is_said_plainly(
