@@ -220,12 +220,22 @@ class UpdateService(Desk[DialogueTexts]):
         if action == "m":
             async with self._db.transaction() as conn:
                 await Updates(conn).react(token, "more", self._clock.now_ms())
-            await self._conversations.handle_event(update_id, sender, Begin("update_reply"))
-            return
+                # Their words would be kept like a feedback answer, which needs that consent:
+                # asking for them and then dropping them would mislead.
+                keeps_answers = (await ConsentLedger(conn).current(pseudonym)).get(
+                    "feedback", False
+                )
+            if keeps_answers:
+                await self._conversations.handle_event(update_id, sender, Begin("update_reply"))
+                return
+            action = "more_without_consent"
         async with self._acting(update_id, sender, pseudonym) as acting:
             if acting is None:
                 return
             conn, now, actor = acting
+            if action == "more_without_consent":
+                await self._tell(conn, actor, "more_needs_consent", now)
+                return
             await Updates(conn).react(token, _REACTIONS[action], now)
             await self._tell(conn, actor, "reaction_thanks", now)
 
