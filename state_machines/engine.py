@@ -251,7 +251,12 @@ class Engine:
     def _on_text(self, out: _Out, event: TextSent) -> None:
         place = out.session.place
         if place is None:
-            out.say(self.message("nothing_in_progress"))
+            if self.entry in out.session.completed:
+                out.say(self.message("nothing_in_progress"))
+            else:
+                # Someone new, or starting afresh after /delete or /stop, who writes rather
+                # than sending /start: begin, as /start would (the text is not an answer).
+                self._enter(out, Place(self.entry, self._start_of(self.entry)))
             return
         answer = self._state(place).text
         if answer is None:

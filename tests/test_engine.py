@@ -200,6 +200,22 @@ def test_finished_person_is_welcomed_back(engine: Engine) -> None:
     assert next(e.text for e in step.effects if isinstance(e, Say)).startswith("Welcome back")
 
 
+def test_writing_without_start_begins_for_someone_new_but_not_once_signed_up(
+    engine: Engine,
+) -> None:
+    """After /delete the bot says a message starts again from the beginning; a person
+    who never sent /start is met the same way. Once signed up, text with nothing being
+    asked is answered as such."""
+    step = engine.step(Session(), TextSent("hello"))
+    assert step.session.place == Place(engine.entry, "language")
+    assert "Which language" in next(e.text for e in step.effects if isinstance(e, Say))
+    assert not [e for e in step.effects if isinstance(e, Apply)]  # nothing kept of the text
+    signed_up = Session(completed=frozenset({engine.entry}))
+    step = engine.step(signed_up, TextSent("hello"))
+    assert step.session.place is None
+    assert "nothing to answer" in next(e.text for e in step.effects if isinstance(e, Say))
+
+
 def test_unknown_command_and_unsupported_content(engine: Engine) -> None:
     verify_dialog(engine, [*START, ("/dance", "I do not know that command")])
     step = engine.step(Session(place=Place("onboarding", "notice")), UnsupportedSent("sticker"))
