@@ -22,6 +22,7 @@ from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
 from bot.safeguarding import RiskPhrases
+from state_machines.definition import REGION_SLUGS
 from state_machines.engine import Engine
 from state_machines.events import Begin, Started
 from state_machines.session import Session
@@ -34,7 +35,8 @@ from storage.staff import AuditLog, StaffRoles
 
 log = logging.getLogger(__name__)
 
-ANSWER_PREFIX = "sg:"  # sg:<token>:<y|n|r>: the person's answer, or Reply
+# sg:<token>:<y|n|r|a<area>>: the person's answer, Reply, or their area when asked for it
+ANSWER_PREFIX = "sg:"
 STAFF_PREFIX = "sa:"  # sa:<token>: staff with the duty write to the person
 FOLLOW_UP_JOB = "safety_follow_up"
 FOLLOW_UP_AFTER_MS = 60_000
@@ -99,14 +101,58 @@ class SafetyService(Desk[DialogueTexts]):
             if request is None or request.pseudonym != pseudonym:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
+            area = action[1:] if action.startswith("a") else None
             if request.status != "asked":
                 await self._tell(conn, actor, "already_answered", now)
-            elif action == "y":
+            elif action == "y" or area is not None:
+                request = await self._with_area(conn, request, area)
+                if request.region is None:
+                    await self._ask_area(conn, actor, request, now)
+                    return  # the contact flow goes on when they tap their area
                 await self._alert(conn, actor, request, now)
             else:
                 await requests.decide(request.id, "declined", now)
                 await self._tell(conn, actor, "contact_declined", now)
             await self._carry_on(conn, actor, now)
+
+    async def _with_area(
+        self, conn: aiosqlite.Connection, request: SafeguardingRequest, area: str | None
+    ) -> SafeguardingRequest:
+        """The request with the area whose duty staff are to be told: the one it was opened
+        with; else the one the person has chosen since, or just tapped. A risk phrase can
+        come before onboarding's last question (the area), and with no area no one could be
+        told."""
+        if request.region is not None:
+            return request
+        if area is None:
+            person = await People(conn).get(request.pseudonym)
+            area = person.region if person else None
+        if area not in REGION_SLUGS:
+            return request
+        requests = SafeguardingRequests(conn)
+        await requests.set_region(request.id, area)
+        updated = await requests.get(request.id)
+        assert updated is not None
+        return updated
+
+    async def _ask_area(
+        self, conn: aiosqlite.Connection, actor: Actor, request: SafeguardingRequest, now: int
+    ) -> None:
+        """Which area's duty staff to tell, asked only when it is not known yet."""
+        buttons = [
+            [
+                {
+                    "text": self._texts.common(actor.locale, REGION_NAMES[slug]),
+                    "callback_data": f"{ANSWER_PREFIX}{request.token}:a{slug}",
+                }
+            ]
+            for slug in REGION_SLUGS
+        ]
+        question = {
+            "text": self._texts.text(actor.locale, "contact_which_area"),
+            "buttons": buttons,
+        }
+        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
 
     async def _alert(
         self, conn: aiosqlite.Connection, actor: Actor, request: SafeguardingRequest, now: int

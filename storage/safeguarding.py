@@ -35,6 +35,13 @@ class SafeguardingRequests:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
+    async def set_region(self, request_id: int, region: str) -> None:
+        """The area of a request opened before the person's area was known."""
+        await self._conn.execute(
+            "UPDATE safeguarding_requests SET region = ? WHERE id = ? AND region IS NULL",
+            (region, request_id),
+        )
+
     async def open(self, pseudonym: str, region: str | None, category: str, now: int) -> str:
         """Record that the person was signposted and asked; returns the request's token."""
         token = secrets.token_hex(8)

@@ -135,6 +135,36 @@ async def test_an_answer_held_after_a_signpost_is_saved_when_sent_again(
         assert requests == [("declined",), ("asked",)]
 
 
+async def test_a_person_whose_area_is_not_known_yet_is_asked_for_it_before_the_alert(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A risk phrase can come before onboarding's last question, the area; with no area
+    no duty holder could be told. On "Yes, please" the person is asked for it, and the
+    alert goes to that area's duty holders."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        sam_had = len(sam.messages)
+        ada = Chat(api, ADA)
+        await ada.start()  # the notice: no area chosen yet
+        before = len(ada.messages)
+        await ada.say(RISK)
+        await ada.expect(before + 2)  # the signpost, then the contact question
+        area = await ada.tap("Yes, please")
+        assert "Which area" in area.text
+        assert len(sam.messages) == sam_had
+        sent = await ada.tap("London")
+        assert "told the probation team" in sent.text
+        alert = await sam.expect(sam_had + 1)
+        assert "SG-1" in alert.text and "London" in alert.text
+        records = Records(runtime.settings)
+        assert records.query("SELECT region, status FROM safeguarding_requests") == [
+            ("london", "alerted")
+        ]
+        # Told for this request only: her area is still hers to choose in onboarding.
+        ada_is = records.pseudonym(ADA)
+        assert records.query("SELECT region FROM people WHERE pseudonym = ?", ada_is) == [(None,)]
+
+
 async def test_no_is_respected_and_no_one_to_tell_is_said_plainly(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
