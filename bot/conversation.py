@@ -213,7 +213,8 @@ class ConversationService:
             if written:
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
                 signposted = await self._guard_text(conn, actor, written, now)
-                if signposted and await self._holds_risk_text(conn, actor, now):
+                answer = isinstance(event, TextSent)
+                if signposted and await self._holds_risk_text(conn, actor, answer, now):
                     step_event = None  # signposted: the dialogue waits, it is asked again later
             if isinstance(event, Started) and event.payload:
                 step_event = await self._redeem_start_link(
@@ -318,7 +319,9 @@ class ConversationService:
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()
 
-    async def _holds_risk_text(self, conn: aiosqlite.Connection, actor: Actor, now: int) -> bool:
+    async def _holds_risk_text(
+        self, conn: aiosqlite.Connection, actor: Actor, answer: bool, now: int
+    ) -> bool:
         """Whether a text just signposted is held back from the dialogue (not taken as an
         answer) while the person reads the signpost.
 
@@ -327,7 +330,8 @@ class ConversationService:
         sent again at the same question soon after (an ordinary complaint such as "my
         officer keeps threatening me with recall" reads like a risk phrase, and dropping it
         every time would leave its writer no way to be heard but to skip). The first time,
-        the person is told it was not saved and how to save it."""
+        the person is told it was not saved and how to save it. `answer`: the text was
+        typed as a message, not a caption or a forwarded message (never an answer)."""
         stored = await Sessions(conn).load(actor.pseudonym)
         session = Session.from_json(stored) if stored else Session()
         place = session.place
@@ -337,8 +341,8 @@ class ConversationService:
         if dialogue.settings.get("risk_text") == "passed_on":
             return False
         state = dialogue.states.get(place.state)
-        if state is None or state.text is None:
-            return True  # no written answer is asked for here
+        if not answer or state is None or state.text is None:
+            return True  # no written answer is asked for here, or this is none
         here = f"{place.dialogue}:{place.state}"
         held = session.values_of(_RISK_TEXT).get("held_at", "")
         where, _, when = held.rpartition("@")

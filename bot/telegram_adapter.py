@@ -352,8 +352,11 @@ class TelegramAdapter:
         await self._step(update, UnsupportedSent(kind), free_text=caption)
 
     async def on_forwarded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A forwarded message is someone else's words: never taken as an answer."""
-        await self._step(update, UnsupportedSent("forwarded"))
+        """A forwarded message is someone else's words: never taken as an answer. It is
+        still checked for risk phrases: a threat someone received may be forwarded to us."""
+        message = update.effective_message
+        shown = (message.text or message.caption) if message else None
+        await self._step(update, UnsupportedSent("forwarded"), free_text=shown)
 
     async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An edited message: the original was already answered; say so kindly. It is
@@ -362,7 +365,8 @@ class TelegramAdapter:
         if sender is None or message is None:
             await self._reply(update, "edited_message")
             return
-        await self._service.handle_edited(update.update_id, sender, message.text or "")
+        text = message.text or message.caption or ""  # a photo's caption can be edited too
+        await self._service.handle_edited(update.update_id, sender, text)
 
     async def on_group_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """YouSaid works in private chats only: say so and leave the group."""

@@ -165,6 +165,50 @@ async def test_a_person_whose_area_is_not_known_yet_is_asked_for_it_before_the_a
         assert records.query("SELECT region FROM people WHERE pseudonym = ?", ada_is) == [(None,)]
 
 
+async def test_a_forwarded_threat_and_an_edited_caption_are_signposted(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Neither is an answer, but both are read for risk: a threat someone received may be
+    forwarded to us, and a photo's caption can be edited to say what the photo did not."""
+    async with running_bot(api, tmp_path):
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
+        sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
+        before = len(ada.messages)
+        api.send_update(
+            {
+                "message": {
+                    "message_id": 991001,
+                    "date": int(time.time()),
+                    "chat": chat,
+                    "from": sender,
+                    "text": "he'll kill me if I go back there",
+                    "forward_origin": {"type": "hidden_user", "sender_user_name": "-", "date": 1},
+                }
+            }
+        )
+        assert "116 123" in (await ada.expect(before + 1)).text
+        assert "get in touch" in (await ada.expect(before + 2)).text
+
+        before = len(ada.messages)
+        photo = [{"file_id": "AgAD-invented", "file_unique_id": "inv1", "width": 1, "height": 1}]
+        api.send_update(
+            {
+                "edited_message": {
+                    "message_id": 991002,
+                    "date": int(time.time()) - 60,
+                    "edit_date": int(time.time()),
+                    "chat": chat,
+                    "from": sender,
+                    "photo": photo,
+                    "caption": "i want to kill myself",
+                }
+            }
+        )
+        assert "116 123" in (await ada.expect(before + 1)).text
+
+
 async def test_no_is_respected_and_no_one_to_tell_is_said_plainly(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
