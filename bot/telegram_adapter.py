@@ -57,9 +57,14 @@ from state_machines.events import (
 
 log = logging.getLogger(__name__)
 
-# The word STOP (Welsh: STOPIO) on its own, in any case, with optional punctuation, means
-# /stop; inside a sentence ("please stop asking me about housing") it does not.
-_STOP_WORD = re.compile(r"^\s*(stop|stopio)\s*[.!]*\s*$", re.IGNORECASE)
+# The word STOP (Welsh: STOPIO, STOPIWCH) on its own, in any case, with "please" (plis, os
+# gwelwch yn dda) and any punctuation or emoji around it, means /stop; inside a sentence
+# ("please stop asking me about housing") it does not.
+_STOP_WORD = re.compile(
+    r"^[\W_]*(?:(?:please|plis)[\W_]+)?(?:stop|stopio|stopiwch)"
+    r"(?:[\W_]+(?:please|plis|now|nawr|os gwelwch yn dda))?[\W_]*$",
+    re.IGNORECASE,
+)
 _PRIVATE = filters.ChatType.PRIVATE
 _BROADCAST_STOP = re.compile(r"^" + re.escape(CANCEL_PREFIX) + r"\d{1,12}$")
 # Panel buttons (bot/panel_texts.py); anything else with these prefixes is an old button.

@@ -10,6 +10,7 @@ import pytest
 from bot.local_api import LocalBotApi
 from bot.payload_seal import payload_codec
 from bot.secrets_file import load_secrets
+from bot.telegram_adapter import _STOP_WORD
 from tests.harness import (
     ADA,
     BRAN,
@@ -101,6 +102,28 @@ async def test_stop_command_and_bare_stop_withdraw_everything(
             "quotes": False,
         }
         assert bot.place(person) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "means_stop"),
+    [
+        ("STOP", True),
+        ("  Stop! ", True),
+        ("STOP 🛑", True),
+        ("Stop please", True),
+        ("please stop.", True),
+        ('"STOP"', True),
+        ("stopio", True),
+        ("Stopiwch!", True),
+        ("stop os gwelwch yn dda", True),
+        ("please stop asking me about housing", False),
+        ("stop the early appointments", False),
+        ("bus stop", False),
+        ("stopped", False),
+    ],
+)
+def test_the_word_stop_on_its_own_in_any_form_means_stop(text: str, means_stop: bool) -> None:
+    assert bool(_STOP_WORD.match(text)) is means_stop
 
 
 async def test_stop_inside_a_sentence_withdraws_nothing(api: LocalBotApi, bot: Records) -> None:
