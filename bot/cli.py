@@ -20,7 +20,7 @@ from bot.enrolment_cli import add_enrol_parser, run_enrol
 from bot.error_reporting import setup_logging, setup_sentry
 from bot.ops_cli import OPS_COMMANDS, add_ops_parsers, run_ops
 from bot.secrets_file import generate_secrets_file
-from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, load_settings
+from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, for_sandbox, load_settings
 from bot.staff_cli import STAFF_COMMANDS, add_staff_parsers, run_staff
 from bot.themes_cli import add_parser as add_themes_parser
 from bot.themes_cli import run_themes
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
         if args.command == "sandbox":
             from bot.sandbox import run_sandbox  # imports telegram: only when running
 
-            return asyncio.run(run_sandbox(settings))
+            return asyncio.run(run_sandbox(for_sandbox(settings, os.environ)))
         from bot.runtime import run_until_signalled
 
         return asyncio.run(run_until_signalled(settings))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,6 +71,19 @@ class Settings:
                 "python -m bot sandbox)",
             )
         return self.bot_token
+
+
+# The sandbox's own database unless DATABASE_PATH names one: beside the real bot's, its
+# sender would drain real people's queued messages into the local stand-in, and its
+# invented person would join real digests and rounds.
+SANDBOX_DATABASE_PATH = "./data/sandbox.db"
+
+
+def for_sandbox(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """The settings the sandbox runs with: its own database unless one is named."""
+    if env.get("DATABASE_PATH"):
+        return settings
+    return replace(settings, database_path=SANDBOX_DATABASE_PATH)
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:

@@ -16,7 +16,13 @@ import pytest
 from bot.cli import EXIT_PROBLEMS
 from bot.cli import main as cli_main
 from bot.secrets_file import load_secrets
-from bot.settings import PROJECT_ROOT, SettingsError, load_settings
+from bot.settings import (
+    PROJECT_ROOT,
+    SANDBOX_DATABASE_PATH,
+    SettingsError,
+    for_sandbox,
+    load_settings,
+)
 from storage.database import bundled_migrations
 
 TOKEN = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
@@ -91,6 +97,16 @@ def test_defaults() -> None:
     assert settings.api_base_url == "https://api.telegram.org/bot"
     assert settings.bot_token is None and settings.sentry_dsn is None
     assert load_settings({"TELEGRAM_BOT_TOKEN": TOKEN}).require_token() == TOKEN
+
+
+def test_the_sandbox_keeps_to_a_database_of_its_own_unless_one_is_named() -> None:
+    """Sharing the real bot's database, the sandbox's sender would drain real people's
+    queued messages into the local stand-in."""
+    default = load_settings({})
+    assert for_sandbox(default, {}).database_path == SANDBOX_DATABASE_PATH
+    assert for_sandbox(default, {}).database_path != default.database_path
+    named = load_settings({"DATABASE_PATH": "/srv/try/sandbox.db"})
+    assert for_sandbox(named, {"DATABASE_PATH": "/srv/try/sandbox.db"}) == named
 
 
 def test_secrets_generated_private_with_a_warning(
