@@ -39,7 +39,9 @@ example-digest: $(INSTALLED) catalogs
 
 # The virtualenv, created if missing and refreshed when pyproject.toml changes.
 $(INSTALLED): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	@# A venv left half-made (e.g. python3-venv missing, so no pip) is made again.
+	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); \
+		$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); python3 -m venv $(VENV); }; }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
