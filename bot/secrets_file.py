@@ -121,6 +121,11 @@ def generate_secrets_file(path: Path) -> Secrets:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(_body(created))
+        # On disk before anything is encrypted under it: after a power cut an empty key
+        # file beside a database already written would make that database unreadable.
+        handle.flush()
+        os.fsync(handle.fileno())
+    sync_directory(path.parent)
     return created
 
 
