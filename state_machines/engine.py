@@ -358,8 +358,11 @@ class Engine:
                 out.effects.append(Apply(effect))
 
     def _remember(self, out: _Out, dialogue: str, name: str, value: str) -> None:
+        """Remember `value` under `name`; "" forgets it."""
         values = dict(out.session.values_of(dialogue))
         values[name] = value
+        if not value:
+            del values[name]
         out.session = out.session.with_values(dialogue, values)
 
     # --- moving between states ---------------------------------------------------------

@@ -166,7 +166,9 @@ class _Checker:
                 self.problem(value, where, f"{kind} needs name and value")
                 return None
             name, chosen = self.name(parts["name"], where), self.scalar(parts["value"], where, str)
-            if chosen is None or not _VALUE.match(chosen):
+            # set to "": forget the value (e.g. a Welsh text typed before "Start again").
+            forgets = kind == "set" and chosen == ""
+            if chosen is None or not (forgets or _VALUE.match(chosen)):
                 self.problem(parts["value"], where, f"'{chosen}' is not a valid value")
                 return None
             return SetValue(name, chosen) if kind == "set" else ToggleValue(name, chosen)

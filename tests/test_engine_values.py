@@ -198,3 +198,23 @@ def test_beginning_a_dialogue_again_drops_its_unfinished_run_from_the_resume_sta
     conversation.send(CommandSent("language"))
     conversation.send(Begin("form"))
     assert all(p.dialogue != "form" for p in conversation.session.resume)
+
+
+def test_skip_after_start_again_forgets_the_welsh_typed_before(engine: Engine) -> None:
+    """/yousaid promises that Skip sends the English with a note: a Welsh text typed on
+    the first go, before "Start again", must not be sent instead."""
+    conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
+    conversation.send(Begin("yousaid"))
+    for label in ("Housing", "Done", "Yes, go on", "London", "We changed this"):
+        conversation.tap(label)
+    conversation.send(TextSent("The housing team comes every Tuesday."))
+    conversation.send(TextSent("Mae'r tîm tai yn dod bob dydd Mawrth."))
+    assert conversation.last[-1].values["text_cy"].startswith("Mae'r")
+    conversation.tap("Start again")
+    for label in ("Done", "Yes, go on", "London", "We changed this"):
+        conversation.tap(label)
+    conversation.send(TextSent("The housing team now comes every Wednesday."))
+    conversation.tap("Skip")
+    preview = conversation.last[-1]
+    assert "text_cy" not in preview.values
+    assert preview.values["text_en"] == "The housing team now comes every Wednesday."
