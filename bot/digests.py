@@ -3,7 +3,9 @@ of the week just ended is released once and sent to the region's managers; `/dig
 staff and managers their region's latest.
 
 The job is a stored schedule: a Monday missed while the bot was down runs at the next start,
-and a week already released is never released or sent again (its stored digest is reused).
+and a week already released is never released again (its stored digest is reused); each
+region's managers are sent a week's report once, whoever released it. An hourly check keeps
+next Monday's job scheduled and runs a Monday job given up after failures again.
 Figures about fewer than k people are hidden (bot/digest.py), checked against every digest
 released before, so what went out can never be differenced to reveal someone.
 """
@@ -49,7 +51,13 @@ log = logging.getLogger(__name__)
 
 DIGEST_JOB = "weekly_digest"
 REPORT_JOB = "digest_report"  # draw one region's chart and report, and send them
+# Hourly: next Monday's job exists, and a Monday job given up is run again (`_check`).
+DIGEST_CHECK_JOB = "weekly_digest_check"
 _SEND_HOUR = 8
+_HOUR_MS = 3_600_000
+# A Monday job given up after its retries is run again by the hourly check at most this many
+# times; then that week is left (each failure was logged by the scheduler).
+_CATCH_UPS = 3
 _CHECKED_AGAINST_WEEKS = 52  # earlier releases each new digest is checked against
 _REGIONS_ON_REQUEST = 3
 _RELEASED_TOGETHER = (NATIONAL, *REGION_SLUGS)  # a week's digests are checked together
@@ -82,6 +90,18 @@ def next_monday_morning(now_ms: int, zone: str) -> int:
         if ms > now_ms:
             return ms
         day += timedelta(days=7)
+
+
+def last_monday_morning(now_ms: int, zone: str) -> int:
+    """The latest Monday 08:00 in `zone` at or before `now_ms` (clock changes included)."""
+    local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(ZoneInfo(zone))
+    day = local.date() - timedelta(days=local.weekday())
+    while True:
+        moment = datetime(day.year, day.month, day.day, _SEND_HOUR, tzinfo=ZoneInfo(zone))
+        ms = int(moment.timestamp() * 1000)
+        if ms <= now_ms:
+            return ms
+        day -= timedelta(days=7)
 
 
 def week_before(monday_ms: int, zone: str) -> str:
@@ -118,12 +138,49 @@ class DigestService(Desk[DialogueTexts]):
         self._decrypt = decrypt
 
     async def ensure_scheduled(self) -> None:
-        """At start: make sure next Monday's run exists (a missed one is still pending and
-        runs first; keys make this idempotent)."""
-        now = self._clock.now_ms()
-        due = next_monday_morning(now, self._zone)
+        """At start: the hourly check (`_check`), and the next day's checks scheduled. A
+        missed Monday whose job is still pending runs first; keys make this idempotent."""
         async with self._db.transaction() as conn:
-            await _schedule(conn, due, now)
+            await self._check(conn, self._clock.now_ms())
+
+    async def on_check(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """Hourly, while the bot runs: the same check as at start. Next Monday's job was
+        scheduled only by the Monday job itself, so one given up after its retries ended
+        the chain, and that week's digest was neither released nor sent, until a restart
+        that still skipped it."""
+        await self._check(conn, now)
+
+    async def _check(self, conn: aiosqlite.Connection, now: int) -> None:
+        await _schedule(conn, next_monday_morning(now, self._zone), now)
+        await self._catch_up(conn, now)
+        await _schedule_checks(conn, now)
+
+    async def _catch_up(self, conn: aiosqlite.Connection, now: int) -> None:
+        """The last Monday's job, if it was given up (or never made while the one before
+        was given up), is made again to run now: it releases what is missing of that week
+        and sends the managers' reports (keyed by region and week, so sent once). Nothing is
+        done while it is pending (due, retrying, or running now) or once it is done. A week
+        before the bot's first Monday is not caught up (a new install sends nothing)."""
+        due = last_monday_morning(now, self._zone)
+        jobs = Schedules(conn)
+        base = f"{DIGEST_JOB}:{due}"
+        status = await jobs.status_of(base)
+        if status is None:
+            before = f"{DIGEST_JOB}:{last_monday_morning(due - 1, self._zone)}"
+            if await jobs.status_of(before) != "failed":
+                return  # no Monday chain broken here: nothing was missed
+            if await _schedule(conn, due, now):
+                log.warning("the weekly digest job of %s was never made; made now", due)
+            return
+        for attempt in range(1, _CATCH_UPS + 1):
+            if status != "failed":
+                return  # pending or done, by the Monday job or its last catch-up
+            key = f"{base}:again:{attempt}"
+            status = await jobs.status_of(key)
+            if status is None:
+                await jobs.add(DIGEST_JOB, key, now, {"due": due}, now)
+                log.warning("the weekly digest job of %s had failed; run again", due)
+                return
 
     async def prepare_weekly(self, job: Job, now: int) -> PreparedRelease:
         """The Monday job's slow part, before its transaction (see `prepare_release`)."""
@@ -132,12 +189,16 @@ class DigestService(Desk[DialogueTexts]):
     async def on_weekly(
         self, conn: aiosqlite.Connection, job: Job, now: int, prepared: PreparedRelease
     ) -> None:
-        """Monday 08:00 (or the first start after it): release and send last week's."""
+        """Monday 08:00 (or the first start after it): release and send last week's. The
+        managers of every region are sent the week's report, however much of it was
+        released before (by staff asking with /digest before 08:00, or by the command
+        line): each region's managers get one report a week whoever released it."""
         due = int(job.payload["due"])
         week = week_before(due, self._zone)
         released = await self.release_week(conn, week, now, prepared)
-        for region in released:
-            if region != NATIONAL and await StaffRoles(conn).holders("manager", region):
+        roles = StaffRoles(conn)
+        for region in REGION_SLUGS:
+            if await roles.holders("manager", region):
                 await _schedule_report(conn, region, week, None, now)
         await _schedule(conn, next_monday_morning(due, self._zone), now)
         log.info("weekly digests for %s: %d released now", week, len(released))
@@ -358,10 +419,29 @@ def summary_figures(digest: Digest, top: int = 3) -> Headline:
 async def _schedule_report(
     conn: aiosqlite.Connection, region: str, week: str, asked_by: str | None, now: int
 ) -> None:
-    key = f"{REPORT_JOB}:{region or 'national'}:{week}:{asked_by or 'managers'}:{now}"
+    """The managers' report of a region's week is keyed by region and week alone: the
+    Monday job and a catch-up of it (`DigestService._catch_up`) schedule it once between
+    them. One asked for with /digest is keyed by the moment too: asking again sends again."""
+    key = f"{REPORT_JOB}:{region or 'national'}:{week}:"
+    key += f"{asked_by}:{now}" if asked_by else "managers"
     payload = {"region": region, "week": week, "asked_by": asked_by}
     await Schedules(conn).add(REPORT_JOB, key, now, payload, now)
 
 
-async def _schedule(conn: aiosqlite.Connection, due: int, now: int) -> None:
-    await Schedules(conn).add(DIGEST_JOB, f"{DIGEST_JOB}:{due}", due, {"due": due}, now)
+async def _schedule(conn: aiosqlite.Connection, due: int, now: int) -> bool:
+    """The Monday job of `due` (idempotent: keyed by it); False if it existed."""
+    return await Schedules(conn).add(DIGEST_JOB, f"{DIGEST_JOB}:{due}", due, {"due": due}, now)
+
+
+async def _schedule_checks(conn: aiosqlite.Connection, now: int) -> None:
+    """The checks of the next day's hours (idempotent: keyed by the hour), as the check-ins'
+    are (bot/checkins.py): a day of them, so a check given up after failures does not end
+    the chain until the next restart."""
+    hour = now // _HOUR_MS
+    await Schedules(conn).add_all(
+        [
+            (DIGEST_CHECK_JOB, f"{DIGEST_CHECK_JOB}:{later}", later * _HOUR_MS, {})
+            for later in range(hour + 1, hour + 25)
+        ],
+        now,
+    )

@@ -23,7 +23,7 @@ from bot.conversation import ConversationService
 from bot.data_rights import DataRightsService
 from bot.desk import DialogueTexts
 from bot.dialogue_files import build_engine
-from bot.digests import DIGEST_JOB, REPORT_JOB, DigestService
+from bot.digests import DIGEST_CHECK_JOB, DIGEST_JOB, REPORT_JOB, DigestService
 from bot.flood import FloodGate
 from bot.http_request import AiohttpRequest
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest, TapAnswers
@@ -200,6 +200,7 @@ async def build_runtime(
     )
     scheduler.register_prepared(DIGEST_JOB, digests.prepare_weekly, digests.on_weekly)
     scheduler.register_prepared(REPORT_JOB, digests.prepare_report, digests.send_report)
+    scheduler.register(DIGEST_CHECK_JOB, digests.on_check)  # hourly; first at start()
     scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
     scheduler.register(ROUND_JOB, checkins.on_round, quick=True)  # each a part of a round
     scheduler.register(NUDGE_JOB, checkins.on_nudge)

@@ -16,6 +16,8 @@ import io
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,7 @@ from bot.settings import PROJECT_ROOT, load_settings
 from bot.themes import load_taxonomy
 from state_machines.definition import REGION_SLUGS
 from storage.checkins import Checkins
+from storage.clock import ManualClock
 from storage.database import Database
 from storage.digest_data import (
     ALL,
@@ -699,21 +702,32 @@ async def test_the_store_keeps_releases_as_released(tmp_path: Path) -> None:
         await db.close()
 
 
-def _cli(path: str, *argv: str) -> int:
+# The command line's "now" (a Friday of 2026-W48): WEEK and the weeks before it have ended.
+CLI_NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _cli(path: str, *argv: str, now: datetime = CLI_NOW) -> int:
     parser = argparse.ArgumentParser()
     digest_cli.add_parser(parser.add_subparsers(dest="command"))
     return digest_cli.run_digest(
-        load_settings({"DATABASE_PATH": path}), parser.parse_args(["digest", *argv])
+        load_settings({"DATABASE_PATH": path}),
+        parser.parse_args(["digest", *argv]),
+        ManualClock(now),
     )
+
+
+def _copy(world_db: tuple[str, World], tmp_path: Path) -> str:
+    path = str(tmp_path / "copy.db")
+    sqlite3.connect(world_db[0]).backup(dst := sqlite3.connect(path))
+    dst.close()
+    return path
 
 
 def test_the_command_line_releases_once_and_checks_later_weeks(
     world_db: tuple[str, World], tmp_path: Path
 ) -> None:
-    source, world = world_db
-    path = str(tmp_path / "copy.db")
-    sqlite3.connect(source).backup(dst := sqlite3.connect(path))
-    dst.close()
+    world = world_db[1]
+    path = _copy(world_db, tmp_path)
     md, csv_out, again = tmp_path / "d.md", tmp_path / "d.csv", tmp_path / "again.md"
     assert _cli(path, "--region", "london", "--week", "2026-W46", "--out", str(md), "--k", "5") == 0
     assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(md), "--k", "5") == 0
@@ -745,6 +759,56 @@ def test_the_command_line_releases_once_and_checks_later_weeks(
     assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(md), "--k", "4") == 2
     assert _cli(path, "--region", "atlantis", "--week", WEEK, "--out", str(md)) == 2
     assert _cli(path, "--region", "london", "--week", "2026-W99", "--out", str(md)) == 2
+
+
+def test_the_command_line_releases_only_an_ended_week_and_only_once_written(
+    world_db: tuple[str, World], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Released weeks are never recomputed: storing the week under way (or a later one)
+    would freeze half a week as its release, so it is refused, in one line saying when it
+    ends; --dry-run shows it so far. The file is written before the digest is stored, so
+    an output that cannot be written releases nothing."""
+    path = _copy(world_db, tmp_path)
+    out = tmp_path / "d.md"
+
+    def released() -> list[tuple[str, str]]:
+        with closing(sqlite3.connect(path)) as conn:
+            return conn.execute("SELECT region, week FROM published_digests ORDER BY id").fetchall()
+
+    for week in ("2026-W48", "2026-W50"):  # the week of CLI_NOW, and a later one
+        assert _cli(path, "--region", "london", "--week", week, "--out", str(out)) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: 2026-W48 has not ended yet (it ends Mon 30 Nov 2026 00:00 Europe/London), so "
+        "it cannot be released; --dry-run shows it so far",
+        "error: 2026-W50 has not ended yet (it ends Mon 14 Dec 2026 00:00 Europe/London), so "
+        "it cannot be released; --dry-run shows it so far",
+    ]
+    assert not out.exists() and released() == []
+    so_far = ["--region", "london", "--week", "2026-W48", "--out", str(out), "--dry-run"]
+    assert _cli(path, *so_far) == 0 and "Check-ins" in out.read_text()
+    assert released() == []
+
+    for unwritable in (tmp_path / "no such folder" / "d.md", tmp_path):  # tmp_path: a folder
+        assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(unwritable)) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    assert released() == []  # nothing released that was not written
+
+    # A week ends at Monday 00:00 in the service's time zone (in summer, 23:00 UTC).
+    summer = ["--region", "london", "--week", "2026-W26", "--out", str(out)]
+    assert _cli(path, *summer, now=datetime(2026, 6, 28, 22, 59, 59, tzinfo=UTC)) == 2
+    assert "(it ends Mon 29 Jun 2026 00:00 Europe/London)" in capsys.readouterr().err
+    assert _cli(path, *summer, now=datetime(2026, 6, 28, 23, 0, tzinfo=UTC)) == 0
+    assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(out)) == 0
+    assert released() == [("london", "2026-W26"), ("london", WEEK)]
+    assert to_markdown(from_json(_stored_cells(path, WEEK))) == out.read_text()
+
+
+def _stored_cells(path: str, week: str) -> str:
+    with closing(sqlite3.connect(path)) as conn:
+        [(cells,)] = conn.execute(
+            "SELECT cells FROM published_digests WHERE region = 'london' AND week = ?", (week,)
+        ).fetchall()
+    return str(cells)
 
 
 async def test_the_weekly_release_is_built_beside_the_bot_and_released_once(
