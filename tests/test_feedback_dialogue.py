@@ -40,6 +40,21 @@ def submits(engine: Engine, conversation: Conversation, event: Event) -> list[Ap
     return [e for e in step.effects if isinstance(e, Apply) and isinstance(e.effect, Submit)]
 
 
+def test_a_long_answer_typed_on_a_phone_is_kept_not_refused(engine: Engine) -> None:
+    """A message can be 4,096 characters; one of 3,000 (typed with care on a phone) is an
+    answer, not "too long". Only beyond 3,500 (room for the words around a quote or a
+    relayed message within Telegram's limit) is it refused."""
+    conversation = begin(engine)
+    conversation.tap("Start")
+    for _ in PRINCIPLES:
+        conversation.tap("Sometimes")
+    long_answer = ("The appointments clash with my shifts. " * 80)[:3000]
+    step = engine.step(conversation.session, TextSent(long_answer))
+    stored = [e for e in step.effects if isinstance(e, Apply) and e.value == long_answer]
+    assert stored, "the long answer was not kept"
+    assert not any("too long" in (e.lead or "") for e in step.effects if isinstance(e, Say))
+
+
 def test_the_whole_check_in_with_skip_and_simpler_words(engine: Engine) -> None:
     conversation = begin(engine)
     assert "listen to you" in conversation.tap("Start")[0]
