@@ -35,7 +35,7 @@ from storage.people import ConsentLedger, People
 from storage.staff import StaffRoles
 from tests.harness import TOKEN, BotProcess, Records, settings_for
 
-NOTICE = "2026-11-v1"
+NOTICE = "2026-11-v2"
 REPLY_TIMEOUT_S = 90.0
 # The bot keeps Telegram's per-chat pace (about one message a second), so a person's script
 # spans many rounds: people join in the first half only, a few at a time, so that kills land

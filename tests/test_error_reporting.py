@@ -85,7 +85,7 @@ async def test_a_failing_update_is_retried_then_the_person_is_told(
         await _change_schema(records.settings.database_path, "DROP TRIGGER injected_fault")
         question = await chat.tap("Yes")
         assert "Can we invite you" in question.text
-        assert records.consents(ADA) == [("feedback", 1, "2026-11-v1")]
+        assert records.consents(ADA) == [("feedback", 1, "2026-11-v2")]
 
 
 async def _change_schema(database: str, statement: str) -> None:

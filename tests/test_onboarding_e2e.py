@@ -23,7 +23,7 @@ from tests.harness import (
     settings_for,
 )
 
-NOTICE = "2026-11-v1"
+NOTICE = "2026-11-v2"
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ from bot.local_api import LocalBotApi
 from bot.runtime import Runtime
 from tests.harness import ADA, BRAN, Chat, Records, running_bot, settings_for
 
-NOTICE = "2026-11-v1"
+NOTICE = "2026-11-v2"
 SECRET = "invented-webhook-secret_0123456789abcdef"
 
 
