@@ -120,7 +120,7 @@ def is_invite_code(payload: str) -> bool:
     return _INVITE_CODE.match(payload) is not None
 
 
-def _invite_target(code_hash: str) -> str:
+def invite_target(code_hash: str) -> str:
     # Enough of the hash to link "created" to "redeemed" in the audit log, nothing usable.
     return f"invite:{code_hash[:12]}"
 
@@ -150,7 +150,7 @@ async def redeem_invite_in(
     await AuditLog(conn).record(
         pseudonym,
         "invite.redeemed",
-        _invite_target(code_hash),
+        invite_target(code_hash),
         grant_details(grant.role, grant.region, grant.safeguarding),
         now,
     )
@@ -192,9 +192,7 @@ async def create_invite(
             code_hash, role, region, safeguarding, expires_at, now, created_by=actor
         )
         details = grant_details(role, region, safeguarding) | {"expires_at": str(expires_at)}
-        await AuditLog(conn).record(
-            actor, "invite.created", _invite_target(code_hash), details, now
-        )
+        await AuditLog(conn).record(actor, "invite.created", invite_target(code_hash), details, now)
     return f"https://t.me/{username}?start={code}"
 
 

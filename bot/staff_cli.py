@@ -1,4 +1,5 @@
-"""Command line for staff access: `roles grant | revoke | list` and `invite create`.
+"""Command line for staff access: `roles grant | revoke | list`, `invite create | list |
+revoke`.
 
 Telegram ids are taken only to be turned into pseudonyms at once; they are never stored or
 printed. Every change is written to the audit log with the actor "cli".
@@ -10,20 +11,22 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
-from bot.access import check_grant, create_invite, grant_role, revoke_role
+from bot.access import check_grant, create_invite, grant_role, invite_target, revoke_role
 from bot.secrets_file import Secrets, load_secrets
 from bot.settings import Settings, SettingsError
 from state_machines.definition import REGION_SLUGS
 from storage.clock import SystemClock
 from storage.database import Database, MigrationError
-from storage.staff import ROLES, RoleGrant, StaffRoles
+from storage.staff import ROLES, AuditLog, RoleGrant, StaffInvites, StaffRoles
 
 EXIT_PROBLEMS = 2
 CLI_ACTOR = "cli"
 STAFF_COMMANDS = ("roles", "invite")
-_SHOWN = 12  # characters of a pseudonym shown, as in the logs
+_SHOWN = 12  # characters of a pseudonym (or an invite's hash) shown, as in the logs
+_MIN_REFERENCE = 8  # an invite's reference: enough of its hash to name one
 
 # Roles, regions, ids and hours are taken as text and checked here rather than by argparse
 # (whose errors print the usage too), so each mistake is one line on stderr and exit status 2.
@@ -55,6 +58,15 @@ def add_staff_parsers(
     create.add_argument("--expires-hours", default="72", metavar="HOURS", help="default: 72")
     create.add_argument("--bot-username", metavar="NAME", help="default: $BOT_USERNAME")
     create.set_defaults(staff_action="invite.create")
+    listed = invite_actions.add_parser("list", help="the invites not used or expired yet")
+    listed.set_defaults(staff_action="invite.list")
+    revoke = invite_actions.add_parser(
+        "revoke", help="make an unused invite expire now (a link sent to the wrong person)"
+    )
+    revoke.add_argument(
+        "--ref", required=True, metavar="REF", help="its reference, as `invite list` shows it"
+    )
+    revoke.set_defaults(staff_action="invite.revoke")
 
 
 def _add_grant_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +90,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     action: str = args.staff_action
     _check_input(action, args)  # before any file is opened or created
     secrets = None
-    if action != "roles.list":
+    if action not in ("roles.list", "invite.list", "invite.revoke"):
         secrets = load_secrets(settings.secrets_path, production=settings.production)
     db = await Database.open(settings.database_path)
     try:
@@ -90,7 +102,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check_input(action: str, args: argparse.Namespace) -> None:
     """Raise ValueError, in plain words, on the first bad argument."""
-    if action == "roles.list":
+    if action in ("roles.list", "invite.list"):
+        return
+    if action == "invite.revoke":
+        _reference(args.ref)
         return
     check_grant(args.role, args.region, args.safeguarding)
     if action == "invite.create":
@@ -105,6 +120,16 @@ def _telegram_id(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 2**63:
         raise ValueError("--telegram-id must be a Telegram user id (digits only)")
     return int(text)
+
+
+def _reference(text: str) -> str:
+    """An invite's reference: the start of its hash, as `invite list` prints it."""
+    if not (_MIN_REFERENCE <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)):
+        raise ValueError(
+            f"--ref must be an invite's reference as `invite list` shows it "
+            f"({_MIN_REFERENCE} or more of 0-9 and a-f)"
+        )
+    return text
 
 
 def _expires_hours(text: str) -> int:
@@ -194,10 +219,39 @@ async def _invite(db: Database, secrets: Secrets | None, args: argparse.Namespac
     return 0
 
 
+async def _invites(db: Database, secrets: Secrets | None, args: argparse.Namespace) -> int:
+    async with db.read() as conn:
+        invites = await StaffInvites(conn).open_invites(_now())
+    for invite in invites:
+        expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite.expires_at / 1000))
+        what = _describe(invite.role, invite.region, invite.safeguarding)
+        print(f"{invite.code_hash[:_SHOWN]}  {what}, expires {expires}")
+    if not invites:
+        print("no invites waiting to be used")
+    return 0
+
+
+async def _revoke_invite(db: Database, secrets: Secrets | None, args: argparse.Namespace) -> int:
+    reference, now = _reference(args.ref), _now()
+    async with db.transaction() as conn:
+        revoked = await StaffInvites(conn).expire(reference, now)
+        for code_hash in revoked:
+            await AuditLog(conn).record(
+                CLI_ACTOR, "invite.revoked", invite_target(code_hash), {}, now
+            )
+    if not revoked:
+        print(f"error: no unused invite has the reference {reference}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"revoked: {len(revoked)} invite{'s' if len(revoked) > 1 else ''} ({reference})")
+    return 0
+
+
 _Command = Callable[[Database, Secrets | None, argparse.Namespace], Awaitable[int]]
 _COMMANDS: dict[str, _Command] = {
     "roles.grant": _grant,
     "roles.revoke": _revoke,
     "roles.list": _list,
     "invite.create": _invite,
+    "invite.list": _invites,
+    "invite.revoke": _revoke_invite,
 }

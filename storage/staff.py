@@ -175,6 +175,17 @@ class AuditLog:
         return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
 
+@dataclass(frozen=True)
+class OpenInvite:
+    """An invite still waiting to be used (its code is never stored, only its hash)."""
+
+    code_hash: str
+    role: str
+    region: str | None
+    safeguarding: bool
+    expires_at: int
+
+
 class StaffInvites:
     """One-time staff invites, known only by the keyed hash of their code."""
 
@@ -219,6 +230,28 @@ class StaffInvites:
             )
             return InviteRedemption("ok", grant)
         return InviteRedemption(await self._why_not(code_hash), None)
+
+    async def open_invites(self, now: int) -> list[OpenInvite]:
+        """Invites not used and not expired, soonest to expire first."""
+        async with self._conn.execute(
+            "SELECT code_hash, role, region, safeguarding, expires_at FROM staff_invites "
+            "WHERE used_at IS NULL AND expires_at > ? ORDER BY expires_at, code_hash",
+            (now,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [OpenInvite(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    async def expire(self, reference: str, now: int) -> list[str]:
+        """Revoke the open invites whose hash starts with `reference` (the start shown by
+        `invite list` and the audit log) by making them expire now; their hashes."""
+        async with self._conn.execute(
+            "UPDATE staff_invites SET expires_at = MAX(created_at + 1, ?) "
+            "WHERE substr(code_hash, 1, ?) = ? AND used_at IS NULL AND expires_at > ? "
+            "RETURNING code_hash",
+            (now, len(reference), reference, now),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [str(r[0]) for r in rows]
 
     async def _why_not(self, code_hash: str) -> InviteStatus:
         async with self._conn.execute(

@@ -25,6 +25,7 @@ from bot.access import (
 from bot.secrets_file import Secrets, load_secrets
 from bot.settings import Settings, load_settings
 from bot.staff_cli import add_staff_parsers, run_staff
+from storage.clock import SystemClock
 from storage.database import Database
 from storage.staff import AuditLog, StaffInvites, StaffRoles
 
@@ -366,6 +367,56 @@ def test_cli_creates_invites(
     assert asyncio.run(redeem()) == "ok"
 
 
+def test_cli_lists_and_revokes_invites_so_a_leaked_link_grants_nothing(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link sent to the wrong person (it may carry the safeguarding duty) is revoked
+    before anyone uses it: it then grants nothing, and the audit log says who revoked it."""
+    create = ("invite", "create", "--role", "staff", "--region", "wales", "--safeguarding")
+    status, output = _cli(settings, capsys, *create, "--bot-username", "YouSaidBot")
+    assert status == 0
+    leaked = _code_of(output.splitlines()[-1])
+    _cli(
+        settings,
+        capsys,
+        "invite",
+        "create",
+        "--role",
+        "manager",
+        "--region",
+        "london",
+        "--bot-username",
+        "YouSaidBot",
+    )
+    status, listing = _cli(settings, capsys, "invite", "list")
+    assert status == 0 and len(listing.splitlines()) == 2
+    line = next(x for x in listing.splitlines() if "safeguarding" in x)
+    assert "staff in wales with the safeguarding duty, expires" in line
+    assert leaked not in listing  # the code itself is never stored, so never shown
+    reference = line.split()[0]
+
+    assert _cli(settings, capsys, "invite", "revoke", "--ref", reference) == (
+        0,
+        f"revoked: 1 invite ({reference})\n",
+    )
+    status, listing = _cli(settings, capsys, "invite", "list")
+    assert len(listing.splitlines()) == 1 and "manager in london" in listing
+    status, again = _cli(settings, capsys, "invite", "revoke", "--ref", reference)
+    assert status == 2 and "no unused invite" in again
+    assert ("cli", "invite.revoked", f"invite:{reference}") in _audit(settings)
+    secrets = load_secrets(settings.secrets_path, production=False)
+    later = SystemClock().now_ms() + 1_000
+
+    async def redeem() -> str:
+        database = await Database.open(settings.database_path)
+        try:
+            return (await redeem_invite(database, secrets, leaked, "p-new", later)).status
+        finally:
+            await database.close()
+
+    assert asyncio.run(redeem()) == "expired"
+
+
 @pytest.mark.parametrize(
     ("argv", "problem"),
     [
@@ -381,6 +432,7 @@ def test_cli_creates_invites(
             "hours",
         ),
         (("invite", "create", "--role", "manager", "--region", "wales", "--safeguarding"), "staff"),
+        (("invite", "revoke", "--ref", "Zz12"), "--ref"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(
