@@ -363,6 +363,9 @@ class PanelService(Desk[PanelTexts]):
                     self._texts.summary(summary, actor.locale),
                     now,
                 )
+            if len(summaries) > _LISTED_AT_MOST:  # the soonest are shown: say what is not
+                total = self._texts.number(len(summaries), actor.locale)
+                await self._tell(conn, actor, "more_panels", now, total=total)
 
     # --- scheduled jobs ----------------------------------------------------------------
     async def on_reminder(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:

@@ -20,6 +20,7 @@ from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.panels import INVITE_JOB
 from bot.runtime import Runtime
 from storage.clock import ManualClock
+from storage.panels import Panels
 from storage.people import ConsentLedger, People
 from storage.queues import Job
 from storage.staff import StaffRoles
@@ -293,6 +294,28 @@ async def test_a_reminder_missed_while_the_bot_was_down_is_not_sent_once_the_pan
         assert records.pending_jobs("panel_reminder") == 0  # it ran, and queued nothing
         assert records.query("SELECT kind FROM broadcasts WHERE kind = 'panel_reminder'") == []
         assert len(amara.messages) == sent_before
+
+
+async def test_panels_lists_the_soonest_twenty_and_says_how_many_there_are(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        now = clock.now_ms()
+        async with runtime.db.transaction() as conn:
+            for day in range(21, 0, -1):  # made latest first: listed soonest first
+                starts_at = now + day * DAY * 1000
+                await Panels(conn).create(
+                    "london", f"Panel {day}", starts_at, "Online", 10, (), "p-org", now
+                )
+        staff = Chat(api, ORGANISER)
+        await staff.say("/panels")
+        note = await staff.expect(21)
+        assert note.text == "These are the 20 soonest of the 21 panels coming up."
+        listed = [m.text or "" for m in staff.messages[:20]]
+        assert listed[0].startswith("Panel 1") and listed[19].startswith("Panel 20")
+        assert not any(t.startswith("Panel 21") for t in listed)
 
 
 def carys_yes(chat: Chat) -> str:
