@@ -10,14 +10,14 @@ import argparse
 import asyncio
 import re
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from bot.checkins import schedule_round
+from bot.checkins import local_time_of_day, schedule_round
 from bot.settings import Settings
 from state_machines.definition import REGION_SLUGS
 from storage.checkins import Checkins
-from storage.clock import SystemClock
+from storage.clock import Clock, SystemClock
 from storage.database import Database, MigrationError
 from storage.staff import AuditLog
 
@@ -42,10 +42,11 @@ def add_checkin_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     actions.add_parser("list", help="list the schedules")
 
 
-def run_checkin(settings: Settings, args: argparse.Namespace) -> int:
-    """Run a `checkin` command; bad input is one line on stderr and exit 2."""
+def run_checkin(settings: Settings, args: argparse.Namespace, clock: Clock | None = None) -> int:
+    """Run a `checkin` command; bad input is one line on stderr and exit 2. `clock` (the
+    system's by default) is for tests: a --start is refused when it is past."""
     try:
-        return asyncio.run(_run(settings, args))
+        return asyncio.run(_run(settings, args, clock or SystemClock()))
     except (ValueError, MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS
@@ -61,13 +62,32 @@ def parse_every(text: str) -> int:
 
 
 def parse_start(text: str | None, zone: str, now: int) -> int:
+    """--start as a moment (ms, UTC); now when not given. Refused: a time the zone's clocks
+    never show (in the hour skipped when they go forward), which would otherwise quietly
+    become another, and a time before the current minute, whose round would be sent at once
+    rather than when staff said. A time in the hour shown twice when the clocks go back is
+    its first occurrence, as for every round after it (bot.checkins.at_local_time)."""
     if text is None:
         return now
     try:
-        moment = datetime.strptime(text.strip(), "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
+        wall = datetime.strptime(text.strip(), "%Y-%m-%d %H:%M")
     except ValueError:
         raise ValueError("--start must look like '2026-12-01 10:00' (UK time)") from None
-    return int(moment.timestamp() * 1000)
+    tz = ZoneInfo(zone)
+    moment = wall.replace(tzinfo=tz, fold=0)
+    # A time that does not exist comes back from UTC as another one (01:30 as 02:30).
+    if moment.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall:
+        raise ValueError(
+            f"--start {wall:%Y-%m-%d %H:%M} does not exist in {zone} "
+            "(the clocks go forward that night); give another time"
+        )
+    start = int(moment.timestamp()) * 1000
+    if start < now - now % 60_000:  # the current minute is "now", not the past
+        raise ValueError(
+            f"--start {wall:%Y-%m-%d %H:%M} is in the past; give a later time, "
+            "or leave --start out to start now"
+        )
+    return start
 
 
 def _region(text: str) -> str:
@@ -76,8 +96,8 @@ def _region(text: str) -> str:
     return text
 
 
-async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    now = SystemClock().now_ms()
+async def _run(settings: Settings, args: argparse.Namespace, clock: Clock) -> int:
+    now = clock.now_ms()
     action = args.checkin_action
     if action != "list":
         region = _region(args.region)
@@ -102,7 +122,9 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 await AuditLog(conn).record("cli", "checkin.stopped", f"region:{region}", {}, now)
                 print(f"stopped check-ins for {region}" if stopped else f"{region} had none")
                 return 0
-            await checkins.set_schedule(region, every_days, start, "cli", now)
+            # the rounds keep the first one's local time of day whatever the clocks do
+            local_time = local_time_of_day(start, settings.timezone)
+            await checkins.set_schedule(region, every_days, start, "cli", now, local_time)
             await schedule_round(conn, region, start, now)
             details = {"every_days": str(every_days), "next_at": str(start)}
             await AuditLog(conn).record(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ from state_machines.engine import Engine
 from state_machines.events import Abandon, Begin, Started
 from state_machines.session import Session
 from storage.answers import Answers
-from storage.checkins import PRINCIPLES, Checkin, Checkins
+from storage.checkins import PRINCIPLES, Checkin, Checkins, CheckinSchedule
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People, Sessions
@@ -39,7 +39,6 @@ NUDGE_JOB = "checkin_nudge"
 EXPIRE_JOB = "checkin_expire"
 ROUNDS_CHECK_JOB = "checkin_rounds_check"  # hourly: a round stopped by a failure goes on
 BUTTON_PREFIX = "ck:"  # ck:<check-in token>: Start / Carry on
-DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 # A round resumed this many times, and stopped by a failure each time, is given up.
 _RESUMES_PER_ROUND = 3
@@ -53,6 +52,52 @@ def iso_week(ms: int, zone: str) -> str:
         datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(ZoneInfo(zone)).isocalendar()
     )
     return f"{year}-W{week:02d}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def local_time_of_day(ms: int, zone: str) -> int:
+    """A moment's wall-clock time of day in the zone, in ms after local midnight (10:00 is
+    36_000_000): the time a region's rounds keep to."""
+    moment = (_EPOCH + ms * _MS).astimezone(ZoneInfo(zone))
+    return (moment - moment.replace(hour=0, minute=0, second=0, microsecond=0)) // _MS
+
+
+def at_local_time(day: date, time_of_day_ms: int, zone: str) -> int:
+    """The moment (ms, UTC) the zone's clocks show `time_of_day_ms` on `day`.
+
+    Twice a year that is not one moment, and fold=0 settles both. A time in the hour the
+    clocks go back through (01:00-02:00 on the last Sunday of October) happens twice: the
+    first occurrence (still summer time) is taken, so a round never comes later than the
+    time people know it by. A time in the hour skipped when they go forward (01:00-02:00 on
+    the last Sunday of March) never shows: fold=0 reads it with the offset before the change,
+    which moves it forward by the hour skipped, the same day (01:30 GMT is 02:30 BST)."""
+    wall = datetime.combine(day, time()) + time_of_day_ms * _MS
+    return (wall.replace(tzinfo=ZoneInfo(zone), fold=0) - _EPOCH) // _MS
+
+
+def next_round_at(previous: int, every_days: int, time_of_day_ms: int, zone: str, now: int) -> int:
+    """The round after the one due at `previous`: every_days on in the local calendar, at
+    the rounds' local time of day. Not every_days x 24 hours on, which moves a 10:00 round
+    to 09:00 when the clocks go back (and to 11:00 when they go forward). The first such
+    day after now: rounds missed while the bot was down are skipped, not sent as a backlog."""
+    day = (_EPOCH + previous * _MS).astimezone(ZoneInfo(zone)).date()
+    while True:
+        day += timedelta(days=every_days)
+        next_at = at_local_time(day, time_of_day_ms, zone)
+        if next_at > now:
+            return next_at
+
+
+def days_before(ms: int, days: int, zone: str) -> int:
+    """The moment the local clock showed the same time `days` days (in the calendar) before.
+    A round asks nobody asked since this: with rounds on the local clock, the round after
+    the clocks go forward comes an hour sooner than N x 24 hours after the last, and
+    measured in hours it would find everyone asked at the last round still too recent."""
+    day = (_EPOCH + ms * _MS).astimezone(ZoneInfo(zone)).date() - timedelta(days=days)
+    return at_local_time(day, local_time_of_day(ms, zone), zone)
 
 
 class CheckinService(Desk[DialogueTexts]):
@@ -194,11 +239,11 @@ class CheckinService(Desk[DialogueTexts]):
         schedule = await checkins.schedule_of(region)
         if schedule is None or schedule.next_at != job.payload["due"]:
             return  # stopped, or replaced by a newer schedule with its own job
-        interval = schedule.every_days * DAY_MS
         # A part goes on from the last person the one before asked; a round's first job (or
         # one made again at start) from the beginning, whatever a round given up left.
         after = await checkins.round_position(region) if "first" in job.payload else ""
-        due = await checkins.due_people(region, now - interval, now, ROUND_BATCH, after)
+        not_since = days_before(now, schedule.every_days, self._zone)
+        due = await checkins.due_people(region, not_since, now, ROUND_BATCH, after)
         created = await checkins.create_for_round(
             [(pseudonym, locale) for pseudonym, _, locale in due],
             region,
@@ -234,11 +279,7 @@ class CheckinService(Desk[DialogueTexts]):
             key = f"{first}:part:{part + 1}"
             await self._broadcasts.next_part_later(conn, broadcast_id, ROUND_JOB, key, payload, now)
             return
-        next_at = schedule.next_at + interval
-        while next_at <= now:  # the bot was down for whole intervals: no backlog of rounds
-            next_at += interval
-        await checkins.advance_schedule(region, next_at, now)
-        await schedule_round(conn, region, next_at, now)
+        await self._advance(conn, schedule, now)
 
     async def ensure_rounds(self) -> None:
         """At start: every region's round has its job waiting (see `_ensure_rounds`), and
@@ -272,7 +313,6 @@ class CheckinService(Desk[DialogueTexts]):
             status = await jobs.status_of(key)
             if status == "pending":
                 continue
-            next_at = schedule.next_at
             if status == "done":  # begun, and stopped between its parts: go on with it
                 if await jobs.pending_under(f"{key}:"):
                     continue  # its next part is still to run, and goes on by itself
@@ -282,7 +322,7 @@ class CheckinService(Desk[DialogueTexts]):
                         ROUND_JOB,
                         f"{key}:resumed:{now}",
                         now,
-                        {"region": schedule.region, "due": next_at},
+                        {"region": schedule.region, "due": schedule.next_at},
                         now,
                     )
                     log.warning(
@@ -292,17 +332,31 @@ class CheckinService(Desk[DialogueTexts]):
                     continue
                 status = "failed again after being resumed"
             if status is not None:  # given up: that round will not be sent (or finished)
-                interval = schedule.every_days * DAY_MS
-                next_at += interval
-                while next_at <= now:
-                    next_at += interval
-                await checkins.advance_schedule(schedule.region, next_at, now)
+                await self._advance(conn, schedule, now)
                 log.error(
                     "the check-in round of %s had failed (%s); the next is scheduled",
                     schedule.region,
                     status,
                 )
-            await schedule_round(conn, schedule.region, next_at, now)
+                continue
+            await schedule_round(conn, schedule.region, schedule.next_at, now)
+
+    async def _advance(
+        self, conn: aiosqlite.Connection, schedule: CheckinSchedule, now: int
+    ) -> None:
+        """Move a region's schedule on to its next round after now, and make its job.
+
+        The rounds' local time of day is the one kept with the schedule. One made before it
+        was kept takes it from its next round's time, read on the local clock, and keeps it
+        from then on: read again from each next round's time, a round moved an hour forward
+        because its time did not exist that day (the night the clocks go forward) would stay
+        an hour late."""
+        time_of_day = schedule.local_time_ms
+        if time_of_day is None:
+            time_of_day = local_time_of_day(schedule.next_at, self._zone)
+        next_at = next_round_at(schedule.next_at, schedule.every_days, time_of_day, self._zone, now)
+        await Checkins(conn).advance_schedule(schedule.region, next_at, now, time_of_day)
+        await schedule_round(conn, schedule.region, next_at, now)
 
     async def on_nudge(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """One gentle reminder for a check-in not finished after a day."""

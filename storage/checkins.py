@@ -66,6 +66,9 @@ class CheckinSchedule:
     every_days: int
     next_at: int
     created_by: str
+    # the rounds' wall-clock time of day in the service's zone, ms after local midnight;
+    # None for a schedule made before it was kept (taken from next_at at its next round)
+    local_time_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,13 @@ def _checkin(row: Row) -> Checkin:
         row["nudged_at"],
         row["closed_at"],
     )
+
+
+_SCHEDULE_COLUMNS = "region, every_days, next_at, created_by, local_time_ms"
+
+
+def _schedule(row: Row) -> CheckinSchedule:
+    return CheckinSchedule(row[0], row[1], row[2], row[3], row[4])
 
 
 def _strings(values: Collection[str], what: str) -> list[str]:
@@ -413,36 +423,42 @@ class Checkins:
     # Schedules: one repeating round per region
 
     async def set_schedule(
-        self, region: str, every_days: int, next_at: int, created_by: str, now: int
+        self,
+        region: str,
+        every_days: int,
+        next_at: int,
+        created_by: str,
+        now: int,
+        local_time_ms: int | None = None,
     ) -> None:
-        """Start or change a region's round. Changing it keeps who created it and when; who
-        changed it belongs in the audit log."""
+        """Start or change a region's round, at `local_time_ms` on the local clock (None:
+        the next round reads it from next_at). Changing it keeps who created it and when;
+        who changed it belongs in the audit log."""
         await self._conn.execute(
             "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "created_at, updated_at, local_time_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (region) DO UPDATE SET every_days = excluded.every_days, "
             "next_at = excluded.next_at, updated_at = excluded.updated_at, "
+            "local_time_ms = excluded.local_time_ms, "
             # a round replaced by another time: its parts stop, and so does its position
             "round_after = CASE WHEN next_at = excluded.next_at THEN round_after END",
-            (region, every_days, next_at, created_by, now, now),
+            (region, every_days, next_at, created_by, now, now, local_time_ms),
         )
 
     async def schedule_of(self, region: str) -> CheckinSchedule | None:
         async with self._conn.execute(
-            "SELECT region, every_days, next_at, created_by FROM checkin_schedules "
-            "WHERE region = ?",
-            (region,),
+            f"SELECT {_SCHEDULE_COLUMNS} FROM checkin_schedules WHERE region = ?", (region,)
         ) as cursor:
             row = await cursor.fetchone()
-        return CheckinSchedule(row[0], row[1], row[2], row[3]) if row else None
+        return _schedule(row) if row else None
 
     async def schedules(self) -> list[CheckinSchedule]:
         """Every region's round, by region."""
         async with self._conn.execute(
-            "SELECT region, every_days, next_at, created_by FROM checkin_schedules ORDER BY region"
+            f"SELECT {_SCHEDULE_COLUMNS} FROM checkin_schedules ORDER BY region"
         ) as cursor:
             rows = await cursor.fetchall()
-        return [CheckinSchedule(r[0], r[1], r[2], r[3]) for r in rows]
+        return [_schedule(r) for r in rows]
 
     async def round_position(self, region: str) -> str:
         """Where the region's round under way goes on: after this pseudonym ('' from the
@@ -459,13 +475,16 @@ class Checkins:
             "UPDATE checkin_schedules SET round_after = ? WHERE region = ?", (after, region)
         )
 
-    async def advance_schedule(self, region: str, next_at: int, now: int) -> bool:
-        """Move a round on to its next time. Only ever forwards: True for the call that
-        moved it, so a round job run twice after a crash can tell it has already sent."""
+    async def advance_schedule(
+        self, region: str, next_at: int, now: int, local_time_ms: int | None = None
+    ) -> bool:
+        """Move a round on to its next time (and keep its local time of day, if given: a
+        schedule made before it was kept). Only ever forwards: True for the call that moved
+        it, so a round job run twice after a crash can tell it has already sent."""
         cursor = await self._conn.execute(
-            "UPDATE checkin_schedules SET next_at = ?, updated_at = ?, round_after = NULL "
-            "WHERE region = ? AND next_at < ?",
-            (next_at, now, region, next_at),
+            "UPDATE checkin_schedules SET next_at = ?, updated_at = ?, round_after = NULL, "
+            "local_time_ms = COALESCE(?, local_time_ms) WHERE region = ? AND next_at < ?",
+            (next_at, now, local_time_ms, region, next_at),
         )
         return cursor.rowcount > 0
 

@@ -4,6 +4,7 @@ bot process. Everyone here is invented."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sqlite3
@@ -12,16 +13,18 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiosqlite
 import pytest
 
 from bot import checkins as checkins_module
+from bot.checkin_cli import add_checkin_parser, parse_every, run_checkin
 from bot.local_api import FakePerson, LocalBotApi
 from bot.rendering import Catalogs
 from bot.runtime import Runtime
-from bot.settings import PROJECT_ROOT, load_settings
-from storage.clock import ManualClock
+from bot.settings import PROJECT_ROOT, Settings, load_settings
+from storage.clock import ManualClock, to_datetime
 from storage.people import ConsentLedger, People
 from storage.queues import Job
 from tests.harness import (
@@ -537,3 +540,151 @@ async def test_someone_due_behind_the_round_is_asked_before_it_ends(
         asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")
     assert sorted(asked) == sorted((who, 1) for who in pseudonyms)
     assert part == 3  # 2 + 2 behind the first two, then 1 (the latecomer) from the start
+
+
+def _checkin_cli(settings: Settings, clock: ManualClock, *argv: str) -> int:
+    """`python -m bot checkin ...` in this process, at the test's time."""
+    parser = argparse.ArgumentParser()
+    add_checkin_parser(parser.add_subparsers(dest="command"))
+    return run_checkin(settings, parser.parse_args(["checkin", *argv]), clock)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+# Rounds around the 2026-27 changes of the clocks in London: back on Sunday 25 Oct 2026
+# (02:00 BST -> 01:00 GMT), forward on Sunday 28 Mar 2027 (01:00 GMT -> 02:00 BST). Each
+# case: the first round as staff give it, how often, and the two rounds after it (UTC, and
+# as `checkin list` shows them).
+_ROUNDS_ACROSS_CHANGES = {
+    "clocks go back": (
+        "2026-10-22 10:00",
+        "1w",
+        [
+            (datetime(2026, 10, 29, 10, 0, tzinfo=UTC), "2026-10-29 10:00"),
+            (datetime(2026, 11, 5, 10, 0, tzinfo=UTC), "2026-11-05 10:00"),
+        ],
+    ),
+    "clocks go forward": (  # the 2nd round 13 days and 23 hours after the 1st
+        "2027-03-18 10:00",
+        "2w",
+        [
+            (datetime(2027, 4, 1, 9, 0, tzinfo=UTC), "2027-04-01 10:00"),
+            (datetime(2027, 4, 15, 9, 0, tzinfo=UTC), "2027-04-15 10:00"),
+        ],
+    ),
+    "a time skipped": (  # 01:30 never shows on 28 Mar: 02:30 that day, then 01:30 again
+        "2027-03-21 01:30",
+        "1w",
+        [
+            (datetime(2027, 3, 28, 1, 30, tzinfo=UTC), "2027-03-28 02:30"),
+            (datetime(2027, 4, 4, 0, 30, tzinfo=UTC), "2027-04-04 01:30"),
+        ],
+    ),
+    "a time shown twice": (  # 01:30 on 25 Oct: the first (BST), not the second (GMT)
+        "2026-10-18 01:30",
+        "1w",
+        [
+            (datetime(2026, 10, 25, 0, 30, tzinfo=UTC), "2026-10-25 01:30"),
+            (datetime(2026, 11, 1, 1, 30, tzinfo=UTC), "2026-11-01 01:30"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "made_before_0020", [False, True], ids=["cli", "schedule made before 0020"]
+)
+@pytest.mark.parametrize("case", list(_ROUNDS_ACROSS_CHANGES))
+async def test_rounds_keep_their_local_time_when_the_clocks_change(
+    api: LocalBotApi,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    made_before_0020: bool,
+) -> None:
+    """A round set for 10:00 stays at 10:00 in London when the clocks change (N x 24 hours
+    on, it ran at 09:00 after they went back, 11:00 after they went forward), and the round
+    after they go forward, an hour sooner than N x 24 hours, still asks everyone asked at
+    the last one. A round moved on an hour because its time did not exist that day goes
+    back to its time the round after, also for a schedule made before the local time was
+    kept (read from its next round's time once, then kept)."""
+    start, every, rounds = _ROUNDS_ACROSS_CHANGES[case]
+    first = _ms(
+        datetime.strptime(start, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo("Europe/London"))
+    )
+    day = 86_400_000
+    clock = ManualClock(to_datetime(first - 2 * day))
+    for person in PEOPLE_OF_LONDON:
+        api.add_chat(person)
+    # a check-in closes after 3 days, well before the next round (it would not be asked)
+    async with running_bot(api, tmp_path, clock=clock, CHECKIN_EXPIRE_DAYS="3") as runtime:
+        settings, records = runtime.settings, Records(runtime.settings)
+        await _sign_up_people_of_london(runtime, clock.now_ms())
+        if made_before_0020:  # as it stood after the upgrade: no local time kept
+            async with runtime.db.transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
+                    "created_at, updated_at) VALUES ('london', ?, ?, 'cli', 0, 0)",
+                    (parse_every(every), first),
+                )
+                await checkins_module.schedule_round(conn, "london", first, clock.now_ms())
+        else:
+            args = ("schedule", "--region", "london", "--every", every, "--start", start)
+            assert await asyncio.to_thread(_checkin_cli, settings, clock, *args) == 0
+        open_ones = "SELECT COUNT(*) FROM checkins WHERE closed_at IS NULL"
+        due = first
+        for n, (moment, shown) in enumerate(rounds, start=1):
+            clock.set(to_datetime(due - day))  # the last round's check-ins close meanwhile
+            runtime.scheduler.wake()
+            await eventually(lambda: records.query(open_ones) == [(0,)])
+            clock.set(to_datetime(due))
+            runtime.scheduler.wake()
+            due = _ms(moment)
+            await eventually(
+                lambda: records.query("SELECT next_at FROM checkin_schedules") == [(due,)]  # noqa: B023 - awaited at once
+            )
+            asked = records.query("SELECT COUNT(*) FROM checkins")
+            assert asked == [(n * len(PEOPLE_OF_LONDON),)], f"round {n}"
+            capsys.readouterr()
+            assert await asyncio.to_thread(_checkin_cli, settings, clock, "list") == 0
+            listed = capsys.readouterr().out
+            assert listed == f"london: every {parse_every(every)} days, next {shown}\n"
+        # kept, as the local time staff gave (read from next_at before the first round)
+        hour, minute = int(start[11:13]), int(start[14:16])
+        kept = records.query("SELECT local_time_ms FROM checkin_schedules")
+        assert kept == [((hour * 60 + minute) * 60_000,)]
+
+
+async def test_a_start_in_the_past_or_that_the_clocks_skip_is_refused(
+    api: LocalBotApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`checkin schedule --start` refuses, in one line and exit 2 like its other errors, a
+    time already past (its round would be sent at once) and one the clocks never show (the
+    hour skipped when they go forward, which became another time unsaid); nothing is
+    scheduled. The current minute is "now", and the hour after the skip is there."""
+    clock = ManualClock(datetime(2027, 3, 27, 12, 0, 30, tzinfo=UTC))  # the day before
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        settings = runtime.settings
+    capsys.readouterr()
+    refused = {
+        "2027-03-28 01:00": "does not exist in Europe/London",
+        "2027-03-28 01:59": "does not exist in Europe/London",
+        "2027-03-27 11:59": "is in the past",
+        "2026-10-22 10:00": "is in the past",
+    }
+    for start, why in refused.items():
+        args = ("schedule", "--region", "london", "--every", "4w", "--start", start)
+        assert await asyncio.to_thread(_checkin_cli, settings, clock, *args) == 2, start
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: --start {start} {why}") and error.count("\n") == 1
+    records = Records(settings)
+    assert records.query("SELECT COUNT(*) FROM checkin_schedules") == [(0,)]
+    for start, next_at in (
+        ("2027-03-27 12:00", datetime(2027, 3, 27, 12, 0, tzinfo=UTC)),
+        ("2027-03-28 02:00", datetime(2027, 3, 28, 1, 0, tzinfo=UTC)),
+    ):
+        args = ("schedule", "--region", "london", "--every", "4w", "--start", start)
+        assert await asyncio.to_thread(_checkin_cli, settings, clock, *args) == 0
+        assert records.query("SELECT next_at FROM checkin_schedules") == [(_ms(next_at),)]

@@ -105,8 +105,13 @@ async def test_migrations_apply_from_empty_and_over_existing_answers(tmp_path: P
     migrations = bundled_migrations()
     checkins_at = next(i for i, m in enumerate(migrations) if m.name == "0007_checkins.sql")
     await database.migrate(migrations[:checkins_at])
-    await add_people(database, ["p-ada"])
     async with database.transaction() as conn:
+        # As the schema was then (People.touch writes columns added since).
+        await conn.execute(
+            "INSERT INTO people (pseudonym, chat_id, locale, created_at, updated_at) "
+            "VALUES ('p-ada', 1, 'en', ?, ?)",
+            (NOW, NOW),
+        )
         await conn.execute(
             "INSERT INTO answers (pseudonym, dialogue, question, ciphertext, created_at) "
             "VALUES ('p-ada', 'onboarding', 'why', x'00', ?)",
@@ -644,6 +649,34 @@ async def test_one_round_per_region(db: Database) -> None:
         assert await checkins.schedule_of("london") is None
         with pytest.raises(sqlite3.IntegrityError):
             await checkins.set_schedule("london", 0, NOW, "cli", NOW)
+
+
+async def test_a_round_keeps_its_local_time_of_day(db: Database) -> None:
+    """The rounds' wall-clock time of day (ms after local midnight) stays with the schedule
+    as its rounds move on, until staff change it; a schedule made before it was kept has
+    none until its next round keeps one."""
+    ten, half_past_one = 10 * HOUR, HOUR + HOUR // 2
+    async with db.transaction() as conn:
+        checkins = Checkins(conn)
+
+        async def kept(region: str) -> int | None:
+            schedule = await checkins.schedule_of(region)
+            assert schedule is not None
+            return schedule.local_time_ms
+
+        await checkins.set_schedule("wales", 7, NOW, "cli", NOW, ten)
+        assert await kept("wales") == ten
+        assert await checkins.advance_schedule("wales", NOW + 7 * DAY, NOW)
+        assert await kept("wales") == ten
+        await checkins.set_schedule("wales", 7, NOW + 8 * DAY, "s-jo", NOW, half_past_one)
+        assert await kept("wales") == half_past_one
+        await checkins.set_schedule("london", 7, NOW, "cli", NOW)  # made before 0020
+        assert await kept("london") is None
+        assert await checkins.advance_schedule("london", NOW + 7 * DAY, NOW, ten)
+        assert await kept("london") == ten
+        for impossible in (-1, DAY):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+                await checkins.set_schedule("london", 7, NOW, "cli", NOW, impossible)
 
 
 # Forgetting a person
