@@ -97,7 +97,8 @@ async def _retention(settings: Settings) -> int:
     finally:
         await db.close()
     print(
-        f"retention ({settings.retention_months} months for answers and check-ins, "
+        f"retention ({settings.retention_months} months for answers, check-ins and people "
+        "with no consent granted who have not written since, "
         f"{settings.safeguarding_retention_days} days for safeguarding requests): deleted "
         + ", ".join(f"{count} {table}" for table, count in deleted.items())
     )

@@ -6,11 +6,23 @@ Every day (and by hand with `python -m bot retention run`) the bot deletes:
   after all its answers were given, so its answers have gone first;
 - safeguarding requests older than SAFEGUARDING_RETENTION_DAYS (default 90): the link
   between a person and what they disclosed. The audit log keeps that an alert happened and
-  who acted (under the SG- reference, not the person), for any later review.
+  who acted (under the SG- reference, not the person), for any later review;
+- everyone with no consent granted (their latest decision on every purpose a no, or none
+  made: they declined everything, sent /stop, or never got past the notice) who has not
+  written to the bot for RETENTION_MONTHS (`people.last_seen_at`, migration 0021): erased
+  as /delete erases (`storage.erasure.erase_person`: their row, chat id, ledger, dialogue,
+  invitations, deliveries, messages; a tombstone says when). Being in the table at all says
+  "on probation", so nobody is kept for ever only because they once wrote. Someone
+  who still has a consent granted is kept however long they are silent: they asked for
+  messages (invitations, updates) and keep getting them until they withdraw, and then
+  the period runs from their last message. Staff (any row in staff_roles) are never
+  erased this way: their audit trail names them. A withdrawal already gave back any panel
+  place, so nothing is withdrawn first, unlike /delete.
 
 Kept: published digests (each exactly as released; later digests are checked against them,
 so deleting the rows behind an old week changes no figure anyone has seen), the anonymous
-check-in counters, the consent ledger and the audit log (append-only records), and
+check-in counters, the consent ledger (but of those erased) and the audit log (append-only
+records; retention's entries are counts), and
 broadcasts (counts and a subject, nothing about any person). The digest reads raw rows for
 its week and the eleven before it, and a check-in round looks back up to a year, so the
 period can never be set shorter than 13 months.
@@ -26,6 +38,8 @@ from datetime import UTC, datetime
 import aiosqlite
 
 from storage.database import Database
+from storage.erasure import erase_person
+from storage.people import FIRST_SEEN, SeenPosition, silent_without_consent
 from storage.queues import Job, Schedules
 from storage.staff import AuditLog
 
@@ -36,6 +50,11 @@ RETENTION_WAL_JOB = "retention_wal"  # the checkpoint after a run, outside its t
 _DAY_MS = 86_400_000
 _RUN_AT_MS = 3 * 3_600_000 + 30 * 60_000  # 03:30 UTC, a quiet hour, after housekeeping
 _BATCH = 500  # rows per table per transaction: the write lock is held briefly
+# People looked at per transaction (a few index probes each), and at most erased: an
+# erasure is about a dozen indexed statements, each a trip to the database's worker thread
+# (bench/jobs.py: a part of a job holds the lock for tens of milliseconds, not seconds).
+_PEOPLE_BATCH = 500
+_ERASE_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -57,10 +76,28 @@ def months_before(now: int, months: int) -> int:
     return int(moment.replace(year=year, month=month + 1, day=day).timestamp() * 1000)
 
 
+@dataclass(frozen=True)
+class Part:
+    """What one transaction of a run deleted, by table, and whether there is more."""
+
+    deleted: dict[str, int]
+    aged_left: bool  # a kind deleted by age reached its limit: there may be more of it
+    people_after: SeenPosition | None  # where the next part looks at people; None: done
+
+    def more(self) -> bool:
+        return self.aged_left or self.people_after is not None
+
+
 async def delete_expired(
-    conn: aiosqlite.Connection, rules: RetentionRules, now: int, limit: int = _BATCH
-) -> dict[str, int]:
-    """Delete up to `limit` expired rows of each kind; returns how many went, by table."""
+    conn: aiosqlite.Connection,
+    rules: RetentionRules,
+    now: int,
+    limit: int = _BATCH,
+    people_after: SeenPosition | None = FIRST_SEEN,
+) -> Part:
+    """Delete up to `limit` expired rows of each kind, and erase the inactive people without
+    consent among the next _PEOPLE_BATCH silent since the cutoff (from `people_after`;
+    None: that part of the run is done), at most _ERASE_BATCH of them."""
     answers_before, safeguarding_before = rules.cutoffs(now)
     deleted: dict[str, int] = {}
     cursor = await conn.execute(
@@ -91,22 +128,38 @@ async def delete_expired(
         (safeguarding_before, limit),
     )
     deleted["safeguarding_requests"] = cursor.rowcount
+    aged_left = max(deleted.values()) >= limit
+    # The same cutoff as answers: silent for RETENTION_MONTHS (never shorter than 13).
+    deleted["people"] = 0
+    if people_after is not None:
+        silent, people_after = await silent_without_consent(
+            conn, answers_before, people_after, _PEOPLE_BATCH
+        )
+        if len(silent) > _ERASE_BATCH:  # the rest next time, from the last one erased
+            silent = silent[:_ERASE_BATCH]
+            people_after = silent[-1].position
+        for person in silent:
+            erased = await erase_person(conn, person.pseudonym, person.chat_id, now)
+            for table, count in erased.items():
+                deleted[table] = deleted.get(table, 0) + count
     if any(deleted.values()):
         details = {table: str(count) for table, count in deleted.items()}
         await AuditLog(conn).record("system", "retention.deleted", "retention", details, now)
-    return deleted
+    return Part(deleted, aged_left, people_after)
 
 
 async def run_retention(db: Database, rules: RetentionRules, now: int) -> dict[str, int]:
     """Delete everything expired, in short transactions, then empty the WAL so that no copy
     of a deleted row's page stays there (secure_delete zeroes them in the database file)."""
     total: dict[str, int] = {}
+    people_after: SeenPosition | None = FIRST_SEEN
     while True:
         async with db.transaction() as conn:
-            deleted = await delete_expired(conn, rules, now)
-        for table, count in deleted.items():
+            part = await delete_expired(conn, rules, now, people_after=people_after)
+        for table, count in part.deleted.items():
             total[table] = total.get(table, 0) + count
-        if max(deleted.values()) < _BATCH:
+        people_after = part.people_after
+        if not part.more():
             break
     await db.checkpoint()
     return total
@@ -126,10 +179,20 @@ class RetentionJob:
             await Schedules(conn).add(RETENTION_JOB, _key(now // _DAY_MS), now, {}, now)
 
     async def on_due(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
-        deleted = await delete_expired(conn, self._rules, now)
+        # A day's first part starts at the longest-silent person; the next parts go on from
+        # where the last stopped (a position, not who: see storage.people.SeenPosition).
+        after = job.payload.get("people_after", list(FIRST_SEEN))
+        people_after = None if after is None else (int(after[0]), int(after[1]))
+        part = await delete_expired(conn, self._rules, now, people_after=people_after)
+        deleted = part.deleted
         schedules = Schedules(conn)
-        if max(deleted.values()) >= _BATCH:  # more left: carry on in a moment
-            await schedules.add(RETENTION_JOB, f"{RETENTION_JOB}:more:{now}", now + 1000, {}, now)
+        if part.more():  # more left: carry on in a moment
+            going_on = {
+                "people_after": None if part.people_after is None else list(part.people_after)
+            }
+            await schedules.add(
+                RETENTION_JOB, f"{RETENTION_JOB}:more:{now}", now + 1000, going_on, now
+            )
         tomorrow = (now // _DAY_MS + 1) * _DAY_MS + _RUN_AT_MS
         await schedules.add(RETENTION_JOB, _key(tomorrow // _DAY_MS), tomorrow, {}, now)
         # Once this has committed: empty the WAL, or copies of the deleted rows' pages (a

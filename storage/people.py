@@ -26,6 +26,11 @@ class ConsentRecord:
     recorded_at: int
 
 
+# How stale `people.last_seen_at` may get before a person's update moves it on: retention
+# counts in months, so a day's lag changes nothing, and spares a write on nearly every update.
+SEEN_EVERY_MS = 86_400_000
+
+
 def _person(row: Row) -> Person:
     return Person(
         row["pseudonym"], row["chat_id"], row["locale"], row["region"], bool(row["reachable"])
@@ -55,13 +60,17 @@ class People:
         return _person(row) if row else None
 
     async def touch(self, pseudonym: str, chat_id: int, locale: str, now: int) -> Person:
-        """Create the person on first contact; writing again makes them reachable again."""
+        """Create the person on first contact; writing again makes them reachable again,
+        and is when they were last seen (`last_seen_at`, which retention reads: moved on at
+        most once a day, so most updates still write nothing here)."""
         await self._conn.execute(
-            "INSERT INTO people (pseudonym, chat_id, locale, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
-            "chat_id = excluded.chat_id, reachable = 1, updated_at = excluded.updated_at "
-            "WHERE people.reachable = 0 OR people.chat_id <> excluded.chat_id",
-            (pseudonym, chat_id, locale, now, now),
+            "INSERT INTO people (pseudonym, chat_id, locale, created_at, updated_at, "
+            "last_seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
+            "chat_id = excluded.chat_id, reachable = 1, updated_at = excluded.updated_at, "
+            "last_seen_at = MAX(people.last_seen_at, excluded.last_seen_at) "
+            "WHERE people.reachable = 0 OR people.chat_id <> excluded.chat_id "
+            "OR people.last_seen_at < excluded.last_seen_at - ?",
+            (pseudonym, chat_id, locale, now, now, now, SEEN_EVERY_MS),
         )
         person = await self.get(pseudonym)
         assert person is not None
@@ -144,6 +153,47 @@ async def count_reachable_with_consent(
     ) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+# Where a look through the people not seen lately stopped: (last_seen_at, rowid) of the
+# last person looked at. The rowid, not the pseudonym, so that a position kept in a job's
+# payload never holds who someone is (and bench/startup.py seeds everyone at one moment).
+SeenPosition = tuple[int, int]
+FIRST_SEEN: SeenPosition = (-1, -1)
+
+
+@dataclass(frozen=True)
+class Silent:
+    pseudonym: str
+    chat_id: int
+    position: SeenPosition  # to go on after them
+
+
+async def silent_without_consent(
+    conn: aiosqlite.Connection, before: int, after: SeenPosition, limit: int
+) -> tuple[list[Silent], SeenPosition | None]:
+    """Look at up to `limit` people last seen before `before`, the longest silent first,
+    starting after `after`; return those with no consent granted (their latest decision on
+    every purpose a no, or no decision at all) and no staff role (staff_roles: any grant),
+    and where the next look starts (None: nobody left before `before`). A part looks at a
+    bounded number of people however many of them are kept, through people_by_last_seen
+    (migration 0021), each checked through the ledger's and staff_roles' indexes."""
+    rows = await conn.execute_fetchall(
+        "SELECT p.last_seen_at, p.rowid, p.pseudonym, p.chat_id, "
+        "  EXISTS (SELECT 1 FROM staff_roles s WHERE s.pseudonym = p.pseudonym) "
+        "  OR EXISTS (SELECT 1 FROM consent_ledger c WHERE c.pseudonym = p.pseudonym "
+        "    AND c.granted = 1 AND c.id = (SELECT MAX(l.id) FROM consent_ledger l "
+        "      WHERE l.pseudonym = p.pseudonym AND l.purpose = c.purpose)) "
+        "FROM people p INDEXED BY people_by_last_seen "
+        "WHERE p.last_seen_at < ? AND (p.last_seen_at, p.rowid) > (?, ?) "
+        "ORDER BY p.last_seen_at, p.rowid LIMIT ?",
+        (before, after[0], after[1], limit),
+    )
+    looked = list(rows)
+    silent = [Silent(str(r[2]), int(r[3]), (int(r[0]), int(r[1]))) for r in looked if not r[4]]
+    if len(looked) < limit:
+        return silent, None
+    return silent, (int(looked[-1][0]), int(looked[-1][1]))
 
 
 class ConsentLedger:
