@@ -227,28 +227,28 @@ def restore(
     return RestoreResult(version, kept_as, keys, erased_again)
 
 
-def _erased_in(database: Path) -> list[str]:
-    """The pseudonyms erased in `database` who have not come back since (a person who
-    writes again after /delete starts afresh under the same pseudonym)."""
+def _erased_in(database: Path) -> dict[str, int]:
+    """Everyone erased in `database`, with the time of their latest erasure. Someone who
+    wrote again after /delete is here too: what they did before it must not come back."""
     if not database.exists():
-        return []
+        return {}
     conn = _connect(database)
     try:
         found = conn.execute(
-            "SELECT DISTINCT e.pseudonym FROM erasures e "
-            "WHERE NOT EXISTS (SELECT 1 FROM people p WHERE p.pseudonym = e.pseudonym)"
+            "SELECT pseudonym, MAX(erased_at) FROM erasures GROUP BY pseudonym"
         ).fetchall()
     except sqlite3.OperationalError:  # a database from before erasures existed
-        return []
+        return {}
     finally:
         conn.close()
-    return [str(r[0]) for r in found]
+    return {str(r[0]): int(r[1]) for r in found}
 
 
-async def _erase_again(staged: Path, erased: list[str]) -> int:
-    """Erase from the restored copy everyone erased in the database it replaces: anyone it
-    still knows, or whose erasure it has no record of. The copy is migrated first (as the
-    bot's next start would), so every table erasure knows is there. Returns how many."""
+async def _erase_again(staged: Path, erased: dict[str, int]) -> int:
+    """Erase from the restored copy everyone erased in the database it replaces, unless the
+    copy already records that erasure (it was taken after it: what it holds of them is from
+    after they came back). The copy is migrated first (as the bot's next start would), so
+    every table erasure knows is there. Returns how many."""
     if not erased:
         return 0
     db = await Database.open(str(staged))
@@ -257,18 +257,20 @@ async def _erase_again(staged: Path, erased: list[str]) -> int:
         now = SystemClock().now_ms()
         count = 0
         async with db.transaction() as conn:
-            for pseudonym in erased:
+            for pseudonym, erased_at in erased.items():
+                recorded = await conn.execute_fetchall(
+                    "SELECT 1 FROM erasures WHERE pseudonym = ? AND erased_at >= ?",
+                    (pseudonym, erased_at),
+                )
+                if list(recorded):
+                    continue
                 known = await conn.execute_fetchall(
                     "SELECT chat_id FROM people WHERE pseudonym = ?", (pseudonym,)
                 )
-                recorded = await conn.execute_fetchall(
-                    "SELECT 1 FROM erasures WHERE pseudonym = ?", (pseudonym,)
-                )
                 chat_ids = [int(r[0]) for r in known]
-                if chat_ids or not list(recorded):
-                    # No chat id known: no message can be queued to them either.
-                    await erase_person(conn, pseudonym, chat_ids[0] if chat_ids else 0, now)
-                    count += 1
+                # No chat id known: no message can be queued to them either.
+                await erase_person(conn, pseudonym, chat_ids[0] if chat_ids else 0, now)
+                count += 1
     finally:
         await db.close()
     return count

@@ -207,8 +207,9 @@ async def test_a_backup_taken_during_a_broadcast_restores_everything_committed_b
 async def test_a_restore_does_not_bring_back_someone_erased_since_the_backup(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
-    """Ada used /delete after the backup was taken; restoring it keeps her erased (her
-    tombstone comes with it), and Bran, who did not, is restored as he was."""
+    """Ada used /delete after the backup was taken, then wrote again; restoring it keeps
+    what she had said before erased (her tombstone comes with it), and Bran, who did not,
+    is restored as he was."""
     settings = settings_for(api, tmp_path)
     out = tmp_path / "backups" / "yousaid-backup.db"
     records = Records(settings)
@@ -224,6 +225,9 @@ async def test_a_restore_does_not_bring_back_someone_erased_since_the_backup(
         ada_is = records.pseudonym(ADA)
         known = "SELECT COUNT(*) FROM people WHERE pseudonym = ?"
         await eventually(lambda: records.query(known, ada_is) == [(0,)])
+        # She writes again (the goodbye invites it): known anew, and still erased before.
+        await ada.say("hello")
+        assert records.query(known, ada_is) == [(1,)]
 
     restored = cli(settings, "restore", "--from", str(out))
     assert restored.returncode == 0, restored.stderr
