@@ -60,6 +60,10 @@ REQUIRED_MESSAGES = (
     "not_available",
 )
 
+# A session fact: the person said /stop (withdrew every consent). Writing afterwards does not
+# begin onboarding again, as it does for someone new; /start does, and forgets the fact.
+WITHDREW = "withdrew"
+
 # Reads a typed answer of one kind: the value to remember, or None to ask again.
 Parser = Callable[[str], str | None]
 
@@ -209,7 +213,7 @@ class Engine:
             out.say(self.message("code_not_recognised"))
         elif event.payload:
             out.say(self.message("code_accepted"))
-        out.session = replace(out.session, facts=out.session.facts | event.facts)
+        out.session = replace(out.session, facts=(out.session.facts - {WITHDREW}) | event.facts)
         if out.session.place is not None:
             self._reask(out, lead="already_started")
         elif self.entry in out.session.completed:
@@ -251,11 +255,13 @@ class Engine:
     def _on_text(self, out: _Out, event: TextSent) -> None:
         place = out.session.place
         if place is None:
-            if self.entry in out.session.completed:
+            if self.entry in out.session.completed or WITHDREW in out.session.facts:
+                # Signed up, or said /stop: who stopped is not signed up again by writing
+                # ("stop messaging me"); /start says they want to.
                 out.say(self.message("nothing_in_progress"))
             else:
-                # Someone new, or starting afresh after /delete or /stop, who writes rather
-                # than sending /start: begin, as /start would (the text is not an answer).
+                # Someone new, or starting afresh after /delete, who writes rather than
+                # sending /start: begin, as /start would (the text is not an answer).
                 self._enter(out, Place(self.entry, self._start_of(self.entry)))
             return
         answer = self._state(place).text
@@ -296,7 +302,8 @@ class Engine:
         if command.end_all:
             withdrew = any(isinstance(e, WithdrawAllConsents) for e in command.effects)
             completed = frozenset() if withdrew else out.session.completed
-            out.session = Session(completed=completed)
+            facts = frozenset({WITHDREW}) if withdrew else frozenset()
+            out.session = Session(completed=completed, facts=facts)
             if command.say:
                 out.say(command.say)
             return

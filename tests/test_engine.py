@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from state_machines.definition import GrantConsent, SetLocale, SetRegion, WithdrawAllConsents
-from state_machines.engine import Engine
+from state_machines.engine import WITHDREW, Engine
 from state_machines.events import (
     Apply,
     ButtonPressed,
@@ -190,8 +190,11 @@ def test_stop_withdraws_everything_and_ends(engine: Engine) -> None:
         ],
     )
     assert conversation.applied[-1] == WithdrawAllConsents()
-    assert conversation.session == Session()
-    verify_dialog(engine, [*START])  # and /start begins again
+    assert conversation.session == Session(facts=frozenset({WITHDREW}))
+    # Writing afterwards ("stop messaging me") does not sign them up again; /start does.
+    assert "nothing to answer" in conversation.send(TextSent("stop messaging me"))[0]
+    assert "Which language" in conversation.send(Started())[0]
+    assert WITHDREW not in conversation.session.facts
 
 
 def test_finished_person_is_welcomed_back(engine: Engine) -> None:
