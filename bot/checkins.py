@@ -30,6 +30,7 @@ from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People, Sessions
 from storage.queues import PRIORITY_BROADCAST, Job, Outbox, Schedules
+from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -347,13 +348,20 @@ class CheckinService(Desk[DialogueTexts]):
         """Move a region's schedule on to its next round after now, and make its job.
 
         The rounds' local time of day is the one kept with the schedule. One made before it
-        was kept takes it from its next round's time, read on the local clock, and keeps it
-        from then on: read again from each next round's time, a round moved an hour forward
-        because its time did not exist that day (the night the clocks go forward) would stay
-        an hour late."""
+        was kept takes it from the start staff gave when they scheduled it (the audit log
+        has it; its next round may already have drifted an hour, with the old arithmetic in
+        whole days of 24 hours, across a clock change), else from its next round's time, and
+        keeps it from then on: read again from each next round's time, a round moved an hour
+        forward because its time did not exist that day (the night the clocks go forward)
+        would stay an hour late."""
         time_of_day = schedule.local_time_ms
         if time_of_day is None:
-            time_of_day = local_time_of_day(schedule.next_at, self._zone)
+            given = await AuditLog(conn).latest_details(
+                "checkin.scheduled", f"region:{schedule.region}"
+            )
+            start = given.get("next_at", "") if given else ""
+            first_round = int(start) if start.isdigit() else schedule.next_at
+            time_of_day = local_time_of_day(first_round, self._zone)
         next_at = next_round_at(schedule.next_at, schedule.every_days, time_of_day, self._zone, now)
         await Checkins(conn).advance_schedule(schedule.region, next_at, now, time_of_day)
         await schedule_round(conn, schedule.region, next_at, now)

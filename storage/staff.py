@@ -164,6 +164,19 @@ class AuditLog:
             (actor, action, target, json.dumps(dict(details or {}), sort_keys=True), now),
         )
 
+    async def latest_details(self, action: str, target: str) -> dict[str, str] | None:
+        """The details of the latest entry of `action` on `target`, if any."""
+        async with self._conn.execute(
+            "SELECT details FROM audit_log WHERE target = ? AND action = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (target, action),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        details: dict[str, str] = json.loads(row[0])
+        return details
+
     async def entries(self, limit: int = 100) -> list[AuditEntry]:
         """The latest entries, newest first."""
         async with self._conn.execute(

@@ -27,6 +27,7 @@ from bot.settings import PROJECT_ROOT, Settings, load_settings
 from storage.clock import ManualClock, to_datetime
 from storage.people import ConsentLedger, People
 from storage.queues import Job
+from storage.staff import AuditLog
 from tests.harness import (
     ADA,
     BRAN,
@@ -655,6 +656,40 @@ async def test_rounds_keep_their_local_time_when_the_clocks_change(
         hour, minute = int(start[11:13]), int(start[14:16])
         kept = records.query("SELECT local_time_ms FROM checkin_schedules")
         assert kept == [((hour * 60 + minute) * 60_000,)]
+
+
+async def test_a_schedule_that_drifted_before_the_upgrade_goes_back_to_the_time_given(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Before the local time was kept, 10:00 BST on 1 Oct plus 4 x 7 x 24 hours came out
+    at 09:00 GMT on 29 Oct. Its next round is at 10:00 again: the time staff gave, from
+    the audit log, not the drifted one."""
+    london = ZoneInfo("Europe/London")
+    given = _ms(datetime(2026, 10, 1, 10, 0, tzinfo=london))
+    drifted = given + 28 * 86_400_000
+    assert to_datetime(drifted) == datetime(2026, 10, 29, 9, 0, tzinfo=UTC)
+    clock = ManualClock(to_datetime(drifted - 2 * 86_400_000))
+    for person in PEOPLE_OF_LONDON:
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock, CHECKIN_EXPIRE_DAYS="3") as runtime:
+        records = Records(runtime.settings)
+        await _sign_up_people_of_london(runtime, clock.now_ms())
+        async with runtime.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO checkin_schedules (region, every_days, next_at, created_by, "
+                "created_at, updated_at) VALUES ('london', 28, ?, 'cli', 0, 0)",
+                (drifted,),
+            )
+            await checkins_module.schedule_round(conn, "london", drifted, clock.now_ms())
+            details = {"every_days": "28", "next_at": str(given)}
+            await AuditLog(conn).record("cli", "checkin.scheduled", "region:london", details, 0)
+        clock.set(to_datetime(drifted))
+        runtime.scheduler.wake()
+        back = _ms(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))  # 10:00 GMT
+        next_round = "SELECT next_at FROM checkin_schedules"
+        await eventually(lambda: records.query(next_round) == [(back,)])
+        kept = records.query("SELECT local_time_ms FROM checkin_schedules")
+        assert kept == [(10 * 3_600_000,)]
 
 
 async def test_a_start_in_the_past_or_that_the_clocks_skip_is_refused(
