@@ -217,24 +217,19 @@ class UpdateService(Desk[DialogueTexts]):
         if delivery is None or delivery.pseudonym != pseudonym:
             await self._refuse(update_id, sender, pseudonym)
             return
-        if action == "m":
-            async with self._db.transaction() as conn:
-                await Updates(conn).react(token, "more", self._clock.now_ms())
-                # Their words would be kept like a feedback answer, which needs that consent:
-                # asking for them and then dropping them would mislead.
-                keeps_answers = (await ConsentLedger(conn).current(pseudonym)).get(
-                    "feedback", False
-                )
-            if keeps_answers:
-                await self._conversations.handle_event(update_id, sender, Begin("update_reply"))
-                return
-            action = "more_without_consent"
         async with self._acting(update_id, sender, pseudonym) as acting:
             if acting is None:
                 return
             conn, now, actor = acting
-            if action == "more_without_consent":
-                await self._tell(conn, actor, "more_needs_consent", now)
+            if action == "m":
+                await Updates(conn).react(token, "more", now)
+                # Their words would be kept like a feedback answer, which needs that
+                # consent: asking for them and then dropping them would mislead. Read in
+                # the same transaction as the dialogue begins, so a change cannot slip in.
+                if (await ConsentLedger(conn).current(pseudonym)).get("feedback", False):
+                    await self._conversations.step_in(conn, actor, Begin("update_reply"), now)
+                else:
+                    await self._tell(conn, actor, "more_needs_consent", now)
                 return
             await Updates(conn).react(token, _REACTIONS[action], now)
             await self._tell(conn, actor, "reaction_thanks", now)
