@@ -11,6 +11,7 @@ import logging
 
 import aiosqlite
 
+from bot.log_tags import person_tag
 from bot.scrub import scrub
 from bot.secrets_file import Secrets
 from bot.themes import Taxonomy
@@ -41,7 +42,7 @@ class AnswerKeeper:
         """Store the answer; None when it may not be kept (no feedback consent)."""
         consents = await ConsentLedger(conn).current(pseudonym)
         if not consents.get("feedback", False):
-            log.info("answer from person %s not kept: no feedback consent", pseudonym[:12])
+            log.info("answer from person %s not kept: no feedback consent", person_tag(pseudonym))
             return None
         checkin = await Checkins(conn).open_for(pseudonym) if dialogue == "feedback" else None
         quote = None

@@ -21,6 +21,7 @@ import aiosqlite
 from bot.broadcasts import BroadcastService
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
+from bot.log_tags import person_tag
 from state_machines.engine import Engine
 from state_machines.events import Abandon, Begin, Started
 from state_machines.session import Session
@@ -212,7 +213,7 @@ class CheckinService(Desk[DialogueTexts]):
         await Checkins(conn).erase_person(actor.pseudonym)
         erased = await Answers(conn).erase(actor.pseudonym)
         await self._tell(conn, actor, "answers_deleted", now)
-        log.info("person %s deleted %d past answers", actor.pseudonym[:12], erased)
+        log.info("person %s deleted %d past answers", person_tag(actor.pseudonym), erased)
 
     async def _own_open(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str]

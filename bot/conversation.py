@@ -17,6 +17,7 @@ import aiosqlite
 
 from bot.access import access_of
 from bot.answer_keeper import AnswerKeeper
+from bot.log_tags import person_tag
 from bot.rendering import Catalogs, consent_summary, fill, render_message
 from bot.secrets_file import Secrets
 from bot.start_links import redeem_start_payload
@@ -225,7 +226,7 @@ class ConversationService:
                     conn, pseudonym, sender.chat_id, person.locale, step_event, tapped, now
                 )
             await Inbox(conn).mark_handled(update_id, now)
-        log.info("handled update for person %s", pseudonym[:12])
+        log.info("handled update for person %s", person_tag(pseudonym))
         self._on_outbox_changed()  # after the commit: the sender reads committed rows only
         while self._after_commit:
             await self._after_commit.pop()()
@@ -393,9 +394,8 @@ class ConversationService:
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()  # the sender must not send what was just cancelled
         if pseudonym:
-            log.info(
-                "person %s is now %s", pseudonym[:12], "reachable" if reachable else "unreachable"
-            )
+            state = "reachable" if reachable else "unreachable"
+            log.info("person %s is now %s", person_tag(pseudonym), state)
 
     async def record_failure(
         self, update_id: int, chat_id: int | None, give_up_after: int

@@ -21,6 +21,7 @@ from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
+from bot.log_tags import person_tag
 from bot.rendering import consent_summary, split_text
 from bot.secrets_file import Secrets
 from state_machines.definition import CONSENT_PURPOSES
@@ -75,7 +76,7 @@ class DataRightsService(Desk[DialogueTexts]):
                 await self._send_file(conn, actor, record, now)
             else:
                 await self._show(conn, actor, record, now)
-        log.info("person %s saw their data", pseudonym[:12])
+        log.info("person %s saw their data", person_tag(pseudonym))
 
     async def _record(self, conn: aiosqlite.Connection, person: Person) -> dict[str, Any]:
         """Everything about one person, as plain data (the file's content)."""

@@ -13,6 +13,7 @@ import aiosqlite
 from babel.numbers import format_decimal
 
 from bot.conversation import Actor, ConversationService, Sender
+from bot.log_tags import person_tag
 from bot.rendering import Catalogs, fill, split_text
 from state_machines.engine import Engine
 from storage.clock import Clock
@@ -106,7 +107,7 @@ class Desk(Generic[TextsT]):
                 return
             conn, now, actor = acting
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-        log.info("refused a button for person %s", pseudonym[:12])
+        log.info("refused a button for person %s", person_tag(pseudonym))
 
     async def _tell(
         self,

@@ -17,6 +17,7 @@ from bot.broadcasts import BroadcastService
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
+from bot.log_tags import person_tag
 from bot.themes import Taxonomy
 from state_machines.engine import Engine
 from state_machines.events import Begin
@@ -255,4 +256,4 @@ class UpdateService(Desk[DialogueTexts]):
             for update in latest:
                 payload = self._message(update, locale, None)
                 await Outbox(conn).enqueue(sender.chat_id, PRIORITY_REPLY, "message", payload, now)
-        log.info("person %s listed updates", pseudonym[:12])
+        log.info("person %s listed updates", person_tag(pseudonym))

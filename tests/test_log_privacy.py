@@ -145,3 +145,27 @@ def test_a_leak_fails_a_quiet_run_of_a_single_file(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout
     assert "log privacy: LEAKS" in result.stdout
     assert f"test_planted.py::test_leaks_a_text: text {SAID!r}" in result.stdout
+
+
+def test_a_person_is_logged_by_a_tag_that_holds_nothing_of_their_pseudonym() -> None:
+    """The same person has the same tag all through a run (their lines can be followed),
+    but the tag shares nothing with the pseudonym, which the key beside the database links
+    to a Telegram id long after the log was written."""
+    from bot.log_tags import person_tag
+
+    pseudonym = "3f9a1c0b7e2d4a6f8b0c1d2e3f4a5b6c"
+    tag = person_tag(pseudonym)
+    assert tag == person_tag(pseudonym) and tag != person_tag(pseudonym[::-1])
+    assert len(tag) == 10 and tag not in pseudonym and pseudonym[:6] not in tag
+    run_again = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from bot.log_tags import person_tag; print(person_tag('{pseudonym}'))",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run_again.stdout.strip() != tag  # another run: another tag
