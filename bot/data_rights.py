@@ -23,6 +23,7 @@ from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
 from bot.log_tags import person_tag
 from bot.rendering import consent_summary, split_text
+from bot.retention import RETENTION_WAL_JOB
 from bot.secrets_file import Secrets
 from state_machines.definition import CONSENT_PURPOSES
 from state_machines.engine import Engine
@@ -31,7 +32,7 @@ from storage.clock import Clock
 from storage.database import Database
 from storage.erasure import erase_person
 from storage.people import ConsentLedger, People, Person
-from storage.queues import PRIORITY_REPLY, Outbox
+from storage.queues import PRIORITY_REPLY, Outbox, Schedules
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,15 @@ class DataRightsService(Desk[DialogueTexts]):
         deleted = await erase_person(conn, actor.pseudonym, actor.chat_id, now)
         goodbye = {"text": self._texts.text(actor.locale, "erased"), "forget_chat": True}
         await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", goodbye, now)
-        self._conversations.after_commit(self._db.checkpoint)
+        # The WAL still holds copies of what was deleted until it is emptied, which waits
+        # for anyone reading an older snapshot (a backup, a digest): a stored job, retried
+        # until it is done, not a step after this update that could fail once and be lost.
+        await Schedules(conn).add(RETENTION_WAL_JOB, f"{RETENTION_WAL_JOB}:{now}", now, {}, now)
+        self._conversations.after_commit(self._wake_scheduler)
         log.info("a person was erased (%d rows)", sum(deleted.values()))
+
+    async def _wake_scheduler(self) -> None:
+        self._on_queued()
 
 
 async def _themes(conn: aiosqlite.Connection, answer_id: int) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.fernet import InvalidToken
 
 from bot.local_api import LocalBotApi
-from tests.harness import ADA, BRAN, Chat, Records, onboard, running_bot
+from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running_bot
 
 MARKER = "Quillfeather"  # an invented word, easy to find in raw bytes
 ANSWER = f"My housing officer {MARKER} never rings back about the flat"
@@ -94,7 +94,9 @@ async def test_delete_leaves_nothing_but_a_tombstone(api: LocalBotApi, tmp_path:
         async with asyncio.timeout(10):  # the goodbye is sent, then forgotten too
             while records.query("SELECT 1 FROM outbox WHERE chat_id = ?", ADA.chat_id):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        await runtime.db.checkpoint()
+        # The WAL is emptied by a stored job (retried while a reader holds it), not here.
+        emptied = "SELECT status FROM schedules WHERE kind = 'retention_wal'"
+        await eventually(lambda: records.query(emptied) == [("done",)])
 
         holding = [
             (table, column)
