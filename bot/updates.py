@@ -89,11 +89,15 @@ class UpdateService(Desk[DialogueTexts]):
         region, kind = values.get("region", ""), values.get("kind", "")
         themes = [t for t in values.get("themes", "").split(",") if t in self._taxonomy.ids]
         text_en = values.get("text_en", "").strip()
+        if not themes and region and kind in _KINDS and text_en:
+            # "Chosen: none. Is that right?" can be answered yes: say what is missing.
+            await self._tell(conn, actor, "update_needs_theme", now)
+            return
         if not (region and kind in _KINDS and themes and text_en):
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
         if not (await access_of(conn, actor.pseudonym)).is_staff_in(region):
-            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            await self._tell(conn, actor, "update_not_your_area", now)
             return
         updates = Updates(conn)
         update = await updates.publish(

@@ -176,3 +176,31 @@ async def test_stop_sending_also_stops_the_parts_still_to_come(
         delivered = records.query("SELECT pseudonym FROM update_deliveries")
         assert delivered == [(records.pseudonym(first),)]
     assert api.messages(second.chat_id) == []
+
+
+async def test_an_update_that_cannot_go_says_why(api: LocalBotApi, tmp_path: Path) -> None:
+    """A form answered to the end is not met with "not available to you" when the reason is
+    something else: no theme chosen ("Chosen: none. Is that right?" can be answered yes), or
+    an area where the staff member is not staff."""
+    async with running_bot(api, tmp_path) as runtime:
+        await seed(api, runtime)
+        orla = Chat(api, ORLA)
+        for themes, area, why in (
+            ((), "London", "must be about at least one theme"),
+            (("Housing",), "Wales", "only to the areas where you are staff"),
+        ):
+            await orla.say("/yousaid")
+            for theme in themes:
+                await orla.tap(theme)
+            assert "Is that right" in (await orla.tap("Done")).text
+            await orla.tap("Yes, go on")
+            await orla.tap(area)
+            await orla.tap("We changed this")
+            await orla.say("The housing team now comes every Wednesday.")
+            await orla.tap("Skip")
+            refused = await orla.tap("Send it")
+            assert why in refused.text and "Nothing was sent" in refused.text
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM updates") == [(0,)]
+        for person in (ADA, EIRA):
+            assert api.messages(person.chat_id) == []
