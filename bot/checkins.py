@@ -124,6 +124,7 @@ class CheckinService(Desk[DialogueTexts]):
         self._nudge_after_ms = nudge_after_ms
         self._expire_after_ms = expire_after_ms
         conversations.register_submit("checkin_started", self.started)
+        conversations.register_submit("checkin_not_now", self.not_now)
         conversations.register_submit("checkin_answer", self.answered)
         conversations.register_submit("checkin_completed", self.completed)
         conversations.register_submit("delete_past_answers", self.delete_past_answers)
@@ -183,6 +184,16 @@ class CheckinService(Desk[DialogueTexts]):
         checkin = await self._own_open(conn, actor, values)
         if checkin is not None:
             await Checkins(conn).mark_started(checkin.id, now)
+
+    async def not_now(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """ "Not now": no reminder about this check-in (it would nag someone who has just
+        said when they are ready is up to them); /feedback or its Start button still work
+        until it closes."""
+        checkin = await self._own_open(conn, actor, values)
+        if checkin is not None:
+            await Checkins(conn).mark_nudged(checkin.id, now)
 
     async def answered(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int

@@ -41,6 +41,8 @@ from tests.harness import (
     running_bot,
 )
 
+DAI = FakePerson(user_id=700000004, first_name="Dai", language_code="en")  # invented
+
 
 async def test_a_check_in_from_feedback_to_thank_you(api: LocalBotApi, tmp_path: Path) -> None:
     async with running_bot(api, tmp_path) as runtime:
@@ -139,11 +141,11 @@ async def test_scheduled_rounds_nudges_and_expiry_survive_restarts(
     messages in 3.5 s)."""
     timing = {"CHECKIN_NUDGE_HOURS": str(20 / 3600), "CHECKIN_EXPIRE_DAYS": str(30 / 86400)}
     bot = BotProcess(api, tmp_path, **timing)
-    chats = [Chat(api, person) for person in (ADA, BRAN, CERI)]
+    chats = [Chat(api, person) for person in (ADA, BRAN, CERI, DAI)]
     async with running_bot(api, tmp_path):  # onboarding, as people would do it
         for chat in chats:
             await onboard(chat)
-    ada, bran, ceri = chats
+    ada, bran, ceri, dai = chats
     onboarded = len(ada.messages)
     records = Records(load_settings(bot.env))
     _cli(bot.env, "checkin", "schedule", "--region", "london", "--every", "4w")
@@ -157,6 +159,12 @@ async def test_scheduled_rounds_nudges_and_expiry_survive_restarts(
         await ceri.tap("Start")
         for answer in ("Always", "Always", "Always", "Always", "Skip this one"):
             await ceri.tap(answer)
+        await dai.tap("Start")
+        assert "any time" in (await dai.tap("Not now")).text  # so no reminder: not nagged
+        # Every reply recorded as sent first: one confirmed but not yet recorded would be
+        # sent again after the kill (at least once, bounded by what was in flight).
+        pending = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'"
+        await eventually(lambda: records.query(pending) == [(0,)])
         await bot.kill()  # kill -9 before any nudge is due
         await bot.start()
         nudge = (await ada.api.wait_for_messages(ADA.chat_id, onboarded + 4, 30))[-1]
@@ -173,15 +181,19 @@ async def test_scheduled_rounds_nudges_and_expiry_survive_restarts(
     finally:
         await bot.terminate()
     assert len(ada.messages) == onboarded + 5 and len(bran.messages) == onboarded + 2
-    assert not any("check-in waiting" in (m.text or "") for m in ceri.messages)
+    for chat in (ceri, dai):
+        assert not any("check-in waiting" in (m.text or "") for m in chat.messages)
+    assert len(dai.messages) == onboarded + 3  # the invitation, the intro, "any time"
     statuses = {p: s for p, s in records.query("SELECT pseudonym, status FROM checkins")}
     assert statuses == {
         records.pseudonym(ADA): "expired",
         records.pseudonym(BRAN): "expired",
         records.pseudonym(CERI): "completed",
+        records.pseudonym(DAI): "expired",
     }
-    assert records.query("SELECT COUNT(*) FROM checkins WHERE nudged_at IS NOT NULL") == [(2,)]
-    assert records.query("SELECT sent, started, completed FROM checkin_counts") == [(3, 2, 1)]
+    # Ada's and Bran's reminders, and Dai's claimed by "Not now"
+    assert records.query("SELECT COUNT(*) FROM checkins WHERE nudged_at IS NOT NULL") == [(3,)]
+    assert records.query("SELECT sent, started, completed FROM checkin_counts") == [(4, 2, 1)]
 
 
 async def test_the_check_in_in_welsh(api: LocalBotApi, tmp_path: Path) -> None:
