@@ -554,7 +554,8 @@ async def test_staff_of_another_region_cannot_submit_for_london(
         await wyn.tap("We changed this")
         await wyn.say("An invented change.")
         assert "Area: London" in (await wyn.tap("Skip")).text
-        assert REFUSED in (await wyn.tap("Send it")).text
+        refused = (await wyn.tap("Send it")).text
+        assert "only to the areas where you are staff" in refused  # told why, not vaguely
         assert records.query("SELECT COUNT(*) FROM updates") == [(1,)]  # only set_up's
         wyn_actor = records.pseudonym(ROLES["staff_b"])
         assert records.query("SELECT COUNT(*) FROM audit_log WHERE actor = ?", wyn_actor) == [(0,)]
