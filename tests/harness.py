@@ -20,7 +20,7 @@ from bot.runtime import Runtime, build_runtime, start, stop
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer
 from bot.settings import PROJECT_ROOT, Settings, load_settings
-from storage.clock import Clock
+from storage.clock import Clock, ManualClock
 from storage.queues import Job
 from tests.log_privacy import note_process_log
 
@@ -214,6 +214,22 @@ def hold_jobs(runtime: Runtime, kind: str) -> list[Job]:
 
     runtime.scheduler.register(kind, hold)
     return held
+
+
+def as_time_goes_by(
+    clock: ManualClock, runtime: Runtime, condition: Callable[[], bool]
+) -> Callable[[], bool]:
+    """`condition` for `eventually`, moving the manual clock on five minutes (and waking
+    the scheduler) each time it does not hold yet: for jobs retried minutes apart."""
+
+    def check() -> bool:
+        if condition():
+            return True
+        clock.advance(5 * 60)
+        runtime.scheduler.wake()
+        return False
+
+    return check
 
 
 async def eventually(condition: Callable[[], bool]) -> None:

@@ -10,7 +10,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -35,6 +34,7 @@ from tests.harness import (
     BotProcess,
     Chat,
     Records,
+    as_time_goes_by,
     eventually,
     hold_jobs,
     onboard,
@@ -469,23 +469,15 @@ async def test_a_round_whose_part_was_given_up_goes_on_within_the_hour(
         records = Records(runtime.settings)
         given_up = "SELECT COUNT(*) FROM schedules WHERE key LIKE '%:part:1' AND status = 'failed'"
 
-        def as_time_goes_by(condition: Callable[[], bool]) -> Callable[[], bool]:
-            def check() -> bool:
-                if condition():
-                    return True
-                clock.advance(5 * 60)
-                runtime.scheduler.wake()
-                return False
-
-            return check
-
-        await eventually(as_time_goes_by(lambda: records.query(given_up) == [(1,)]))
+        await eventually(as_time_goes_by(clock, runtime, lambda: records.query(given_up) == [(1,)]))
         assert len(failures) == 5
         assert records.query("SELECT COUNT(*) FROM checkins") == [(2,)]  # the first part's
         assert records.query("SELECT next_at FROM checkin_schedules") == [(now,)]  # stuck
         await eventually(
             as_time_goes_by(
-                lambda: records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)]
+                clock,
+                runtime,
+                lambda: records.query("SELECT next_at FROM checkin_schedules") == [(now + week,)],
             )
         )
         asked = records.query("SELECT pseudonym, COUNT(*) FROM checkins GROUP BY pseudonym")

@@ -22,7 +22,7 @@ from storage.clock import ManualClock
 from storage.people import People
 from storage.queues import Job, Schedules
 from storage.staff import StaffRoles
-from tests.harness import Chat, Records, eventually, running_bot
+from tests.harness import Chat, Records, as_time_goes_by, eventually, running_bot
 
 MIA = FakePerson(user_id=760000001, first_name="Mia")  # manager, London
 SAM = FakePerson(user_id=760000002, first_name="Sam")  # staff, London
@@ -220,24 +220,16 @@ async def test_a_monday_job_given_up_is_caught_up_by_the_hourly_check(
             runtime.scheduler.wake()
             await eventually(condition)
 
-        def as_time_goes_by(condition: Callable[[], bool]) -> Callable[[], bool]:
-            def check() -> bool:
-                if condition():
-                    return True
-                clock.advance(5 * 60)
-                runtime.scheduler.wake()
-                return False
-
-            return check
-
         await at(due, lambda: len(failures) == 1)
         # 09:00: the retry (due 08:01) fails again, then the check finds the job pending
         await at(due + hour, check_done(due + hour))
         assert failures == [base, base] and status(f"{base}:again:1") is None
         if failing == "again and again":
-            await eventually(as_time_goes_by(lambda: status(f"{base}:again:3") == "failed"))
+            await eventually(
+                as_time_goes_by(clock, runtime, lambda: status(f"{base}:again:3") == "failed")
+            )
         else:
-            await eventually(as_time_goes_by(lambda: len(documents(api)) == 1))
+            await eventually(as_time_goes_by(clock, runtime, lambda: len(documents(api)) == 1))
         later = clock.now_ms() + 3 * hour  # more checks: nothing more
         await at(later, check_done(later))
         await asyncio.sleep(0.5)
