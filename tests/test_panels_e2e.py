@@ -73,6 +73,15 @@ async def create_panel(staff: Chat, capacity: str = "2") -> SentMessage:
     return chosen
 
 
+async def invite_the_cohort(api: LocalBotApi) -> Chat:
+    """The organiser makes a panel of 10 places and invites the area; returns the
+    organiser's chat."""
+    staff = Chat(api, ORGANISER)
+    await create_panel(staff, capacity="10")
+    await staff.tap("Send the invite")
+    return staff
+
+
 async def tap_and_wait_edit(chat: Chat, label: str) -> SentMessage:
     """Tap a button whose answer edits the same message; return it once edited."""
     message, data = chat.find_button(label)
@@ -158,9 +167,7 @@ async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        staff = Chat(api, ORGANISER)
-        await create_panel(staff, capacity="10")
-        await staff.tap("Send the invite")
+        staff = await invite_the_cohort(api)
         chats = {p.user_id: Chat(api, p) for p in COHORT}
         for chat in chats.values():
             await chat.expect(1)
@@ -208,9 +215,7 @@ async def invite_with_every_invitation_waiting(api: LocalBotApi, runtime: Runtim
     stumbling), so all of them wait, queued, for their retry. Returns the organiser."""
     for person in COHORT:
         api.fail_next("sendMessage", 500, retry_after=None, chat_id=person.chat_id)
-    staff = Chat(api, ORGANISER)
-    await create_panel(staff, capacity="10")
-    await staff.tap("Send the invite")
+    staff = await invite_the_cohort(api)
     records = Records(runtime.settings)
     await eventually(lambda: records.query(INVITATIONS_WAITING) == [(len(COHORT),)])
     return staff
@@ -282,9 +287,7 @@ async def test_a_reminder_missed_while_the_bot_was_down_is_not_sent_once_the_pan
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        staff = Chat(api, ORGANISER)
-        await create_panel(staff, capacity="10")
-        await staff.tap("Send the invite")
+        await invite_the_cohort(api)
         amara = Chat(api, AMARA)
         await amara.expect(1)
         await amara.tap("Yes, I can come")
@@ -334,9 +337,7 @@ async def test_the_reminder_goes_out_a_day_before_even_across_a_restart(
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        staff = Chat(api, ORGANISER)
-        await create_panel(staff, capacity="10")
-        await staff.tap("Send the invite")
+        await invite_the_cohort(api)
         amara, bilal, dev, ellis = (Chat(api, p) for p in (AMARA, BILAL, DEV, ELLIS))
         for chat in (amara, bilal, dev, ellis):
             await chat.expect(1)
