@@ -44,6 +44,9 @@ BUTTON_PREFIX = "ck:"  # ck:<check-in token>: Start / Carry on
 HOUR_MS = 3_600_000
 # A round resumed this many times, and stopped by a failure each time, is given up.
 _RESUMES_PER_ROUND = 3
+# A round asks everyone not asked since the last round's time plus this much: the last
+# round's parts, or the round itself after a restart, may have run hours after its time.
+ROUND_GRACE_MS = 12 * HOUR_MS
 DIALOGUE = "feedback"
 _SCALE = frozenset({"1", "2", "3", "4", "5"})
 
@@ -100,6 +103,16 @@ def days_before(ms: int, days: int, zone: str) -> int:
     measured in hours it would find everyone asked at the last round still too recent."""
     day = (_EPOCH + ms * _MS).astimezone(ZoneInfo(zone)).date() - timedelta(days=days)
     return at_local_time(day, local_time_of_day(ms, zone), zone)
+
+
+def round_not_since(due: int, every_days: int, zone: str) -> int:
+    """A round due at `due` asks those sent no check-in after this: the last round's time
+    (`days_before`), plus ROUND_GRACE_MS (a quarter of the interval for daily rounds), so
+    that everyone the last round asked is asked again however late its parts ran. Measured
+    from the round's time, not the clock: its parts, and a round resumed after a failure,
+    all ask by the same rule."""
+    grace = min(ROUND_GRACE_MS, every_days * 24 * HOUR_MS // 4)
+    return days_before(due, every_days, zone) + grace
 
 
 class CheckinService(Desk[DialogueTexts]):
@@ -255,8 +268,13 @@ class CheckinService(Desk[DialogueTexts]):
         # A part goes on from the last person the one before asked; a round's first job (or
         # one made again at start) from the beginning, whatever a round given up left.
         after = await checkins.round_position(region) if "first" in job.payload else ""
-        not_since = days_before(now, schedule.every_days, self._zone)
+        not_since = round_not_since(schedule.next_at, schedule.every_days, self._zone)
         due = await checkins.due_people(region, not_since, now, ROUND_BATCH, after)
+        # Last round's unfinished check-ins close now, not at their expiry a moment later:
+        # they would otherwise keep their people out of this round.
+        replaced = await checkins.close_open_sent_by([who for who, _, _ in due], not_since, now)
+        for pseudonym, token in replaced:
+            await self._take_out_of(conn, pseudonym, token, now)
         created = await checkins.create_for_round(
             [(pseudonym, locale) for pseudonym, _, locale in due],
             region,
@@ -399,12 +417,7 @@ class CheckinService(Desk[DialogueTexts]):
         checkin = await checkins.get(int(job.payload["checkin_id"]))
         if checkin is None or not await checkins.expire(checkin.id, now):
             return
-        person = await People(conn).get(checkin.pseudonym)
-        session = await _session(conn, checkin.pseudonym)
-        if person is None or session.values_of(DIALOGUE).get("checkin") != checkin.token:
-            return
-        actor = Actor(person.pseudonym, person.chat_id, person.locale)
-        await self._conversations.step_in(conn, actor, Abandon(DIALOGUE), now)
+        await self._take_out_of(conn, checkin.pseudonym, checkin.token, now)
 
     async def on_withdrawn(
         self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int
@@ -419,6 +432,20 @@ class CheckinService(Desk[DialogueTexts]):
         return frozenset()
 
     # --- helpers ---------------------------------------------------------------------------
+    async def _take_out_of(
+        self, conn: aiosqlite.Connection, pseudonym: str, token: str, now: int
+    ) -> None:
+        """A check-in just closed: if its person is still in it, they are quietly taken
+        back to where they were before it (what they answered is kept)."""
+        session = await _session(conn, pseudonym)
+        if session.values_of(DIALOGUE).get("checkin") != token:
+            return
+        person = await People(conn).get(pseudonym)
+        if person is None:
+            return
+        actor = Actor(person.pseudonym, person.chat_id, person.locale)
+        await self._conversations.step_in(conn, actor, Abandon(DIALOGUE), now)
+
     async def _create(
         self, conn: aiosqlite.Connection, actor: Actor, source: str, now: int
     ) -> Checkin:

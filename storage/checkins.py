@@ -173,9 +173,10 @@ class Checkins:
     ) -> list[Checkin]:
         """Check-ins sent by a region's round to (pseudonym, locale) each, in that order,
         and counted, in a few statements (statement by statement, they were most of a
-        round part's hold on the database lock). Those given have none open (`due_people`,
-        in the same transaction); the unique index is the backstop, and would fail the
-        whole part. (A part of 200 binds 1,400 values, well within SQLite's 32,766.)"""
+        round part's hold on the database lock). Those given have none open (`due_people`
+        and `close_open_sent_by`, in the same transaction); the unique index is the
+        backstop, and would fail the whole part. (A part of 200 binds 1,400 values, well
+        within SQLite's 32,766.)"""
         return await self._record_sent(
             [(pseudonym, region, locale) for pseudonym, locale in people],
             week,
@@ -244,13 +245,16 @@ class Checkins:
         self, region: str, not_since: int, now: int, limit: int = -1, after: str = ""
     ) -> list[tuple[str, int, str]]:
         """(pseudonym, chat_id, locale) of everyone a round for `region` should go to: in the
-        region, reachable, latest decision on 'feedback' a yes, sent no check-in after
-        `not_since` and with none open. Sorted by pseudonym; the first `limit` (-1: all)
-        after `after` (where the round's last part stopped, `round_position`).
+        region, reachable, latest decision on 'feedback' a yes, and sent no check-in after
+        `not_since`. One sent before that may still be open (not finished at the last round,
+        and not yet closed by its expiry, due at about the same moment): the round replaces
+        it (`close_open_sent_by`, before `create_for_round`). Sorted by pseudonym; the first
+        `limit` (-1: all) after `after` (where the round's last part stopped,
+        `round_position`).
 
         One query: people by the region index, the latest consent by the ledger index, and
-        two indexed probes of the person's check-ins (not an OR, which would defeat them).
-        `now` is only a guard: swapped arguments would ask everyone again at once."""
+        an indexed probe of the person's check-ins. `now` is only a guard: swapped arguments
+        would ask everyone again at once."""
         if not_since > now:
             raise ValueError("not_since is after now: are the arguments swapped?")
         async with self._conn.execute(
@@ -260,13 +264,31 @@ class Checkins:
             "WHERE p.region = ? AND p.reachable = 1 AND p.pseudonym > ? AND c.granted = 1 "
             "AND NOT EXISTS (SELECT 1 FROM checkins k "
             "  WHERE k.pseudonym = p.pseudonym AND k.sent_at > ?) "
-            "AND NOT EXISTS (SELECT 1 FROM checkins k "
-            "  WHERE k.pseudonym = p.pseudonym AND k.status IN ('sent', 'started')) "
             "ORDER BY p.pseudonym LIMIT ?",
             (FEEDBACK, region, after, not_since, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    async def close_open_sent_by(
+        self, pseudonyms: Collection[str], sent_by: int, now: int
+    ) -> list[tuple[str, str]]:
+        """Expire these people's open check-ins sent at or before `sent_by`: a round's new
+        check-in replaces the last round's unfinished one (a person has one open at most).
+        Returns (pseudonym, token) of those that had been started, whose person may still
+        be in the check-in dialogue."""
+        wanted = _strings(pseudonyms, "pseudonyms")
+        if not wanted:
+            return []
+        async with self._conn.execute(
+            "UPDATE checkins SET status = 'expired', closed_at = ? "
+            f"WHERE pseudonym IN ({', '.join('?' * len(wanted))}) "
+            "AND status IN ('sent', 'started') AND sent_at <= ? "
+            "RETURNING pseudonym, token, started_at",
+            (now, *wanted, sent_by),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return sorted((str(r[0]), str(r[1])) for r in rows if r[2] is not None)
 
     async def mark_started(self, checkin_id: int, now: int) -> bool:
         """sent -> started, counted once in the check-in's own week, region and locale (not

@@ -547,6 +547,60 @@ async def test_someone_due_behind_the_round_is_asked_before_it_ends(
     assert part == 3  # 2 + 2 behind the first two, then 1 (the latecomer) from the start
 
 
+async def test_the_next_round_asks_again_those_who_did_not_finish_the_last(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weekly round falls due when last week's check-ins are a week old, the moment they
+    close. It closes those not finished (not started, or left part-way: Tegid's is still
+    open in his chat) and asks their people again, rather than leave them out because one
+    is still open; and it asks everyone last week's round asked, however late its parts
+    ran (here ten minutes apart, and this week's all at once)."""
+    monkeypatch.setattr(checkins_module, "ROUND_BATCH", 2)
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    now, week = clock.now_ms(), 7 * 86_400_000
+    for person in PEOPLE_OF_LONDON:
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        held = hold_jobs(runtime, checkins_module.ROUND_JOB)  # each part run by the test
+        pseudonyms = await _sign_up_people_of_london(runtime, now)
+        records = Records(runtime.settings)
+        # the last in pseudonym order: asked by last week's last part, 20 minutes late
+        last = max(zip(pseudonyms, PEOPLE_OF_LONDON, strict=True))[1]
+        chat = Chat(api, last)
+
+        async def run_round(due: int, minutes_apart: int) -> None:
+            while records.query("SELECT next_at FROM checkin_schedules") == [(due,)]:
+                await eventually(lambda: bool(held))
+                async with runtime.db.transaction() as conn:
+                    await runtime.checkins.on_round(conn, held.pop(0), clock.now_ms())
+                clock.advance(minutes_apart * 60)
+                runtime.scheduler.wake()
+
+        await _schedule_weekly_round_of_london(runtime, now)
+        await run_round(now, minutes_apart=10)
+        assert "time for a short check-in" in (await chat.expect(1)).text
+        await chat.tap("Start")
+        await chat.tap("Start")  # the first question: under way, not finished
+        assert records.place(last) is not None
+        clock.set(to_datetime(now + week))
+        runtime.scheduler.wake()
+        await run_round(now + week, minutes_apart=0)
+        await eventually(  # this week's invitation (after last week's, perhaps its nudge)
+            lambda: sum("time for a short check-in" in (m.text or "") for m in chat.messages) == 2
+        )
+        assert records.place(last) is None  # taken out of last week's, quietly
+        await chat.tap("Start")  # this week's
+        await chat.tap("Start")
+        statuses = records.query(
+            "SELECT pseudonym, status FROM checkins ORDER BY pseudonym, sent_at"
+        )
+    assert statuses == [
+        (who, status)
+        for who in sorted(pseudonyms)
+        for status in ("expired", "started" if who == records.pseudonym(last) else "sent")
+    ]
+
+
 def _checkin_cli(settings: Settings, clock: ManualClock, *argv: str) -> int:
     """`python -m bot checkin ...` in this process, at the test's time."""
     parser = argparse.ArgumentParser()

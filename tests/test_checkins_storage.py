@@ -477,7 +477,8 @@ async def test_due_people_only_the_reachable_consenting_and_not_recently_asked(
         # asked within the interval, and answered
         eli = await checkins.create("p-eli", "london", "en", WEEK, "asked", now - DAY)
         await checkins.complete(eli.id, now - DAY)
-        # asked before the interval, but never answered and still open
+        # asked before the interval, never answered and still open: due, the round replaces
+        # it (close_open_sent_by)
         await checkins.create("p-fay", "london", "en", WEEK, "scheduled", now - 40 * DAY)
         # asked before the interval, and done with it: due again
         gus = await checkins.create("p-gus", "london", "en", WEEK, "scheduled", now - 40 * DAY)
@@ -494,12 +495,48 @@ async def test_due_people_only_the_reachable_consenting_and_not_recently_asked(
     assert due == [
         ("p-ada", chats["p-ada"], "en"),
         ("p-dev", chats["p-dev"], "en"),
+        ("p-fay", chats["p-fay"], "en"),
         ("p-gus", chats["p-gus"], "en"),
         ("p-lou", chats["p-lou"], "cy"),
     ]
     assert wales == [("p-hal", chats["p-hal"], "en")]
     assert after_ada == due[1:]  # a round's next part goes on after the last person asked
     assert after_ada_one == due[1:2]
+
+
+async def test_a_round_closes_only_the_open_check_ins_it_replaces(db: Database) -> None:
+    """Those given, open, and sent by the time given: closed as expired; the started ones
+    come back (their person may be in the dialogue). Finished, newer, and other people's
+    check-ins are left as they are."""
+    await add_people(db, ["p-ada", "p-bea", "p-cal", "p-dev", "p-eli"])
+    now = NOW + 60 * DAY
+    async with db.transaction() as conn:
+        checkins = Checkins(conn)
+        ada = await checkins.create("p-ada", "london", "en", WEEK, "scheduled", now - 7 * DAY)
+        await checkins.mark_started(ada.id, now - 6 * DAY)
+        bea = await checkins.create("p-bea", "london", "en", WEEK, "scheduled", now - 7 * DAY)
+        cal = await checkins.create("p-cal", "london", "en", WEEK, "asked", now - DAY)
+        dev = await checkins.create("p-dev", "london", "en", WEEK, "scheduled", now - 7 * DAY)
+        await checkins.complete(dev.id, now - 6 * DAY)
+        eli = await checkins.create("p-eli", "london", "en", WEEK, "scheduled", now - 7 * DAY)
+        people = ["p-ada", "p-bea", "p-cal", "p-dev"]
+        replaced = await checkins.close_open_sent_by(people, now - 6 * DAY, now)
+        again = await checkins.close_open_sent_by(people, now - 6 * DAY, now)
+        nobody = await checkins.close_open_sent_by([], now, now)
+        after = {
+            c.pseudonym: c
+            for c in [await checkins.get(x.id) for x in (ada, bea, cal, dev, eli)]
+            if c
+        }
+    assert replaced == [("p-ada", ada.token)] and again == [] and nobody == []
+    assert {who: c.status for who, c in after.items()} == {
+        "p-ada": "expired",
+        "p-bea": "expired",
+        "p-cal": "sent",
+        "p-dev": "completed",
+        "p-eli": "sent",
+    }
+    assert after["p-bea"].closed_at == now and after["p-dev"].closed_at != now
 
 
 async def test_due_people_is_one_indexed_query(db: Database) -> None:
