@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 REMINDER_JOB = "panel_reminder"
 OVER_JOB = "panel_over"
 INVITE_JOB = "panel_invite"  # the next part of a panel's invitations
+REWORD_JOB = "panel_reword"  # the next part of a moved panel's invitations still queued
 INVITE_BATCH = 200  # people invited per transaction (see `_invite_more_later`)
 _HOUR_MS = 3_600_000
 REMINDER_BEFORE_MS = 24 * _HOUR_MS
@@ -198,7 +199,10 @@ class PanelService(Desk[PanelTexts]):
     async def move_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
-        """Change the date; tell everyone coming, waiting or unsure, in their language."""
+        """Change the date; tell everyone coming, waiting or unsure, in their language.
+        Invitations still queued (a region's take minutes to go out) are written again
+        with the new date, and a reminder still going out with the old one stops (the
+        new date has its own)."""
         panel = await self._panel_for_staff(conn, actor, values, now)
         if panel is None:
             return
@@ -210,6 +214,10 @@ class PanelService(Desk[PanelTexts]):
         await panels.reschedule(panel.id, starts_at, now)
         moved = await panels.get(panel.id)
         assert moved is not None
+        await self._reword_queued_invitations(conn, moved, 0, now)
+        await self._broadcasts.stop_about(
+            conn, f"panel:{panel.id}", ("panel_reminder",), actor.pseudonym, now
+        )
         coming = await panels.attendees(panel.id, _COMING)
         messages = [(a.chat_id, self._texts.moved(moved, a.token, a.locale)) for a in coming]
         await self._notify(conn, actor, "panel_moved", moved, messages, now)
@@ -222,6 +230,43 @@ class PanelService(Desk[PanelTexts]):
             count=self._texts.number(len(messages), actor.locale),
         )
         await self._schedule(conn, moved, now)  # the old jobs see the old time and do nothing
+
+    async def on_reword(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """The next part of a moved panel's invitations still queued (see
+        `_reword_queued_invitations`), unless it was called off or moved again since (that
+        move began again from the first)."""
+        panel = await Panels(conn).get(int(job.payload["panel_id"]))
+        if panel is None or panel.status != "open":
+            return
+        if panel.starts_at != int(job.payload["starts_at"]):
+            return
+        await self._reword_queued_invitations(conn, panel, int(job.payload["after"]), now)
+
+    async def _reword_queued_invitations(
+        self, conn: aiosqlite.Connection, panel: Panel, after: int, now: int
+    ) -> None:
+        """Write the panel's invitations still queued again with its date as it is now, in
+        the order they go out: INVITE_BATCH of them here, the rest in parts that follow (a
+        region's 20,000 in one transaction would hold everyone's updates up). The sender
+        sends a few a second, so the first part is done before it reaches them."""
+        queued = await Panels(conn).queued_invitations(panel.id, after, INVITE_BATCH + 1)
+        texts: dict[str, str] = {}
+        payloads: list[tuple[int, dict[str, Any]]] = []
+        for outbox_id, token, locale in queued[:INVITE_BATCH]:
+            if locale not in texts:
+                texts[locale] = self._texts.invitation_text(panel, locale)
+            payloads.append((outbox_id, self._texts.invitation_with(texts[locale], token, locale)))
+        rewritten = await Outbox(conn).rewrite_pending(payloads)
+        if payloads:
+            log.info(
+                "panel %d moved: %d queued invitations given its new date", panel.id, rewritten
+            )
+        if len(queued) > INVITE_BATCH:
+            last = payloads[-1][0]
+            payload = {"panel_id": panel.id, "starts_at": panel.starts_at, "after": last}
+            key = f"{REWORD_JOB}:{panel.id}:{panel.starts_at}:{last}"
+            await Schedules(conn).add(REWORD_JOB, key, now, payload, now)
+            self._on_queued()  # wake the scheduler (as BroadcastService.next_part_later)
 
     async def cancel_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int

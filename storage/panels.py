@@ -361,6 +361,25 @@ class Panels:
             rows = await cursor.fetchall()
         return [Attendee(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
+    async def queued_invitations(
+        self, panel_id: int, after_outbox_id: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        """(outbox id, invitation token, the person's locale) of this panel's invitation
+        messages still queued, by the running broadcasts inviting to it, in outbox order after
+        `after_outbox_id`: at most `limit`. A panel moved while its invitations are going out
+        has them written again with its new date."""
+        async with self._conn.execute(
+            "SELECT o.id, i.token, p.locale FROM broadcasts b "
+            "JOIN outbox o ON o.broadcast_id = b.id AND o.status = 'pending' AND o.id > ? "
+            "JOIN people p ON p.chat_id = o.chat_id "
+            "JOIN panel_invitations i ON i.panel_id = ? AND i.pseudonym = p.pseudonym "
+            "WHERE b.subject = ? AND b.kind = 'panel_invitation' AND b.status = 'running' "
+            "ORDER BY o.id LIMIT ?",
+            (after_outbox_id, panel_id, f"panel:{panel_id}", limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     async def active_invitations(self, pseudonym: str, now: int) -> list[Invitation]:
         """A person's places, maybes and waiting-list spots on panels still to come (to
         give them back when the person withdraws consent)."""

@@ -267,6 +267,19 @@ class Outbox:
         )
         return cursor.rowcount
 
+    async def rewrite_pending(self, payloads: Sequence[tuple[int, dict[str, Any]]]) -> int:
+        """New payloads for messages still queued, by outbox id (what they say changed
+        before they went, e.g. a panel's date); those sent meanwhile are left alone.
+        Returns how many were rewritten."""
+        cursor = await self._conn.executemany(
+            "UPDATE outbox SET payload = seal_payload(?) WHERE id = ? AND status = 'pending'",
+            [
+                (json.dumps(payload, separators=(",", ":")), outbox_id)
+                for outbox_id, payload in payloads
+            ],
+        )
+        return cursor.rowcount
+
     async def cancel_broadcasts_to(self, chat_id: int, kinds: Sequence[str], reason: str) -> int:
         """Cancel a chat's messages still queued by broadcasts of these kinds (the person
         said no to what they are for); returns how many."""

@@ -250,6 +250,75 @@ async def test_calling_a_panel_off_stops_its_invitations_still_waiting_to_go(
             assert api.messages(person.chat_id) == []
 
 
+async def test_moving_a_panel_gives_its_invitations_still_waiting_to_go_the_new_date(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A region's invitations take minutes to go out: a panel moved meanwhile (its date
+    was wrong) must not invite the rest to the old date. The invitations still queued are
+    written again, in parts (two here), in each person's language, and their buttons still
+    answer them."""
+    monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = await invite_with_every_invitation_waiting(api, runtime)
+        await staff.say("/panels")
+        await staff.tap("Change the date")
+        await staff.say("10/12/2026 18:30")
+        assert "tell 0 people" in (await staff.tap("Yes, move it")).text
+        records = Records(runtime.settings)
+        parts = "SELECT COUNT(*) FROM schedules WHERE kind = ? AND status = 'done'"
+        await eventually(  # 2 with the move, then parts of 2 and 1
+            lambda: records.query(parts, panels_module.REWORD_JOB) == [(2,)]
+        )
+
+        clock.advance(3_600)  # long past every retry's time
+        runtime.sender.wake()
+        chats = {p.user_id: Chat(api, p) for p in COHORT}
+        for person, chat in chats.items():
+            invitation = (await chat.expect(1)).text
+            new_date = "10 Rhagfyr 2026" if person == CARYS.user_id else "10 December 2026"
+            assert new_date in invitation and " 3 " not in invitation, person
+        answer = await chats[AMARA.user_id].tap("Yes, I can come")
+        assert "10 December 2026, 18:30" in answer.text
+        assert len(chats[AMARA.user_id].messages) == 2  # one invitation, then her answer
+
+
+async def test_moving_a_panel_stops_a_reminder_of_the_old_date_still_waiting_to_go(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """The day before, the reminder goes out; Amara's waits for a retry when the panel is
+    moved. She is told of the move, and not reminded of the old date."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = await invite_the_cohort(api)
+        amara = Chat(api, AMARA)
+        await amara.expect(1)
+        await amara.tap("Yes, I can come")
+        records = Records(runtime.settings)
+        api.fail_next("sendMessage", 500, retry_after=None, chat_id=AMARA.chat_id)
+        clock.set(datetime(2026, 12, 2, 14, 0, tzinfo=UTC))  # a day before
+        runtime.scheduler.wake()
+        waiting = "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND attempts = 1"
+        await eventually(lambda: records.query(waiting) == [(1,)])
+
+        await staff.say("/panels")
+        await staff.tap("Change the date")
+        await staff.say("10/12/2026 18:30")
+        assert "tell 1 people" in (await staff.tap("Yes, move it")).text
+        clock.advance(3_600)
+        runtime.sender.wake()
+        moved = await amara.expect(3)
+        assert "has moved" in moved.text
+        reminders = "SELECT status FROM broadcasts WHERE kind = 'panel_reminder'"
+        assert records.query(reminders) == [("cancelled",)]
+        await eventually(
+            lambda: records.query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") == [(0,)]
+        )
+    assert not any("A reminder" in (m.text or "") for m in amara.messages)
+
+
 async def test_saying_no_to_panel_invitations_cancels_an_invitation_still_queued(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
