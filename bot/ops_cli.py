@@ -98,7 +98,7 @@ async def _retention(settings: Settings) -> int:
         await db.close()
     print(
         f"retention ({settings.retention_months} months for answers, check-ins and people "
-        "with no consent granted who have not written since, "
+        "with no consent granted, or who blocked the bot, who have not written since, "
         f"{settings.safeguarding_retention_days} days for safeguarding requests): deleted "
         + ", ".join(f"{count} {table}" for table, count in deleted.items())
     )

@@ -15,9 +15,12 @@ Every day (and by hand with `python -m bot retention run`) the bot deletes:
   "on probation", so nobody is kept for ever only because they once wrote. Someone
   who still has a consent granted is kept however long they are silent: they asked for
   messages (invitations, updates) and keep getting them until they withdraw, and then
-  the period runs from their last message. Staff (any row in staff_roles) are never
-  erased this way: their audit trail names them. A withdrawal already gave back any panel
-  place, so nothing is withdrawn first, unlike /delete.
+  the period runs from their last message. But not someone who blocked the bot (no
+  message can reach them): silent for the period, they are erased as the others. Staff
+  (any row in staff_roles) are never erased this way: their audit trail names them. A
+  withdrawal already gave back any panel place, so nothing is withdrawn first, unlike
+  /delete (nor for someone who blocked the bot: silent for the period, any panel they had
+  a place at is long over).
 
 Kept: published digests (each exactly as released; later digests are checked against them,
 so deleting the rows behind an old week changes no figure anyone has seen), the anonymous

@@ -173,17 +173,20 @@ async def silent_without_consent(
     conn: aiosqlite.Connection, before: int, after: SeenPosition, limit: int
 ) -> tuple[list[Silent], SeenPosition | None]:
     """Look at up to `limit` people last seen before `before`, the longest silent first,
-    starting after `after`; return those with no consent granted (their latest decision on
-    every purpose a no, or no decision at all) and no staff role (staff_roles: any grant),
-    and where the next look starts (None: nobody left before `before`). A part looks at a
-    bounded number of people however many of them are kept, through people_by_last_seen
-    (migration 0021), each checked through the ledger's and staff_roles' indexes."""
+    starting after `after`; return those with no staff role (staff_roles: any grant) and
+    either no consent granted (their latest decision on every purpose a no, or no decision
+    at all) or no way to reach them (they blocked the bot: nothing they consented to can
+    come to them), and where the next look starts (None: nobody left before `before`). A
+    part looks at a bounded number of people however many of them are kept, through
+    people_by_last_seen (migration 0021), each checked through the ledger's and
+    staff_roles' indexes."""
     rows = await conn.execute_fetchall(
         "SELECT p.last_seen_at, p.rowid, p.pseudonym, p.chat_id, "
         "  EXISTS (SELECT 1 FROM staff_roles s WHERE s.pseudonym = p.pseudonym) "
-        "  OR EXISTS (SELECT 1 FROM consent_ledger c WHERE c.pseudonym = p.pseudonym "
-        "    AND c.granted = 1 AND c.id = (SELECT MAX(l.id) FROM consent_ledger l "
-        "      WHERE l.pseudonym = p.pseudonym AND l.purpose = c.purpose)) "
+        "  OR (p.reachable = 1 AND EXISTS (SELECT 1 FROM consent_ledger c "
+        "    WHERE c.pseudonym = p.pseudonym AND c.granted = 1 "
+        "    AND c.id = (SELECT MAX(l.id) FROM consent_ledger l "
+        "      WHERE l.pseudonym = p.pseudonym AND l.purpose = c.purpose))) "
         "FROM people p INDEXED BY people_by_last_seen "
         "WHERE p.last_seen_at < ? AND (p.last_seen_at, p.rowid) > (?, ?) "
         "ORDER BY p.last_seen_at, p.rowid LIMIT ?",

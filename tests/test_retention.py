@@ -1,7 +1,7 @@
 """Retention: answers, check-ins and safeguarding requests past their period are deleted,
-exactly those, and people with no consent granted who have been silent for the period are
-erased (staff and anyone still consenting are kept), by hand (`python -m bot retention
-run`) and by the bot's daily job."""
+exactly those, and people with no consent granted (or who blocked the bot) silent for the
+period are erased (staff and anyone still consenting and reachable are kept), by hand
+(`python -m bot retention run`) and by the bot's daily job."""
 
 from __future__ import annotations
 
@@ -261,10 +261,11 @@ async def test_the_bot_runs_retention_daily_from_the_start(
 
 # People for the erasure of the silent: (pseudonym, chat id, when they wrote, decisions per
 # purpose in order, staff). "Long ago" is before the cutoff, "lately" after it.
-SILENT_GONE = {"p-gone", "p-never"}
+SILENT_GONE = {"p-gone", "p-never", "p-blocked"}
 SILENT_KEPT = {"p-wants", "p-recent", "s-staff", "p-back"}
 CHAT = {"p-gone": 880_000_001, "p-never": 880_000_002, "p-wants": 880_000_003}
 CHAT |= {"p-recent": 880_000_004, "s-staff": 880_000_005, "p-back": 880_000_006}
+CHAT |= {"p-blocked": 880_000_007}
 
 
 async def seed_people(db: Database, now: int, months: int) -> None:
@@ -284,6 +285,8 @@ async def seed_people(db: Database, now: int, months: int) -> None:
         ("p-recent", [lately], {"feedback": [False], "updates": [False]}, False),
         ("s-staff", [long_ago - 800 * DAY], {}, True),  # staff: never erased this way
         ("p-back", [long_ago, now - DAY], {"feedback": [False]}, False),  # wrote again
+        # still wants updates, but blocked the bot: nothing can reach them
+        ("p-blocked", [long_ago - 200 * DAY], {"updates": [True]}, False),
     )
     async with db.transaction() as conn:
         for who, written, decisions, staff in cases:
@@ -301,6 +304,8 @@ async def seed_people(db: Database, now: int, months: int) -> None:
             )
             if staff:
                 await StaffRoles(conn).grant(who, "staff", "london", False, "cli", written[0])
+            if who == "p-blocked":
+                await People(conn).set_reachable(CHAT[who], False, written[-1])
 
 
 async def traces(db: Database, values: set[object]) -> list[str]:
@@ -340,10 +345,10 @@ async def assert_erased_and_kept(db: Database) -> None:
 async def test_silent_people_with_no_consent_are_erased(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Silent for the period and nothing granted: erased as /delete erases, a tombstone
-    left. Kept: anyone still consenting to something, anyone seen since the cutoff (writing
-    again moves it), staff. At most one erased a part: the first part looks at all four
-    silent, erases the first of the two it finds, and the next goes on from there."""
+    """Silent for the period and nothing granted, or blocked the bot: erased as /delete
+    erases, a tombstone left. Kept: anyone still consenting to something who can be
+    reached, anyone seen since the cutoff (writing again moves it), staff. At most one
+    erased a part, each part going on from the last one erased."""
     monkeypatch.setattr(retention, "_PEOPLE_BATCH", 4)
     monkeypatch.setattr(retention, "_ERASE_BATCH", 1)
     db = await Database.open(str(tmp_path / "y.db"))
@@ -352,13 +357,13 @@ async def test_silent_people_with_no_consent_are_erased(
         await seed_people(db, NOW, RULES.answer_months)
         deleted = await run_retention(db, RULES, NOW)
         assert deleted["people"] == len(SILENT_GONE)
-        assert deleted["consent_ledger"] == 3 and deleted["outbox"] == 2
+        assert deleted["consent_ledger"] == 4 and deleted["outbox"] == 3
         await assert_erased_and_kept(db)
         async with db.read() as conn:
             audit = await conn.execute_fetchall(
                 "SELECT details FROM audit_log WHERE action = 'retention.deleted' ORDER BY id"
             )
-        assert ['"people": "1"' in row[0] for row in audit] == [True, True]  # counts only
+        assert ['"people": "1"' in row[0] for row in audit] == [True] * 3  # counts only
         again = await run_retention(db, RULES, NOW)
         assert again == dict.fromkeys(again, 0)
         assert await db.integrity_check() == "ok"
