@@ -354,7 +354,7 @@ class TelegramAdapter:
         message = update.effective_message
         kind = _content_kind(message) if message else "unknown"
         caption = message.caption if message else None
-        await self._step(update, UnsupportedSent(kind), free_text=caption)
+        await self._step(update, UnsupportedSent(_ANSWERED_AS.get(kind, kind)), free_text=caption)
 
     async def on_forwarded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A forwarded message is someone else's words: never taken as an answer. It is
@@ -423,6 +423,11 @@ class TelegramAdapter:
             await self._service.ignore(update.update_id)
             return
         await self._service.reply_with_message(update.update_id, chat.id, message_key)
+
+
+# Kinds answered with the same words (common.yaml's unsupported_<kind>): whatever is
+# spoken is a voice message to the person; a moving picture is a video.
+_ANSWERED_AS = {"audio": "voice", "video_note": "voice", "animation": "video"}
 
 
 def _content_kind(message: Message) -> str:

@@ -174,9 +174,18 @@ async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(
     before = len(chat.messages)
     api.send_sticker(ADA)
     assert "only read text" in (await chat.expect(before + 1)).text
+    # Someone who speaks or shows rather than types is told nobody will hear or see it,
+    # and where to get help now (they may be in crisis).
     api.send_photo(ADA)
+    photo = await chat.expect(before + 2)
+    assert "cannot look at pictures" in photo.text and "116 123" in photo.text
     api.send_voice(ADA)
-    assert "only read text" in (await chat.expect(before + 3)).text
+    voice = await chat.expect(before + 3)
+    assert "cannot listen to voice" in voice.text and "999" in voice.text
+    api.send_video_note(ADA)
+    video_note = await chat.expect(before + 4)
+    assert "cannot listen to voice" in video_note.text and "116 123" in video_note.text
+    assert "Can we keep your answers" in video_note.text  # then the question again
     old_message, old_data = chat.messages[0], "b" + "0" * 16
     before = len(chat.messages)
     api.press_button(ADA, old_message.message_id, old_data)

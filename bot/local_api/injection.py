@@ -18,6 +18,7 @@ _FAKE_MEDIA = {
     "sticker": b"RIFF-fake-webp",
     "photo": b"\xff\xd8fake-jpeg",
     "voice": b"OggSfake-opus",
+    "video_note": b"\x00\x00\x00\x18ftypmp42fake",
 }
 
 
@@ -92,6 +93,13 @@ class UpdateInjector:
         message = self._new_message(person, self._private(person))
         file = self._media_file("voice", "audio/ogg")
         message["voice"] = {**file, "duration": duration, "mime_type": "audio/ogg"}
+        return self._push_message(person.chat_id, message)
+
+    def send_video_note(self, person: FakePerson, duration: int = 3) -> int:
+        """A round video message (a "video note") with a fake file."""
+        message = self._new_message(person, self._private(person))
+        file = self._media_file("video_note", "video/mp4")
+        message["video_note"] = {**file, "length": 240, "duration": duration}
         return self._push_message(person.chat_id, message)
 
     def send_group_message(
