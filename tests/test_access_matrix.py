@@ -92,6 +92,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "help": same("You can send me"),
     "privacy": same("Here is what you agreed to"),
     "language": same("Which language"),
+    "area": same("Which area are you on probation in now"),  # always one's own
     "mydata": same("Here is what we keep about you"),  # always one's own
     "updates": same("To get updates", participant="The latest updates for your area"),
     "feedback": same('"Keep my answers"', participant="5 short questions"),

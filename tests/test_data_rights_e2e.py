@@ -74,6 +74,33 @@ async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_pa
         assert MARKER.encode() not in raw_files(runtime.settings.database_path)
 
 
+async def test_someone_who_moved_changes_their_area_and_goes_on_where_they_were(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """/area, mid-check-in: the new area is kept (it decides their panels, updates, the team
+    told when they ask for help, their digest), then the question they were at comes back.
+    "Keep my area" changes nothing."""
+    async with running_bot(api, tmp_path) as runtime:
+        records = Records(runtime.settings)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/feedback")
+        question = (await ada.tap("Start")).text
+        assert "Which area are you on probation in now" in (await ada.say("/area")).text
+        before = len(ada.messages)
+        await ada.tap("Wales")
+        await ada.expect(before + 2)
+        changed, asked_again = ada.messages[-2:]
+        assert "changed your area" in (changed.text or "")
+        assert asked_again.text == question
+        where = "SELECT region FROM people WHERE pseudonym = ?"
+        assert records.query(where, records.pseudonym(ADA)) == [("wales",)]
+        assert "Area: Wales" in (await ada.say("/mydata")).text
+        await ada.say("/area")
+        assert "same as before" in (await ada.tap("Keep my area")).text
+        assert records.query(where, records.pseudonym(ADA)) == [("wales",)]
+
+
 async def test_delete_leaves_nothing_but_a_tombstone(api: LocalBotApi, tmp_path: Path) -> None:
     async with running_bot(api, tmp_path) as runtime:
         ada, bran = Chat(api, ADA), Chat(api, BRAN)
