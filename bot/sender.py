@@ -302,9 +302,15 @@ class OutboxSender:
         except Forbidden:
             await self._unreachable(message.chat_id)
         except BadRequest as exc:
-            await self._bad_request(message, exc)
+            if "chat not found" in exc.message.lower():  # the account is gone: as a 403
+                await self._unreachable(message.chat_id)
+            else:
+                await self._bad_request(message, exc)
         except (TimedOut, NetworkError) as exc:
-            await self._retry_later(message, type(exc).__name__)
+            # python-telegram-bot reports 413 (a file over Telegram's limit) as a network
+            # error: trying again cannot help, and the retries would hold the chat back.
+            too_large = "too large" in str(exc).lower()
+            await self._retry_later(message, type(exc).__name__, 3 if too_large else None)
         except InvalidToken:
             # Nothing can be sent, but nothing is wrong with the messages: keep them all.
             # The poller fails the same way, which stops the process (runtime.supervise).
@@ -370,7 +376,8 @@ class OutboxSender:
         raise ValueError(f"unknown outbox kind {message.kind!r}")
 
     async def _unreachable(self, chat_id: int) -> None:
-        """403: the person blocked the bot. Stop sending to them until they write again."""
+        """403 (the person blocked the bot), or 400 "chat not found" (their account is
+        gone): stop sending to them until they write again."""
         async with self._db.transaction() as conn:
             await People(conn).set_reachable(chat_id, False, self._clock.now_ms())
             cancelled = await Outbox(conn).cancel_chat(chat_id, "403: blocked by the person")

@@ -185,15 +185,18 @@ class Outbox:
     ) -> list[OutgoingMessage]:
         """Pending messages that may go now, most urgent first: priority, then oldest.
 
-        Chats in `skip_chats` (busy, paced) and chats whose most urgent message waits for a
-        retry are left out entirely, so each chat's messages keep their order."""
+        Chats in `skip_chats` (busy, paced) are left out entirely. A message waiting for a
+        retry holds back its chat's messages of the same or lower urgency, so each chat's
+        messages of a kind keep their order; a more urgent one goes past it (the 999 and
+        Samaritans signpost must not wait minutes behind a broadcast that met a network
+        fault)."""
         async with self._conn.execute(
-            "SELECT id, chat_id, priority, kind, open_payload(payload), attempts, not_before "
-            "FROM outbox WHERE status = 'pending' "
-            "AND chat_id NOT IN (SELECT value FROM json_each(?)) "
-            "AND chat_id NOT IN (SELECT chat_id FROM outbox "
-            "                    WHERE status = 'pending' AND not_before > ?) "
-            "ORDER BY priority, id LIMIT ?",
+            "SELECT o.id, o.chat_id, o.priority, o.kind, open_payload(o.payload), o.attempts, "
+            "o.not_before FROM outbox o WHERE o.status = 'pending' "
+            "AND o.chat_id NOT IN (SELECT value FROM json_each(?)) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox w WHERE w.chat_id = o.chat_id "
+            "  AND w.status = 'pending' AND w.not_before > ? AND w.priority <= o.priority) "
+            "ORDER BY o.priority, o.id LIMIT ?",
             (json.dumps(skip_chats or []), now, limit),
         ) as cursor:
             rows = await cursor.fetchall()

@@ -11,7 +11,7 @@ import pytest
 from bot.local_api import FakePerson, LocalBotApi
 from bot.runtime import Runtime
 from bot.sender import ChatPacer
-from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Outbox
+from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, PRIORITY_SAFEGUARDING, Outbox
 from tests.harness import ADA, TOKEN, Chat, Records, eventually, running_bot, settings_for
 
 COHORT = [FakePerson(user_id=710000000 + n, first_name=f"Person{n}") for n in range(1000)]
@@ -114,6 +114,61 @@ async def test_403_marks_the_person_unreachable_and_cancels_their_queue(
         api.unblock(ADA.chat_id)
         await chat.say("/help")  # writing again makes them reachable
         assert records.query("SELECT reachable FROM people") == [(1,)]
+
+
+async def test_a_chat_that_is_gone_is_treated_as_blocked(api: LocalBotApi, tmp_path: Path) -> None:
+    """400 "chat not found" (the account was deleted) will never succeed: the person is
+    unreachable, as after a 403, so later broadcasts do not try them again and again."""
+    chat = Chat(api, ADA)
+    async with running_bot(api, tmp_path) as runtime:
+        await chat.say("/start")
+        api.fail_next(
+            "sendMessage", 400, None, chat_id=ADA.chat_id, description="Bad Request: chat not found"
+        )
+        await queue(runtime, [ADA, ADA], PRIORITY_BROADCAST)
+        records = Records(settings_for(api, tmp_path))
+        await eventually(lambda: records.query("SELECT reachable FROM people") == [(0,)])
+        assert records.query(
+            "SELECT status, COUNT(*) FROM outbox WHERE priority = 2 GROUP BY status"
+        ) == [("cancelled", 2)]
+
+
+async def test_a_file_too_large_is_given_up_and_the_chat_goes_on(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """413 (over Telegram's size limit) comes to us as a network error: it is tried a few
+    times, then given up, and the person's next messages go (it was retried for ever,
+    holding their chat back)."""
+    api.add_chat(ADA)
+    api.fail_next("sendMessage", 413, None, times=3, chat_id=ADA.chat_id)
+    async with running_bot(api, tmp_path) as runtime:
+        await queue(runtime, [ADA], PRIORITY_REPLY, "Too big")
+        await queue(runtime, [ADA], PRIORITY_REPLY, "Next")
+        await api.wait_for_messages(ADA.chat_id, 1, timeout=20)
+        records = Records(settings_for(api, tmp_path))
+        outcome = "SELECT status, attempts FROM outbox ORDER BY id"
+        await eventually(lambda: records.query(outcome) == [("failed", 3), ("sent", 0)])
+    assert [c.status for c in api.calls("sendMessage")] == [413, 413, 413, 200]
+
+
+async def test_the_safety_signpost_goes_past_a_broadcast_waiting_minutes_to_retry(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """After a spell of network trouble a broadcast to Ada waits five minutes for its
+    retry; the 999 and Samaritans message queued for her now goes at once."""
+    api.add_chat(ADA)
+    async with running_bot(api, tmp_path) as runtime:
+        now = runtime.clock.now_ms()
+        async with runtime.db.transaction() as conn:
+            outbox = Outbox(conn)
+            stuck = await outbox.enqueue(
+                ADA.chat_id, PRIORITY_BROADCAST, "message", {"text": "News"}, now
+            )
+            await outbox.retry_later(stuck, now + 300_000, "NetworkError")
+        await queue(runtime, [ADA], PRIORITY_SAFEGUARDING, "Call 999 or Samaritans on 116 123")
+        await api.wait_for_messages(ADA.chat_id, 1, timeout=10)
+    assert delivered(api, "Call 999 or Samaritans on 116 123") == 1
+    assert delivered(api, "News") == 0
 
 
 async def test_server_errors_are_retried_until_delivered(api: LocalBotApi, tmp_path: Path) -> None:

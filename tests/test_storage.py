@@ -339,6 +339,27 @@ async def test_outbox_orders_by_priority_then_age(db: Database) -> None:
         assert [m.id for m in await outbox.most_urgent(10, NOW + 5000)] == [reply, later]
 
 
+async def test_a_more_urgent_message_goes_past_one_waiting_for_its_retry(db: Database) -> None:
+    """A broadcast met a network fault and waits minutes for its retry: the person's reply
+    and the safety signpost go now; their later broadcast waits behind it (order kept)."""
+    async with db.transaction() as conn:
+        outbox = Outbox(conn)
+        stuck = await outbox.enqueue(1, PRIORITY_BROADCAST, "message", {"text": "b"}, NOW)
+        await outbox.retry_later(stuck, NOW + 300_000, "NetworkError")
+        behind = await outbox.enqueue(1, PRIORITY_BROADCAST, "message", {"text": "l"}, NOW)
+        reply = await outbox.enqueue(1, PRIORITY_REPLY, "message", {"text": "r"}, NOW)
+        signpost = await outbox.enqueue(1, PRIORITY_SAFEGUARDING, "message", {"text": "s"}, NOW)
+        assert [m.id for m in await outbox.most_urgent(10, NOW)] == [signpost, reply]
+        await outbox.retry_later(reply, NOW + 60_000, "TimedOut")
+        assert [m.id for m in await outbox.most_urgent(10, NOW)] == [signpost]
+        assert [m.id for m in await outbox.most_urgent(10, NOW + 300_000)] == [
+            signpost,
+            reply,
+            stuck,
+            behind,
+        ]
+
+
 async def test_schedules_are_idempotent_by_key(db: Database) -> None:
     async with db.transaction() as conn:
         schedules = Schedules(conn)
