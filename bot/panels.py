@@ -10,6 +10,7 @@ audit log without message bodies.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -162,9 +163,21 @@ class PanelService(Desk[PanelTexts]):
         self, conn: aiosqlite.Connection, panel: Panel, limit: int = -1
     ) -> list[Recipient]:
         """Everyone in the panel's region who said yes to panel invitations and has not been
-        invited to it yet (at most `limit`, -1: all); never its organiser."""
+        invited to it yet (at most `limit`, -1: all); never its organiser.
+
+        Places go first come, first served, and a region's invitations take minutes to go
+        out: each panel walks the region from its own starting point, round to where it
+        began, so that nobody is among the first invited to every panel (pseudonyms are a
+        fixed order). The point is a hash of what the panel was made with, the same after
+        a restart, spread like the pseudonyms themselves (32 hex digits)."""
+        start = hashlib.sha256(f"panel-invitations:{panel.id}:{panel.created_at}".encode())
         found = await reachable_with_consent(
-            conn, panel.region, "panel_invitations", panel.id, limit + 1 if limit >= 0 else -1
+            conn,
+            panel.region,
+            "panel_invitations",
+            panel.id,
+            limit + 1 if limit >= 0 else -1,
+            start=start.hexdigest()[:32],
         )
         invite = [r for r in found if r.pseudonym != panel.organiser]
         return invite if limit < 0 else invite[:limit]

@@ -121,21 +121,45 @@ async def reachable_with_consent(
     purpose: str,
     not_invited_to: int | None = None,
     limit: int = -1,
+    start: str = "",
 ) -> list[Recipient]:
     """Everyone in a region who can be reached and whose latest decision for `purpose` is a
-    yes: the only people a broadcast for that purpose may go to. In pseudonym order, at
-    most `limit` (-1: all). `not_invited_to`: only those after the last person invited to
-    that panel: a panel invites its region in parts, in this order (invitations are made
+    yes: the only people a broadcast for that purpose may go to. At most `limit` (-1: all),
+    in pseudonym order from just after `start` to the end, then round from the beginning
+    up to `start` (a panel's own starting point, so that the same people are not first
+    for every panel's first-come places; "": plain pseudonym order).
+
+    `not_invited_to`: only those whose turn comes after the last person invited to that
+    panel: a panel invites its region in parts, in this order (invitations are made
     nowhere else), so each part starts where the last ended (through people_by_region,
-    migration 0015) instead of passing everyone invited so far again. Whether someone is
-    invited is decided when their turn comes: a person who says yes to panels while the
-    parts go out is invited if their turn is still to come."""
+    migration 0015) instead of passing everyone invited so far again. Once anyone up to
+    `start` is invited the walk has wrapped round, and goes on from the last of them.
+    Whether someone is invited is decided when their turn comes: a person who says yes to
+    panels while the parts go out is invited if their turn is still to come.
+
+    One statement, each of its two halves a range of people_by_region that stops when it
+    has enough; SQLite gives a UNION ALL's left half first (the order tests rely on)."""
+    last_invited = "SELECT MAX(pseudonym) FROM panel_invitations WHERE panel_id = ? AND pseudonym "
+    people = "SELECT p.pseudonym, p.chat_id, p.locale " + _REACHABLE_WITH_CONSENT
+    # After `start` to the end, while nobody up to `start` is invited (the walk has not
+    # wrapped round): (purpose, region, start, panel, start, panel, start, limit).
+    to_the_end = (
+        f"{people} AND p.pseudonym > MAX(?, COALESCE(({last_invited} > ?), '')) "
+        "AND NOT EXISTS (SELECT 1 FROM panel_invitations WHERE panel_id = ? AND pseudonym <= ?) "
+        "ORDER BY p.pseudonym LIMIT ?"
+    )
+    # Then from the beginning up to `start`: (purpose, region, start, panel, start, limit).
+    from_the_beginning = (
+        f"{people} AND p.pseudonym <= ? AND p.pseudonym > COALESCE(({last_invited} <= ?), '') "
+        "ORDER BY p.pseudonym LIMIT ?"
+    )
     async with conn.execute(
-        "SELECT p.pseudonym, p.chat_id, p.locale " + _REACHABLE_WITH_CONSENT + " "
-        "AND p.pseudonym > COALESCE((SELECT MAX(pseudonym) FROM panel_invitations "
-        "                            WHERE panel_id = ?), '') "
-        "ORDER BY p.pseudonym LIMIT ?",
-        (purpose, region, not_invited_to, limit),
+        f"SELECT * FROM ({to_the_end}) UNION ALL SELECT * FROM ({from_the_beginning}) LIMIT ?",
+        (
+            *(purpose, region, start, not_invited_to, start, not_invited_to, start, limit),
+            *(purpose, region, start, not_invited_to, start, limit),
+            limit,
+        ),
     ) as cursor:
         rows = await cursor.fetchall()
     return [Recipient(r[0], r[1], r[2]) for r in rows]
