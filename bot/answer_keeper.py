@@ -2,7 +2,8 @@
 at once, and (only with the quote consent) a scrubbed copy for quoting in reports.
 
 The themes are tagged from the text before it is encrypted, so the digest can count them
-without ever decrypting; the quote is scrubbed of names, numbers and addresses first.
+without ever decrypting, and in both English and Welsh, whichever language the person chose;
+the quote is scrubbed of names, numbers and addresses first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import aiosqlite
 from bot.log_tags import person_tag
 from bot.scrub import scrub
 from bot.secrets_file import Secrets
-from bot.themes import Taxonomy
+from bot.themes import LANGUAGES, Taxonomy
 from storage.answers import Answers
 from storage.checkins import Checkins
 from storage.people import ConsentLedger
@@ -58,7 +59,10 @@ class AnswerKeeper:
             quote=quote,
         )
         if self._taxonomy is not None:
-            lang = locale if locale in ("en", "cy") else "en"
+            # Tagged in English and Welsh whatever the person chose, as the safeguarding check
+            # reads both: people in Wales switch. The chosen language only settles words that
+            # mean something else in the other one ("plant", "son": see bot/themes.py).
+            lang = locale if locale in LANGUAGES else "en"
             themes = self._taxonomy.tag(text, lang)
             if themes:
                 await Checkins(conn).tag_answer(answer_id, themes)

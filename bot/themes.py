@@ -5,6 +5,13 @@ their plain (radical) form. Answers are matched after `bot.text_match` normalisa
 accents, invisible marks, stems, and in Welsh initial mutations ("tai", "dai", "thai" and
 "nhai" all count as "tai"). An answer may carry several themes or none.
 
+Every answer is read in both languages, whichever the person chose, as the safeguarding
+check is: people in Wales switch ("My probation officer never listens" from someone who
+chose Cymraeg). Read in the language the person did not choose, a few words are skipped
+(`FALSE_FRIENDS`): common words of the chosen language that the other language's keywords
+would take for something else ("plant" is children in Welsh, "sôn" is not "son"), unless
+the answer shows it is written in that other language too (`LANGUAGE_MARKERS`).
+
 Keywords are compiled once into a dict from a stem to the keywords that start with it, so
 tagging costs one look-up per form of each word: the weekly digest tags every answer, and a
 benchmark tags a million. Pure: parsing takes text; only `load_taxonomy` and `load_corpus`
@@ -39,6 +46,51 @@ _Entry = tuple[tuple[str, ...], int]
 # A word seen in an answer: its forms, and the keywords that may start at it.
 _Word = tuple[frozenset[str], tuple[_Entry, ...]]
 _WORDS_REMEMBERED = 200_000  # per language; a few tens of MB at most
+
+# Words not read in a language the person did not choose, by that language, unless the
+# answer has one of that language's `LANGUAGE_MARKERS`: each is a common word of the other
+# language that one of this language's keywords (or its mutated form) would take for
+# something else. Found by reading the 50,000 commonest English words as Welsh, and a
+# Welsh dictionary's words as English. Only a word on its own is skipped: a mutated Welsh
+# form ("mhlant", "nhŷ") is no English word and still counts, and a keyword that starts
+# at another word may still go on through these.
+FALSE_FRIENDS: Mapping[str, frozenset[str]] = {
+    # English words as Welsh: record (cofnod), plant (children), bell (pell, far), barn
+    # (barnu, judge), tad (father: "a tad late"), fab (mab, son), merch (girl), mil (bil),
+    # ty, thy, thai (tŷ, tai, house: "ty" is "thank you" typed), deg (teg, fair), dag
+    # (tag), and names (Dai, Bella, Mila, Ariana, Fabio, Renton). "tai" itself is kept:
+    # it is the Welsh for houses, and rare in English ("tai chi").
+    "cy": frozenset(
+        words(
+            "record plant bell bella barn tad fab fabio merch mil mila ty thy thai dai deg dag"
+            " ariana renton"
+        )
+    ),
+    # Welsh words as English: sôn (mention, not "son"), po ("po fwyaf", the more; not a
+    # probation officer), ap ("ar yr ap", the app, or "son of"; not approved premises).
+    "en": frozenset(words("son po ap")),
+}
+# Common words of one language that are no common word of the other ("does", "eu", "yr",
+# "her", "i'm" are left out: English "does", EU, "yr" for year; Welsh "her", challenge, and
+# "i'm", to my). An answer with one is written, at least in part, in that language, so
+# there its false friends mean what its keywords say: "my PO never rings back" from
+# someone who chose Welsh is about their probation officer; "mae'r plant yn colli eu tad"
+# from someone who chose English is about their children.
+LANGUAGE_MARKERS: Mapping[str, frozenset[str]] = {
+    "en": frozenset(
+        words(
+            "the and my with never me you they she but have because this that what when just"
+            " about are it of for been would could should there their them him his get told"
+            " every"
+        )
+    ),
+    "cy": frozenset(
+        words(
+            "yn mae ddim dim fy ei dwi rwy roedd oedd wedi gyda ond efo hefyd iawn nhw isio"
+            " eisiau angen cael gael mynd gweld dydy ydy"
+        )
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -121,13 +173,40 @@ class Taxonomy:
     def tag(self, text: str, lang: str) -> tuple[str, ...]:
         """The ids of the themes `text` raises, in taxonomy order (empty when none).
 
-        Longest match wins: where a phrase matches, its words start no shorter keyword, so
-        "unpaid work" is a programme and not a job, "housing officer" housing and not the
-        practitioner. Keywords of the same length all count ("rent": housing and money).
+        `lang` is the language the person chose; the text is read with the keywords of
+        every language and the themes found are put together, so an English answer from
+        someone who chose Welsh (or the other way round) still gets its themes. Read in a
+        language other than `lang`, the words of `FALSE_FRIENDS` start no keyword, unless
+        the text has one of that language's `LANGUAGE_MARKERS`.
+
+        Longest match wins, within each language: where a phrase matches, its words start
+        no shorter keyword, so "unpaid work" is a programme and not a job, "housing officer"
+        housing and not the practitioner. Keywords of the same length all count ("rent":
+        housing and money).
         """
         if lang not in self._index:
             raise ValueError(f"unknown language '{lang}'; use one of: {', '.join(LANGUAGES)}")
-        looked = [self._word(word, lang) for word in words(text)]
+        written = words(text)
+        found: set[int] = set()
+        for reading in LANGUAGES:
+            found |= self._themes_in(written, reading, chosen=reading == lang)
+        return tuple(self.ids[number] for number in sorted(found))
+
+    def _themes_in(self, written: list[str], lang: str, chosen: bool) -> set[int]:
+        """The theme numbers that `lang`'s keywords find in the words `written`. Unless
+        `lang` is the person's `chosen` one or the words have one of its markers, its false
+        friends start no keyword (a word with an apostrophe counts as `_forms` reads it:
+        "plant's" is "plant", "mae'r" is "mae")."""
+        looked = [self._word(word, lang) for word in written]
+        if not chosen:
+            friends = [
+                position
+                for position, (word, (_, starts)) in enumerate(zip(written, looked, strict=True))
+                if starts and _among(word, FALSE_FRIENDS[lang])
+            ]
+            if friends and not any(_among(word, LANGUAGE_MARKERS[lang]) for word in written):
+                for position in friends:
+                    looked[position] = (looked[position][0], ())
         found: set[int] = set()
         skip_to = 0
         for position, (_, starts) in enumerate(looked):
@@ -143,7 +222,14 @@ class Taxonomy:
                 themes.append(number)
             found.update(themes)
             skip_to = position + longest
-        return tuple(self.ids[number] for number in sorted(found))
+        return found
+
+
+def _among(word: str, listed: frozenset[str]) -> bool:
+    """Whether `word` is one of `listed`, as written or as `_forms` reads an apostrophe."""
+    if word in listed:
+        return True
+    return "'" in word and (word.replace("'", "") in listed or word.split("'", 1)[0] in listed)
 
 
 def _follows(rest: tuple[str, ...], looked: list[_Word], start: int) -> bool:
