@@ -122,7 +122,8 @@ class OutboxSender:
         self._stale = True
         # Sent and confirmed by Telegram, not yet committed as sent: one commit (one fsync)
         # for many messages instead of one each.
-        self._unrecorded: dict[int, int | None] = {}
+        # outbox id -> (Telegram message id, the row's version as sent)
+        self._unrecorded: dict[int, tuple[int | None, int]] = {}
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._next_slot = 0.0
@@ -234,10 +235,10 @@ class OutboxSender:
         async with self._flush_lock:
             if not self._unrecorded:
                 return
-            batch = list(self._unrecorded.items())
+            batch = [(key, sent, version) for key, (sent, version) in self._unrecorded.items()]
             async with self._db.transaction(quick=True) as conn:
                 await Outbox(conn).mark_sent_many(batch, self._clock.now_ms())
-            for message_id, _ in batch:
+            for message_id, _, _ in batch:
                 self._unrecorded.pop(message_id, None)
 
     async def _flush_or_wait(self) -> None:
@@ -285,7 +286,7 @@ class OutboxSender:
         else:
             # Recorded by the next group commit (within _FLUSH_EVERY_S); until then the row
             # is known here as sent, so it is never chosen again.
-            self._unrecorded[message.id] = telegram_id
+            self._unrecorded[message.id] = (telegram_id, message.version)
             self._held_back.pop(message.chat_id, None)
             self.sent_count += 1
             if len(self._unrecorded) >= FLUSH_AT:

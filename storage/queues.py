@@ -41,6 +41,7 @@ class OutgoingMessage:
     payload: dict[str, Any]
     attempts: int
     not_before: int
+    version: int = 0  # moved on when the row is written again (`rewrite_pending`)
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ class Outbox:
         fault)."""
         async with self._conn.execute(
             "SELECT o.id, o.chat_id, o.priority, o.kind, open_payload(o.payload), o.attempts, "
-            "o.not_before FROM outbox o WHERE o.status = 'pending' "
+            "o.not_before, o.version FROM outbox o WHERE o.status = 'pending' "
             "AND o.chat_id NOT IN (SELECT value FROM json_each(?)) "
             "AND NOT EXISTS (SELECT 1 FROM outbox w WHERE w.chat_id = o.chat_id "
             "  AND w.status = 'pending' AND w.not_before > ? AND w.priority <= o.priority) "
@@ -200,7 +201,10 @@ class Outbox:
             (json.dumps(skip_chats or []), now, limit),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [
+            OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+            for r in rows
+        ]
 
     async def next_retry_time(self, now: int) -> int | None:
         """When the earliest message waiting for a retry may go."""
@@ -226,18 +230,20 @@ class Outbox:
             (message_id,),
         )
 
-    async def mark_sent_many(self, sent: list[tuple[int, int | None]], now: int) -> None:
-        """`mark_sent` for a batch of (outbox id, Telegram message id). A message marked
-        `forget_chat` (the last one to a person who was erased) is deleted instead, so their
-        chat id is kept nowhere once it has gone."""
+    async def mark_sent_many(self, sent: list[tuple[int, int | None, int]], now: int) -> None:
+        """`mark_sent` for a batch of (outbox id, Telegram message id, the row's version when
+        it was read to be sent). A row written again meanwhile (`rewrite_pending`) is left
+        pending, so its new words go too. A message marked `forget_chat` (the last one to a
+        person who was erased) is deleted instead, so their chat id is kept nowhere once it
+        has gone."""
         await self._conn.executemany(
             "DELETE FROM outbox WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
-            [(message_id,) for message_id, _ in sent],
+            [(message_id,) for message_id, _, _ in sent],
         )
         await self._conn.executemany(
             "UPDATE outbox SET status = 'sent', sent_at = ?, message_id = ?, payload = NULL "
-            "WHERE id = ?",
-            [(now, telegram_id, message_id) for message_id, telegram_id in sent],
+            "WHERE id = ? AND version = ?",
+            [(now, telegram_id, message_id, version) for message_id, telegram_id, version in sent],
         )
 
     async def retry_later(self, message_id: int, not_before: int, error: str) -> None:
@@ -272,10 +278,13 @@ class Outbox:
 
     async def rewrite_pending(self, payloads: Sequence[tuple[int, dict[str, Any]]]) -> int:
         """New payloads for messages still queued, by outbox id (what they say changed
-        before they went, e.g. a panel's date); those sent meanwhile are left alone.
-        Returns how many were rewritten."""
+        before they went, e.g. a panel's date); those recorded as sent are left alone. Each
+        row's version moves on: one on its way to Telegram with the old words is then not
+        recorded as sent, and goes again with the new (`mark_sent_many`). Returns how many
+        were rewritten."""
         cursor = await self._conn.executemany(
-            "UPDATE outbox SET payload = seal_payload(?) WHERE id = ? AND status = 'pending'",
+            "UPDATE outbox SET payload = seal_payload(?), version = version + 1 "
+            "WHERE id = ? AND status = 'pending'",
             [
                 (json.dumps(payload, separators=(",", ":")), outbox_id)
                 for outbox_id, payload in payloads

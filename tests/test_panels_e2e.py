@@ -6,6 +6,7 @@ API server; time is a manual clock moved by the test. Everyone here is invented.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from datetime import UTC, datetime
@@ -282,6 +283,37 @@ async def test_moving_a_panel_gives_its_invitations_still_waiting_to_go_the_new_
         answer = await chats[AMARA.user_id].tap("Yes, I can come")
         assert "10 December 2026, 18:30" in answer.text
         assert len(chats[AMARA.user_id].messages) == 2  # one invitation, then her answer
+
+
+async def test_an_invitation_on_its_way_when_the_panel_moves_goes_again_with_the_new_date(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Amara's invitation is on its way to Telegram (held there) when the panel moves: it
+    arrives with the old date, and is not recorded as sent, so it goes again with the new
+    one (before, the old date stood: she has not answered, so no "moved" message comes)."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        on_its_way = api.hold("sendMessage", chat_id=AMARA.chat_id)
+        staff = await invite_the_cohort(api)
+        await asyncio.wait_for(on_its_way.arrived.wait(), 10)
+        api.send_text(ORGANISER, "/panels")  # answered among the invite's progress messages
+        await eventually(
+            lambda: any("Change the date" in str(m.reply_markup) for m in staff.messages)
+        )
+        await staff.tap("Change the date")
+        await staff.say("10/12/2026 18:30")
+        assert "tell 0 people" in (await staff.tap("Yes, move it")).text
+        on_its_way.release(deliver=True)
+        amara = Chat(api, AMARA)
+        second = await amara.expect(2)
+        assert "3 December" in (amara.messages[0].text or "")  # the old, as it went
+        assert "10 December 2026" in second.text
+        records = Records(runtime.settings)
+        await eventually(
+            lambda: records.query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") == [(0,)]
+        )
+        assert len(amara.messages) == 2
 
 
 async def test_moving_a_panel_stops_a_reminder_of_the_old_date_still_waiting_to_go(
