@@ -1,10 +1,17 @@
 """Theme review: staff of a region read the week's quotable answers (only with the quote
 consent, and only the scrubbed copy) and correct their themes; the digest counts the
-reviewed themes (staff tags replace keyword guesses)."""
+reviewed themes (staff tags replace keyword guesses).
+
+A region's answers are shown only once at least DIGEST_K people there wrote quotable ones
+that week, and then ten picked at random, not the newest: the staff reading them may be the
+writer's own probation officer, who saw them an hour ago ("your probation officer will
+never see your answers", the notice says), and the newest answer of few is easy to place."""
 
 from __future__ import annotations
 
 import logging
+import random
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 
 import aiosqlite
@@ -43,9 +50,12 @@ class ReviewService(Desk[DialogueTexts]):
         secrets: Secrets,
         updates: UpdateService,
         on_queued: Callable[[], None],
+        k: int,
     ) -> None:
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._secrets = secrets
+        self._k = k  # people a region's quotable answers must come from before any is shown
+        self._pick = random.SystemRandom()
         self._names = updates  # theme names in a person's language
         conversations.register_submit("retag_answer", self.retag)
 
@@ -60,13 +70,25 @@ class ReviewService(Desk[DialogueTexts]):
             if not regions:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
-            answers = await Answers(conn).reviewable(regions, now - _WEEK_MS, _SHOWN)
+            answers = await Answers(conn).reviewable(regions, now - _WEEK_MS)
             if not answers:
                 await self._tell(conn, actor, "nothing_to_review", now)
                 return
-            count = self._texts.number(len(answers), actor.locale)
-            await self._tell(conn, actor, "review_intro", now, count=count)
-            for answer_id, quote, _region in answers:
+            writers: dict[str, set[str]] = defaultdict(set)
+            for _, region, author in answers:
+                writers[region].add(author)
+            shown = [a for a, region, _ in answers if len(writers[region]) >= self._k]
+            if not shown:
+                k = self._texts.number(self._k, actor.locale)
+                await self._tell(conn, actor, "too_few_to_review", now, k=k)
+                return
+            picked = self._pick.sample(shown, min(_SHOWN, len(shown)))
+            quotes = await Answers(conn).quotes(picked)
+            count = self._texts.number(len(picked), actor.locale)
+            total = self._texts.number(len(shown), actor.locale)
+            await self._tell(conn, actor, "review_intro", now, count=count, total=total)
+            for answer_id in picked:
+                quote = quotes[answer_id]
                 themes = await Checkins(conn).themes_of(answer_id)
                 text = self._texts.text(
                     actor.locale,

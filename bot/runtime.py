@@ -228,6 +228,7 @@ async def build_runtime(
         secrets,
         updates,
         wake_sender_and_scheduler,
+        settings.digest_k,
     )
     services = AppServices(panels, rsvp, checkins, safety, rights, updates, digests, review)
     unhandled = service.unhandled_submits()

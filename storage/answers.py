@@ -68,23 +68,31 @@ class Answers:
             rows = await cursor.fetchall()
         return [StoredAnswer(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) for r in rows]
 
-    async def reviewable(
-        self, regions: Sequence[str], since: int, limit: int
-    ) -> list[tuple[int, bytes, str]]:
-        """(answer id, encrypted scrubbed quote, region) of recent answers that may be
-        quoted (the quote consent was given), newest first, for staff theme review. The
-        region is the check-in's, else the person's."""
+    async def reviewable(self, regions: Sequence[str], since: int) -> list[tuple[int, str, str]]:
+        """(answer id, region, author's pseudonym) of every answer since `since` that may be
+        quoted (the quote consent was given), for staff theme review, in id order. The
+        region is the check-in's, else the person's. The quotes themselves: `quotes`."""
         async with self._conn.execute(
-            "SELECT a.id, a.quote, COALESCE(c.region, p.region) AS region FROM answers a "
+            "SELECT a.id, COALESCE(c.region, p.region) AS region, a.pseudonym FROM answers a "
             "LEFT JOIN checkins c ON c.id = a.checkin_id "
             "LEFT JOIN people p ON p.pseudonym = a.pseudonym "
             "WHERE a.quote IS NOT NULL AND a.created_at >= ? "
             "AND COALESCE(c.region, p.region) IN (SELECT value FROM json_each(?)) "
-            "ORDER BY a.created_at DESC, a.id DESC LIMIT ?",
-            (since, json.dumps(list(regions)), limit),
+            "ORDER BY a.id",
+            (since, json.dumps(list(regions))),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [(int(r[0]), bytes(r[1]), str(r[2])) for r in rows]
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def quotes(self, answer_ids: Sequence[int]) -> dict[int, bytes]:
+        """answer id -> its encrypted scrubbed quote, for those that still have one."""
+        async with self._conn.execute(
+            "SELECT id, quote FROM answers WHERE quote IS NOT NULL "
+            "AND id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(answer_ids)),),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return {int(r[0]): bytes(r[1]) for r in rows}
 
     async def region_of(self, answer_id: int) -> str | None:
         """The region an answer counts for (its check-in's, else its author's)."""

@@ -18,12 +18,16 @@ WYN = FakePerson(user_id=770000002, first_name="Wyn")  # Wales staff
 ADA = FakePerson(user_id=770000011, first_name="Ada")  # London, may be quoted
 BEA = FakePerson(user_id=770000012, first_name="Bea")  # London, may not be quoted
 QUOTED = "Sarah at the housing office says there is no money for the deposit"
+# Four more Londoners who may be quoted: with Ada, the five (DIGEST_K here) a region's
+# answers must come from before any is shown.
+OTHERS = [FakePerson(user_id=770000020 + n, first_name=f"Other{n}") for n in range(4)]
+OTHER_WORDS = "The appointments keep moving and nobody tells me"
 
 
 async def test_staff_review_and_correct_themes_of_their_region_only(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
-    async with running_bot(api, tmp_path) as runtime:
+    async with running_bot(api, tmp_path, DIGEST_K="5") as runtime:
         now = runtime.clock.now_ms()
         secrets = Records(runtime.settings).secrets
         pseudonym = runtime.service.pseudonym_of
@@ -47,12 +51,24 @@ async def test_staff_review_and_correct_themes_of_their_region_only(
             await roles.grant(pseudonym(WYN.user_id), "staff", "wales", False, "cli", 0)
 
         orla = Chat(api, ORLA)
+        # One writer is too few: her answer, the newest, would be easy to place.
+        assert "Fewer than 5 people" in (await orla.say("/review")).text
+        async with runtime.db.transaction() as conn:
+            for person in OTHERS:
+                who = pseudonym(person.user_id)
+                await People(conn).touch(who, person.chat_id, "en", now)
+                await People(conn).set_region(who, "london", now)
+                words = secrets.encrypt_text(OTHER_WORDS)
+                await Answers(conn).add(who, "feedback", "improve", words, now, quote=words)
         intro = await orla.say("/review")
-        assert "(1)" in intro.text
-        item = await orla.expect(2)
+        assert "5 of 5, picked at random" in intro.text
+        await orla.expect(7)  # "fewer than", the intro, five answers (in a random order)
+        item = next(m for m in orla.messages if f"rt:{quoted}" in str(m.reply_markup))
         assert "[name]" in item.text and "Sarah" not in item.text  # the scrubbed copy only
         assert "Themes: Housing" in item.text
-        await orla.tap("Change themes")
+        assert sum(OTHER_WORDS in m.text for m in orla.messages) == 4
+        api.press_button(ORLA, item.message_id, f"rt:{quoted}")
+        await orla.expect(8)
         await orla.tap("Housing")
         await orla.tap("Money and benefits")
         assert "digest will use these themes" in (await orla.tap("Save")).text
