@@ -119,13 +119,19 @@ class PanelTexts(DialogueTexts):
         else:
             return {"text": self.text(locale, "no_noted")}
         buttons: list[list[dict[str, str]]] = []
-        if panel.support_offered:
-            text += "\n\n" + self.text(locale, "support_question")
-            for need in (n for n in SUPPORT_NEEDS if n in panel.support_offered):
-                tick = "✓ " if need in invitation.support_needs else ""
-                label = tick + self.text(locale, f"need_{need}")
-                buttons.append([{"text": label, "callback_data": f"{RSVP_PREFIX}{token}:s:{need}"}])
-            buttons.append([self._button(locale, "done_button", f"{RSVP_PREFIX}{token}:d")])
+        # Every need is asked about, offered or not (marked "we will ask"): the brief has
+        # people say what they need to come, not only what staff thought to offer.
+        text += "\n\n" + self.text(locale, "support_question")
+        if any(need not in panel.support_offered for need in SUPPORT_NEEDS):
+            text += "\n" + self.text(locale, "support_not_offered")
+        for need in SUPPORT_NEEDS:
+            tick = "✓ " if need in invitation.support_needs else ""
+            label = self.text(locale, f"need_{need}")
+            if need not in panel.support_offered:
+                label = self.text(locale, "need_not_offered", need=label)
+            data = f"{RSVP_PREFIX}{token}:s:{need}"
+            buttons.append([{"text": tick + label, "callback_data": data}])
+        buttons.append([self._button(locale, "done_button", f"{RSVP_PREFIX}{token}:d")])
         if invitation.answer == "maybe":
             buttons.append(self._answer_buttons(token, locale)[0][::2])  # Yes, No
         else:

@@ -15,7 +15,7 @@ import aiosqlite
 from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk
-from bot.panel_texts import PanelTexts
+from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
 from bot.panels import audit_panel
 from state_machines.engine import Engine
 from state_machines.events import Begin
@@ -180,8 +180,11 @@ class RsvpService(Desk[PanelTexts]):
         message_id: int | None,
         now: int,
     ) -> None:
-        """Tick or untick a support need, and show it ticked on the same message."""
-        if need not in panel.support_offered:
+        """Tick or untick a support need, and show it ticked on the same message. Any of the
+        four, offered or not: someone who needs an interpreter at a panel that offers none
+        says so (staff see it, and the digest counts what was asked for and not offered),
+        rather than drop out without a word."""
+        if need not in SUPPORT_NEEDS:
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
         needs = set(invitation.support_needs) ^ {need}

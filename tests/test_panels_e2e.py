@@ -128,10 +128,14 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         clock.advance(60)
         assert "number 2 on the waiting list" in (await ellis.tap("Yes, I can come")).text
 
-        # Support needs: ticked in place on the same message, then saved.
+        # Support needs: ticked in place on the same message, then saved. Help the panel
+        # does not offer can be asked for too ("we will ask"): it is what Bilal needs.
         ticked = await tap_and_wait_edit(bilal, "Travel costs")
         assert "✓ Travel costs" in str(ticked.reply_markup)
-        assert "Travel costs" in (await bilal.tap("Done")).text
+        assert "not on offer yet" in (ticked.text or "")
+        ticked = await tap_and_wait_edit(bilal, "Interpreter (we will ask)")
+        assert "✓ Interpreter (we will ask)" in str(ticked.reply_markup)
+        assert "Travel costs, Interpreter" in (await bilal.tap("Done")).text
 
         # Amara gives her place back: Dev (first waiting) gets it, and a ticket; Ellis waits.
         assert "Your place is cancelled" in (await amara.tap("Cancel my place")).text
@@ -147,7 +151,7 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         # /panels shows the counts and the help asked for, with no names.
         summary = await staff.say("/panels")
         assert "Yes: 2 of 2 places" in summary.text and "Waiting list: 1" in summary.text
-        assert "Travel costs 1" in summary.text
+        assert "Travel costs 1" in summary.text and "Interpreter 1" in summary.text
         tickets = await staff.tap("Tickets")
         assert "2 people have a place" in tickets.text and ticket_a not in tickets.text
 

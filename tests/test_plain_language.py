@@ -35,6 +35,7 @@ SAMPLES = {
     "ticket": "KDF-3PX",
     "position": "2",
     "needs": "Travel costs",
+    "need": "Interpreter",
     "count": "12",
     "capacity": "20",
     "yes": "12",
