@@ -1,11 +1,13 @@
 """The weekly digest, delivered: every Monday at 08:00 (Europe/London) each region's digest
-of the week just ended is released once and sent to the region's managers; `/digest` shows
-staff and managers their region's latest.
+of the week just ended is released once and sent to the region's managers, and the national
+view to every admin; `/digest` shows staff and managers their region's latest (admins the
+national view).
 
 The job is a stored schedule: a Monday missed while the bot was down runs at the next start,
 and a week already released is never released again (its stored digest is reused); each
-region's managers are sent a week's report once, whoever released it. An hourly check keeps
-next Monday's job scheduled and runs a Monday job given up after failures again.
+region's managers, and the admins (the national view), are sent a week's report once,
+whoever released it. An hourly check keeps next Monday's job scheduled and runs a Monday
+job given up after failures again.
 Figures about fewer than k people are hidden (bot/digest.py), checked against every digest
 released before, so what went out can never be differenced to reveal someone.
 """
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DIGEST_JOB = "weekly_digest"
 REPORT_JOB = "digest_report"  # draw one region's chart and report, and send them
+# Who a Monday report goes to: a region's managers, or (the national view) every admin.
+_MANAGERS = "managers"
+_ADMINS = "admins"
 # Hourly: next Monday's job exists, and a Monday job given up is run again (`_check`).
 DIGEST_CHECK_JOB = "weekly_digest_check"
 _SEND_HOUR = 8
@@ -110,7 +115,7 @@ def week_before(monday_ms: int, zone: str) -> str:
 
 
 class DigestService(Desk[DialogueTexts]):
-    """Releases weekly digests and sends them to managers."""
+    """Releases weekly digests and sends them to managers (the national view to admins)."""
 
     # /digest may have to release the week's digests in its update's transaction (when
     # something was released between building them and storing them): reads over every
@@ -158,9 +163,10 @@ class DigestService(Desk[DialogueTexts]):
     async def _catch_up(self, conn: aiosqlite.Connection, now: int) -> None:
         """The last Monday's job, if it was given up (or never made while the one before
         was given up), is made again to run now: it releases what is missing of that week
-        and sends the managers' reports (keyed by region and week, so sent once). Nothing is
-        done while it is pending (due, retrying, or running now) or once it is done. A week
-        before the bot's first Monday is not caught up (a new install sends nothing)."""
+        and sends the managers' and admins' reports (keyed by region and week, so sent
+        once). Nothing is done while it is pending (due, retrying, or running now) or once
+        it is done. A week before the bot's first Monday is not caught up (a new install
+        sends nothing)."""
         due = last_monday_morning(now, self._zone)
         jobs = Schedules(conn)
         base = f"{DIGEST_JOB}:{due}"
@@ -192,7 +198,10 @@ class DigestService(Desk[DialogueTexts]):
         """Monday 08:00 (or the first start after it): release and send last week's. The
         managers of every region are sent the week's report, however much of it was
         released before (by staff asking with /digest before 08:00, or by the command
-        line): each region's managers get one report a week whoever released it."""
+        line): each region's managers get one report a week whoever released it. The
+        admins are sent the national view the same way (who is not being heard, by
+        region, is only there): once a week, whoever released it; an admin who also
+        manages a region gets both."""
         due = int(job.payload["due"])
         week = week_before(due, self._zone)
         released = await self.release_week(conn, week, now, prepared)
@@ -200,6 +209,8 @@ class DigestService(Desk[DialogueTexts]):
         for region in REGION_SLUGS:
             if await roles.holders("manager", region):
                 await _schedule_report(conn, region, week, None, now)
+        if await roles.holders("admin", None):
+            await _schedule_report(conn, NATIONAL, week, None, now, _ADMINS)
         await _schedule(conn, next_monday_morning(due, self._zone), now)
         log.info("weekly digests for %s: %d released now", week, len(released))
 
@@ -340,13 +351,19 @@ class DigestService(Desk[DialogueTexts]):
         report: tuple[bytes, str] | None,
     ) -> None:
         """Send the chart (with a short summary of the main figures) and the HTML report to
-        the region's managers, or to the staff member who asked with /digest."""
+        the region's managers, to every admin (the national view on Mondays), or to the
+        staff member who asked with /digest."""
         region, week = str(job.payload["region"]), str(job.payload["week"])
         stored = await DigestStore(conn).get(region, week)
         if report is None or stored is None:
             return
         asked_by = job.payload.get("asked_by")
-        people = [str(asked_by)] if asked_by else await StaffRoles(conn).holders("manager", region)
+        if asked_by:
+            people = [str(asked_by)]
+        elif job.payload.get("to") == _ADMINS:
+            people = await StaffRoles(conn).holders("admin", None)
+        else:  # managers (also a report scheduled before admins were sent one)
+            people = await StaffRoles(conn).holders("manager", region)
         for pseudonym in people:
             person = await People(conn).get(pseudonym)
             if person is None or not person.reachable:
@@ -417,14 +434,21 @@ def summary_figures(digest: Digest, top: int = 3) -> Headline:
 
 
 async def _schedule_report(
-    conn: aiosqlite.Connection, region: str, week: str, asked_by: str | None, now: int
+    conn: aiosqlite.Connection,
+    region: str,
+    week: str,
+    asked_by: str | None,
+    now: int,
+    to: str = _MANAGERS,
 ) -> None:
-    """The managers' report of a region's week is keyed by region and week alone: the
-    Monday job and a catch-up of it (`DigestService._catch_up`) schedule it once between
-    them. One asked for with /digest is keyed by the moment too: asking again sends again."""
+    """The Monday report of a week is keyed by region, week and who it goes to alone
+    (`region:week:managers`, and `national:week:admins` for the admins' national view):
+    the Monday job and a catch-up of it (`DigestService._catch_up`) schedule it once
+    between them. One asked for with /digest is keyed by the moment too: asking again
+    sends again."""
     key = f"{REPORT_JOB}:{region or 'national'}:{week}:"
-    key += f"{asked_by}:{now}" if asked_by else "managers"
-    payload = {"region": region, "week": week, "asked_by": asked_by}
+    key += f"{asked_by}:{now}" if asked_by else to
+    payload = {"region": region, "week": week, "asked_by": asked_by, "to": None if asked_by else to}
     await Schedules(conn).add(REPORT_JOB, key, now, payload, now)
 
 

@@ -1,7 +1,8 @@
 """The Monday digest on a clock the test moves: one per region per week, a Monday missed
 while the bot was down is caught up at the next start, and a restart never sends twice;
-managers get the week's report even when it was released before 08:00, and a Monday job
-given up after failures is run again by the hourly check."""
+managers get the week's report even when it was released before 08:00, admins the national
+view the same way, and a Monday job given up after failures is run again by the hourly
+check."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from tests.harness import Chat, Records, as_time_goes_by, eventually, running_bo
 
 MIA = FakePerson(user_id=760000001, first_name="Mia")  # manager, London
 SAM = FakePerson(user_id=760000002, first_name="Sam")  # staff, London
+ADA = FakePerson(user_id=760000003, first_name="Ada")  # admin
+KIT = FakePerson(user_id=760000004, first_name="Kit")  # admin, and manager in Wales
 
 
 def documents(api: LocalBotApi) -> list[str]:
@@ -171,6 +174,83 @@ async def test_managers_get_the_week_that_was_released_before_0800(
         digests_module.REPORT_JOB,
     )
     assert reports == [("digest_report:london:2026-W47:managers",)]
+
+
+def files_of(api: LocalBotApi, person: FakePerson) -> list[str]:
+    return [m.file_name or "" for m in api.messages(person.chat_id) if m.kind == "document"]
+
+
+@pytest.mark.parametrize("released_by", ["the Monday job", "staff asking"])
+async def test_admins_are_sent_the_national_view_once_a_week(
+    api: LocalBotApi, tmp_path: Path, released_by: str
+) -> None:
+    """Who is not being heard, by region, is only in the national view: every admin is
+    sent it on Monday (chart, caption and report), once a week whoever released the week
+    and however often the Monday job runs. An admin who also manages a region gets both;
+    staff and managers who are not admins never get the national view."""
+    clock = ManualClock(datetime(2026, 11, 23, 6, 0, tzinfo=UTC))  # Monday, 06:00 London
+    grants = [
+        (MIA, "manager", "london"),
+        (SAM, "staff", "london"),
+        (ADA, "admin", None),
+        (KIT, "admin", None),
+        (KIT, "manager", "wales"),
+    ]
+    for person in (MIA, SAM, ADA, KIT):
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        async with runtime.db.transaction() as conn:
+            for person, role, region in grants:
+                who = runtime.service.pseudonym_of(person.user_id)
+                await People(conn).touch(who, person.chat_id, "en", clock.now_ms())
+                await StaffRoles(conn).grant(who, role, region, False, "cli", 0)
+        if released_by == "staff asking":  # released before 08:00; Sam gets London's
+            sam = Chat(api, SAM)
+            await sam.say("/digest")
+            async with asyncio.timeout(10):
+                while not any(m.kind == "document" for m in sam.messages):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+    records = Records(runtime.settings)
+    assert files_of(api, ADA) == files_of(api, KIT) == []  # nothing before 08:00
+
+    clock.set(datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+    due = clock.now_ms()
+    national = "yousaid-digest-national-2026-W47.html"
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        runtime.scheduler.wake()
+        await eventually(lambda: national in files_of(api, ADA) and national in files_of(api, KIT))
+        again = f"{digests_module.DIGEST_JOB}:{due}:again:1"  # the Monday job once more
+        async with runtime.db.transaction() as conn:
+            await Schedules(conn).add(digests_module.DIGEST_JOB, again, due, {"due": due}, due)
+        clock.set(datetime(2026, 11, 23, 11, 30, tzinfo=UTC))
+        runtime.scheduler.wake()
+        done = "SELECT COUNT(*) FROM schedules WHERE key = ? AND status = 'done'"
+        await eventually(lambda: records.query(done, again) == [(1,)])
+    unfinished = (
+        "SELECT (SELECT COUNT(*) FROM schedules WHERE kind = 'digest_report' "
+        "AND status = 'pending') + (SELECT COUNT(*) FROM outbox WHERE status = 'pending')"
+    )
+    async with running_bot(api, tmp_path, clock=clock) as runtime:  # a restart
+        runtime.scheduler.wake()
+        await eventually(lambda: records.query(unfinished) == [(0,)])
+
+    assert files_of(api, ADA) == [national]  # once
+    assert sorted(files_of(api, KIT)) == [national, "yousaid-digest-wales-2026-W47.html"]
+    assert files_of(api, MIA) == ["yousaid-digest-london-2026-W47.html"]
+    sam_gets = ["yousaid-digest-london-2026-W47.html"] if released_by == "staff asking" else []
+    assert files_of(api, SAM) == sam_gets  # his own /digest only: never the national view
+    photos = [m for m in api.messages(ADA.chat_id) if m.kind == "photo"]
+    assert len(photos) == 1
+    caption = photos[0].caption or ""
+    assert caption.startswith("The YouSaid digest for England and Wales, week 2026-W47.")
+    assert "Check-ins sent: " in caption and "Themes with an update: " in caption
+    keys = records.query("SELECT key FROM schedules WHERE kind = ?", digests_module.REPORT_JOB)
+    weekly = sorted(str(k) for (k,) in keys if str(k).endswith(("managers", "admins")))
+    assert weekly == [
+        "digest_report:london:2026-W47:managers",
+        "digest_report:national:2026-W47:admins",
+        "digest_report:wales:2026-W47:managers",
+    ]
 
 
 @pytest.mark.parametrize("failing", ["a while", "for good", "again and again"])
