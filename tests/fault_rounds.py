@@ -102,7 +102,7 @@ def panel_new(title: str, when: str, people: int) -> list[Step]:
         _s("say", str(PANEL_PLACES), "Which area"),
         _s("tap", "Wales", "What help"),
         _s("tap", "Done", title),
-        _s("tap", "Send the invite", f"going to {people} people"),
+        _s("tap", "Send the invite", f"invite is going to: {people}."),
     ]
 
 

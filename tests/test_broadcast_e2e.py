@@ -100,7 +100,7 @@ async def staff_creates_a_panel(api: LocalBotApi, runtime: Runtime) -> None:
         await staff.say(answer)
     await staff.tap("London")
     await staff.tap("Done")
-    assert "going to 2,000 people" in (await staff.tap("Send the invite")).text
+    assert "invite is going to: 2,000." in (await staff.tap("Send the invite")).text
 
 
 async def test_2000_invitations_at_the_limit_each_exactly_once(

@@ -84,7 +84,7 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         await orla.say("From January the housing team is in the probation office every Tuesday.")
         preview = await orla.tap("Skip")
         assert "Themes: Housing" in preview.text and "Area: London" in preview.text
-        assert "going to 2 people" in (await orla.tap("Send it")).text
+        assert "People it is going to: 2." in (await orla.tap("Send it")).text
 
         ada, eira = Chat(api, ADA), Chat(api, EIRA)
         update = await ada.expect(1)
@@ -127,7 +127,7 @@ async def test_an_update_for_many_goes_in_parts_each_person_once(
     monkeypatch.setattr(updates_module, "DELIVER_BATCH", 1)
     async with running_bot(api, tmp_path) as runtime:
         await seed(api, runtime)
-        await publish_housing(Chat(api, ORLA), "going to 2 people")
+        await publish_housing(Chat(api, ORLA), "People it is going to: 2.")
         for person in (ADA, EIRA):
             assert "every Tuesday" in (await Chat(api, person).expect(1)).text
         records = Records(runtime.settings)
@@ -155,7 +155,7 @@ async def test_stop_sending_also_stops_the_parts_still_to_come(
         for person in (ADA, EIRA):  # the first part is still going out when Orla stops it
             api.set_delay("sendMessage", 2.0, chat_id=person.chat_id)
         orla = Chat(api, ORLA)
-        await publish_housing(orla, "going to 2 people")
+        await publish_housing(orla, "People it is going to: 2.")
         await eventually(lambda: bool(held) and orla.messages[-1].text.startswith("Sending"))
         message, data = orla.find_button("Stop sending")
         api.press_button(ORLA, message.message_id, data)
