@@ -10,7 +10,6 @@ audit log without message bodies.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -168,16 +167,15 @@ class PanelService(Desk[PanelTexts]):
         Places go first come, first served, and a region's invitations take minutes to go
         out: each panel walks the region from its own starting point, round to where it
         began, so that nobody is among the first invited to every panel (pseudonyms are a
-        fixed order). The point is a hash of what the panel was made with, the same after
-        a restart, spread like the pseudonyms themselves (32 hex digits)."""
-        start = hashlib.sha256(f"panel-invitations:{panel.id}:{panel.created_at}".encode())
+        fixed order). The point is random, kept with the panel (migration 0023), so its
+        parts and a restart between them walk from the same place."""
         found = await reachable_with_consent(
             conn,
             panel.region,
             "panel_invitations",
             panel.id,
             limit + 1 if limit >= 0 else -1,
-            start=start.hexdigest()[:32],
+            start=panel.invite_start,
         )
         invite = [r for r in found if r.pseudonym != panel.organiser]
         return invite if limit < 0 else invite[:limit]
@@ -227,7 +225,7 @@ class PanelService(Desk[PanelTexts]):
         await panels.reschedule(panel.id, starts_at, now)
         moved = await panels.get(panel.id)
         assert moved is not None
-        await self._reword_queued_invitations(conn, moved, 0, now)
+        await self._reword_queued_invitations(conn, moved, 0, now, now)
         await self._broadcasts.stop_about(
             conn, f"panel:{panel.id}", ("panel_reminder",), actor.pseudonym, now
         )
@@ -253,16 +251,20 @@ class PanelService(Desk[PanelTexts]):
             return
         if panel.starts_at != int(job.payload["starts_at"]):
             return
-        await self._reword_queued_invitations(conn, panel, int(job.payload["after"]), now)
+        after, moved_at = int(job.payload["after"]), int(job.payload["moved_at"])
+        await self._reword_queued_invitations(conn, panel, after, moved_at, now)
 
     async def _reword_queued_invitations(
-        self, conn: aiosqlite.Connection, panel: Panel, after: int, now: int
+        self, conn: aiosqlite.Connection, panel: Panel, after: int, moved_at: int, now: int
     ) -> None:
         """Write the panel's invitations still queued again with its date as it is now, in
         the order they go out: INVITE_BATCH of them here, the rest in parts that follow (a
         region's 20,000 in one transaction would hold everyone's updates up). The sender
-        sends a few a second, so the first part is done before it reaches them."""
-        queued = await Panels(conn).queued_invitations(panel.id, after, INVITE_BATCH + 1)
+        sends a few a second, so the first part is done before it reaches them. Only those
+        queued by the move (`moved_at`): parts of the invitations after it have the new
+        date. Each move's parts are keyed by its time, so moving back and forth cannot meet
+        an earlier move's finished part and stop."""
+        queued = await Panels(conn).queued_invitations(panel.id, after, moved_at, INVITE_BATCH + 1)
         texts: dict[str, str] = {}
         payloads: list[tuple[int, dict[str, Any]]] = []
         for outbox_id, token, locale in queued[:INVITE_BATCH]:
@@ -276,8 +278,13 @@ class PanelService(Desk[PanelTexts]):
             )
         if len(queued) > INVITE_BATCH:
             last = payloads[-1][0]
-            payload = {"panel_id": panel.id, "starts_at": panel.starts_at, "after": last}
-            key = f"{REWORD_JOB}:{panel.id}:{panel.starts_at}:{last}"
+            payload = {
+                "panel_id": panel.id,
+                "starts_at": panel.starts_at,
+                "moved_at": moved_at,
+                "after": last,
+            }
+            key = f"{REWORD_JOB}:{panel.id}:{moved_at}:{last}"
             await Schedules(conn).add(REWORD_JOB, key, now, payload, now)
             self._on_queued()  # wake the scheduler (as BroadcastService.next_part_later)
 

@@ -47,6 +47,9 @@ class Panel:
     status: str
     created_at: int
     updated_at: int
+    # where its invitations start in the region's pseudonym order (migration 0023; '' for
+    # panels made before: the plain order)
+    invite_start: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class Attendee:
 
 _PANEL_COLUMNS = (
     "p.id, p.region, p.title, p.starts_at, p.place, p.capacity, p.support_offered, "
-    "p.organiser, p.status, p.created_at, p.updated_at"
+    "p.organiser, p.status, p.created_at, p.updated_at, p.invite_start"
 )
 _INVITATION_COLUMNS = (
     "id, panel_id, pseudonym, token, answer, ticket, support_needs, answered_at, invited_at"
@@ -133,6 +136,12 @@ def _strings(values: Collection[str], what: str) -> list[str]:
     return list(values)
 
 
+def new_invite_start() -> str:
+    """A new panel's random starting point in its region's pseudonym order (32 hex digits,
+    as pseudonyms are)."""
+    return secrets.token_hex(16)
+
+
 def _panel(row: Row) -> Panel:
     return Panel(
         row["id"],
@@ -146,6 +155,7 @@ def _panel(row: Row) -> Panel:
         row["status"],
         row["created_at"],
         row["updated_at"],
+        row["invite_start"],
     )
 
 
@@ -188,12 +198,27 @@ class Panels:
         organiser: str,
         now: int,
     ) -> int:
-        """Record a new open panel; returns its id. Repeated need ids are kept once, in order."""
+        """Record a new open panel; returns its id. Repeated need ids are kept once, in order.
+        Its invitations start at a random point of the region's pseudonym order (32 hex
+        digits, as pseudonyms are), kept with it: see `reachable_with_consent`."""
         offered = list(dict.fromkeys(_strings(support_offered, "support_offered")))
+        start = new_invite_start()
         async with self._conn.execute(
             "INSERT INTO panels (region, title, starts_at, place, capacity, support_offered, "
-            "organiser, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (region, title, starts_at, place, capacity, _json_list(offered), organiser, now, now),
+            "organiser, created_at, updated_at, invite_start) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                region,
+                title,
+                starts_at,
+                place,
+                capacity,
+                _json_list(offered),
+                organiser,
+                now,
+                now,
+                start,
+            ),
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
@@ -362,20 +387,22 @@ class Panels:
         return [Attendee(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def queued_invitations(
-        self, panel_id: int, after_outbox_id: int, limit: int
+        self, panel_id: int, after_outbox_id: int, queued_by: int, limit: int
     ) -> list[tuple[int, str, str]]:
         """(outbox id, invitation token, the person's locale) of this panel's invitation
         messages still queued, by the running broadcasts inviting to it, in outbox order after
-        `after_outbox_id`: at most `limit`. A panel moved while its invitations are going out
-        has them written again with its new date."""
+        `after_outbox_id`, queued by `queued_by` (those queued later have the new date
+        already): at most `limit`. A panel moved while its invitations are going out has
+        them written again with its new date."""
         async with self._conn.execute(
             "SELECT o.id, i.token, p.locale FROM broadcasts b "
             "JOIN outbox o ON o.broadcast_id = b.id AND o.status = 'pending' AND o.id > ? "
+            "  AND o.created_at <= ? "
             "JOIN people p ON p.chat_id = o.chat_id "
             "JOIN panel_invitations i ON i.panel_id = ? AND i.pseudonym = p.pseudonym "
             "WHERE b.subject = ? AND b.kind = 'panel_invitation' AND b.status = 'running' "
             "ORDER BY o.id LIMIT ?",
-            (after_outbox_id, panel_id, f"panel:{panel_id}", limit),
+            (after_outbox_id, queued_by, panel_id, f"panel:{panel_id}", limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -11,7 +11,8 @@ anywhere among them."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from bot.conversation import Actor
 from bot.local_api import LocalBotApi
 from bot.panels import INVITE_JOB
 from bot.runtime import Runtime, build_runtime
+from storage import panels as panels_storage
 from storage.clock import ManualClock
 from storage.panels import Panels
 from storage.people import ConsentLedger, People
@@ -46,6 +48,12 @@ REGION = sorted(invented(n) for n in range(40))  # everyone in London, in pseudo
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(panels_module, "INVITE_BATCH", BATCH)
+
+
+def starting_points(monkeypatch: pytest.MonkeyPatch, points: Iterator[str]) -> None:
+    """New panels start at these points in turn, not at random ones: the tests' orders
+    are then the same every run."""
+    monkeypatch.setattr(panels_storage, "new_invite_start", lambda: next(points))
 
 
 @asynccontextmanager
@@ -122,12 +130,16 @@ async def invited_in_order(runtime: Runtime) -> dict[int, list[str]]:
 
 
 async def test_each_panel_starts_its_invitations_at_its_own_point(
-    api: LocalBotApi, tmp_path: Path
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two panels in one region invite different people first; over 30 panels, where a
     person comes in the order is spread out: nobody is in the first part every time, and
     everyone is in the first half for some panels and the second half for others."""
     clock = ManualClock(START)
+    # spread as random points would be, but the same each run: n x the golden ratio, turned
+    # round the 128-bit space (each point far from the one before)
+    golden = 0x9E3779B97F4A7C15F39CC0605CEDC834
+    starting_points(monkeypatch, (f"{n * golden % (1 << 128):032x}" for n in itertools.count(1)))
     async with built_bot(api, tmp_path, clock) as runtime:
         await set_up_region(runtime, REGION)
         for n in range(30):
@@ -155,7 +167,7 @@ async def test_each_panel_starts_its_invitations_at_its_own_point(
 
 
 async def test_a_walk_that_wraps_round_invites_everyone_once_across_a_restart(
-    api: LocalBotApi, tmp_path: Path
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The walk goes from the panel's point to the end of the pseudonym order and round
     from the beginning. The parts resume from what is stored (the bot restarted after the
@@ -164,6 +176,7 @@ async def test_a_walk_that_wraps_round_invites_everyone_once_across_a_restart(
     person who says yes meanwhile is invited if their turn is still to come."""
     clock = ManualClock(START)
     early, late = REGION[:2], REGION[2:]
+    starting_points(monkeypatch, iter([REGION[20]]))  # half-way: it wraps round
     async with built_bot(api, tmp_path, clock) as runtime:
         await set_up_region(runtime, late)
         await create_panel(runtime)
@@ -193,6 +206,25 @@ async def test_a_walk_that_wraps_round_invites_everyone_once_across_a_restart(
     assert order == REGION[begins:] + REGION[:begins]
     assert [tuple(r) for r in counted] == [(str(len(late)),)]  # before the two said yes
     assert [tuple(r) for r in broadcasts] == [(len(REGION),)]
+
+
+async def test_a_panel_made_before_the_starting_points_goes_on_in_the_plain_order(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A panel made before migration 0023 has '' for its point: its invitations, part-way
+    through at the upgrade, go on in the plain pseudonym order they began in, across a
+    restart, and reach everyone once (read from a new point, they would skip the rest)."""
+    clock = ManualClock(START)
+    starting_points(monkeypatch, iter([""]))  # as 0023 leaves an existing panel
+    async with built_bot(api, tmp_path, clock) as runtime:
+        await set_up_region(runtime, REGION)
+        await create_panel(runtime)
+        assert await run_a_part(runtime)
+    async with built_bot(api, tmp_path, clock) as runtime:  # the upgrade's restart
+        while await run_a_part(runtime):
+            pass
+        (order,) = (await invited_in_order(runtime)).values()
+    assert order == REGION
 
 
 async def test_a_part_is_one_statement_through_the_indexes(

@@ -289,6 +289,36 @@ async def test_moving_a_panel_gives_its_invitations_still_waiting_to_go_the_new_
         assert len(chats[AMARA.user_id].messages) == 2  # one invitation, then her answer
 
 
+async def test_a_panel_moved_back_and_forth_invites_with_its_last_date(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moved to the 10th, back to the 3rd, then to the 10th again while its invitations
+    wait to go: each move writes them all again (in parts of two), and the last date is
+    the one that goes (the third move's parts once met the first's, finished, and stopped)."""
+    monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = await invite_with_every_invitation_waiting(api, runtime)
+        records = Records(runtime.settings)
+        parts = "SELECT COUNT(*) FROM schedules WHERE kind = ? AND status = 'done'"
+        for n, when in enumerate(("10/12/2026 18:30", "3/12/2026 14:00", "10/12/2026 18:30")):
+            clock.advance(0.1)  # moves a moment apart (the retries wait a second)
+            await staff.say("/panels")
+            await staff.tap("Change the date")
+            await staff.say(when)
+            await staff.tap("Yes, move it")
+            await eventually(  # each move: 2 with it, then parts of 2 and 1
+                lambda n=n: records.query(parts, panels_module.REWORD_JOB) == [(2 * (n + 1),)]
+            )
+        clock.advance(3_600)  # long past every retry's time
+        runtime.sender.wake()
+        for person in COHORT:
+            invitation = (await Chat(api, person).expect(1)).text
+            new_date = "10 Rhagfyr 2026" if person is CARYS else "10 December 2026"
+            assert new_date in invitation, person.first_name
+
+
 async def test_an_invitation_on_its_way_when_the_panel_moves_goes_again_with_the_new_date(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
