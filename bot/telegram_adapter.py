@@ -431,7 +431,9 @@ _ANSWERED_AS = {"audio": "voice", "video_note": "voice", "animation": "video"}
 
 
 def _content_kind(message: Message) -> str:
+    # "animation" before "document": Telegram sets both on a GIF.
     for kind in (
+        "animation",
         "sticker",
         "photo",
         "voice",
@@ -441,7 +443,6 @@ def _content_kind(message: Message) -> str:
         "document",
         "location",
         "contact",
-        "animation",
         "poll",
         "dice",
     ):

@@ -186,6 +186,8 @@ async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(
     video_note = await chat.expect(before + 4)
     assert "cannot listen to voice" in video_note.text and "116 123" in video_note.text
     assert "Can we keep your answers" in video_note.text  # then the question again
+    api.send_animation(ADA)  # a GIF: an animation and a document at once
+    assert "cannot watch videos" in (await chat.expect(before + 5)).text
     old_message, old_data = chat.messages[0], "b" + "0" * 16
     before = len(chat.messages)
     api.press_button(ADA, old_message.message_id, old_data)

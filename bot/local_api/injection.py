@@ -19,6 +19,7 @@ _FAKE_MEDIA = {
     "photo": b"\xff\xd8fake-jpeg",
     "voice": b"OggSfake-opus",
     "video_note": b"\x00\x00\x00\x18ftypmp42fake",
+    "animation": b"\x00\x00\x00\x18ftypisomfake",
 }
 
 
@@ -100,6 +101,14 @@ class UpdateInjector:
         message = self._new_message(person, self._private(person))
         file = self._media_file("video_note", "video/mp4")
         message["video_note"] = {**file, "length": 240, "duration": duration}
+        return self._push_message(person.chat_id, message)
+
+    def send_animation(self, person: FakePerson) -> int:
+        """A GIF, as Telegram sends one: an animation that is also a document."""
+        message = self._new_message(person, self._private(person))
+        file = self._media_file("animation", "video/mp4")
+        message["animation"] = {**file, "width": 320, "height": 240, "duration": 2}
+        message["document"] = {**file, "file_name": "dance.gif.mp4", "mime_type": "video/mp4"}
         return self._push_message(person.chat_id, message)
 
     def send_group_message(
