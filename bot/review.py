@@ -2,17 +2,20 @@
 consent, and only the scrubbed copy) and correct their themes; the digest counts the
 reviewed themes (staff tags replace keyword guesses).
 
-A region's answers are shown only once at least DIGEST_K people there wrote quotable ones
-that week, and then ten picked at random, not the newest: the staff reading them may be the
-writer's own probation officer, who saw them an hour ago ("your probation officer will
-never see your answers", the notice says), and the newest answer of few is easy to place."""
+The staff reading them may be the writer's own probation officer, who saw them an hour ago
+("your probation officer will never see your answers", the notice says), and the newest
+answer of few is easy to place. So answers are shown only once two days old (2 to 9 days
+ago), only from a region where at least DIGEST_K people wrote quotable ones in that time,
+and ten picked by a ranking fixed for the staff member and the week (`pick_for_review`),
+not the newest: asking again shows the same ones, not a fresh draw to compare."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
 import aiosqlite
 
@@ -33,8 +36,20 @@ from storage.staff import AuditLog
 log = logging.getLogger(__name__)
 
 BUTTON_PREFIX = "rt:"  # rt:<answer id>: change this answer's themes
-_WEEK_MS = 7 * 86_400_000
+_DAY_MS = 86_400_000
+_WINDOW = (9 * _DAY_MS, 2 * _DAY_MS)  # answers written this long ago, from and to
 _SHOWN = 10
+
+
+def pick_for_review(answer_ids: Sequence[int], reader: str, week: str, limit: int) -> list[int]:
+    """Up to `limit` answers, ranked by a hash of who reads, the week and the answer: the
+    same picks each time that reader asks that week, in the same order whatever order the
+    ids come in, and an answer added to the window displaces at most one of them."""
+
+    def rank(answer_id: int) -> bytes:
+        return hashlib.sha256(f"{reader}:{week}:{answer_id}".encode()).digest()
+
+    return sorted(answer_ids, key=rank)[:limit]
 
 
 class ReviewService(Desk[DialogueTexts]):
@@ -55,12 +70,11 @@ class ReviewService(Desk[DialogueTexts]):
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._secrets = secrets
         self._k = k  # people a region's quotable answers must come from before any is shown
-        self._pick = random.SystemRandom()
         self._names = updates  # theme names in a person's language
         conversations.register_submit("retag_answer", self.retag)
 
     async def on_list(self, update_id: int, sender: Sender) -> None:
-        """/review: the last week's quotable answers in the staff member's regions."""
+        """/review: quotable answers from 2 to 9 days ago in the staff member's regions."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
         async with self._acting(update_id, sender, pseudonym) as acting:
             if acting is None:
@@ -70,7 +84,8 @@ class ReviewService(Desk[DialogueTexts]):
             if not regions:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
-            answers = await Answers(conn).reviewable(regions, now - _WEEK_MS)
+            earliest, latest = (now - ago for ago in _WINDOW)
+            answers = await Answers(conn).reviewable(regions, earliest, latest)
             if not answers:
                 await self._tell(conn, actor, "nothing_to_review", now)
                 return
@@ -82,11 +97,11 @@ class ReviewService(Desk[DialogueTexts]):
                 k = self._texts.number(self._k, actor.locale)
                 await self._tell(conn, actor, "too_few_to_review", now, k=k)
                 return
-            picked = self._pick.sample(shown, min(_SHOWN, len(shown)))
+            year, week, _ = datetime.fromtimestamp(now / 1000, UTC).isocalendar()
+            picked = pick_for_review(shown, pseudonym, f"{year}-W{week:02d}", _SHOWN)
             quotes = await Answers(conn).quotes(picked)
             count = self._texts.number(len(picked), actor.locale)
-            total = self._texts.number(len(shown), actor.locale)
-            await self._tell(conn, actor, "review_intro", now, count=count, total=total)
+            await self._tell(conn, actor, "review_intro", now, count=count)
             for answer_id in picked:
                 quote = quotes[answer_id]
                 themes = await Checkins(conn).themes_of(answer_id)

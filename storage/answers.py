@@ -68,18 +68,21 @@ class Answers:
             rows = await cursor.fetchall()
         return [StoredAnswer(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) for r in rows]
 
-    async def reviewable(self, regions: Sequence[str], since: int) -> list[tuple[int, str, str]]:
-        """(answer id, region, author's pseudonym) of every answer since `since` that may be
-        quoted (the quote consent was given), for staff theme review, in id order. The
-        region is the check-in's, else the person's. The quotes themselves: `quotes`."""
+    async def reviewable(
+        self, regions: Sequence[str], since: int, before: int
+    ) -> list[tuple[int, str, str]]:
+        """(answer id, region, author's pseudonym) of every answer written from `since` to
+        `before` that may be quoted (the quote consent was given), for staff theme review,
+        in id order. The region is the check-in's, else the person's. The quotes
+        themselves: `quotes`."""
         async with self._conn.execute(
             "SELECT a.id, COALESCE(c.region, p.region) AS region, a.pseudonym FROM answers a "
             "LEFT JOIN checkins c ON c.id = a.checkin_id "
             "LEFT JOIN people p ON p.pseudonym = a.pseudonym "
-            "WHERE a.quote IS NOT NULL AND a.created_at >= ? "
+            "WHERE a.quote IS NOT NULL AND a.created_at >= ? AND a.created_at < ? "
             "AND COALESCE(c.region, p.region) IN (SELECT value FROM json_each(?)) "
             "ORDER BY a.id",
-            (since, json.dumps(list(regions))),
+            (since, before, json.dumps(list(regions))),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.local_api import FakePerson, LocalBotApi
+from bot.review import pick_for_review
 from bot.scrub import scrub
 from storage.answers import Answers
 from storage.checkins import Checkins
@@ -22,6 +23,20 @@ QUOTED = "Sarah at the housing office says there is no money for the deposit"
 # answers must come from before any is shown.
 OTHERS = [FakePerson(user_id=770000020 + n, first_name=f"Other{n}") for n in range(4)]
 OTHER_WORDS = "The appointments keep moving and nobody tells me"
+FRESH_WORDS = "Today the waiting room was full again"
+DAY_MS = 86_400_000
+
+
+def test_the_picks_are_fixed_for_a_reader_and_a_week() -> None:
+    """Asking again shows the same answers (no fresh draw to compare with the last), in
+    any order the ids come; a new answer displaces at most one; another reader or another
+    week has its own ranking."""
+    ids = list(range(100, 140))
+    picked = pick_for_review(ids, "staff-a", "2026-W48", 10)
+    assert len(picked) == 10 and picked == pick_for_review(ids[::-1], "staff-a", "2026-W48", 10)
+    assert len(set(picked) - set(pick_for_review([*ids, 140], "staff-a", "2026-W48", 10))) <= 1
+    assert picked != pick_for_review(ids, "staff-b", "2026-W48", 10)
+    assert picked != pick_for_review(ids, "staff-a", "2026-W49", 10)
 
 
 async def test_staff_review_and_correct_themes_of_their_region_only(
@@ -29,6 +44,7 @@ async def test_staff_review_and_correct_themes_of_their_region_only(
 ) -> None:
     async with running_bot(api, tmp_path, DIGEST_K="5") as runtime:
         now = runtime.clock.now_ms()
+        written = now - 3 * DAY_MS  # shown from two days on
         secrets = Records(runtime.settings).secrets
         pseudonym = runtime.service.pseudonym_of
         async with runtime.db.transaction() as conn:
@@ -39,10 +55,10 @@ async def test_staff_review_and_correct_themes_of_their_region_only(
             text = secrets.encrypt_text(QUOTED)
             quote = secrets.encrypt_text(scrub(QUOTED))
             quoted = await Answers(conn).add(
-                pseudonym(ADA.user_id), "feedback", "improve", text, now, quote=quote
+                pseudonym(ADA.user_id), "feedback", "improve", text, written, quote=quote
             )
             private = await Answers(conn).add(
-                pseudonym(BEA.user_id), "feedback", "improve", text, now
+                pseudonym(BEA.user_id), "feedback", "improve", text, written
             )
             for answer in (quoted, private):
                 await Checkins(conn).tag_answer(answer, ["housing"])
@@ -59,14 +75,18 @@ async def test_staff_review_and_correct_themes_of_their_region_only(
                 await People(conn).touch(who, person.chat_id, "en", now)
                 await People(conn).set_region(who, "london", now)
                 words = secrets.encrypt_text(OTHER_WORDS)
-                await Answers(conn).add(who, "feedback", "improve", words, now, quote=words)
+                await Answers(conn).add(who, "feedback", "improve", words, written, quote=words)
+            # written an hour ago: its writer's officer could place it, so it waits two days
+            fresh = secrets.encrypt_text(FRESH_WORDS)
+            await Answers(conn).add(who, "feedback", "improve", fresh, now - 3_600_000, quote=fresh)
         intro = await orla.say("/review")
-        assert "5 of 5, picked at random" in intro.text
+        assert "let us quote: 5." in intro.text
         await orla.expect(7)  # "fewer than", the intro, five answers (in a random order)
         item = next(m for m in orla.messages if f"rt:{quoted}" in str(m.reply_markup))
         assert "[name]" in item.text and "Sarah" not in item.text  # the scrubbed copy only
         assert "Themes: Housing" in item.text
         assert sum(OTHER_WORDS in m.text for m in orla.messages) == 4
+        assert not any(FRESH_WORDS in m.text for m in orla.messages)
         api.press_button(ORLA, item.message_id, f"rt:{quoted}")
         await orla.expect(8)
         await orla.tap("Housing")
