@@ -108,7 +108,10 @@ def days_before(ms: int, days: int, zone: str) -> int:
 def round_not_since(due: int, every_days: int, zone: str) -> int:
     """A round due at `due` asks those sent no check-in after this: the last round's time
     (`days_before`), plus ROUND_GRACE_MS (a quarter of the interval for daily rounds), so
-    that everyone the last round asked is asked again however late its parts ran. Measured
+    that everyone the last round asked is asked again though its parts ran late (up to
+    the grace: one asked later than that, say by a part given up and resumed 13 hours on,
+    waits for the round after; the price is that someone who asked for a check-in of
+    their own just after the last round's time may be asked up to 12 hours early). Measured
     from the round's time, not the clock: its parts, and a round resumed after a failure,
     all ask by the same rule."""
     grace = min(ROUND_GRACE_MS, every_days * 24 * HOUR_MS // 4)

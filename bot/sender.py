@@ -200,8 +200,9 @@ class OutboxSender:
         if self._stale or not self._candidates:
             async with self._db.read(quick=True) as conn:
                 outbox = Outbox(conn)
-                # Busy chats and chats whose first message waits for a retry are left out
-                # in SQL, so one chat with a long queue never blocks everyone else.
+                # Busy chats, and a chat's messages held back by one at least as urgent that
+                # waits for a retry, are left out in SQL: one chat with a long queue never
+                # blocks everyone else, and the safety signpost goes past a stuck broadcast.
                 fetched = await outbox.most_urgent(_CANDIDATES, now_ms, sorted(busy))
                 next_retry = None if fetched else await outbox.next_retry_time(now_ms)
             # A row confirmed but not yet committed is still "pending" in the table.
