@@ -64,7 +64,6 @@ _HOUR_MS = 3_600_000
 # times; then that week is left (each failure was logged by the scheduler).
 _CATCH_UPS = 3
 _CHECKED_AGAINST_WEEKS = 52  # earlier releases each new digest is checked against
-_REGIONS_ON_REQUEST = 3
 _RELEASED_TOGETHER = (NATIONAL, *REGION_SLUGS)  # a week's digests are checked together
 
 
@@ -314,7 +313,8 @@ class DigestService(Desk[DialogueTexts]):
             week = shift_week(week_of(now, self._zone), -1)  # the last complete week
             await self.release_week(conn, week, now, prepared)
             await self._tell(conn, actor, "digest_coming", now)
-            for region in [NATIONAL] if access.is_admin else regions[:_REGIONS_ON_REQUEST]:
+            # Every region of theirs (it was the first three, without a word about the rest).
+            for region in [NATIONAL] if access.is_admin else regions:
                 await _schedule_report(conn, region, week, pseudonym, now)
             await AuditLog(conn).record(pseudonym, "digest.viewed", f"week:{week}", {}, now)
 

@@ -253,6 +253,29 @@ async def test_admins_are_sent_the_national_view_once_a_week(
     ]
 
 
+async def test_staff_asking_get_the_digest_of_every_region_of_theirs(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Staff of four regions who send /digest get all four reports (it was the first three,
+    in alphabetical order, and nothing said about the fourth)."""
+    clock = ManualClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))  # a Wednesday
+    regions = ["london", "north-east", "south-west", "wales"]
+    api.add_chat(SAM)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        who = runtime.service.pseudonym_of(SAM.user_id)
+        async with runtime.db.transaction() as conn:
+            await People(conn).touch(who, SAM.chat_id, "en", clock.now_ms())
+            for region in regions:
+                await StaffRoles(conn).grant(who, "staff", region, False, "cli", 0)
+        await Chat(api, SAM).say("/digest")
+        async with asyncio.timeout(40):  # four charts drawn one after another
+            while len(files_of(api, SAM)) < len(regions):  # noqa: ASYNC110 - the server's records
+                await asyncio.sleep(0.05)
+    assert sorted(files_of(api, SAM)) == [
+        f"yousaid-digest-{region}-2026-W47.html" for region in regions
+    ]
+
+
 @pytest.mark.parametrize("failing", ["a while", "for good", "again and again"])
 async def test_a_monday_job_given_up_is_caught_up_by_the_hourly_check(
     api: LocalBotApi, tmp_path: Path, failing: str
