@@ -213,7 +213,21 @@ class Ingest:
             self.tap_answers.add(self._answer(str(query["id"])))
 
     async def _answer(self, query_id: str) -> None:
-        await self._application.bot._post("answerCallbackQuery", {"callback_query_id": query_id})
+        """Answer one tap. Told to wait (429), it waits and tries again while Telegram would
+        still take the answer (TAP_ANSWER_WINDOW_MS from now, near enough from the tap):
+        unanswered, the person's spinner runs until Telegram gives up."""
+        give_up_at = time.monotonic() + TAP_ANSWER_WINDOW_MS / 1000
+        while True:
+            try:
+                await self._application.bot._post(
+                    "answerCallbackQuery", {"callback_query_id": query_id}
+                )
+                return
+            except RetryAfter as exc:
+                wait = retry_after_seconds(exc)
+                if time.monotonic() + wait >= give_up_at:
+                    raise
+                await asyncio.sleep(wait)
 
     async def dispatch(self, raw: dict[str, Any]) -> None:
         """Hand one stored update to the Application; one that cannot even be read is marked

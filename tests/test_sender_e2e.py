@@ -171,6 +171,21 @@ async def test_the_safety_signpost_goes_past_a_broadcast_waiting_minutes_to_retr
     assert delivered(api, "News") == 0
 
 
+async def test_a_tap_answer_told_to_wait_is_sent_again_in_time(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A tap is answered as soon as it is stored; told to wait a second (429), the answer
+    goes again after it, within Telegram's ~15 s (before, the spinner ran until Telegram
+    gave up)."""
+    chat = Chat(api, ADA)
+    async with running_bot(api, tmp_path):
+        await chat.say("/start")
+        api.fail_next("answerCallbackQuery", 429, retry_after=1)
+        await chat.tap("English")
+        await eventually(lambda: len(api.calls("answerCallbackQuery")) == 2)
+    assert [c.status for c in api.calls("answerCallbackQuery")] == [429, 200]
+
+
 async def test_server_errors_are_retried_until_delivered(api: LocalBotApi, tmp_path: Path) -> None:
     api.add_chat(ADA)
     api.fail_next("sendMessage", status=500, times=2)
