@@ -15,11 +15,11 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 
 import aiosqlite
 
 from bot.access import access_of
+from bot.checkins import iso_week
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.secrets_file import Secrets
@@ -66,10 +66,12 @@ class ReviewService(Desk[DialogueTexts]):
         updates: UpdateService,
         on_queued: Callable[[], None],
         k: int,
+        zone: str,
     ) -> None:
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._secrets = secrets
         self._k = k  # people a region's quotable answers must come from before any is shown
+        self._zone = zone
         self._names = updates  # theme names in a person's language
         conversations.register_submit("retag_answer", self.retag)
 
@@ -97,8 +99,7 @@ class ReviewService(Desk[DialogueTexts]):
                 k = self._texts.number(self._k, actor.locale)
                 await self._tell(conn, actor, "too_few_to_review", now, k=k)
                 return
-            year, week, _ = datetime.fromtimestamp(now / 1000, UTC).isocalendar()
-            picked = pick_for_review(shown, pseudonym, f"{year}-W{week:02d}", _SHOWN)
+            picked = pick_for_review(shown, pseudonym, iso_week(now, self._zone), _SHOWN)
             quotes = await Answers(conn).quotes(picked)
             count = self._texts.number(len(picked), actor.locale)
             await self._tell(conn, actor, "review_intro", now, count=count)

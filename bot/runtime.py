@@ -229,6 +229,7 @@ async def build_runtime(
         updates,
         wake_sender_and_scheduler,
         settings.digest_k,
+        settings.timezone,
     )
     services = AppServices(panels, rsvp, checkins, safety, rights, updates, digests, review)
     unhandled = service.unhandled_submits()
