@@ -238,19 +238,33 @@ class Feeder:
         await self.runtime.ingest.store([{"update_id": update_id, **update}])
 
     def _real_or_forged(self, step: Step) -> str:
-        buttons = self._buttons()
+        buttons = self._buttons(but_not_shown_to=PRIVATE[step.who])
         return buttons[step.pick % len(buttons)] if buttons else "pr:0000000000000000:y"
 
     def _bot_messages(self, chat_id: int) -> list[Any]:
         return [m for m in self.api.messages(chat_id) if not m.deleted]
 
-    def _buttons(self) -> list[str]:
-        """Every callback_data the bot has shown anyone in a private chat."""
+    def _buttons(self, but_not_shown_to: FakePerson | None = None) -> list[str]:
+        """Every callback_data the bot has shown anyone in a private chat; but not any it
+        has shown `but_not_shown_to` too. A dialogue's button data is the same for everyone
+        ("English" on the language question), so tapping someone else's copy of a button
+        of one's own current question is a real answer, not junk (it once stored a consent
+        in the junk test)."""
+        own = (
+            set()
+            if but_not_shown_to is None
+            else {
+                data
+                for message in self._bot_messages(but_not_shown_to.chat_id)
+                for data in _buttons_of(message)
+            }
+        )
         return [
             data
             for person in PRIVATE
             for message in self._bot_messages(person.chat_id)
             for data in _buttons_of(message)
+            if data not in own
         ]
 
     async def _one(self, step: Step) -> None:
@@ -264,7 +278,9 @@ class Feeder:
             await self._replied(person)
         if kind in ("tap_real", "tap_forged", "tap_other_persons_button"):
             tapped = self._bot_messages(person.chat_id)
-            buttons = self._buttons()
+            # Someone else's button: none the person was shown too (see `_buttons`).
+            others = kind == "tap_other_persons_button"
+            buttons = self._buttons(but_not_shown_to=person if others else None)
             if not tapped:  # no bot message to tap yet: Telegram could not send a tap
                 kind = "text"
             else:
