@@ -155,6 +155,15 @@ class UpdateInjector:
         }
         return self._state.updates.push({"callback_query": query})
 
+    def delete_for_person(self, person: FakePerson, message_id: int) -> None:
+        """The person deleted one of the bot's messages in their chat (KeyError if
+        unknown). Telegram tells the bot nothing; an edit of it then fails with 400."""
+        chat = self._private(person)
+        msg = chat.live_message(message_id)
+        if msg is None:
+            raise KeyError(f"no bot message {message_id} in chat {person.chat_id}")
+        msg.deleted = True
+
     def send_my_chat_member(self, person: FakePerson, status: Literal["kicked", "member"]) -> int:
         """The person blocked ("kicked") or unblocked ("member") the bot."""
         chat = self._private(person)
