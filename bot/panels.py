@@ -27,7 +27,7 @@ from storage.clock import Clock
 from storage.database import Database
 from storage.panels import Panel, Panels
 from storage.people import Recipient, count_reachable_with_consent, reachable_with_consent
-from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
+from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ REMINDER_JOB = "panel_reminder"
 OVER_JOB = "panel_over"
 INVITE_JOB = "panel_invite"  # the next part of a panel's invitations
 REWORD_JOB = "panel_reword"  # the next part of a moved panel's invitations still queued
+CORRECT_JOB = "panel_correct"  # the next part of a changed panel's invitations already sent
 INVITE_BATCH = 200  # people invited per transaction (see `_invite_more_later`)
 _HOUR_MS = 3_600_000
 REMINDER_BEFORE_MS = 24 * _HOUR_MS
@@ -212,8 +213,8 @@ class PanelService(Desk[PanelTexts]):
     ) -> None:
         """Change the date; tell everyone coming, waiting or unsure, in their language.
         Invitations still queued (a region's take minutes to go out) are written again
-        with the new date, and a reminder still going out with the old one stops (the
-        new date has its own)."""
+        with the new date, those already sent are edited to show it, and a reminder still
+        going out with the old one stops (the new date has its own)."""
         panel = await self._panel_for_staff(conn, actor, values, now)
         if panel is None:
             return
@@ -226,6 +227,7 @@ class PanelService(Desk[PanelTexts]):
         moved = await panels.get(panel.id)
         assert moved is not None
         await self._reword_queued_invitations(conn, moved, 0, now, now)
+        await self._correct_sent_invitations(conn, moved, 0, now, now)
         await self._broadcasts.stop_about(
             conn, f"panel:{panel.id}", ("panel_reminder",), actor.pseudonym, now
         )
@@ -288,12 +290,64 @@ class PanelService(Desk[PanelTexts]):
             await Schedules(conn).add(REWORD_JOB, key, now, payload, now)
             self._on_queued()  # wake the scheduler (as BroadcastService.next_part_later)
 
+    async def on_correct(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """The next part of a changed panel's invitations already sent (see
+        `_correct_sent_invitations`), unless the panel changed again since (that change
+        began again from the first) or, moved, has begun."""
+        panel = await Panels(conn).get(int(job.payload["panel_id"]))
+        if panel is None or panel.status != job.payload["status"]:
+            return
+        if panel.status == "open" and (
+            panel.starts_at != int(job.payload["starts_at"]) or panel.starts_at <= now
+        ):
+            return
+        after, changed_at = int(job.payload["after"]), int(job.payload["changed_at"])
+        await self._correct_sent_invitations(conn, panel, after, changed_at, now)
+
+    async def _correct_sent_invitations(
+        self, conn: aiosqlite.Connection, panel: Panel, after: int, changed_at: int, now: int
+    ) -> None:
+        """Edit the invitations already sent to show the panel as it is now: its new date
+        (still answerable, saying what changed) or that it is called off (no buttons). An
+        invitation can sit unread for days, and whoever reads the old date decides on it;
+        an edit tells nobody twice, and nobody is woken by it. INVITE_BATCH here, the rest
+        in parts that follow; queued behind replies, at the sender's pace. Keyed by the
+        change's time, as the rewording."""
+        sent = await Panels(conn).sent_invitations(panel.id, after, INVITE_BATCH + 1)
+        texts: dict[str, str] = {}
+        outbox = Outbox(conn)
+        for invitation in sent[:INVITE_BATCH]:
+            locale = invitation.locale
+            if panel.status == "open":
+                if locale not in texts:
+                    texts[locale] = self._texts.invitation_text(panel, locale)
+                payload = self._texts.invitation_moved(texts[locale], invitation.token, locale)
+            else:
+                payload = self._texts.called_off(panel, locale)
+            payload["message_id"] = invitation.message_id
+            await outbox.enqueue(invitation.chat_id, PRIORITY_BROADCAST, "edit", payload, now)
+        if sent:
+            log.info("panel %d changed: %d invitations sent to correct", panel.id, len(sent))
+        if len(sent) > INVITE_BATCH:
+            last = sent[INVITE_BATCH - 1].id
+            payload = {
+                "panel_id": panel.id,
+                "status": panel.status,
+                "starts_at": panel.starts_at,
+                "changed_at": changed_at,
+                "after": last,
+            }
+            key = f"{CORRECT_JOB}:{panel.id}:{panel.status}:{changed_at}:{last}"
+            await Schedules(conn).add(CORRECT_JOB, key, now, payload, now)
+            self._on_queued()  # wake the scheduler (as `_reword_queued_invitations`)
+
     async def cancel_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
         """Call the panel off; tell everyone coming, waiting or unsure; forget their needs.
         Invitations and reminders still being sent stop: a region's invitations take
-        minutes to go out, and nobody should be invited to a panel already called off."""
+        minutes to go out, and nobody should be invited to a panel already called off.
+        Those already sent are edited to say it is off."""
         panel = await self._panel_for_staff(conn, actor, values, now)
         if panel is None:
             return
@@ -305,6 +359,9 @@ class PanelService(Desk[PanelTexts]):
         )
         messages = [(a.chat_id, self._texts.called_off(panel, a.locale)) for a in coming]
         await self._notify(conn, actor, "panel_cancelled", panel, messages, now)
+        cancelled = await panels.get(panel.id)
+        assert cancelled is not None
+        await self._correct_sent_invitations(conn, cancelled, 0, now, now)
         await audit_panel(
             conn,
             actor,

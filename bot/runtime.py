@@ -28,7 +28,14 @@ from bot.flood import FloodGate
 from bot.http_request import AiohttpRequest
 from bot.ingest import ALLOWED_UPDATES, POLL_TIMEOUT_S, Ingest, TapAnswers
 from bot.panel_texts import PanelTexts
-from bot.panels import INVITE_JOB, OVER_JOB, REMINDER_JOB, REWORD_JOB, PanelService
+from bot.panels import (
+    CORRECT_JOB,
+    INVITE_JOB,
+    OVER_JOB,
+    REMINDER_JOB,
+    REWORD_JOB,
+    PanelService,
+)
 from bot.payload_seal import payload_codec
 from bot.rendering import Catalogs
 from bot.retention import RETENTION_JOB, RETENTION_WAL_JOB, RetentionJob, RetentionRules
@@ -211,6 +218,7 @@ async def build_runtime(
     scheduler.register(OVER_JOB, panels.on_over)
     scheduler.register(INVITE_JOB, panels.on_invite_more, quick=True)
     scheduler.register(REWORD_JOB, panels.on_reword, quick=True)  # each a part
+    scheduler.register(CORRECT_JOB, panels.on_correct, quick=True)  # each a part
     # Not quick: when few raised the theme, a part's query walks much of the region; the
     # loop stays free meanwhile. (A round's and a panel's query stops at 200 found.)
     scheduler.register(DELIVER_JOB, updates.on_deliver_more)

@@ -47,6 +47,8 @@ FLUSH_AT = 32
 _OWN_FAULT_TRIES = 5
 DEFAULT_CONCURRENCY = 8
 _MAX_BACKOFF_S = 300.0
+# Telegram's 400s for an edit whose message is no longer there to edit.
+_EDIT_GONE = ("message to edit not found", "message can't be edited")
 
 
 def retry_after_seconds(error: RetryAfter) -> float:
@@ -388,8 +390,14 @@ class OutboxSender:
     async def _bad_request(self, message: OutgoingMessage, exc: BadRequest) -> None:
         now = self._clock.now_ms()
         async with self._db.transaction() as conn:
-            if "not modified" in exc.message.lower():
+            refusal = exc.message.lower()
+            if "not modified" in refusal:
                 await Outbox(conn).mark_sent(message.id, now, None)
+            elif message.kind == "edit" and any(gone in refusal for gone in _EDIT_GONE):
+                # The person deleted the message (or the chat's history): nothing to
+                # correct, and no fault of ours to report.
+                await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
+                log.info("an edit found its message gone; given up")
             else:
                 await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
                 log.error(

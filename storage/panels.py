@@ -97,6 +97,17 @@ class Attendee:
     ticket: str | None
 
 
+@dataclass(frozen=True)
+class SentInvitation:
+    """An invitation message Telegram holds, which can be edited in place."""
+
+    id: int
+    chat_id: int
+    message_id: int
+    token: str
+    locale: str
+
+
 _PANEL_COLUMNS = (
     "p.id, p.region, p.title, p.starts_at, p.place, p.capacity, p.support_offered, "
     "p.organiser, p.status, p.created_at, p.updated_at, p.invite_start"
@@ -385,6 +396,24 @@ class Panels:
         ) as cursor:
             rows = await cursor.fetchall()
         return [Attendee(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def sent_invitations(
+        self, panel_id: int, after_id: int, limit: int
+    ) -> list[SentInvitation]:
+        """The panel's invitations that went out as a message we know (migration 0024), in
+        invitation order after `after_id`, at most `limit`: whatever the person answered,
+        their invitation still shows the panel as it was. Only people still reachable who
+        still want panel invitations (someone who said stop is not written to, even by an
+        edit)."""
+        async with self._conn.execute(
+            "SELECT i.id, p.chat_id, i.message_id, i.token, p.locale "
+            "FROM panel_invitations i JOIN people p ON p.pseudonym = i.pseudonym "
+            "WHERE i.panel_id = ? AND i.id > ? AND i.message_id IS NOT NULL "
+            f"AND p.reachable = 1 AND {_STILL_CONSENTS} ORDER BY i.id LIMIT ?",
+            (panel_id, after_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [SentInvitation(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def queued_invitations(
         self, panel_id: int, after_outbox_id: int, queued_by: int, limit: int

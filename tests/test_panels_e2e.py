@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from bot import panels as panels_module
 from bot.broadcasts import PROGRESS_JOB
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
-from bot.panels import INVITE_JOB
+from bot.panels import CORRECT_JOB, INVITE_JOB
 from bot.runtime import Runtime
 from storage.clock import ManualClock
 from storage.panels import Panels
@@ -194,17 +195,144 @@ async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
         assert "Rhagfyr" in moved_cy.text and "has moved" not in moved_cy.text
         assert len(dev.messages) == 2  # said no: not told
 
+        # Dev's invitation, as he has it before the panel is called off (the invitation is
+        # then edited to say so, buttons gone, but a tap can be on its way already).
+        invitation, yes = dev.find_button("Yes, I can come")
         await staff.say("/panels")
         await staff.tap("Cancel the panel")
         assert "People we will tell: 3." in (await staff.tap("Yes, cancel it")).text
         called_off = await amara.expect(4)
         assert "is cancelled" in called_off.text
         # After the cancellation, answers are refused kindly and nothing changes.
-        assert "cannot answer this any more" in (await dev.tap("Yes, I can come")).text
+        api.press_button(DEV, invitation.message_id, yes)
+        assert "cannot answer this any more" in (await dev.expect(3)).text
         records = Records(runtime.settings)
         assert records.query(
             "SELECT COUNT(*) FROM panel_invitations WHERE support_needs IS NOT NULL"
         ) == [(0,)]
+
+
+async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_call_off(
+    api: LocalBotApi,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An invitation can sit unread for days, and whoever reads it decides on the date it
+    shows. A move edits every invitation already sent (in parts) to the new date, saying
+    what changed, still answerable; calling the panel off edits them to say so, buttons
+    gone. Edits, not new messages: nobody is told twice. Someone who said stop is not
+    written to, and an invitation the person deleted is given up quietly."""
+    monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)  # four to correct: two parts each
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = await invite_the_cohort(api)
+        chats = {p.user_id: Chat(api, p) for p in COHORT}
+        for chat in chats.values():
+            await chat.expect(1)
+        amara, bilal, carys, dev, ellis = (chats[p.user_id] for p in COHORT)
+        records = Records(runtime.settings)
+        kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
+        await eventually(lambda: records.query(kept) == [(len(COHORT),)])
+        await amara.tap("Yes, I can come")
+        await bilal.say("/stop")
+        api.delete_for_person(DEV, dev.messages[0].message_id)
+        # Nothing left to send, and no later part of the corrections left to run.
+        nothing_queued = (
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending') + (SELECT COUNT(*) "
+            "FROM schedules WHERE kind = 'panel_correct' AND status = 'pending')"
+        )
+
+        await staff.say("/panels")
+        await staff.tap("Change the date")
+        await staff.say("10/12/2026 18:30")
+        assert "tell the new time: 1." in (await staff.tap("Yes, move it")).text
+        await amara.expect(3)  # the invitation, her place, the move
+        await eventually(lambda: records.query(nothing_queued) == [(0,)])
+        for chat in (amara, ellis):
+            invitation = chat.messages[0]
+            assert invitation.edited and invitation.text is not None
+            assert invitation.text.startswith("Changed: this panel has a new time.")
+            assert "10 December 2026, 18:30" in invitation.text
+            assert "3 December" not in invitation.text
+        welsh = carys.messages[0]
+        assert welsh.edited and (welsh.text or "").startswith("Newid:")
+        assert len(ellis.messages) == 1 and len(carys.messages) == 1  # edited, not sent again
+        assert not bilal.messages[0].edited  # said stop: not written to
+        gone = "SELECT status, last_error FROM outbox WHERE kind = 'edit' AND chat_id = ?"
+        assert records.query(gone, DEV.chat_id) == [("failed", "400: Message to edit not found")]
+
+        # The corrected invitation still answers, with the new date.
+        place = await ellis.tap("Yes, I can come")
+        assert "You have a place" in place.text and "10 December 2026, 18:30" in place.text
+
+        await staff.say("/panels")
+        await staff.tap("Cancel the panel")
+        await staff.tap("Yes, cancel it")
+        await ellis.expect(3)  # the invitation, his place, the call-off
+        await eventually(lambda: records.query(nothing_queued) == [(0,)])
+        for chat in (amara, carys, ellis):
+            invitation = chat.messages[0]
+            assert invitation.reply_markup is None, "a called-off invitation takes no answer"
+            assert "Changed:" not in (invitation.text or "")
+            assert "Newid:" not in (invitation.text or "")
+        assert "is cancelled" in (amara.messages[0].text or "")
+        assert "wedi'i ganslo" in (carys.messages[0].text or "")
+        assert not bilal.messages[0].edited
+        parts = "SELECT status, COUNT(*) FROM schedules WHERE kind = 'panel_correct' GROUP BY 1"
+        assert records.query(parts) == [("done", 2)]  # one later part for each change
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def change_the_panel(staff: Chat, change: str) -> None:
+    """The organiser moves the panel (to 10 December) or calls it off, through /panels."""
+    await staff.say("/panels")
+    if change == "move":
+        await staff.tap("Change the date")
+        await staff.say("10/12/2026 18:30")
+        await staff.tap("Yes, move it")
+    else:
+        await staff.tap("Cancel the panel")
+        await staff.tap("Yes, cancel it")
+
+
+@pytest.mark.parametrize("second", ["move", "cancel"])
+async def test_a_correction_part_still_to_run_does_nothing_once_the_panel_changed_again(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """A move's later part of corrections, run after the panel moved again or was called
+    off, edits nothing: it would put the older date back over the newer change (the
+    newer change corrects every invitation from the first)."""
+    monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        held = hold_jobs(runtime, CORRECT_JOB)  # later parts wait for the test
+        await set_up_people(api, runtime)
+        staff = await invite_the_cohort(api)
+        records = Records(runtime.settings)
+        kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
+        await eventually(lambda: records.query(kept) == [(len(COHORT),)])
+
+        await change_the_panel(staff, "move")
+        await eventually(lambda: len(held) == 1)
+        clock.advance(60)
+        if second == "move":  # moved again, to another date
+            await staff.say("/panels")
+            await staff.tap("Change the date")
+            await staff.say("17/12/2026 18:30")
+            await staff.tap("Yes, move it")
+        else:
+            await change_the_panel(staff, "cancel")
+        await eventually(lambda: len(held) == 2)
+        edits = "SELECT COUNT(*) FROM outbox WHERE kind = 'edit' AND priority = 2"
+        before = records.query(edits)
+        async with runtime.db.transaction() as conn:
+            await runtime.panels.on_correct(conn, held[0], clock.now_ms())
+        assert records.query(edits) == before, "the first move's part did nothing"
+        async with runtime.db.transaction() as conn:
+            await runtime.panels.on_correct(conn, held[1], clock.now_ms())
+        assert records.query(edits)[0][0] == before[0][0] + 2  # the newer change's part
 
 
 # Invitations sent but not yet delivered: each failed once and waits for its retry (the
