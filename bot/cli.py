@@ -22,6 +22,7 @@ from bot.ops_cli import OPS_COMMANDS, add_ops_parsers, run_ops
 from bot.secrets_file import generate_secrets_file
 from bot.settings import SHIPPED_LOCALES, Settings, SettingsError, for_sandbox, load_settings
 from bot.staff_cli import STAFF_COMMANDS, add_staff_parsers, run_staff
+from bot.stop_words import STOP_WORDS_FILE, load_stop_words
 from bot.themes_cli import add_parser as add_themes_parser
 from bot.themes_cli import run_themes
 from state_machines.engine import EngineError
@@ -120,6 +121,10 @@ def run_check(settings: Settings, dialogues_dir: Path | None) -> int:
     except EngineError as exc:
         problems.append(str(exc))
     problems.extend(check_catalogs(settings.locales_dir, SHIPPED_LOCALES, dialogue_texts(folder)))
+    try:
+        load_stop_words(folder / STOP_WORDS_FILE)
+    except (OSError, ValueError) as exc:
+        problems.append(str(exc))
     for problem in problems:
         print(problem)
     if problems:

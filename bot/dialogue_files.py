@@ -10,9 +10,10 @@ from state_machines.engine import Engine
 from state_machines.loader import DialogueError, Problem, parse_dialogue
 from storage.clock import Clock, SystemClock
 
-# Data that lives beside the dialogues but is not one: the theme taxonomy and the risk-phrase
-# lists (each read by its own module). Their labels are still extracted for translation.
-DATA_FILES = frozenset({"themes.yaml", "safeguarding.yaml"})
+# Data that lives beside the dialogues but is not one: the theme taxonomy, the risk-phrase
+# lists and the word STOP in many languages (each read by its own module). Their labels are
+# still extracted for translation.
+DATA_FILES = frozenset({"themes.yaml", "safeguarding.yaml", "stop_words.yaml"})
 
 
 def load_dialogues(directory: Path) -> dict[str, Dialogue]:

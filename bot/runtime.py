@@ -48,6 +48,7 @@ from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
 from bot.sender import ChatPacer, OutboxSender
 from bot.settings import SHIPPED_LOCALES, Settings
+from bot.stop_words import STOP_WORDS_FILE, load_stop_words
 from bot.telegram_adapter import AppServices, PerChatUpdateProcessor, TelegramAdapter
 from bot.themes import load_taxonomy
 from bot.updates import DELIVER_JOB, UpdateService
@@ -243,9 +244,10 @@ async def build_runtime(
     unhandled = service.unhandled_submits()
     if unhandled:
         raise RuntimeError(f"dialogue submits with no handler: {', '.join(unhandled)}")
-    TelegramAdapter(service, broadcasts, services, FloodGate(settings.flood_limit)).install(
-        application
-    )
+    stop_words = load_stop_words(settings.dialogues_dir / STOP_WORDS_FILE)
+    TelegramAdapter(
+        service, broadcasts, services, stop_words, FloodGate(settings.flood_limit)
+    ).install(application)
     runtime = Runtime(
         settings,
         db,

@@ -45,6 +45,7 @@ from bot.rsvp import RsvpService
 from bot.safety import ANSWER_PREFIX as SAFETY_PREFIX
 from bot.safety import STAFF_PREFIX as SAFETY_STAFF_PREFIX
 from bot.safety import SafetyService
+from bot.stop_words import StopWords
 from bot.updates import BUTTON_PREFIX as UPDATE_PREFIX
 from bot.updates import UpdateService
 from state_machines.events import (
@@ -57,14 +58,6 @@ from state_machines.events import (
 
 log = logging.getLogger(__name__)
 
-# The word STOP (Welsh: STOPIO, STOPIWCH) on its own, in any case, with "please" (plis, os
-# gwelwch yn dda) and any punctuation or emoji around it, means /stop; inside a sentence
-# ("please stop asking me about housing") it does not.
-_STOP_WORD = re.compile(
-    r"^[\W_]*(?:(?:please|plis)[\W_]+)?(?:stop|stopio|stopiwch)"
-    r"(?:[\W_]+(?:please|plis|now|nawr|os gwelwch yn dda))?[\W_]*$",
-    re.IGNORECASE,
-)
 _PRIVATE = filters.ChatType.PRIVATE
 _BROADCAST_STOP = re.compile(r"^" + re.escape(CANCEL_PREFIX) + r"\d{1,12}$")
 # Panel buttons (bot/panel_texts.py); anything else with these prefixes is an old button.
@@ -195,9 +188,11 @@ class TelegramAdapter:
         service: ConversationService,
         broadcasts: BroadcastService,
         app: AppServices,
+        stop_words: StopWords,
         flood: FloodGate | None = None,
     ) -> None:
         self._service = service
+        self._stop_words = stop_words
         self._broadcasts = broadcasts
         self._app = app
         self._flood = flood or FloodGate()
@@ -268,10 +263,11 @@ class TelegramAdapter:
         await self._step(update, CommandSent(name), free_text=words[1] if len(words) > 1 else None)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Plain text: STOP on its own means /stop; anything else is an answer."""
+        """Plain text: STOP on its own, in any language (bot/stop_words.py), means /stop;
+        anything else is an answer."""
         text = update.effective_message.text if update.effective_message else None
         text = text or ""
-        if _STOP_WORD.match(text):
+        if self._stop_words.means_stop(text):
             await self._step(update, CommandSent("stop"))
         else:
             await self._step(update, TextSent(text))

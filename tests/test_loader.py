@@ -136,6 +136,14 @@ def test_check_reports_an_unknown_key_with_its_line_and_exits_2(dialogues_copy: 
     assert "Traceback" not in result.stderr
 
 
+def test_check_reports_a_broken_stop_words_file_and_exits_2(dialogues_copy: Path) -> None:
+    (dialogues_copy / "stop_words.yaml").write_text("id: stop_words\nwords: {en: stop}\n")
+    result = run_check(dialogues_copy)
+    assert result.returncode == 2
+    assert "stop_words.yaml: words of 'en' must be a list" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def check_with_welsh_edited(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m bot check` on a copy of the catalogs with one Welsh line changed."""
     locales = tmp_path / "locales"
