@@ -109,16 +109,18 @@ class BroadcastService:
         organiser: tuple[int, str] | None,
         now: int,
         expected: int | None = None,
+        outbox_kind: str = "message",
     ) -> int:
         """Queue a broadcast inside the caller's transaction (e.g. with the panel it
         invites people to): the broadcast row, its messages, the organiser's progress
         message and the first progress report, audited. The caller wakes the sender after
         its commit (`wake`). `expected`: how many it is for in all, when `messages` is its
-        first part and the rest follow (`next_part_later`)."""
+        first part and the rest follow (`next_part_later`). `outbox_kind` "edit": each
+        message edits one already sent (a panel's invitations corrected)."""
         broadcasts = Broadcasts(conn)
         chat_id = organiser[0] if organiser else None
         broadcast_id = await broadcasts.create(
-            kind, subject, region, created_by, messages, chat_id, now, expected
+            kind, subject, region, created_by, messages, chat_id, now, expected, outbox_kind
         )
         if organiser is not None:
             progress = await broadcasts.progress(broadcast_id)

@@ -64,6 +64,7 @@ BROADCASTS_FOR_PURPOSE: dict[str, tuple[str, ...]] = {
         "panel_moved",
         "panel_cancelled",
         "panel_message",
+        "panel_correction",
     ),
     "updates": ("update",),
 }

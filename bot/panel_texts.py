@@ -96,10 +96,8 @@ class PanelTexts(DialogueTexts):
         return self.text(locale, "invitation", **self._panel_params(panel, locale))
 
     def invitation_with(self, text: str, token: str, locale: str) -> Payload:
-        """The invitation's message: its text, and the answer buttons of one invitation.
-        The token also rides alone, so that the message's id is kept with the invitation
-        once sent (storage migration 0024), to correct it if the panel changes."""
-        return {"text": text, "buttons": self._answer_buttons(token, locale), "invitation": token}
+        """The invitation's message: its text, and the answer buttons of one invitation."""
+        return {"text": text, "buttons": self._answer_buttons(token, locale)}
 
     def invitation_moved(self, text: str, token: str, locale: str) -> Payload:
         """An invitation already sent, edited in place after its panel moved (`text` is

@@ -27,7 +27,7 @@ from storage.clock import Clock
 from storage.database import Database
 from storage.panels import Panel, Panels
 from storage.people import Recipient, count_reachable_with_consent, reachable_with_consent
-from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Job, Outbox, Schedules
+from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,13 @@ REMINDER_BEFORE_MS = 24 * _HOUR_MS
 OVER_AFTER_MS = 12 * _HOUR_MS
 # People told when a panel moves or is called off, and who get the organiser's messages.
 _COMING = ("yes", "maybe", "waiting")
-# The broadcasts that announce a panel, stopped when it is called off.
-_ANNOUNCING = ("panel_invitation", "panel_reminder")
+# Corrections of the invitations already sent begin this long after a move or a call-off:
+# by then the sends on their way at the change (a few seconds at most) are recorded too,
+# with the message each went out as, and are corrected with the rest.
+CORRECT_AFTER_MS = 60_000
+# The broadcasts that announce a panel, stopped when it is called off (its own corrections
+# follow and correct every invitation).
+_ANNOUNCING = ("panel_invitation", "panel_reminder", "panel_correction")
 _LISTED_AT_MOST = 20
 
 
@@ -227,10 +232,12 @@ class PanelService(Desk[PanelTexts]):
         moved = await panels.get(panel.id)
         assert moved is not None
         await self._reword_queued_invitations(conn, moved, 0, now, now)
-        await self._correct_sent_invitations(conn, moved, 0, now, now)
+        # A reminder of the old date, or an earlier move's corrections, still going out
+        # stop; this move's corrections correct every invitation.
         await self._broadcasts.stop_about(
-            conn, f"panel:{panel.id}", ("panel_reminder",), actor.pseudonym, now
+            conn, f"panel:{panel.id}", ("panel_reminder", "panel_correction"), actor.pseudonym, now
         )
+        await self._correct_later(conn, moved, 0, now, now + CORRECT_AFTER_MS, now)
         coming = await panels.attendees(panel.id, _COMING)
         messages = [(a.chat_id, self._texts.moved(moved, a.token, a.locale)) for a in coming]
         await self._notify(conn, actor, "panel_moved", moved, messages, now)
@@ -293,7 +300,7 @@ class PanelService(Desk[PanelTexts]):
     async def on_correct(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """The next part of a changed panel's invitations already sent (see
         `_correct_sent_invitations`), unless the panel changed again since (that change
-        began again from the first) or, moved, has begun."""
+        corrects every invitation from the first) or, moved, has begun."""
         panel = await Panels(conn).get(int(job.payload["panel_id"]))
         if panel is None or panel.status != job.payload["status"]:
             return
@@ -304,18 +311,42 @@ class PanelService(Desk[PanelTexts]):
         after, changed_at = int(job.payload["after"]), int(job.payload["changed_at"])
         await self._correct_sent_invitations(conn, panel, after, changed_at, now)
 
+    async def _correct_later(
+        self,
+        conn: aiosqlite.Connection,
+        panel: Panel,
+        after: int,
+        changed_at: int,
+        due: int,
+        now: int,
+    ) -> None:
+        """A part of `_correct_sent_invitations`, as a job due at `due`; keyed by the
+        change (its kind and time) and the part, so a change and the next never meet."""
+        payload = {
+            "panel_id": panel.id,
+            "status": panel.status,
+            "starts_at": panel.starts_at,
+            "changed_at": changed_at,
+            "after": after,
+        }
+        key = f"{CORRECT_JOB}:{panel.id}:{panel.status}:{changed_at}:{after}"
+        await Schedules(conn).add(CORRECT_JOB, key, due, payload, now)
+        self._on_queued()  # wake the scheduler (as `_reword_queued_invitations`)
+
     async def _correct_sent_invitations(
         self, conn: aiosqlite.Connection, panel: Panel, after: int, changed_at: int, now: int
     ) -> None:
         """Edit the invitations already sent to show the panel as it is now: its new date
         (still answerable, saying what changed) or that it is called off (no buttons). An
         invitation can sit unread for days, and whoever reads the old date decides on it;
-        an edit tells nobody twice, and nobody is woken by it. INVITE_BATCH here, the rest
-        in parts that follow; queued behind replies, at the sender's pace. Keyed by the
-        change's time, as the rewording."""
-        sent = await Panels(conn).sent_invitations(panel.id, after, INVITE_BATCH + 1)
+        an edit tells nobody twice, and wakes nobody. INVITE_BATCH here, as a broadcast
+        (stopped by a later change, and for someone who says no to panel invitations), the
+        rest in parts that follow. After a move, only invitations sent before it: those
+        sent since have the new date."""
+        sent_before = changed_at if panel.status == "open" else None
+        sent = await Panels(conn).sent_invitations(panel.id, after, sent_before, INVITE_BATCH + 1)
         texts: dict[str, str] = {}
-        outbox = Outbox(conn)
+        edits: list[tuple[int, dict[str, Any]]] = []
         for invitation in sent[:INVITE_BATCH]:
             locale = invitation.locale
             if panel.status == "open":
@@ -325,21 +356,21 @@ class PanelService(Desk[PanelTexts]):
             else:
                 payload = self._texts.called_off(panel, locale)
             payload["message_id"] = invitation.message_id
-            await outbox.enqueue(invitation.chat_id, PRIORITY_BROADCAST, "edit", payload, now)
-        if sent:
-            log.info("panel %d changed: %d invitations sent to correct", panel.id, len(sent))
+            edits.append((invitation.chat_id, payload))
+        if edits:
+            await self._broadcasts.queue_in(
+                conn,
+                "panel_correction",
+                f"panel:{panel.id}",
+                panel.region,
+                "system",
+                edits,
+                None,
+                now,
+                outbox_kind="edit",
+            )
         if len(sent) > INVITE_BATCH:
-            last = sent[INVITE_BATCH - 1].id
-            payload = {
-                "panel_id": panel.id,
-                "status": panel.status,
-                "starts_at": panel.starts_at,
-                "changed_at": changed_at,
-                "after": last,
-            }
-            key = f"{CORRECT_JOB}:{panel.id}:{panel.status}:{changed_at}:{last}"
-            await Schedules(conn).add(CORRECT_JOB, key, now, payload, now)
-            self._on_queued()  # wake the scheduler (as `_reword_queued_invitations`)
+            await self._correct_later(conn, panel, sent[INVITE_BATCH - 1].id, changed_at, now, now)
 
     async def cancel_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
@@ -361,7 +392,7 @@ class PanelService(Desk[PanelTexts]):
         await self._notify(conn, actor, "panel_cancelled", panel, messages, now)
         cancelled = await panels.get(panel.id)
         assert cancelled is not None
-        await self._correct_sent_invitations(conn, cancelled, 0, now, now)
+        await self._correct_later(conn, cancelled, 0, now, now + CORRECT_AFTER_MS, now)
         await audit_panel(
             conn,
             actor,

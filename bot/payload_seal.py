@@ -3,11 +3,8 @@
 An outbox row can hold a person's own words until it is sent (their /mydata export, a
 message relayed to or from staff, a shared phone number), and SQLite keeps old versions of
 a row in its WAL for a while even after the row is cleared. So the whole payload is
-encrypted with the text key as it is written, and opened as the sender reads it. Two keys
-stay outside the seal because SQL reads them: `forget_chat` (a goodbye row is deleted once
-sent) and `invitation` (a panel invitation's random token, which a trigger uses to keep the
-message's id with the invitation once sent: storage migration 0024). Neither is a person's
-words: the token is in the message's buttons and the panel_invitations table already.
+encrypted with the text key as it is written, and opened as the sender reads it. The
+`forget_chat` flag stays outside the seal: SQL reads it to delete a goodbye row once sent.
 """
 
 from __future__ import annotations
@@ -33,11 +30,8 @@ def payload_codec(secrets: Secrets) -> tuple[PayloadCodec, PayloadCodec]:
         if text is None:
             return None
         sealed: dict[str, object] = {SEALED: secrets.encrypt_text(text).decode("ascii")}
-        plain = json.loads(text)
-        if plain.get("forget_chat"):
+        if json.loads(text).get("forget_chat"):
             sealed["forget_chat"] = True
-        if isinstance(plain.get("invitation"), str):
-            sealed["invitation"] = plain["invitation"]
         return json.dumps(sealed, separators=(",", ":"))
 
     def unseal(text: str | None) -> str | None:

@@ -60,9 +60,11 @@ class Broadcasts:
         progress_chat_id: int | None,
         now: int,
         expected: int | None = None,
+        outbox_kind: str = "message",
     ) -> int:
         """Record a broadcast and queue one message per (chat id, payload), all at once.
-        `expected`: how many it is for in all, when the rest follow in parts."""
+        `expected`: how many it is for in all, when the rest follow in parts.
+        `outbox_kind` "edit": each payload edits a message already sent (its message_id)."""
         async with self._conn.execute(
             "INSERT INTO broadcasts (kind, subject, region, created_by, total, progress_chat_id, "
             "created_at, expected) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -71,7 +73,7 @@ class Broadcasts:
             row = await cursor.fetchone()
         assert row is not None
         broadcast_id = int(row[0])
-        await self._queue(broadcast_id, messages, now)
+        await self._queue(broadcast_id, messages, now, outbox_kind)
         return broadcast_id
 
     async def add_messages(
@@ -89,15 +91,20 @@ class Broadcasts:
         return True
 
     async def _queue(
-        self, broadcast_id: int, messages: Sequence[tuple[int, dict[str, Any]]], now: int
+        self,
+        broadcast_id: int,
+        messages: Sequence[tuple[int, dict[str, Any]]],
+        now: int,
+        outbox_kind: str = "message",
     ) -> None:
         await self._conn.executemany(
             "INSERT INTO outbox (chat_id, priority, kind, payload, not_before, created_at, "
-            "broadcast_id) VALUES (?, ?, 'message', seal_payload(?), ?, ?, ?)",
+            "broadcast_id) VALUES (?, ?, ?, seal_payload(?), ?, ?, ?)",
             [
                 (
                     chat_id,
                     PRIORITY_BROADCAST,
+                    outbox_kind,
                     json.dumps(payload, separators=(",", ":")),
                     now,
                     now,

@@ -293,6 +293,13 @@ class Panels:
             "UPDATE panels SET status = 'over', updated_at = ? WHERE id = ? AND status = 'open'",
             (now, panel_id),
         )
+        # Which message each invitation went out as, and when, was kept only to correct it
+        # if the panel changed (migration 0024).
+        await self._conn.execute(
+            "UPDATE panel_invitations SET message_id = NULL, sent_at = NULL "
+            "WHERE panel_id = ? AND message_id IS NOT NULL",
+            (panel_id,),
+        )
         return await self._forget_needs(panel_id)
 
     # Invitations
@@ -398,19 +405,20 @@ class Panels:
         return [Attendee(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def sent_invitations(
-        self, panel_id: int, after_id: int, limit: int
+        self, panel_id: int, after_id: int, sent_before: int | None, limit: int
     ) -> list[SentInvitation]:
         """The panel's invitations that went out as a message we know (migration 0024), in
-        invitation order after `after_id`, at most `limit`: whatever the person answered,
-        their invitation still shows the panel as it was. Only people still reachable who
-        still want panel invitations (someone who said stop is not written to, even by an
-        edit)."""
+        invitation order after `after_id`, sent before `sent_before` (None: whenever), at
+        most `limit`: whatever the person answered, their invitation still shows the panel
+        as it was. Only people still reachable who still want panel invitations (someone
+        who said stop is not written to, even by an edit)."""
         async with self._conn.execute(
             "SELECT i.id, p.chat_id, i.message_id, i.token, p.locale "
             "FROM panel_invitations i JOIN people p ON p.pseudonym = i.pseudonym "
             "WHERE i.panel_id = ? AND i.id > ? AND i.message_id IS NOT NULL "
+            "AND (? IS NULL OR i.sent_at < ?) "
             f"AND p.reachable = 1 AND {_STILL_CONSENTS} ORDER BY i.id LIMIT ?",
-            (panel_id, after_id, limit),
+            (panel_id, after_id, sent_before, sent_before, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [SentInvitation(r[0], r[1], r[2], r[3], r[4]) for r in rows]

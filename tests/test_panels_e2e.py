@@ -235,6 +235,7 @@ async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_
         records = Records(runtime.settings)
         kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
         await eventually(lambda: records.query(kept) == [(len(COHORT),)])
+        clock.advance(60)  # the invitations went out a minute before the move
         await amara.tap("Yes, I can come")
         await bilal.say("/stop")
         api.delete_for_person(DEV, dev.messages[0].message_id)
@@ -249,6 +250,8 @@ async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_
         await staff.say("10/12/2026 18:30")
         assert "tell the new time: 1." in (await staff.tap("Yes, move it")).text
         await amara.expect(3)  # the invitation, her place, the move
+        clock.advance(61)  # corrections begin a minute after the change
+        await runtime.scheduler.run_due()
         await eventually(lambda: records.query(nothing_queued) == [(0,)])
         for chat in (amara, ellis):
             invitation = chat.messages[0]
@@ -271,6 +274,8 @@ async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_
         await staff.tap("Cancel the panel")
         await staff.tap("Yes, cancel it")
         await ellis.expect(3)  # the invitation, his place, the call-off
+        clock.advance(61)
+        await runtime.scheduler.run_due()
         await eventually(lambda: records.query(nothing_queued) == [(0,)])
         for chat in (amara, carys, ellis):
             invitation = chat.messages[0]
@@ -281,7 +286,11 @@ async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_
         assert "wedi'i ganslo" in (carys.messages[0].text or "")
         assert not bilal.messages[0].edited
         parts = "SELECT status, COUNT(*) FROM schedules WHERE kind = 'panel_correct' GROUP BY 1"
-        assert records.query(parts) == [("done", 2)]  # one later part for each change
+        assert records.query(parts) == [("done", 4)]  # two parts for each change
+        over = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
+        async with runtime.db.transaction() as conn:  # the day after: the ids are let go
+            assert await Panels(conn).mark_over(1, clock.now_ms()) == 0
+        assert records.query(over) == [(0,)]
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -314,9 +323,11 @@ async def test_a_correction_part_still_to_run_does_nothing_once_the_panel_change
         kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
         await eventually(lambda: records.query(kept) == [(len(COHORT),)])
 
+        clock.advance(60)  # the invitations went out a minute before the move
         await change_the_panel(staff, "move")
+        clock.advance(61)
+        runtime.scheduler.wake()
         await eventually(lambda: len(held) == 1)
-        clock.advance(60)
         if second == "move":  # moved again, to another date
             await staff.say("/panels")
             await staff.tap("Change the date")
@@ -324,6 +335,8 @@ async def test_a_correction_part_still_to_run_does_nothing_once_the_panel_change
             await staff.tap("Yes, move it")
         else:
             await change_the_panel(staff, "cancel")
+        clock.advance(61)
+        runtime.scheduler.wake()
         await eventually(lambda: len(held) == 2)
         edits = "SELECT COUNT(*) FROM outbox WHERE kind = 'edit' AND priority = 2"
         before = records.query(edits)
@@ -333,6 +346,65 @@ async def test_a_correction_part_still_to_run_does_nothing_once_the_panel_change
         async with runtime.db.transaction() as conn:
             await runtime.panels.on_correct(conn, held[1], clock.now_ms())
         assert records.query(edits)[0][0] == before[0][0] + 2  # the newer change's part
+
+
+@pytest.mark.parametrize("second", ["move", "cancel"])
+async def test_corrections_still_queued_stop_for_a_no_and_for_a_later_change(
+    api: LocalBotApi, tmp_path: Path, second: str
+) -> None:
+    """A move's corrections wait (each edit failed once): Amara then says no to panel
+    invitations, and hers is not sent; the panel is then moved again or called off, and
+    the first move's stop, the second change's own corrections going out instead (not to
+    Amara)."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        amara = Chat(api, AMARA)
+        await amara.say("/privacy")
+        await amara.tap("Invite me to panels")  # she is about to say no
+        staff = await invite_the_cohort(api)
+        records = Records(runtime.settings)
+        kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
+        await eventually(lambda: records.query(kept) == [(len(COHORT),)])
+        clock.advance(60)
+        for person in COHORT:
+            api.fail_next("editMessageText", 500, retry_after=None, chat_id=person.chat_id)
+        await change_the_panel(staff, "move")
+        clock.advance(61)
+        await runtime.scheduler.run_due()
+        waiting = (
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'edit' AND priority = 2 "
+            "AND status = 'pending' AND attempts = 1"
+        )
+        await eventually(lambda: records.query(waiting) == [(len(COHORT),)])
+
+        message, data = amara.find_button("No")
+        api.press_button(AMARA, message.message_id, data)
+        await eventually(lambda: records.query(waiting) == [(len(COHORT) - 1,)])
+        if second == "move":
+            await staff.say("/panels")
+            await staff.tap("Change the date")
+            await staff.say("17/12/2026 18:30")
+            await staff.tap("Yes, move it")
+        else:
+            await change_the_panel(staff, "cancel")
+        assert records.query(waiting) == [(0,)]
+        clock.advance(61)
+        await runtime.scheduler.run_due()
+        clock.advance(3_600)  # long past every retry's time
+        runtime.sender.wake()
+        nothing_queued = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'"
+        await eventually(lambda: records.query(nothing_queued) == [(0,)])
+        for person in (BILAL, CARYS, DEV, ELLIS):
+            invitation = Chat(api, person).messages[0]
+            assert invitation.edited, person.first_name
+            text = invitation.text or ""
+            if second == "move":
+                assert "17 " in text and "10 " not in text, person.first_name
+            else:
+                assert invitation.reply_markup is None and "Changed:" not in text
+        invitation_to_amara = next(m for m in amara.messages if "You are invited" in (m.text or ""))
+        assert not invitation_to_amara.edited
 
 
 # Invitations sent but not yet delivered: each failed once and waits for its retry (the
@@ -393,6 +465,7 @@ async def test_moving_a_panel_gives_its_invitations_still_waiting_to_go_the_new_
     monkeypatch.setattr(panels_module, "INVITE_BATCH", 2)
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
+        held = hold_jobs(runtime, CORRECT_JOB)  # run by hand once all are delivered
         await set_up_people(api, runtime)
         staff = await invite_with_every_invitation_waiting(api, runtime)
         await staff.say("/panels")
@@ -415,6 +488,13 @@ async def test_moving_a_panel_gives_its_invitations_still_waiting_to_go_the_new_
         answer = await chats[AMARA.user_id].tap("Yes, I can come")
         assert "10 December 2026, 18:30" in answer.text
         assert len(chats[AMARA.user_id].messages) == 2  # one invitation, then her answer
+        # They went out after the move, with its date: its corrections leave them alone
+        # (no "Changed:" over an invitation that never showed the old date).
+        await eventually(lambda: len(held) == 1)
+        async with runtime.db.transaction() as conn:
+            await runtime.panels.on_correct(conn, held[0], clock.now_ms())
+        corrections = "SELECT COUNT(*) FROM outbox WHERE kind = 'edit' AND priority = 2"
+        assert records.query(corrections) == [(0,)]
 
 
 async def test_a_panel_moved_back_and_forth_invites_with_its_last_date(

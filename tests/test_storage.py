@@ -96,6 +96,74 @@ async def test_a_broadcast_running_at_the_upgrade_waits_for_its_next_part(
     assert rows == [(1, "panel_invite:1:2"), (2, None), (3, None)]
 
 
+async def test_invitations_keep_the_message_they_went_out_as(tmp_path: Path) -> None:
+    """Migration 0024 fills in, from the outbox rows still kept, which message each
+    invitation to a panel still open went out as (not a reminder's, not a panel over);
+    after it, a trigger records it as the sender marks an invitation sent."""
+    database = await Database.open(str(tmp_path / "upgrade.db"))
+    migrations = bundled_migrations()
+    at = next(i for i, m in enumerate(migrations) if m.name.startswith("0024_"))
+    await database.migrate(migrations[:at])
+    async with database.transaction() as conn:
+        for pseudonym, chat_id in (("p-1", 501), ("p-2", 502)):
+            await conn.execute(
+                "INSERT INTO people (pseudonym, chat_id, locale, created_at, updated_at) "
+                "VALUES (?, ?, 'en', 0, 0)",
+                (pseudonym, chat_id),
+            )
+        for panel_id, status in ((1, "open"), (2, "over")):
+            await conn.execute(
+                "INSERT INTO panels (id, region, title, starts_at, place, capacity, "
+                "support_offered, organiser, status, created_at, updated_at) "
+                "VALUES (?, 'london', 'Housing', 9, 'online', 5, '[]', 's-1', ?, 0, 0)",
+                (panel_id, status),
+            )
+        for broadcast_id, kind, subject in (
+            (1, "panel_invitation", "panel:1"),
+            (2, "panel_invitation", "panel:2"),
+            (3, "panel_reminder", "panel:1"),
+        ):
+            await conn.execute(
+                "INSERT INTO broadcasts (id, kind, subject, region, created_by, total, "
+                "created_at) VALUES (?, ?, ?, 'london', 's-1', 1, 0)",
+                (broadcast_id, kind, subject),
+            )
+        for panel_id, pseudonym, token in (
+            (1, "p-1", "a" * 16),
+            (1, "p-2", "b" * 16),
+            (2, "p-1", "c" * 16),
+        ):
+            await conn.execute(
+                "INSERT INTO panel_invitations (panel_id, pseudonym, token, invited_at) "
+                "VALUES (?, ?, ?, 0)",
+                (panel_id, pseudonym, token),
+            )
+        for chat_id, broadcast_id, status, message_id in (
+            (501, 1, "sent", 11),  # p-1's invitation to panel 1
+            (502, 1, "pending", None),  # p-2's, still to go
+            (501, 3, "sent", 12),  # a reminder, not an invitation
+            (501, 2, "sent", 13),  # panel 2 is over
+        ):
+            await conn.execute(
+                "INSERT INTO outbox (chat_id, priority, kind, payload, status, not_before, "
+                "created_at, sent_at, message_id, broadcast_id) "
+                "VALUES (?, 2, 'message', NULL, ?, 0, 0, 100, ?, ?)",
+                (chat_id, status, message_id, broadcast_id),
+            )
+    await database.migrate()
+    kept = "SELECT panel_id, pseudonym, message_id, sent_at FROM panel_invitations ORDER BY id"
+    async with database.read() as conn, conn.execute(kept) as cursor:
+        rows = [tuple(r) for r in await cursor.fetchall()]
+    assert rows == [(1, "p-1", 11, 100), (1, "p-2", None, None), (2, "p-1", None, None)]
+
+    async with database.transaction() as conn:
+        await Outbox(conn).mark_sent_many([(2, 21, 0)], 200)
+    async with database.read() as conn, conn.execute(kept) as cursor:
+        rows = [tuple(r) for r in await cursor.fetchall()]
+    await database.close()
+    assert rows[1] == (1, "p-2", 21, 200)
+
+
 async def test_every_foreign_key_leads_an_index(db: Database) -> None:
     """When a row is deleted (the daily housekeeping, retention, an erasure), SQLite looks
     up the rows that refer to it; without an index that is a scan of the whole referring
