@@ -22,28 +22,44 @@ STOP_WORDS_FILE = "stop_words.yaml"
 
 
 _ACCENTED_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC")
+# Marks that are optional in Arabic script (vowel signs, shadda, superscript alef) and the
+# tatweel that only stretches a word: typed or not, the word is the same.
+_OPTIONAL_ARABIC = frozenset(chr(c) for c in (*range(0x064B, 0x0660), 0x0670, 0x0640))
+# Variation selectors: an emoji's presentation, never part of a word (a phone may put one
+# after any character).
+_SELECTORS = frozenset(chr(c) for c in (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)))
+_NEVER_KEPT = _OPTIONAL_ARABIC | _SELECTORS
+# Letters typed differently on different keyboards: Turkish dotless i, and the Arabic
+# forms of kaf, yeh and heh that Urdu, Persian and Kurdish writers type on an Arabic
+# keyboard.
+_SAME_LETTER = str.maketrans({"ı": "i", "ك": "ک", "ي": "ی", "ى": "ی", "ە": "ه"})
 
 
 def fold(text: str) -> str:
     """The message as entries are compared: lower case, words separated by single spaces,
-    accents gone from Latin, Greek and Cyrillic letters, everything but letters, marks and
-    digits a space, invisible format marks (zero-width, right-to-left) gone."""
+    accents gone from Latin, Greek and Cyrillic letters (and optional marks from Arabic
+    script), everything but letters, marks and digits a space, invisible format marks
+    (zero-width, right-to-left) and emoji presentation selectors gone. Marks are kept only
+    on letters of other scripts: in Indic scripts they are the vowels ("बंद")."""
     kept: list[str] = []
-    base_accented = False
-    for char in unicodedata.normalize("NFKD", text):
+    keeps_marks = False  # the last base was a letter or digit whose marks are its own
+    for char in unicodedata.normalize("NFKD", text.translate(_SAME_LETTER)):
         kind = unicodedata.category(char)
-        if kind.startswith("M"):
-            if not base_accented:
-                kept.append(char)
-        elif kind == "Cf":
+        if char in _NEVER_KEPT or kind == "Cf":
             continue
+        if kind.startswith("M"):
+            if keeps_marks:
+                kept.append(char)
         elif kind[0] in "LN":
             kept.append(char)
-            base_accented = unicodedata.name(char, "").startswith(_ACCENTED_SCRIPTS)
+            keeps_marks = kind[0] == "L" and not unicodedata.name(char, "").startswith(
+                _ACCENTED_SCRIPTS
+            )
         else:
             kept.append(" ")
-            base_accented = False
-    return " ".join(unicodedata.normalize("NFC", "".join(kept)).casefold().split())
+            keeps_marks = False  # an emoji's variation selector, a keycap: not a letter's
+    folded = unicodedata.normalize("NFC", "".join(kept)).casefold().translate(_SAME_LETTER)
+    return " ".join(folded.split())
 
 
 class StopWords:
@@ -54,26 +70,36 @@ class StopWords:
         self._polite = tuple(sorted({fold(p) for p in polite} - {""}, key=len, reverse=True))
 
     def means_stop(self, text: str) -> bool:
-        """True when the whole message is an entry, give or take polite words."""
-        if len(text) > 200:  # no entry is that long: spare normalising a long answer
+        """True when the whole message is an entry (or one said again and again), give or
+        take polite words before and after."""
+        if len(text) > 200:  # no entry is that long: spare folding a long answer
             return False
         said = fold(text)
+        while True:
+            if self._is_entry(said):
+                return True
+            peeled = self._peel(said)
+            if peeled == said:
+                return False
+            said = peeled
+
+    def _is_entry(self, said: str) -> bool:
         if said in self._entries:
             return True
-        repeated = said.split()
-        if len(repeated) > 1 and len(set(repeated)) == 1 and repeated[0] in self._entries:
-            return True  # "STOP STOP STOP"
-        changed = True
-        while changed:  # "please stop now thanks": peel polite words off both ends
-            changed = False
-            for word in self._polite:
-                if said.startswith(word + " "):
-                    said, changed = said[len(word) + 1 :], True
-                if said.endswith(" " + word):
-                    said, changed = said[: -len(word) - 1], True
-            if said in self._entries:
-                return True
-        return False
+        repeated = said.split()  # "STOP STOP STOP"
+        return len(repeated) > 1 and len(set(repeated)) == 1 and repeated[0] in self._entries
+
+    def _peel(self, said: str) -> str:
+        """One polite word off each end ("please stop now": "stop")."""
+        for word in self._polite:
+            if said.startswith(word + " "):
+                said = said[len(word) + 1 :]
+                break
+        for word in self._polite:
+            if said.endswith(" " + word):
+                said = said[: -len(word) - 1]
+                break
+        return said
 
     @classmethod
     def parse(cls, text: str, source: str) -> StopWords:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from babel.messages.pofile import read_po
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,6 +37,10 @@ STOP_WORDS = load_stop_words(PROJECT_ROOT / "dialogues" / STOP_WORDS_FILE)
         ("opt-out", True),
         ("Stop messaging me!", True),
         ("STOP STOP STOP", True),
+        ("please stop stop", True),
+        ("STOP ⛔️", True),  # emoji with the variation selector phones add
+        ("stop ❤️", True),
+        ("Stop ✋🏽", True),  # a skin tone
         ("please stop asking me about housing", False),
         ("stop the early appointments", False),
         ("bus stop", False),
@@ -61,10 +66,16 @@ def test_english_and_welsh(text: str, means_stop: bool) -> None:
         "band karo",
         "بند کرو",
         "Pare!",
-        "Para.",
-        "Basta!!",
+        "Parar.",
         "توقف",
         "ايقاف",  # typed without the hamza
+        "توقّف",  # with the shadda
+        "توقـف",  # stretched with a tatweel
+        "بند كرو",  # Urdu typed on an Arabic keyboard (kaf)
+        "ABONELİKTEN ÇIK",  # Turkish capitals, dotted İ
+        "abonelikten cik",
+        "aufhoeren",
+        "退訂",
         "বন্ধ করুন",
         "बंद करो",
         "Sustok",
@@ -88,6 +99,13 @@ def test_other_languages(text: str) -> None:
     [
         "para mí es importante",  # "for me it is important": para inside a sentence
         "basta con una llamada",
+        # Whole messages that often mean something else: not entries.
+        "basta",  # "that's all"
+        "dost",  # "friend" in Urdu, Punjabi and Hindi typed in Latin letters
+        "ruko",  # "wait"
+        "dur",  # Turkish "wait", and "far" in Latin-letter Urdu
+        "Dũng",  # a name; "dừng" folds to it
+        "хватит",
         "bus stop in Cardiff",
         "बाद करो",  # another word, differing only in its vowel signs: they are kept
         "stop it stop",
@@ -112,6 +130,26 @@ def test_no_entry_is_an_answer_the_bot_asks_for() -> None:
                     short.add(text)
     clashes = sorted(text for text in short if STOP_WORDS.means_stop(text))
     assert clashes == []
+
+
+ENTRIES = [
+    word
+    for words in yaml.safe_load((PROJECT_ROOT / "dialogues" / STOP_WORDS_FILE).read_text("utf-8"))[
+        "words"
+    ].values()
+    for word in words
+]
+AROUND = st.text(alphabet=" !?.,\"'()-🛑⛔️❤️✋🏽🙏\u200b\u200f", max_size=4)
+
+
+@given(st.sampled_from(ENTRIES), AROUND, AROUND, st.booleans())
+def test_every_entry_means_stop_however_it_is_dressed(
+    entry: str, before: str, after: str, shouting: bool
+) -> None:
+    """Punctuation, emoji (with their selectors and skin tones), invisible marks, capitals:
+    each entry of every language still means stop."""
+    text = before + (entry.upper() if shouting else entry) + after
+    assert STOP_WORDS.means_stop(text), text
 
 
 @given(st.text(max_size=60))
