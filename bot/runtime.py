@@ -43,6 +43,7 @@ from bot.review import ReviewService
 from bot.rsvp import RsvpService
 from bot.safeguarding import load_risk_phrases
 from bot.safety import FOLLOW_UP_JOB as SAFETY_FOLLOW_UP
+from bot.safety import UNANSWERED_JOB as SAFETY_UNANSWERED
 from bot.safety import SafetyService
 from bot.scheduler import Scheduler
 from bot.secrets_file import load_secrets
@@ -210,6 +211,7 @@ async def build_runtime(
     scheduler.register_prepared(REPORT_JOB, digests.prepare_report, digests.send_report)
     scheduler.register(DIGEST_CHECK_JOB, digests.on_check)  # hourly; first at start()
     scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
+    scheduler.register(SAFETY_UNANSWERED, safety.on_unanswered)
     scheduler.register(ROUND_JOB, checkins.on_round, quick=True)  # each a part of a round
     scheduler.register(NUDGE_JOB, checkins.on_nudge)
     scheduler.register(EXPIRE_JOB, checkins.on_expire)

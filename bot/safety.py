@@ -41,6 +41,11 @@ STAFF_PREFIX = "sa:"  # sa:<token>: staff with the duty write to the person
 FOLLOW_UP_JOB = "safety_follow_up"
 FOLLOW_UP_AFTER_MS = 60_000
 _FOLLOW_UPS = 10  # look again for up to ten minutes while alerts wait in the queue
+# The person was told "someone will write to you here". If no duty holder has written this
+# long after the alert, the request is raised again: with the duty staff, with the admins
+# (who can find someone), and the person hears that we are still trying, with the numbers.
+UNANSWERED_JOB = "safety_unanswered"
+UNANSWERED_AFTER_MS = 4 * 3_600_000
 # A shared phone number is passed on for the person's latest alerted request this recent.
 _CONTACT_WINDOW_MS = 7 * 86_400_000
 
@@ -190,6 +195,13 @@ class SafetyService(Desk[DialogueTexts]):
             await requests.mark_alert(outbox_id, request.id)
         await requests.decide(request.id, "alerted", now)
         await Schedules(conn).add(
+            UNANSWERED_JOB,
+            f"{UNANSWERED_JOB}:{request.id}",
+            now + UNANSWERED_AFTER_MS,
+            {"request_id": request.id},
+            now,
+        )
+        await Schedules(conn).add(
             FOLLOW_UP_JOB,
             f"{FOLLOW_UP_JOB}:{request.id}:0",
             now + FOLLOW_UP_AFTER_MS,
@@ -234,6 +246,53 @@ class SafetyService(Desk[DialogueTexts]):
             person.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
         )
         log.warning("no safety alert reached staff; the person was told")
+
+    async def on_unanswered(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """Some hours after the alert, no duty holder has written to the person: tell the
+        duty staff again (with "Write to them"), tell the admins (who can find someone),
+        and tell the person plainly that we are still trying, with the numbers again.
+        Nothing when someone wrote, when no alert reached anyone (the person was told
+        then), or when the person is gone."""
+        requests = SafeguardingRequests(conn)
+        request = await requests.get(int(job.payload["request_id"]))
+        if request is None or request.status != "alerted" or request.answered_at is not None:
+            return
+        person = await People(conn).get(request.pseudonym)
+        if person is None:
+            return
+        hours = str(UNANSWERED_AFTER_MS // 3_600_000)
+        duty = await self._to_duty_holders(conn, request, "staff_unanswered", now, hours=hours)
+        holders = set(await StaffRoles(conn).safeguarding_for(request.region or ""))
+        admins = 0
+        for pseudonym in await StaffRoles(conn).holders("admin", None):
+            admin = await People(conn).get(pseudonym)
+            if pseudonym in holders or admin is None or not admin.reachable:
+                continue  # a duty holder was told above, with the button
+            region = self._texts.common(admin.locale, REGION_NAMES.get(request.region or "", ""))
+            text = self._texts.text(
+                admin.locale,
+                "admin_unanswered",
+                ref=_reference(request),
+                region=region,
+                hours=hours,
+            )
+            await Outbox(conn).enqueue(
+                admin.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
+            )
+            admins += 1
+        if person.reachable:
+            text = self._texts.text(person.locale, "still_trying")
+            await Outbox(conn).enqueue(
+                person.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
+            )
+        await AuditLog(conn).record(
+            "system",
+            "safeguarding.unanswered",
+            _reference(request),
+            {"staff": str(duty), "admins": str(admins)},
+            now,
+        )
+        log.warning("a safety request had no answer from staff; raised again")
 
     async def on_staff_write(self, update_id: int, sender: Sender, token: str) -> None:
         """A duty holder tapped "Write to them" under an alert."""
@@ -287,6 +346,7 @@ class SafetyService(Desk[DialogueTexts]):
             await Outbox(conn).enqueue(
                 person.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
             )
+            await SafeguardingRequests(conn).mark_answered(request.id, now)
             await AuditLog(conn).record(
                 actor.pseudonym, "safeguarding.message_sent", _reference(request), {}, now
             )

@@ -20,13 +20,14 @@ class SafeguardingRequest:
     category: str
     status: str
     created_at: int
+    answered_at: int | None = None  # when the duty staff first wrote to the person
 
 
-_COLUMNS = "id, token, pseudonym, region, category, status, created_at"
+_COLUMNS = "id, token, pseudonym, region, category, status, created_at, answered_at"
 
 
 def _request(row: Row) -> SafeguardingRequest:
-    return SafeguardingRequest(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+    return SafeguardingRequest(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 class SafeguardingRequests:
@@ -58,6 +59,13 @@ class SafeguardingRequests:
         ) as cursor:
             row = await cursor.fetchone()
         return _request(row) if row else None
+
+    async def mark_answered(self, request_id: int, now: int) -> None:
+        """The duty staff wrote to the person (the first time counts)."""
+        await self._conn.execute(
+            "UPDATE safeguarding_requests SET answered_at = ? WHERE id = ? AND answered_at IS NULL",
+            (now, request_id),
+        )
 
     async def decide(self, request_id: int, status: str, now: int) -> bool:
         """Record the person's answer (or the outcome of alerting); only once, from 'asked'."""

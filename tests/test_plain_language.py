@@ -34,6 +34,7 @@ SAMPLES = {
     "support": "Travel costs, Childcare",
     "ticket": "KDF-3PX",
     "position": "2",
+    "hours": "4",
     "needs": "Travel costs",
     "need": "Interpreter",
     "count": "12",

@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bot.local_api import FakePerson, LocalBotApi
 from bot.runtime import Runtime
 from storage.clock import ManualClock
@@ -15,6 +17,7 @@ from storage.staff import StaffRoles
 from tests.harness import ADA, BRAN, Chat, Records, onboard, running_bot
 
 SAM = FakePerson(user_id=740000001, first_name="Sam", language_code="en")  # London duty
+MORGAN = FakePerson(user_id=740000002, first_name="Morgan", language_code="en")  # an admin
 RISK = "honestly some days I just want to end it all"
 
 
@@ -265,3 +268,58 @@ async def test_when_no_alert_reaches_anyone_the_person_is_told(
         assert "116 123" in ada.messages[-1].text
         assert records.query("SELECT status FROM safeguarding_requests") == [("no_one_reached",)]
         assert len(sam.messages) == 2  # only the /help answers from before
+
+
+@pytest.mark.parametrize("sam_writes", [False, True])
+async def test_a_request_no_one_answers_is_raised_again_and_the_person_told(
+    api: LocalBotApi, tmp_path: Path, sam_writes: bool
+) -> None:
+    """Ada was told "someone will write to you here". Four hours on, if no one has, Sam
+    (the duty) is asked again with the button, Morgan (an admin) is asked to find someone,
+    and Ada hears plainly that we are still trying, with the numbers. If Sam wrote, nothing
+    more happens."""
+    clock = ManualClock(datetime(2026, 11, 26, 22, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        morgan = Chat(api, MORGAN)
+        await morgan.say("/help")
+        await morgan.expect(2)
+        async with runtime.db.transaction() as conn:
+            who = runtime.service.pseudonym_of(MORGAN.user_id)
+            await StaffRoles(conn).grant(who, "admin", None, False, "cli", 0)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        assert "Someone will write to you here" in (await ada.tap("Yes, please")).text
+        alert = await sam.expect(3)
+        assert "SG-1" in alert.text
+        if sam_writes:
+            await sam.tap("Write to them")
+            await sam.say("Hello, this is Sam from probation.")
+            await said(ada, "Hello, this is Sam", had)
+        ada_had, sam_had, morgan_had = len(ada.messages), len(sam.messages), len(morgan.messages)
+
+        clock.advance(4 * 3_600 + 1)
+        await runtime.scheduler.run_due()
+        records = Records(runtime.settings)
+        raised = "SELECT COUNT(*) FROM audit_log WHERE action = 'safeguarding.unanswered'"
+        if sam_writes:
+            assert records.query(raised) == [(0,)]
+            await asyncio.sleep(0.3)  # nothing is on its way either
+            assert (len(ada.messages), len(sam.messages), len(morgan.messages)) == (
+                ada_had,
+                sam_had,
+                morgan_had,
+            )
+            return
+        assert records.query(raised) == [(1,)]
+        again = await sam.expect(sam_had + 1)
+        assert "SG-1" in again.text and "4 hours" in again.text
+        assert "Write to them" in str(again.reply_markup)
+        told = await morgan.expect(morgan_had + 1)
+        assert "SG-1 (London)" in told.text and "write to them today" in told.text
+        still = await ada.expect(ada_had + 1)
+        assert "no one from probation has written to you yet" in still.text
+        assert "999" in still.text and "116 123" in still.text
