@@ -331,7 +331,12 @@ class DigestService(Desk[DialogueTexts]):
 
     async def prepare_report(self, job: Job, now: int) -> tuple[bytes, str] | None:
         """The chart and the HTML report of one region's released digest, drawn outside
-        any transaction (it takes a second or two), with the week's quotes read afresh."""
+        any transaction (it takes a second or two), with the week's quotes read afresh.
+        Quotes only for the region's managers and admins: staff asking with /digest get the
+        figures. People were told their probation officer never sees their answers, and
+        the newest of last week's words could be placed by the officer who supervises
+        them (staff read quotable answers only through /review, with its delay and its
+        k writers)."""
         region, week = str(job.payload["region"]), str(job.payload["week"])
         async with self._db.read() as conn:
             stored = await DigestStore(conn).get(region, week)
@@ -339,7 +344,12 @@ class DigestService(Desk[DialogueTexts]):
             if digest is None:
                 return None
             previous = await chart_history(conn, region, week)
-            quotes = await read_quotes(conn, digest, self._zone, self._decrypt)
+            asked_by = job.payload.get("asked_by")
+            access = await access_of(conn, str(asked_by)) if asked_by else None
+            managed = (
+                access is None or access.is_admin or bool(region and access.is_manager_in(region))
+            )
+            quotes = await read_quotes(conn, digest, self._zone, self._decrypt) if managed else None
         name = region_name(region)
         return await asyncio.to_thread(report_files, digest, previous, name, quotes)
 

@@ -6,22 +6,28 @@ Everyone here is invented."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.answer_keeper import AnswerKeeper
 from bot.digest import build_digests, to_csv, to_markdown
 from bot.digest_quotes import QUOTES_PER_THEME, read_quotes
 from bot.digest_report import render_html
-from bot.secrets_file import generate_secrets_file
+from bot.local_api import FakePerson, LocalBotApi
+from bot.secrets_file import generate_secrets_file, load_secrets
 from bot.settings import PROJECT_ROOT
 from bot.themes import load_taxonomy
 from storage.answers import Answers
 from storage.checkins import Checkins
+from storage.clock import ManualClock
 from storage.database import Database
 from storage.digest_data import NATIONAL, DigestFigures, week_bounds
 from storage.erasure import erase_person
 from storage.people import ConsentLedger, People
+from storage.staff import StaffRoles
 from tests.digest_synthetic import HOUR, ZONE
+from tests.harness import Chat, running_bot
 
 K, WEEK = 5, "2026-W47"
 THEMES = [(t.id, t.label) for t in load_taxonomy(PROJECT_ROOT / "dialogues" / "themes.yaml").themes]
@@ -103,3 +109,51 @@ async def test_quotes_come_only_from_consent_and_only_under_published_themes(
     assert render_html(london, None, "London", quotes).count("<blockquote>") == 6
     # Without quotes, nothing anyone wrote is in the digest.
     assert "Housing is hard" not in to_markdown(london) + to_csv(london)
+
+
+MIA = FakePerson(user_id=760000011, first_name="Mia")  # manager, London
+SAM = FakePerson(user_id=760000012, first_name="Sam")  # staff, London
+
+
+def reports(api: LocalBotApi, person: FakePerson) -> list[bytes]:
+    """The HTML reports the bot sent the person."""
+    return [m.content or b"" for m in api.messages(person.chat_id) if m.kind == "document"]
+
+
+async def test_staff_asking_get_the_figures_and_managers_the_quotes(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """People are told their probation officer never sees their answers: a staff member
+    sending /digest gets the region's figures without quotes (the newest of last week's
+    words could be placed by whoever supervises the writer); the region's manager gets
+    them with the quotes."""
+    clock = ManualClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))  # Wednesday of W48
+    start = week_bounds(WEEK, ZONE)[0]
+    for person in (MIA, SAM):
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock, DIGEST_K="5") as runtime:
+        keeper = AnswerKeeper(load_secrets(runtime.settings.secrets_path, production=False), None)
+        async with runtime.db.transaction() as conn:
+            people, ledger = People(conn), ConsentLedger(conn)
+            for n in range(8):  # eight people raise housing, all let their words be quoted
+                pseudonym, t = f"p-{n:04d}", start + (n + 1) * HOUR
+                await people.touch(pseudonym, 30_000_000 + n, "en", t)
+                await people.set_region(pseudonym, "london", t)
+                await ledger.record(pseudonym, "feedback", True, "v1", t)
+                await ledger.record(pseudonym, "quotes", True, "v1", t)
+                text = f"Housing is hard, {WORDS[n]}."
+                answer = await keeper.keep(conn, pseudonym, "updates", "more", text, "en", t)
+                assert answer is not None
+                await Checkins(conn).tag_answer(answer, ["housing"], "staff")
+            for person, role in ((MIA, "manager"), (SAM, "staff")):
+                who = runtime.service.pseudonym_of(person.user_id)
+                await people.touch(who, person.chat_id, "en", clock.now_ms())
+                await StaffRoles(conn).grant(who, role, "london", False, "cli", 0)
+        for person in (SAM, MIA):
+            await Chat(api, person).say("/digest")
+            async with asyncio.timeout(20):
+                while not reports(api, person):  # noqa: ASYNC110 - the server's records
+                    await asyncio.sleep(0.05)
+    staff_report, manager_report = reports(api, SAM)[0], reports(api, MIA)[0]
+    assert b"Housing is hard" not in staff_report and b"<html" in staff_report.lower()
+    assert manager_report.count(b"Housing is hard") == QUOTES_PER_THEME
