@@ -239,9 +239,12 @@ class Engine:
         button = state.button(target[2])
         assert button is not None  # tokens are only made for existing buttons
         if button.id == EXPLAIN_BUTTON_ID:
-            out.effects.append(
-                replace(self._question(place, out.session), text=state.explain or state.say)
-            )
+            # The explanation first, then the question again with its buttons: someone who
+            # did not understand answers the question, not a statement under the buttons.
+            question = self._question(place, out.session)
+            if state.explain:
+                question = replace(question, lead=state.explain)
+            out.effects.append(question)
             return
         stepper = _Stepper(place.state)
         self._machines[place.dialogue].events[f"press_{button.id}"].trigger(stepper)

@@ -217,7 +217,8 @@ async def test_the_check_in_in_welsh(api: LocalBotApi, tmp_path: Path) -> None:
         first = await ceri.tap(cy("Start"))
         assert first.text == cy("When you talk to probation, do they listen to you?")
         simpler = await ceri.tap(cy("I don't understand"))
-        assert simpler.text == cy("Do you get to say what you think? Do they hear it?")
+        explained = cy("This asks if you get to say what you think, and if they really hear it.")
+        assert simpler.text == explained + "\n\n" + first.text  # the question again below
         await ceri.tap(cy("Always"))
         await ceri.tap(cy("Skip this one"))
         await ceri.tap(cy("Sometimes"))

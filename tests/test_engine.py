@@ -110,7 +110,9 @@ def test_i_dont_understand_explains_and_stays(engine: Engine) -> None:
         [
             *START,
             ("tap:OK, go on", "Can we keep your answers"),
-            ("tap:I don't understand", "we save what you tell us"),
+            # The explanation, then the question again (with its buttons): not a
+            # statement left above the buttons.
+            ("tap:I don't understand", "We do not save your name. | Can we keep your answers"),
             ("tap:Yes", "Can we invite you"),
         ],
     )
