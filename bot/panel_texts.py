@@ -52,6 +52,22 @@ class PanelTexts(DialogueTexts):
         names = [self.text(locale, f"need_{n}") for n in SUPPORT_NEEDS if n in set(needs)]
         return ", ".join(names) or self.text(locale, "no_help_offered")
 
+    def ticket_line(
+        self, ticket: str, needs: Iterable[str], offered: Iterable[str], locale: str
+    ) -> str:
+        """A line of the organiser's ticket list: the code, and the help that person asked
+        for (help the panel does not offer marked, so the organiser can arrange it: the
+        person was told "we will ask")."""
+        wanted, on_offer = set(needs), set(offered)
+        names = []
+        for need in SUPPORT_NEEDS:
+            if need in wanted:
+                label = self.text(locale, f"need_{need}")
+                if need not in on_offer:
+                    label = self.text(locale, "ticket_need_not_offered", need=label)
+                names.append(label)
+        return f"{ticket}: {', '.join(names)}" if names else ticket
+
     def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
         """A staff member's panel form values as they read them (for the preview)."""
         shown = dict(values)

@@ -459,9 +459,13 @@ class PanelService(Desk[PanelTexts]):
             if acting is None:
                 return
             conn, now, actor = acting
-            tickets = await Panels(conn).tickets(panel.id)
+            tickets = await Panels(conn).tickets_with_needs(panel.id)
             await audit_panel(conn, actor, "panel.tickets_viewed", panel, now)
             if tickets:
+                lines = [
+                    self._texts.ticket_line(ticket, needs, panel.support_offered, actor.locale)
+                    for ticket, needs in tickets
+                ]
                 await self._tell(
                     conn,
                     actor,
@@ -469,7 +473,7 @@ class PanelService(Desk[PanelTexts]):
                     now,
                     title=panel.title,
                     count=self._texts.number(len(tickets), actor.locale),
-                    tickets="\n".join(tickets),
+                    tickets="\n".join(lines),
                 )
             else:
                 await self._tell(conn, actor, "no_tickets", now, title=panel.title)

@@ -124,7 +124,9 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert "You have a place" in held.text
         ticket_a = held.text.split("Your ticket is ")[1][:7]
         assert len(ticket_a) == 7 and ticket_a[3] == "-"
-        assert "You have a place" in (await bilal.tap("Yes, I can come")).text
+        bilal_place = await bilal.tap("Yes, I can come")
+        assert "You have a place" in bilal_place.text
+        ticket_b = bilal_place.text.split("Your ticket is ")[1][:7]
         assert "number 1 on the waiting list" in (await dev.tap("Yes, I can come")).text
         clock.advance(60)
         assert "number 2 on the waiting list" in (await ellis.tap("Yes, I can come")).text
@@ -155,6 +157,11 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert "Travel costs 1" in summary.text and "Interpreter 1" in summary.text
         tickets = await staff.tap("Tickets")
         assert "places taken: 2." in tickets.text and ticket_a not in tickets.text
+        # By ticket, the help each asked for: what the organiser arranges for the day.
+        lines = tickets.text.splitlines()
+        assert f"{ticket_b}: Travel costs, Interpreter (not on offer: please sort it)" in lines
+        ticket_d = freed.text.split("Your ticket is ")[1][:7]
+        assert ticket_d in lines  # Dev asked for nothing
 
         # Bilal sends /stop: his place goes to Ellis, the next in the queue, and his
         # support needs are forgotten.
