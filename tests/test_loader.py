@@ -180,3 +180,22 @@ def test_check_catches_a_translation_whose_placeholders_differ(tmp_path: Path) -
     )
     assert result.returncode == 2
     assert "placeholders ['dewis'] differ from the source ['choice']" in result.stdout
+
+
+# The dialogues people on licence go through (staff ones are not held to this). The brief:
+# "I don't understand" always possible. A language choice is shown in both languages.
+PEOPLE_S_DIALOGUES = ("onboarding", "feedback", "privacy", "my_data", "area")
+EXPLAINED_BY_BOTH_LANGUAGES = {("onboarding", "language")}
+
+
+def test_every_question_people_answer_with_buttons_can_be_explained() -> None:
+    missing = []
+    for name in PEOPLE_S_DIALOGUES:
+        path = PROJECT_ROOT / "dialogues" / f"{name}.yaml"
+        dialogue = parse_dialogue(path.read_text("utf-8"), path.name)
+        for state_name, state in dialogue.states.items():
+            if (name, state_name) in EXPLAINED_BY_BOTH_LANGUAGES:
+                continue
+            if state.buttons and not state.explain:
+                missing.append(f"{name}.{state_name}")
+    assert missing == [], "add an explain: to each"
