@@ -99,6 +99,10 @@ class UpdateService(Desk[DialogueTexts]):
         if not (await access_of(conn, actor.pseudonym)).is_staff_in(region):
             await self._tell(conn, actor, "update_not_your_area", now)
             return
+        if region == "wales" and not values.get("text_cy", "").strip():
+            # Welsh is a legal expectation in Wales (the brief): both languages, or none.
+            await self._tell(conn, actor, "update_needs_welsh", now)
+            return
         updates = Updates(conn)
         update = await updates.publish(
             region, kind, themes, text_en, values.get("text_cy"), actor.pseudonym, now

@@ -204,3 +204,33 @@ async def test_an_update_that_cannot_go_says_why(api: LocalBotApi, tmp_path: Pat
         assert records.query("SELECT COUNT(*) FROM updates") == [(0,)]
         for person in (ADA, EIRA):
             assert api.messages(person.chat_id) == []
+
+
+async def test_an_update_for_wales_goes_in_both_languages(api: LocalBotApi, tmp_path: Path) -> None:
+    """Welsh is a legal expectation in Wales: an update for Wales with the Welsh skipped
+    is not sent (and says why); written in both, it goes."""
+    async with running_bot(api, tmp_path) as runtime:
+        await seed(api, runtime)
+        async with runtime.db.transaction() as conn:
+            who = runtime.service.pseudonym_of(ORLA.user_id)
+            await StaffRoles(conn).grant(who, "staff", "wales", False, "cli", 0)
+        orla = Chat(api, ORLA)
+        records = Records(runtime.settings)
+        for welsh in (None, "Mae'r tîm tai yma bob dydd Mercher."):
+            await orla.say("/yousaid")
+            await orla.tap("Housing")
+            await orla.tap("Done")
+            await orla.tap("Yes, go on")
+            await orla.tap("Wales")
+            await orla.tap("We changed this")
+            asked = await orla.say("The housing team now comes every Wednesday.")
+            assert "An update for Wales must be in Welsh too" in asked.text
+            await (orla.tap("Skip") if welsh is None else orla.say(welsh))
+            answer = await orla.tap("Send it")
+            if welsh is None:
+                assert "Nothing was sent" in answer.text and "also be in Welsh" in answer.text
+                assert records.query("SELECT COUNT(*) FROM updates") == [(0,)]
+            else:
+                assert "People it is going to: 1." in answer.text
+        assert records.query("SELECT region, text_cy IS NOT NULL FROM updates") == [("wales", 1)]
+        assert "every Wednesday" in (await Chat(api, DAI).expect(1)).text
