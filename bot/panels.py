@@ -461,9 +461,15 @@ class PanelService(Desk[PanelTexts]):
             conn, now, actor = acting
             tickets = await Panels(conn).tickets_with_needs(panel.id)
             await audit_panel(conn, actor, "panel.tickets_viewed", panel, now)
+            # The help asked for (step-free access, an interpreter: it can say a lot about
+            # someone's life) goes to whoever arranges the day: the organiser, and the
+            # region's managers and admins; other staff see the codes.
+            arranges = actor.pseudonym == panel.organiser or access.is_manager_in(panel.region)
             if tickets:
                 lines = [
-                    self._texts.ticket_line(ticket, needs, panel.support_offered, actor.locale)
+                    self._texts.ticket_line(
+                        ticket, needs if arranges else (), panel.support_offered, actor.locale
+                    )
                     for ticket, needs in tickets
                 ]
                 await self._tell(

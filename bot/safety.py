@@ -43,9 +43,12 @@ FOLLOW_UP_AFTER_MS = 60_000
 _FOLLOW_UPS = 10  # look again for up to ten minutes while alerts wait in the queue
 # The person was told "someone will write to you here". If no duty holder has written this
 # long after the alert, the request is raised again: with the duty staff, with the admins
-# (who can find someone), and the person hears that we are still trying, with the numbers.
+# (who can find someone), and the person hears that we are still trying, with the numbers;
+# a day after the alert, once more with the staff and admins only (someone given the duty
+# since then gets the request and its button then).
 UNANSWERED_JOB = "safety_unanswered"
-UNANSWERED_AFTER_MS = 4 * 3_600_000
+_RAISE_AFTER_MS = (4 * 3_600_000, 24 * 3_600_000)
+UNANSWERED_AFTER_MS = _RAISE_AFTER_MS[0]
 # A shared phone number is passed on for the person's latest alerted request this recent.
 _CONTACT_WINDOW_MS = 7 * 86_400_000
 
@@ -198,7 +201,7 @@ class SafetyService(Desk[DialogueTexts]):
             UNANSWERED_JOB,
             f"{UNANSWERED_JOB}:{request.id}",
             now + UNANSWERED_AFTER_MS,
-            {"request_id": request.id},
+            {"request_id": request.id, "attempt": 0},
             now,
         )
         await Schedules(conn).add(
@@ -248,40 +251,37 @@ class SafetyService(Desk[DialogueTexts]):
         log.warning("no safety alert reached staff; the person was told")
 
     async def on_unanswered(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
-        """Some hours after the alert, no duty holder has written to the person: tell the
-        duty staff again (with "Write to them"), tell the admins (who can find someone),
-        and tell the person plainly that we are still trying, with the numbers again.
-        Nothing when someone wrote, when no alert reached anyone (the person was told
-        then), or when the person is gone."""
+        """Hours after the alert, no duty holder has written to the person (about this
+        request or a later one): ask the duty staff again (with "Write to them"), ask the
+        admins to find someone, and, the first time, tell the person plainly that we are
+        still trying, with the numbers again (or, if there was nobody to ask, that we could
+        not reach anyone). Not the person when they shared a phone number (staff may have
+        phoned). Nothing when someone wrote, when no alert reached anyone (the person was
+        told then), or when the person is gone or blocked the bot and left no number."""
         requests = SafeguardingRequests(conn)
         request = await requests.get(int(job.payload["request_id"]))
-        if request is None or request.status != "alerted" or request.answered_at is not None:
+        attempt = int(job.payload.get("attempt", 0))
+        if request is None or request.status != "alerted":
+            return
+        if await requests.answered_since(request.pseudonym, request.created_at):
             return
         person = await People(conn).get(request.pseudonym)
-        if person is None:
+        if person is None or (not person.reachable and request.number_shared_at is None):
             return
-        hours = str(UNANSWERED_AFTER_MS // 3_600_000)
+        hours = str(max(1, (now - request.created_at) // 3_600_000))
         duty = await self._to_duty_holders(conn, request, "staff_unanswered", now, hours=hours)
-        holders = set(await StaffRoles(conn).safeguarding_for(request.region or ""))
-        admins = 0
-        for pseudonym in await StaffRoles(conn).holders("admin", None):
-            admin = await People(conn).get(pseudonym)
-            if pseudonym in holders or admin is None or not admin.reachable:
-                continue  # a duty holder was told above, with the button
-            region = self._texts.common(admin.locale, REGION_NAMES.get(request.region or "", ""))
-            text = self._texts.text(
-                admin.locale,
-                "admin_unanswered",
-                ref=_reference(request),
-                region=region,
-                hours=hours,
+        admins = await self._to_admins(conn, request, duty, hours, now)
+        if attempt + 1 < len(_RAISE_AFTER_MS):
+            await Schedules(conn).add(
+                UNANSWERED_JOB,
+                f"{UNANSWERED_JOB}:{request.id}:{attempt + 1}",
+                request.created_at + _RAISE_AFTER_MS[attempt + 1],
+                {"request_id": request.id, "attempt": attempt + 1},
+                now,
             )
-            await Outbox(conn).enqueue(
-                admin.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
-            )
-            admins += 1
-        if person.reachable:
-            text = self._texts.text(person.locale, "still_trying")
+        if attempt == 0 and person.reachable and request.number_shared_at is None:
+            key = "still_trying" if duty + admins else "contact_not_reached"
+            text = self._texts.text(person.locale, key)
             await Outbox(conn).enqueue(
                 person.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
             )
@@ -289,10 +289,37 @@ class SafetyService(Desk[DialogueTexts]):
             "system",
             "safeguarding.unanswered",
             _reference(request),
-            {"staff": str(duty), "admins": str(admins)},
+            {"staff": str(duty), "admins": str(admins), "attempt": str(attempt)},
             now,
         )
         log.warning("a safety request had no answer from staff; raised again")
+
+    async def _to_admins(
+        self,
+        conn: aiosqlite.Connection,
+        request: SafeguardingRequest,
+        duty: int,
+        hours: str,
+        now: int,
+    ) -> int:
+        """Every reachable admin (those with the duty were told with the button already):
+        find someone to write, or, when nobody holds the duty (`duty` 0), give it."""
+        holders = set(await StaffRoles(conn).safeguarding_for(request.region or ""))
+        key = "admin_unanswered" if duty else "admin_unanswered_no_duty"
+        told = 0
+        for pseudonym in await StaffRoles(conn).holders("admin", None):
+            admin = await People(conn).get(pseudonym)
+            if pseudonym in holders or admin is None or not admin.reachable:
+                continue
+            region = self._texts.common(admin.locale, REGION_NAMES.get(request.region or "", ""))
+            text = self._texts.text(
+                admin.locale, key, ref=_reference(request), region=region, hours=hours
+            )
+            await Outbox(conn).enqueue(
+                admin.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
+            )
+            told += 1
+        return told
 
     async def on_staff_write(self, update_id: int, sender: Sender, token: str) -> None:
         """A duty holder tapped "Write to them" under an alert."""
@@ -382,6 +409,7 @@ class SafetyService(Desk[DialogueTexts]):
             if not await self._to_duty_holders(conn, request, "staff_number", now, phone=phone):
                 await self._tell(conn, actor, "contact_not_reached", now)
                 return
+            await SafeguardingRequests(conn).mark_number_shared(request.id, now)
             done = {
                 "text": self._texts.text(actor.locale, "number_passed_on"),
                 "remove_keyboard": True,

@@ -21,13 +21,18 @@ class SafeguardingRequest:
     status: str
     created_at: int
     answered_at: int | None = None  # when the duty staff first wrote to the person
+    number_shared_at: int | None = None  # when the person passed staff a phone number
 
 
-_COLUMNS = "id, token, pseudonym, region, category, status, created_at, answered_at"
+_COLUMNS = (
+    "id, token, pseudonym, region, category, status, created_at, answered_at, number_shared_at"
+)
 
 
 def _request(row: Row) -> SafeguardingRequest:
-    return SafeguardingRequest(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+    return SafeguardingRequest(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
+    )
 
 
 class SafeguardingRequests:
@@ -66,6 +71,23 @@ class SafeguardingRequests:
             "UPDATE safeguarding_requests SET answered_at = ? WHERE id = ? AND answered_at IS NULL",
             (now, request_id),
         )
+
+    async def mark_number_shared(self, request_id: int, now: int) -> None:
+        """The person passed the duty staff a phone number (the first time counts)."""
+        await self._conn.execute(
+            "UPDATE safeguarding_requests SET number_shared_at = ? "
+            "WHERE id = ? AND number_shared_at IS NULL",
+            (now, request_id),
+        )
+
+    async def answered_since(self, pseudonym: str, since: int) -> bool:
+        """Whether the duty staff wrote to the person, on any of their requests, since
+        `since`: someone written to about a later request has been written to."""
+        async with self._conn.execute(
+            "SELECT 1 FROM safeguarding_requests WHERE pseudonym = ? AND answered_at >= ? LIMIT 1",
+            (pseudonym, since),
+        ) as cursor:
+            return await cursor.fetchone() is not None
 
     async def decide(self, request_id: int, status: str, now: int) -> bool:
         """Record the person's answer (or the outcome of alerting); only once, from 'asked'."""

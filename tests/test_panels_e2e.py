@@ -39,6 +39,7 @@ CARYS = FakePerson(user_id=710000013, first_name="Carys", language_code="cy")
 DEV = FakePerson(user_id=710000014, first_name="Dev", language_code="en")
 ELLIS = FakePerson(user_id=710000015, first_name="Ellis", language_code="en")
 COHORT = [AMARA, BILAL, CARYS, DEV, ELLIS]
+LEE = FakePerson(user_id=710000003, first_name="Lee", language_code="en")  # London staff
 
 
 async def set_up_people(api: LocalBotApi, runtime: Runtime) -> None:
@@ -162,6 +163,17 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert f"{ticket_b}: Travel costs, Interpreter (not on offer: please sort it)" in lines
         ticket_d = freed.text.split("Your ticket is ")[1][:7]
         assert ticket_d in lines  # Dev asked for nothing
+        # Other staff of the area see the codes, not the help (it says a lot about a life).
+        api.add_chat(LEE)
+        async with runtime.db.transaction() as conn:
+            lee_is = runtime.service.pseudonym_of(LEE.user_id)
+            await People(conn).touch(lee_is, LEE.chat_id, "en", clock.now_ms())
+            await StaffRoles(conn).grant(lee_is, "staff", "london", False, "cli", 0)
+        lee = Chat(api, LEE)
+        await lee.say("/panels")
+        seen_by_lee = (await lee.tap("Tickets")).text.splitlines()
+        assert ticket_b in seen_by_lee and ticket_d in seen_by_lee
+        assert "Travel costs" not in " ".join(seen_by_lee)
 
         # Bilal sends /stop: his place goes to Ellis, the next in the queue, and his
         # support needs are forgotten.

@@ -323,3 +323,72 @@ async def test_a_request_no_one_answers_is_raised_again_and_the_person_told(
         still = await ada.expect(ada_had + 1)
         assert "no one from probation has written to you yet" in still.text
         assert "999" in still.text and "116 123" in still.text
+
+
+@pytest.mark.parametrize(
+    "case", ["a later request answered", "nobody to ask", "no duty, an admin", "number shared"]
+)
+async def test_what_the_person_is_told_four_hours_on_is_true(
+    api: LocalBotApi, tmp_path: Path, case: str
+) -> None:
+    """Four hours after Ada's alert, what she is told must be so: nothing, when Sam wrote to
+    her about a later request; "could not reach anyone" (not "we have asked them again")
+    when nobody holds the duty any more and there is no admin; nothing when she shared
+    her number (Sam may have phoned), though Sam is asked again."""
+    clock = ManualClock(datetime(2026, 11, 26, 22, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        await ada.tap("Yes, please")
+        await sam.expect(3)
+        if case == "a later request answered":
+            clock.advance(3_600)
+            before = len(ada.messages)
+            await ada.say("i want to end it all")
+            await ada.expect(before + 2)
+            await ada.tap("Yes, please")
+            await sam.expect(4)  # SG-2's alert
+            await sam.tap("Write to them")  # under the newest alert: SG-2
+            await sam.say("Hello, this is Sam from probation.")
+            await said(ada, "Hello, this is Sam", before)
+        elif case in ("nobody to ask", "no duty, an admin"):
+            async with runtime.db.transaction() as conn:
+                who = runtime.service.pseudonym_of(SAM.user_id)
+                await StaffRoles(conn).revoke_safeguarding(who, "london")
+            if case == "no duty, an admin":
+                morgan = Chat(api, MORGAN)
+                await morgan.say("/help")
+                await morgan.expect(2)
+                async with runtime.db.transaction() as conn:
+                    who = runtime.service.pseudonym_of(MORGAN.user_id)
+                    await StaffRoles(conn).grant(who, "admin", None, False, "cli", 0)
+        else:
+            before = len(ada.messages)
+            api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))
+            await said(ada, "passed your number", before)
+            await sam.expect(4)
+        ada_had, sam_had = len(ada.messages), len(sam.messages)
+
+        clock.set(datetime(2026, 11, 27, 2, 0, 1, tzinfo=UTC))  # four hours after SG-1
+        await runtime.scheduler.run_due()
+        records = Records(runtime.settings)
+        raised = "SELECT details FROM audit_log WHERE action = 'safeguarding.unanswered'"
+        if case == "a later request answered":
+            assert records.query(raised) == []
+        elif case == "nobody to ask":
+            told = await ada.expect(ada_had + 1)
+            assert "could not reach anyone" in told.text and "asked them again" not in told.text
+            assert len(sam.messages) == sam_had
+        elif case == "no duty, an admin":
+            asked = await morgan.expect(3)
+            assert "No one in London has the safety duty" in asked.text
+            assert "asked them again" in (await ada.expect(ada_had + 1)).text
+        else:
+            again = await sam.expect(sam_had + 1)
+            assert "SG-1" in again.text and "Write to them" in str(again.reply_markup)
+            await asyncio.sleep(0.3)
+            assert len(ada.messages) == ada_had
