@@ -85,6 +85,27 @@ async def invite_the_cohort(api: LocalBotApi) -> Chat:
     return staff
 
 
+async def each_invited(api: LocalBotApi) -> dict[int, Chat]:
+    """Everyone in the cohort's chat (by user id), once each has their invitation."""
+    chats = {p.user_id: Chat(api, p) for p in COHORT}
+    for chat in chats.values():
+        await chat.expect(1)
+    return chats
+
+
+# Invitations whose message id is kept (migration 0024): sent, and correctable.
+KEPT = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
+
+
+async def invite_and_keep(api: LocalBotApi, runtime: Runtime) -> tuple[Chat, Records]:
+    """The organiser invites the cohort; returns once every invitation went out and its
+    message id is kept (the organiser's chat, and the records)."""
+    staff = await invite_the_cohort(api)
+    records = Records(runtime.settings)
+    await eventually(lambda: records.query(KEPT) == [(len(COHORT),)])
+    return staff, records
+
+
 async def tap_and_wait_edit(chat: Chat, label: str) -> SentMessage:
     """Tap a button whose answer edits the same message; return it once edited."""
     message, data = chat.find_button(label)
@@ -193,9 +214,7 @@ async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
         staff = await invite_the_cohort(api)
-        chats = {p.user_id: Chat(api, p) for p in COHORT}
-        for chat in chats.values():
-            await chat.expect(1)
+        chats = await each_invited(api)
         amara, bilal, carys, dev = (chats[p.user_id] for p in (AMARA, BILAL, CARYS, DEV))
         await amara.tap("Yes, I can come")
         await bilal.tap("Maybe")
@@ -246,14 +265,9 @@ async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        staff = await invite_the_cohort(api)
-        chats = {p.user_id: Chat(api, p) for p in COHORT}
-        for chat in chats.values():
-            await chat.expect(1)
+        staff, records = await invite_and_keep(api, runtime)
+        chats = await each_invited(api)
         amara, bilal, carys, dev, ellis = (chats[p.user_id] for p in COHORT)
-        records = Records(runtime.settings)
-        kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
-        await eventually(lambda: records.query(kept) == [(len(COHORT),)])
         clock.advance(60)  # the invitations went out a minute before the move
         await amara.tap("Yes, I can come")
         await bilal.say("/stop")
@@ -306,10 +320,9 @@ async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_
         assert not bilal.messages[0].edited
         parts = "SELECT status, COUNT(*) FROM schedules WHERE kind = 'panel_correct' GROUP BY 1"
         assert records.query(parts) == [("done", 4)]  # two parts for each change
-        over = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
         async with runtime.db.transaction() as conn:  # the day after: the ids are let go
             assert await Panels(conn).mark_over(1, clock.now_ms()) == 0
-        assert records.query(over) == [(0,)]
+        assert records.query(KEPT) == [(0,)]
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -337,10 +350,7 @@ async def test_a_correction_part_still_to_run_does_nothing_once_the_panel_change
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         held = hold_jobs(runtime, CORRECT_JOB)  # later parts wait for the test
         await set_up_people(api, runtime)
-        staff = await invite_the_cohort(api)
-        records = Records(runtime.settings)
-        kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
-        await eventually(lambda: records.query(kept) == [(len(COHORT),)])
+        staff, records = await invite_and_keep(api, runtime)
 
         clock.advance(60)  # the invitations went out a minute before the move
         await change_the_panel(staff, "move")
@@ -381,10 +391,7 @@ async def test_corrections_still_queued_stop_for_a_no_and_for_a_later_change(
         amara = Chat(api, AMARA)
         await amara.say("/privacy")
         await amara.tap("Invite me to panels")  # she is about to say no
-        staff = await invite_the_cohort(api)
-        records = Records(runtime.settings)
-        kept = "SELECT COUNT(*) FROM panel_invitations WHERE message_id IS NOT NULL"
-        await eventually(lambda: records.query(kept) == [(len(COHORT),)])
+        staff, records = await invite_and_keep(api, runtime)
         clock.advance(60)
         for person in COHORT:
             api.fail_next("editMessageText", 500, retry_after=None, chat_id=person.chat_id)

@@ -31,6 +31,17 @@ async def give_sam_the_duty(runtime: Runtime, api: LocalBotApi) -> Chat:
     return sam
 
 
+async def make_morgan_an_admin(runtime: Runtime, api: LocalBotApi) -> Chat:
+    """Morgan has talked to the bot (so it can write to Morgan) and is made an admin."""
+    morgan = Chat(api, MORGAN)
+    await morgan.say("/help")
+    await morgan.expect(2)
+    async with runtime.db.transaction() as conn:
+        who = runtime.service.pseudonym_of(MORGAN.user_id)
+        await StaffRoles(conn).grant(who, "admin", None, False, "cli", 0)
+    return morgan
+
+
 async def said(chat: Chat, words: str, since: int) -> None:
     """Wait until one of the bot's messages after the first `since` contains `words`."""
     async with asyncio.timeout(10):
@@ -281,12 +292,7 @@ async def test_a_request_no_one_answers_is_raised_again_and_the_person_told(
     clock = ManualClock(datetime(2026, 11, 26, 22, 0, tzinfo=UTC))
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         sam = await give_sam_the_duty(runtime, api)
-        morgan = Chat(api, MORGAN)
-        await morgan.say("/help")
-        await morgan.expect(2)
-        async with runtime.db.transaction() as conn:
-            who = runtime.service.pseudonym_of(MORGAN.user_id)
-            await StaffRoles(conn).grant(who, "admin", None, False, "cli", 0)
+        morgan = await make_morgan_an_admin(runtime, api)
         ada = Chat(api, ADA)
         await onboard(ada)
         had = len(ada.messages)
@@ -360,12 +366,7 @@ async def test_what_the_person_is_told_four_hours_on_is_true(
                 who = runtime.service.pseudonym_of(SAM.user_id)
                 await StaffRoles(conn).revoke_safeguarding(who, "london")
             if case == "no duty, an admin":
-                morgan = Chat(api, MORGAN)
-                await morgan.say("/help")
-                await morgan.expect(2)
-                async with runtime.db.transaction() as conn:
-                    who = runtime.service.pseudonym_of(MORGAN.user_id)
-                    await StaffRoles(conn).grant(who, "admin", None, False, "cli", 0)
+                morgan = await make_morgan_an_admin(runtime, api)
         else:
             before = len(ada.messages)
             api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot import updates as updates_module
-from bot.local_api import FakePerson, LocalBotApi
+from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
 from bot.updates import DELIVER_JOB
 from storage.answers import Answers
@@ -55,17 +55,26 @@ async def seed(api: LocalBotApi, runtime: Runtime) -> None:
         await StaffRoles(conn).grant(pseudonym(ORLA.user_id), "staff", "london", False, "cli", 0)
 
 
-async def publish_housing(orla: Chat, going_to: str) -> None:
-    """Orla publishes the housing update for London through the /yousaid dialogue."""
+async def write_housing_update(
+    orla: Chat, area: str, english: str, welsh: str | None = None
+) -> SentMessage:
+    """Orla writes a housing update for `area` through /yousaid (the Welsh skipped when
+    None) and taps Send it; returns the answer."""
     await orla.say("/yousaid")
     await orla.tap("Housing")
     await orla.tap("Done")
     await orla.tap("Yes, go on")
-    await orla.tap("London")
+    await orla.tap(area)
     await orla.tap("We changed this")
-    await orla.say("From January the housing team is in the probation office every Tuesday.")
-    await orla.tap("Skip")
-    assert going_to in (await orla.tap("Send it")).text
+    await orla.say(english)
+    await (orla.tap("Skip") if welsh is None else orla.say(welsh))
+    return await orla.tap("Send it")
+
+
+async def publish_housing(orla: Chat, going_to: str) -> None:
+    """Orla publishes the housing update for London through the /yousaid dialogue."""
+    english = "From January the housing team is in the probation office every Tuesday."
+    assert going_to in (await write_housing_update(orla, "London", english)).text
 
 
 async def test_an_update_reaches_exactly_those_who_raised_the_theme(
@@ -217,16 +226,12 @@ async def test_an_update_for_wales_goes_in_both_languages(api: LocalBotApi, tmp_
         orla = Chat(api, ORLA)
         records = Records(runtime.settings)
         for welsh in (None, "Mae'r tîm tai yma bob dydd Mercher."):
-            await orla.say("/yousaid")
-            await orla.tap("Housing")
-            await orla.tap("Done")
-            await orla.tap("Yes, go on")
-            await orla.tap("Wales")
-            await orla.tap("We changed this")
-            asked = await orla.say("The housing team now comes every Wednesday.")
-            assert "An update for Wales must be in Welsh too" in asked.text
-            await (orla.tap("Skip") if welsh is None else orla.say(welsh))
-            answer = await orla.tap("Send it")
+            english = "The housing team now comes every Wednesday."
+            answer = await write_housing_update(orla, "Wales", english, welsh)
+            asked = [
+                m.text or "" for m in orla.messages if "in Welsh, or tap Skip" in (m.text or "")
+            ]
+            assert "An update for Wales must be in Welsh too" in asked[-1]
             if welsh is None:
                 assert "Nothing was sent" in answer.text and "also be in Welsh" in answer.text
                 assert records.query("SELECT COUNT(*) FROM updates") == [(0,)]
