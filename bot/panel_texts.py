@@ -14,6 +14,7 @@ from bot.datetimes import format_moment
 from bot.desk import DialogueTexts
 from bot.enrolment import REGION_NAMES
 from bot.rendering import Catalogs
+from state_machines.definition import EXPLAIN_BUTTON_LABEL
 from state_machines.engine import Engine
 from storage.panels import Invitation, Panel, PanelSummary
 
@@ -94,13 +95,26 @@ class PanelTexts(DialogueTexts):
         return {"text": self.text(locale, key), "callback_data": data}
 
     def _answer_buttons(self, token: str, locale: str) -> list[list[dict[str, str]]]:
+        explain = {
+            "text": self.common(locale, EXPLAIN_BUTTON_LABEL),
+            "callback_data": f"{RSVP_PREFIX}{token}:e",
+        }
         return [
             [
                 self._button(locale, "answer_yes", f"{RSVP_PREFIX}{token}:y"),
                 self._button(locale, "answer_maybe", f"{RSVP_PREFIX}{token}:m"),
                 self._button(locale, "answer_no", f"{RSVP_PREFIX}{token}:n"),
-            ]
+            ],
+            [explain],
         ]
+
+    def invitation_explained(self, token: str, locale: str) -> Payload:
+        """What a panel is and what each answer does, then "Can you come?" again, with
+        the answer buttons (the brief: "I don't understand" always possible)."""
+        return {
+            "text": self.text(locale, "invitation_explained"),
+            "buttons": self._answer_buttons(token, locale),
+        }
 
     def invitation(self, panel: Panel, token: str, locale: str) -> Payload:
         return self.invitation_with(self.invitation_text(panel, locale), token, locale)

@@ -48,7 +48,7 @@ class RsvpService(Desk[PanelTexts]):
         self, update_id: int, sender: Sender, token: str, action: str, message_id: int | None
     ) -> None:
         """A person tapped a button on an invitation or an answer: Yes, Maybe, No, Cancel
-        my place, a support need, Done, or Reply."""
+        my place, a support need, Done, Reply, or "I don't understand"."""
         if action == "r":
             await self._begin_reply(update_id, sender, token)
             return
@@ -72,6 +72,9 @@ class RsvpService(Desk[PanelTexts]):
                 await self._answered(conn, actor, panel, outcome, now)
             elif action.startswith("s:"):
                 await self._toggle_need(conn, actor, panel, invitation, action[2:], message_id, now)
+            elif action == "e":
+                payload = self._texts.invitation_explained(token, actor.locale)
+                await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
             elif action == "d":
                 key = "support_saved" if invitation.support_needs else "support_none_saved"
                 needs = self._texts.needs(invitation.support_needs, actor.locale)

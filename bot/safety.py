@@ -22,7 +22,7 @@ from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
 from bot.safeguarding import RiskPhrases
-from state_machines.definition import REGION_SLUGS
+from state_machines.definition import EXPLAIN_BUTTON_LABEL, REGION_SLUGS
 from state_machines.engine import Engine
 from state_machines.events import Begin, Started
 from state_machines.session import Session
@@ -83,16 +83,27 @@ class SafetyService(Desk[DialogueTexts]):
         outbox = Outbox(conn)
         signpost = {"text": self._texts.text(actor.locale, "signpost")}
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", signpost, now)
-        question = {
-            "text": self._texts.text(actor.locale, "contact_question"),
-            "buttons": [
-                [self._button(actor.locale, "contact_yes", f"{ANSWER_PREFIX}{token}:y")],
-                [self._button(actor.locale, "contact_no", f"{ANSWER_PREFIX}{token}:n")],
-            ],
-        }
+        question = self._contact_question(actor.locale, token)
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
         log.info("a person was signposted")  # not who: this log outlives an erasure
         return True
+
+    def _contact_question(self, locale: str, token: str, lead: str = "") -> dict[str, Any]:
+        """ "Would you like someone from probation to get in touch?", with Yes, No and "I
+        don't understand" (after `lead`, the explanation, when that was tapped)."""
+        text = self._texts.text(locale, "contact_question")
+        explain = {
+            "text": self._texts.common(locale, EXPLAIN_BUTTON_LABEL),
+            "callback_data": f"{ANSWER_PREFIX}{token}:e",
+        }
+        return {
+            "text": f"{lead}\n\n{text}" if lead else text,
+            "buttons": [
+                [self._button(locale, "contact_yes", f"{ANSWER_PREFIX}{token}:y")],
+                [self._button(locale, "contact_no", f"{ANSWER_PREFIX}{token}:n")],
+                [explain],
+            ],
+        }
 
     async def on_answer(self, update_id: int, sender: Sender, token: str, action: str) -> None:
         """The person answered the contact question (or tapped Reply on a message)."""
@@ -112,6 +123,13 @@ class SafetyService(Desk[DialogueTexts]):
             area = action[1:] if action.startswith("a") else None
             if request.status != "asked":
                 await self._tell(conn, actor, "already_answered", now)
+            elif action == "e":  # what saying yes or no does, then the question again
+                lead = self._texts.text(actor.locale, "contact_explained")
+                question = self._contact_question(actor.locale, token, lead)
+                await Outbox(conn).enqueue(
+                    actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now
+                )
+                return
             elif action == "y" or area is not None:
                 request = await self._with_area(conn, request, area)
                 if request.region is None:

@@ -141,6 +141,9 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert "Rhagfyr" in welsh and "You are invited" not in welsh  # her language
 
         amara, bilal, dev, ellis = (chats[p.user_id] for p in (AMARA, BILAL, DEV, ELLIS))
+        explained = await amara.tap("I don't understand")  # what a panel is; then ask again
+        assert "A panel is a meeting" in explained.text and explained.text.endswith("come?")
+        assert "Yes, I can come" in str(explained.reply_markup)
         held = await amara.tap("Yes, I can come")
         clock.advance(60)  # people answer one after another: the queue keeps that order
         assert "You have a place" in held.text

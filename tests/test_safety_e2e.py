@@ -393,3 +393,22 @@ async def test_what_the_person_is_told_four_hours_on_is_true(
             assert "SG-1" in again.text and "Write to them" in str(again.reply_markup)
             await asyncio.sleep(0.3)
             assert len(ada.messages) == ada_had
+
+
+async def test_i_dont_understand_on_the_contact_question(api: LocalBotApi, tmp_path: Path) -> None:
+    """The contact question can be explained (what yes and no do), and is asked again with
+    its buttons; the answer given after it counts once."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        explained = await ada.tap("I don't understand")
+        assert "If you say no, we tell no one." in explained.text
+        assert explained.text.endswith("We will only tell them if you say yes.")
+        assert "Yes, please" in str(explained.reply_markup)
+        assert "told the probation team" in (await ada.tap("Yes, please")).text
+        assert "SG-1" in (await sam.expect(3)).text
+        assert "already have your answer" in (await ada.tap("No, thank you")).text
