@@ -329,12 +329,12 @@ async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-async def change_the_panel(staff: Chat, change: str) -> None:
-    """The organiser moves the panel (to 10 December) or calls it off, through /panels."""
+async def change_the_panel(staff: Chat, change: str, to: str = "10/12/2026 18:30") -> None:
+    """The organiser moves the panel (`to`) or calls it off, through /panels."""
     await staff.say("/panels")
     if change == "move":
         await staff.tap("Change the date")
-        await staff.say("10/12/2026 18:30")
+        await staff.say(to)
         await staff.tap("Yes, move it")
     else:
         await staff.tap("Cancel the panel")
@@ -360,13 +360,7 @@ async def test_a_correction_part_still_to_run_does_nothing_once_the_panel_change
         clock.advance(61)
         runtime.scheduler.wake()
         await eventually(lambda: len(held) == 1)
-        if second == "move":  # moved again, to another date
-            await staff.say("/panels")
-            await staff.tap("Change the date")
-            await staff.say("17/12/2026 18:30")
-            await staff.tap("Yes, move it")
-        else:
-            await change_the_panel(staff, "cancel")
+        await change_the_panel(staff, second, to="17/12/2026 18:30")  # moved again, or off
         clock.advance(61)
         runtime.scheduler.wake()
         await eventually(lambda: len(held) == 2)
@@ -410,13 +404,7 @@ async def test_corrections_still_queued_stop_for_a_no_and_for_a_later_change(
         message, data = amara.find_button("No")
         api.press_button(AMARA, message.message_id, data)
         await eventually(lambda: records.query(waiting) == [(len(COHORT) - 1,)])
-        if second == "move":
-            await staff.say("/panels")
-            await staff.tap("Change the date")
-            await staff.say("17/12/2026 18:30")
-            await staff.tap("Yes, move it")
-        else:
-            await change_the_panel(staff, "cancel")
+        await change_the_panel(staff, second, to="17/12/2026 18:30")
         assert records.query(waiting) == [(0,)]
         clock.advance(61)
         await runtime.scheduler.run_due()

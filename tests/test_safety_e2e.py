@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.local_api import FakePerson, LocalBotApi
+from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
 from storage.clock import ManualClock
 from storage.staff import StaffRoles
@@ -40,6 +40,16 @@ async def make_morgan_an_admin(runtime: Runtime, api: LocalBotApi) -> Chat:
         who = runtime.service.pseudonym_of(MORGAN.user_id)
         await StaffRoles(conn).grant(who, "admin", None, False, "cli", 0)
     return morgan
+
+
+async def ada_asks_for_contact(ada: Chat) -> tuple[int, SentMessage]:
+    """Ada signs up, writes a risk message and says yes to contact: (how many messages she
+    had before the risk message, the answer to her yes)."""
+    await onboard(ada)
+    had = len(ada.messages)
+    await ada.say("i want to kill myself")
+    await ada.expect(had + 2)
+    return had, await ada.tap("Yes, please")
 
 
 async def said(chat: Chat, words: str, since: int) -> None:
@@ -294,11 +304,8 @@ async def test_a_request_no_one_answers_is_raised_again_and_the_person_told(
         sam = await give_sam_the_duty(runtime, api)
         morgan = await make_morgan_an_admin(runtime, api)
         ada = Chat(api, ADA)
-        await onboard(ada)
-        had = len(ada.messages)
-        await ada.say("i want to kill myself")
-        await ada.expect(had + 2)
-        assert "Someone will write to you here" in (await ada.tap("Yes, please")).text
+        had, sent = await ada_asks_for_contact(ada)
+        assert "Someone will write to you here" in sent.text
         alert = await sam.expect(3)
         assert "SG-1" in alert.text
         if sam_writes:
@@ -345,11 +352,7 @@ async def test_what_the_person_is_told_four_hours_on_is_true(
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         sam = await give_sam_the_duty(runtime, api)
         ada = Chat(api, ADA)
-        await onboard(ada)
-        had = len(ada.messages)
-        await ada.say("i want to kill myself")
-        await ada.expect(had + 2)
-        await ada.tap("Yes, please")
+        await ada_asks_for_contact(ada)
         await sam.expect(3)
         if case == "a later request answered":
             clock.advance(3_600)
