@@ -24,6 +24,7 @@ from state_machines.definition import REGION_SLUGS
 from storage.clock import to_datetime
 from storage.database import Database
 from storage.enrolment import EnrolmentCodes, Redemption
+from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ async def create_batch(
             await repository.add(
                 enrolment_code_hash(secrets, code), region, batch, expires_at, now_ms
             )
+        details = {"region": region, "codes": str(count), "expires_at": str(expires_at)}
+        await AuditLog(conn).record("cli", "enrolment.created", f"batch:{batch}", details, now_ms)
     _write_private(csv_path, csv_text.encode("utf-8"))
     _write_private(pdf_path, pdf_bytes)
     log.info("created enrolment batch %s: %d codes for %s", batch, count, region)

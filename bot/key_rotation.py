@@ -28,7 +28,9 @@ from cryptography.fernet import InvalidToken
 
 from bot.payload_seal import SEALED
 from bot.secrets_file import Secrets, load_secrets, replace_secrets_file
+from storage.clock import SystemClock
 from storage.database import Database
+from storage.staff import AuditLog
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ async def rotate_text_key(
                 + ", ".join(report.unreadable[:20])
             )
             return report
+        async with db.transaction() as conn:  # an admin's action like any other: audited
+            details = {name: str(count) for name, count in report.reencrypted.items()}
+            await AuditLog(conn).record(
+                "cli", "keys.rotated", "text_key", details, SystemClock().now_ms()
+            )
         # Emptied before the old key goes: the WAL may still hold pages with old ciphertext.
         await db.checkpoint()
     finally:

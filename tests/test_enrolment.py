@@ -29,6 +29,7 @@ from bot.settings import Settings, SettingsError, load_settings
 from state_machines.definition import REGION_SLUGS
 from storage.database import Database
 from storage.enrolment import EnrolmentCodes
+from storage.staff import AuditLog
 
 NOW = 1_790_000_000_000
 DAY = 86_400_000
@@ -171,6 +172,11 @@ async def test_poster_holds_exactly_the_codes_of_the_csv(db: Database, tmp_path:
 
 async def test_csv_content_and_no_plain_code_in_the_database(db: Database, tmp_path: Path) -> None:
     result = await create_batch(db, SECRETS, "london", 5, 90, BOT, tmp_path / "out", NOW)
+    async with db.read() as conn:  # audited, without a code
+        entries = await AuditLog(conn).entries()
+    assert [(e.actor, e.action, e.details["codes"]) for e in entries] == [
+        ("cli", "enrolment.created", "5")
+    ]
     rows = read_csv(result.csv_path)
     assert list(rows[0]) == ["code", "link", "region", "expires"]
     for row in rows:

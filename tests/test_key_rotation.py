@@ -248,6 +248,10 @@ async def test_messages_waiting_to_be_sent_survive_a_rotation(tmp_path: Path) ->
 
     report = await rotate_text_key(database, secrets_path, say=lambda _: None)
     assert report.finished and report.reencrypted["outbox.payload"] == 1
+    with sqlite3.connect(database) as conn:  # an admin's action, audited like any other
+        audited = conn.execute("SELECT actor, action, details FROM audit_log").fetchall()
+    assert [(a, b) for a, b, _ in audited] == [("cli", "keys.rotated")]
+    assert json.loads(audited[0][2])["outbox.payload"] == "1"
     final = load_secrets(str(secrets_path), production=False)
     with pytest.raises(InvalidToken):
         final.decrypt_text(json.loads(stored[0])["sealed"].encode())  # the old seal is dead
