@@ -459,7 +459,7 @@ class PanelService(Desk[PanelTexts]):
             if acting is None:
                 return
             conn, now, actor = acting
-            tickets = await Panels(conn).tickets_with_needs(panel.id)
+            tickets = await Panels(conn).tickets(panel.id)
             await audit_panel(conn, actor, "panel.tickets_viewed", panel, now)
             # The help asked for (step-free access, an interpreter: it can say a lot about
             # someone's life) goes to whoever arranges the day: the organiser, and the

@@ -48,7 +48,6 @@ _FOLLOW_UPS = 10  # look again for up to ten minutes while alerts wait in the qu
 # since then gets the request and its button then).
 UNANSWERED_JOB = "safety_unanswered"
 _RAISE_AFTER_MS = (4 * 3_600_000, 24 * 3_600_000)
-UNANSWERED_AFTER_MS = _RAISE_AFTER_MS[0]
 # A shared phone number is passed on for the person's latest alerted request this recent.
 _CONTACT_WINDOW_MS = 7 * 86_400_000
 
@@ -218,7 +217,7 @@ class SafetyService(Desk[DialogueTexts]):
         await Schedules(conn).add(
             UNANSWERED_JOB,
             f"{UNANSWERED_JOB}:{request.id}",
-            now + UNANSWERED_AFTER_MS,
+            now + _RAISE_AFTER_MS[0],
             {"request_id": request.id, "attempt": 0},
             now,
         )

@@ -63,7 +63,7 @@ def fold(text: str) -> str:
 
 
 class StopWords:
-    """The entries, normalised, and the polite words that may come before or after one."""
+    """The entries, folded, and the polite words that may come before or after one."""
 
     def __init__(self, entries: Iterable[str], polite: Iterable[str]) -> None:
         self._entries = frozenset(fold(e) for e in entries) - {""}

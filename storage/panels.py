@@ -457,19 +457,10 @@ class Panels:
             rows = await cursor.fetchall()
         return [_invitation(row) for row in rows]
 
-    async def tickets(self, panel_id: int) -> list[str]:
-        """The door codes of everyone holding a place, sorted (the list at the door)."""
-        async with self._conn.execute(
-            "SELECT ticket FROM panel_invitations WHERE panel_id = ? AND answer = 'yes' "
-            "ORDER BY ticket",
-            (panel_id,),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        return [str(r[0]) for r in rows]
-
-    async def tickets_with_needs(self, panel_id: int) -> list[tuple[str, tuple[str, ...]]]:
+    async def tickets(self, panel_id: int) -> list[tuple[str, tuple[str, ...]]]:
         """(door code, the help they asked for) of everyone holding a place, sorted by
-        code: what the organiser arranges for the day, by ticket, never by name."""
+        code: the list at the door, and what the organiser arranges for the day, by
+        ticket, never by name."""
         async with self._conn.execute(
             "SELECT ticket, support_needs FROM panel_invitations "
             "WHERE panel_id = ? AND answer = 'yes' ORDER BY ticket",

@@ -106,6 +106,15 @@ async def invite_and_keep(api: LocalBotApi, runtime: Runtime) -> tuple[Chat, Rec
     return staff, records
 
 
+async def amara_about_to_say_no(api: LocalBotApi) -> Chat:
+    """Amara opens /privacy and taps "Invite me to panels": the No that withdraws the
+    consent is one tap away, for the test to press when it has set the scene."""
+    amara = Chat(api, AMARA)
+    await amara.say("/privacy")
+    await amara.tap("Invite me to panels")
+    return amara
+
+
 async def tap_and_wait_edit(chat: Chat, label: str) -> SentMessage:
     """Tap a button whose answer edits the same message; return it once edited."""
     message, data = chat.find_button(label)
@@ -385,9 +394,7 @@ async def test_corrections_still_queued_stop_for_a_no_and_for_a_later_change(
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        amara = Chat(api, AMARA)
-        await amara.say("/privacy")
-        await amara.tap("Invite me to panels")  # she is about to say no
+        amara = await amara_about_to_say_no(api)
         staff, records = await invite_and_keep(api, runtime)
         clock.advance(60)
         for person in COHORT:
@@ -618,9 +625,7 @@ async def test_saying_no_to_panel_invitations_cancels_an_invitation_still_queued
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        amara = Chat(api, AMARA)
-        await amara.say("/privacy")
-        await amara.tap("Invite me to panels")  # she is about to say no
+        amara = await amara_about_to_say_no(api)
         shown_to_amara = len(amara.messages)
         await invite_with_every_invitation_waiting(api, runtime)
         records = Records(runtime.settings)
