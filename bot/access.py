@@ -17,6 +17,7 @@ from bot.secrets_file import Secrets
 from bot.settings import BOT_USERNAME_SHAPE
 from state_machines.definition import REGION_SLUGS
 from storage.database import Database
+from storage.queues import Schedules
 from storage.staff import ROLES, AuditLog, InviteRedemption, RoleGrant, StaffInvites, StaffRoles
 
 # Lower-case letters and digits without 0/o, 1/l/i: readable aloud and when copied by hand.
@@ -26,6 +27,10 @@ INVITE_PREFIX = "s"  # tells a staff invite apart from other /start payloads
 _INVITE_LENGTH = 15
 _INVITE_CODE = re.compile(f"^{INVITE_PREFIX}[{INVITE_ALPHABET}]{{{_INVITE_LENGTH}}}$")
 MAX_INVITE_HOURS = 24 * 30
+# Someone given the safeguarding duty is sent, at once, every recent request for contact in
+# the region that no one has written to (bot/safety.py runs the job): otherwise a request
+# made while nobody held the duty would wait for a re-raise, or for ever.
+DUTY_HANDOVER_JOB = "safety_handover"
 
 
 @dataclass(frozen=True)
@@ -144,9 +149,11 @@ async def redeem_invite_in(
     grant = redemption.grant
     if grant is None:
         return redemption
-    await StaffRoles(conn).grant(
+    changed = await StaffRoles(conn).grant(
         pseudonym, grant.role, grant.region, grant.safeguarding, grant.granted_by, now
     )
+    if changed and grant.safeguarding and grant.region is not None:
+        await hand_over_waiting_requests(conn, pseudonym, grant.region, now)
     await AuditLog(conn).record(
         pseudonym,
         "invite.redeemed",
@@ -155,6 +162,19 @@ async def redeem_invite_in(
         now,
     )
     return redemption
+
+
+async def hand_over_waiting_requests(
+    conn: aiosqlite.Connection, pseudonym: str, region: str, now: int
+) -> None:
+    """Schedule the new duty holder's handover (see DUTY_HANDOVER_JOB), due now."""
+    await Schedules(conn).add(
+        DUTY_HANDOVER_JOB,
+        f"{DUTY_HANDOVER_JOB}:{pseudonym}:{region}:{now}",
+        now,
+        {"holder": pseudonym, "region": region},
+        now,
+    )
 
 
 def _check_invite(expires_hours: int, bot_username: str) -> str:
@@ -209,6 +229,8 @@ async def grant_role(
     check_grant(role, region, safeguarding)
     async with db.transaction() as conn:
         changed = await StaffRoles(conn).grant(pseudonym, role, region, safeguarding, actor, now)
+        if changed and safeguarding and region is not None:
+            await hand_over_waiting_requests(conn, pseudonym, region, now)
         details = grant_details(role, region, safeguarding)
         details["result"] = "granted" if changed else "already held"
         await AuditLog(conn).record(actor, "role.granted", pseudonym, details, now)

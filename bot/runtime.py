@@ -16,6 +16,7 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 from bot import error_reporting
+from bot.access import DUTY_HANDOVER_JOB
 from bot.answer_keeper import AnswerKeeper
 from bot.broadcasts import PROGRESS_JOB, BroadcastService
 from bot.checkins import EXPIRE_JOB, NUDGE_JOB, ROUND_JOB, ROUNDS_CHECK_JOB, CheckinService
@@ -212,6 +213,7 @@ async def build_runtime(
     scheduler.register(DIGEST_CHECK_JOB, digests.on_check)  # hourly; first at start()
     scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
     scheduler.register(SAFETY_UNANSWERED, safety.on_unanswered)
+    scheduler.register(DUTY_HANDOVER_JOB, safety.on_handover)
     scheduler.register(ROUND_JOB, checkins.on_round, quick=True)  # each a part of a round
     scheduler.register(NUDGE_JOB, checkins.on_nudge)
     scheduler.register(EXPIRE_JOB, checkins.on_expire)

@@ -193,7 +193,7 @@ class SafetyService(Desk[DialogueTexts]):
         if not holders:
             await requests.decide(request.id, "no_one_reached", now)
             await self._tell(conn, actor, "contact_not_reached", now)
-            log.warning("a safety request found no reachable staff with the duty")
+            await self._no_one_reached(conn, request, now)
             return
         for holder in holders:
             params = {
@@ -265,7 +265,26 @@ class SafetyService(Desk[DialogueTexts]):
         await Outbox(conn).enqueue(
             person.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
         )
-        log.warning("no safety alert reached staff; the person was told")
+        await self._no_one_reached(conn, request, now)
+
+    async def _no_one_reached(
+        self, conn: aiosqlite.Connection, request: SafeguardingRequest, now: int
+    ) -> None:
+        """No duty holder could be told of a yes: the admins are asked to give someone the
+        duty, who is then sent the request (`on_handover`). With no admin to ask either,
+        it is an error for the operators."""
+        admins = await self._to_admins(conn, request, "admin_no_one_reached", now)
+        await AuditLog(conn).record(
+            "system",
+            "safeguarding.no_one_reached",
+            _reference(request),
+            {"admins": str(admins)},
+            now,
+        )
+        if admins:
+            log.warning("a safety request reached no duty holder; the admins were asked")
+        else:
+            log.error("a safety request reached no duty holder and there is no admin to ask")
 
     async def on_unanswered(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """Hours after the alert, no duty holder has written to the person (about this
@@ -287,7 +306,8 @@ class SafetyService(Desk[DialogueTexts]):
             return
         hours = str(max(1, (now - request.created_at) // 3_600_000))
         duty = await self._to_duty_holders(conn, request, "staff_unanswered", now, hours=hours)
-        admins = await self._to_admins(conn, request, duty, hours, now)
+        admin_key = "admin_unanswered" if duty else "admin_unanswered_no_duty"
+        admins = await self._to_admins(conn, request, admin_key, now, hours=hours)
         if attempt + 1 < len(_RAISE_AFTER_MS):
             await Schedules(conn).add(
                 UNANSWERED_JOB,
@@ -315,14 +335,13 @@ class SafetyService(Desk[DialogueTexts]):
         self,
         conn: aiosqlite.Connection,
         request: SafeguardingRequest,
-        duty: int,
-        hours: str,
+        key: str,
         now: int,
+        **params: str,
     ) -> int:
-        """Every reachable admin (those with the duty were told with the button already):
-        find someone to write, or, when nobody holds the duty (`duty` 0), give it."""
+        """Tell every reachable admin (but those with the duty, told with the button
+        already) to find someone to write, or to give someone the duty; returns how many."""
         holders = set(await StaffRoles(conn).safeguarding_for(request.region or ""))
-        key = "admin_unanswered" if duty else "admin_unanswered_no_duty"
         told = 0
         for pseudonym in await StaffRoles(conn).holders("admin", None):
             admin = await People(conn).get(pseudonym)
@@ -330,13 +349,57 @@ class SafetyService(Desk[DialogueTexts]):
                 continue
             region = self._texts.common(admin.locale, REGION_NAMES.get(request.region or "", ""))
             text = self._texts.text(
-                admin.locale, key, ref=_reference(request), region=region, hours=hours
+                admin.locale, key, ref=_reference(request), region=region, **params
             )
             await Outbox(conn).enqueue(
                 admin.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
             )
             told += 1
         return told
+
+    async def on_handover(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """Someone was just given the duty for a region: send them, with "Write to them",
+        each recent request there that no one has written to (its person still here and
+        reachable, or with a number shared). A request no alert reached counts as alerted
+        from now, so a number shared reaches the new holder and it is raised once more if
+        they do not write."""
+        holder_pseudonym, region = str(job.payload["holder"]), str(job.payload["region"])
+        if holder_pseudonym not in await StaffRoles(conn).safeguarding_for(region):
+            return  # the duty was taken away again before this ran
+        holder = await People(conn).get(holder_pseudonym)
+        if holder is None or not holder.reachable:
+            return
+        requests = SafeguardingRequests(conn)
+        for request in await requests.waiting_in(region, now - _CONTACT_WINDOW_MS):
+            person = await People(conn).get(request.pseudonym)
+            if person is None or (not person.reachable and request.number_shared_at is None):
+                continue
+            params = {
+                "ref": _reference(request),
+                "region": self._texts.common(holder.locale, REGION_NAMES.get(region, "")),
+            }
+            payload = {
+                "text": self._texts.text(holder.locale, "staff_handover", **params),
+                "buttons": [
+                    [self._button(holder.locale, "write_to_them", f"{STAFF_PREFIX}{request.token}")]
+                ],
+            }
+            outbox_id = await Outbox(conn).enqueue(
+                holder.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
+            )
+            if await requests.reopen(request.id, now):
+                await requests.mark_alert(outbox_id, request.id)
+                last = len(_RAISE_AFTER_MS) - 1  # staff and admins only: the person was told
+                await Schedules(conn).add(
+                    UNANSWERED_JOB,
+                    f"{UNANSWERED_JOB}:{request.id}:handover",
+                    now + _RAISE_AFTER_MS[0],
+                    {"request_id": request.id, "attempt": last},
+                    now,
+                )
+            await AuditLog(conn).record(
+                "system", "safeguarding.handed_over", _reference(request), {}, now
+            )
 
     async def on_staff_write(self, update_id: int, sender: Sender, token: str) -> None:
         """A duty holder tapped "Write to them" under an alert."""

@@ -35,8 +35,11 @@ async def redeem_start_payload(
         if redemption.grant is not None:
             region = redemption.grant.region
             where = REGION_NAMES.get(region, region) if region else "every region"
+            accepted = (
+                "invite_accepted_with_duty" if redemption.grant.safeguarding else "invite_accepted"
+            )
             return StartOutcome(
-                reply="invite_accepted", params={"role": redemption.grant.role, "region": where}
+                reply=accepted, params={"role": redemption.grant.role, "region": where}
             )
         if redemption.status in ("used", "expired"):
             return StartOutcome(reply=f"invite_{redemption.status}")

@@ -140,6 +140,31 @@ class SafeguardingRequests:
             row = await cursor.fetchone()
         return _request(row) if row else None
 
+    async def waiting_in(self, region: str, since: int) -> list[SafeguardingRequest]:
+        """Requests for contact in the region since `since` that no duty holder has written
+        to yet (about them or a later request of the person's): the latest per person,
+        whether its alert reached someone ('alerted') or no one ('no_one_reached')."""
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM safeguarding_requests AS r WHERE region = ? "
+            "AND status IN ('alerted', 'no_one_reached') AND created_at >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM safeguarding_requests AS later "
+            "WHERE later.pseudonym = r.pseudonym AND later.answered_at >= r.created_at) "
+            "ORDER BY id",
+            (region, since),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        latest = {request.pseudonym: request for request in map(_request, rows)}
+        return sorted(latest.values(), key=lambda request: request.id)
+
+    async def reopen(self, request_id: int, now: int) -> bool:
+        """A request no alert reached has reached someone given the duty since."""
+        cursor = await self._conn.execute(
+            "UPDATE safeguarding_requests SET status = 'alerted', decided_at = ? "
+            "WHERE id = ? AND status = 'no_one_reached'",
+            (now, request_id),
+        )
+        return cursor.rowcount > 0
+
     async def erase_person(self, pseudonym: str) -> int:
         cursor = await self._conn.execute(
             "DELETE FROM safeguarding_requests WHERE pseudonym = ?", (pseudonym,)

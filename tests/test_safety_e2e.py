@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.access import create_invite, grant_role
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
 from storage.clock import ManualClock
@@ -18,6 +19,7 @@ from tests.harness import ADA, BRAN, Chat, Records, onboard, running_bot
 
 SAM = FakePerson(user_id=740000001, first_name="Sam", language_code="en")  # London duty
 MORGAN = FakePerson(user_id=740000002, first_name="Morgan", language_code="en")  # an admin
+RHYS = FakePerson(user_id=740000003, first_name="Rhys", language_code="en")  # given a duty later
 RISK = "honestly some days I just want to end it all"
 
 
@@ -415,3 +417,87 @@ async def test_i_dont_understand_on_the_contact_question(api: LocalBotApi, tmp_p
         assert "told the probation team" in (await ada.tap("Yes, please")).text
         assert "SG-1" in (await sam.expect(3)).text
         assert "already have your answer" in (await ada.tap("No, thank you")).text
+
+
+async def test_a_yes_no_one_could_be_told_of_reaches_whoever_is_given_the_duty(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Nobody holds the duty in Wales when Bran says yes to contact: he hears plainly that
+    no one could be reached, and Morgan (an admin) is asked at once to give someone the
+    duty. Rhys takes it with an invite link and is sent Bran's request straight away, with
+    the button that lets him write to Bran."""
+    async with running_bot(api, tmp_path) as runtime:
+        morgan = await make_morgan_an_admin(runtime, api)
+        bran = Chat(api, BRAN)
+        await onboard(bran, region="Wales")
+        before = len(bran.messages)
+        await bran.say("I'm not safe at home")
+        await bran.expect(before + 2)
+        assert "could not reach anyone" in (await bran.tap("Yes, please")).text
+        asked = await morgan.expect(3)
+        assert "SG-1 (Wales)" in asked.text
+        assert "could not reach anyone with the safety duty in Wales" in asked.text
+        records = Records(runtime.settings)
+        assert records.query("SELECT status FROM safeguarding_requests") == [("no_one_reached",)]
+
+        link = await create_invite(
+            runtime.db,
+            records.secrets,
+            "staff",
+            "wales",
+            True,
+            24,
+            "yousaid_test_bot",
+            runtime.clock.now_ms(),
+            "cli",
+        )
+        rhys = Chat(api, RHYS)
+        welcome = await rhys.say(f"/start {link.rsplit('=', 1)[1]}")
+        assert "staff for Wales, with the safety duty" in welcome.text
+        await runtime.scheduler.run_due()
+        await said(rhys, "You now have the safety duty for Wales", 0)
+        handed = next(m for m in rhys.messages if "safety duty for Wales" in (m.text or ""))
+        assert "SG-1" in handed.text and "Write to them" in str(handed.reply_markup)
+        assert records.query("SELECT status FROM safeguarding_requests") == [("alerted",)]
+
+        bran_had = len(bran.messages)
+        await rhys.tap("Write to them")
+        await rhys.say("Hello Bran, this is Rhys from probation.")
+        await said(bran, "this is Rhys from probation", bran_had)
+        actions = [a for (a,) in records.query("SELECT action FROM audit_log ORDER BY id")]
+        assert actions.index("safeguarding.no_one_reached") < actions.index(
+            "safeguarding.handed_over"
+        )
+        assert "safeguarding.message_sent" in actions
+
+
+async def test_a_new_duty_holder_gets_only_the_requests_no_one_has_written_to(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam (London) wrote to Ada but not yet to Bran. Rhys, given the London duty from the
+    command line, is sent Bran's request and not Ada's; given it again, nothing more."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada, bran = Chat(api, ADA), Chat(api, BRAN)
+        had, _ = await ada_asks_for_contact(ada)
+        await sam.expect(3)
+        await sam.tap("Write to them")
+        await sam.say("Hello, this is Sam from probation.")
+        await said(ada, "Hello, this is Sam", had)
+        await ada_asks_for_contact(bran)  # Bran is in London too
+        assert "SG-2" in (await sam.expect(5)).text  # 4: "Sent", 5: Bran's alert
+        rhys = Chat(api, RHYS)
+        await rhys.say("/help")
+        await rhys.expect(2)
+        who = runtime.service.pseudonym_of(RHYS.user_id)
+        for _ in range(2):
+            now = runtime.clock.now_ms()
+            await grant_role(runtime.db, who, "staff", "london", True, "cli", now)
+            await runtime.scheduler.run_due()
+        handed = await rhys.expect(3)
+        assert "SG-2" in handed.text and "SG-1" not in handed.text
+        await asyncio.sleep(0.3)  # nothing else on its way
+        assert len(rhys.messages) == 3
+        records = Records(runtime.settings)
+        handovers = "SELECT target FROM audit_log WHERE action = 'safeguarding.handed_over'"
+        assert records.query(handovers) == [("SG-2",)]
