@@ -244,7 +244,9 @@ class UpdateService(Desk[DialogueTexts]):
             await self._tell(conn, actor, "reaction_thanks", now)
 
     async def on_list(self, update_id: int, sender: Sender) -> None:
-        """/updates: the latest updates of the person's region (with the updates consent)."""
+        """/updates: the latest updates of the person's region. Asking is not being sent
+        them, so it needs no consent; without "Tell me what changed" the list says that new
+        ones will not be sent and how to change it."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
         async with self._handling(update_id) as handling:
             if handling is None:
@@ -253,14 +255,17 @@ class UpdateService(Desk[DialogueTexts]):
             person = await People(conn).get(pseudonym)
             locale = person.locale if person else self._conversations.default_locale
             actor = Actor(pseudonym, sender.chat_id, locale)
-            if person is None or not (await ConsentLedger(conn).current(pseudonym)).get("updates"):
-                await self._tell(conn, actor, "updates_need_consent", now)
+            if person is None or person.region is None:
+                await self._tell(conn, actor, "updates_need_area", now)
                 return
-            latest = await Updates(conn).latest(person.region or "", _LISTED)
+            latest = await Updates(conn).latest(person.region, _LISTED)
             if not latest:
                 await self._tell(conn, actor, "no_updates", now)
                 return
-            await self._tell(conn, actor, "updates_list", now)
+            sent_to_them = (await ConsentLedger(conn).current(pseudonym)).get("updates", False)
+            await self._tell(
+                conn, actor, "updates_list" if sent_to_them else "updates_list_not_sent", now
+            )
             for update in latest:
                 payload = self._message(update, locale, None)
                 await Outbox(conn).enqueue(sender.chat_id, PRIORITY_REPLY, "message", payload, now)

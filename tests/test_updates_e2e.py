@@ -124,7 +124,11 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         listed = await bea.say("/updates")
         assert "latest updates" in listed.text
         assert "every Tuesday" in (await bea.expect(2)).text
-        assert "said no to hearing" in (await Chat(api, CAL).say("/updates")).text
+        # Cal said no to being sent updates; asking to see them is not being sent them.
+        cal = Chat(api, CAL)
+        listed = await cal.say("/updates")
+        assert "we will not send you new ones" in listed.text
+        assert "every Tuesday" in (await cal.expect(2)).text
 
 
 async def test_an_update_for_many_goes_in_parts_each_person_once(
