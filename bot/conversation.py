@@ -98,6 +98,9 @@ WithdrawalHandler = Callable[
 # Checks a person's free text before the dialogue sees it; True when it was handled (e.g. a
 # risk phrase was signposted) and must not be taken as an answer.
 TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
+# What to make of a text written when no question is open (e.g. a reply to a message from
+# probation, typed instead of tapping Reply); None: "nothing to answer right now".
+LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[Event | None]]
 # Shows a dialogue's remembered values as a person reads them (dates, places...).
 ValueFormatter = Callable[[Mapping[str, str], str], Mapping[str, str]]
 
@@ -140,6 +143,7 @@ class ConversationService:
         self._value_formatters: list[ValueFormatter] = []
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
+        self._loose_text: LooseTextHandler | None = None
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
     def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
@@ -157,6 +161,10 @@ class ConversationService:
     def set_text_guard(self, guard: TextGuard) -> None:
         """Every free text goes through `guard` first (safeguarding)."""
         self._text_guard = guard
+
+    def set_loose_text_handler(self, handler: LooseTextHandler) -> None:
+        """A text written with no question open goes to `handler` before the dialogue."""
+        self._loose_text = handler
 
     def on_withdrawal(self, handler: WithdrawalHandler) -> None:
         """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
@@ -218,6 +226,9 @@ class ConversationService:
                 answer = isinstance(event, TextSent)
                 if signposted and await self._holds_risk_text(conn, actor, answer, now):
                     step_event = None  # signposted: the dialogue waits, it is asked again later
+            if isinstance(event, TextSent) and step_event is event:
+                actor = Actor(pseudonym, sender.chat_id, person.locale)
+                step_event = await self._take_loose_text(conn, actor, event, now)
             if isinstance(event, Started) and event.payload:
                 step_event = await self._redeem_start_link(
                     conn, pseudonym, sender.chat_id, person.locale, event.payload, now
@@ -231,6 +242,18 @@ class ConversationService:
         self._on_outbox_changed()  # after the commit: the sender reads committed rows only
         while self._after_commit:
             await self._after_commit.pop()()
+
+    async def _take_loose_text(
+        self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int
+    ) -> Event:
+        """The event a text steps: itself, or, when no question is open, what the loose
+        text handler makes of it."""
+        if self._loose_text is None:
+            return event
+        stored = await Sessions(conn).load(actor.pseudonym)
+        if stored and Session.from_json(stored).place is not None:
+            return event
+        return await self._loose_text(conn, actor, event.text, now) or event
 
     async def _redeem_start_link(
         self,

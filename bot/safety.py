@@ -24,7 +24,7 @@ from bot.enrolment import REGION_NAMES
 from bot.safeguarding import RiskPhrases
 from state_machines.definition import EXPLAIN_BUTTON_LABEL, REGION_SLUGS
 from state_machines.engine import Engine
-from state_machines.events import Begin, Started
+from state_machines.events import Begin, Event, Started
 from state_machines.session import Session
 from storage.clock import Clock
 from storage.database import Database
@@ -68,6 +68,7 @@ class SafetyService(Desk[DialogueTexts]):
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._phrases = phrases
         conversations.set_text_guard(self.guard)
+        conversations.set_loose_text_handler(self.offer_to_pass_on)
         conversations.register_submit("relay_safety", self.relay)
 
     async def guard(self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int) -> bool:
@@ -86,6 +87,20 @@ class SafetyService(Desk[DialogueTexts]):
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
         log.info("a person was signposted")  # not who: this log outlives an erasure
         return True
+
+    async def offer_to_pass_on(
+        self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
+    ) -> Event | None:
+        """Someone the duty staff wrote to this past week writes with no question open:
+        most people answer by typing, not with the Reply button, so they are asked whether
+        to pass it on, rather than told there is nothing to answer (and it being lost)."""
+        request = await SafeguardingRequests(conn).latest_answered(
+            actor.pseudonym, now - _CONTACT_WINDOW_MS
+        )
+        if request is None:
+            return None
+        values = {"request": request.token, "to": "staff", "message": text}
+        return Begin("safety_reply_typed", values)
 
     def _contact_question(self, locale: str, token: str, lead: str = "") -> dict[str, Any]:
         """ "Would you like someone from probation to get in touch?", with Yes, No and "I
@@ -261,9 +276,13 @@ class SafetyService(Desk[DialogueTexts]):
         person = await People(conn).get(request.pseudonym)
         if person is None:
             return
-        text = self._texts.text(person.locale, "contact_not_reached")
+        # "Share my number" goes: there is no one to pass a number to.
+        not_reached = {
+            "text": self._texts.text(person.locale, "contact_not_reached"),
+            "remove_keyboard": True,
+        }
         await Outbox(conn).enqueue(
-            person.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
+            person.chat_id, PRIORITY_SAFEGUARDING, "message", not_reached, now
         )
         await self._no_one_reached(conn, request, now)
 
@@ -317,11 +336,13 @@ class SafetyService(Desk[DialogueTexts]):
                 now,
             )
         if attempt == 0 and person.reachable and request.number_shared_at is None:
-            key = "still_trying" if duty + admins else "contact_not_reached"
-            text = self._texts.text(person.locale, key)
-            await Outbox(conn).enqueue(
-                person.chat_id, PRIORITY_SAFEGUARDING, "message", {"text": text}, now
-            )
+            told: dict[str, Any] = {"text": self._texts.text(person.locale, "still_trying")}
+            if not duty + admins:  # no one to ask, nor to pass a number to
+                told = {
+                    "text": self._texts.text(person.locale, "contact_not_reached"),
+                    "remove_keyboard": True,
+                }
+            await Outbox(conn).enqueue(person.chat_id, PRIORITY_SAFEGUARDING, "message", told, now)
         await AuditLog(conn).record(
             "system",
             "safeguarding.unanswered",
@@ -482,12 +503,20 @@ class SafetyService(Desk[DialogueTexts]):
             request = await SafeguardingRequests(conn).latest_alerted(
                 pseudonym, now - _CONTACT_WINDOW_MS
             )
-            if request is None or not own_number:
+            if not own_number:  # someone else's contact card: not what the button sends
                 text = self._engine.message("unsupported_content")
                 await self._tell(conn, actor, text, now, True)
                 return
-            if not await self._to_duty_holders(conn, request, "staff_number", now, phone=phone):
-                await self._tell(conn, actor, "contact_not_reached", now)
+            if request is None or not await self._to_duty_holders(
+                conn, request, "staff_number", now, phone=phone
+            ):
+                # A late tap of "Share my number" (the request is over a week old, or no
+                # alert reached anyone): said plainly, and the button goes.
+                key = "number_not_passed_on" if request is None else "contact_not_reached"
+                gone = {"text": self._texts.text(actor.locale, key), "remove_keyboard": True}
+                await Outbox(conn).enqueue(
+                    actor.chat_id, PRIORITY_SAFEGUARDING, "message", gone, now
+                )
                 return
             await SafeguardingRequests(conn).mark_number_shared(request.id, now)
             done = {

@@ -165,6 +165,16 @@ class SafeguardingRequests:
         )
         return cursor.rowcount > 0
 
+    async def latest_answered(self, pseudonym: str, since: int) -> SafeguardingRequest | None:
+        """The person's latest request the duty staff wrote to since `since`."""
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM safeguarding_requests WHERE pseudonym = ? "
+            "AND answered_at >= ? ORDER BY answered_at DESC, id DESC LIMIT 1",
+            (pseudonym, since),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _request(row) if row else None
+
     async def erase_person(self, pseudonym: str) -> int:
         cursor = await self._conn.execute(
             "DELETE FROM safeguarding_requests WHERE pseudonym = ?", (pseudonym,)

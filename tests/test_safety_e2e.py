@@ -289,8 +289,15 @@ async def test_when_no_alert_reaches_anyone_the_person_is_told(
         await runtime.scheduler.run_due()
         await said(ada, "could not reach anyone", had)
         assert "116 123" in ada.messages[-1].text
+        assert "remove_keyboard" in str(ada.messages[-1].reply_markup)  # "Share my number"
         assert records.query("SELECT status FROM safeguarding_requests") == [("no_one_reached",)]
         assert len(sam.messages) == 2  # only the /help answers from before
+        # A tap of "Share my number" that was still on her screen is answered plainly.
+        before = len(ada.messages)
+        api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))
+        late = await ada.expect(before + 1)
+        assert "cannot pass on your number now" in late.text and "999" in late.text
+        assert "remove_keyboard" in str(late.reply_markup)
 
 
 @pytest.mark.parametrize("sam_writes", [False, True])
@@ -501,3 +508,33 @@ async def test_a_new_duty_holder_gets_only_the_requests_no_one_has_written_to(
         records = Records(runtime.settings)
         handovers = "SELECT target FROM audit_log WHERE action = 'safeguarding.handed_over'"
         assert records.query(handovers) == [("SG-2",)]
+
+
+async def test_a_reply_typed_without_the_reply_button_is_offered_to_be_passed_on(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam wrote to Ada. Ada types her answer instead of tapping Reply: she is asked
+    whether to send it to the team, not told there is nothing to answer. Yes passes it
+    on; no sends nothing."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        had, _ = await ada_asks_for_contact(ada)
+        await sam.expect(3)
+        await sam.tap("Write to them")
+        await sam.say("Hello, this is Sam from probation. Are you safe right now?")
+        await said(ada, "Are you safe right now?", had)
+        await asyncio.sleep(0.3)  # and the question she was on, if any, again
+        sam_had = len(sam.messages)
+        offered = await ada.say("im at home on my own. please ring me")
+        assert "send this to the probation team who wrote to you" in offered.text
+        assert "please ring me" in offered.text
+        await ada.tap("Yes, send it")
+        passed_on = await sam.expect(sam_had + 1)
+        assert "SG-1" in passed_on.text and "please ring me" in passed_on.text
+        await said(ada, "passed on your message", had)
+
+        await ada.say("sorry, wrong chat")
+        assert "Nothing was sent" in (await ada.tap("No, do not send it")).text
+        await asyncio.sleep(0.3)
+        assert len(sam.messages) == sam_had + 1
