@@ -367,6 +367,11 @@ class TelegramAdapter:
             await self._reply(update, "edited_message")
             return
         text = message.text or message.caption or ""  # a photo's caption can be edited too
+        if not text:
+            # A live location sends every move as an edit, for up to hours: answering each
+            # would flood the chat (and ask them to send it again), so nothing is said.
+            await self._service.ignore(update.update_id)
+            return
         await self._service.handle_edited(update.update_id, sender, text)
 
     async def on_group_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

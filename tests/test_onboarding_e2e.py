@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -233,7 +234,27 @@ async def test_an_edited_message_gets_a_kind_answer(api: LocalBotApi, bot: Recor
     await chat.say("/start")
     before = len(chat.messages)
     api.send_edited_message(ADA, 1, "/start again")
-    assert "only read new messages" in (await chat.expect(before + 1)).text
+    assert "only new messages" in (await chat.expect(before + 1)).text
+
+
+async def test_a_live_location_is_answered_once_not_at_every_move(
+    api: LocalBotApi, bot: Records
+) -> None:
+    """Telegram sends each move of a live location as an edit of its message, for up to
+    hours: the location gets its one kind answer, and the moves none."""
+    chat = Chat(api, ADA)
+    await chat.say("/start")
+    before = len(chat.messages)
+    api.send_live_location(ADA)
+    answered = await chat.expect(before + 1)
+    assert "only read text" in answered.text
+    await asyncio.sleep(0.3)  # and the question she was on, again
+    had = len(chat.messages)
+    moves = [api.move_live_location(ADA) for _ in range(5)]
+    handled = f"SELECT COUNT(*) FROM inbox WHERE update_id >= {moves[0]} AND status <> 'pending'"
+    await eventually(lambda: bot.query(handled) == [(5,)])
+    await asyncio.sleep(0.3)
+    assert len(chat.messages) == had
 
 
 def raw_message(update_id: int, **content: object) -> dict[str, object]:

@@ -124,6 +124,26 @@ class UpdateInjector:
         message["text"] = text
         return self._push_message(chat_id, message)
 
+    def send_live_location(self, person: FakePerson, live_period: int = 900) -> int:
+        """The person shares their live location (Telegram then sends each move as an
+        edit of this message: see `move_live_location`)."""
+        message = self._new_message(person, self._private(person))
+        message["location"] = {"latitude": 51.5, "longitude": -0.12, "live_period": live_period}
+        return self._push_message(person.chat_id, message)
+
+    def move_live_location(self, person: FakePerson) -> int:
+        """The person's latest live location moved: an edit of its message, with no text
+        (StopIteration if they shared none)."""
+        chat = self._private(person)
+        original = next(
+            m for _, m in sorted(chat.incoming.items(), reverse=True) if "location" in m
+        )
+        location = dict(original["location"])
+        location["latitude"] = float(location["latitude"]) + 0.001
+        edited = {**original, "location": location, "edit_date": int(time.time())}
+        chat.incoming[original["message_id"]] = edited
+        return self._state.updates.push({"edited_message": edited})
+
     def send_edited_message(self, person: FakePerson, message_id: int, text: str) -> int:
         """The person edited one of their earlier messages (KeyError if unknown)."""
         chat = self._private(person)
