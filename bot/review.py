@@ -22,6 +22,7 @@ from bot.access import access_of
 from bot.checkins import iso_week
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
+from bot.rendering import split_text
 from bot.secrets_file import Secrets
 from bot.updates import UpdateService
 from state_machines.engine import Engine
@@ -114,7 +115,14 @@ class ReviewService(Desk[DialogueTexts]):
                 )
                 label = self._texts.text(actor.locale, "change_button")
                 button = {"text": label, "callback_data": f"{BUTTON_PREFIX}{answer_id}"}
-                payload = {"text": text, "buttons": [[button]]}
+                # Scrubbing can lengthen an answer past Telegram's limit ("[name]" for
+                # "Jo"): sent in parts, the button under the last, rather than refused.
+                *first, last = split_text(text)
+                for part in first:
+                    await Outbox(conn).enqueue(
+                        actor.chat_id, PRIORITY_REPLY, "message", {"text": part}, now
+                    )
+                payload = {"text": last, "buttons": [[button]]}
                 await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
             await AuditLog(conn).record(
                 pseudonym, "answers.reviewed", f"regions:{','.join(regions)}", {}, now

@@ -23,6 +23,9 @@ QUOTED = "Sarah at the housing office says there is no money for the deposit"
 # answers must come from before any is shown.
 OTHERS = [FakePerson(user_id=770000020 + n, first_name=f"Other{n}") for n in range(4)]
 OTHER_WORDS = "The appointments keep moving and nobody tells me"
+# Within the 3,500 letters an answer may have, but longer than one Telegram message once
+# scrubbed: each postcode becomes "[postcode]".
+LONG_WORDS = OTHER_WORDS + ". Offices moved to " + "M1 1AA, " * 420
 FRESH_WORDS = "Today the waiting room was full again"
 DAY_MS = 86_400_000
 
@@ -74,21 +77,29 @@ async def test_staff_review_and_correct_themes_of_their_region_only(
                 who = pseudonym(person.user_id)
                 await People(conn).touch(who, person.chat_id, "en", now)
                 await People(conn).set_region(who, "london", now)
-                words = secrets.encrypt_text(OTHER_WORDS)
-                await Answers(conn).add(who, "feedback", "improve", words, written, quote=words)
+                said = LONG_WORDS if person is OTHERS[-1] else OTHER_WORDS
+                words = secrets.encrypt_text(said)
+                quote = secrets.encrypt_text(scrub(said))
+                await Answers(conn).add(who, "feedback", "improve", words, written, quote=quote)
             # written an hour ago: its writer's officer could place it, so it waits two days
             fresh = secrets.encrypt_text(FRESH_WORDS)
             await Answers(conn).add(who, "feedback", "improve", fresh, now - 3_600_000, quote=fresh)
         intro = await orla.say("/review")
         assert "let us quote: 5." in intro.text
-        await orla.expect(7)  # "fewer than", the intro, five answers (in a random order)
+        # "fewer than", the intro, five answers (in a random order), the long one in two
+        await orla.expect(8)
+        assert len(LONG_WORDS) <= 3500 and len(scrub(LONG_WORDS)) > 4096
+        assert all(len(m.text) <= 4096 for m in orla.messages)
+        long_parts = [m for m in orla.messages if "[postcode], [postcode]" in m.text]
+        assert len(long_parts) == 2 and long_parts[0].reply_markup is None
+        assert "Themes:" in long_parts[1].text and "rt:" in str(long_parts[1].reply_markup)
         item = next(m for m in orla.messages if f"rt:{quoted}" in str(m.reply_markup))
         assert "[name]" in item.text and "Sarah" not in item.text  # the scrubbed copy only
         assert "Themes: Housing" in item.text
         assert sum(OTHER_WORDS in m.text for m in orla.messages) == 4
         assert not any(FRESH_WORDS in m.text for m in orla.messages)
         api.press_button(ORLA, item.message_id, f"rt:{quoted}")
-        await orla.expect(8)
+        await orla.expect(9)
         await orla.tap("Housing")
         await orla.tap("Money and benefits")
         assert "digest will use these themes" in (await orla.tap("Save")).text
