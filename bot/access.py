@@ -65,6 +65,12 @@ class Access:
             return frozenset(REGION_SLUGS)
         return frozenset(g.region for g in self.grants if g.region is not None)
 
+    def manager_regions(self) -> frozenset[str]:
+        """The regions `is_manager_in` allows (every region for an admin)."""
+        if self.is_admin:
+            return frozenset(REGION_SLUGS)
+        return frozenset(g.region for g in self.grants if g.role == "manager" and g.region)
+
     def roles(self) -> frozenset[str]:
         """The roles a dialogue command may require: staff (of any region, which managers
         and admins also are), manager, admin."""

@@ -1,13 +1,14 @@
-"""Theme review: staff of a region read the week's quotable answers (only with the quote
-consent, and only the scrubbed copy) and correct their themes; the digest counts the
-reviewed themes (staff tags replace keyword guesses).
+"""Theme review: managers of a region (and admins) read the week's quotable answers (only
+with the quote consent, and only the scrubbed copy) and correct their themes; the digest
+counts the reviewed themes (staff tags replace keyword guesses).
 
-The staff reading them may be the writer's own probation officer, who saw them an hour ago
-("your probation officer will never see your answers", the notice says), and the newest
-answer of few is easy to place. So answers are shown only once two days old (2 to 9 days
-ago), only from a region where at least DIGEST_K people wrote quotable ones in that time,
-and ten picked by a ranking fixed for the staff member and the week (`pick_for_review`),
-not the newest: asking again shows the same ones, not a fresh draw to compare."""
+Not staff: the notice promises "your probation officer will never see your answers", and
+staff of a region include the writer's officer, who could place a quote they heard an hour
+before (the digest's quotes go to managers and admins only, for the same reason). Even for
+managers the newest answer of few is easy to place, so answers are shown only once two
+days old (2 to 9 days ago), only from a region where at least DIGEST_K people wrote
+quotable ones in that time, and ten picked by a ranking fixed for the reader and the week
+(`pick_for_review`), not the newest: asking again shows the same ones, not a fresh draw."""
 
 from __future__ import annotations
 
@@ -77,13 +78,13 @@ class ReviewService(Desk[DialogueTexts]):
         conversations.register_submit("retag_answer", self.retag)
 
     async def on_list(self, update_id: int, sender: Sender) -> None:
-        """/review: quotable answers from 2 to 9 days ago in the staff member's regions."""
+        """/review: quotable answers from 2 to 9 days ago in the manager's regions."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
         async with self._acting(update_id, sender, pseudonym) as acting:
             if acting is None:
                 return
             conn, now, actor = acting
-            regions = sorted((await access_of(conn, pseudonym)).staff_regions())
+            regions = sorted((await access_of(conn, pseudonym)).manager_regions())
             if not regions:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
@@ -129,13 +130,13 @@ class ReviewService(Desk[DialogueTexts]):
             )
 
     async def on_change(self, update_id: int, sender: Sender, answer_id: int) -> None:
-        """ "Change themes" under an answer: only staff of the answer's region."""
+        """ "Change themes" under an answer: only managers of the answer's region."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
         async with self._db.read() as conn:
             region = await Answers(conn).region_of(answer_id)
             access = await access_of(conn, pseudonym)
             themes = await Checkins(conn).themes_of(answer_id)
-        if region is None or not access.is_staff_in(region):
+        if region is None or not access.is_manager_in(region):
             await self._refuse(update_id, sender, pseudonym)
             return
         values = {"answer": str(answer_id), "themes": ",".join(themes)}
@@ -146,7 +147,7 @@ class ReviewService(Desk[DialogueTexts]):
     ) -> None:
         answer = values.get("answer", "")
         region = await Answers(conn).region_of(int(answer)) if answer.isdigit() else None
-        if region is None or not (await access_of(conn, actor.pseudonym)).is_staff_in(region):
+        if region is None or not (await access_of(conn, actor.pseudonym)).is_manager_in(region):
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
         themes = [t for t in values.get("themes", "").split(",") if t]

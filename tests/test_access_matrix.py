@@ -94,7 +94,12 @@ COMMANDS: dict[str, dict[str, str]] = {
     "language": same("Which language"),
     "area": same("Which area are you on probation in now"),  # always one's own
     "mydata": same("Here is what we keep about you"),  # always one's own
-    "updates": same("To get updates", participant="The latest updates for your area"),
+    # Anyone may read the area's updates; only those who said yes are sent new ones.
+    "updates": same(
+        "we will not send you new ones",
+        participant="The latest updates for your area:",
+        unknown="We do not know your area yet",
+    ),
     "feedback": same('"Keep my answers"', participant="5 short questions"),
     "delete": same("This deletes everything"),
     # Staff of any region may start these; the region is checked again on submit (tested
@@ -105,7 +110,8 @@ COMMANDS: dict[str, dict[str, str]] = {
     "panels": only(STAFF_A, "Housing panel", staff_b="no panels coming up in your areas"),
     # Staff get their own regions' digests (checked below: Wales staff get no London one).
     "digest": only((*STAFF_A, "staff_b"), "digest for last week is on its way"),
-    "review": only((*STAFF_A, "staff_b"), "no answers to review"),
+    # Managers and admins only: staff may be the writer's own officer.
+    "review": only(("manager_a", "admin"), "no answers to review"),
     "start": same("You have already started"),
     "stop": same("You will get no more messages"),
 }
@@ -135,8 +141,8 @@ ROUTES: dict[str, dict[str, str]] = {
     "md": same("everything we keep about you"),
     # Reaction to a 'you said, we did' update: the person it was delivered to only.
     "us": only(("participant",), "Thank you for telling us"),
-    # Change an answer's themes (/review): staff of the answer's region only.
-    "rt": only(STAFF_A, "Which themes is this answer about"),
+    # Change an answer's themes (/review): managers of the answer's region, and admins.
+    "rt": only(("manager_a", "admin"), "Which themes is this answer about"),
     # Stop a broadcast: its organiser, staff of its region, admins. Tapped last (it stops
     # it); stopping edits the progress message instead of replying, so who stopped it is
     # read from the audit log below.

@@ -1,5 +1,6 @@
-"""Theme review over HTTP: staff see only quotable (consented, scrubbed) answers of their
-region and correct their themes; staff of another region cannot. Invented people only."""
+"""Theme review over HTTP: managers see only quotable (consented, scrubbed) answers of
+their region and correct their themes; managers of another region, and staff (who may be
+the writer's officer), cannot. Invented people only."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from storage.people import People
 from storage.staff import StaffRoles
 from tests.harness import Chat, Records, running_bot
 
-ORLA = FakePerson(user_id=770000001, first_name="Orla")  # London staff
-WYN = FakePerson(user_id=770000002, first_name="Wyn")  # Wales staff
+ORLA = FakePerson(user_id=770000001, first_name="Orla")  # London manager
+WYN = FakePerson(user_id=770000002, first_name="Wyn")  # Wales manager
+SAM = FakePerson(user_id=770000003, first_name="Sam")  # London staff: maybe Ada's officer
 ADA = FakePerson(user_id=770000011, first_name="Ada")  # London, may be quoted
 BEA = FakePerson(user_id=770000012, first_name="Bea")  # London, may not be quoted
 QUOTED = "Sarah at the housing office says there is no money for the deposit"
@@ -42,7 +44,7 @@ def test_the_picks_are_fixed_for_a_reader_and_a_week() -> None:
     assert picked != pick_for_review(ids, "staff-a", "2026-W49", 10)
 
 
-async def test_staff_review_and_correct_themes_of_their_region_only(
+async def test_managers_review_and_correct_themes_of_their_region_only(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
     async with running_bot(api, tmp_path, DIGEST_K="5") as runtime:
@@ -66,8 +68,9 @@ async def test_staff_review_and_correct_themes_of_their_region_only(
             for answer in (quoted, private):
                 await Checkins(conn).tag_answer(answer, ["housing"])
             roles = StaffRoles(conn)
-            await roles.grant(pseudonym(ORLA.user_id), "staff", "london", False, "cli", 0)
-            await roles.grant(pseudonym(WYN.user_id), "staff", "wales", False, "cli", 0)
+            await roles.grant(pseudonym(ORLA.user_id), "manager", "london", False, "cli", 0)
+            await roles.grant(pseudonym(WYN.user_id), "manager", "wales", False, "cli", 0)
+            await roles.grant(pseudonym(SAM.user_id), "staff", "london", False, "cli", 0)
 
         orla = Chat(api, ORLA)
         # One writer is too few: her answer, the newest, would be easy to place.
@@ -110,6 +113,11 @@ async def test_staff_review_and_correct_themes_of_their_region_only(
         assert records.query("SELECT theme FROM answer_themes WHERE answer_id = ?", private) == [
             ("housing",)
         ]
+
+        sam = Chat(api, SAM)
+        assert "not available" in (await sam.say("/review")).text
+        api.press_button(SAM, sam.messages[-1].message_id, f"rt:{quoted}")
+        assert "not available" in (await sam.expect(2)).text
 
         wyn = Chat(api, WYN)
         assert "no answers to review" in (await wyn.say("/review")).text
