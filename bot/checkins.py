@@ -154,7 +154,13 @@ class CheckinService(Desk[DialogueTexts]):
             if acting is None:
                 return
             conn, now, actor = acting
-            if not await _has_feedback_consent(conn, pseudonym):
+            consents = await ConsentLedger(conn).current(pseudonym)
+            if "feedback" not in consents:
+                # Not asked yet (still signing up, or never started): "you said no" would
+                # be untrue.
+                await self._tell(conn, actor, "feedback_sign_up_first", now)
+                return
+            if not consents["feedback"]:
                 await self._tell(conn, actor, "feedback_needs_consent", now)
                 return
             checkin = await Checkins(conn).open_for(pseudonym)

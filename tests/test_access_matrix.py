@@ -100,7 +100,8 @@ COMMANDS: dict[str, dict[str, str]] = {
         participant="The latest updates for your area:",
         unknown="We do not know your area yet",
     ),
-    "feedback": same('"Keep my answers"', participant="5 short questions"),
+    # Staff were never asked "Keep my answers" (they did not sign up as participants).
+    "feedback": same("not asked you yet", participant="5 short questions"),
     "delete": same("This deletes everything"),
     # Staff of any region may start these; the region is checked again on submit (tested
     # in the panel and update files: a Wales staff member cannot publish for London).

@@ -119,6 +119,20 @@ async def test_no_questions_without_the_feedback_consent(api: LocalBotApi, tmp_p
         assert Records(runtime.settings).query("SELECT COUNT(*) FROM checkins") == [(0,)]
 
 
+async def test_feedback_before_the_question_is_asked_says_how_to_go_on(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Someone half-way through signing up sends /feedback (it is in /help): they were not
+    asked "Keep my answers" yet, so they are not told they said no, but how to go on."""
+    async with running_bot(api, tmp_path) as runtime:
+        ceri = Chat(api, CERI)
+        await ceri.start()
+        told = await ceri.say("/feedback")
+        assert "not asked you yet" in told.text and "/start" in told.text
+        assert "already started" in (await ceri.say("/start")).text
+        assert Records(runtime.settings).query("SELECT COUNT(*) FROM checkins") == [(0,)]
+
+
 def _cli(env: dict[str, str], *args: str) -> None:
     """`python -m bot ...` as staff would run it, with the bot's settings."""
     result = subprocess.run(
