@@ -48,6 +48,9 @@ _FOLLOW_UPS = 10  # look again for up to ten minutes while alerts wait in the qu
 # since then gets the request and its button then).
 UNANSWERED_JOB = "safety_unanswered"
 _RAISE_AFTER_MS = (4 * 3_600_000, 24 * 3_600_000)
+# A risk message within this long of a contact question still unanswered, or of an alert,
+# gets the help again but no second question (nor a second alert).
+_ASKED_AGAIN_AFTER_MS = 3_600_000
 # A shared phone number is passed on for the person's latest alerted request this recent.
 _CONTACT_WINDOW_MS = 7 * 86_400_000
 
@@ -77,15 +80,24 @@ class SafetyService(Desk[DialogueTexts]):
         match = self._phrases.check(text, actor.locale)
         if match is None:
             return False
-        person = await People(conn).get(actor.pseudonym)
-        region = person.region if person else None
-        token = await SafeguardingRequests(conn).open(actor.pseudonym, region, match.category, now)
         outbox = Outbox(conn)
         signpost = {"text": self._texts.text(actor.locale, "signpost")}
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", signpost, now)
+        log.info("a person was signposted")  # not who: this log outlives an erasure
+        requests = SafeguardingRequests(conn)
+        recent = await requests.latest_open(actor.pseudonym, now - _ASKED_AGAIN_AFTER_MS)
+        if recent is not None:
+            # Several messages in a row (or a reply to the staff written to them): the help
+            # every time, but one question, and one alert, not one per message.
+            if recent.status == "alerted":
+                told = {"text": self._texts.text(actor.locale, "already_told")}
+                await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", told, now)
+            return True
+        person = await People(conn).get(actor.pseudonym)
+        region = person.region if person else None
+        token = await requests.open(actor.pseudonym, region, match.category, now)
         question = self._contact_question(actor.locale, token)
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
-        log.info("a person was signposted")  # not who: this log outlives an erasure
         return True
 
     async def offer_to_pass_on(

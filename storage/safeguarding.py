@@ -165,6 +165,17 @@ class SafeguardingRequests:
         )
         return cursor.rowcount > 0
 
+    async def latest_open(self, pseudonym: str, since: int) -> SafeguardingRequest | None:
+        """The person's latest request since `since` whose contact question is still
+        waiting for an answer ('asked') or whose alert went to staff ('alerted')."""
+        async with self._conn.execute(
+            f"SELECT {_COLUMNS} FROM safeguarding_requests WHERE pseudonym = ? "
+            "AND status IN ('asked', 'alerted') AND created_at >= ? ORDER BY id DESC LIMIT 1",
+            (pseudonym, since),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _request(row) if row else None
+
     async def latest_answered(self, pseudonym: str, since: int) -> SafeguardingRequest | None:
         """The person's latest request the duty staff wrote to since `since`."""
         async with self._conn.execute(

@@ -115,6 +115,8 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
         sam_before_reply, ada_before_reply = len(sam.messages), len(ada.messages)
         again = await ada.say("I still want to end it all tonight")
         assert "116 123" in again.text
+        # Sam was told within the hour: the help again, but no second question or alert.
+        assert "already asked the probation team" in (await ada.expect(len(ada.messages) + 1)).text
         passed_on = await sam.expect(sam_before_reply + 1)
         assert "I still want to end it all tonight" in passed_on.text
         await said(ada, "passed on your message", ada_before_reply)
@@ -126,7 +128,7 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
         actions = [a for (a,) in records.query("SELECT action FROM audit_log")]
         assert "safeguarding.alerted" in actions and "safeguarding.message_sent" in actions
         statuses = records.query("SELECT status FROM safeguarding_requests ORDER BY id")
-        assert statuses == [("alerted",), ("asked",)]  # the second: her reply to Sam
+        assert statuses == [("alerted",)]  # her risky reply to Sam opened no second one
 
 
 async def test_an_answer_held_after_a_signpost_is_saved_when_sent_again(
@@ -364,7 +366,7 @@ async def test_what_the_person_is_told_four_hours_on_is_true(
         await ada_asks_for_contact(ada)
         await sam.expect(3)
         if case == "a later request answered":
-            clock.advance(3_600)
+            clock.advance(2 * 3_600)  # within the hour it would be the same request
             before = len(ada.messages)
             await ada.say("i want to end it all")
             await ada.expect(before + 2)
@@ -538,3 +540,29 @@ async def test_a_reply_typed_without_the_reply_button_is_offered_to_be_passed_on
         assert "Nothing was sent" in (await ada.tap("No, do not send it")).text
         await asyncio.sleep(0.3)
         assert len(sam.messages) == sam_had + 1
+
+
+async def test_several_risk_messages_in_a_row_get_the_help_each_time_and_one_question(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Three risk messages in a row: the numbers after each, one contact question, and so
+    one alert at most. An hour later, a new message asks again."""
+    clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        before = len(ada.messages)
+        for words in ("I want to die", "i cant go on", "I want to end it"):
+            had = len(ada.messages)
+            assert "116 123" in (await ada.say(words)).text
+            await ada.expect(had + (2 if had == before else 1))
+        await asyncio.sleep(0.3)
+        questions = [m for m in ada.messages[before:] if "get in touch" in (m.text or "")]
+        assert len(questions) == 1
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(1,)]
+        clock.advance(3_601)
+        had = len(ada.messages)
+        await ada.say("I want to die")
+        assert "get in touch" in (await ada.expect(had + 2)).text
+        assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(2,)]
