@@ -185,6 +185,13 @@ class PanelTexts(DialogueTexts):
         cancel = self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{invitation.token}:c")
         return {"text": text, "buttons": [[cancel]]}
 
+    def given_up(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
+        """What someone who withdrew (no more invitations, or stop) gave up at a panel."""
+        key = {"yes": "place_given_up", "waiting": "waiting_given_up"}.get(
+            invitation.answer, "maybe_given_up"
+        )
+        return {"text": self.text(locale, key, **self._panel_params(panel, locale))}
+
     def reminder(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
         params = self._panel_params(panel, locale)
         if invitation.answer == "yes":

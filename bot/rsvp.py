@@ -142,11 +142,17 @@ class RsvpService(Desk[PanelTexts]):
         if "panel_invitations" not in purposes:
             return frozenset()
         panels = Panels(conn)
+        person = await People(conn).get(pseudonym)
         for invitation in await panels.active_invitations(pseudonym, now):
             outcome = await panels.respond(invitation.token, "cancel", now)
             panel = await panels.get(invitation.panel_id)
-            if panel is not None:
-                await self._tell_promoted(conn, panel, outcome, now)
+            if panel is None:
+                continue
+            await self._tell_promoted(conn, panel, outcome, now)
+            if person is not None and person.reachable:
+                # Said once, now: a place quietly gone would be found out at the door.
+                told = self._texts.given_up(panel, invitation, person.locale)
+                await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", told, now)
         return frozenset()
 
     async def _answered(

@@ -209,9 +209,14 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert "Travel costs" not in " ".join(seen_by_lee)
 
         # Bilal sends /stop: his place goes to Ellis, the next in the queue, and his
-        # support needs are forgotten.
+        # support needs are forgotten. He is told what he gave up, not left to find out
+        # at the door.
+        had = len(bilal.messages)
         await bilal.say("/stop")
         assert "A place came up" in (await ellis.expect(3)).text
+        await bilal.expect(had + 2)
+        told = " ".join(m.text for m in bilal.messages[had:])
+        assert "no more messages" in told and "You no longer have your place at" in told
         bilal_row = records.query(
             "SELECT answer, support_needs FROM panel_invitations WHERE pseudonym = ?",
             records.pseudonym(BILAL),
