@@ -216,7 +216,7 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert "A place came up" in (await ellis.expect(3)).text
         await bilal.expect(had + 2)
         told = " ".join(m.text for m in bilal.messages[had:])
-        assert "no more messages" in told and "You no longer have your place at" in told
+        assert "no more messages" in told and "do not have your place at" in told
         bilal_row = records.query(
             "SELECT answer, support_needs FROM panel_invitations WHERE pseudonym = ?",
             records.pseudonym(BILAL),
