@@ -21,6 +21,7 @@ from bot.log_tags import person_tag
 from bot.rendering import Catalogs, consent_summary, fill, render_message
 from bot.secrets_file import Secrets
 from bot.start_links import redeem_start_payload
+from bot.stop_words import fold
 from state_machines.definition import (
     CONSENT_PURPOSES,
     GrantConsent,
@@ -29,11 +30,13 @@ from state_machines.definition import (
     StoreAnswer,
     Submit,
     WithdrawAllConsents,
+    button_token,
 )
-from state_machines.engine import Engine
+from state_machines.engine import Engine, values_fingerprint
 from state_machines.events import (
     Abandon,
     Apply,
+    ButtonPressed,
     CommandSent,
     ConfirmChoice,
     Event,
@@ -228,7 +231,7 @@ class ConversationService:
                     step_event = None  # signposted: the dialogue waits, it is asked again later
             if isinstance(event, TextSent) and step_event is event:
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
-                step_event = await self._take_loose_text(conn, actor, event, now)
+                step_event = await self._read_text(conn, actor, event, now)
             if isinstance(event, Started) and event.payload:
                 step_event = await self._redeem_start_link(
                     conn, pseudonym, sender.chat_id, person.locale, event.payload, now
@@ -243,17 +246,41 @@ class ConversationService:
         while self._after_commit:
             await self._after_commit.pop()()
 
-    async def _take_loose_text(
+    async def _read_text(
         self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int
     ) -> Event:
-        """The event a text steps: itself, or, when no question is open, what the loose
-        text handler makes of it."""
+        """The event a text steps: itself; where only buttons answer, the tap of the one
+        button whose words were typed ("yes", "Sometimes": some people type rather than
+        tap); when no question is open, what the loose text handler makes of it."""
+        stored = await Sessions(conn).load(actor.pseudonym)
+        session = Session.from_json(stored) if stored else Session()
+        if session.place is not None:
+            return self._typed_button(session, actor.locale, event.text) or event
         if self._loose_text is None:
             return event
-        stored = await Sessions(conn).load(actor.pseudonym)
-        if stored and Session.from_json(stored).place is not None:
-            return event
         return await self._loose_text(conn, actor, event.text, now) or event
+
+    def _typed_button(self, session: Session, locale: str, text: str) -> ButtonPressed | None:
+        """The button of the question on screen whose label the text is (in the person's
+        language or in English, case, punctuation and emoji aside), when exactly one is."""
+        place = session.place
+        dialogue = self._engine.dialogues.get(place.dialogue) if place else None
+        state = dialogue.states.get(place.state) if dialogue and place else None
+        if place is None or state is None or state.text is not None:
+            return None  # nothing asked, or a written answer is (the text is that answer)
+        typed = fold(text)
+        if not typed:
+            return None
+        matches = [
+            button
+            for button in state.all_buttons()
+            if typed in (fold(button.label), fold(self._catalogs.gettext(locale, button.label)))
+        ]
+        if len(matches) != 1:
+            return None
+        fingerprint = values_fingerprint(session.values_of(place.dialogue))
+        token = button_token(place.dialogue, place.state, matches[0].id)
+        return ButtonPressed(f"{token}.{fingerprint}" if fingerprint else token)
 
     async def _redeem_start_link(
         self,

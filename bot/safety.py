@@ -515,7 +515,12 @@ class SafetyService(Desk[DialogueTexts]):
             request = await SafeguardingRequests(conn).latest_alerted(
                 pseudonym, now - _CONTACT_WINDOW_MS
             )
-            if not own_number:  # someone else's contact card: not what the button sends
+            requests = SafeguardingRequests(conn)
+            if not own_number or (
+                request is None and not await requests.said_yes_before(pseudonym)
+            ):
+                # Someone else's contact card, or a number never asked for: not what the
+                # "Share my number" button sends.
                 text = self._engine.message("unsupported_content")
                 await self._tell(conn, actor, text, now, True)
                 return
@@ -530,7 +535,7 @@ class SafetyService(Desk[DialogueTexts]):
                     actor.chat_id, PRIORITY_SAFEGUARDING, "message", gone, now
                 )
                 return
-            await SafeguardingRequests(conn).mark_number_shared(request.id, now)
+            await requests.mark_number_shared(request.id, now)
             done = {
                 "text": self._texts.text(actor.locale, "number_passed_on"),
                 "remove_keyboard": True,

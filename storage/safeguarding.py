@@ -165,6 +165,15 @@ class SafeguardingRequests:
         )
         return cursor.rowcount > 0
 
+    async def said_yes_before(self, pseudonym: str) -> bool:
+        """Whether the person ever said yes to contact (so was shown "Share my number")."""
+        async with self._conn.execute(
+            "SELECT 1 FROM safeguarding_requests WHERE pseudonym = ? "
+            "AND status IN ('alerted', 'no_one_reached') LIMIT 1",
+            (pseudonym,),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
     async def latest_open(self, pseudonym: str, since: int) -> SafeguardingRequest | None:
         """The person's latest request since `since` whose contact question is still
         waiting for an answer ('asked') or whose alert went to staff ('alerted')."""

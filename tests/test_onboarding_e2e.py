@@ -163,7 +163,7 @@ async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(
     chat = Chat(api, ADA)
     await chat.start()
     await chat.tap("OK, go on")
-    assert "Please tap one of the buttons" in (await chat.say("yes")).text
+    assert "Please tap one of the buttons" in (await chat.say("yes please")).text
     before = len(chat.messages)
     api.send_sticker(ADA)
     assert "only read text" in (await chat.expect(before + 1)).text
@@ -227,6 +227,30 @@ async def test_blocking_marks_unreachable_and_writing_again_restores(
     api.send_my_chat_member(ADA, status="member")
     await chat.say("/help")
     assert bot.query("SELECT reachable FROM people") == [(1,)]
+
+
+async def test_a_button_typed_rather_than_tapped_is_taken_as_the_tap(
+    api: LocalBotApi, bot: Records
+) -> None:
+    """Some people type what a button says. Typed exactly (case, punctuation and emoji
+    aside), in their language or in English, it answers the question on screen; anything
+    else is asked again, as before."""
+    chat = Chat(api, ADA)
+    await chat.start()
+    await chat.tap("OK, go on")
+    assert "Can we invite you to panels" in (await chat.say("YES!")).text
+    assert "Can we tell you what changed" in (await chat.say("no 👎")).text
+    assert "Please tap one of the buttons" in (await chat.say("yes, if you want")).text
+    assert "Can we use your words" in (await chat.say("yes")).text
+    await chat.tap("No")
+    assert "You are signed up" in (await chat.say("wales")).text
+    assert bot.current_consents(ADA) == {
+        "feedback": True,
+        "panel_invitations": False,
+        "updates": True,
+        "quotes": False,
+    }
+    assert bot.query("SELECT region FROM people") == [("wales",)]
 
 
 async def test_an_edited_message_gets_a_kind_answer(api: LocalBotApi, bot: Records) -> None:
