@@ -253,6 +253,21 @@ async def test_a_button_typed_rather_than_tapped_is_taken_as_the_tap(
     assert bot.query("SELECT region FROM people") == [("wales",)]
 
 
+async def test_the_area_can_be_kept_back(api: LocalBotApi, bot: Records) -> None:
+    """Being in a probation area says something about a person: "I'd rather not say" keeps
+    it back, and they are told plainly what that means, not that questions will come."""
+    chat = Chat(api, ADA)
+    await chat.start()
+    await chat.tap("OK, go on")
+    for answer in ("No", "No", "No", "No"):
+        await chat.tap(answer)
+    done = await chat.tap("I'd rather not say")
+    assert "we will not send you questions, panels or news" in done.text
+    assert "signed up" not in done.text and "/area" in done.text
+    assert bot.query("SELECT region FROM people") == [(None,)]
+    assert "nothing to answer" in (await chat.say("hello")).text  # she finished signing up
+
+
 async def test_an_edited_message_gets_a_kind_answer(api: LocalBotApi, bot: Records) -> None:
     chat = Chat(api, ADA)
     await chat.say("/start")
