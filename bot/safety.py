@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiosqlite
@@ -147,6 +148,11 @@ class SafetyService(Desk[DialogueTexts]):
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
             area = action[1:] if action.startswith("a") else None
+            if request.status == "declined" and action == "y":
+                # A no can become a yes (someone may need a moment, or feel worse later);
+                # a yes is not taken back here: staff may be on their way.
+                await requests.reconsider(request.id)
+                request = replace(request, status="asked")
             if request.status != "asked":
                 await self._tell(conn, actor, "already_answered", now)
             elif action == "e":  # what saying yes or no does, then the question again

@@ -156,6 +156,15 @@ class SafeguardingRequests:
         latest = {request.pseudonym: request for request in map(_request, rows)}
         return sorted(latest.values(), key=lambda request: request.id)
 
+    async def reconsider(self, request_id: int) -> bool:
+        """The person said no to contact and now taps yes: the question is open again."""
+        cursor = await self._conn.execute(
+            "UPDATE safeguarding_requests SET status = 'asked', decided_at = NULL "
+            "WHERE id = ? AND status = 'declined'",
+            (request_id,),
+        )
+        return cursor.rowcount > 0
+
     async def reopen(self, request_id: int, now: int) -> bool:
         """A request no alert reached has reached someone given the duty since."""
         cursor = await self._conn.execute(

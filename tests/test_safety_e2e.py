@@ -566,3 +566,21 @@ async def test_several_risk_messages_in_a_row_get_the_help_each_time_and_one_que
         await ada.say("I want to die")
         assert "get in touch" in (await ada.expect(had + 2)).text
         assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(2,)]
+
+
+async def test_a_no_to_contact_can_become_a_yes(api: LocalBotApi, tmp_path: Path) -> None:
+    """Ada says no, then taps "Yes, please" on the same question: the duty staff are told.
+    A yes is not taken back by a later no (staff may be on their way)."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        assert "We have not told anyone" in (await ada.tap("No, thank you")).text
+        assert "told the probation team" in (await ada.tap("Yes, please")).text
+        assert "SG-1" in (await sam.expect(3)).text
+        assert "already have your answer" in (await ada.tap("No, thank you")).text
+        statuses = Records(runtime.settings).query("SELECT status FROM safeguarding_requests")
+        assert statuses == [("alerted",)]
