@@ -43,6 +43,7 @@ from state_machines.events import (
     Say,
     Started,
     TextSent,
+    UnsupportedSent,
 )
 from state_machines.session import Session
 from storage.clock import Clock
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 # and how long sending it again at the same question saves it (see `_holds_risk_text`).
 _RISK_TEXT = "_risk_text"
 _SEND_AGAIN_WITHIN_MS = 3_600_000
+# Session values marking the last thing answered with "I can only read text" (its kind and
+# when): the same kind again this soon is part of the same album or batch of forwards.
+_UNSUPPORTED = "_unsupported"
+_QUIET_AFTER_MS = 10_000
 
 # The broadcasts each consent is for. Saying no to one cancels its messages still queued to
 # the person: a region's broadcast takes minutes to go out, and "no" means from now.
@@ -232,6 +237,12 @@ class ConversationService:
             if isinstance(event, TextSent) and step_event is event:
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
                 step_event = await self._read_text(conn, actor, event, now)
+            if (
+                isinstance(event, UnsupportedSent)
+                and step_event is event
+                and await self._answered_just_now(conn, pseudonym, event.kind, now)
+            ):
+                step_event = None  # an album's next photo, the next of many forwards
             if isinstance(event, Started) and event.payload:
                 step_event = await self._redeem_start_link(
                     conn, pseudonym, sender.chat_id, person.locale, event.payload, now
@@ -245,6 +256,23 @@ class ConversationService:
         self._on_outbox_changed()  # after the commit: the sender reads committed rows only
         while self._after_commit:
             await self._after_commit.pop()()
+
+    async def _answered_just_now(
+        self, conn: aiosqlite.Connection, pseudonym: str, kind: str, now: int
+    ) -> bool:
+        """Whether something of this kind (a photo, a forward...) was answered moments ago.
+        An album of ten photos, or forty messages forwarded at once, arrive as one update
+        each: one kind answer (and the question again) is enough, not one per item. A
+        caption or forwarded text is still checked for risk phrases before this."""
+        stored = await Sessions(conn).load(pseudonym)
+        session = Session.from_json(stored) if stored else Session()
+        last = session.values_of(_UNSUPPORTED)
+        at = last.get("at", "")
+        if last.get("kind") == kind and at.isdigit() and now - int(at) < _QUIET_AFTER_MS:
+            return True
+        session = session.with_values(_UNSUPPORTED, {"kind": kind, "at": str(now)})
+        await Sessions(conn).save(pseudonym, session.to_json(), now)
+        return False
 
     async def _read_text(
         self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int

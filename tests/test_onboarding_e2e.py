@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from bot.local_api import FakePerson, LocalBotApi
 from bot.payload_seal import payload_codec
 from bot.secrets_file import load_secrets
+from storage.clock import ManualClock
 from tests.harness import (
     ADA,
     BRAN,
@@ -175,12 +177,12 @@ async def test_bad_input_gets_kind_answers_and_keeps_data_consistent(
     api.send_voice(ADA)
     voice = await chat.expect(before + 3)
     assert "cannot listen to voice" in voice.text and "999" in voice.text
-    api.send_video_note(ADA)
-    video_note = await chat.expect(before + 4)
+    api.send_animation(ADA)  # a GIF: an animation and a document at once
+    assert "cannot watch videos" in (await chat.expect(before + 4)).text
+    api.send_video_note(ADA)  # answered as a voice note is (not straight after one)
+    video_note = await chat.expect(before + 5)
     assert "cannot listen to voice" in video_note.text and "116 123" in video_note.text
     assert "Can we keep your answers" in video_note.text  # then the question again
-    api.send_animation(ADA)  # a GIF: an animation and a document at once
-    assert "cannot watch videos" in (await chat.expect(before + 5)).text
     old_message, old_data = chat.messages[0], "b" + "0" * 16
     before = len(chat.messages)
     api.press_button(ADA, old_message.message_id, old_data)
@@ -266,6 +268,30 @@ async def test_the_area_can_be_kept_back(api: LocalBotApi, bot: Records) -> None
     assert "signed up" not in done.text and "/area" in done.text
     assert bot.query("SELECT region FROM people") == [(None,)]
     assert "nothing to answer" in (await chat.say("hello")).text  # she finished signing up
+
+
+async def test_an_album_gets_one_answer_not_one_per_photo(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """An album of photos arrives as one update per photo: one kind answer (and the
+    question again), not five. A photo sent later is answered again."""
+    clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        chat = Chat(api, ADA)
+        await chat.start()
+        before = len(chat.messages)
+        for _ in range(5):
+            api.send_photo(ADA)
+        answered = await chat.expect(before + 1)
+        assert "cannot look at pictures" in answered.text
+        records = Records(runtime.settings)
+        handled = "SELECT COUNT(*) FROM inbox WHERE status <> 'pending'"
+        await eventually(lambda: records.query(handled) == [(7,)])  # /start, English, 5
+        await asyncio.sleep(0.3)
+        assert len(chat.messages) == before + 1
+        clock.advance(11)
+        api.send_photo(ADA)
+        assert "cannot look at pictures" in (await chat.expect(before + 2)).text
 
 
 async def test_an_edited_message_gets_a_kind_answer(api: LocalBotApi, bot: Records) -> None:
