@@ -270,9 +270,7 @@ async def test_the_area_can_be_kept_back(api: LocalBotApi, bot: Records) -> None
     assert "nothing to answer" in (await chat.say("hello")).text  # she finished signing up
 
 
-async def test_an_album_gets_one_answer_not_one_per_photo(
-    api: LocalBotApi, tmp_path: Path
-) -> None:
+async def test_an_album_gets_one_answer_not_one_per_photo(api: LocalBotApi, tmp_path: Path) -> None:
     """An album of photos arrives as one update per photo: one kind answer (and the
     question again), not five. A photo sent later is answered again."""
     clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
