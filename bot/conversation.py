@@ -106,9 +106,10 @@ WithdrawalHandler = Callable[
 # Checks a person's free text before the dialogue sees it; True when it was handled (e.g. a
 # risk phrase was signposted) and must not be taken as an answer.
 TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
-# What to make of a text written when no question is open (e.g. a reply to a message from
-# probation, typed instead of tapping Reply); None: "nothing to answer right now".
-LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[Event | None]]
+# A text written when no question is open (e.g. a reply to a message from probation, typed
+# instead of tapping Reply): True when the handler dealt with it; if none did, "nothing to
+# answer right now".
+LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
 # Shows a dialogue's remembered values as a person reads them (dates, places...).
 ValueFormatter = Callable[[Mapping[str, str], str], Mapping[str, str]]
 
@@ -151,7 +152,7 @@ class ConversationService:
         self._value_formatters: list[ValueFormatter] = []
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
-        self._loose_text: LooseTextHandler | None = None
+        self._loose_text_handlers: list[LooseTextHandler] = []
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
     def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
@@ -170,9 +171,10 @@ class ConversationService:
         """Every free text goes through `guard` first (safeguarding)."""
         self._text_guard = guard
 
-    def set_loose_text_handler(self, handler: LooseTextHandler) -> None:
-        """A text written with no question open goes to `handler` before the dialogue."""
-        self._loose_text = handler
+    def add_loose_text_handler(self, handler: LooseTextHandler) -> None:
+        """A text written with no question open goes to each handler in turn (in the
+        order added) until one deals with it, before the dialogue."""
+        self._loose_text_handlers.append(handler)
 
     def on_withdrawal(self, handler: WithdrawalHandler) -> None:
         """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
@@ -276,17 +278,18 @@ class ConversationService:
 
     async def _read_text(
         self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int
-    ) -> Event:
+    ) -> Event | None:
         """The event a text steps: itself; where only buttons answer, the tap of the one
         button whose words were typed ("yes", "Sometimes": some people type rather than
-        tap); when no question is open, what the loose text handler makes of it."""
+        tap); when no question is open, None if a loose text handler dealt with it."""
         stored = await Sessions(conn).load(actor.pseudonym)
         session = Session.from_json(stored) if stored else Session()
         if session.place is not None:
             return self._typed_button(session, actor.locale, event.text) or event
-        if self._loose_text is None:
-            return event
-        return await self._loose_text(conn, actor, event.text, now) or event
+        for handler in self._loose_text_handlers:
+            if await handler(conn, actor, event.text, now):
+                return None
+        return event
 
     def _typed_button(self, session: Session, locale: str, text: str) -> ButtonPressed | None:
         """The button of the question on screen whose label the text is (in the person's

@@ -25,7 +25,7 @@ from bot.enrolment import REGION_NAMES
 from bot.safeguarding import RiskPhrases
 from state_machines.definition import EXPLAIN_BUTTON_LABEL, REGION_SLUGS
 from state_machines.engine import Engine
-from state_machines.events import Begin, Event, Started
+from state_machines.events import Begin, Started
 from state_machines.session import Session
 from storage.clock import Clock
 from storage.database import Database
@@ -72,7 +72,7 @@ class SafetyService(Desk[DialogueTexts]):
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._phrases = phrases
         conversations.set_text_guard(self.guard)
-        conversations.set_loose_text_handler(self.offer_to_pass_on)
+        conversations.add_loose_text_handler(self.pass_on_typed_reply)
         conversations.register_submit("relay_safety", self.relay)
 
     async def guard(self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int) -> bool:
@@ -101,19 +101,21 @@ class SafetyService(Desk[DialogueTexts]):
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
         return True
 
-    async def offer_to_pass_on(
+    async def pass_on_typed_reply(
         self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
-    ) -> Event | None:
-        """Someone the duty staff wrote to this past week writes with no question open:
-        most people answer by typing, not with the Reply button, so they are asked whether
-        to pass it on, rather than told there is nothing to answer (and it being lost)."""
+    ) -> bool:
+        """Someone the duty staff wrote to this past week writes with no question open: a
+        reply, typed as most people reply, not with the Reply button. It is passed on (they
+        are told so), not met with "nothing to answer" and lost. Several messages in a row
+        go on one by one, as they were written."""
         request = await SafeguardingRequests(conn).latest_answered(
             actor.pseudonym, now - _CONTACT_WINDOW_MS
         )
         if request is None:
-            return None
+            return False
         values = {"request": request.token, "to": "staff", "message": text}
-        return Begin("safety_reply_typed", values)
+        await self.relay(conn, actor, values, now)
+        return True
 
     def _contact_question(self, locale: str, token: str, lead: str = "") -> dict[str, Any]:
         """ "Would you like someone from probation to get in touch?", with Yes, No and "I
