@@ -22,6 +22,9 @@ from storage.people import ConsentLedger
 
 log = logging.getLogger(__name__)
 
+# A text sent with no question open this soon after a written answer is more of that answer.
+ADD_TO_ANSWER_WITHIN_MS = 10 * 60_000
+
 
 class AnswerKeeper:
     """Stores people's free-text answers with their themes."""
@@ -58,12 +61,38 @@ class AnswerKeeper:
             checkin_id=checkin.id if checkin else None,
             quote=quote,
         )
-        if self._taxonomy is not None:
-            # Tagged in English and Welsh whatever the person chose, as the safeguarding check
-            # reads both: people in Wales switch. The chosen language only settles words that
-            # mean something else in the other one ("plant", "son": see bot/themes.py).
-            lang = locale if locale in LANGUAGES else "en"
-            themes = self._taxonomy.tag(text, lang)
-            if themes:
-                await Checkins(conn).tag_answer(answer_id, themes)
+        await self._tag(conn, answer_id, text, locale)
         return answer_id
+
+    async def add_to_recent(
+        self, conn: aiosqlite.Connection, pseudonym: str, text: str, locale: str, now: int
+    ) -> bool:
+        """Add `text` to the answer the person wrote in the last few minutes, if any (and
+        they still let us keep answers): people often send one thought as several messages.
+        False when there is none to add to."""
+        answers = Answers(conn)
+        recent = await answers.latest_since(pseudonym, now - ADD_TO_ANSWER_WITHIN_MS)
+        if recent is None:
+            return False
+        consents = await ConsentLedger(conn).current(pseudonym)
+        if not consents.get("feedback", False):
+            return False
+        whole = f"{self._secrets.decrypt_text(recent.ciphertext)}\n{text}"
+        quote = self._secrets.encrypt_text(scrub(whole)) if consents.get("quotes") else None
+        await answers.rewrite(recent.id, self._secrets.encrypt_text(whole), quote)
+        await self._tag(conn, recent.id, text, locale)  # themes it adds; those it had stay
+        log.info("person %s added to an answer", person_tag(pseudonym))
+        return True
+
+    async def _tag(
+        self, conn: aiosqlite.Connection, answer_id: int, text: str, locale: str
+    ) -> None:
+        if self._taxonomy is None:
+            return
+        # Tagged in English and Welsh whatever the person chose, as the safeguarding check
+        # reads both: people in Wales switch. The chosen language only settles words that
+        # mean something else in the other one ("plant", "son": see bot/themes.py).
+        lang = locale if locale in LANGUAGES else "en"
+        themes = self._taxonomy.tag(text, lang)
+        if themes:
+            await Checkins(conn).tag_answer(answer_id, themes)

@@ -281,7 +281,8 @@ class ConversationService:
     ) -> Event | None:
         """The event a text steps: itself; where only buttons answer, the tap of the one
         button whose words were typed ("yes", "Sometimes": some people type rather than
-        tap); when no question is open, None if a loose text handler dealt with it."""
+        tap); when no question is open, None if a loose text handler dealt with it, or it
+        was added to the answer written moments before (a thought sent in parts)."""
         stored = await Sessions(conn).load(actor.pseudonym)
         session = Session.from_json(stored) if stored else Session()
         if session.place is not None:
@@ -289,6 +290,12 @@ class ConversationService:
         for handler in self._loose_text_handlers:
             if await handler(conn, actor, event.text, now):
                 return None
+        if await self._keeper.add_to_recent(conn, actor.pseudonym, event.text, actor.locale, now):
+            text = self._catalogs.gettext(actor.locale, self._engine.message("answer_added"))
+            await Outbox(conn).enqueue(
+                actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
+            )
+            return None
         return event
 
     def _typed_button(self, session: Session, locale: str, text: str) -> ButtonPressed | None:

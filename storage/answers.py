@@ -46,6 +46,23 @@ class Answers:
         assert row is not None
         return int(row[0])
 
+    async def latest_since(self, pseudonym: str, since: int) -> StoredAnswer | None:
+        """The person's newest answer written since `since`, if any."""
+        async with self._conn.execute(
+            "SELECT id, dialogue, question, ciphertext, created_at, quote IS NOT NULL "
+            "FROM answers WHERE pseudonym = ? AND created_at >= ? ORDER BY id DESC LIMIT 1",
+            (pseudonym, since),
+        ) as cursor:
+            r = await cursor.fetchone()
+        return StoredAnswer(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) if r else None
+
+    async def rewrite(self, answer_id: int, ciphertext: bytes, quote: bytes | None) -> None:
+        """Replace an answer's text (and its quotable copy) with a longer one."""
+        await self._conn.execute(
+            "UPDATE answers SET ciphertext = ?, quote = ? WHERE id = ?",
+            (ciphertext, quote, answer_id),
+        )
+
     async def forget_quotes(self, pseudonym: str) -> int:
         """The person withdrew the quote consent: no answer of theirs may be quoted."""
         cursor = await self._conn.execute(

@@ -106,6 +106,46 @@ async def test_a_check_in_from_feedback_to_thank_you(api: LocalBotApi, tmp_path:
         assert not records.query("SELECT 1 FROM checkin_counts WHERE region LIKE 'p%'")
 
 
+async def test_a_written_answer_sent_in_parts_is_kept_whole(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """On a phone one thought often goes as several messages. What Ada sends in the minutes
+    after her written answer is added to it (encrypted, re-scrubbed for quoting, its themes
+    added), and she is told so; later, there is nothing to answer."""
+    clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)  # keep my answers: yes; quotes: yes
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
+            await ada.tap(answer)
+        assert "Thank you" in (await ada.say("My housing officer never calls back")).text
+        clock.advance(120)
+        added = await ada.say("and I lost my job because Sarah moved my appointment")
+        assert "added this to what you wrote" in added.text
+        records = Records(runtime.settings)
+        ((answer_id, ciphertext, quote),) = records.query(
+            "SELECT id, ciphertext, quote FROM answers WHERE pseudonym = ?",
+            records.pseudonym(ADA),
+        )
+        whole = records.secrets.decrypt_text(bytes(ciphertext))
+        assert whole == (
+            "My housing officer never calls back\n"
+            "and I lost my job because Sarah moved my appointment"
+        )
+        assert "Sarah" not in records.secrets.decrypt_text(bytes(quote))
+        themes = {
+            t
+            for (t,) in records.query(
+                "SELECT theme FROM answer_themes WHERE answer_id = ?", answer_id
+            )
+        }
+        assert {"housing", "work_training"} <= themes
+        clock.advance(11 * 60)
+        assert "nothing to answer" in (await ada.say("thanks")).text
+
+
 async def test_no_questions_without_the_feedback_consent(api: LocalBotApi, tmp_path: Path) -> None:
     async with running_bot(api, tmp_path) as runtime:
         bran = Chat(api, BRAN)
