@@ -114,6 +114,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     # Managers and admins only: staff may be the writer's own officer.
     "review": only(("manager_a", "admin"), "no answers to review"),
     "start": same("You have already started"),
+    "cancel": same("We stopped there"),
     "stop": same("You will get no more messages"),
 }
 # The powers of the command line (`python -m bot ...`: roles, invites, enrolment codes,

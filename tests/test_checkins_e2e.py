@@ -146,6 +146,26 @@ async def test_a_written_answer_sent_in_parts_is_kept_whole(
         assert "nothing to answer" in (await ada.say("thanks")).text
 
 
+async def test_cancel_leaves_a_check_in_half_way_and_feedback_opens_it_again(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """/cancel leaves the questions without four taps of "Skip this one": nothing more is
+    asked, the answer given is kept, and /feedback later opens the same check-in again."""
+    async with running_bot(api, tmp_path) as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        assert "respect" in (await ada.tap("Mostly")).text
+        assert "We stopped there" in (await ada.say("/cancel")).text
+        assert "nothing to answer" in (await ada.say("hello")).text
+        again = await ada.say("/feedback")
+        assert "5 short questions" in again.text and "Start" in str(again.reply_markup)
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM checkins") == [(1,)]
+        assert records.query("SELECT principle, score FROM checkin_scores") == [("voice", 4)]
+
+
 async def test_no_questions_without_the_feedback_consent(api: LocalBotApi, tmp_path: Path) -> None:
     async with running_bot(api, tmp_path) as runtime:
         bran = Chat(api, BRAN)
