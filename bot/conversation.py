@@ -379,7 +379,12 @@ class ConversationService:
                     locale = effect.effect.locale  # what follows is in the new language
             elif isinstance(effect, Say):
                 context = await self._context(conn, pseudonym, locale, effect)
-                for payload in render_message(effect, locale, self._catalogs, context):
+                payloads = render_message(effect, locale, self._catalogs, context)
+                if effect.in_place and tapped is not None and len(payloads) == 1:
+                    edit = {"message_id": tapped.message_id, **payloads[0]}
+                    await outbox.enqueue(chat_id, PRIORITY_REPLY, "edit", edit, now)
+                    continue
+                for payload in payloads:
                     await outbox.enqueue(chat_id, PRIORITY_REPLY, "message", payload, now)
             elif isinstance(effect, ConfirmChoice) and tapped is not None:
                 answered = self._answered(tapped, effect, locale)

@@ -248,12 +248,15 @@ class Engine:
             return
         stepper = _Stepper(place.state)
         self._machines[place.dialogue].events[f"press_{button.id}"].trigger(stepper)
+        if button.to is None:
+            # A choice that stays on the question (ticking a theme): the question is shown
+            # again with the choice made, in place of the tapped one, not below it each time.
+            self._apply_all(out, place.dialogue, button.effects)
+            out.effects.append(replace(self._question(place, out.session), in_place=True))
+            return
         out.effects.append(ConfirmChoice(button.label))
         self._apply_all(out, place.dialogue, button.effects)
-        if button.to is None:
-            self._reask(out)
-        else:
-            self._enter(out, Place(place.dialogue, stepper.state))
+        self._enter(out, Place(place.dialogue, stepper.state))
 
     def _on_text(self, out: _Out, event: TextSent) -> None:
         place = out.session.place

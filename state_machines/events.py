@@ -94,6 +94,9 @@ class Say:
     lead: str | None = None
     # The values the dialogue has remembered so far, for placeholders such as {title}.
     values: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Shown in place of the message whose button was tapped (when there is one), e.g. a
+    # question that stays open while choices are ticked.
+    in_place: bool = False
 
 
 @dataclass(frozen=True)

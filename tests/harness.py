@@ -77,6 +77,15 @@ class Chat:
         self.api.press_button(self.person, message.message_id, data)
         return await self.expect(before + 1)
 
+    async def toggle(self, label: str) -> SentMessage:
+        """Tap a button whose answer edits the same message (a choice ticked on a question
+        that stays open); return the message once edited."""
+        message, data = self.find_button(label)
+        before = (message.text, message.reply_markup)
+        self.api.press_button(self.person, message.message_id, data)
+        await eventually(lambda: (message.text, message.reply_markup) != before)
+        return message
+
     def find_button(self, label: str) -> tuple[SentMessage, str]:
         for message in reversed(self.messages):
             for row in (message.reply_markup or {}).get("inline_keyboard", []):

@@ -556,7 +556,7 @@ async def test_staff_of_another_region_cannot_submit_for_london(
         assert records.query("SELECT COUNT(*) FROM panels") == [(1,)]  # only set_up's
 
         assert "Which themes" in (await wyn.say("/yousaid")).text
-        await wyn.tap("Housing")
+        await wyn.toggle("Housing")
         await wyn.tap("Done")
         await wyn.tap("Yes, go on")
         await wyn.tap("London")

@@ -103,8 +103,8 @@ async def test_managers_review_and_correct_themes_of_their_region_only(
         assert not any(FRESH_WORDS in m.text for m in orla.messages)
         api.press_button(ORLA, item.message_id, f"rt:{quoted}")
         await orla.expect(9)
-        await orla.tap("Housing")
-        await orla.tap("Money and benefits")
+        await orla.toggle("Housing")
+        await orla.toggle("Money and benefits")
         assert "digest will use these themes" in (await orla.tap("Save")).text
         records = Records(runtime.settings)
         assert records.query(

@@ -61,7 +61,7 @@ async def write_housing_update(
     """Orla writes a housing update for `area` through /yousaid (the Welsh skipped when
     None) and taps Send it; returns the answer."""
     await orla.say("/yousaid")
-    await orla.tap("Housing")
+    await orla.toggle("Housing")
     await orla.tap("Done")
     await orla.tap("Yes, go on")
     await orla.tap(area)
@@ -85,7 +85,9 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         orla = Chat(api, ORLA)
         first = (await orla.say("/yousaid")).text
         assert "Which themes" in first and "Chosen: none" in first and "{" not in first
-        await orla.tap("Housing")
+        asked = len(orla.messages)
+        ticked = await orla.toggle("Housing")  # the question itself shows the choice
+        assert "Chosen: Housing" in ticked.text and len(orla.messages) == asked
         assert "Is that right" in (await orla.tap("Done")).text
         await orla.tap("Yes, go on")
         await orla.tap("London")
@@ -204,7 +206,7 @@ async def test_an_update_that_cannot_go_says_why(api: LocalBotApi, tmp_path: Pat
         ):
             await orla.say("/yousaid")
             for theme in themes:
-                await orla.tap(theme)
+                await orla.toggle(theme)
             assert "Is that right" in (await orla.tap("Done")).text
             await orla.tap("Yes, go on")
             await orla.tap(area)
