@@ -236,9 +236,10 @@ class ConversationService:
                 answer = isinstance(event, TextSent)
                 if signposted and await self._holds_risk_text(conn, actor, answer, now):
                     step_event = None  # signposted: the dialogue waits, it is asked again later
+            read: Session | None = None  # the session as _read_text found it
             if isinstance(event, TextSent) and step_event is event:
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
-                step_event = await self._read_text(conn, actor, event, now)
+                step_event, read = await self._read_text(conn, actor, event, now)
             if (
                 isinstance(event, UnsupportedSent)
                 and step_event is event
@@ -251,7 +252,7 @@ class ConversationService:
                 )
             if step_event is not None:
                 await self._step_and_store(
-                    conn, pseudonym, sender.chat_id, person.locale, step_event, tapped, now
+                    conn, pseudonym, sender.chat_id, person.locale, step_event, tapped, now, read
                 )
             await Inbox(conn).mark_handled(update_id, now)
         log.info("handled update for person %s", person_tag(pseudonym))
@@ -278,25 +279,26 @@ class ConversationService:
 
     async def _read_text(
         self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int
-    ) -> Event | None:
+    ) -> tuple[Event | None, Session]:
         """The event a text steps: itself; where only buttons answer, the tap of the one
         button whose words were typed ("yes", "Sometimes": some people type rather than
         tap); when no question is open, None if a loose text handler dealt with it, or it
-        was added to the answer written moments before (a thought sent in parts)."""
+        was added to the answer written moments before (a thought sent in parts). With the
+        session read, so that stepping the event need not read it again."""
         stored = await Sessions(conn).load(actor.pseudonym)
         session = Session.from_json(stored) if stored else Session()
         if session.place is not None:
-            return self._typed_button(session, actor.locale, event.text) or event
+            return self._typed_button(session, actor.locale, event.text) or event, session
         for handler in self._loose_text_handlers:
             if await handler(conn, actor, event.text, now):
-                return None
+                return None, session
         if await self._keeper.add_to_recent(conn, actor.pseudonym, event.text, actor.locale, now):
             text = self._catalogs.gettext(actor.locale, self._engine.message("answer_added"))
             await Outbox(conn).enqueue(
                 actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
             )
-            return None
-        return event
+            return None, session
+        return event, session
 
     def _typed_button(self, session: Session, locale: str, text: str) -> ButtonPressed | None:
         """The button of the question on screen whose label the text is (in the person's
@@ -358,10 +360,13 @@ class ConversationService:
         event: Event,
         tapped: TappedMessage | None,
         now: int,
+        session: Session | None = None,
     ) -> None:
-        """One engine step: its data effects, its messages, and the new session."""
-        stored = await Sessions(conn).load(pseudonym)
-        session = Session.from_json(stored) if stored else Session()
+        """One engine step: its data effects, its messages, and the new session (`session`:
+        as just read from the store in this transaction, when the caller has it)."""
+        if session is None:
+            stored = await Sessions(conn).load(pseudonym)
+            session = Session.from_json(stored) if stored else Session()
         step = self._engine.step(session, event)
         outbox = Outbox(conn)
         closing: set[str] = set()
