@@ -308,7 +308,8 @@ class Engine:
         if command.end_all:
             withdrew = any(isinstance(e, WithdrawAllConsents) for e in command.effects)
             completed = frozenset() if withdrew else out.session.completed
-            facts = frozenset({WITHDREW}) if withdrew else frozenset()
+            # /cancel keeps what the session knew (e.g. the area an enrolment code gave).
+            facts = frozenset({WITHDREW}) if withdrew else out.session.facts
             out.session = Session(completed=completed, facts=facts)
             if command.say:
                 out.say(command.say)

@@ -280,3 +280,15 @@ def test_random_event_sequences_never_crash_or_strand(engine: Engine, data: st.D
         ended = [e for e in step.effects if isinstance(e, DialogueEnded)]
         assert len(ended) <= 1
         assert all(isinstance(e, Say | Apply | ConfirmChoice | DialogueEnded) for e in step.effects)
+
+
+def test_cancel_ends_the_questions_but_keeps_what_the_session_knew(engine: Engine) -> None:
+    """/cancel leaves the dialogue; the area an enrolment code gave (a fact) stays, so
+    signing up again does not ask for it."""
+    session = Session(
+        place=Place("onboarding", "consent_feedback"), facts=frozenset({"region_known"})
+    )
+    step = engine.step(session, CommandSent("cancel"))
+    assert step.session.place is None and step.session.facts == {"region_known"}
+    stopped = engine.step(session, CommandSent("stop"))
+    assert stopped.session.facts == {WITHDREW}
