@@ -262,9 +262,10 @@ class UpdateService(Desk[DialogueTexts]):
             if not latest:
                 await self._tell(conn, actor, "no_updates", now)
                 return
-            sent_to_them = (await ConsentLedger(conn).current(pseudonym)).get("updates", False)
+            # "You said no" only to someone who did (not staff, nor someone not yet asked).
+            said_no = (await ConsentLedger(conn).current(pseudonym)).get("updates") is False
             await self._tell(
-                conn, actor, "updates_list" if sent_to_them else "updates_list_not_sent", now
+                conn, actor, "updates_list_not_sent" if said_no else "updates_list", now
             )
             for update in latest:
                 payload = self._message(update, locale, None)

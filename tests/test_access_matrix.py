@@ -95,11 +95,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "area": same("Which area are you on probation in now"),  # always one's own
     "mydata": same("Here is what we keep about you"),  # always one's own
     # Anyone may read the area's updates; only those who said yes are sent new ones.
-    "updates": same(
-        "we will not send you new ones",
-        participant="The latest updates for your area:",
-        unknown="We do not know your area yet",
-    ),
+    "updates": same("The latest updates for your area:", unknown="We do not know your area yet"),
     # Staff were never asked "Keep my answers" (they did not sign up as participants).
     "feedback": same("not asked you yet", participant="5 short questions"),
     "delete": same("This deletes everything"),
