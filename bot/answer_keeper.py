@@ -15,6 +15,7 @@ import aiosqlite
 from bot.log_tags import person_tag
 from bot.scrub import scrub
 from bot.secrets_file import Secrets
+from bot.stop_words import fold
 from bot.themes import LANGUAGES, Taxonomy
 from storage.answers import Answers
 from storage.checkins import Checkins
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # A text sent with no question open this soon after a written answer is more of that answer.
 ADD_TO_ANSWER_WITHIN_MS = 10 * 60_000
+# The most an answer grows to with what is added (a written answer alone is up to 3,500).
+MAX_ADDED_ANSWER = 7_000
 
 
 class AnswerKeeper:
@@ -70,6 +73,8 @@ class AnswerKeeper:
         """Add `text` to the answer the person wrote in the last few minutes, if any (and
         they still let us keep answers): people often send one thought as several messages.
         False when there is none to add to."""
+        if len(fold(text).split()) < 2:
+            return False  # "thanks", "ok", an emoji: not more of the answer
         answers = Answers(conn)
         recent = await answers.latest_since(pseudonym, now - ADD_TO_ANSWER_WITHIN_MS)
         if recent is None:
@@ -78,6 +83,8 @@ class AnswerKeeper:
         if not consents.get("feedback", False):
             return False
         whole = f"{self._secrets.decrypt_text(recent.ciphertext)}\n{text}"
+        if len(whole) > MAX_ADDED_ANSWER:
+            return False
         quote = self._secrets.encrypt_text(scrub(whole)) if consents.get("quotes") else None
         await answers.rewrite(recent.id, self._secrets.encrypt_text(whole), quote)
         await self._tag(conn, recent.id, text, locale)  # themes it adds; those it had stay

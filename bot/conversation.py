@@ -50,6 +50,7 @@ from storage.clock import Clock
 from storage.database import Database, in_worker_thread
 from storage.people import ConsentLedger, People, Sessions
 from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, Inbox, Outbox
+from storage.safeguarding import SafeguardingRequests
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ _SEND_AGAIN_WITHIN_MS = 3_600_000
 # when): the same kind again this soon is part of the same album or batch of forwards.
 _UNSUPPORTED = "_unsupported"
 _QUIET_AFTER_MS = 10_000
+# A safety contact question asked this recently may still be the one on screen.
+_CONTACT_QUESTION_OPEN_MS = 3_600_000
 
 # The broadcasts each consent is for. Saying no to one cancels its messages still queued to
 # the person: a region's broadcast takes minutes to go out, and "no" means from now.
@@ -230,16 +233,18 @@ class ConversationService:
                 roles = (await access_of(conn, pseudonym)).roles()
                 step_event = replace(event, roles=roles)
             written = event.text if isinstance(event, TextSent) else free_text
+            held = False
             if written:
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
                 signposted = await self._guard_text(conn, actor, written, now)
                 answer = isinstance(event, TextSent)
-                if signposted and await self._holds_risk_text(conn, actor, answer, now):
+                held = signposted and await self._holds_risk_text(conn, actor, answer, now)
+                if held:
                     step_event = None  # signposted: the dialogue waits, it is asked again later
             read: Session | None = None  # the session as _read_text found it
-            if isinstance(event, TextSent) and step_event is event:
+            if isinstance(event, TextSent):
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
-                step_event, read = await self._read_text(conn, actor, event, now)
+                step_event, read = await self._read_text(conn, actor, event, now, held)
             if (
                 isinstance(event, UnsupportedSent)
                 and step_event is event
@@ -278,27 +283,40 @@ class ConversationService:
         return False
 
     async def _read_text(
-        self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int
+        self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int, held: bool
     ) -> tuple[Event | None, Session]:
-        """The event a text steps: itself; where only buttons answer, the tap of the one
-        button whose words were typed ("yes", "Sometimes": some people type rather than
-        tap); when no question is open, None if a loose text handler dealt with it, or it
-        was added to the answer written moments before (a thought sent in parts). With the
-        session read, so that stepping the event need not read it again."""
+        """The event a text steps, with the session read (so that stepping it need not read
+        it again). `held`: it was signposted and is not an answer (None, unless a loose text
+        handler passes it on: a risky reply to the duty staff must reach them).
+
+        Where only buttons answer, the tap of the one button whose words were typed ("yes",
+        "Sometimes": some people type rather than tap), unless a safety contact question is
+        waiting (its "Yes, please" is what a "yes" then means). With no question open: added
+        to the answer written moments before (a thought sent in parts), or dealt with by a
+        loose text handler (a reply to the duty staff), or else "nothing to answer"."""
         stored = await Sessions(conn).load(actor.pseudonym)
         session = Session.from_json(stored) if stored else Session()
         if session.place is not None:
-            return self._typed_button(session, actor.locale, event.text) or event, session
-        for handler in self._loose_text_handlers:
-            if await handler(conn, actor, event.text, now):
+            if held:
                 return None, session
-        if await self._keeper.add_to_recent(conn, actor.pseudonym, event.text, actor.locale, now):
+            tap = self._typed_button(session, actor.locale, event.text)
+            if tap is not None and not await SafeguardingRequests(conn).latest_open(
+                actor.pseudonym, now - _CONTACT_QUESTION_OPEN_MS, statuses=("asked",)
+            ):
+                return tap, session
+            return event, session
+        if not held and await self._keeper.add_to_recent(
+            conn, actor.pseudonym, event.text, actor.locale, now
+        ):
             text = self._catalogs.gettext(actor.locale, self._engine.message("answer_added"))
             await Outbox(conn).enqueue(
                 actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
             )
             return None, session
-        return event, session
+        for handler in self._loose_text_handlers:
+            if await handler(conn, actor, event.text, now):
+                return None, session
+        return (None if held else event), session
 
     def _typed_button(self, session: Session, locale: str, text: str) -> ButtonPressed | None:
         """The button of the question on screen whose label the text is (in the person's

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.access import access_of
+from bot.access import DUTY_HANDOVER_JOB, access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
@@ -49,6 +49,9 @@ _FOLLOW_UPS = 10  # look again for up to ten minutes while alerts wait in the qu
 # since then gets the request and its button then).
 UNANSWERED_JOB = "safety_unanswered"
 _RAISE_AFTER_MS = (4 * 3_600_000, 24 * 3_600_000)
+# A new duty holder the bot cannot write to yet is looked for again this often, this long.
+_HANDOVER_RETRY_MS = 3_600_000
+_HANDOVER_TRIES = 7 * 24
 # A risk message within this long of a contact question still unanswered, or of an alert,
 # gets the help again but no second question (nor a second alert).
 _ASKED_AGAIN_AFTER_MS = 3_600_000
@@ -81,18 +84,32 @@ class SafetyService(Desk[DialogueTexts]):
         match = self._phrases.check(text, actor.locale)
         if match is None:
             return False
+        stored = await Sessions(conn).load(actor.pseudonym)
+        session = Session.from_json(stored) if stored else Session()
+        place = session.place
+        staff_writing = place is not None and place.dialogue == "safety_reply"
+        if staff_writing and session.values_of("safety_reply").get("to") == "person":
+            # Duty staff writing to someone ("do you have a plan to end it?"): their words
+            # are not a call for help, and no request is opened in their name.
+            return False
         outbox = Outbox(conn)
         signpost = {"text": self._texts.text(actor.locale, "signpost")}
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", signpost, now)
         log.info("a person was signposted")  # not who: this log outlives an erasure
         requests = SafeguardingRequests(conn)
         recent = await requests.latest_open(actor.pseudonym, now - _ASKED_AGAIN_AFTER_MS)
-        if recent is not None:
-            # Several messages in a row (or a reply to the staff written to them): the help
-            # every time, but one question, and one alert, not one per message.
+        if recent is not None and recent.category == match.category:
+            # Several messages in a row about the same: the help every time, but one
+            # question, and one alert, not one per message. Something else (a knife after
+            # self-harm) is asked about again, so its alert says what it is.
             if recent.status == "alerted":
                 told = {"text": self._texts.text(actor.locale, "already_told")}
                 await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", told, now)
+            return True
+        replying = place is None or place.dialogue == "safety_reply"
+        if replying and await requests.latest_answered(actor.pseudonym, now - _CONTACT_WINDOW_MS):
+            # A reply to the duty staff writing to them (typed, or with Reply): it is passed
+            # on to them as it is, and they can act on it; no new question.
             return True
         person = await People(conn).get(actor.pseudonym)
         region = person.region if person else None
@@ -150,11 +167,13 @@ class SafetyService(Desk[DialogueTexts]):
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
             area = action[1:] if action.startswith("a") else None
-            if request.status == "declined" and action == "y":
-                # A no can become a yes (someone may need a moment, or feel worse later);
-                # a yes is not taken back here: staff may be on their way.
-                await requests.reconsider(request.id)
-                request = replace(request, status="asked")
+            late = request.status == "asked" and now - request.created_at > _ASKED_AGAIN_AFTER_MS
+            if action == "y" and (request.status == "declined" or late):
+                # A no can become a yes (someone may need a moment, or feel worse later),
+                # and a yes may come long after the question: either way it is timed from
+                # now. A yes is not taken back here: staff may be on their way.
+                await requests.reconsider(request.id, now)
+                request = replace(request, status="asked", created_at=now)
             if request.status != "asked":
                 await self._tell(conn, actor, "already_answered", now)
             elif action == "e":  # what saying yes or no does, then the question again
@@ -409,6 +428,17 @@ class SafetyService(Desk[DialogueTexts]):
             return  # the duty was taken away again before this ran
         holder = await People(conn).get(holder_pseudonym)
         if holder is None or not holder.reachable:
+            # Granted from the command line before they ever wrote to the bot (it cannot
+            # write first), or they blocked it: look again every hour, for a week.
+            tries = int(job.payload.get("tries", 0)) + 1
+            if tries <= _HANDOVER_TRIES:
+                await Schedules(conn).add(
+                    DUTY_HANDOVER_JOB,
+                    f"{DUTY_HANDOVER_JOB}:{holder_pseudonym}:{region}:{now}:{tries}",
+                    now + _HANDOVER_RETRY_MS,
+                    {**job.payload, "tries": tries},
+                    now,
+                )
             return
         requests = SafeguardingRequests(conn)
         for request in await requests.waiting_in(region, now - _CONTACT_WINDOW_MS):

@@ -156,12 +156,14 @@ class SafeguardingRequests:
         latest = {request.pseudonym: request for request in map(_request, rows)}
         return sorted(latest.values(), key=lambda request: request.id)
 
-    async def reconsider(self, request_id: int) -> bool:
-        """The person said no to contact and now taps yes: the question is open again."""
+    async def reconsider(self, request_id: int, now: int) -> bool:
+        """A yes to a question answered no, or asked long ago: open again, and timed from
+        now (the alert's "no one has written for N hours", the week a number is passed on
+        for, the re-raises), not from when it was first asked."""
         cursor = await self._conn.execute(
-            "UPDATE safeguarding_requests SET status = 'asked', decided_at = NULL "
-            "WHERE id = ? AND status = 'declined'",
-            (request_id,),
+            "UPDATE safeguarding_requests SET status = 'asked', decided_at = NULL, "
+            "created_at = ? WHERE id = ? AND status IN ('asked', 'declined')",
+            (now, request_id),
         )
         return cursor.rowcount > 0
 
@@ -183,13 +185,16 @@ class SafeguardingRequests:
         ) as cursor:
             return await cursor.fetchone() is not None
 
-    async def latest_open(self, pseudonym: str, since: int) -> SafeguardingRequest | None:
+    async def latest_open(
+        self, pseudonym: str, since: int, statuses: tuple[str, ...] = ("asked", "alerted")
+    ) -> SafeguardingRequest | None:
         """The person's latest request since `since` whose contact question is still
         waiting for an answer ('asked') or whose alert went to staff ('alerted')."""
+        marks = ", ".join("?" for _ in statuses)
         async with self._conn.execute(
             f"SELECT {_COLUMNS} FROM safeguarding_requests WHERE pseudonym = ? "
-            "AND status IN ('asked', 'alerted') AND created_at >= ? ORDER BY id DESC LIMIT 1",
-            (pseudonym, since),
+            f"AND status IN ({marks}) AND created_at >= ? ORDER BY id DESC LIMIT 1",
+            (pseudonym, *statuses, since),
         ) as cursor:
             row = await cursor.fetchone()
         return _request(row) if row else None

@@ -124,6 +124,7 @@ async def test_a_written_answer_sent_in_parts_is_kept_whole(
         clock.advance(120)
         added = await ada.say("and I lost my job because Sarah moved my appointment")
         assert "added this to what you wrote" in added.text
+        assert "nothing to answer" in (await ada.say("thanks")).text  # not more of it
         records = Records(runtime.settings)
         ((answer_id, ciphertext, quote),) = records.query(
             "SELECT id, ciphertext, quote FROM answers WHERE pseudonym = ?",

@@ -577,3 +577,162 @@ async def test_a_no_to_contact_can_become_a_yes(api: LocalBotApi, tmp_path: Path
         assert "already have your answer" in (await ada.tap("No, thank you")).text
         statuses = Records(runtime.settings).query("SELECT status FROM safeguarding_requests")
         assert statuses == [("alerted",)]
+
+
+async def test_a_risky_reply_typed_hours_later_reaches_the_staff_writing_to_them(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Two hours after her alert Sam writes to Ada, and she types back a risk message: she
+    gets the numbers, and it goes to Sam as written; she is not asked the contact question
+    again (Sam is already in touch)."""
+    clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        had, _ = await ada_asks_for_contact(ada)
+        await sam.expect(3)
+        clock.advance(2 * 3_600)
+        await sam.tap("Write to them")
+        await sam.say("Hello, this is Sam from probation.")
+        await said(ada, "this is Sam from probation", had)
+        await asyncio.sleep(0.3)
+        sam_had, ada_had = len(sam.messages), len(ada.messages)
+        assert "116 123" in (await ada.say("no im going to end it all tonight")).text
+        passed_on = await sam.expect(sam_had + 1)
+        assert "SG-1" in passed_on.text and "end it all tonight" in passed_on.text
+        await said(ada, "passed on your message", ada_had)
+        assert not any("get in touch" in (m.text or "") for m in ada.messages[ada_had:])
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(1,)]
+
+
+async def test_a_typed_yes_is_not_taken_for_another_question_while_help_is_asked(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Half-way through signing up Ada writes a risk message: the contact question is now
+    the one she sees. A typed "Yes" is not taken as her answer to "Can we keep your
+    answers?" (nor as a yes to contact: that is a tap)."""
+    async with running_bot(api, tmp_path) as runtime:
+        ada = Chat(api, ADA)
+        await ada.start()
+        await ada.tap("OK, go on")
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        assert "tap one of the buttons" in (await ada.say("Yes")).text
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM consent_ledger") == [(0,)]
+
+
+async def test_words_added_to_a_fresh_answer_are_not_sent_to_the_duty_staff(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam wrote to Ada this week. She then does a check-in, and sends the rest of her
+    written answer as a second message: it is added to her answer (which her officer
+    never sees), not passed on to Sam."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        had, _ = await ada_asks_for_contact(ada)
+        await sam.expect(3)
+        await sam.tap("Write to them")
+        await sam.say("Hello, this is Sam from probation.")
+        await said(ada, "this is Sam from probation", had)
+        await asyncio.sleep(0.3)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
+            await ada.tap(answer)
+        await ada.say("My officer never listens")
+        sam_had = len(sam.messages)
+        assert "added this to what you wrote" in (await ada.say("and he shouts at me")).text
+        await asyncio.sleep(0.3)
+        assert len(sam.messages) == sam_had
+
+
+async def test_a_risk_of_another_kind_within_the_hour_is_asked_about_again(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """After a self-harm alert, "he's got a knife" within the hour is something else: the
+    contact question again, so its alert says what it is."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        had = len(ada.messages)
+        await ada.say("I keep cutting myself")
+        await ada.expect(had + 2)
+        await ada.tap("Yes, please")
+        assert "self-harm" in (await sam.expect(3)).text
+        had = len(ada.messages)
+        await ada.say("he's got a knife")
+        assert "get in touch" in (await ada.expect(had + 2)).text
+        await ada.tap("Yes, please")
+        assert "being in danger" in (await sam.expect(4)).text
+
+
+async def test_a_yes_long_after_the_question_is_timed_from_the_yes(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada says no, and a day and a half later taps "Yes, please": the request counts from
+    her yes (the re-raise four hours on says 4 hours, not 40), not from the question."""
+    clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        await ada.tap("No, thank you")
+        clock.advance(36 * 3_600)
+        assert "told the probation team" in (await ada.tap("Yes, please")).text
+        await sam.expect(3)
+        records = Records(runtime.settings)
+        assert records.query("SELECT created_at FROM safeguarding_requests") == [
+            (runtime.clock.now_ms(),)
+        ]
+        clock.advance(4 * 3_600 + 1)
+        await runtime.scheduler.run_due()
+        again = await sam.expect(4)
+        assert "for 4 hours" in again.text
+
+
+async def test_a_duty_given_before_the_holder_ever_wrote_reaches_them_when_they_do(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Rhys is given the London duty from the command line before he has written to the
+    bot (it cannot write first). When he does, within the hour he is sent Bran's request
+    no one could be told of."""
+    clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        bran = Chat(api, BRAN)
+        await ada_asks_for_contact(bran)  # nobody in London holds the duty
+        who = runtime.service.pseudonym_of(RHYS.user_id)
+        await grant_role(runtime.db, who, "staff", "london", True, "cli", clock.now_ms())
+        await runtime.scheduler.run_due()  # he cannot be written to yet
+        rhys = Chat(api, RHYS)
+        await rhys.say("/help")
+        await rhys.expect(2)
+        clock.advance(3_601)
+        await runtime.scheduler.run_due()
+        handed = await rhys.expect(3)
+        assert "SG-1" in handed.text and "Write to them" in str(handed.reply_markup)
+
+
+async def test_duty_staff_asking_about_risk_are_not_signposted(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam asks Ada "do you have a plan to end it?": words a duty holder must be able to
+    write. Sam is not signposted and no request is opened in Sam's name; Ada gets it."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        had, _ = await ada_asks_for_contact(ada)
+        await sam.expect(3)
+        await sam.tap("Write to them")
+        sent = await sam.say("Do you have a plan to end it? I can call you today.")
+        assert "passed on your message" in sent.text and "116 123" not in sent.text
+        await said(ada, "Do you have a plan to end it?", had)
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(1,)]
