@@ -18,7 +18,7 @@ from state_machines.definition import EXPLAIN_BUTTON_LABEL
 from state_machines.engine import Engine
 from storage.panels import Invitation, Panel, PanelSummary
 
-RSVP_PREFIX = "pr:"  # pr:<token>:<y|m|n|c|d|r|s:<need>>
+RSVP_PREFIX = "pr:"  # pr:<token>:<y|m|n|c|d|r|e|x|s:<need>>
 MANAGE_PREFIX = "pm:"  # pm:<panel id>:<m|r|x|t>
 ANSWER_PREFIX = "pa:"  # pa:<token>: the organiser answers one person
 SUPPORT_NEEDS: tuple[str, ...] = ("travel", "childcare", "interpreter", "access")
@@ -168,12 +168,21 @@ class PanelTexts(DialogueTexts):
                 label = self.text(locale, "need_not_offered", need=label)
             data = f"{RSVP_PREFIX}{token}:s:{need}"
             buttons.append([{"text": tick + label, "callback_data": data}])
-        buttons.append([self._button(locale, "done_button", f"{RSVP_PREFIX}{token}:d")])
+        explain = {
+            "text": self.common(locale, EXPLAIN_BUTTON_LABEL),
+            "callback_data": f"{RSVP_PREFIX}{token}:x",
+        }
+        buttons.append([self._button(locale, "done_button", f"{RSVP_PREFIX}{token}:d"), explain])
         if invitation.answer == "maybe":
             buttons.append(self._answer_buttons(token, locale)[0][::2])  # Yes, No
         else:
             buttons.append([self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")])
         return {"text": text, "buttons": buttons}
+
+    def support_explained(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
+        """What each kind of help is, then the answer with its help buttons again."""
+        payload = self.answer(panel, invitation, locale)
+        return {**payload, "text": f"{self.text(locale, 'support_explained')}\n\n{payload['text']}"}
 
     def place_freed(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
         text = self.text(

@@ -75,6 +75,9 @@ class RsvpService(Desk[PanelTexts]):
             elif action == "e":
                 payload = self._texts.invitation_explained(token, actor.locale)
                 await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
+            elif action == "x":  # "I don't understand" under the help they can ask for
+                payload = self._texts.support_explained(panel, invitation, actor.locale)
+                await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
             elif action == "d":
                 key = "support_saved" if invitation.support_needs else "support_none_saved"
                 needs = self._texts.needs(invitation.support_needs, actor.locale)

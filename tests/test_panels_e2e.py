@@ -156,9 +156,14 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         clock.advance(60)
         assert "number 2 on the waiting list" in (await ellis.tap("Yes, I can come")).text
 
-        # Support needs: ticked in place on the same message, then saved. Help the panel
-        # does not offer can be asked for too ("we will ask"): it is what Bilal needs.
+        # Support needs: explained if asked ("I don't understand" under them), ticked in
+        # place on the same message, then saved. Help the panel does not offer can be
+        # asked for too ("we will ask"): it is what Bilal needs.
+        helped = await bilal.tap("I don't understand")
+        assert "Interpreter: someone who speaks your language" in helped.text
+        assert "You have a place" in helped.text and "Travel costs" in str(helped.reply_markup)
         ticked = await bilal.toggle("Travel costs")
+        assert ticked.message_id == helped.message_id
         assert "✓ Travel costs" in str(ticked.reply_markup)
         assert "not on offer yet" in (ticked.text or "")
         ticked = await bilal.toggle("Interpreter (we will ask)")
