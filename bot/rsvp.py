@@ -19,6 +19,7 @@ from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
 from bot.panels import audit_panel
 from state_machines.engine import Engine
 from state_machines.events import Begin
+from storage.broadcasts import Broadcasts
 from storage.clock import Clock
 from storage.database import Database
 from storage.panels import ANSWERS, Invitation, Panel, Panels, RsvpOutcome
@@ -26,6 +27,8 @@ from storage.people import ConsentLedger, People
 from storage.queues import PRIORITY_REPLY, Outbox
 
 _CHOICES = {"y": "yes", "m": "maybe", "n": "no", "c": "cancel"}
+# A text with no question open this soon after an organiser's message is a reply to it.
+_TYPED_REPLY_WITHIN_MS = 3 * 86_400_000
 
 
 class RsvpService(Desk[PanelTexts]):
@@ -82,6 +85,32 @@ class RsvpService(Desk[PanelTexts]):
                 key = "support_saved" if invitation.support_needs else "support_none_saved"
                 needs = self._texts.needs(invitation.support_needs, actor.locale)
                 await self._tell(conn, actor, key, now, needs=needs)
+
+    async def pass_on_typed_reply(
+        self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
+    ) -> bool:
+        """Someone a panel's organiser wrote to in the last few days writes with no
+        question open: a reply typed rather than sent with the Reply button ("I can't
+        make it, my son is ill"). It goes to the organiser, as a Reply would."""
+        subject = await Broadcasts(conn).latest_sent_to(
+            actor.chat_id, "panel_message", now - _TYPED_REPLY_WITHIN_MS
+        )
+        panel_id = subject.removeprefix("panel:") if subject else ""
+        if not panel_id.isdigit():
+            return False
+        invitation = next(
+            (
+                i
+                for i in await Panels(conn).active_invitations(actor.pseudonym, now)
+                if i.panel_id == int(panel_id)
+            ),
+            None,
+        )
+        if invitation is None:
+            return False
+        values = {"invitation": invitation.token, "to": "organiser", "message": text}
+        await self.relay_reply(conn, actor, values, now)
+        return True
 
     async def relay_reply(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int

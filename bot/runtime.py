@@ -176,6 +176,8 @@ async def build_runtime(
         load_risk_phrases(settings.dialogues_dir / "safeguarding.yaml"),
         sender.wake,
     )
+    # A typed reply to the duty staff comes before one to a panel's organiser.
+    service.add_loose_text_handler(rsvp.pass_on_typed_reply)
     rights = DataRightsService(
         db,
         clock,

@@ -50,6 +50,18 @@ class Broadcasts:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
+    async def latest_sent_to(self, chat_id: int, kind: str, since: int) -> str | None:
+        """The subject of the latest broadcast of this kind sent to the chat since `since`
+        (e.g. the panel an organiser's message was about); None if none was."""
+        async with self._conn.execute(
+            "SELECT b.subject FROM outbox o JOIN broadcasts b ON b.id = o.broadcast_id "
+            "WHERE o.chat_id = ? AND o.status = 'sent' AND o.sent_at >= ? AND b.kind = ? "
+            "ORDER BY o.sent_at DESC, o.id DESC LIMIT 1",
+            (chat_id, since, kind),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
     async def create(
         self,
         kind: str,

@@ -766,6 +766,11 @@ async def test_messages_are_relayed_both_ways_without_ids(api: LocalBotApi, tmp_
         answer = await amara.expect(6)
         assert "Yes, there is a creche." in answer.text
         assert str(ORGANISER.user_id) not in str(answer.reply_markup) + answer.text
+        # A reply typed rather than sent with Reply goes to the organiser too.
+        staff_had = len(staff.messages)
+        await amara.say("Thank you, we will be at the office at 13:00")
+        typed = await staff.expect(staff_had + 1)
+        assert f"Ticket {ticket}" in typed.text and "we will be at the office" in typed.text
 
 
 async def test_nothing_privileged_without_the_role_and_region(
