@@ -231,7 +231,8 @@ class ConversationService:
             step_event: Event | None = event
             if isinstance(event, CommandSent):
                 roles = (await access_of(conn, pseudonym)).roles()
-                step_event = replace(event, roles=roles)
+                consented = bool(await ConsentLedger(conn).current(pseudonym))
+                step_event = replace(event, roles=roles, consented=consented)
             written = event.text if isinstance(event, TextSent) else free_text
             held = False
             if written:

@@ -175,6 +175,9 @@ class Command:
     effects: tuple[EffectSpec, ...] = ()
     end_all: bool = False  # end every dialogue in progress (e.g. /stop)
     requires: str | None = None  # a role (staff, manager, admin); others are told "not available"
+    # Only for someone who signed up or answered a consent question (e.g. /privacy: a
+    # consent is recorded against the notice read, so who has not read it is sent to /start).
+    signed_up: bool = False
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ REQUIRED_MESSAGES = (
     "lost_place",
     "code_accepted",
     "not_available",
+    "sign_up_first",
 )
 
 # A session fact: the person said /stop (withdrew every consent). Writing afterwards does not
@@ -303,6 +304,12 @@ class Engine:
             out.say(self.message("not_available"))
             if out.session.place is not None:
                 self._reask(out)
+            return
+        if command.signed_up and not event.consented and self.entry not in out.session.completed:
+            if out.session.place is None:
+                out.say(self.message("sign_up_first"))
+            else:
+                self._reask(out, lead="sign_up_first")
             return
         out.effects.extend(Apply(effect) for effect in command.effects)
         if command.end_all:

@@ -41,6 +41,9 @@ class CommandSent:
 
     name: str
     roles: frozenset[str] = frozenset()
+    # The person has answered a consent question, so read the notice before it (for
+    # commands only someone signed up may use: see Command.signed_up).
+    consented: bool = False
 
 
 @dataclass(frozen=True)

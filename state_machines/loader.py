@@ -51,7 +51,7 @@ _TOP_KEYS = {"schema_version", "id", "start", "states", "commands", "messages", 
 _STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end", "skip"}
 _BUTTON_KEYS = {"id", "label", "to", "effects"}
 _TEXT_KEYS = {"max_length", "to", "store", "kind", "save_as", "effects"}
-_COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires"}
+_COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires", "signed_up"}
 _EFFECT_KINDS = ("consent", "set_region", "set_locale", "store", "set", "toggle", "submit")
 # Telegram caps a message at 4,096 characters; leave room for placeholders.
 _MAX_TEXT = 3500
@@ -398,8 +398,20 @@ def _commands(checker: _Checker, node: yaml.Node | None) -> dict[str, Command]:
         requires = checker.name(fields["requires"], where) if "requires" in fields else None
         if requires is not None and requires not in ROLES:
             checker.problem(fields["requires"], where, f"requires must be one of {ROLES}")
+        signed_up = (
+            bool(checker.scalar(fields["signed_up"], where, bool))
+            if "signed_up" in fields
+            else False
+        )
         commands[name] = Command(
-            name, command_node.start_mark.line + 1, say, start, effects, end_all, requires
+            name,
+            command_node.start_mark.line + 1,
+            say,
+            start,
+            effects,
+            end_all,
+            requires,
+            signed_up,
         )
     return commands
 

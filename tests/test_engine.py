@@ -168,20 +168,33 @@ def test_start_with_unknown_code_says_so_and_goes_on(engine: Engine) -> None:
     assert "cannot use" in texts[0] and "Which language" in texts[1]
 
 
-def test_privacy_is_a_sub_dialogue_that_returns(engine: Engine) -> None:
+def test_privacy_waits_for_sign_up(engine: Engine) -> None:
+    """A consent is recorded against the notice the person read: /privacy before signing
+    up sends them to /start (or back to the question they were on)."""
     conversation = verify_dialog(
         engine,
         [
+            ("/privacy", "Please sign up first"),
             *START,
             ("tap:OK, go on", "keep"),
-            ("/privacy", "{consent_summary}"),
-            ("tap:Use my words", "Can we use your words"),
-            ("tap:No", "{consent_summary}"),
-            ("tap:That is all", "Can we keep your answers"),
+            ("/privacy", "Please sign up first"),
         ],
     )
-    assert conversation.applied == (SetLocale("en"), GrantConsent("quotes", False))
+    assert conversation.applied == (SetLocale("en"),)
     assert conversation.session.place == Place("onboarding", "consent_feedback")
+    assert "Can we keep your answers" in conversation.last[-1].text
+
+
+def test_privacy_is_a_sub_dialogue_that_returns(engine: Engine) -> None:
+    conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
+    assert "Which area" in conversation.send(CommandSent("area"))[-1]
+    assert "{consent_summary}" in conversation.send(CommandSent("privacy"))[-1]
+    assert "Can we use your words" in conversation.tap("Use my words")[-1]
+    assert "{consent_summary}" in conversation.tap("No")[-1]
+    assert "Which area" in conversation.tap("That is all")[-1]
+    assert conversation.applied == (GrantConsent("quotes", False),)
+    assert conversation.session.place is not None
+    assert conversation.session.place.dialogue == "area"
 
 
 def test_stop_withdraws_everything_and_ends(engine: Engine) -> None:
