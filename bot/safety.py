@@ -259,9 +259,7 @@ class SafetyService(Desk[DialogueTexts]):
             }
             alert = {
                 "text": self._texts.text(holder.locale, "alert", **params),
-                "buttons": [
-                    [self._button(holder.locale, "write_to_them", f"{STAFF_PREFIX}{request.token}")]
-                ],
+                "buttons": self._write_to_them(holder.locale, request),
             }
             outbox_id = await Outbox(conn).enqueue(
                 holder.chat_id, PRIORITY_SAFEGUARDING, "message", alert, now
@@ -451,9 +449,7 @@ class SafetyService(Desk[DialogueTexts]):
             }
             payload = {
                 "text": self._texts.text(holder.locale, "staff_handover", **params),
-                "buttons": [
-                    [self._button(holder.locale, "write_to_them", f"{STAFF_PREFIX}{request.token}")]
-                ],
+                "buttons": self._write_to_them(holder.locale, request),
             }
             outbox_id = await Outbox(conn).enqueue(
                 holder.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
@@ -595,8 +591,10 @@ class SafetyService(Desk[DialogueTexts]):
             if holder is None or not holder.reachable:
                 continue
             text = self._texts.text(holder.locale, key, ref=_reference(request), **params)
-            button = self._button(holder.locale, "write_to_them", f"{STAFF_PREFIX}{request.token}")
-            payload: dict[str, Any] = {"text": text, "buttons": [[button]]}
+            payload: dict[str, Any] = {
+                "text": text,
+                "buttons": self._write_to_them(holder.locale, request),
+            }
             await Outbox(conn).enqueue(
                 holder.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
             )
@@ -609,6 +607,12 @@ class SafetyService(Desk[DialogueTexts]):
         session = Session.from_json(stored) if stored else Session()
         if session.place is not None:
             await self._conversations.step_in(conn, actor, Started(), now)
+
+    def _write_to_them(
+        self, locale: str, request: SafeguardingRequest
+    ) -> list[list[dict[str, str]]]:
+        """The "Write to them" button under everything duty staff are sent about a request."""
+        return [[self._button(locale, "write_to_them", f"{STAFF_PREFIX}{request.token}")]]
 
     def _button(self, locale: str, key: str, data: str) -> dict[str, str]:
         return {"text": self._texts.text(locale, key), "callback_data": data}

@@ -132,13 +132,7 @@ class SafeguardingRequests:
 
     async def latest_alerted(self, pseudonym: str, since: int) -> SafeguardingRequest | None:
         """The person's most recent request that reached staff, if it is recent."""
-        async with self._conn.execute(
-            f"SELECT {_COLUMNS} FROM safeguarding_requests WHERE pseudonym = ? "
-            "AND status = 'alerted' AND created_at >= ? ORDER BY id DESC LIMIT 1",
-            (pseudonym, since),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return _request(row) if row else None
+        return await self.latest_open(pseudonym, since, statuses=("alerted",))
 
     async def waiting_in(self, region: str, since: int) -> list[SafeguardingRequest]:
         """Requests for contact in the region since `since` that no duty holder has written

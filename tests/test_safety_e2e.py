@@ -61,6 +61,22 @@ async def said(chat: Chat, words: str, since: int) -> None:
             await asyncio.sleep(0.05)
 
 
+async def sam_writes_to_ada(
+    runtime: Runtime, api: LocalBotApi, words: str = "Hello, this is Sam from probation."
+) -> tuple[Chat, Chat]:
+    """Ada says yes to contact, Sam (the London duty) is alerted and writes to her, and
+    her copy has arrived (with the question she was on, if any, after it)."""
+    sam = await give_sam_the_duty(runtime, api)
+    ada = Chat(api, ADA)
+    had, _ = await ada_asks_for_contact(ada)
+    await sam.expect(3)
+    await sam.tap("Write to them")
+    await sam.say(words)
+    await said(ada, words, had)
+    await asyncio.sleep(0.3)
+    return sam, ada
+
+
 def contact_update(person: FakePerson, phone: str, user_id: int) -> dict[str, object]:
     chat = {"id": person.chat_id, "type": "private", "first_name": person.first_name}
     return {
@@ -518,14 +534,7 @@ async def test_a_reply_typed_without_the_reply_button_is_passed_on(
     """Sam wrote to Ada. Ada types her answer, in two messages, instead of tapping Reply:
     each is passed on to Sam and she is told so, not that there is nothing to answer."""
     async with running_bot(api, tmp_path) as runtime:
-        sam = await give_sam_the_duty(runtime, api)
-        ada = Chat(api, ADA)
-        had, _ = await ada_asks_for_contact(ada)
-        await sam.expect(3)
-        await sam.tap("Write to them")
-        await sam.say("Hello, this is Sam from probation. Are you safe right now?")
-        await said(ada, "Are you safe right now?", had)
-        await asyncio.sleep(0.3)
+        sam, ada = await sam_writes_to_ada(runtime, api, "Are you safe right now?")
         sam_had = len(sam.messages)
         assert "passed on your message" in (await ada.say("im at home on my own")).text
         assert "passed on your message" in (await ada.say("please ring me")).text
@@ -631,14 +640,7 @@ async def test_words_added_to_a_fresh_answer_are_not_sent_to_the_duty_staff(
     written answer as a second message: it is added to her answer (which her officer
     never sees), not passed on to Sam."""
     async with running_bot(api, tmp_path) as runtime:
-        sam = await give_sam_the_duty(runtime, api)
-        ada = Chat(api, ADA)
-        had, _ = await ada_asks_for_contact(ada)
-        await sam.expect(3)
-        await sam.tap("Write to them")
-        await sam.say("Hello, this is Sam from probation.")
-        await said(ada, "this is Sam from probation", had)
-        await asyncio.sleep(0.3)
+        sam, ada = await sam_writes_to_ada(runtime, api)
         await ada.say("/feedback")
         await ada.tap("Start")
         for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
