@@ -155,7 +155,7 @@ class ConversationService:
         self._value_formatters: list[ValueFormatter] = []
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
-        self._loose_text_handlers: list[LooseTextHandler] = []
+        self._loose_text_handlers: list[tuple[LooseTextHandler, bool]] = []
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
     def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
@@ -174,10 +174,11 @@ class ConversationService:
         """Every free text goes through `guard` first (safeguarding)."""
         self._text_guard = guard
 
-    def add_loose_text_handler(self, handler: LooseTextHandler) -> None:
+    def add_loose_text_handler(self, handler: LooseTextHandler, risky_too: bool = False) -> None:
         """A text written with no question open goes to each handler in turn (in the
-        order added) until one deals with it, before the dialogue."""
-        self._loose_text_handlers.append(handler)
+        order added) until one deals with it, before the dialogue. A text that was just
+        signposted goes only to handlers `risky_too` (the duty staff's: they can act)."""
+        self._loose_text_handlers.append((handler, risky_too))
 
     def on_withdrawal(self, handler: WithdrawalHandler) -> None:
         """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
@@ -314,8 +315,8 @@ class ConversationService:
                 actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
             )
             return None, session
-        for handler in self._loose_text_handlers:
-            if await handler(conn, actor, event.text, now):
+        for handler, risky_too in self._loose_text_handlers:
+            if (risky_too or not held) and await handler(conn, actor, event.text, now):
                 return None, session
         return (None if held else event), session
 

@@ -75,7 +75,7 @@ class SafetyService(Desk[DialogueTexts]):
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._phrases = phrases
         conversations.set_text_guard(self.guard)
-        conversations.add_loose_text_handler(self.pass_on_typed_reply)
+        conversations.add_loose_text_handler(self.pass_on_typed_reply, risky_too=True)
         conversations.register_submit("relay_safety", self.relay)
 
     async def guard(self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int) -> bool:
