@@ -771,6 +771,12 @@ async def test_messages_are_relayed_both_ways_without_ids(api: LocalBotApi, tmp_
         await amara.say("Thank you, we will be at the office at 13:00")
         typed = await staff.expect(staff_had + 1)
         assert f"Ticket {ticket}" in typed.text and "we will be at the office" in typed.text
+        # A risk message is signposted, and is not the organiser's to read.
+        had = len(amara.messages)
+        assert "116 123" in (await amara.say("i want to kill myself")).text
+        await amara.expect(had + 2)  # and the contact question
+        await asyncio.sleep(0.3)
+        assert len(staff.messages) == staff_had + 1
 
 
 async def test_nothing_privileged_without_the_role_and_region(
