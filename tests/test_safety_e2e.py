@@ -44,13 +44,20 @@ async def make_morgan_an_admin(runtime: Runtime, api: LocalBotApi) -> Chat:
     return morgan
 
 
-async def ada_asks_for_contact(ada: Chat) -> tuple[int, SentMessage]:
-    """Ada signs up, writes a risk message and says yes to contact: (how many messages she
-    had before the risk message, the answer to her yes)."""
+async def ada_is_asked_about_contact(ada: Chat) -> int:
+    """Ada signs up and writes a risk message: the numbers, then the contact question.
+    Returns how many messages she had before the risk message."""
     await onboard(ada)
     had = len(ada.messages)
     await ada.say("i want to kill myself")
     await ada.expect(had + 2)
+    return had
+
+
+async def ada_asks_for_contact(ada: Chat) -> tuple[int, SentMessage]:
+    """Ada signs up, writes a risk message and says yes to contact: (how many messages she
+    had before the risk message, the answer to her yes)."""
+    had = await ada_is_asked_about_contact(ada)
     return had, await ada.tap("Yes, please")
 
 
@@ -294,10 +301,7 @@ async def test_when_no_alert_reaches_anyone_the_person_is_told(
         sam = await give_sam_the_duty(runtime, api)
         api.block(SAM.chat_id)
         ada = Chat(api, ADA)
-        await onboard(ada)
-        had = len(ada.messages)
-        await ada.say("i want to kill myself")
-        await ada.expect(had + 2)
+        had = await ada_is_asked_about_contact(ada)
         assert "told the probation team" in (await ada.tap("Yes, please")).text
         records = Records(runtime.settings)
         async with asyncio.timeout(10):  # the 403 comes back
@@ -431,10 +435,7 @@ async def test_i_dont_understand_on_the_contact_question(api: LocalBotApi, tmp_p
     async with running_bot(api, tmp_path) as runtime:
         sam = await give_sam_the_duty(runtime, api)
         ada = Chat(api, ADA)
-        await onboard(ada)
-        had = len(ada.messages)
-        await ada.say("i want to kill myself")
-        await ada.expect(had + 2)
+        await ada_is_asked_about_contact(ada)
         explained = await ada.tap("I don't understand")
         assert "If you say no, we tell no one." in explained.text
         assert explained.text.endswith("We will only tell them if you say yes.")
@@ -576,10 +577,7 @@ async def test_a_no_to_contact_can_become_a_yes(api: LocalBotApi, tmp_path: Path
     async with running_bot(api, tmp_path) as runtime:
         sam = await give_sam_the_duty(runtime, api)
         ada = Chat(api, ADA)
-        await onboard(ada)
-        had = len(ada.messages)
-        await ada.say("i want to kill myself")
-        await ada.expect(had + 2)
+        await ada_is_asked_about_contact(ada)
         assert "We have not told anyone" in (await ada.tap("No, thank you")).text
         assert "told the probation team" in (await ada.tap("Yes, please")).text
         assert "SG-1" in (await sam.expect(3)).text
@@ -682,10 +680,7 @@ async def test_a_yes_long_after_the_question_is_timed_from_the_yes(
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         sam = await give_sam_the_duty(runtime, api)
         ada = Chat(api, ADA)
-        await onboard(ada)
-        had = len(ada.messages)
-        await ada.say("i want to kill myself")
-        await ada.expect(had + 2)
+        await ada_is_asked_about_contact(ada)
         await ada.tap("No, thank you")
         clock.advance(36 * 3_600)
         assert "told the probation team" in (await ada.tap("Yes, please")).text
