@@ -149,6 +149,9 @@ class State:
     text: TextInput | None = None
     end: bool = False
     skip: tuple[str, str] | None = None  # (fact, target): go straight to target if fact holds
+    # An end where the person said no to taking part (e.g. at the notice): the dialogue is
+    # not done, and writing does not start it again, as after /stop; /start does.
+    declines: bool = False
 
     def button(self, button_id: str) -> Button | None:
         """The button with this id, including the automatic "I don't understand"."""

@@ -400,7 +400,10 @@ class Engine:
         if state.say:  # an end state after a Submit may leave the answer to the application
             out.say(state.say)
         out.effects.append(DialogueEnded(place.dialogue))
-        session = replace(out.session, completed=out.session.completed | {place.dialogue})
+        if state.declines:
+            session = replace(out.session, facts=out.session.facts | {WITHDREW})
+        else:
+            session = replace(out.session, completed=out.session.completed | {place.dialogue})
         session = session.with_values(place.dialogue, {})
         if session.resume:
             out.session = replace(session, place=session.resume[-1], resume=session.resume[:-1])

@@ -48,7 +48,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 # A value a button sets: a name or a slug such as a region ("north-east").
 _VALUE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
 _TOP_KEYS = {"schema_version", "id", "start", "states", "commands", "messages", "settings"}
-_STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end", "skip"}
+_STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end", "skip", "declines"}
 _BUTTON_KEYS = {"id", "label", "to", "effects"}
 _TEXT_KEYS = {"max_length", "to", "store", "kind", "save_as", "effects"}
 _COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires", "signed_up"}
@@ -312,6 +312,11 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
     if not end and not buttons and text_input is None:
         checker.problem(node, name, "a state needs buttons, a text answer, or end: true")
     skip = _skip(checker, name, fields["skip"]) if "skip" in fields else None
+    declines = (
+        bool(checker.scalar(fields["declines"], name, bool)) if "declines" in fields else False
+    )
+    if declines and not end:
+        checker.problem(node, name, "declines: true is for an end state")
     return State(
         name=name,
         line=line,
@@ -322,6 +327,7 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
         text=text_input,
         end=end,
         skip=skip,
+        declines=declines,
     )
 
 

@@ -305,3 +305,16 @@ def test_cancel_ends_the_questions_but_keeps_what_the_session_knew(engine: Engin
     assert step.session.place is None and step.session.facts == {"region_known"}
     stopped = engine.step(session, CommandSent("stop"))
     assert stopped.session.facts == {WITHDREW}
+
+
+def test_no_thanks_at_the_notice_ends_without_signing_up(engine: Engine) -> None:
+    """Not taking part is as plain as taking part: nothing is asked or recorded, writing
+    later does not start the questions again, and /start does."""
+    conversation = verify_dialog(
+        engine,
+        [*START, ("tap:No, thanks", "We will not ask you anything"), ("text:ok", "nothing")],
+    )
+    assert conversation.applied == (SetLocale("en"),)
+    assert "onboarding" not in conversation.session.completed
+    assert conversation.session.place is None
+    assert "Which language" in conversation.send(Started())[-1]

@@ -255,6 +255,20 @@ async def test_a_button_typed_rather_than_tapped_is_taken_as_the_tap(
     assert bot.query("SELECT region FROM people") == [("wales",)]
 
 
+async def test_no_thanks_at_the_notice_keeps_nothing(api: LocalBotApi, bot: Records) -> None:
+    """Ada reads the notice and says no, thanks: she is told plainly that nothing will be
+    asked or sent and that it changes nothing; no consent is recorded; writing later is
+    not taken as signing up, and /start begins again."""
+    chat = Chat(api, ADA)
+    await chat.start()
+    declined = await chat.tap("No, thanks")
+    assert "We will not ask you anything" in declined.text
+    assert "changes nothing for your licence" in declined.text
+    assert bot.query("SELECT COUNT(*) FROM consent_ledger") == [(0,)]
+    assert "nothing to answer" in (await chat.say("ok")).text
+    assert "Which language" in (await chat.say("/start")).text
+
+
 async def test_the_area_can_be_kept_back(api: LocalBotApi, bot: Records) -> None:
     """Being in a probation area says something about a person: "I'd rather not say" keeps
     it back, and they are told plainly what that means, not that questions will come."""
