@@ -113,6 +113,13 @@ TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
 # instead of tapping Reply): True when the handler dealt with it; if none did, "nothing to
 # answer right now".
 LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
+# The order loose text handlers are tried in: a safety contact question waiting comes
+# first, then the answer just written (its rest, sent in parts), then the duty staff writing
+# to the person, then a panel organiser's message.
+LOOSE_TEXT_CONTACT_QUESTION = 10
+LOOSE_TEXT_FRESH_ANSWER = 20
+LOOSE_TEXT_DUTY_STAFF = 30
+LOOSE_TEXT_ORGANISER = 40
 # Shows a dialogue's remembered values as a person reads them (dates, places...).
 ValueFormatter = Callable[[Mapping[str, str], str], Mapping[str, str]]
 
@@ -155,7 +162,10 @@ class ConversationService:
         self._value_formatters: list[ValueFormatter] = []
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
-        self._loose_text_handlers: list[tuple[LooseTextHandler, bool]] = []
+        # (order, handler, risky_too), tried in order; the fresh answer's own at 20.
+        self._loose_text_handlers: list[tuple[int, LooseTextHandler, bool]] = [
+            (LOOSE_TEXT_FRESH_ANSWER, self._add_to_fresh_answer, False)
+        ]
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
     def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
@@ -174,11 +184,15 @@ class ConversationService:
         """Every free text goes through `guard` first (safeguarding)."""
         self._text_guard = guard
 
-    def add_loose_text_handler(self, handler: LooseTextHandler, risky_too: bool = False) -> None:
-        """A text written with no question open goes to each handler in turn (in the
-        order added) until one deals with it, before the dialogue. A text that was just
-        signposted goes only to handlers `risky_too` (the duty staff's: they can act)."""
-        self._loose_text_handlers.append((handler, risky_too))
+    def add_loose_text_handler(
+        self, order: int, handler: LooseTextHandler, risky_too: bool = False
+    ) -> None:
+        """A text written with no question open goes to each handler in turn (lowest
+        `order` first; LOOSE_TEXT_FRESH_ANSWER is the answer just written) until one deals
+        with it, before the dialogue. A text that was just signposted goes only to
+        handlers `risky_too` (the safety ones: duty staff can act)."""
+        self._loose_text_handlers.append((order, handler, risky_too))
+        self._loose_text_handlers.sort(key=lambda entry: entry[0])
 
     def on_withdrawal(self, handler: WithdrawalHandler) -> None:
         """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
@@ -232,7 +246,8 @@ class ConversationService:
             step_event: Event | None = event
             if isinstance(event, CommandSent):
                 roles = (await access_of(conn, pseudonym)).roles()
-                consented = bool(await ConsentLedger(conn).current(pseudonym))
+                # Staff joined by invite, not by the participants' sign-up: not sent there.
+                consented = bool(roles) or bool(await ConsentLedger(conn).current(pseudonym))
                 step_event = replace(event, roles=roles, consented=consented)
             written = event.text if isinstance(event, TextSent) else free_text
             held = False
@@ -307,18 +322,20 @@ class ConversationService:
             ):
                 return tap, session
             return event, session
-        if not held and await self._keeper.add_to_recent(
-            conn, actor.pseudonym, event.text, actor.locale, now
-        ):
-            text = self._catalogs.gettext(actor.locale, self._engine.message("answer_added"))
-            await Outbox(conn).enqueue(
-                actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
-            )
-            return None, session
-        for handler, risky_too in self._loose_text_handlers:
+        for _, handler, risky_too in self._loose_text_handlers:
             if (risky_too or not held) and await handler(conn, actor, event.text, now):
                 return None, session
         return (None if held else event), session
+
+    async def _add_to_fresh_answer(
+        self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
+    ) -> bool:
+        """More of the answer written moments before (a thought sent in parts)."""
+        if not await self._keeper.add_to_recent(conn, actor.pseudonym, text, actor.locale, now):
+            return False
+        told = self._catalogs.gettext(actor.locale, self._engine.message("answer_added"))
+        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", {"text": told}, now)
+        return True
 
     def _typed_button(self, session: Session, locale: str, text: str) -> ButtonPressed | None:
         """The button of the question on screen whose label the text is (in the person's

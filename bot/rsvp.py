@@ -91,11 +91,13 @@ class RsvpService(Desk[PanelTexts]):
     ) -> bool:
         """Someone a panel's organiser wrote to in the last few days writes with no
         question open: a reply typed rather than sent with the Reply button ("I can't
-        make it, my son is ill"). It goes to the organiser, as a Reply would."""
-        subject = await Broadcasts(conn).latest_sent_to(
-            actor.chat_id, "panel_message", now - _TYPED_REPLY_WITHIN_MS
-        )
-        panel_id = subject.removeprefix("panel:") if subject else ""
+        make it, my son is ill"). It goes to the organiser, as a Reply would, but only
+        while the organiser's message is the last the bot sent them of its own accord: a
+        word typed under an update or a check-in is not the organiser's to read."""
+        latest = await Broadcasts(conn).latest_sent_to(actor.chat_id, now - _TYPED_REPLY_WITHIN_MS)
+        if latest is None or latest[0] != "panel_message":
+            return False
+        panel_id = latest[1].removeprefix("panel:")
         if not panel_id.isdigit():
             return False
         invitation = next(

@@ -20,7 +20,7 @@ from bot.access import DUTY_HANDOVER_JOB
 from bot.answer_keeper import AnswerKeeper
 from bot.broadcasts import PROGRESS_JOB, BroadcastService
 from bot.checkins import EXPIRE_JOB, NUDGE_JOB, ROUND_JOB, ROUNDS_CHECK_JOB, CheckinService
-from bot.conversation import ConversationService
+from bot.conversation import LOOSE_TEXT_ORGANISER, ConversationService
 from bot.data_rights import DataRightsService
 from bot.desk import DialogueTexts
 from bot.dialogue_files import build_engine
@@ -176,8 +176,7 @@ async def build_runtime(
         load_risk_phrases(settings.dialogues_dir / "safeguarding.yaml"),
         sender.wake,
     )
-    # A typed reply to the duty staff comes before one to a panel's organiser.
-    service.add_loose_text_handler(rsvp.pass_on_typed_reply)
+    service.add_loose_text_handler(LOOSE_TEXT_ORGANISER, rsvp.pass_on_typed_reply)
     rights = DataRightsService(
         db,
         clock,

@@ -19,7 +19,13 @@ from typing import Any
 import aiosqlite
 
 from bot.access import DUTY_HANDOVER_JOB, access_of
-from bot.conversation import Actor, ConversationService, Sender
+from bot.conversation import (
+    LOOSE_TEXT_CONTACT_QUESTION,
+    LOOSE_TEXT_DUTY_STAFF,
+    Actor,
+    ConversationService,
+    Sender,
+)
 from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
 from bot.safeguarding import RiskPhrases
@@ -75,7 +81,11 @@ class SafetyService(Desk[DialogueTexts]):
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._phrases = phrases
         conversations.set_text_guard(self.guard)
-        conversations.add_loose_text_handler(self.pass_on_typed_reply, risky_too=True)
+        # Not for a risk message: the guard has just signposted it (and asked, if need be).
+        conversations.add_loose_text_handler(LOOSE_TEXT_CONTACT_QUESTION, self.ask_contact_again)
+        conversations.add_loose_text_handler(
+            LOOSE_TEXT_DUTY_STAFF, self.pass_on_typed_reply, risky_too=True
+        )
         conversations.register_submit("relay_safety", self.relay)
 
     async def guard(self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int) -> bool:
@@ -116,6 +126,24 @@ class SafetyService(Desk[DialogueTexts]):
         token = await requests.open(actor.pseudonym, region, match.category, now)
         question = self._contact_question(actor.locale, token)
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
+        return True
+
+    async def ask_contact_again(
+        self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
+    ) -> bool:
+        """A text typed while the contact question waits (asked within the hour): "yes
+        please" typed means the question, so it is asked again with its buttons, not
+        passed to anyone else nor taken for anything else."""
+        waiting = await SafeguardingRequests(conn).latest_open(
+            actor.pseudonym, now - _ASKED_AGAIN_AFTER_MS, statuses=("asked",)
+        )
+        if waiting is None:
+            return False
+        lead = self._engine.message("use_buttons")
+        question = self._contact_question(
+            actor.locale, waiting.token, self._texts.common(actor.locale, lead)
+        )
+        await Outbox(conn).enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
         return True
 
     async def pass_on_typed_reply(

@@ -401,6 +401,8 @@ class Engine:
             out.say(state.say)
         out.effects.append(DialogueEnded(place.dialogue))
         if state.declines:
+            # Any consent given earlier (a sign-up left half-way and begun again) goes too.
+            out.effects.append(Apply(WithdrawAllConsents()))
             session = replace(out.session, facts=out.session.facts | {WITHDREW})
         else:
             session = replace(out.session, completed=out.session.completed | {place.dialogue})

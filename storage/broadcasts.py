@@ -50,17 +50,17 @@ class Broadcasts:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def latest_sent_to(self, chat_id: int, kind: str, since: int) -> str | None:
-        """The subject of the latest broadcast of this kind sent to the chat since `since`
-        (e.g. the panel an organiser's message was about); None if none was."""
+    async def latest_sent_to(self, chat_id: int, since: int) -> tuple[str, str] | None:
+        """(kind, subject) of the latest broadcast message sent to the chat since `since`
+        (e.g. an organiser's message and its panel), whatever its kind; None if none was."""
         async with self._conn.execute(
-            "SELECT b.subject FROM outbox o JOIN broadcasts b ON b.id = o.broadcast_id "
-            "WHERE o.chat_id = ? AND o.status = 'sent' AND o.sent_at >= ? AND b.kind = ? "
+            "SELECT b.kind, b.subject FROM outbox o JOIN broadcasts b ON b.id = o.broadcast_id "
+            "WHERE o.chat_id = ? AND o.status = 'sent' AND o.sent_at >= ? "
             "ORDER BY o.sent_at DESC, o.id DESC LIMIT 1",
-            (chat_id, since, kind),
+            (chat_id, since),
         ) as cursor:
             row = await cursor.fetchone()
-        return str(row[0]) if row else None
+        return (str(row[0]), str(row[1])) if row else None
 
     async def create(
         self,

@@ -90,8 +90,9 @@ def same(outcome: str, **special: str) -> dict[str, str]:
 # and to the unknown person alike; the region is checked again when a staff flow submits.
 COMMANDS: dict[str, dict[str, str]] = {
     "help": same("You can send me"),
-    # Consents are recorded against the notice read when signing up: staff never did.
-    "privacy": same("Please sign up first", participant="Here is what you agreed to"),
+    # Consents are recorded against the notice read when signing up: someone unknown is
+    # sent there first (staff joined by invite, and are not).
+    "privacy": same("Here is what you agreed to", unknown="Please sign up first"),
     "language": same("Which language"),
     "area": same("Which area are you on probation in now"),  # always one's own
     "mydata": same("Here is what we keep about you"),  # always one's own

@@ -314,7 +314,8 @@ def test_no_thanks_at_the_notice_ends_without_signing_up(engine: Engine) -> None
         engine,
         [*START, ("tap:No, thanks", "We will not ask you anything"), ("text:ok", "nothing")],
     )
-    assert conversation.applied == (SetLocale("en"),)
+    # any consent given before (a sign-up left and begun again) is taken back
+    assert conversation.applied == (SetLocale("en"), WithdrawAllConsents())
     assert "onboarding" not in conversation.session.completed
     assert conversation.session.place is None
     assert "Which language" in conversation.send(Started())[-1]

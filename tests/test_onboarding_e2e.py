@@ -269,6 +269,23 @@ async def test_no_thanks_at_the_notice_keeps_nothing(api: LocalBotApi, bot: Reco
     assert "Which language" in (await chat.say("/start")).text
 
 
+async def test_no_thanks_after_an_earlier_yes_takes_the_yes_back(
+    api: LocalBotApi, bot: Records
+) -> None:
+    """Ada said yes to two things, left sign-up with /cancel, began again and said no,
+    thanks at the notice: "we will not send you messages" holds, so the yeses go."""
+    chat = Chat(api, ADA)
+    await chat.start()
+    await chat.tap("OK, go on")
+    await chat.tap("Yes")
+    await chat.tap("Yes")
+    await chat.say("/cancel")
+    assert "Which language" in (await chat.say("/start")).text  # sign-up begins again
+    await chat.tap("English")
+    assert "We will not ask you anything" in (await chat.tap("No, thanks")).text
+    assert bot.current_consents(ADA) == {"feedback": False, "panel_invitations": False}
+
+
 async def test_the_area_can_be_kept_back(api: LocalBotApi, bot: Records) -> None:
     """Being in a probation area says something about a person: "I'd rather not say" keeps
     it back, and they are told plainly what that means, not that questions will come."""

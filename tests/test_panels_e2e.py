@@ -771,12 +771,26 @@ async def test_messages_are_relayed_both_ways_without_ids(api: LocalBotApi, tmp_
         await amara.say("Thank you, we will be at the office at 13:00")
         typed = await staff.expect(staff_had + 1)
         assert f"Ticket {ticket}" in typed.text and "we will be at the office" in typed.text
-        # A risk message is signposted, and is not the organiser's to read.
+        # A risk message is signposted, and is not the organiser's to read; nor is a
+        # "yes please" typed under the contact question (asked again, with its buttons).
         had = len(amara.messages)
         assert "116 123" in (await amara.say("i want to kill myself")).text
         await amara.expect(had + 2)  # and the contact question
+        again = await amara.say("yes please")
+        assert "tap one of the buttons" in again.text and "get in touch" in again.text
         await asyncio.sleep(0.3)
         assert len(staff.messages) == staff_had + 1
+        # Once the bot has sent her something else of its own accord (the panel moved), a
+        # word typed under it is not the organiser's to read either.
+        clock.advance(3_601)  # the contact question is no longer waiting
+        before = len(amara.messages)
+        await change_the_panel(staff, "move", "10/12/2026 18:30")
+        assert "has moved" in (await amara.expect(before + 1)).text
+        await asyncio.sleep(0.3)  # its row marked sent (a person reads before typing)
+        staff_had = len(staff.messages)
+        await amara.say("ok that is fine")  # (Amara was made in the database: not signed up)
+        await asyncio.sleep(0.3)
+        assert len(staff.messages) == staff_had
 
 
 async def test_nothing_privileged_without_the_role_and_region(
