@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # sg:<token>:<y|n|r|a<area>>: the person's answer, Reply, or their area when asked for it
 ANSWER_PREFIX = "sg:"
 STAFF_PREFIX = "sa:"  # sa:<token>: staff with the duty write to the person
+CALLED_ACTION = "c"  # sa:<token>:c: a duty holder called the number the person shared
 FOLLOW_UP_JOB = "safety_follow_up"
 FOLLOW_UP_AFTER_MS = 60_000
 _FOLLOW_UPS = 10  # look again for up to ten minutes while alerts wait in the queue
@@ -508,6 +509,35 @@ class SafetyService(Desk[DialogueTexts]):
         values = {"request": token, "to": "person"}
         await self._conversations.handle_event(update_id, sender, Begin("safety_reply", values))
 
+    async def on_staff(
+        self, update_id: int, sender: Sender, token: str, action: str | None
+    ) -> None:
+        """A duty holder tapped "Write to them", or "I called them" (`action` "c")."""
+        if action == CALLED_ACTION:
+            await self.on_staff_called(update_id, sender, token)
+        else:
+            await self.on_staff_write(update_id, sender, token)
+
+    async def on_staff_called(self, update_id: int, sender: Sender, token: str) -> None:
+        """A duty holder tapped "I called them" under a shared number: someone has been in
+        touch, so the request is not raised again (as when they write through the bot)."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
+                return
+            conn, now, actor = acting
+            requests = SafeguardingRequests(conn)
+            request = await requests.by_token(token)
+            access = await access_of(conn, pseudonym)
+            if request is None or not access.has_safeguarding_duty(request.region or ""):
+                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            await requests.mark_answered(request.id, now)
+            await AuditLog(conn).record(
+                pseudonym, "safeguarding.called", _reference(request), {}, now
+            )
+            await self._tell(conn, actor, "called_noted", now, ref=_reference(request))
+
     async def _begin_reply(
         self, update_id: int, sender: Sender, pseudonym: str, token: str
     ) -> None:
@@ -587,7 +617,7 @@ class SafetyService(Desk[DialogueTexts]):
                 await self._tell(conn, actor, text, now, True)
                 return
             if request is None or not await self._to_duty_holders(
-                conn, request, "staff_number", now, phone=phone
+                conn, request, "staff_number", now, called_button=True, phone=phone
             ):
                 # A late tap of "Share my number" (the request is over a week old, or no
                 # alert reached anyone): said plainly, and the button goes.
@@ -610,19 +640,22 @@ class SafetyService(Desk[DialogueTexts]):
         request: SafeguardingRequest,
         key: str,
         now: int,
+        called_button: bool = False,
         **params: str,
     ) -> int:
-        """Send to every reachable duty holder of the request's region; returns how many."""
+        """Send to every reachable duty holder of the request's region; returns how many.
+        `called_button`: with "I called them" too (under a phone number shared)."""
         told = 0
         for pseudonym in await StaffRoles(conn).safeguarding_for(request.region or ""):
             holder = await People(conn).get(pseudonym)
             if holder is None or not holder.reachable:
                 continue
             text = self._texts.text(holder.locale, key, ref=_reference(request), **params)
-            payload: dict[str, Any] = {
-                "text": text,
-                "buttons": self._write_to_them(holder.locale, request),
-            }
+            buttons = self._write_to_them(holder.locale, request)
+            if called_button:
+                data = f"{STAFF_PREFIX}{request.token}:{CALLED_ACTION}"
+                buttons.append([self._button(holder.locale, "called_them", data)])
+            payload: dict[str, Any] = {"text": text, "buttons": buttons}
             await Outbox(conn).enqueue(
                 holder.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
             )

@@ -43,6 +43,7 @@ from bot.review import BUTTON_PREFIX as RETAG_PREFIX
 from bot.review import ReviewService
 from bot.rsvp import RsvpService
 from bot.safety import ANSWER_PREFIX as SAFETY_PREFIX
+from bot.safety import CALLED_ACTION as SAFETY_CALLED
 from bot.safety import STAFF_PREFIX as SAFETY_STAFF_PREFIX
 from bot.safety import SafetyService
 from bot.stop_words import StopWords
@@ -68,7 +69,10 @@ _RSVP = re.compile(rf"^{re.escape(RSVP_PREFIX)}{_TOKEN}:(?P<action>[ymncdrex]|s:
 _MANAGE = re.compile(rf"^{re.escape(MANAGE_PREFIX)}(?P<panel>\d{{1,12}}):(?P<action>[mrxt])$")
 _ANSWER = re.compile(rf"^{re.escape(ANSWER_PREFIX)}{_TOKEN}$")
 _SAFETY = re.compile(rf"^{re.escape(SAFETY_PREFIX)}{_TOKEN}:(?P<action>[ynre]|a[a-z-]{{1,24}})$")
-_SAFETY_STAFF = re.compile(rf"^{re.escape(SAFETY_STAFF_PREFIX)}{_TOKEN}$")
+# sa:<token> (write to them) or sa:<token>:c (I called them)
+_SAFETY_STAFF = re.compile(
+    rf"^{re.escape(SAFETY_STAFF_PREFIX)}{_TOKEN}(?::(?P<action>{SAFETY_CALLED}))?$"
+)
 _MYDATA_FILE = re.compile(rf"^{re.escape(MYDATA_FILE)}$")
 _CHECKIN = re.compile(rf"^{re.escape(CHECKIN_PREFIX)}{_TOKEN}$")
 _RETAG = re.compile(rf"^{re.escape(RETAG_PREFIX)}(?P<answer>\d{{1,12}})$")
@@ -101,7 +105,7 @@ def _button_routes(app: AppServices) -> list[tuple[re.Pattern[str], ButtonRoute]
         (_ANSWER, lambda u, s, m, _: app.panels.on_answer_person(u, s, m["token"])),
         (_CHECKIN, lambda u, s, m, _: app.checkins.on_button(u, s, m["token"])),
         (_SAFETY, lambda u, s, m, _: app.safety.on_answer(u, s, m["token"], m["action"])),
-        (_SAFETY_STAFF, lambda u, s, m, _: app.safety.on_staff_write(u, s, m["token"])),
+        (_SAFETY_STAFF, lambda u, s, m, _: app.safety.on_staff(u, s, m["token"], m["action"])),
         (_MYDATA_FILE, lambda u, s, m, _: app.rights.on_mydata(u, s, as_file=True)),
         (_UPDATE, lambda u, s, m, _: app.updates.on_reaction(u, s, m["token"], m["action"])),
         (_RETAG, lambda u, s, m, _: app.review.on_change(u, s, int(m["answer"]))),

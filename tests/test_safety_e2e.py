@@ -733,3 +733,34 @@ async def test_duty_staff_asking_about_risk_are_not_signposted(
         await said(ada, "Do you have a plan to end it?", had)
         records = Records(runtime.settings)
         assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(1,)]
+
+
+async def test_a_duty_holder_who_called_the_number_is_not_asked_again(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada shares her number; Sam phones her and taps "I called them" under it. Four
+    hours on, nobody is asked again about her request (someone has been in touch), and
+    staff without the duty cannot tap it for them."""
+    clock = ManualClock(datetime(2026, 11, 26, 22, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await ada_asks_for_contact(ada)
+        await sam.expect(3)
+        before = len(ada.messages)
+        api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))
+        await said(ada, "passed your number", before)
+        number = await sam.expect(4)
+        assert "I called them" in str(number.reply_markup)
+        morgan = await make_morgan_an_admin(runtime, api)  # an admin, without the duty
+        _, called = sam.find_button("I called them")
+        api.press_button(MORGAN, morgan.messages[-1].message_id, called)
+        assert "not available" in (await morgan.expect(3)).text
+        assert "will not ask again" in (await sam.tap("I called them")).text
+        clock.advance(4 * 3_600 + 1)
+        await runtime.scheduler.run_due()
+        records = Records(runtime.settings)
+        raised = "SELECT COUNT(*) FROM audit_log WHERE action = 'safeguarding.unanswered'"
+        assert records.query(raised) == [(0,)]
+        called_audit = "SELECT COUNT(*) FROM audit_log WHERE action = 'safeguarding.called'"
+        assert records.query(called_audit) == [(1,)]
