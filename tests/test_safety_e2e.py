@@ -97,6 +97,13 @@ def contact_update(person: FakePerson, phone: str, user_id: int) -> dict[str, ob
     }
 
 
+async def ada_shares_her_number(api: LocalBotApi, ada: Chat) -> None:
+    """Ada taps "Share my number" and is told it was passed on."""
+    before = len(ada.messages)
+    api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))
+    await said(ada, "passed your number", before)
+
+
 async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_path: Path) -> None:
     async with running_bot(api, tmp_path) as runtime:
         sam = await give_sam_the_duty(runtime, api)
@@ -402,9 +409,7 @@ async def test_what_the_person_is_told_four_hours_on_is_true(
             if case == "no duty, an admin":
                 morgan = await make_morgan_an_admin(runtime, api)
         else:
-            before = len(ada.messages)
-            api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))
-            await said(ada, "passed your number", before)
+            await ada_shares_her_number(api, ada)
             await sam.expect(4)
         ada_had, sam_had = len(ada.messages), len(sam.messages)
 
@@ -747,9 +752,7 @@ async def test_a_duty_holder_who_called_the_number_is_not_asked_again(
         ada = Chat(api, ADA)
         await ada_asks_for_contact(ada)
         await sam.expect(3)
-        before = len(ada.messages)
-        api.send_update(contact_update(ADA, "+447700900123", ADA.user_id))
-        await said(ada, "passed your number", before)
+        await ada_shares_her_number(api, ada)
         number = await sam.expect(4)
         assert "I called them" in str(number.reply_markup)
         morgan = await make_morgan_an_admin(runtime, api)  # an admin, without the duty
