@@ -12,11 +12,16 @@ replaces it with one atomic rename, so a crash at any moment leaves either the o
 or the restored one, never a mixture. Everyone erased in the database it replaces (by
 /delete since the backup was taken) is erased from the restored one before the rename: a
 restore must not bring back someone who asked to be forgotten.
+
+Both are audited like any admin's action: a backup in the live database and in the copy
+itself (so a restored database says which backup it came from and when that was taken), a
+restore in the restored database, whose own audit log stops at the backup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -25,12 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosqlite
+
 from bot.secrets_file import Secrets, load_secrets, replace_secrets_file, sync_directory
 from bot.settings import SettingsError
 from storage.clock import SystemClock
 from storage.database import Database, bundled_migrations
 from storage.erasure import erase_person
 from storage.queues import HEARTBEAT_KEY
+from storage.staff import AuditLog
+
+# Who the audit log names for backups and restores: the operator at the command line.
+OPS_ACTOR = "cli"
 
 # A heartbeat this recent means the bot is (or was a moment ago) running; it beats every 30 s.
 LIVE_WITHIN_S = 120
@@ -128,6 +139,9 @@ def backup(database: Path, secrets_path: Path, out: Path) -> BackupResult:
             source.backup(target, pages=-1)
             # One self-contained file: no -wal beside the backup.
             target.execute("PRAGMA journal_mode = DELETE").fetchone()
+            taken_at = SystemClock().now_ms()
+            audit = _backup_audited(out, taken_at)
+            _record(target, *audit)
             version, pages, verdict = _inspect(target)
         finally:
             target.close()
@@ -142,6 +156,16 @@ def backup(database: Path, secrets_path: Path, out: Path) -> BackupResult:
         sync_directory(out.parent)
     finally:
         partial.unlink(missing_ok=True)
+    live = _connect(database)
+    try:
+        _record(live, *audit)
+    except sqlite3.OperationalError as exc:  # busy beyond the timeout: the copy is made
+        raise OpsError(
+            f"the backup was written to {out}, but the live database could not record it in "
+            f"its audit log ({exc}); the backup itself records it"
+        ) from None
+    finally:
+        live.close()
     return BackupResult(out, secrets_beside(out), pages, version, time.monotonic() - started)
 
 
@@ -197,11 +221,13 @@ def restore(
                 f"the one in {secrets_path}); move that file away first if you really mean "
                 "to replace this installation"
             )
-        erased_again = asyncio.run(_erase_again(staged, _erased_in(database)))
+        kept_as = _keep_current(database)
+        erased_again = asyncio.run(
+            _prepare_restored(staged, _erased_in(database), source.name, kept_as)
+        )
         if erased_again:
             who = "person" if erased_again == 1 else "people"
             say(f"{erased_again} {who} erased since the backup was taken: erased from it again")
-        kept_as = _keep_current(database)
         if kept_as is not None and current_keys is not None:
             # The kept copy is only readable with today's keys, which a rotation may retire.
             _copy_private(secrets_path, secrets_beside(kept_as))
@@ -244,35 +270,46 @@ def _erased_in(database: Path) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in found}
 
 
-async def _erase_again(staged: Path, erased: dict[str, int]) -> int:
-    """Erase from the restored copy everyone erased in the database it replaces, unless the
-    copy already records that erasure (it was taken after it: what it holds of them is from
-    after they came back). The copy is migrated first (as the bot's next start would), so
-    every table erasure knows is there. Returns how many."""
-    if not erased:
-        return 0
+async def _prepare_restored(
+    staged: Path, erased: dict[str, int], source_name: str, kept_as: Path | None
+) -> int:
+    """Make the copy about to be put in place ready: migrated (as the bot's next start would
+    do, so every table erasure knows is there), everyone erased since erased again, and the
+    restore audited in it. One transaction. Returns how many were erased again."""
     db = await Database.open(str(staged))
     try:
         await db.migrate()
         now = SystemClock().now_ms()
-        count = 0
         async with db.transaction() as conn:
-            for pseudonym, erased_at in erased.items():
-                recorded = await conn.execute_fetchall(
-                    "SELECT 1 FROM erasures WHERE pseudonym = ? AND erased_at >= ?",
-                    (pseudonym, erased_at),
-                )
-                if list(recorded):
-                    continue
-                known = await conn.execute_fetchall(
-                    "SELECT chat_id FROM people WHERE pseudonym = ?", (pseudonym,)
-                )
-                chat_ids = [int(r[0]) for r in known]
-                # No chat id known: no message can be queued to them either.
-                await erase_person(conn, pseudonym, chat_ids[0] if chat_ids else 0, now)
-                count += 1
+            count = await _erase_again(conn, erased, now)
+            details = {"from": source_name, "erased_again": str(count)}
+            if kept_as is not None:
+                details["replaced_kept_as"] = kept_as.name
+            await AuditLog(conn).record(OPS_ACTOR, "ops.restored", "database", details, now)
     finally:
         await db.close()
+    return count
+
+
+async def _erase_again(conn: aiosqlite.Connection, erased: dict[str, int], now: int) -> int:
+    """Erase from the restored copy everyone erased in the database it replaces, unless the
+    copy already records that erasure (it was taken after it: what it holds of them is from
+    after they came back). Returns how many."""
+    count = 0
+    for pseudonym, erased_at in erased.items():
+        recorded = await conn.execute_fetchall(
+            "SELECT 1 FROM erasures WHERE pseudonym = ? AND erased_at >= ?",
+            (pseudonym, erased_at),
+        )
+        if list(recorded):
+            continue
+        known = await conn.execute_fetchall(
+            "SELECT chat_id FROM people WHERE pseudonym = ?", (pseudonym,)
+        )
+        chat_ids = [int(r[0]) for r in known]
+        # No chat id known: no message can be queued to them either.
+        await erase_person(conn, pseudonym, chat_ids[0] if chat_ids else 0, now)
+        count += 1
     return count
 
 
@@ -338,6 +375,23 @@ def _merged(current: Secrets | None, restored: Secrets) -> Secrets:
     if not extra:
         return current
     return Secrets(current.pseudonym_key, current.text_key, (*current.old_text_keys, *extra))
+
+
+def _backup_audited(out: Path, taken_at: int) -> tuple[str, str, dict[str, str], int]:
+    """The audit entry of a backup: where it was written (the file's name) and when."""
+    return "ops.backup", f"backup:{out.name}", {}, taken_at
+
+
+def _record(
+    conn: sqlite3.Connection, action: str, target: str, details: dict[str, str], now: int
+) -> None:
+    """One audit entry through a plain sqlite3 connection (backup runs outside the loop)."""
+    conn.execute(
+        "INSERT INTO audit_log (actor, action, target, details, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (OPS_ACTOR, action, target, json.dumps(details, sort_keys=True), now),
+    )
+    conn.commit()
 
 
 def _inspect(conn: sqlite3.Connection) -> tuple[int, int, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -229,9 +230,24 @@ async def test_a_restore_does_not_bring_back_someone_erased_since_the_backup(
         await ada.say("hello")
         assert records.query(known, ada_is) == [(1,)]
 
+    backup_audited = "SELECT actor, target FROM audit_log WHERE action = 'ops.backup'"
+    assert records.query(backup_audited) == [("cli", "backup:yousaid-backup.db")]
+
     restored = cli(settings, "restore", "--from", str(out))
     assert restored.returncode == 0, restored.stderr
     assert "1 person erased since the backup was taken" in restored.stdout
+    # The restored audit log says which backup it came from, and that it was restored.
+    assert records.query(backup_audited) == [("cli", "backup:yousaid-backup.db")]
+    (restore_entry,) = records.query(
+        "SELECT actor, target, details FROM audit_log WHERE action = 'ops.restored'"
+    )
+    kept = next(tmp_path.glob("yousaid.db.before-restore-*[0-9]"))  # noqa: ASYNC240
+    assert restore_entry[:2] == ("cli", "database")
+    assert json.loads(restore_entry[2]) == {
+        "from": "yousaid-backup.db",
+        "erased_again": "1",
+        "replaced_kept_as": kept.name,
+    }
     assert records.query(known, ada_is) == [(0,)]
     assert records.consents(ADA) == []
     assert records.query("SELECT COUNT(*) FROM erasures WHERE pseudonym = ?", ada_is) == [(1,)]
