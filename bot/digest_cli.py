@@ -7,9 +7,10 @@ Unless --dry-run, it is then stored as released: later digests are checked again
 what was released. Only a week that has ended (in the service's time zone) is stored, and
 only once its file is written: a half week would be frozen as the week's release, and a
 file that could not be written would release what nobody saw. --dry-run shows a week so
-far. A week already released is written again as it was released, never recomputed (a
-second, different version could be differenced with the first). Quotes are read afresh
-each time (bot/digest_quotes.py), so a forgotten person's never come back.
+far; it is audited, not released. A week already released is written again as it was
+released, never recomputed (a second, different version could be differenced with the
+first). Quotes are read afresh each time (bot/digest_quotes.py), so a forgotten person's
+never come back.
 """
 
 from __future__ import annotations
@@ -212,6 +213,14 @@ async def release(
         ]
         await write(digest)
         if not store:
+            # Not released, so not checked against later digests: two previews could be
+            # differenced (another k, a day apart). The audit log keeps that each was made.
+            async with db.transaction() as conn:
+                details = {"week": week, "k": str(k)}
+                target = f"region:{region or NATIONAL_NAME}"
+                await AuditLog(conn).record(
+                    "cli", "digest.previewed", target, details, clock.now_ms()
+                )
             return Released(digest, stored=False, earlier=False)
         now = clock.now_ms()
         async with db.transaction() as conn:

@@ -787,6 +787,11 @@ def test_the_command_line_releases_only_an_ended_week_and_only_once_written(
     so_far = ["--region", "london", "--week", "2026-W48", "--out", str(out), "--dry-run"]
     assert _cli(path, *so_far) == 0 and "Check-ins" in out.read_text()
     assert released() == []
+    with closing(sqlite3.connect(path)) as conn:  # not released, but not unseen either
+        previews = conn.execute(
+            "SELECT actor, target, details FROM audit_log WHERE action = 'digest.previewed'"
+        ).fetchall()
+    assert previews == [("cli", "region:london", '{"k": "10", "week": "2026-W48"}')]
 
     for unwritable in (tmp_path / "no such folder" / "d.md", tmp_path):  # tmp_path: a folder
         assert _cli(path, "--region", "london", "--week", WEEK, "--out", str(unwritable)) == 2
