@@ -113,6 +113,9 @@ TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
 # instead of tapping Reply): True when the handler dealt with it; if none did, "nothing to
 # answer right now".
 LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
+# A dialogue's `risk_text` setting for staff-only forms: what staff type there is their own
+# words for people on licence, so it is taken as typed (bot/safety.py does not signpost it).
+STAFF_WORDS = "staff_words"
 # The order loose text handlers are tried in: a safety contact question waiting comes
 # first, then the answer just written (its rest, sent in parts), then the duty staff writing
 # to the person, then a panel organiser's message.
@@ -475,7 +478,7 @@ class ConversationService:
         if place is None or place.dialogue not in self._engine.dialogues:
             return True
         dialogue = self._engine.dialogues[place.dialogue]
-        if dialogue.settings.get("risk_text") == "passed_on":
+        if dialogue.settings.get("risk_text") in ("passed_on", STAFF_WORDS):
             return False
         state = dialogue.states.get(place.state)
         if not answer or state is None or state.text is None:

@@ -22,6 +22,7 @@ from bot.access import DUTY_HANDOVER_JOB, access_of
 from bot.conversation import (
     LOOSE_TEXT_CONTACT_QUESTION,
     LOOSE_TEXT_DUTY_STAFF,
+    STAFF_WORDS,
     Actor,
     ConversationService,
     Sender,
@@ -98,10 +99,10 @@ class SafetyService(Desk[DialogueTexts]):
         stored = await Sessions(conn).load(actor.pseudonym)
         session = Session.from_json(stored) if stored else Session()
         place = session.place
-        staff_writing = place is not None and place.dialogue == "safety_reply"
-        if staff_writing and session.values_of("safety_reply").get("to") == "person":
-            # Duty staff writing to someone ("do you have a plan to end it?"): their words
-            # are not a call for help, and no request is opened in their name.
+        if place is not None and self._staff_words(place.dialogue, session):
+            # Staff writing ("do you have a plan to end it?", a panel on self-harm, an
+            # update about suicide prevention): their words are not a call for help, and no
+            # request is opened in their name.
             return False
         outbox = Outbox(conn)
         signpost = {"text": self._texts.text(actor.locale, "signpost")}
@@ -128,6 +129,17 @@ class SafetyService(Desk[DialogueTexts]):
         question = self._contact_question(actor.locale, token)
         await outbox.enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
         return True
+
+    def _staff_words(self, dialogue_id: str, session: Session) -> bool:
+        """Whether text typed in this dialogue is staff's: a staff-only form, or a relay
+        (duty staff, a panel's organiser) started with `to: person`."""
+        dialogue = self._engine.dialogues.get(dialogue_id)
+        if dialogue is None:
+            return False
+        if dialogue.settings.get("risk_text") == STAFF_WORDS:
+            return True
+        relay = dialogue.settings.get("risk_text") == "passed_on"
+        return relay and session.values_of(dialogue_id).get("to") == "person"
 
     async def ask_contact_again(
         self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int

@@ -972,3 +972,51 @@ async def test_a_failed_part_joins_the_same_broadcast_or_is_reported(
         assert any("About 7 minutes left" in text for text in shown)
         assert all(before != after for before, after in itertools.pairwise(shown))
         assert edits_after - edits_before <= 2 + 4 + 8 + 1  # a minute at a time, then the end
+
+
+async def test_staff_writing_about_risk_for_people_on_licence_are_not_signposted(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Orla runs a panel on suicide prevention, writes to everyone coming about self harm,
+    and answers Amara's question about it: her own words, for people on licence. She is
+    never signposted nor asked about contact, and no safety request is opened in her name.
+    Amara, writing the same words, still is."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await staff.say("/panel_new")
+        assert "When is it" in (await staff.say("Suicide prevention panel")).text
+        assert "Where is it" in (await staff.say("3/12/2026 14:00")).text
+        assert "How many places" in (await staff.say("Town hall, Bute Street")).text
+        assert "Which area" in (await staff.say("5")).text
+        await staff.tap("London")
+        preview = await staff.tap("Done")
+        assert "Suicide prevention panel" in preview.text
+        await staff.tap("Send the invite")
+        amara = Chat(api, AMARA)
+        await amara.expect(1)
+        await amara.tap("Yes, I can come")
+
+        await staff.say("/panels")
+        await staff.tap("Write to them all")
+        confirm = await staff.say("We will talk about self harm and how to end it safely.")
+        assert "116 123" not in confirm.text
+        await staff.tap("Send it")
+        await amara.expect(3)
+        await amara.tap("Reply")
+        staff_had = len(staff.messages)
+        await amara.say("Will you ask if we have a plan to end it?")
+        await staff.expect(staff_had + 1)
+        await staff.tap("Answer")
+        sent = await staff.say("Only if you want to talk about a plan to end it.")
+        assert "116 123" not in sent.text
+        answer = await amara.expect(6)
+        assert "Only if you want to talk about a plan to end it." in answer.text
+
+        assert not [t for t in texts(staff) if "116 123" in t or "get in touch" in t]
+        records = Records(runtime.settings)
+        in_her_name = "SELECT COUNT(*) FROM safeguarding_requests WHERE pseudonym = ?"
+        assert records.query(in_her_name, records.pseudonym(ORGANISER)) == [(0,)]
+        # Amara, writing such words herself, is signposted (her reply above was too).
+        assert records.query(in_her_name, records.pseudonym(AMARA)) == [(1,)]

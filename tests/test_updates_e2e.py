@@ -245,3 +245,20 @@ async def test_an_update_for_wales_goes_in_both_languages(api: LocalBotApi, tmp_
                 assert "People it is going to: 1." in answer.text
         assert records.query("SELECT region, text_cy IS NOT NULL FROM updates") == [("wales", 1)]
         assert "every Wednesday" in (await Chat(api, DAI).expect(1)).text
+
+
+async def test_an_update_about_self_harm_is_staff_words_not_a_call_for_help(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Orla's update says the service now runs a group on self harm and suicide: she is
+    not signposted nor asked about contact, and the update goes out as she wrote it."""
+    async with running_bot(api, tmp_path) as runtime:
+        await seed(api, runtime)
+        orla = Chat(api, ORLA)
+        english = "We now run a group on self harm and suicide every Monday."
+        sent = await write_housing_update(orla, "London", english)
+        assert "People it is going to: 2." in sent.text
+        assert not [m for m in orla.messages if "116 123" in (m.text or "")]
+        assert english in (await Chat(api, ADA).expect(1)).text
+        records = Records(runtime.settings)
+        assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(0,)]
