@@ -117,9 +117,11 @@ LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable
 # words for people on licence, so it is taken as typed (bot/safety.py does not signpost it).
 STAFF_WORDS = "staff_words"
 # The order loose text handlers are tried in: a safety contact question waiting comes
-# first, then the answer just written (its rest, sent in parts), then the duty staff writing
-# to the person, then a panel organiser's message.
+# first; then the duty staff, if they wrote to the person after the person's latest answer
+# (the text is a reply to them); then the answer just written (its rest, sent in parts);
+# then the duty staff writing to the person; then a panel organiser's message.
 LOOSE_TEXT_CONTACT_QUESTION = 10
+LOOSE_TEXT_DUTY_STAFF_WROTE_LAST = 15
 LOOSE_TEXT_FRESH_ANSWER = 20
 LOOSE_TEXT_DUTY_STAFF = 30
 LOOSE_TEXT_ORGANISER = 40

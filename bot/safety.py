@@ -19,9 +19,11 @@ from typing import Any
 import aiosqlite
 
 from bot.access import DUTY_HANDOVER_JOB, access_of
+from bot.answer_keeper import ADD_TO_ANSWER_WITHIN_MS
 from bot.conversation import (
     LOOSE_TEXT_CONTACT_QUESTION,
     LOOSE_TEXT_DUTY_STAFF,
+    LOOSE_TEXT_DUTY_STAFF_WROTE_LAST,
     STAFF_WORDS,
     Actor,
     ConversationService,
@@ -34,6 +36,7 @@ from state_machines.definition import EXPLAIN_BUTTON_LABEL, REGION_SLUGS
 from state_machines.engine import Engine
 from state_machines.events import Begin, Started
 from state_machines.session import Session
+from storage.answers import Answers
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import People, Sessions
@@ -85,6 +88,9 @@ class SafetyService(Desk[DialogueTexts]):
         conversations.set_text_guard(self.guard)
         # Not for a risk message: the guard has just signposted it (and asked, if need be).
         conversations.add_loose_text_handler(LOOSE_TEXT_CONTACT_QUESTION, self.ask_contact_again)
+        conversations.add_loose_text_handler(
+            LOOSE_TEXT_DUTY_STAFF_WROTE_LAST, self.pass_on_reply_to_latest, risky_too=True
+        )
         conversations.add_loose_text_handler(
             LOOSE_TEXT_DUTY_STAFF, self.pass_on_typed_reply, risky_too=True
         )
@@ -158,6 +164,23 @@ class SafetyService(Desk[DialogueTexts]):
         )
         await Outbox(conn).enqueue(actor.chat_id, PRIORITY_SAFEGUARDING, "message", question, now)
         return True
+
+    async def pass_on_reply_to_latest(
+        self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
+    ) -> bool:
+        """As `pass_on_typed_reply`, ahead of the answer just written (whose rest, sent in
+        parts, is otherwise added to it), when the duty staff wrote after that answer: the
+        text then answers them ("yes im at my sisters" after "Are you safe?"), and must
+        neither be lost to them nor kept as feedback."""
+        request = await SafeguardingRequests(conn).latest_answered(
+            actor.pseudonym, now - _CONTACT_WINDOW_MS
+        )
+        if request is None or request.answered_at is None:
+            return False
+        fresh = await Answers(conn).latest_since(actor.pseudonym, now - ADD_TO_ANSWER_WITHIN_MS)
+        if fresh is not None and fresh.created_at > request.answered_at:
+            return False  # the person wrote an answer since: the text may be more of it
+        return await self.pass_on_typed_reply(conn, actor, text, now)
 
     async def pass_on_typed_reply(
         self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int

@@ -13,6 +13,7 @@ import pytest
 from bot.access import create_invite, grant_role
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
+from bot.secrets_file import load_secrets
 from storage.clock import ManualClock
 from storage.staff import StaffRoles
 from tests.harness import ADA, BRAN, Chat, Records, onboard, running_bot
@@ -653,6 +654,42 @@ async def test_words_added_to_a_fresh_answer_are_not_sent_to_the_duty_staff(
         assert "added this to what you wrote" in (await ada.say("and he shouts at me")).text
         await asyncio.sleep(0.3)
         assert len(sam.messages) == sam_had
+
+
+async def test_a_reply_to_duty_staff_who_wrote_after_her_answer_reaches_them(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada writes a check-in answer, then asks for contact; Sam writes "Are you safe?"
+    minutes later. Her typed "yes im at my sisters" answers Sam: it reaches Sam, and is
+    not added to her feedback (where managers could quote it)."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
+            await ada.tap(answer)
+        await ada.say("The appointments keep moving")
+        had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)
+        await ada.tap("Yes, please")
+        await sam.expect(3)
+        await sam.tap("Write to them")
+        await sam.say("Are you safe right now?")
+        await said(ada, "Are you safe right now?", had)
+        await asyncio.sleep(0.3)
+        sam_had = len(sam.messages)
+        told = await ada.say("yes im at my sisters on Elm Road now")
+        assert "passed on your message" in told.text
+        assert "at my sisters" in (await sam.expect(sam_had + 1)).text
+        records = Records(runtime.settings)
+        keys = load_secrets(runtime.settings.secrets_path, production=False)
+        kept = [
+            keys.decrypt_text(bytes(c)) for (c,) in records.query("SELECT ciphertext FROM answers")
+        ]
+        assert kept == ["The appointments keep moving"]
 
 
 async def test_a_risk_of_another_kind_within_the_hour_is_asked_about_again(
