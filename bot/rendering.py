@@ -68,6 +68,17 @@ def render_message(
     return payloads
 
 
+def split_payload(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A sendMessage payload as one or more, none over Telegram's cap, the buttons (and any
+    other keys) on the last part: a relayed message has no length limit of its own (a
+    long reply typed to the duty staff), and Telegram refuses one over the cap outright."""
+    text = str(payload.get("text", ""))
+    if len(text) <= TELEGRAM_MAX_TEXT:
+        return [dict(payload)]
+    *first, last = split_text(text)
+    return [*({"text": part} for part in first), {**payload, "text": last}]
+
+
 def split_text(text: str, limit: int = TELEGRAM_MAX_TEXT) -> list[str]:
     """Split at paragraph, then line, then word boundaries so no part exceeds `limit`."""
     parts: list[str] = []

@@ -17,6 +17,7 @@ from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk
 from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
 from bot.panels import audit_panel
+from bot.rendering import split_payload
 from state_machines.engine import Engine
 from state_machines.events import Begin
 from storage.broadcasts import Broadcasts
@@ -165,7 +166,8 @@ class RsvpService(Desk[PanelTexts]):
         if target is None or payload is None:
             await self._tell(conn, actor, "message_not_passed_on", now)
             return
-        await Outbox(conn).enqueue(target[0], PRIORITY_REPLY, "message", payload, now)
+        for part in split_payload(payload):  # a long reply typed, not written in the form
+            await Outbox(conn).enqueue(target[0], PRIORITY_REPLY, "message", part, now)
         await self._tell(conn, actor, "message_passed_on", now)
 
     async def on_withdrawn(

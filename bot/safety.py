@@ -31,6 +31,7 @@ from bot.conversation import (
 )
 from bot.desk import Desk, DialogueTexts
 from bot.enrolment import REGION_NAMES
+from bot.rendering import split_payload
 from bot.safeguarding import RiskPhrases
 from state_machines.definition import EXPLAIN_BUTTON_LABEL, REGION_SLUGS
 from state_machines.engine import Engine
@@ -610,9 +611,10 @@ class SafetyService(Desk[DialogueTexts]):
                     ]
                 ],
             }
-            await Outbox(conn).enqueue(
-                person.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
-            )
+            for part in split_payload(payload):
+                await Outbox(conn).enqueue(
+                    person.chat_id, PRIORITY_SAFEGUARDING, "message", part, now
+                )
             await SafeguardingRequests(conn).mark_answered(request.id, now)
             await AuditLog(conn).record(
                 actor.pseudonym, "safeguarding.message_sent", _reference(request), {}, now
@@ -691,9 +693,10 @@ class SafetyService(Desk[DialogueTexts]):
                 data = f"{STAFF_PREFIX}{request.token}:{CALLED_ACTION}"
                 buttons.append([self._button(holder.locale, "called_them", data)])
             payload: dict[str, Any] = {"text": text, "buttons": buttons}
-            await Outbox(conn).enqueue(
-                holder.chat_id, PRIORITY_SAFEGUARDING, "message", payload, now
-            )
+            for part in split_payload(payload):  # a long reply typed to them, in full
+                await Outbox(conn).enqueue(
+                    holder.chat_id, PRIORITY_SAFEGUARDING, "message", part, now
+                )
             told += 1
         return told
 

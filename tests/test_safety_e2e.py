@@ -549,6 +549,16 @@ async def test_a_reply_typed_without_the_reply_button_is_passed_on(
         assert "SG-1" in first.text and "SG-1" in second.text
         assert "im at home on my own" in second.text and "please ring me" in first.text
         assert "Write to them" in str(first.reply_markup)
+        # A message as long as Telegram lets her send: with the reference in front it is
+        # over the cap, so it reaches Sam in two parts, the button under the last.
+        long_reply = " ".join(["I could not sleep and kept walking about all night."] * 80)
+        long_reply = long_reply[:4090]
+        assert "passed on your message" in (await ada.say(long_reply)).text
+        last = await sam.expect(sam_had + 4)
+        whole = "\n".join(m.text or "" for m in sam.messages[sam_had + 2 :])
+        assert "".join(long_reply.split()) in "".join(whole.split())  # every word of it
+        assert "Write to them" in str(last.reply_markup)
+        assert sam.messages[sam_had + 2].reply_markup is None
 
 
 async def test_several_risk_messages_in_a_row_get_the_help_each_time_and_one_question(
