@@ -114,3 +114,14 @@ def report(error: BaseException) -> None:
     sentry_sdk = sys.modules.get("sentry_sdk")  # imported by setup_sentry, if at all
     if sentry_sdk is not None:
         sentry_sdk.capture_exception(error)
+
+
+def alert(what: str) -> None:
+    """Log `what` as an error and send it to Sentry: something staff must act on that is no
+    exception (no one to tell of a safety request, a message Telegram refused). Log records
+    alone reach Sentry only as breadcrumbs. `what` is a fixed description: never a text,
+    a name or an id (it is scrubbed all the same)."""
+    log.error("%s", what)
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    if sentry_sdk is not None:
+        sentry_sdk.capture_message(what, level="error")

@@ -212,9 +212,9 @@ async def build_runtime(
     scheduler.register_prepared(DIGEST_JOB, digests.prepare_weekly, digests.on_weekly)
     scheduler.register_prepared(REPORT_JOB, digests.prepare_report, digests.send_report)
     scheduler.register(DIGEST_CHECK_JOB, digests.on_check)  # hourly; first at start()
-    scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up)
-    scheduler.register(SAFETY_UNANSWERED, safety.on_unanswered)
-    scheduler.register(DUTY_HANDOVER_JOB, safety.on_handover)
+    scheduler.register(SAFETY_FOLLOW_UP, safety.on_follow_up, keep_trying=True)
+    scheduler.register(SAFETY_UNANSWERED, safety.on_unanswered, keep_trying=True)
+    scheduler.register(DUTY_HANDOVER_JOB, safety.on_handover, keep_trying=True)
     scheduler.register(ROUND_JOB, checkins.on_round, quick=True)  # each a part of a round
     scheduler.register(NUDGE_JOB, checkins.on_nudge)
     scheduler.register(EXPIRE_JOB, checkins.on_expire)
@@ -230,7 +230,7 @@ async def build_runtime(
     scheduler.register(DELIVER_JOB, updates.on_deliver_more)
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
-    scheduler.register(RETENTION_JOB, retention.on_due)
+    scheduler.register(RETENTION_JOB, retention.on_due, keep_trying=True)
     scheduler.register_prepared(RETENTION_WAL_JOB, retention.empty_wal, retention.after_empty_wal)
     await retention.ensure_scheduled(clock.now_ms())  # today's run, if not yet scheduled
     review = ReviewService(

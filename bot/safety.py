@@ -18,6 +18,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot import error_reporting
 from bot.access import DUTY_HANDOVER_JOB, access_of
 from bot.answer_keeper import ADD_TO_ANSWER_WITHIN_MS
 from bot.conversation import (
@@ -405,7 +406,9 @@ class SafetyService(Desk[DialogueTexts]):
         if admins:
             log.warning("a safety request reached no duty holder; the admins were asked")
         else:
-            log.error("a safety request reached no duty holder and there is no admin to ask")
+            error_reporting.alert(
+                "a safety request reached no duty holder and there is no admin to ask"
+            )
 
     async def on_unanswered(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """Hours after the alert, no duty holder has written to the person (about this

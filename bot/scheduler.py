@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiosqlite
 
+from bot import error_reporting
 from storage.clock import Clock
 from storage.database import Database
 from storage.queues import HEARTBEAT_KEY, Inbox, Job, Meta, Outbox, Schedules
@@ -41,6 +43,10 @@ _INBOX_MEMORY_MS = 7 * _DAY_MS
 # check-in round stuck between its parts that long is scheduled again by the hourly check
 # (`CheckinService.on_rounds_check`), which asks whoever is still due, as resuming it would.
 _JOB_MEMORY_MS = 30 * _DAY_MS
+# A failing job is tried again after 1, 2, 4, 8 minutes, then given up (status 'failed',
+# reported), unless its kind keeps trying (see `register`): then every half hour at most.
+_GIVE_UP_AFTER = 5
+_KEEP_TRYING_EVERY_MS = 30 * 60_000
 
 
 class Scheduler:
@@ -60,12 +66,19 @@ class Scheduler:
         self._handlers: dict[str, JobHandler] = {HOUSEKEEPING: housekeeping}
         self._preparers: dict[str, tuple[JobPreparer, PreparedHandler]] = {}
         self._quick: set[str] = set()  # kinds whose transaction runs inline (see register)
+        self._keep_trying = {HOUSEKEEPING}  # kinds never given up (see register)
         self._wake = asyncio.Event()
         self._stopping = False
         self._max_sleep_s = max_sleep_s
 
-    def register(self, kind: str, handler: JobHandler, quick: bool = False) -> None:
-        """quick: the job's transaction runs its statements on the event loop's thread
+    def register(
+        self, kind: str, handler: JobHandler, quick: bool = False, keep_trying: bool = False
+    ) -> None:
+        """keep_trying: a failing job of this kind is never given up (a safety alert's
+        follow-up, the daily retention): it is tried again every half hour at most, for as
+        long as it fails, and reported to Sentry.
+
+        quick: the job's transaction runs its statements on the event loop's thread
         (`Database.transaction(quick=True)`), for a part of a job queued in parts: a few
         hundred people's worth of small indexed statements. In the worker thread, each of
         its ~2,400 statements was a round trip to the thread, and a part held the database
@@ -78,6 +91,10 @@ class Scheduler:
             self._quick.add(kind)
         else:
             self._quick.discard(kind)
+        if keep_trying:
+            self._keep_trying.add(kind)
+        else:
+            self._keep_trying.discard(kind)
 
     def register_prepared(self, kind: str, prepare: JobPreparer, handler: PreparedHandler) -> None:
         """A job whose slow part runs first, outside any transaction (it may run again if
@@ -109,11 +126,23 @@ class Scheduler:
                     await handler(conn, job, now)
                     await Schedules(conn).mark_done(job.id, now)
                 ran += 1
-            except Exception:
+            except Exception as exc:
                 log.exception("scheduled job %s (%s) failed", job.id, job.kind)
+                keep_trying = job.kind in self._keep_trying
+                delay = 60_000 * 2 ** min(job.attempts, 10)
+                if keep_trying:
+                    delay = min(delay, _KEEP_TRYING_EVERY_MS)
+                tries = job.attempts + 1
+                # Reported on the first failure, and when given up (or, for a job that
+                # keeps trying, when it would have been): not once a half hour for ever.
+                if tries in (1, _GIVE_UP_AFTER):
+                    error_reporting.report(exc)
                 async with self._db.transaction() as conn:
                     await Schedules(conn).record_failure(
-                        job.id, now + 60_000 * 2**job.attempts, give_up_after=5, now=now
+                        job.id,
+                        now + delay,
+                        give_up_after=None if keep_trying else _GIVE_UP_AFTER,
+                        now=now,
                     )
         if ran and self._after_jobs is not None:
             self._after_jobs()
@@ -132,11 +161,31 @@ class Scheduler:
         return with_prepared
 
     async def run(self) -> None:
+        failures = 0
         while not self._stopping:
-            await self._heartbeat()
-            await self.run_due()
-            async with self._db.read() as conn:
-                next_due = await Schedules(conn).next_due_time()
+            try:
+                await self._heartbeat()
+                await self.run_due()
+                async with self._db.read() as conn:
+                    next_due = await Schedules(conn).next_due_time()
+            except sqlite3.OperationalError as exc:
+                # Another writer held the database past busy_timeout, or the disk is full:
+                # every job is still in the database, so wait and look again, as the poller
+                # does, rather than stop the bot.
+                failures += 1
+                if failures == 1:
+                    error_reporting.report(exc)
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning(
+                    "the scheduler could not reach the database (%s); again in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                continue
+            failures = 0
             sleep = self._max_sleep_s
             if next_due is not None:
                 sleep = min(sleep, max(0.05, (next_due - self._clock.now_ms()) / 1000))

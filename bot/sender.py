@@ -32,6 +32,7 @@ from telegram.error import (
     TimedOut,
 )
 
+from bot import error_reporting
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import People
@@ -400,10 +401,10 @@ class OutboxSender:
                 log.info("an edit found its message gone; given up")
             else:
                 await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
-                log.error(
-                    "Telegram refused an outbox message (%s kind): %s",
-                    message.kind,
-                    exc.message[:200],
+                # A message someone needed is lost (an answer, a safety alert): ours to fix.
+                error_reporting.alert(
+                    f"Telegram refused an outbox message ({message.kind} kind, priority "
+                    f"{message.priority}): {exc.message[:200]}"
                 )
 
     async def _retry_later(

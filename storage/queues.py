@@ -412,8 +412,16 @@ class Schedules:
         )
 
     async def record_failure(
-        self, job_id: int, retry_at: int, give_up_after: int, now: int
+        self, job_id: int, retry_at: int, give_up_after: int | None, now: int
     ) -> None:
+        """Count a failed run: due again at `retry_at`, or given up (status 'failed') at
+        the `give_up_after`th failure; never given up when None."""
+        if give_up_after is None:
+            await self._conn.execute(
+                "UPDATE schedules SET attempts = attempts + 1, due_at = ? WHERE id = ?",
+                (retry_at, job_id),
+            )
+            return
         await self._conn.execute(
             "UPDATE schedules SET attempts = attempts + 1, due_at = ?, "
             "status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END, "

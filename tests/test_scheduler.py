@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -109,6 +111,71 @@ async def test_a_failing_job_is_retried_later_then_given_up(db: Database, quick:
     async with db.read() as conn, conn.execute("SELECT status, attempts FROM schedules") as cur:
         assert [tuple(r) for r in await cur.fetchall()] == [("failed", 5)]
     assert await runs(db) == 0
+
+
+async def test_a_job_that_keeps_trying_is_never_given_up_and_is_reported_twice(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A safety follow-up that fails (the disk full for an afternoon) is tried again at
+    most every half hour for as long as it fails, then runs: never left 'failed' with
+    nobody told. Sentry hears of it at the first failure and at the fifth, not every time."""
+    clock = ManualClock()
+    reported: list[BaseException] = []
+    monkeypatch.setattr(scheduler_module.error_reporting, "report", reported.append)
+    failing = {"left": 9}
+
+    async def follow_up(conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise OSError("database or disk is full")
+        await count_runs(conn, job, now)
+
+    scheduler = Scheduler(db, clock)
+    scheduler.register("safety_follow_up", follow_up, keep_trying=True)
+    async with db.transaction() as conn:
+        await Schedules(conn).add("safety_follow_up", "follow_up:1", clock.now_ms(), {}, 0)
+    for _ in range(9):
+        assert await scheduler.run_due() == 0
+        async with db.read() as conn:
+            due = await Schedules(conn).next_due_time()
+        assert due is not None and due - clock.now_ms() <= 30 * 60_000  # never given up
+        clock.advance(30 * 60)
+    assert await scheduler.run_due() == 1 and await runs(db) == 1
+    assert len(reported) == 2
+
+
+async def test_the_scheduler_waits_out_a_locked_database_instead_of_stopping(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer holding the database past busy_timeout (a backup, an admin command)
+    made the scheduler's task end, and with it the bot. It now waits and goes on."""
+    monkeypatch.setattr(scheduler_module.error_reporting, "report", lambda error: None)
+    clock = ManualClock()
+    scheduler = Scheduler(db, clock, max_sleep_s=0.05)
+    scheduler.register("digest", count_runs)
+    locked = {"times": 2}
+    beat = scheduler._heartbeat
+
+    async def heartbeat() -> None:
+        if locked["times"]:
+            locked["times"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        await beat()
+
+    monkeypatch.setattr(scheduler, "_heartbeat", heartbeat)
+    async with db.transaction() as conn:
+        await Schedules(conn).add("digest", "digest:london:2026-W48", clock.now_ms(), {}, 0)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(10):
+            while await runs(db) == 0:
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+    finally:
+        scheduler.stop()
+        scheduler.wake()
+        await asyncio.wait_for(task, 5)
+    assert locked["times"] == 0
 
 
 async def test_housekeeping_forgets_old_update_ids_daily(db: Database) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import sender as sender_module
 from bot.local_api import FakePerson, LocalBotApi
 from bot.runtime import Runtime
 from bot.sender import ChatPacer
@@ -131,6 +132,25 @@ async def test_a_chat_that_is_gone_is_treated_as_blocked(api: LocalBotApi, tmp_p
         assert records.query(
             "SELECT status, COUNT(*) FROM outbox WHERE priority = 2 GROUP BY status"
         ) == [("cancelled", 2)]
+
+
+async def test_a_message_telegram_refuses_is_alerted_not_only_logged(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another 400 (a message we built wrong) loses a message someone needed: it is sent
+    to Sentry as well as logged (a log line reaches Sentry only as a breadcrumb)."""
+    alerts: list[str] = []
+    monkeypatch.setattr(sender_module.error_reporting, "alert", alerts.append)
+    api.add_chat(ADA)
+    refusal = "Bad Request: can't parse entities"
+    api.fail_next("sendMessage", 400, None, chat_id=ADA.chat_id, description=refusal)
+    async with running_bot(api, tmp_path) as runtime:
+        await queue(runtime, [ADA], PRIORITY_REPLY, "Refused")
+        records = Records(settings_for(api, tmp_path))
+        await eventually(lambda: records.query("SELECT status FROM outbox") == [("failed",)])
+    # (python-telegram-bot drops "Bad Request: " and capitalises what is left.)
+    said = "Telegram refused an outbox message (message kind, priority 1): Can't parse entities"
+    assert alerts == [said]
 
 
 async def test_a_file_too_large_is_given_up_and_the_chat_goes_on(
