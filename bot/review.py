@@ -88,15 +88,10 @@ class ReviewService(Desk[DialogueTexts]):
             if not regions:
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
                 return
-            earliest, latest = (now - ago for ago in _WINDOW)
-            answers = await Answers(conn).reviewable(regions, earliest, latest)
+            answers, shown = await self._reviewable(conn, regions, now)
             if not answers:
                 await self._tell(conn, actor, "nothing_to_review", now)
                 return
-            writers: dict[str, set[str]] = defaultdict(set)
-            for _, region, author in answers:
-                writers[region].add(author)
-            shown = [a for a, region, _ in answers if len(writers[region]) >= self._k]
             if not shown:
                 k = self._texts.number(self._k, actor.locale)
                 await self._tell(conn, actor, "too_few_to_review", now, k=k)
@@ -129,14 +124,39 @@ class ReviewService(Desk[DialogueTexts]):
                 pseudonym, "answers.reviewed", f"regions:{','.join(regions)}", {}, now
             )
 
+    async def _reviewable(
+        self, conn: aiosqlite.Connection, regions: list[str], now: int
+    ) -> tuple[list[tuple[int, str, str]], list[int]]:
+        """The quotable answers from 2 to 9 days ago in `regions` (id, region, author), and
+        the ids of those a manager may see: from regions with at least k writers."""
+        earliest, latest = (now - ago for ago in _WINDOW)
+        answers = await Answers(conn).reviewable(regions, earliest, latest)
+        writers: dict[str, set[str]] = defaultdict(set)
+        for _, region, author in answers:
+            writers[region].add(author)
+        return answers, [a for a, region, _ in answers if len(writers[region]) >= self._k]
+
+    async def _may_review(
+        self, conn: aiosqlite.Connection, pseudonym: str, answer_id: int, now: int
+    ) -> str | None:
+        """The answer's region, when `pseudonym` manages it and /review could show them the
+        answer now; else None. A button's answer id is checked, not trusted: ids run in
+        order, and a forged one must not show (or change) the themes of an answer written a
+        minute ago, one its writer did not let us quote, or one from a region of few."""
+        region = await Answers(conn).region_of(answer_id)
+        if region is None or not (await access_of(conn, pseudonym)).is_manager_in(region):
+            return None
+        _, shown = await self._reviewable(conn, [region], now)
+        return region if answer_id in shown else None
+
     async def on_change(self, update_id: int, sender: Sender, answer_id: int) -> None:
-        """ "Change themes" under an answer: only managers of the answer's region."""
+        """ "Change themes" under an answer: only managers of the answer's region, and only
+        for an answer /review could show them."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
         async with self._db.read() as conn:
-            region = await Answers(conn).region_of(answer_id)
-            access = await access_of(conn, pseudonym)
+            region = await self._may_review(conn, pseudonym, answer_id, self._clock.now_ms())
             themes = await Checkins(conn).themes_of(answer_id)
-        if region is None or not access.is_manager_in(region):
+        if region is None:
             await self._refuse(update_id, sender, pseudonym)
             return
         values = {"answer": str(answer_id), "themes": ",".join(themes)}
@@ -146,8 +166,12 @@ class ReviewService(Desk[DialogueTexts]):
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
         answer = values.get("answer", "")
-        region = await Answers(conn).region_of(int(answer)) if answer.isdigit() else None
-        if region is None or not (await access_of(conn, actor.pseudonym)).is_manager_in(region):
+        region = (
+            await self._may_review(conn, actor.pseudonym, int(answer), now)
+            if answer.isdigit()
+            else None
+        )
+        if region is None:
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
         themes = [t for t in values.get("themes", "").split(",") if t]

@@ -86,7 +86,9 @@ async def test_managers_review_and_correct_themes_of_their_region_only(
                 await Answers(conn).add(who, "feedback", "improve", words, written, quote=quote)
             # written an hour ago: its writer's officer could place it, so it waits two days
             fresh = secrets.encrypt_text(FRESH_WORDS)
-            await Answers(conn).add(who, "feedback", "improve", fresh, now - 3_600_000, quote=fresh)
+            fresh_id = await Answers(conn).add(
+                who, "feedback", "improve", fresh, now - 3_600_000, quote=fresh
+            )
         intro = await orla.say("/review")
         assert "let us quote: 5." in intro.text
         # "fewer than", the intro, five answers (in a random order), the long one in two
@@ -113,6 +115,14 @@ async def test_managers_review_and_correct_themes_of_their_region_only(
         assert records.query("SELECT theme FROM answer_themes WHERE answer_id = ?", private) == [
             ("housing",)
         ]
+
+        # A forged button (answer ids run in order) shows nothing /review would not: not
+        # an answer its writer did not let us quote, nor one written an hour ago.
+        for forged in (private, fresh_id):
+            had = len(orla.messages)
+            api.press_button(ORLA, item.message_id, f"rt:{forged}")
+            refused = await orla.expect(had + 1)
+            assert "not available" in refused.text and "Chosen" not in refused.text
 
         sam = Chat(api, SAM)
         assert "not available" in (await sam.say("/review")).text
