@@ -97,9 +97,13 @@ def main(argv: list[str]) -> int:
             from bot.sandbox import run_sandbox  # imports telegram: only when running
 
             return asyncio.run(run_sandbox(for_sandbox(settings, os.environ)))
-        from bot.runtime import run_until_signalled
+        from bot.runtime import StartFailed, run_until_signalled
 
-        return asyncio.run(run_until_signalled(settings))
+        try:
+            return asyncio.run(run_until_signalled(settings))
+        except StartFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEMS

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,16 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     apply_log_levels(level)
+    # An error nobody caught is printed by Python itself, past the formatter above: masked
+    # the same way (a library's message may hold the token, e.g. "The token `...` was
+    # rejected").
+    sys.excepthook = _scrubbed_excepthook
+
+
+def _scrubbed_excepthook(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    sys.stderr.write(scrub_text("".join(traceback.format_exception(kind, error, trace))))
 
 
 def apply_log_levels(level: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sqlite3
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from telegram import Update
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 from bot import error_reporting
@@ -47,7 +49,7 @@ from bot.safety import FOLLOW_UP_JOB as SAFETY_FOLLOW_UP
 from bot.safety import UNANSWERED_JOB as SAFETY_UNANSWERED
 from bot.safety import SafetyService
 from bot.scheduler import Scheduler
-from bot.secrets_file import load_secrets
+from bot.secrets_file import Secrets, load_secrets
 from bot.sender import ChatPacer, OutboxSender
 from bot.settings import SHIPPED_LOCALES, Settings
 from bot.stop_words import STOP_WORDS_FILE, load_stop_words
@@ -106,6 +108,28 @@ async def build_runtime(
     engine = build_engine(settings.dialogues_dir, clock, settings.timezone)
     secrets = load_secrets(settings.secrets_path, production=settings.production)
     db = await Database.open(settings.database_path)
+    try:
+        return await _assemble(
+            settings, db, token, clock, engine, secrets, poll_timeout, chat_pacer, send_rate
+        )
+    except BaseException:
+        # A start that fails (a migration, a bad token, Telegram unreachable) must not
+        # leave the database open: its worker thread would keep the process from exiting.
+        await db.close()
+        raise
+
+
+async def _assemble(
+    settings: Settings,
+    db: Database,
+    token: str,
+    clock: Clock,
+    engine: Engine,
+    secrets: Secrets,
+    poll_timeout: int,
+    chat_pacer: ChatPacer | None,
+    send_rate: float | None,
+) -> Runtime:
     await db.seal_payloads(*payload_codec(secrets))
     applied = await db.migrate()
     if applied:
@@ -373,12 +397,21 @@ async def stop(runtime: Runtime) -> None:
 async def run_until_signalled(settings: Settings) -> int:
     """`python -m bot run` until SIGINT or SIGTERM. Returns 1 if a long-lived task died (so a
     supervisor restarts the process), else 0."""
-    runtime = await build_runtime(settings)
+    try:
+        runtime = await build_runtime(settings)
+    except TelegramError as exc:
+        raise StartFailed(_why_not_started(exc)) from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    await start(runtime)
+    try:
+        await start(runtime)
+    except BaseException as exc:
+        await _abandon(runtime)
+        if isinstance(exc, TelegramError | OSError):
+            raise StartFailed(_why_not_started(exc)) from None
+        raise
     log.info(
         "YouSaid is running as @%s (%s, database %s)",
         runtime.application.bot.username,
@@ -386,6 +419,45 @@ async def run_until_signalled(settings: Settings) -> int:
         Path(settings.database_path).name,
     )
     return await supervise(runtime, stopping)
+
+
+class StartFailed(Exception):
+    """The bot could not start; the message says why in one line, with no token in it."""
+
+
+def _why_not_started(exc: BaseException) -> str:
+    # python-telegram-bot puts the token itself in InvalidToken's message.
+    said = error_reporting.scrub_text(str(exc)) or type(exc).__name__
+    if isinstance(exc, InvalidToken):
+        return (
+            f"Telegram refused the bot token ({said}): check TELEGRAM_BOT_TOKEN, and "
+            "TELEGRAM_API_BASE_URL if you set it"
+        )
+    if isinstance(exc, NetworkError):
+        return f"could not reach Telegram ({said}); the bot stops, to be started again"
+    if isinstance(exc, OSError):
+        return f"could not start ({said}): is the webhook's port (WEBHOOK_LISTEN) in use?"
+    return f"could not start: {said}"
+
+
+async def _abandon(runtime: Runtime) -> None:
+    """Undo a start that failed half way, so the process can exit (and be started again):
+    whatever was started is stopped, and the database closed."""
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        if runtime.webhook is not None:
+            await runtime.webhook.stop()
+    with contextlib.suppress(Exception):
+        if runtime.application.running:
+            await runtime.application.stop()
+        await runtime.application.shutdown()
+    with contextlib.suppress(Exception):
+        # Not done by the application's shutdown when its start failed in get_me: the
+        # connection pools were opened all the same.
+        await runtime.application.bot.shutdown()
+    await runtime.db.close()
 
 
 async def supervise(runtime: Runtime, stopping: asyncio.Event) -> int:

@@ -572,7 +572,16 @@ class Database:
         database at the last version that applied cleanly."""
         applied: list[str] = []
         current = await self.schema_version()
-        for migration in migrations if migrations is not None else bundled_migrations():
+        known = migrations if migrations is not None else bundled_migrations()
+        newest = max((m.version for m in known), default=0)
+        if current > newest:
+            # Older code on a newer schema (an image rolled back after an upgrade) would
+            # read and write tables it does not know the shape of.
+            raise MigrationError(
+                f"the database is at schema version {current}, newer than this code "
+                f"({newest}): run the version of YouSaid that last used it"
+            )
+        for migration in known:
             if migration.version <= current:
                 continue
             script = (

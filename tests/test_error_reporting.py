@@ -6,7 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from bot.error_reporting import scrub_event, scrub_text
+import pytest
+
+from bot.error_reporting import _scrubbed_excepthook, scrub_event, scrub_text
 from bot.local_api import LocalBotApi
 from tests.harness import ADA, Chat, Records, eventually, running_bot, settings_for
 
@@ -98,3 +100,18 @@ async def _change_schema(database: str, statement: str) -> None:
             conn.execute(statement)
 
     await asyncio.to_thread(change)
+
+
+def test_an_error_nobody_caught_is_printed_without_the_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Python prints an uncaught error itself, past the logging formatter: a library's
+    message holding the token ("The token `...` was rejected") is masked there too
+    (setup_logging makes this the process's excepthook)."""
+    token = "123456789:AAinventedTOKENforTESTSonly_abcdefgh"
+    try:
+        raise RuntimeError(f"The token `{token}` was rejected by the server.")
+    except RuntimeError as exc:
+        _scrubbed_excepthook(type(exc), exc, exc.__traceback__)
+    printed = capsys.readouterr().err
+    assert "The token `<token>` was rejected" in printed and token not in printed

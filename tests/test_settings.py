@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -9,12 +10,14 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from bot.cli import EXIT_PROBLEMS
 from bot.cli import main as cli_main
+from bot.local_api import LocalBotApi
 from bot.secrets_file import load_secrets
 from bot.settings import (
     PROJECT_ROOT,
@@ -163,3 +166,61 @@ def test_the_command_line_says_so_rather_than_failing_at_the_first_migration(
     said = capsys.readouterr().err.strip()
     assert said.startswith("error: YouSaid needs SQLite 3.37.0 or newer") and "3.34.1" in said
     assert not (tmp_path / "db.sqlite").exists()  # refused before anything was made
+
+
+async def run_bot_async(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, str]:
+    """As run_bot, without blocking the event loop (the local server runs in this one)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "YOUSAID_ENV")}
+    base.update(
+        {"DATABASE_PATH": str(tmp_path / "db.sqlite"), "SECRETS_PATH": str(tmp_path / "secrets")}
+    )
+    base.update(env)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=PROJECT_ROOT,
+        env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+async def test_a_start_that_fails_ends_the_process_saying_why_without_the_token(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A token Telegram refuses, or Telegram out of reach: the process used to print the
+    error and then never exit (the database's thread held it), so nothing restarted it;
+    and the refused token was printed. Now: one line, exit 1, no token."""
+    wrong = "123456789:" + "B" * 35
+    refused, said = await run_bot_async(
+        ["run"], {"TELEGRAM_BOT_TOKEN": wrong, "TELEGRAM_API_BASE_URL": api.base_url}, tmp_path
+    )
+    assert refused == 1, said
+    assert "Telegram refused the bot token" in said and wrong not in said and "B" * 35 not in said
+    assert said.strip().splitlines()[-1].startswith("error: Telegram refused the bot token")
+    assert "Traceback" not in said and "Unclosed" not in said
+    unreachable = {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/bot",
+    }
+    failed, said = await run_bot_async(["run"], unreachable, tmp_path)
+    assert failed == 1 and "could not reach Telegram" in said, said
+    assert TOKEN not in said and TOKEN.split(":")[1] not in said
+
+
+def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    """An image rolled back after an upgrade must not run old code on the new schema."""
+    assert run_bot(["migrate"], {}, tmp_path).returncode == 0
+    with closing(sqlite3.connect(tmp_path / "db.sqlite")) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    newest = len(bundled_migrations())
+    for command in (["migrate"], ["run"]):
+        env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/bot"}
+        result = run_bot(command, env, tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert f"schema version 999, newer than this code ({newest})" in result.stderr
