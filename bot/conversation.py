@@ -311,8 +311,9 @@ class ConversationService:
         it again). `held`: it was signposted and is not an answer (None, unless a loose text
         handler passes it on: a risky reply to the duty staff must reach them).
 
-        Where only buttons answer, the tap of the one button whose words were typed ("yes",
-        "Sometimes": some people type rather than tap), unless a safety contact question is
+        The tap of the one button whose words were typed ("yes", "Sometimes", "Skip": some
+        people type rather than tap; where a written answer is asked for, other words are
+        that answer), unless a safety contact question is
         waiting (its "Yes, please" is what a "yes" then means). With no question open: added
         to the answer written moments before (a thought sent in parts), or dealt with by a
         loose text handler (a reply to the duty staff), or else "nothing to answer"."""
@@ -348,8 +349,11 @@ class ConversationService:
         place = session.place
         dialogue = self._engine.dialogues.get(place.dialogue) if place else None
         state = dialogue.states.get(place.state) if dialogue and place else None
-        if place is None or state is None or state.text is not None:
-            return None  # nothing asked, or a written answer is (the text is that answer)
+        if place is None or state is None:
+            return None  # nothing asked
+        # Where a written answer is asked for too, only a button's exact words count as
+        # its tap: "skip" typed at "Welsh text, or Skip" is not the Welsh text, nor is "do
+        # not send" typed under "Write your message" a message to pass on.
         typed = fold(text)
         if not typed:
             return None
