@@ -575,6 +575,7 @@ class SafetyService(Desk[DialogueTexts]):
             await AuditLog(conn).record(
                 pseudonym, "safeguarding.called", _reference(request), {}, now
             )
+            await self._to_duty_holders(conn, request, "staff_colleague_called", now, but=pseudonym)
             await self._tell(conn, actor, "called_noted", now, ref=_reference(request))
 
     async def _begin_reply(
@@ -621,6 +622,9 @@ class SafetyService(Desk[DialogueTexts]):
             await SafeguardingRequests(conn).mark_answered(request.id, now)
             await AuditLog(conn).record(
                 actor.pseudonym, "safeguarding.message_sent", _reference(request), {}, now
+            )
+            await self._to_duty_holders(
+                conn, request, "staff_colleague_wrote", now, but=actor.pseudonym, message=message
             )
         elif request.pseudonym == actor.pseudonym:
             told = await self._to_duty_holders(
@@ -681,12 +685,16 @@ class SafetyService(Desk[DialogueTexts]):
         key: str,
         now: int,
         called_button: bool = False,
+        but: str | None = None,
         **params: str,
     ) -> int:
-        """Send to every reachable duty holder of the request's region; returns how many.
-        `called_button`: with "I called them" too (under a phone number shared)."""
+        """Send to every reachable duty holder of the request's region (`but` the one who
+        acted, when one did); returns how many. `called_button`: with "I called them" too
+        (under a phone number shared)."""
         told = 0
         for pseudonym in await StaffRoles(conn).safeguarding_for(request.region or ""):
+            if pseudonym == but:
+                continue
             holder = await People(conn).get(pseudonym)
             if holder is None or not holder.reachable:
                 continue

@@ -702,6 +702,41 @@ async def test_a_reply_to_duty_staff_who_wrote_after_her_answer_reaches_them(
         assert kept == ["The appointments keep moving"]
 
 
+async def test_the_other_duty_holders_see_that_a_colleague_wrote_or_called(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam and Rhys both hold London's duty. Sam writes to Ada: Rhys is told, with what
+    Sam wrote, so Ada does not hear from two officers who do not know of each other.
+    After Ada shares her number, Rhys calls her: Sam is told."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        rhys = Chat(api, RHYS)
+        await rhys.say("/help")
+        await rhys.expect(2)
+        async with runtime.db.transaction() as conn:
+            who = runtime.service.pseudonym_of(RHYS.user_id)
+            await StaffRoles(conn).grant(who, "staff", "london", True, "cli", 0)
+        ada = Chat(api, ADA)
+        had, _ = await ada_asks_for_contact(ada)
+        await sam.expect(3)
+        await rhys.expect(3)  # the alert, to both
+        await sam.tap("Write to them")
+        sam_had = len(sam.messages)
+        await sam.say("Are you safe right now? This is Sam.")
+        told = await rhys.expect(4)
+        assert "SG-1. Someone else on duty wrote this to them" in told.text
+        assert "Are you safe right now? This is Sam." in told.text
+        assert "Write to them" in str(told.reply_markup)
+        await said(ada, "Are you safe right now?", had)
+        await asyncio.sleep(0.3)
+        assert len(sam.messages) == sam_had + 1  # "passed on": nothing about themselves
+
+        await ada_shares_her_number(api, ada)
+        assert "shared a phone number" in (await rhys.expect(5)).text
+        await rhys.tap("I called them")
+        assert "someone else on duty called them" in (await sam.expect(sam_had + 3)).text
+
+
 async def test_a_risk_of_another_kind_within_the_hour_is_asked_about_again(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
