@@ -84,7 +84,10 @@ class DataRightsService(Desk[DialogueTexts]):
         who = person.pseudonym
         consents = await ConsentLedger(conn).history(who)
         answers = []
-        for answer in await Answers(conn).of(who):
+        held = await Answers(conn).of(who)
+        quotes = await Answers(conn).quotes([a.id for a in held if a.quotable])
+        for answer in held:
+            quote = quotes.get(answer.id)
             answers.append(
                 {
                     "date": _day(answer.created_at),
@@ -92,13 +95,20 @@ class DataRightsService(Desk[DialogueTexts]):
                     "text": self._secrets.decrypt_text(answer.ciphertext),
                     "themes": await _themes(conn, answer.id),
                     "may_be_quoted": answer.quotable,
+                    # What managers may read, names and places taken out.
+                    "as_quoted": self._secrets.decrypt_text(quote) if quote else None,
                 }
             )
         return {
             "language": person.locale,
             "area": REGION_NAMES.get(person.region or "", None),
             "consents": [
-                {"purpose": c.purpose, "agreed": c.granted, "date": _day(c.recorded_at)}
+                {
+                    "purpose": c.purpose,
+                    "agreed": c.granted,
+                    "date": _day(c.recorded_at),
+                    "notice_version": c.notice_version,
+                }
                 for c in consents
             ],
             "check_ins": await _rows(
@@ -127,9 +137,10 @@ class DataRightsService(Desk[DialogueTexts]):
             ),
             "safety_requests": await _rows(
                 conn,
-                "SELECT created_at, status FROM safeguarding_requests WHERE pseudonym = ?",
+                "SELECT created_at, category, region, status, answered_at, number_shared_at "
+                "FROM safeguarding_requests WHERE pseudonym = ? ORDER BY id",
                 who,
-                ("date", "outcome"),
+                ("date", "about", "area", "outcome", "staff_wrote_on", "number_shared_on"),
             ),
         }
 
@@ -217,7 +228,7 @@ async def _rows(
     result = []
     for row in rows:
         item = dict(zip(names, tuple(row), strict=True))
-        for key in ("date", "starts_at"):
+        for key in ("date", "starts_at", "staff_wrote_on", "number_shared_on"):
             if isinstance(item.get(key), int):
                 item[key] = _day(item[key])
         if isinstance(item.get("help_asked_for"), str):

@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography.fernet import InvalidToken
 
 from bot.local_api import LocalBotApi
+from bot.scrub import scrub
 from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running_bot
 
 MARKER = "Quillfeather"  # an invented word, easy to find in raw bytes
@@ -54,6 +55,10 @@ async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_pa
         await onboard(ada)
         await answer_a_check_in(ada)
         had = len(ada.messages)
+        await ada.say("i want to kill myself")
+        await ada.expect(had + 2)  # the numbers, then the contact question
+        await ada.tap("Yes, please")
+        had = len(ada.messages)
         summary = await ada.say("/mydata")
         assert "Written answers: 1" in summary.text and "Area: London" in summary.text
         listing = await ada.expect(had + 2)
@@ -66,6 +71,13 @@ async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_pa
         content = document.content.decode("utf-8")
         exported = json.loads(content)
         assert exported["answers"][0]["text"] == ANSWER
+        # What managers may read of it, and everything the safety request holds: what it
+        # was about is the most sensitive thing kept (the right of access covers it).
+        assert exported["answers"][0]["as_quoted"] == scrub(ANSWER)
+        [request] = exported["safety_requests"]
+        assert request["about"] == "suicide" and request["area"] == "london"
+        assert {"date", "outcome", "staff_wrote_on", "number_shared_on"} <= set(request)
+        assert all(c["notice_version"] for c in exported["consents"])
         assert "housing" in exported["answers"][0]["themes"]
         assert {c["purpose"] for c in exported["consents"]} >= {"feedback", "quotes"}
         assert str(ADA.user_id) not in content
