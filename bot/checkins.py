@@ -32,6 +32,7 @@ from storage.database import Database
 from storage.people import ConsentLedger, People, Sessions
 from storage.queues import PRIORITY_BROADCAST, Job, Outbox, Schedules
 from storage.staff import AuditLog
+from storage.updates import Updates
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +243,11 @@ class CheckinService(Desk[DialogueTexts]):
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
         """Withdrawing the feedback consent, the person chose to delete what they said too:
-        their answers, scores and check-ins go (the anonymous weekly totals stay)."""
+        their answers, scores and check-ins go (the anonymous weekly totals stay), and the
+        record of the updates sent to them, which says what themes they raised."""
         await Checkins(conn).erase_person(actor.pseudonym)
         erased = await Answers(conn).erase(actor.pseudonym)
+        await Updates(conn).erase_person(actor.pseudonym)
         await self._tell(conn, actor, "answers_deleted", now)
         log.info("person %s deleted %d past answers", person_tag(actor.pseudonym), erased)
 

@@ -4,6 +4,9 @@ Every day (and by hand with `python -m bot retention run`) the bot deletes:
 - free-text answers older than RETENTION_MONTHS (default 24), with their themes and quotes;
 - check-ins (and their scores) closed more than RETENTION_MONTHS ago: a check-in closes
   after all its answers were given, so its answers have gone first;
+- who was sent each update (and how they reacted), for updates published more than
+  RETENTION_MONTHS ago: an update goes to those who raised its themes, so the row says
+  what they raised (the update itself, staff's words, stays);
 - safeguarding requests older than SAFEGUARDING_RETENTION_DAYS (default 90): the link
   between a person and what they disclosed. The audit log keeps that an alert happened and
   who acted (under the SG- reference, not the person), for any later review;
@@ -131,6 +134,14 @@ async def delete_expired(
         (safeguarding_before, limit),
     )
     deleted["safeguarding_requests"] = cursor.rowcount
+    # An update goes only to those who raised its themes: its delivery rows say which
+    # themes a person raised, so they go when the answers that raised them would have.
+    cursor = await conn.execute(
+        "DELETE FROM update_deliveries WHERE rowid IN (SELECT d.rowid FROM update_deliveries d "
+        "JOIN updates u ON u.id = d.update_id WHERE u.published_at < ? LIMIT ?)",
+        (answers_before, limit),
+    )
+    deleted["update_deliveries"] = cursor.rowcount
     aged_left = max(deleted.values()) >= limit
     # The same cutoff as answers: silent for RETENTION_MONTHS (never shorter than 13).
     deleted["people"] = 0

@@ -31,6 +31,7 @@ from storage.people import ConsentLedger, People, Sessions
 from storage.queues import Outbox
 from storage.safeguarding import SafeguardingRequests
 from storage.staff import StaffRoles
+from storage.updates import Updates
 from tests.harness import Records, eventually, running_bot, settings_for
 
 DAY = 86_400_000
@@ -64,7 +65,12 @@ async def seed(db: Database, now: int, margin: int = 0) -> dict[str, set[int]]:
     """Rows on either side of each cutoff (those that stay `margin` ms inside it); returns
     the ids that must stay, by table."""
     cutoff = months_before(now, RULES.answer_months)
-    keep: dict[str, set[int]] = {"answers": set(), "checkins": set(), "safeguarding": set()}
+    keep: dict[str, set[int]] = {
+        "answers": set(),
+        "checkins": set(),
+        "safeguarding": set(),
+        "deliveries": set(),
+    }
     async with db.transaction() as conn:
         for who, chat, region in (("p-ada", 1, "london"), ("p-bo", 2, "wales")):
             await People(conn).touch(who, chat, "en", now)  # seen lately: not erased
@@ -98,6 +104,20 @@ async def seed(db: Database, now: int, margin: int = 0) -> dict[str, set[int]]:
             keep["safeguarding"] = {
                 int(r[0]) for r in await cursor.fetchall() if r[1] >= now - 90 * DAY + margin
             }
+        # Updates published a day either side of the cutoff, each sent to Ada: who was sent
+        # one says what she raised, so the old one's delivery goes (the update stays).
+        for published in (cutoff - DAY, cutoff + DAY):
+            async with conn.execute(
+                "INSERT INTO updates (region, kind, themes, text_en, published_by, "
+                "published_at) VALUES ('london', 'changed', '[\"housing\"]', 'x', 'p-staff', ?) "
+                "RETURNING id",
+                (published,),
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            await Updates(conn).deliver(int(row[0]), "p-ada")
+            if published > cutoff:
+                keep["deliveries"].add(int(row[0]))
         # An answer outside any check-in, one day either side of the cutoff.
         for written in (cutoff - DAY, cutoff + DAY):
             async with conn.execute(
@@ -119,6 +139,7 @@ async def remaining(db: Database) -> dict[str, set[int]]:
             ("answers", "SELECT id FROM answers"),
             ("checkins", "SELECT id FROM checkins"),
             ("safeguarding", "SELECT id FROM safeguarding_requests"),
+            ("deliveries", "SELECT update_id FROM update_deliveries"),
         ):
             async with conn.execute(sql) as cursor:
                 found[name] = {int(r[0]) for r in await cursor.fetchall()}
@@ -139,6 +160,7 @@ async def test_exactly_the_expired_rows_go(tmp_path: Path) -> None:
             "checkins": len(before["checkins"] - keep["checkins"]),
             "safeguarding_requests": len(before["safeguarding"] - keep["safeguarding"]),
         }
+        assert deleted["update_deliveries"] == 1
         assert deleted["people"] == 0  # both were seen lately
         async with db.read() as conn:
             async with conn.execute(

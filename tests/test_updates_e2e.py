@@ -133,6 +133,17 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         assert "we will not send you new ones" in listed.text
         assert "every Tuesday" in (await cal.expect(2)).text
 
+        # Ada stops letting us keep her answers and deletes what she said: the record of
+        # the update sent to her goes too (it says what she raised).
+        sent_to_ada = "SELECT COUNT(*) FROM update_deliveries WHERE pseudonym = ?"
+        assert records.query(sent_to_ada, records.pseudonym(ADA)) == [(1,)]
+        await ada.say("/privacy")
+        await ada.tap("Keep my answers")
+        assert "delete the answers" in (await ada.tap("No")).text
+        assert "deleted the answers" in (await ada.tap("Yes, delete them")).text
+        assert records.query(sent_to_ada, records.pseudonym(ADA)) == [(0,)]
+        assert records.query(sent_to_ada, records.pseudonym(EIRA)) == [(1,)]
+
 
 async def test_an_update_for_many_goes_in_parts_each_person_once(
     api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
