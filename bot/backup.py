@@ -125,7 +125,7 @@ def backup(database: Path, secrets_path: Path, out: Path) -> BackupResult:
         raise OpsError(f"no secrets file at {secrets_path}: a backup without it is useless")
     if out.exists() or secrets_beside(out).exists():
         raise OpsError(f"{out} (or its .secrets file) already exists; it is never overwritten")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     started = time.monotonic()
     partial = out.with_name(f".{out.name}.partial")
     partial.unlink(missing_ok=True)
@@ -202,7 +202,7 @@ def restore(
         backup_keys = load_secrets(str(keys_path), production=True)
     except SettingsError as exc:  # about the backup's keys, not SECRETS_PATH
         raise OpsError(f"the backup's secrets file: {str(exc).split(': ', 1)[1]}") from None
-    database.parent.mkdir(parents=True, exist_ok=True)
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Checked as a private copy beside the live database: the backup file itself is never
     # opened for writing, and the final step is a rename within one file system.
     staged = database.with_name(f".{database.name}.restoring")

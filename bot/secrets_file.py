@@ -89,7 +89,7 @@ def _body(keys: Secrets) -> str:
 def replace_secrets_file(path: Path, keys: Secrets) -> None:
     """Write the secrets file anew, atomically: a new file (mode 0600) is synced to disk,
     then renamed over the old one, so a crash leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the database's folder
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -115,7 +115,7 @@ def sync_directory(folder: Path) -> None:
 
 def generate_secrets_file(path: Path) -> Secrets:
     """Write a new secrets file with mode 0600; refuse to overwrite one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the database's folder
     created = Secrets(secrets.token_bytes(32), secrets.token_bytes(32))
     # O_EXCL: never overwrite a key file, even if two processes start together.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

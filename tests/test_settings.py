@@ -224,3 +224,13 @@ def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
         result = run_bot(command, env, tmp_path)
         assert result.returncode == 2, result.stderr
         assert f"schema version 999, newer than this code ({newest})" in result.stderr
+
+
+def test_the_first_command_makes_the_data_folder_private(tmp_path: Path) -> None:
+    """`secrets-init` (or `run`) is usually the first thing run: the folder it makes for the
+    keys and the database is readable by the bot's own user alone, not only the files."""
+    folder = tmp_path / "data"
+    env = {"SECRETS_PATH": str(folder / "secrets"), "DATABASE_PATH": str(folder / "y.db")}
+    result = run_bot(["secrets-init"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
