@@ -7,8 +7,9 @@ INSTALLED := $(VENV)/.installed
 .PHONY: run sandbox test bench check lint typecheck catalogs translations migrate clean example-digest soak reliability chromium
 
 # With TELEGRAM_BOT_TOKEN set: the real bot. Without: the sandbox (a local stand-in for
-# Telegram and a chat in this terminal).
-run: $(INSTALLED) catalogs migrate
+# Telegram and a chat in this terminal). Each migrates its own database as it starts (no
+# `migrate` step here: without a token it would migrate the real bot's database too).
+run: $(INSTALLED) catalogs
 	@if [ -n "$$TELEGRAM_BOT_TOKEN" ]; then $(PY) -m bot run; else $(PY) -m bot sandbox; fi
 
 test: $(INSTALLED) catalogs
