@@ -243,8 +243,9 @@ class PanelTexts(DialogueTexts):
         answer = self._button(locale, "answer_button", f"{ANSWER_PREFIX}{invitation.token}")
         return {"text": text, "buttons": [[answer]]}
 
-    def summary(self, summary: PanelSummary, locale: str) -> Payload:
-        """One upcoming panel for staff: answers so far, help asked for, and what they can do."""
+    def summary(self, summary: PanelSummary, locale: str, started: bool = False) -> Payload:
+        """One upcoming panel for staff: answers so far, help asked for, and what they can do
+        (once it has `started`, no longer move it or call it off)."""
         panel = summary.panel
         requested = [
             f"{self.text(locale, f'need_{need}')} {self.number(count, locale)}"
@@ -267,12 +268,13 @@ class PanelTexts(DialogueTexts):
             support=", ".join(requested) or self.text(locale, "no_help_offered"),
         )
         data = f"{MANAGE_PREFIX}{panel.id}:"
+        change = [
+            self._button(locale, "panel_move_button", data + "r"),
+            self._button(locale, "panel_cancel_button", data + "x"),
+        ]
         buttons = [
             [self._button(locale, "panel_message_button", data + "m")],
-            [
-                self._button(locale, "panel_move_button", data + "r"),
-                self._button(locale, "panel_cancel_button", data + "x"),
-            ],
+            *([] if started else [change]),
             [self._button(locale, "panel_tickets_button", data + "t")],
         ]
         return {"text": text, "buttons": buttons}

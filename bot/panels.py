@@ -414,8 +414,9 @@ class PanelService(Desk[PanelTexts]):
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
         """Pass the organiser's words to everyone coming or unsure, with a Reply button.
-        The words are not kept: only the outbox holds them until they are sent."""
-        panel = await self._panel_for_staff(conn, actor, values, now)
+        The words are not kept: only the outbox holds them until they are sent. On the
+        day too, until the panel is over (it is listed till then)."""
+        panel = await self._panel_for_staff(conn, actor, values, now, on_the_day=True)
         if panel is None:
             return
         coming = await Panels(conn).attendees(panel.id, ("yes", "maybe"))
@@ -447,6 +448,13 @@ class PanelService(Desk[PanelTexts]):
             await self._refuse(update_id, sender, pseudonym)
             return
         dialogue = {"m": "panel_message", "r": "panel_move", "x": "panel_cancel"}.get(action)
+        if dialogue in ("panel_move", "panel_cancel") and panel.starts_at <= self._clock.now_ms():
+            # Under a list from before it began: said now, not after the new date is typed.
+            async with self._acting(update_id, sender, pseudonym) as acting:
+                if acting is not None:
+                    conn, now, actor = acting
+                    await self._tell(conn, actor, "panel_started_staff", now)
+            return
         if dialogue is not None:
             values = {
                 "panel": str(panel.id),
@@ -519,11 +527,12 @@ class PanelService(Desk[PanelTexts]):
             if not summaries:
                 await self._tell(conn, actor, "no_panels", now)
             for summary in summaries[:_LISTED_AT_MOST]:
+                started = summary.panel.starts_at <= now
                 await Outbox(conn).enqueue(
                     sender.chat_id,
                     PRIORITY_REPLY,
                     "message",
-                    self._texts.summary(summary, actor.locale),
+                    self._texts.summary(summary, actor.locale, started),
                     now,
                 )
             if len(summaries) > _LISTED_AT_MOST:  # the soonest are shown: say what is not
@@ -564,17 +573,27 @@ class PanelService(Desk[PanelTexts]):
 
     # --- helpers -------------------------------------------------------------------------
     async def _panel_for_staff(
-        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+        self,
+        conn: aiosqlite.Connection,
+        actor: Actor,
+        values: Mapping[str, str],
+        now: int,
+        on_the_day: bool = False,
     ) -> Panel | None:
-        """The open panel a staff dialogue is about, if this person may change it."""
+        """The open panel a staff dialogue is about, if this person may change it: before
+        it starts, or (`on_the_day`: a message to everyone coming, "we are in room B12")
+        until it is over."""
         panel_id = values.get("panel", "")
         panel = await Panels(conn).get(int(panel_id)) if panel_id.isdigit() else None
         access = await access_of(conn, actor.pseudonym)
         if panel is None or not access.is_staff_in(panel.region):
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return None
-        if panel.status != "open" or panel.starts_at <= now:
-            await self._tell(conn, actor, "panel_closed", now)
+        if panel.status != "open" or panel.starts_at + OVER_AFTER_MS <= now:
+            await self._tell(conn, actor, "panel_over_staff", now)
+            return None
+        if panel.starts_at <= now and not on_the_day:
+            await self._tell(conn, actor, "panel_started_staff", now)
             return None
         return panel
 

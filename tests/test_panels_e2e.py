@@ -1020,3 +1020,49 @@ async def test_staff_writing_about_risk_for_people_on_licence_are_not_signposted
         assert records.query(in_her_name, records.pseudonym(ORGANISER)) == [(0,)]
         # Amara, writing such words herself, is signposted (her reply above was too).
         assert records.query(in_her_name, records.pseudonym(AMARA)) == [(1,)]
+
+
+async def test_on_the_day_the_organiser_can_still_write_to_everyone_coming(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Orla types "We are in room B12" at 13:58 and taps Send at 14:01: it goes (it was
+    refused once the start time passed, in words meant for people on licence). Once it has
+    started, /panels no longer offers to move it or call it off, and an old button says why
+    in staff's words. Twelve hours on, it is over."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)  # 3/12/2026 14:00, UK time (GMT)
+        await staff.tap("Send the invite")
+        amara = Chat(api, AMARA)
+        await amara.expect(1)
+        await amara.tap("Yes, I can come")
+        clock.set(datetime(2026, 12, 3, 13, 58, tzinfo=UTC))
+        listed = await staff.say("/panels")
+        assert "Change the date" in str(listed.reply_markup)
+        await staff.tap("Write to them all")
+        await staff.say("We are in room B12 now.")
+        clock.set(datetime(2026, 12, 3, 14, 1, tzinfo=UTC))
+        assert "People it is going to: 1." in (await staff.tap("Send it")).text
+        assert "We are in room B12 now." in (await amara.expect(3)).text
+
+        started = await staff.say("/panels")
+        markup = str(started.reply_markup)
+        assert "Write to them all" in markup and "Change the date" not in markup
+        assert "Cancel the panel" not in markup
+        # "Change the date" under the list from before it began: refused, in staff's words.
+        [data] = [
+            b["callback_data"]
+            for row in (listed.reply_markup or {})["inline_keyboard"]
+            for b in row
+            if b["text"] == "Change the date"
+        ]
+        had = len(staff.messages)
+        api.press_button(ORGANISER, listed.message_id, data)
+        assert "has started, so you cannot move it" in (await staff.expect(had + 1)).text
+
+        clock.set(datetime(2026, 12, 4, 2, 1, tzinfo=UTC))  # twelve hours on: over
+        await staff.tap("Write to them all")
+        await staff.say("Thanks for coming.")
+        assert "is over or was called off" in (await staff.tap("Send it")).text
