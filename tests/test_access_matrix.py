@@ -110,7 +110,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     # Staff get their own regions' digests (checked below: Wales staff get no London one).
     "digest": only((*STAFF_A, "staff_b"), "digest for last week is on its way"),
     # Managers and admins only: staff may be the writer's own officer.
-    "review": only(("manager_a", "admin"), "no answers to review"),
+    "review": only(("manager_a", "admin"), "people let us quote"),
     "start": same("You have already started"),
     "cancel": same("We stopped there"),
     "stop": same("You will get no more messages"),
@@ -275,8 +275,18 @@ async def set_up(api: LocalBotApi, runtime: Runtime) -> Objects:
             REGION_A, "changed", ["housing"], "We changed the forms.", None, organiser, now
         )
         delivery = await Updates(conn).deliver(update.id, participant)
+        # An answer /review could show: quotable, three days old, from an area where at
+        # least k (10) people wrote (a forged button for any other is refused).
         sealed = Records(runtime.settings).secrets.encrypt_text("An invented answer.")
-        answer = await Answers(conn).add(participant, "feedback", "q", sealed, now, checkin.id)
+        written = now - 3 * 86_400_000
+        answer = await Answers(conn).add(
+            participant, "feedback", "q", sealed, written, checkin.id, quote=sealed
+        )
+        for n in range(10):  # k without the participant: their /delete runs before /review
+            writer = f"p-invented-writer-{n}"
+            await people.touch(writer, 880000000 + n, "en", now)
+            await people.set_region(writer, REGION_A, now)
+            await Answers(conn).add(writer, "feedback", "q", sealed, written, quote=sealed)
         broadcast = await Broadcasts(conn).create(
             "panel_invitation",
             f"panel:{panel}",
