@@ -573,6 +573,30 @@ class ConversationService:
             person = await People(conn).get(pseudonym)
         return person.locale if person else self._default_locale
 
+    async def drop_flooded(
+        self, update_id: int, sender: Sender, text: str | None, warn: bool
+    ) -> None:
+        """An update over the flood limit: not read as an answer and not answered (`warn`:
+        "slow down" once), but any text in it is still checked for risk phrases: forty
+        threatening messages forwarded at once are a flood and a call for help."""
+        now = self._clock.now_ms()
+        async with self._db.transaction(quick=True) as conn:
+            if not await self._claim(conn, update_id):
+                return
+            person = await People(conn).get(self._secrets.pseudonym(sender.user_id))
+            locale = person.locale if person else self._default_locale
+            if person is not None and text:
+                # (Known: the flood's first updates were handled, and touched them.)
+                actor = Actor(person.pseudonym, sender.chat_id, locale)
+                await self._guard_text(conn, actor, text, now)
+            if warn:
+                said = self._catalogs.gettext(locale, self._engine.message("slow_down"))
+                await Outbox(conn).enqueue(
+                    sender.chat_id, PRIORITY_REPLY, "message", {"text": said}, now
+                )
+            await Inbox(conn).mark_handled(update_id, now)
+        self._on_outbox_changed()
+
     async def ignore(self, update_id: int) -> None:
         """An update with nothing to do (e.g. a channel post): mark it handled."""
         async with self._db.transaction(quick=True) as conn:

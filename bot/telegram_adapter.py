@@ -244,12 +244,17 @@ class TelegramAdapter:
         verdict = self._flood.check(key, sent_at(update), update.update_id)
         if verdict is Verdict.HANDLE:
             return
-        chat = update.effective_chat
-        if verdict is Verdict.WARN and chat is not None and chat.type == Chat.PRIVATE:
-            log.info("a person is sending too fast; slowing them down")
-            await self._service.reply_with_message(update.update_id, chat.id, "slow_down")
-        else:
+        chat, user, message = update.effective_chat, update.effective_user, update.message
+        private = chat is not None and chat.type == Chat.PRIVATE
+        if not private or chat is None or user is None or user.is_bot:
             await self._service.ignore(update.update_id)
+            raise ApplicationHandlerStop
+        warn = verdict is Verdict.WARN
+        if warn:
+            log.info("a person is sending too fast; slowing them down")
+        text = (message.text or message.caption) if message else None
+        sender = Sender(user.id, chat.id, user.language_code)
+        await self._service.drop_flooded(update.update_id, sender, text, warn)
         raise ApplicationHandlerStop
 
     async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -849,3 +849,42 @@ async def test_a_duty_holder_who_called_the_number_is_not_asked_again(
         assert records.query(raised) == [(0,)]
         called_audit = "SELECT COUNT(*) FROM audit_log WHERE action = 'safeguarding.called'"
         assert records.query(called_audit) == [(1,)]
+
+
+async def test_a_threat_forwarded_among_many_is_still_signposted(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada forwards sixty messages she was sent, all at once: over the flood limit, so the
+    last are not answered, but each is still read for risk: the threat among them gets the
+    numbers and the contact question (it was dropped unread)."""
+    async with running_bot(api, tmp_path, FLOOD_LIMIT="20") as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
+        sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
+        before = len(ada.messages)
+        for n in range(60):  # however a 10 s window splits them, over 20 in one
+            words = "he'll kill me if I go back there" if n == 59 else f"see you at {n}"
+            api.send_update(
+                {
+                    "message": {
+                        "message_id": 992000 + n,
+                        "date": int(time.time()),
+                        "chat": chat,
+                        "from": sender,
+                        "text": words,
+                        "forward_origin": {
+                            "type": "hidden_user",
+                            "sender_user_name": "-",
+                            "date": 1,
+                        },
+                    }
+                }
+            )
+        await said(ada, "116 123", before)
+        await said(ada, "get in touch", before)
+        records = Records(runtime.settings)
+        assert records.query("SELECT category FROM safeguarding_requests") == [
+            ("immediate_danger",)
+        ]
+        assert any("sending a lot of messages" in (m.text or "") for m in ada.messages)
