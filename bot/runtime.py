@@ -220,6 +220,7 @@ async def _assemble(
         taxonomy,
         int(settings.update_lookback_weeks * 7 * 86_400_000),
         wake_sender_and_scheduler,
+        settings.digest_k,
     )
     digests = DigestService(
         db,

@@ -16,6 +16,7 @@ from bot.access import access_of
 from bot.broadcasts import BroadcastService
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk, DialogueTexts
+from bot.digest import DEFAULT_K
 from bot.enrolment import REGION_NAMES
 from bot.log_tags import person_tag
 from bot.themes import Taxonomy
@@ -52,11 +53,13 @@ class UpdateService(Desk[DialogueTexts]):
         taxonomy: Taxonomy,
         lookback_ms: int,
         on_queued: Callable[[], None],
+        k: int = DEFAULT_K,
     ) -> None:
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         self._broadcasts = broadcasts
         self._taxonomy = taxonomy
         self._lookback_ms = lookback_ms
+        self._k = k  # the digest's small-number floor: fewer raisers are not counted out
         conversations.register_submit("publish_update", self.publish, bulk=True)
         conversations.add_value_formatter(self.form_values)
 
@@ -108,8 +111,15 @@ class UpdateService(Desk[DialogueTexts]):
             region, kind, themes, text_en, values.get("text_cy"), actor.pseudonym, now
         )
         everyone = await self._raisers(updates, update)
-        count = self._texts.number(len(everyone), actor.locale)
-        await self._tell(conn, actor, "published", now, count=count)  # before the progress
+        # Staff include the writers' own officers: how many in an area raised a theme, when
+        # fewer than the digest would show, is not told, nor shown by progress messages.
+        few = len(everyone) < self._k
+        if few:
+            k = self._texts.number(self._k, actor.locale)
+            await self._tell(conn, actor, "published_few", now, k=k)
+        else:
+            count = self._texts.number(len(everyone), actor.locale)
+            await self._tell(conn, actor, "published", now, count=count)  # before progress
         broadcast_id = await self._broadcasts.queue_in(
             conn,
             "update",
@@ -117,7 +127,7 @@ class UpdateService(Desk[DialogueTexts]):
             region,
             actor.pseudonym,
             await self._deliver(updates, update, everyone[:DELIVER_BATCH]),
-            (actor.chat_id, actor.locale),
+            None if few else (actor.chat_id, actor.locale),
             now,
             expected=len(everyone),
         )
