@@ -32,12 +32,15 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.conversation import BROADCASTS_FOR_PURPOSE
 from bot.secrets_file import Secrets, load_secrets, replace_secrets_file, sync_directory
 from bot.settings import SettingsError
+from storage.answers import Answers
 from storage.clock import SystemClock
 from storage.database import Database, bundled_migrations
 from storage.erasure import erase_person
-from storage.queues import HEARTBEAT_KEY
+from storage.people import ConsentLedger
+from storage.queues import HEARTBEAT_KEY, Outbox
 from storage.staff import AuditLog
 
 # Who the audit log names for backups and restores: the operator at the command line.
@@ -222,12 +225,19 @@ def restore(
                 "to replace this installation"
             )
         kept_as = _keep_current(database)
-        erased_again = asyncio.run(
-            _prepare_restored(staged, _erased_in(database), source.name, kept_as)
+        erased_again, decided_again = asyncio.run(
+            _prepare_restored(
+                staged, _erased_in(database), _decisions_in(database), source.name, kept_as
+            )
         )
         if erased_again:
             who = "person" if erased_again == 1 else "people"
             say(f"{erased_again} {who} erased since the backup was taken: erased from it again")
+        if decided_again:
+            say(
+                f"{decided_again} consent decisions made since the backup was taken (a no to "
+                "panels, a STOP): carried over"
+            )
         if kept_as is not None and current_keys is not None:
             # The kept copy is only readable with today's keys, which a rotation may retire.
             _copy_private(secrets_path, secrets_beside(kept_as))
@@ -271,24 +281,87 @@ def _erased_in(database: Path) -> dict[str, int]:
 
 
 async def _prepare_restored(
-    staged: Path, erased: dict[str, int], source_name: str, kept_as: Path | None
-) -> int:
+    staged: Path,
+    erased: dict[str, int],
+    decisions: list[tuple[str, str, int, str, int]],
+    source_name: str,
+    kept_as: Path | None,
+) -> tuple[int, int]:
     """Make the copy about to be put in place ready: migrated (as the bot's next start would
-    do, so every table erasure knows is there), everyone erased since erased again, and the
-    restore audited in it. One transaction. Returns how many were erased again."""
+    do, so every table erasure knows is there), everyone erased since erased again, every
+    consent decision made since carried over, and the restore audited in it. One
+    transaction. Returns how many were erased again, and how many decisions carried."""
     db = await Database.open(str(staged))
     try:
         await db.migrate()
         now = SystemClock().now_ms()
         async with db.transaction() as conn:
             count = await _erase_again(conn, erased, now)
-            details = {"from": source_name, "erased_again": str(count)}
+            carried = await _decide_again(conn, decisions)
+            details = {
+                "from": source_name,
+                "erased_again": str(count),
+                "decisions_carried": str(carried),
+            }
             if kept_as is not None:
                 details["replaced_kept_as"] = kept_as.name
             await AuditLog(conn).record(OPS_ACTOR, "ops.restored", "database", details, now)
     finally:
         await db.close()
-    return count
+    return count, carried
+
+
+def _decisions_in(database: Path) -> list[tuple[str, str, int, str, int]]:
+    """Every consent decision in `database` (pseudonym, purpose, granted, notice version,
+    when), oldest first."""
+    if not database.exists():
+        return []
+    conn = _connect(database)
+    try:
+        return [
+            (str(r[0]), str(r[1]), int(r[2]), str(r[3]), int(r[4]))
+            for r in conn.execute(
+                "SELECT pseudonym, purpose, granted, notice_version, recorded_at "
+                "FROM consent_ledger ORDER BY id"
+            )
+        ]
+    except sqlite3.OperationalError:  # no ledger: nothing decided
+        return []
+    finally:
+        conn.close()
+
+
+async def _decide_again(
+    conn: aiosqlite.Connection, decisions: list[tuple[str, str, int, str, int]]
+) -> int:
+    """Add to the restored copy each decision made after its own latest one on the same
+    purpose, for everyone it knows: a no given since the backup (to panels, to updates, a
+    STOP) must not turn back into a yes. A no to quotes takes their quotes away again, as
+    it did; messages the copy still had queued for a purpose now refused are cancelled.
+    Returns how many decisions were added."""
+    added = 0
+    for pseudonym, purpose, granted, version, at in decisions:
+        known = await conn.execute_fetchall(
+            "SELECT chat_id FROM people WHERE pseudonym = ?", (pseudonym,)
+        )
+        if not list(known):
+            continue  # not in the copy (they came later, or were erased since)
+        latest = await conn.execute_fetchall(
+            "SELECT MAX(recorded_at) FROM consent_ledger WHERE pseudonym = ? AND purpose = ?",
+            (pseudonym, purpose),
+        )
+        newest = next(iter(latest))[0]
+        if newest is not None and int(newest) >= at:
+            continue
+        await ConsentLedger(conn).record(pseudonym, purpose, bool(granted), version, at)
+        added += 1
+        if not granted:
+            if purpose == "quotes":
+                await Answers(conn).forget_quotes(pseudonym)
+            chat_id = int(next(iter(known))[0])
+            kinds = BROADCASTS_FOR_PURPOSE.get(purpose, ())
+            await Outbox(conn).cancel_broadcasts_to(chat_id, kinds, "withdrawn before restore")
+    return added
 
 
 async def _erase_again(conn: aiosqlite.Connection, erased: dict[str, int], now: int) -> int:

@@ -229,6 +229,9 @@ async def test_a_restore_does_not_bring_back_someone_erased_since_the_backup(
         # She writes again (the goodbye invites it): known anew, and still erased before.
         await ada.say("hello")
         assert records.query(known, ada_is) == [(1,)]
+        # Bran says STOP after the backup: the restore must not turn his no back into yes.
+        await bran.say("STOP")
+        await eventually(lambda: not any(records.current_consents(BRAN).values()))
 
     backup_audited = "SELECT actor, target FROM audit_log WHERE action = 'ops.backup'"
     assert records.query(backup_audited) == [("cli", "backup:yousaid-backup.db")]
@@ -246,13 +249,19 @@ async def test_a_restore_does_not_bring_back_someone_erased_since_the_backup(
     assert json.loads(restore_entry[2]) == {
         "from": "yousaid-backup.db",
         "erased_again": "1",
+        "decisions_carried": "3",
         "replaced_kept_as": kept.name,
     }
     assert records.query(known, ada_is) == [(0,)]
     assert records.consents(ADA) == []
     assert records.query("SELECT COUNT(*) FROM erasures WHERE pseudonym = ?", ada_is) == [(1,)]
     assert records.query(known, records.pseudonym(BRAN)) == [(1,)]
-    assert len(records.consents(BRAN)) == 4
+    # His four decisions at sign-up (one of them a no), and the three noes since.
+    assert len(records.consents(BRAN)) == 7
+    assert records.current_consents(BRAN) == dict.fromkeys(
+        ("feedback", "panel_invitations", "updates", "quotes"), False
+    )
+    assert "3 consent decisions made since the backup" in restored.stdout
     with opened(settings.database_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert not list(tmp_path.glob(".yousaid.db.*"))  # noqa: ASYNC240 - no staged copy left
