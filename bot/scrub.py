@@ -16,6 +16,12 @@ Decisions:
   "Bryn", "Gwen") count only when capitalised and not the first word of a sentence.
 - May, June, April and August are month names first: "May was hard" and "in June" stay. They
   are scrubbed only after a cue or title ("my officer May", "Mrs April Jones").
+- After "called" or "named" the next word is a name however it is typed ("my PO is called
+  precious"), unless it is one "called" is used with ("called me names", "called off").
+  After a role ("my officer") only a capitalised or listed name is: "my officer never
+  listens" keeps "never", so "my officer rahul" keeps "rahul" (an unlisted name in lower
+  case), a known gap. A title after a role takes the title's rule ("my PO Ms. Kowalczyk").
+- A street is scrubbed without its number when written as a name ("on Elm Road").
 - Towns and cities are kept: they say little about one person among 240,000.
 - Postcodes must be complete ("CF10 1AA"); a district alone ("CF10") is kept, so "the M4" is.
 """
@@ -98,6 +104,16 @@ _CUES = _word_set(
     """
 )
 _CONNECTORS = frozenset({"is", "was", "called", "named", "yw", "ydy", "ydi", "oedd", "i"})
+# Cues after which the next word is a name whatever its case ("is called precious")...
+_NAMING = frozenset({"called", "named", "enw"})
+# ...but not these, which "called" is used with too ("they called me names", "called off").
+_NOT_CALLED = _word_set(
+    """
+    me him them us one someone somebody everyone everybody anyone anybody nobody names
+    out up back off round around over after again about for everything nothing all both
+    police ambulance help home names stupid useless thick lazy liar
+    """
+)
 # Capitalised words that are not names, even after a cue or a name.
 _NOT_NAMES = _word_set(
     """
@@ -150,6 +166,12 @@ _ADDRESS = re.compile(
     rf"{_NUMBER}(?P<name>(?:{_NAME_WORD}\s+){{1,3}}?)(?P<kind>{_PLAIN_KINDS}|{_WORDY_KINDS})\b\.?",
     re.IGNORECASE,
 )
+# A street named without its number ("I live on Elm Road", "the hostel on Queen Street"):
+# the kind and the words before it capitalised, as a street's name is written.
+_UNNUMBERED_ADDRESS = re.compile(
+    rf"(?<![\w\[])(?:(?!(?i:{_STOPWORDS}))[A-Z][\w'’-]*[ \t]+){{1,3}}"
+    r"(?:Street|Road|Avenue|Lane|Crescent|Terrace|Drive|Grove|Gardens)\b"
+)
 _WELSH_ADDRESS = re.compile(
     rf"{_NUMBER}(?P<kind>heol|stryd|ffordd|l[oô]n|rhodfa|cilgant|teras|clos|maes|llys)\s+"
     r"(?P<rest>(?:(?:y|yr)\s+)?[^\W\d_][\w'’-]*)",
@@ -175,6 +197,7 @@ def scrub(text: str) -> str:
         text = pattern.sub("[number]", text)
     text = _POSTCODE.sub("[postcode]", text)
     text = _ADDRESS.sub(_english_address, text)
+    text = _UNNUMBERED_ADDRESS.sub("[address]", text)
     text = _WELSH_ADDRESS.sub(_welsh_address, text)
     text = _DIGITS.sub("[number]", text)
     return _scrub_names(text)
@@ -264,17 +287,39 @@ class _Words:
             return None
         if key in _CUES and (key not in {"po", "om"} or word.isupper()):
             j = i
+            # After "called" or "named" a name is what comes, however it is typed ("my PO
+            # is called precious"); after a role, only a capitalised word or a listed name
+            # ("my officer never listens" keeps "never").
+            strong = key in _NAMING
             while j - i < 3 and self.follows(j, _CUE_GAP):
                 name = self.word(j + 1)
-                if _is_name(name, True, False):
+                if _key(name) in _TITLES:  # "my PO Ms. Kowalczyk": the title's own rule
+                    return self.name_at(j + 1)
+                if _is_name(name, True, False) or (strong and self._plain_word(j + 1)):
                     return self.spans[j + 1][0], self.extend(j + 1)
                 if _key(name) not in _CONNECTORS:
                     break
+                strong = strong or _key(name) in _NAMING
                 j += 1
             return None
         if _is_name(word, False, _sentence_start(self.text, self.spans[i][0])):
             return self.spans[i][0], self.extend(i)
         return None
+
+    def _plain_word(self, i: int) -> bool:
+        """Word i could be a name typed in lower case: letters, not a word of the sentence's
+        frame ("the", "is", "a"), and not what scrubbing wrote ("[name]")."""
+        word, start = self.word(i), self.spans[i][0]
+        key = _key(word)
+        return (
+            word.isalpha()
+            and len(word) > 1
+            and key not in _NOT_NAMES
+            and key not in _CONNECTORS
+            and key not in _NOT_CALLED
+            and re.fullmatch(_STOPWORDS, key) is None
+            and (start == 0 or self.text[start - 1] != "[")
+        )
 
     def extend(self, i: int) -> int:
         """The last word of the name starting at word i: capitalised words straight after

@@ -38,6 +38,13 @@ SCRUBBED = [
     ("I live at 12 Bute Street now", "I live at [address] now"),
     ("flat 3, 45 High Rd", "[address]"),
     ("Flat 2b 7 Church Lane, Swansea", "[address], Swansea"),
+    # a street without its number, written as a street's name is
+    ("I live on Elm Road now", "I live on [address] now"),
+    ("the hostel on Queen Street in Rhyl", "the hostel on [address] in Rhyl"),
+    # a name after "called" or "named", however it is typed; a title after a role
+    ("my PO is called precious", "my PO is called [name]"),
+    ("my PO is named kasia", "my PO is named [name]"),
+    ("my PO Ms. Kowalczyk is fine", "my PO [name] is fine"),
     ("22a st mary's road", "[address]"),
     ("4 Park Drive is damp", "[address] is damp"),
     ("12 heol y bont", "[address]"),
@@ -83,6 +90,10 @@ SCRUBBED = [
 
 UNCHANGED = [
     "I have 2 kids",
+    "The Road to recovery is long",  # "The" is not a street's name
+    "they called me names and it got called off",  # "called" with its everyday words
+    "I was called a liar",
+    "my officer never listens",  # after a role, only a capitalised word or a known name
     "week 12 of the course",
     "I live in a hostel",
     "May was hard",  # the month: May, June, April, August are months unless after a cue
