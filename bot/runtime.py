@@ -91,6 +91,9 @@ class Runtime:
     # Long-lived tasks (poller, sender, scheduler): if one ends, the process must stop.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     retries: set[asyncio.Task[None]] = field(default_factory=set)
+    # Failed attempts of updates whose failure the database could not record (update id ->
+    # how many), so that their retries still end.
+    unrecorded_failures: dict[int, int] = field(default_factory=dict)
 
 
 async def build_runtime(
@@ -327,7 +330,16 @@ def _error_handler(runtime: Runtime) -> Any:
             else _TRIES_FOR_HANDLING_FAULTS
         )
         chat_id = update.effective_chat.id if update.effective_chat else None
-        attempts = await runtime.service.record_failure(update.update_id, chat_id, tries)
+        try:
+            attempts = await runtime.service.record_failure(update.update_id, chat_id, tries)
+        except sqlite3.Error as unrecorded:
+            # The database is in trouble too (locked past busy_timeout, the disk full): the
+            # attempt cannot be counted there, so it is counted here, and the update tried
+            # again all the same; left without a retry, it would wait for the next start.
+            log.warning("a failed update could not be recorded (%s)", type(unrecorded).__name__)
+            counted = runtime.unrecorded_failures.get(update.update_id, 0) + 1
+            runtime.unrecorded_failures[update.update_id] = counted
+            attempts = counted if counted < tries else None
         if attempts is not None:
             delay = min(_MAX_RETRY_DELAY_S, _FIRST_RETRY_DELAY_S * 2 ** (attempts - 1))
             task = asyncio.create_task(_retry(runtime, update.update_id, delay))

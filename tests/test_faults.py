@@ -301,3 +301,36 @@ async def test_a_database_locked_by_another_writer_only_delays_replies(
         True,
         {"lock_seconds": lock_seconds, "people": len(people), "longest_wait_s": round(waited, 1)},
     )
+
+
+async def test_an_update_whose_failure_cannot_be_recorded_is_still_tried_again(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handling fails with the database locked, and counting the failure fails for the same
+    reason: the update used to stay pending, unanswered, until the next start. It is tried
+    again a few seconds on and answered."""
+    person = invented(31)
+    async with running_bot(api, tmp_path) as runtime:
+        service = runtime.service
+        handle, count = service.handle_event, service.record_failure
+        trouble = {"handling": 1, "counting": 1}
+
+        async def locked_once(*args: object, **kwargs: object) -> None:
+            if trouble["handling"]:
+                trouble["handling"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            await handle(*args, **kwargs)  # type: ignore[arg-type]
+
+        async def not_counted_once(*args: object, **kwargs: object) -> int | None:
+            if trouble["counting"]:
+                trouble["counting"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return await count(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(service, "handle_event", locked_once)
+        monkeypatch.setattr(service, "record_failure", not_counted_once)
+        api.send_text(person, "/help")
+        await api.wait_for_messages(person.chat_id, 1, timeout=15)
+        assert trouble == {"handling": 0, "counting": 0}
+        records = Records(runtime.settings)
+        await eventually(lambda: records.query("SELECT status FROM inbox") == [("handled",)])
