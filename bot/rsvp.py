@@ -26,6 +26,7 @@ from storage.database import Database
 from storage.panels import ANSWERS, Invitation, Panel, Panels, RsvpOutcome
 from storage.people import ConsentLedger, People
 from storage.queues import PRIORITY_REPLY, Outbox
+from storage.staff import StaffRoles
 
 _CHOICES = {"y": "yes", "m": "maybe", "n": "no", "c": "cancel"}
 # A text with no question open this soon after an organiser's message is a reply to it.
@@ -140,35 +141,43 @@ class RsvpService(Desk[PanelTexts]):
                 ),
                 None,
             )
-            target = None if attendee is None else (attendee.chat_id, attendee.locale)
-            payload = (
-                None
-                if attendee is None
-                else self._texts.relayed(panel, invitation.token, message, attendee.locale)
-            )
             await audit_panel(conn, actor, "panel.answer_sent", panel, now)
+            readers = [] if attendee is None else [(attendee.chat_id, attendee.locale)]
+        elif invitation.pseudonym == actor.pseudonym:
+            readers = await self._organisers(conn, panel)
         else:
-            if invitation.pseudonym != actor.pseudonym:
-                await self._tell(conn, actor, self._engine.message("not_available"), now, True)
-                return
-            organiser = await People(conn).get(panel.organiser)
-            still_staff = (await access_of(conn, panel.organiser)).is_staff_in(panel.region)
-            target = (
-                (organiser.chat_id, organiser.locale)
-                if organiser is not None and organiser.reachable and still_staff
-                else None
-            )
-            payload = (
-                None
-                if target is None
-                else self._texts.reply_to_organiser(panel, invitation, message, target[1])
-            )
-        if target is None or payload is None:
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        if not readers:
             await self._tell(conn, actor, "message_not_passed_on", now)
             return
-        for part in split_payload(payload):  # a long reply typed, not written in the form
-            await Outbox(conn).enqueue(target[0], PRIORITY_REPLY, "message", part, now)
+        for chat_id, locale in readers:
+            if values.get("to") == "person":
+                payload = self._texts.relayed(panel, invitation.token, message, locale)
+            else:
+                payload = self._texts.reply_to_organiser(panel, invitation, message, locale)
+            for part in split_payload(payload):  # a long reply typed, not written in the form
+                await Outbox(conn).enqueue(chat_id, PRIORITY_REPLY, "message", part, now)
         await self._tell(conn, actor, "message_passed_on", now)
+
+    async def _organisers(self, conn: aiosqlite.Connection, panel: Panel) -> list[tuple[int, str]]:
+        """Who reads replies about a panel (chat id, locale): its organiser; or, once the
+        organiser has left (the role revoked) or cannot be reached, the managers of its
+        area, else the admins: replies must not be lost for as long as the panel runs."""
+        organiser = await People(conn).get(panel.organiser)
+        still_staff = (await access_of(conn, panel.organiser)).is_staff_in(panel.region)
+        if organiser is not None and organiser.reachable and still_staff:
+            return [(organiser.chat_id, organiser.locale)]
+        roles = StaffRoles(conn)
+        for standing_in in (
+            await roles.holders("manager", panel.region),
+            await roles.holders("admin", None),
+        ):
+            found = [await People(conn).get(p) for p in standing_in if p != panel.organiser]
+            reachable = [(p.chat_id, p.locale) for p in found if p is not None and p.reachable]
+            if reachable:
+                return reachable
+        return []
 
     async def on_withdrawn(
         self, conn: aiosqlite.Connection, pseudonym: str, purposes: frozenset[str], now: int

@@ -1066,3 +1066,42 @@ async def test_on_the_day_the_organiser_can_still_write_to_everyone_coming(
         await staff.tap("Write to them all")
         await staff.say("Thanks for coming.")
         assert "is over or was called off" in (await staff.tap("Send it")).text
+
+
+async def test_replies_reach_the_area_s_managers_once_the_organiser_has_left(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Orla leaves (her role is revoked) with her panel still to come. Amara's question
+    about it used to meet "please try again later", every time, for ever: it goes to
+    London's manager now, who can answer it."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        manager = FakePerson(user_id=710000004, first_name="Meg", language_code="en")
+        meg = Chat(api, manager)
+        await meg.say("/help")
+        await meg.expect(2)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        await staff.tap("Send the invite")
+        amara = Chat(api, AMARA)
+        await amara.expect(1)
+        await amara.tap("Yes, I can come")
+        await staff.say("/panels")
+        await staff.tap("Write to them all")
+        await staff.say("The minibus leaves the office at 13:15.")
+        await staff.tap("Send it")
+        await amara.expect(3)
+        async with runtime.db.transaction() as conn:
+            roles = StaffRoles(conn)
+            who = runtime.service.pseudonym_of
+            await roles.grant(who(manager.user_id), "manager", "london", False, "cli", 0)
+            await roles.revoke(who(ORGANISER.user_id), "staff", "london")
+        await amara.tap("Reply")
+        told = await amara.say("Is there a lift at the town hall?")
+        assert "passed on your message" in told.text
+        question = await meg.expect(3)
+        assert "Is there a lift at the town hall?" in question.text
+        await meg.tap("Answer")
+        await meg.say("Yes, by the side door.")
+        await eventually(lambda: "Yes, by the side door." in (amara.messages[-1].text or ""))
