@@ -20,6 +20,7 @@ from bot.settings import Settings, SettingsError
 from state_machines.definition import REGION_SLUGS
 from storage.clock import SystemClock
 from storage.database import Database, MigrationError
+from storage.people import People
 from storage.staff import ROLES, AuditLog, RoleGrant, StaffInvites, StaffRoles
 
 EXIT_PROBLEMS = 2
@@ -168,6 +169,17 @@ async def _grant(db: Database, secrets: Secrets | None, args: argparse.Namespace
     what = _describe(args.role, args.region, args.safeguarding)
     verb = "granted" if changed else "already held"
     print(f"{verb}: {what} for {pseudonym[:_SHOWN]}")
+    async with db.read() as conn:
+        known = await People(conn).get(pseudonym)
+    if known is None or not known.reachable:
+        # Telegram lets a bot write only to people who wrote to it first (and did not block
+        # it): until then nothing of their role reaches them. Digests sent meanwhile are
+        # not sent again; safety requests are (when they have the duty).
+        print(
+            "note: they have not written to the bot yet (or blocked it), so it cannot write "
+            "to them: ask them to send /start now. Until they do they get no digests, "
+            "alerts or replies."
+        )
     return 0
 
 

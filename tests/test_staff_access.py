@@ -321,7 +321,10 @@ def test_cli_grants_lists_and_revokes_without_showing_the_id(
     status, output = _cli(settings, capsys, *grant)
     assert status == 0
     pseudonym = load_secrets(settings.secrets_path, production=False).pseudonym(TELEGRAM_ID)
-    assert output == f"granted: staff in london with the safeguarding duty for {pseudonym[:12]}\n"
+    granted, note = output.splitlines()
+    assert granted == f"granted: staff in london with the safeguarding duty for {pseudonym[:12]}"
+    # They never wrote to the bot: nothing of the role can reach them until they do.
+    assert note.startswith("note: they have not written to the bot yet") and "/start" in note
     assert _cli(settings, capsys, *grant)[1].startswith("already held")
     assert _cli(settings, capsys, "roles", "grant", *who, "--role", "admin")[0] == 0
 
