@@ -76,7 +76,11 @@ class Settings:
 # The sandbox's own database unless DATABASE_PATH names one: beside the real bot's, its
 # sender would drain real people's queued messages into the local stand-in, and its
 # invented person would join real digests and rounds.
-SANDBOX_DATABASE_PATH = "./data/sandbox.db"
+SANDBOX_DATABASE_PATH = str(PROJECT_ROOT / "data" / "sandbox.db")
+# The real bot's, unless set: in the project's folder, whichever folder a command is run
+# from (`roles grant` run elsewhere made a new, empty installation there, and said granted).
+DEFAULT_DATABASE_PATH = str(PROJECT_ROOT / "data" / "yousaid.db")
+DEFAULT_SECRETS_PATH = str(PROJECT_ROOT / "data" / "secrets")
 
 
 def for_sandbox(settings: Settings, env: Mapping[str, str]) -> Settings:
@@ -165,8 +169,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         webhook_listen=webhook_listen,
         bot_token=token,
         api_base_url=base_url,
-        database_path=get("DATABASE_PATH", "./data/yousaid.db") or "",
-        secrets_path=get("SECRETS_PATH", "./data/secrets") or "",
+        database_path=get("DATABASE_PATH", DEFAULT_DATABASE_PATH) or "",
+        secrets_path=get("SECRETS_PATH", DEFAULT_SECRETS_PATH) or "",
         sentry_dsn=dsn,
         default_locale=locale,
         timezone=timezone,

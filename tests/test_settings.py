@@ -94,8 +94,10 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
 
 def test_defaults() -> None:
     settings = load_settings({})
-    assert settings.database_path == "./data/yousaid.db"
-    assert settings.secrets_path == "./data/secrets"
+    # In the project's folder whichever folder a command runs from: `roles grant` run
+    # elsewhere used to make a new, empty installation there.
+    assert settings.database_path == str(PROJECT_ROOT / "data" / "yousaid.db")
+    assert settings.secrets_path == str(PROJECT_ROOT / "data" / "secrets")
     assert settings.timezone == "Europe/London"
     assert settings.api_base_url == "https://api.telegram.org/bot"
     assert settings.bot_token is None and settings.sentry_dsn is None
