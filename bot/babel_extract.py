@@ -13,7 +13,7 @@ import yaml
 
 from state_machines.definition import EXPLAIN_BUTTON_LABEL
 
-_TEXT_KEYS = {"say", "explain", "label"}
+_TEXT_KEYS = {"say", "explain", "label", "staff_say"}
 
 
 def extract_dialogue_yaml(

@@ -277,6 +277,14 @@ class ConversationService:
                 step_event = await self._redeem_start_link(
                     conn, pseudonym, sender.chat_id, person.locale, event.payload, now
                 )
+            elif isinstance(event, Started) and await self._staff_not_signed_up(conn, pseudonym):
+                # Staff are not people on licence: /start does not sign them up as one (to
+                # be asked check-ins and counted in digests), it says what they can do.
+                text = self._catalogs.gettext(person.locale, self._engine.message("staff_start"))
+                await Outbox(conn).enqueue(
+                    sender.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
+                )
+                step_event = None
             if step_event is not None:
                 await self._step_and_store(
                     conn, pseudonym, sender.chat_id, person.locale, step_event, tapped, now, read
@@ -286,6 +294,15 @@ class ConversationService:
         self._on_outbox_changed()  # after the commit: the sender reads committed rows only
         while self._after_commit:
             await self._after_commit.pop()()
+
+    async def _staff_not_signed_up(self, conn: aiosqlite.Connection, pseudonym: str) -> bool:
+        """Someone with a staff role who never signed up as a participant, and is not in
+        the middle of anything."""
+        if not (await access_of(conn, pseudonym)).roles():
+            return False
+        stored = await Sessions(conn).load(pseudonym)
+        session = Session.from_json(stored) if stored else Session()
+        return session.place is None and self._engine.entry not in session.completed
 
     async def _answered_just_now(
         self, conn: aiosqlite.Connection, pseudonym: str, kind: str, now: int

@@ -181,6 +181,8 @@ class Command:
     # Only for someone who signed up or answered a consent question (e.g. /privacy: a
     # consent is recorded against the notice read, so who has not read it is sent to /start).
     signed_up: bool = False
+    # Said after `say` to anyone with a staff role (e.g. /help: the staff commands too).
+    staff_say: str | None = None
 
 
 @dataclass(frozen=True)

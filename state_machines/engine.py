@@ -323,6 +323,8 @@ class Engine:
             return
         if command.say:
             out.say(command.say)
+        if command.staff_say and event.roles:
+            out.say(command.staff_say)
         if command.start is None:
             self._reask(out)
             return

@@ -51,7 +51,7 @@ _TOP_KEYS = {"schema_version", "id", "start", "states", "commands", "messages", 
 _STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end", "skip", "declines"}
 _BUTTON_KEYS = {"id", "label", "to", "effects"}
 _TEXT_KEYS = {"max_length", "to", "store", "kind", "save_as", "effects"}
-_COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires", "signed_up"}
+_COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires", "signed_up", "staff_say"}
 _EFFECT_KINDS = ("consent", "set_region", "set_locale", "store", "set", "toggle", "submit")
 # Telegram caps a message at 4,096 characters; leave room for placeholders.
 _MAX_TEXT = 3500
@@ -394,6 +394,7 @@ def _commands(checker: _Checker, node: yaml.Node | None) -> dict[str, Command]:
         where = f"/{name}"
         fields = checker.mapping(command_node, where, _COMMAND_KEYS)
         say = checker.text(fields["say"], where) if "say" in fields else None
+        staff_say = checker.text(fields["staff_say"], where) if "staff_say" in fields else None
         start = checker.name(fields["start"], where) if "start" in fields else None
         effects = checker.effects(fields["effects"], where) if "effects" in fields else ()
         end_all = (
@@ -418,6 +419,7 @@ def _commands(checker: _Checker, node: yaml.Node | None) -> dict[str, Command]:
             end_all,
             requires,
             signed_up,
+            staff_say,
         )
     return commands
 

@@ -319,3 +319,16 @@ def test_no_thanks_at_the_notice_ends_without_signing_up(engine: Engine) -> None
     assert "onboarding" not in conversation.session.completed
     assert conversation.session.place is None
     assert "Which language" in conversation.send(Started())[-1]
+
+
+def test_help_lists_the_staff_commands_to_staff_only(engine: Engine) -> None:
+    """/help is for people on licence; staff (any role) are also told their own commands,
+    which they had no way to find."""
+    said = [
+        e.text for e in engine.step(Session(), CommandSent("help")).effects if isinstance(e, Say)
+    ]
+    staff = CommandSent("help", roles=frozenset({"manager"}))
+    to_staff = [e.text for e in engine.step(Session(), staff).effects if isinstance(e, Say)]
+    assert not any("/panel_new" in text for text in said)
+    assert any("/panel_new" in text and "/digest" in text for text in to_staff)
+    assert to_staff[0] == said[0]  # the same help first
