@@ -41,7 +41,7 @@ async def redeem_start_payload(
             return StartOutcome(
                 reply=accepted, params={"role": redemption.grant.role, "region": where}
             )
-        if redemption.status in ("used", "expired"):
+        if redemption.status in ("used", "used_by_you", "expired"):
             return StartOutcome(reply=f"invite_{redemption.status}")
     code = normalise_code(payload)
     person = await People(conn).get(pseudonym)

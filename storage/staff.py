@@ -17,7 +17,7 @@ from storage.database import Row
 
 ROLES: tuple[str, ...] = ("staff", "manager", "admin")
 
-InviteStatus = Literal["ok", "used", "expired", "unknown"]
+InviteStatus = Literal["ok", "used", "used_by_you", "expired", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ class StaffInvites:
                 row["created_by"],
             )
             return InviteRedemption("ok", grant)
-        return InviteRedemption(await self._why_not(code_hash), None)
+        return InviteRedemption(await self._why_not(code_hash, pseudonym), None)
 
     async def open_invites(self, now: int) -> list[OpenInvite]:
         """Invites not used and not expired, soonest to expire first."""
@@ -266,11 +266,14 @@ class StaffInvites:
             rows = await cursor.fetchall()
         return [str(r[0]) for r in rows]
 
-    async def _why_not(self, code_hash: str) -> InviteStatus:
+    async def _why_not(self, code_hash: str, pseudonym: str) -> InviteStatus:
         async with self._conn.execute(
-            "SELECT used_at FROM staff_invites WHERE code_hash = ?", (code_hash,)
+            "SELECT used_at, used_by FROM staff_invites WHERE code_hash = ?", (code_hash,)
         ) as cursor:
             row = await cursor.fetchone()
         if row is None:
             return "unknown"
-        return "used" if row["used_at"] is not None else "expired"
+        if row["used_at"] is None:
+            return "expired"
+        # The one who used it, opening the link again (from the same message, days on).
+        return "used_by_you" if row["used_by"] == pseudonym else "used"

@@ -410,7 +410,7 @@ async def test_every_command_and_button_against_every_role(
 LINK_CASES = [
     ("staff invite, first use", "You are now staff for London", "staff"),
     ("the same invite, by someone else", "used already", None),
-    ("the same invite, by its first user again", "used already", "staff"),
+    ("the same invite, by its first user again", "You used this invite link already", "staff"),
     ("an expired staff invite", "too old", None),
     ("an invite-shaped code never issued", "code I cannot use", None),
     ("enrolment code, first use", "tells us your area", None),

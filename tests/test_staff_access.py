@@ -250,7 +250,8 @@ async def test_storage_redeem_claims_with_one_update(db: Database) -> None:
         invites = StaffInvites(conn)
         await invites.add("h1", "manager", "london", False, NOW + HOUR, NOW, created_by="cli")
         assert (await invites.redeem("h1", "p-a", NOW + HOUR - 1)).status == "ok"
-        assert (await invites.redeem("h1", "p-a", NOW + HOUR - 1)).status == "used"
+        assert (await invites.redeem("h1", "p-a", NOW + HOUR - 1)).status == "used_by_you"
+        assert (await invites.redeem("h1", "p-b", NOW + HOUR - 1)).status == "used"
         assert (await invites.redeem("h2", "p-a", NOW)).status == "unknown"
 
 
