@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime, get_month_names
+from babel.dates import format_datetime, get_day_names, get_month_names
 
 from storage.clock import Clock
 
@@ -28,9 +28,13 @@ _DATE_WORDS = (
 )
 _TIME = r"(?P<hour>\d{1,2})(?:[:.](?P<minute>\d{2}))?\s*(?P<ampm>am|pm|a\.m\.|p\.m\.|yb|yh)?"
 _PATTERN = re.compile(
-    rf"^(?:\w+,?\s+)??(?:{_DATE_ISO}|{_DATE_NUMERIC}|{_DATE_WORDS})(?:,?\s+(?:at\s+|am\s+)?{_TIME})$",
+    rf"^(?:(?P<weekday>\w+),?\s+)??(?:{_DATE_ISO}|{_DATE_NUMERIC}|{_DATE_WORDS})"
+    rf"(?:,?\s+(?:at\s+|am\s+)?{_TIME})$",
     re.IGNORECASE,
 )
+# Before this hour, a time with no am or pm is almost surely a slip ("3/12/2026 2" for 2pm):
+# asked again rather than read as the middle of the night.
+_EARLIEST_UNMARKED_HOUR = 7
 
 
 def _month_numbers() -> dict[str, int]:
@@ -45,6 +49,19 @@ def _month_numbers() -> dict[str, int]:
 
 
 _MONTHS = _month_numbers()
+
+
+def _weekday_numbers() -> dict[str, int]:
+    """Day names and abbreviations in English and Welsh, lower case, to Monday = 0."""
+    names: dict[str, int] = {}
+    for locale in ("en", "cy"):
+        for width in ("wide", "abbreviated"):
+            for number, name in get_day_names(width, locale=locale).items():
+                names[str(name).lower().rstrip(".")] = int(number)
+    return names
+
+
+_WEEKDAYS = _weekday_numbers()
 
 
 def parse_local_datetime(text: str, now: datetime, zone: ZoneInfo) -> datetime | None:
@@ -71,16 +88,22 @@ def parse_local_datetime(text: str, now: datetime, zone: ZoneInfo) -> datetime |
         hour, minute = int(parts["hour"]), int(parts["minute"] or 0)
     except (TypeError, ValueError):
         return None
-    clock_hour = _twenty_four_hour(hour, (parts["ampm"] or "").lower().replace(".", ""))
+    ampm = (parts["ampm"] or "").lower().replace(".", "")
+    clock_hour = _twenty_four_hour(hour, ampm)
     if clock_hour is None or not 1 <= month <= 12:
+        return None
+    if not ampm and clock_hour < _EARLIEST_UNMARKED_HOUR:
         return None
     if year_given and year < 100:
         year += 2000
     local_now = now.astimezone(zone)
     candidates = [year] if year_given else [local_now.year, local_now.year + 1]
+    named_day = _WEEKDAYS.get((parts["weekday"] or "").lower().rstrip("."))
     for candidate_year in candidates:
         moment = _existing_local(candidate_year, month, day, clock_hour, minute, zone)
         if moment is not None and moment > now:
+            if named_day is not None and moment.astimezone(zone).weekday() != named_day:
+                return None  # "Thursday 4 December" when the 4th is a Friday: which?
             return moment if moment - now <= _MAX_AHEAD else None
     return None
 
@@ -89,6 +112,8 @@ def _twenty_four_hour(hour: int, ampm: str) -> int | None:
     if ampm in ("am", "yb"):
         return None if not 1 <= hour <= 12 else hour % 12
     if ampm in ("pm", "yh"):
+        if 13 <= hour <= 23:
+            return hour  # "14:00pm", typed on a phone: the same afternoon
         return None if not 1 <= hour <= 12 else hour % 12 + 12
     return hour if 0 <= hour <= 23 else None
 
