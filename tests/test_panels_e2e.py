@@ -235,9 +235,11 @@ async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
         await dev.tap("No, I can't come")
 
         await staff.say("/panels")
-        assert "new date" in (await staff.tap("Change the date")).text
+        asked = (await staff.tap("Change the date")).text
+        assert "is on Thursday 3 December 2026, 14:00 now" in asked and "new date" in asked
         confirm = await staff.say("10/12/2026 18:30")
         assert "Thursday 10 December 2026, 18:30" in confirm.text
+        assert "wait for a place" in confirm.text  # the waiting list is told too
         assert "tell the new time: 3." in (await staff.tap("Yes, move it")).text
         for chat in (amara, bilal):
             moved = await chat.expect(3)  # the invitation, their answer, the move
