@@ -19,10 +19,11 @@ import base64
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import aiosqlite
+from babel.dates import format_interval
 
 from bot.access import access_of
 from bot.conversation import ConversationService, Sender
@@ -399,12 +400,22 @@ class DigestService(Desk[DialogueTexts]):
             "digest_caption",
             region=name,
             week=digest.week,
+            dates=week_dates(digest.week, locale),
             k=str(digest.k),
             sent=headline.sent or nothing,
             rate=headline.rate or nothing,
             themes=", ".join(headline.themes) or nothing,
             loop=headline.loop or nothing,
         )
+
+
+def week_dates(week: str, locale: str) -> str:
+    """An ISO week ("2026-W47") as the days it covers, as a manager reads them on a phone
+    ("16–22 Nov 2026"; "28 Dec 2026 – 3 Jan 2027")."""
+    year, number = (int(part) for part in week.split("-W"))
+    first = date.fromisocalendar(year, number, 1)
+    last = date.fromisocalendar(year, number, 7)
+    return str(format_interval(first, last, "yMMMd", locale="en_GB" if locale == "en" else locale))
 
 
 async def chart_history(conn: aiosqlite.Connection, region: str, week: str) -> list[Digest]:

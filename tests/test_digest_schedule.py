@@ -99,7 +99,7 @@ async def test_one_digest_per_week_caught_up_after_downtime_and_never_twice(
     sent = api.messages(MIA.chat_id)
     assert [m.kind for m in sent] == ["photo", "document", "photo", "document"]  # chart, report
     caption = sent[-2].caption or ""
-    assert "week 2026-W48" in caption
+    assert "23–29 Nov 2026 (week 2026-W48)" in caption  # the days, as read on a phone
     assert "Check-ins sent: " in caption and "Themes with an update: " in caption
     report = sent[-1].content or b""
     assert b"<html" in report.lower() and str(MIA.user_id).encode() not in report
@@ -242,7 +242,9 @@ async def test_admins_are_sent_the_national_view_once_a_week(
     photos = [m for m in api.messages(ADA.chat_id) if m.kind == "photo"]
     assert len(photos) == 1
     caption = photos[0].caption or ""
-    assert caption.startswith("The YouSaid digest for England and Wales, week 2026-W47.")
+    assert caption.startswith(
+        "The YouSaid digest for England and Wales, 16–22 Nov 2026 (week 2026-W47)."
+    )
     assert "Check-ins sent: " in caption and "Themes with an update: " in caption
     keys = records.query("SELECT key FROM schedules WHERE kind = ?", digests_module.REPORT_JOB)
     weekly = sorted(str(k) for (k,) in keys if str(k).endswith(("managers", "admins")))

@@ -58,6 +58,7 @@ SAMPLES = {
     "k": "10",
     "rate": "45.0%",
     "loop": "60.0%",
+    "dates": "16–22 Nov 2026",
     "themes": "Housing, Money and benefits",
     "kind": "We changed this.",
     "text": "We now pay bus fares to appointments.",
