@@ -30,7 +30,7 @@ from storage.checkins import PRINCIPLES, Checkin, Checkins, CheckinSchedule
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People, Sessions
-from storage.queues import PRIORITY_BROADCAST, Job, Outbox, Schedules
+from storage.queues import PRIORITY_BROADCAST, STALE_AT, Job, Outbox, Schedules
 from storage.staff import AuditLog
 from storage.updates import Updates
 
@@ -420,6 +420,7 @@ class CheckinService(Desk[DialogueTexts]):
         if not await _has_feedback_consent(conn, checkin.pseudonym):
             return
         payload = self._invitation(checkin.token, person.locale, "checkin_nudge")
+        payload[STALE_AT] = checkin.sent_at + self._expire_after_ms  # closed by then
         await Outbox(conn).enqueue(person.chat_id, PRIORITY_BROADCAST, "message", payload, now)
 
     async def on_expire(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:

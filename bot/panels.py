@@ -27,7 +27,7 @@ from storage.clock import Clock
 from storage.database import Database
 from storage.panels import Panel, Panels
 from storage.people import Recipient, count_reachable_with_consent, reachable_with_consent
-from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
+from storage.queues import PRIORITY_REPLY, STALE_AT, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
 log = logging.getLogger(__name__)
@@ -554,9 +554,8 @@ class PanelService(Desk[PanelTexts]):
         for attendee in await panels.attendees(panel.id, ("yes", "maybe")):
             invitation = await panels.invitation(attendee.token)
             if invitation is not None:
-                messages.append(
-                    (attendee.chat_id, self._texts.reminder(panel, invitation, attendee.locale))
-                )
+                reminder = self._texts.reminder(panel, invitation, attendee.locale)
+                messages.append((attendee.chat_id, {**reminder, STALE_AT: panel.starts_at}))
         await self._broadcasts.queue_in(
             conn, "panel_reminder", f"panel:{panel.id}", panel.region, "system", messages, None, now
         )

@@ -36,7 +36,7 @@ from bot import error_reporting
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import People
-from storage.queues import Outbox, OutgoingMessage
+from storage.queues import STALE_AT, Outbox, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +298,14 @@ class OutboxSender:
 
     async def _deliver_outcome(self, message: OutgoingMessage) -> None:
         """Send one message and deal with every way Telegram can answer."""
+        stale_at = message.payload.get(STALE_AT)
+        if isinstance(stale_at, int) and self._clock.now_ms() >= stale_at:
+            # Its moment passed while it waited (Telegram out of reach for hours): "your
+            # panel is tomorrow" the day after would be worse than nothing.
+            async with self._db.transaction() as conn:
+                await Outbox(conn).cancel_one(message.id, "its moment passed before it could go")
+            log.info("a message was not sent: its moment passed while it waited")
+            return
         try:
             await self._attempt(message)
         except RetryAfter as exc:

@@ -24,6 +24,11 @@ REDELIVERY_WINDOW_MS = 48 * 3_600_000
 HEARTBEAT_KEY = "poller_heartbeat_ms"
 
 
+# A payload key: when (UTC ms) a message stops being true, so is not sent after it (a
+# panel's reminder at its start, a check-in's nudge once the check-in has closed).
+STALE_AT = "stale_at"
+
+
 @dataclass(frozen=True)
 class PendingUpdate:
     update_id: int
@@ -259,6 +264,15 @@ class Outbox:
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, sent_at = ?, "
             "last_error = ?, payload = NULL WHERE id = ?",
             (now, error, message_id),
+        )
+
+    async def cancel_one(self, message_id: int, reason: str) -> None:
+        """Cancel one pending message (e.g. a reminder whose moment has passed)."""
+        await self._forget_if_last_words(message_id)
+        await self._conn.execute(
+            "UPDATE outbox SET status = 'cancelled', last_error = ?, payload = NULL "
+            "WHERE id = ? AND status = 'pending'",
+            (reason, message_id),
         )
 
     async def cancel_chat(self, chat_id: int, reason: str, min_priority: int = 0) -> int:

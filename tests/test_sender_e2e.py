@@ -12,7 +12,13 @@ from bot import sender as sender_module
 from bot.local_api import FakePerson, LocalBotApi
 from bot.runtime import Runtime
 from bot.sender import ChatPacer
-from storage.queues import PRIORITY_BROADCAST, PRIORITY_REPLY, PRIORITY_SAFEGUARDING, Outbox
+from storage.queues import (
+    PRIORITY_BROADCAST,
+    PRIORITY_REPLY,
+    PRIORITY_SAFEGUARDING,
+    STALE_AT,
+    Outbox,
+)
 from tests.harness import ADA, TOKEN, Chat, Records, eventually, running_bot, settings_for
 
 COHORT = [FakePerson(user_id=710000000 + n, first_name=f"Person{n}") for n in range(1000)]
@@ -214,3 +220,25 @@ async def test_server_errors_are_retried_until_delivered(api: LocalBotApi, tmp_p
         await api.wait_for_messages(ADA.chat_id, 1, timeout=20)
     assert delivered(api, "Still here") == 1
     assert [c.status for c in api.calls("sendMessage")] == [500, 500, 200]
+
+
+async def test_a_message_whose_moment_passed_while_it_waited_is_not_sent(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Telegram was out of reach for hours: "your panel is tomorrow", still queued after
+    the panel began, is cancelled rather than sent; a message still true goes."""
+    api.add_chat(ADA)
+    async with running_bot(api, tmp_path) as runtime:
+        now = runtime.clock.now_ms()
+        async with runtime.db.transaction() as conn:
+            outbox = Outbox(conn)
+            late = {"text": "Your panel is tomorrow", STALE_AT: now - 1}
+            await outbox.enqueue(ADA.chat_id, PRIORITY_BROADCAST, "message", late, now)
+            still = {"text": "Your panel is next week", STALE_AT: now + 3_600_000}
+            await outbox.enqueue(ADA.chat_id, PRIORITY_BROADCAST, "message", still, now)
+        runtime.sender.wake()
+        await api.wait_for_messages(ADA.chat_id, 1, timeout=10)
+        records = Records(settings_for(api, tmp_path))
+        outcome = "SELECT status, payload IS NULL FROM outbox ORDER BY id"
+        await eventually(lambda: records.query(outcome) == [("cancelled", 1), ("sent", 1)])
+    assert [m.text for m in api.messages(ADA.chat_id)] == ["Your panel is next week"]
