@@ -155,6 +155,10 @@ async def redeem_invite_in(
     grant = redemption.grant
     if grant is None:
         return redemption
+    if grant.role == "admin" and await StaffRoles(conn).holders("admin", None):
+        # A first admin's invite, made while there was none; someone is admin since (a
+        # second such link, or `roles grant`): it gives nothing now.
+        return InviteRedemption("expired", None)
     changed = await StaffRoles(conn).grant(
         pseudonym, grant.role, grant.region, grant.safeguarding, grant.granted_by, now
     )
@@ -204,16 +208,26 @@ async def create_invite(
     now: int,
     actor: str,
 ) -> str:
-    """Make a one-time invite and return its t.me link (shown once, never stored)."""
+    """Make a one-time invite and return its t.me link (shown once, never stored).
+
+    Admin: only the first one, while there is none, and for an hour at most. Otherwise a
+    leaked link would give full access; admins are granted with `roles grant`. The first
+    admin has no other way in: `roles grant` needs their Telegram id, which Telegram does
+    not show them."""
     check_grant(role, region, safeguarding)
-    if role == "admin":
-        # A leaked link must never give full access: admins are granted on the server only.
-        raise ValueError("admin is granted with `roles grant`, never by an invite link")
     username = _check_invite(expires_hours, bot_username)
     code = new_invite_code()
     code_hash = invite_code_hash(secrets, code)
     expires_at = now + expires_hours * 3_600_000
     async with db.transaction() as conn:
+        if role == "admin":
+            if await StaffRoles(conn).holders("admin", None):
+                raise ValueError(
+                    "admin is granted with `roles grant`, never by an invite link (only the "
+                    "first admin is, while there is none)"
+                )
+            if expires_hours > 1:
+                raise ValueError("the first admin's invite lasts 1 hour at most")
         await StaffInvites(conn).add(
             code_hash, role, region, safeguarding, expires_at, now, created_by=actor
         )

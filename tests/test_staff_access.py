@@ -21,6 +21,7 @@ from bot.access import (
     is_invite_code,
     new_invite_code,
     redeem_invite,
+    redeem_invite_in,
 )
 from bot.secrets_file import Secrets, load_secrets
 from bot.settings import Settings, load_settings
@@ -219,7 +220,22 @@ async def test_redeeming_grants_the_role_once_and_audits_it(db: Database) -> Non
     assert code not in repr(entries)
 
 
-async def test_no_invite_link_can_make_an_admin(db: Database) -> None:
+async def test_only_the_first_admin_comes_by_invite_link(db: Database) -> None:
+    """The first admin has no other way in (`roles grant` needs a Telegram id, which
+    Telegram does not show): one link, for an hour at most, while there is no admin. A
+    second such link made meanwhile gives nothing once someone is admin; after that, no
+    link makes an admin (a leaked one would give full access)."""
+    with pytest.raises(ValueError, match="1 hour at most"):
+        await create_invite(db, SECRETS, "admin", None, False, 2, "YouSaidBot", NOW, "cli")
+    first = await create_invite(db, SECRETS, "admin", None, False, 1, "YouSaidBot", NOW, "cli")
+    second = await create_invite(db, SECRETS, "admin", None, False, 1, "YouSaidBot", NOW, "cli")
+    async with db.transaction() as conn:
+        code = first.split("start=")[1]
+        assert (await redeem_invite_in(conn, SECRETS, code, "p-ops", NOW + 1)).status == "ok"
+        code = second.split("start=")[1]
+        late = await redeem_invite_in(conn, SECRETS, code, "p-other", NOW + 2)
+        assert late.status == "expired" and late.grant is None
+        assert await StaffRoles(conn).holders("admin", None) == ["p-ops"]
     with pytest.raises(ValueError, match="never by an invite link"):
         await create_invite(db, SECRETS, "admin", None, False, 1, "YouSaidBot", NOW, "cli")
 
