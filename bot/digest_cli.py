@@ -131,7 +131,9 @@ async def _run(settings: Settings, args: argparse.Namespace, clock: Clock) -> in
             # directory missing, no permission, the disk full) must release nothing.
             async with db.read() as conn:
                 decrypt = _decrypter(settings)
-                quotes = await read_quotes(conn, digest, settings.timezone, decrypt)
+                quotes = await read_quotes(
+                    conn, digest, settings.timezone, decrypt, now=clock.now_ms()
+                )
                 html = args.format == "html"
                 previous = await chart_history(conn, region, week) if html else []
             if args.format == "html":

@@ -20,15 +20,23 @@ from storage.digest_data import DigestFigures
 QUOTES_PER_THEME = 3
 
 
+# How old an answer must be to be quoted: as /review waits (bot/review.py's window).
+QUOTE_DELAY_MS = 2 * 86_400_000
+
+
 async def read_quotes(
     conn: aiosqlite.Connection,
     digest: Digest,
     zone: str,
     decrypt: Callable[[bytes], str],
     per_theme: int = QUOTES_PER_THEME,
+    now: int | None = None,
 ) -> dict[str, list[str]]:
     """Theme label -> at most `per_theme` quotes of the digest's week and region, newest
-    first, for the themes the digest publishes, in the digest's order of themes."""
+    first, for the themes the digest publishes, in the digest's order of themes. With
+    `now`, only answers at least QUOTE_DELAY_MS old: the digest goes out on Monday
+    morning, and Sunday night's words could be placed by the officer who supervises their
+    writer (as in /review, quotes wait two days; a later look at the week shows them)."""
     published = {
         row.key: row.label
         for row in digest.section("themes").rows
@@ -38,7 +46,8 @@ async def read_quotes(
         return {}
     found: dict[str, list[str]] = {}
     async with DigestFigures(conn) as figures:
-        quotes = await figures.quotes(digest.region, digest.week, zone, per_theme)
+        before = None if now is None else now - QUOTE_DELAY_MS
+        quotes = await figures.quotes(digest.region, digest.week, zone, per_theme, before)
     for theme, ciphertext in quotes:
         if theme in published:
             found.setdefault(theme, []).append(decrypt(ciphertext))

@@ -350,7 +350,11 @@ class DigestService(Desk[DialogueTexts]):
             managed = (
                 access is None or access.is_admin or bool(region and access.is_manager_in(region))
             )
-            quotes = await read_quotes(conn, digest, self._zone, self._decrypt) if managed else None
+            quotes = (
+                await read_quotes(conn, digest, self._zone, self._decrypt, now=now)
+                if managed
+                else None
+            )
         name = region_name(region)
         return await asyncio.to_thread(report_files, digest, previous, name, quotes)
 

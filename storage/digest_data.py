@@ -356,18 +356,25 @@ class DigestFigures:
         return DigestData(region, week, data, panels, totals, loop)
 
     async def quotes(
-        self, region: str, week: str, zone: str, per_theme: int
+        self,
+        region: str,
+        week: str,
+        zone: str,
+        per_theme: int,
+        written_before: int | None = None,
     ) -> list[tuple[str, bytes]]:
         """(theme, encrypted scrubbed quote) of the week's answers in `region` (NATIONAL:
-        all) whose writers gave the quote consent: at most `per_theme` for each theme, the
-        newest first. A quote is NULL from the moment its writer withdraws the consent or
-        is forgotten, so none of theirs can come back here."""
+        all) whose writers gave the quote consent, written before `written_before` when
+        given: at most `per_theme` for each theme, the newest first. A quote is NULL from
+        the moment its writer withdraws the consent or is forgotten, so none of theirs can
+        come back here."""
         # One week of one region: placed here directly (the temporary tables are built for
         # the trend weeks of every region, far more than this needs).
         params = {
             "region": region,
             "bounds": json.dumps([[week, *week_bounds(week, zone)]]),
             "per_theme": per_theme,
+            "before": written_before if written_before is not None else 2**62,
         }
         rows = await self._rows(
             f"{_PLACED_ANSWERS}, q AS (SELECT t.theme, x.quote, ROW_NUMBER() OVER "
@@ -375,7 +382,7 @@ class DigestFigures:
             "  FROM a JOIN answers x ON x.id = a.id "
             "  JOIN answer_themes t ON t.answer_id = a.id "
             f"  WHERE 1{_in_region('a.region', region)} AND {_STAFF_TAGS_WIN} "
-            "  AND x.quote IS NOT NULL) "
+            "  AND x.quote IS NOT NULL AND x.created_at < :before) "
             "SELECT theme, quote FROM q WHERE n <= :per_theme ORDER BY theme, n",
             params,
         )

@@ -90,6 +90,10 @@ async def test_quotes_come_only_from_consent_and_only_under_published_themes(
             digests = build_digests(data, K, (), THEMES, ZONE)
             london = digests["london"]
             quotes = await read_quotes(conn, london, ZONE, secrets.decrypt_text)
+            # Read two days and three and a half hours into the week: only answers two
+            # days old are quoted (the newest could be placed by the writer's officer).
+            soon = start + 2 * 24 * HOUR + 3 * HOUR + HOUR // 2
+            early = await read_quotes(conn, london, ZONE, secrets.decrypt_text, now=soon)
     finally:
         await db.close()
 
@@ -101,6 +105,10 @@ async def test_quotes_come_only_from_consent_and_only_under_published_themes(
     assert len(housing) == QUOTES_PER_THEME == 3
     assert list(quotes) == [LABELS["housing"], LABELS["work_training"]]
     assert [q.split(".")[0] for q in housing] == [f"Housing is hard, {WORDS[n]}" for n in (4, 2, 0)]
+    # Written in the week's first three and a half hours: 0 to 2 (1 keeps her words).
+    assert [q.split(".")[0] for q in early[LABELS["housing"]]] == [
+        f"Housing is hard, {WORDS[n]}" for n in (2, 0)
+    ]
     for quote in housing:
         assert "07700" not in quote and "@example.org" not in quote  # scrubbed
     for text in (to_markdown(london, quotes), to_csv(london, quotes)):
