@@ -261,6 +261,10 @@ class ConversationService:
                 signposted = await self._guard_text(conn, actor, written, now)
                 answer = isinstance(event, TextSent)
                 held = signposted and await self._holds_risk_text(conn, actor, answer, now)
+                if signposted and not answer:
+                    # A caption or a forwarded threat, sent to someone the duty staff
+                    # write to: theirs to read, as a typed one is (`_read_text`).
+                    await self._pass_on_risky(conn, actor, written, now)
                 if held:
                     step_event = None  # signposted: the dialogue waits, it is asked again later
             read: Session | None = None  # the session as _read_text found it
@@ -605,7 +609,8 @@ class ConversationService:
             if person is not None and text:
                 # (Known: the flood's first updates were handled, and touched them.)
                 actor = Actor(person.pseudonym, sender.chat_id, locale)
-                await self._guard_text(conn, actor, text, now)
+                if await self._guard_text(conn, actor, text, now):
+                    await self._pass_on_risky(conn, actor, text, now)
             if warn:
                 said = self._catalogs.gettext(locale, self._engine.message("slow_down"))
                 await Outbox(conn).enqueue(
@@ -613,6 +618,19 @@ class ConversationService:
                 )
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()
+
+    async def _pass_on_risky(
+        self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int
+    ) -> None:
+        """A signposted text sent with no question open goes to the handlers that take
+        risky text (the duty staff writing to the person: the guard leaves it to them and
+        opens no request of its own), as `_read_text` would have passed it."""
+        stored = await Sessions(conn).load(actor.pseudonym)
+        if stored and Session.from_json(stored).place is not None:
+            return
+        for _, handler, risky_too in self._loose_text_handlers:
+            if risky_too and await handler(conn, actor, text, now):
+                return
 
     async def ignore(self, update_id: int) -> None:
         """An update with nothing to do (e.g. a channel post): mark it handled."""

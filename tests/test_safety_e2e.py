@@ -16,7 +16,7 @@ from bot.runtime import Runtime
 from bot.secrets_file import load_secrets
 from storage.clock import ManualClock
 from storage.staff import StaffRoles
-from tests.harness import ADA, BRAN, Chat, Records, onboard, running_bot
+from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running_bot
 
 SAM = FakePerson(user_id=740000001, first_name="Sam", language_code="en")  # London duty
 MORGAN = FakePerson(user_id=740000002, first_name="Morgan", language_code="en")  # an admin
@@ -888,3 +888,63 @@ async def test_a_threat_forwarded_among_many_is_still_signposted(
             ("immediate_danger",)
         ]
         assert any("sending a lot of messages" in (m.text or "") for m in ada.messages)
+
+
+async def test_a_threat_in_a_flood_reaches_the_duty_staff_writing_to_them(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam is writing to Ada. She sends sixty messages in a rush, the last a threat, and
+    forwards one she was sent: over the flood limit, not answered, but each threat still
+    reaches Sam (the guard leaves a reply to the duty staff to be passed on, and the flood
+    path did not pass it). A STOP in the rush is not dropped either."""
+    async with running_bot(api, tmp_path, FLOOD_LIMIT="20") as runtime:
+        sam, _ = await sam_writes_to_ada(runtime, api, "Are you safe right now?")
+        sam_had = len(sam.messages)
+        for n in range(60):
+            api.send_text(ADA, "he'll kill me if I go back there" if n == 59 else f"ok {n}")
+        await eventually(
+            lambda: any("he'll kill me" in (m.text or "") for m in sam.messages[sam_had:])
+        )
+        chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
+        sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
+        api.send_update(
+            {
+                "message": {
+                    "message_id": 993001,
+                    "date": int(time.time()),
+                    "chat": chat,
+                    "from": sender,
+                    "text": "I'm going to kill you when I find you",
+                    "forward_origin": {"type": "hidden_user", "sender_user_name": "-", "date": 1},
+                }
+            }
+        )
+        await eventually(lambda: any("when I find you" in (m.text or "") for m in sam.messages))
+        api.send_text(ADA, "STOP")
+        records = Records(runtime.settings)
+        await eventually(lambda: not any(records.current_consents(ADA).values()))
+
+
+async def test_a_forwarded_threat_reaches_the_duty_staff_writing_to_them(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam is writing to Ada; she forwards a threat she was sent. It is no answer, and the
+    guard opens no new request for someone the duty staff already write to: so it goes to
+    Sam, as a typed one would (it went nowhere)."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam, _ = await sam_writes_to_ada(runtime, api, "Are you safe right now?")
+        chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
+        sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
+        api.send_update(
+            {
+                "message": {
+                    "message_id": 994001,
+                    "date": int(time.time()),
+                    "chat": chat,
+                    "from": sender,
+                    "text": "I'm going to kill you when I find you",
+                    "forward_origin": {"type": "hidden_user", "sender_user_name": "-", "date": 1},
+                }
+            }
+        )
+        await eventually(lambda: any("when I find you" in (m.text or "") for m in sam.messages))
