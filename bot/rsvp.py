@@ -16,7 +16,7 @@ from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk
 from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
-from bot.panels import audit_panel
+from bot.panels import OVER_AFTER_MS, audit_panel
 from bot.rendering import split_payload
 from state_machines.engine import Engine
 from state_machines.events import Begin
@@ -102,10 +102,14 @@ class RsvpService(Desk[PanelTexts]):
         panel_id = latest[1].removeprefix("panel:")
         if not panel_id.isdigit():
             return False
+        # On the day too, until the panel is over: "it's locked, where are you?" typed at
+        # the door after the start time is the organiser's to read.
         invitation = next(
             (
                 i
-                for i in await Panels(conn).active_invitations(actor.pseudonym, now)
+                for i in await Panels(conn).active_invitations(
+                    actor.pseudonym, now - OVER_AFTER_MS
+                )
                 if i.panel_id == int(panel_id)
             ),
             None,

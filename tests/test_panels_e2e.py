@@ -21,9 +21,10 @@ from bot.broadcasts import PROGRESS_JOB
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.panels import CORRECT_JOB, INVITE_JOB
 from bot.runtime import Runtime
+from state_machines.session import Session
 from storage.clock import ManualClock
 from storage.panels import Panels
-from storage.people import ConsentLedger, People
+from storage.people import ConsentLedger, People, Sessions
 from storage.queues import Job
 from storage.staff import StaffRoles
 from tests.harness import Chat, Records, eventually, hold_jobs, running_bot
@@ -1048,6 +1049,13 @@ async def test_on_the_day_the_organiser_can_still_write_to_everyone_coming(
         clock.set(datetime(2026, 12, 3, 14, 1, tzinfo=UTC))
         assert "People it is going to: 1." in (await staff.tap("Send it")).text
         assert "We are in room B12 now." in (await amara.expect(3)).text
+        staff_had = len(staff.messages)
+        async with runtime.db.transaction() as conn:  # signed up, as everyone invited is
+            signed_up = Session(completed=frozenset({"onboarding"})).to_json()
+            await Sessions(conn).save(Records(runtime.settings).pseudonym(AMARA), signed_up, 0)
+        await asyncio.sleep(0.3)  # its row marked sent (a person reads before typing)
+        await amara.say("It is locked, where are you?")  # typed at the door, after 14:00
+        assert "It is locked" in (await staff.expect(staff_had + 1)).text
 
         started = await staff.say("/panels")
         markup = str(started.reply_markup)
