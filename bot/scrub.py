@@ -16,8 +16,10 @@ Decisions:
   "Bryn", "Gwen") count only when capitalised and not the first word of a sentence.
 - May, June, April and August are month names first: "May was hard" and "in June" stay. They
   are scrubbed only after a cue or title ("my officer May", "Mrs April Jones").
-- After "called" or "named" the next word is a name however it is typed ("my PO is called
-  precious"), unless it is one "called" is used with ("called me names", "called off").
+- After a role and "is called" or "named" the next word is a name however it is typed
+  ("my PO is called precious"), unless it is one "called" is used with ("called me names").
+  After "called" alone ("I called yesterday", "a course called thinking skills") only a
+  capitalised or listed name is.
   After a role ("my officer") only a capitalised or listed name is: "my officer never
   listens" keeps "never", so "my officer rahul" keeps "rahul" (an unlisted name in lower
   case), a known gap. A title after a role takes the title's rule ("my PO Ms. Kowalczyk").
@@ -287,10 +289,12 @@ class _Words:
             return None
         if key in _CUES and (key not in {"po", "om"} or word.isupper()):
             j = i
-            # After "called" or "named" a name is what comes, however it is typed ("my PO
-            # is called precious"); after a role, only a capitalised word or a listed name
-            # ("my officer never listens" keeps "never").
-            strong = key in _NAMING
+            # After a role and "is called" or "named" a name is what comes, however it is
+            # typed ("my PO is called precious"); after a role alone, or "called" alone
+            # ("I called yesterday", "the course is called thinking skills"), only a
+            # capitalised word or a listed name ("my officer never listens" keeps "never").
+            strong = False
+            role = key not in _NAMING and key != "name"
             while j - i < 3 and self.follows(j, _CUE_GAP):
                 name = self.word(j + 1)
                 if _key(name) in _TITLES:  # "my PO Ms. Kowalczyk": the title's own rule
@@ -299,7 +303,7 @@ class _Words:
                     return self.spans[j + 1][0], self.extend(j + 1)
                 if _key(name) not in _CONNECTORS:
                     break
-                strong = strong or _key(name) in _NAMING
+                strong = strong or (role and _key(name) in _NAMING)
                 j += 1
             return None
         if _is_name(word, False, _sentence_start(self.text, self.spans[i][0])):
