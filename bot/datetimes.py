@@ -28,7 +28,8 @@ _DATE_WORDS = (
 )
 _TIME = r"(?P<hour>\d{1,2})(?:[:.](?P<minute>\d{2}))?\s*(?P<ampm>am|pm|a\.m\.|p\.m\.|yb|yh)?"
 _PATTERN = re.compile(
-    rf"^(?:(?P<weekday>\w+),?\s+)??(?:{_DATE_ISO}|{_DATE_NUMERIC}|{_DATE_WORDS})"
+    # "Dydd Iau 3 Rhagfyr 2026, 14:00": the bot's own Welsh dates start with "Dydd".
+    rf"^(?:(?:dydd\s+)?(?P<weekday>\w+),?\s+)??(?:{_DATE_ISO}|{_DATE_NUMERIC}|{_DATE_WORDS})"
     rf"(?:,?\s+(?:at\s+|am\s+)?{_TIME})$",
     re.IGNORECASE,
 )
@@ -57,7 +58,9 @@ def _weekday_numbers() -> dict[str, int]:
     for locale in ("en", "cy"):
         for width in ("wide", "abbreviated"):
             for number, name in get_day_names(width, locale=locale).items():
-                names[str(name).lower().rstrip(".")] = int(number)
+                day = str(name).lower().rstrip(".")
+                names[day] = int(number)
+                names[day.removeprefix("dydd ")] = int(number)  # "Mercher" of "Dydd Mercher"
     return names
 
 

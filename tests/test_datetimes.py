@@ -27,6 +27,8 @@ def read(text: str) -> datetime | None:
         ("Thursday 3 December 2026 14:00", datetime(2026, 12, 3, 14, 0)),
         ("Thu 3/12/2026 14:00", datetime(2026, 12, 3, 14, 0)),
         ("Iau 3 Rhagfyr 2026 14:00", datetime(2026, 12, 3, 14, 0)),  # Welsh day and month
+        ("Dydd Iau 3 Rhagfyr 2026, 14:00", datetime(2026, 12, 3, 14, 0)),  # as the bot shows
+        ("Thursday 3 December 2026, 14:00", datetime(2026, 12, 3, 14, 0)),
         ("3/12/2026 14:00pm", datetime(2026, 12, 3, 14, 0)),  # a phone's slip, one meaning
         ("3/12/2026 9", datetime(2026, 12, 3, 9, 0)),
         ("3/12/2026 2pm", datetime(2026, 12, 3, 14, 0)),
@@ -43,6 +45,7 @@ def test_what_is_read(typed: str, meant: datetime) -> None:
         "3/12/2026 2",  # 2 in the morning? Surely 2pm: asked again, not read as 02:00
         "3/12/2026 00:30",
         "Thursday 4 December 2026 14:00",  # the 4th is a Friday: which was meant?
+        "Dydd Mercher 3 Rhagfyr 2026, 14:00",  # Wednesday, in Welsh: the 3rd is a Thursday
         "3/12/2026 14:00am",
         "next week sometime",
     ],
