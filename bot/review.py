@@ -137,15 +137,25 @@ class ReviewService(Desk[DialogueTexts]):
         return answers, [a for a, region, _ in answers if len(writers[region]) >= self._k]
 
     async def _may_review(
-        self, conn: aiosqlite.Connection, pseudonym: str, answer_id: int, now: int
+        self,
+        conn: aiosqlite.Connection,
+        pseudonym: str,
+        answer_id: int,
+        now: int,
+        saving: bool = False,
     ) -> str | None:
         """The answer's region, when `pseudonym` manages it and /review could show them the
         answer now; else None. A button's answer id is checked, not trusted: ids run in
         order, and a forged one must not show (or change) the themes of an answer written a
-        minute ago, one its writer did not let us quote, or one from a region of few."""
+        minute ago, one its writer did not let us quote, or one from a region of few.
+        `saving`: the themes chosen on a form opened from such a button are saved while the
+        answer may still be quoted, though it may have passed out of /review's window (or
+        its region below k writers) while the form was open."""
         region = await Answers(conn).region_of(answer_id)
         if region is None or not (await access_of(conn, pseudonym)).is_manager_in(region):
             return None
+        if saving:
+            return region if await Answers(conn).quotes([answer_id]) else None
         _, shown = await self._reviewable(conn, [region], now)
         return region if answer_id in shown else None
 
@@ -167,7 +177,7 @@ class ReviewService(Desk[DialogueTexts]):
     ) -> None:
         answer = values.get("answer", "")
         region = (
-            await self._may_review(conn, actor.pseudonym, int(answer), now)
+            await self._may_review(conn, actor.pseudonym, int(answer), now, saving=True)
             if answer.isdigit()
             else None
         )

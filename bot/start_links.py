@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from bot.access import is_invite_code, redeem_invite_in
+from bot.access import access_of, is_invite_code, redeem_invite_in
 from bot.enrolment import REGION_NAMES, normalise_code, redeem_code
 from bot.secrets_file import Secrets
 from state_machines.events import Started
@@ -41,8 +41,11 @@ async def redeem_start_payload(
             return StartOutcome(
                 reply=accepted, params={"role": redemption.grant.role, "region": where}
             )
-        if redemption.status in ("used", "used_by_you", "expired"):
-            return StartOutcome(reply=f"invite_{redemption.status}")
+        status = redemption.status
+        if status == "used_by_you" and not (await access_of(conn, pseudonym)).roles():
+            status = "used"  # theirs once, but the role has been taken away since
+        if status in ("used", "used_by_you", "expired"):
+            return StartOutcome(reply=f"invite_{status}")
     code = normalise_code(payload)
     person = await People(conn).get(pseudonym)
     if code is not None and person is not None and person.region is not None:
