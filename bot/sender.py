@@ -58,6 +58,10 @@ def retry_after_seconds(error: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+# The same refusal of Telegram is sent to Sentry at most this often (each is logged).
+_ALERT_AGAIN_AFTER_S = 600.0
+
+
 class ChatPacer:
     """At most `burst` sends to one chat in any `window` seconds (Telegram: ~1/s per chat).
 
@@ -117,6 +121,7 @@ class OutboxSender:
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()  # chat ids with a send under way
         self._held_back: dict[int, float] = {}  # chat id -> monotonic time it may go again
+        self._alerted: dict[str, float] = {}  # refusal -> monotonic time it was last alerted
         self._deliveries: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         # The most urgent pending rows, read in one query and used until something new is
@@ -410,10 +415,18 @@ class OutboxSender:
             else:
                 await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
                 # A message someone needed is lost (an answer, a safety alert): ours to fix.
-                error_reporting.alert(
+                # Each such refusal once in ten minutes: one bad broadcast to thousands must
+                # not use up the Sentry quota and hide the next safety alert.
+                said = (
                     f"Telegram refused an outbox message ({message.kind} kind, priority "
                     f"{message.priority}): {exc.message[:200]}"
                 )
+                last = self._alerted.get(said)
+                if last is None or time.monotonic() - last >= _ALERT_AGAIN_AFTER_S:
+                    self._alerted[said] = time.monotonic()
+                    error_reporting.alert(said)
+                else:
+                    log.error("%s (again)", said)
 
     async def _retry_later(
         self, message: OutgoingMessage, error: str, give_up_after: int | None = None

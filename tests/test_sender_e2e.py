@@ -149,11 +149,13 @@ async def test_a_message_telegram_refuses_is_alerted_not_only_logged(
     monkeypatch.setattr(sender_module.error_reporting, "alert", alerts.append)
     api.add_chat(ADA)
     refusal = "Bad Request: can't parse entities"
-    api.fail_next("sendMessage", 400, None, chat_id=ADA.chat_id, description=refusal)
+    api.fail_next("sendMessage", 400, None, times=3, chat_id=ADA.chat_id, description=refusal)
     async with running_bot(api, tmp_path) as runtime:
-        await queue(runtime, [ADA], PRIORITY_REPLY, "Refused")
+        await queue(runtime, [ADA, ADA, ADA], PRIORITY_REPLY, "Refused")
         records = Records(settings_for(api, tmp_path))
-        await eventually(lambda: records.query("SELECT status FROM outbox") == [("failed",)])
+        failed = [("failed",)] * 3
+        await eventually(lambda: records.query("SELECT status FROM outbox") == failed)
+    # Three alike are one alert (a bad broadcast to thousands must not use up the quota).
     # (python-telegram-bot drops "Bad Request: " and capitalises what is left.)
     said = "Telegram refused an outbox message (message kind, priority 1): Can't parse entities"
     assert alerts == [said]
