@@ -84,7 +84,15 @@ DEFAULT_SECRETS_PATH = str(PROJECT_ROOT / "data" / "secrets")
 
 
 def for_sandbox(settings: Settings, env: Mapping[str, str]) -> Settings:
-    """The settings the sandbox runs with: its own database unless one is named."""
+    """The settings the sandbox runs with: its own database unless one is named. Refused
+    in production (the Docker image names the real database): its sender would drain
+    real people's queued messages into the local stand-in."""
+    if settings.production:
+        raise SettingsError(
+            "YOUSAID_ENV",
+            "the sandbox is not run in production (it would use the real database): try "
+            "it on your own machine with `make run` and no token",
+        )
     if env.get("DATABASE_PATH"):
         return settings
     return replace(settings, database_path=SANDBOX_DATABASE_PATH)

@@ -112,6 +112,10 @@ def test_the_sandbox_keeps_to_a_database_of_its_own_unless_one_is_named() -> Non
     assert for_sandbox(default, {}).database_path != default.database_path
     named = load_settings({"DATABASE_PATH": "/srv/try/sandbox.db"})
     assert for_sandbox(named, {"DATABASE_PATH": "/srv/try/sandbox.db"}) == named
+    # The Docker image names the real database and runs in production: refused there.
+    image = {"DATABASE_PATH": "/data/yousaid.db", "YOUSAID_ENV": "production"}
+    with pytest.raises(SettingsError, match="not run in production"):
+        for_sandbox(load_settings(image), image)
 
 
 def test_secrets_generated_private_with_a_warning(
