@@ -227,7 +227,11 @@ def restore(
         kept_as = _keep_current(database)
         erased_again, decided_again = asyncio.run(
             _prepare_restored(
-                staged, _erased_in(database), _decisions_in(database), source.name, kept_as
+                staged,
+                _erased_in(database),
+                _decisions_in(database, since=_latest_decision(staged)),
+                source.name,
+                kept_as,
             )
         )
         if erased_again:
@@ -311,9 +315,23 @@ async def _prepare_restored(
     return count, carried
 
 
-def _decisions_in(database: Path) -> list[tuple[str, str, int, str, int]]:
-    """Every consent decision in `database` (pseudonym, purpose, granted, notice version,
-    when), oldest first."""
+def _latest_decision(copy: Path) -> int:
+    """When the copy's latest consent decision was made (0 when it has none): every
+    decision made since the backup is later than that."""
+    conn = _connect(copy)
+    try:
+        row = conn.execute("SELECT MAX(recorded_at) FROM consent_ledger").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _decisions_in(database: Path, since: int) -> list[tuple[str, str, int, str, int]]:
+    """The consent decisions in `database` made at `since` or later (pseudonym, purpose,
+    granted, notice version, when), oldest first: only those can be newer than the copy's
+    (at national scale the ledger holds a million rows; a restore reads a few)."""
     if not database.exists():
         return []
     conn = _connect(database)
@@ -322,7 +340,8 @@ def _decisions_in(database: Path) -> list[tuple[str, str, int, str, int]]:
             (str(r[0]), str(r[1]), int(r[2]), str(r[3]), int(r[4]))
             for r in conn.execute(
                 "SELECT pseudonym, purpose, granted, notice_version, recorded_at "
-                "FROM consent_ledger ORDER BY id"
+                "FROM consent_ledger WHERE recorded_at >= ? ORDER BY id",
+                (since,),
             )
         ]
     except sqlite3.OperationalError:  # no ledger: nothing decided
