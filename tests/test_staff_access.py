@@ -26,6 +26,7 @@ from bot.access import (
 from bot.secrets_file import Secrets, load_secrets
 from bot.settings import Settings, load_settings
 from bot.staff_cli import add_staff_parsers, run_staff
+from bot.start_links import redeem_start_payload
 from storage.clock import SystemClock
 from storage.database import Database
 from storage.staff import AuditLog, StaffInvites, StaffRoles
@@ -469,3 +470,18 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and problem in err
     assert not Path(settings.database_path).parent.exists()  # refused before touching files
+
+
+async def test_a_used_invite_reopened_says_what_is_true_now(db: Database) -> None:
+    """Its user opening it again is told they have its role; once the role has been taken
+    away, only that the link was used (not that they still have it)."""
+    link = await create_invite(db, SECRETS, "staff", "london", False, 72, "YouSaidBot", NOW, "cli")
+    code = link.split("start=")[1]
+    async with db.transaction() as conn:
+        first = await redeem_start_payload(conn, SECRETS, "p-kim", code, NOW + 1)
+        assert first.reply == "invite_accepted"
+        again = await redeem_start_payload(conn, SECRETS, "p-kim", code, NOW + 2)
+        assert again.reply == "invite_used_by_you"
+        await StaffRoles(conn).revoke("p-kim", "staff", "london")
+        revoked = await redeem_start_payload(conn, SECRETS, "p-kim", code, NOW + 3)
+        assert revoked.reply == "invite_used"
