@@ -113,6 +113,8 @@ TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
 # instead of tapping Reply): True when the handler dealt with it; if none did, "nothing to
 # answer right now".
 LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
+# Longer than any button's label, in any language: such a text is an answer, not a tap.
+_LONGEST_TYPED_LABEL = 60
 # A dialogue's `risk_text` setting for staff-only forms: what staff type there is their own
 # words for people on licence, so it is taken as typed (bot/safety.py does not signpost it).
 STAFF_WORDS = "staff_words"
@@ -374,7 +376,10 @@ class ConversationService:
             return None  # nothing asked
         # Where a written answer is asked for too, only a button's exact words count as
         # its tap: "skip" typed at "Welsh text, or Skip" is not the Welsh text, nor is "do
-        # not send" typed under "Write your message" a message to pass on.
+        # not send" typed under "Write your message" a message to pass on. (An answer
+        # longer than any label is not folded at all: this runs for every written answer.)
+        if state.text is not None and len(text) > _LONGEST_TYPED_LABEL:
+            return None
         typed = fold(text)
         if not typed:
             return None

@@ -241,14 +241,14 @@ class TelegramAdapter:
         key = _chat_key(update)
         if key is None or update.my_chat_member is not None:
             return  # blocking/unblocking the bot must always count
+        verdict = self._flood.check(key, sent_at(update), update.update_id)
+        if verdict is Verdict.HANDLE:
+            return
         message = update.message
         if message is not None and (
             message.contact is not None or self._stop_words.means_stop(message.text or "")
         ):
             return  # STOP, and a number shared for the duty staff, are never dropped
-        verdict = self._flood.check(key, sent_at(update), update.update_id)
-        if verdict is Verdict.HANDLE:
-            return
         chat, user = update.effective_chat, update.effective_user
         private = chat is not None and chat.type == Chat.PRIVATE
         if not private or chat is None or user is None or user.is_bot:
