@@ -107,9 +107,7 @@ class RsvpService(Desk[PanelTexts]):
         invitation = next(
             (
                 i
-                for i in await Panels(conn).active_invitations(
-                    actor.pseudonym, now - OVER_AFTER_MS
-                )
+                for i in await Panels(conn).active_invitations(actor.pseudonym, now - OVER_AFTER_MS)
                 if i.panel_id == int(panel_id)
             ),
             None,
