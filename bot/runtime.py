@@ -340,6 +340,12 @@ def _error_handler(runtime: Runtime) -> Any:
             counted = runtime.unrecorded_failures.get(update.update_id, 0) + 1
             runtime.unrecorded_failures[update.update_id] = counted
             attempts = counted if counted < tries else None
+        in_order = runtime.application.update_processor
+        if isinstance(in_order, PerChatUpdateProcessor):
+            if attempts is not None:
+                in_order.hold_for_retry(update)
+            else:
+                in_order.release(update.update_id)
         if attempts is not None:
             delay = min(_MAX_RETRY_DELAY_S, _FIRST_RETRY_DELAY_S * 2 ** (attempts - 1))
             task = asyncio.create_task(_retry(runtime, update.update_id, delay))
@@ -351,7 +357,11 @@ def _error_handler(runtime: Runtime) -> Any:
 
 async def _retry(runtime: Runtime, update_id: int, delay: float) -> None:
     await asyncio.sleep(delay)
-    await runtime.ingest.redispatch(update_id)
+    if not await runtime.ingest.redispatch(update_id):
+        # Handled meanwhile (or given up): the chat's later updates need not wait for it.
+        in_order = runtime.application.update_processor
+        if isinstance(in_order, PerChatUpdateProcessor):
+            in_order.release(update_id)
 
 
 async def start(runtime: Runtime) -> None:

@@ -124,6 +124,10 @@ def _command_routes(app: AppServices) -> dict[str, CommandRoute]:
     }
 
 
+# A failed update's retries take at most about six minutes (runtime._retry's delays).
+_HOLD_AT_MOST_S = 900.0
+
+
 class PerChatUpdateProcessor(BaseUpdateProcessor):
     """One update at a time per person, many people at once.
 
@@ -142,6 +146,27 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         self._waiting: Counter[int] = Counter()
         self._slots = asyncio.BoundedSemaphore(max_concurrent_updates)
         self._tap_answers = tap_answers
+        # Chat -> (the update that failed and will be tried again, set once it is done):
+        # the chat's later updates wait for it (see `hold_for_retry`).
+        self._holding: dict[int, tuple[int, asyncio.Event]] = {}
+        self._failed: set[int] = set()  # updates whose handling just failed
+
+    def hold_for_retry(self, update: object) -> None:
+        """`update` failed and will be tried again in a few seconds: until it is handled
+        (or given up) the chat's later updates wait, so a typed answer does not overtake
+        the one before it and land on the wrong question."""
+        key, update_id = _chat_key(update), getattr(update, "update_id", None)
+        if key is None or update_id is None:
+            return
+        self._failed.add(update_id)
+        self._holding.setdefault(key, (update_id, asyncio.Event()))
+
+    def release(self, update_id: int) -> None:
+        """The held update is done with (handled, given up, or no longer pending)."""
+        for key, (held, done) in list(self._holding.items()):
+            if held == update_id:
+                done.set()
+                del self._holding[key]
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = _chat_key(update)
@@ -150,17 +175,44 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
                 await self._let_through()
                 await coroutine
             return
+        update_id = getattr(update, "update_id", None)
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._waiting[key] += 1
         try:
-            async with lock, self._slots:
-                await self._let_through()
-                await coroutine
+            while True:
+                if await self._held_back(key, update_id):
+                    continue  # waited for an earlier update's retry: look again
+                async with lock:
+                    held = self._holding.get(key)
+                    if held is not None and held[0] != update_id:
+                        continue  # it failed while we queued: wait outside the lock
+                    async with self._slots:
+                        await self._let_through()
+                        await coroutine
+                    break
         finally:
             self._waiting[key] -= 1
             if not self._waiting[key]:
                 del self._waiting[key]
                 del self._locks[key]
+            if update_id is not None:
+                if update_id in self._failed:
+                    self._failed.discard(update_id)  # held until its retry
+                else:
+                    self.release(update_id)
+
+    async def _held_back(self, key: int, update_id: int | None) -> bool:
+        """Wait while another update of this chat awaits its retry; True if it waited. At
+        most _HOLD_AT_MOST_S: a retry that never comes must not stop the chat for good."""
+        held = self._holding.get(key)
+        if held is None or held[0] == update_id:
+            return False
+        try:
+            await asyncio.wait_for(held[1].wait(), _HOLD_AT_MOST_S)
+        except TimeoutError:
+            log.warning("an update's retry did not come; the chat goes on without it")
+            self.release(held[0])
+        return True
 
     async def _let_through(self) -> None:
         # Inside a slot: only the few updates about to start wait on the tap answers (after a

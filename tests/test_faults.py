@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from tests.fault_rounds import (
     follow,
     run_kill_rounds,
 )
-from tests.harness import TOKEN, Records, eventually, running_bot
+from tests.harness import TOKEN, Chat, Records, eventually, onboard, running_bot
 from tests.reliability import record
 
 KILL_ROUNDS = int(os.environ.get("FAULT_KILL_ROUNDS", "20"))
@@ -334,3 +335,37 @@ async def test_an_update_whose_failure_cannot_be_recorded_is_still_tried_again(
         assert trouble == {"handling": 0, "counting": 0}
         records = Records(runtime.settings)
         await eventually(lambda: records.query("SELECT status FROM inbox") == [("handled",)])
+
+
+async def test_a_typed_answer_does_not_overtake_one_being_tried_again(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ada types "Always" for the first question; the database is locked, so it fails and
+    is tried again two seconds on. Meanwhile she types "Never". The second waited for the
+    first: each answer lands on its own question (they were stored the other way round)."""
+    person = invented(32)
+    async with running_bot(api, tmp_path) as runtime:
+        chat = Chat(api, person)
+        await onboard(chat)
+        await chat.say("/feedback")
+        await chat.tap("Start")
+        service = runtime.service
+        handle = service.handle_event
+        trouble = {"left": 1}
+
+        async def locked_once(update_id: int, sender: Any, event: Any, *rest: Any) -> None:
+            if trouble["left"] and getattr(event, "text", None) == "Always":
+                trouble["left"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            await handle(update_id, sender, event, *rest)
+
+        monkeypatch.setattr(service, "handle_event", locked_once)
+        had = len(chat.messages)
+        api.send_text(person, "Always")
+        await asyncio.sleep(0.3)  # it has failed; its retry is due in two seconds
+        api.send_text(person, "Never")
+        await api.wait_for_messages(person.chat_id, had + 2, timeout=15)
+        records = Records(runtime.settings)
+        scores = "SELECT principle, score FROM checkin_scores ORDER BY principle"
+        await eventually(lambda: len(records.query(scores)) == 2)
+        assert records.query(scores) == [("respect", 1), ("voice", 5)]
