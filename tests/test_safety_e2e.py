@@ -98,6 +98,21 @@ def contact_update(person: FakePerson, phone: str, user_id: int) -> dict[str, ob
     }
 
 
+def forwarded(person: FakePerson, text: str, message_id: int) -> dict[str, object]:
+    """A message `person` forwards to the bot: someone else's words (a hidden sender)."""
+    chat = {"id": person.chat_id, "type": "private", "first_name": person.first_name}
+    return {
+        "message": {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": person.user_id, "is_bot": False, "first_name": person.first_name},
+            "text": text,
+            "forward_origin": {"type": "hidden_user", "sender_user_name": "-", "date": 1},
+        }
+    }
+
+
 async def ada_shares_her_number(api: LocalBotApi, ada: Chat) -> None:
     """Ada taps "Share my number" and is told it was passed on."""
     before = len(ada.messages)
@@ -235,18 +250,7 @@ async def test_a_forwarded_threat_and_an_edited_caption_are_signposted(
         chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
         sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
         before = len(ada.messages)
-        api.send_update(
-            {
-                "message": {
-                    "message_id": 991001,
-                    "date": int(time.time()),
-                    "chat": chat,
-                    "from": sender,
-                    "text": "he'll kill me if I go back there",
-                    "forward_origin": {"type": "hidden_user", "sender_user_name": "-", "date": 1},
-                }
-            }
-        )
+        api.send_update(forwarded(ADA, "he'll kill me if I go back there", 991001))
         assert "116 123" in (await ada.expect(before + 1)).text
         assert "get in touch" in (await ada.expect(before + 2)).text
 
@@ -860,27 +864,10 @@ async def test_a_threat_forwarded_among_many_is_still_signposted(
     async with running_bot(api, tmp_path, FLOOD_LIMIT="20") as runtime:
         ada = Chat(api, ADA)
         await onboard(ada)
-        chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
-        sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
         before = len(ada.messages)
         for n in range(60):  # however a 10 s window splits them, over 20 in one
             words = "he'll kill me if I go back there" if n == 59 else f"see you at {n}"
-            api.send_update(
-                {
-                    "message": {
-                        "message_id": 992000 + n,
-                        "date": int(time.time()),
-                        "chat": chat,
-                        "from": sender,
-                        "text": words,
-                        "forward_origin": {
-                            "type": "hidden_user",
-                            "sender_user_name": "-",
-                            "date": 1,
-                        },
-                    }
-                }
-            )
+            api.send_update(forwarded(ADA, words, 992000 + n))
         await said(ada, "116 123", before)
         await said(ada, "get in touch", before)
         records = Records(runtime.settings)
@@ -905,20 +892,7 @@ async def test_a_threat_in_a_flood_reaches_the_duty_staff_writing_to_them(
         await eventually(
             lambda: any("he'll kill me" in (m.text or "") for m in sam.messages[sam_had:])
         )
-        chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
-        sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
-        api.send_update(
-            {
-                "message": {
-                    "message_id": 993001,
-                    "date": int(time.time()),
-                    "chat": chat,
-                    "from": sender,
-                    "text": "I'm going to kill you when I find you",
-                    "forward_origin": {"type": "hidden_user", "sender_user_name": "-", "date": 1},
-                }
-            }
-        )
+        api.send_update(forwarded(ADA, "I'm going to kill you when I find you", 993001))
         await eventually(lambda: any("when I find you" in (m.text or "") for m in sam.messages))
         api.send_text(ADA, "STOP")
         records = Records(runtime.settings)
@@ -933,18 +907,5 @@ async def test_a_forwarded_threat_reaches_the_duty_staff_writing_to_them(
     Sam, as a typed one would (it went nowhere)."""
     async with running_bot(api, tmp_path) as runtime:
         sam, _ = await sam_writes_to_ada(runtime, api, "Are you safe right now?")
-        chat = {"id": ADA.chat_id, "type": "private", "first_name": ADA.first_name}
-        sender = {"id": ADA.user_id, "is_bot": False, "first_name": ADA.first_name}
-        api.send_update(
-            {
-                "message": {
-                    "message_id": 994001,
-                    "date": int(time.time()),
-                    "chat": chat,
-                    "from": sender,
-                    "text": "I'm going to kill you when I find you",
-                    "forward_origin": {"type": "hidden_user", "sender_user_name": "-", "date": 1},
-                }
-            }
-        )
+        api.send_update(forwarded(ADA, "I'm going to kill you when I find you", 994001))
         await eventually(lambda: any("when I find you" in (m.text or "") for m in sam.messages))
