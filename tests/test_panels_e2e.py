@@ -86,6 +86,15 @@ async def invite_the_cohort(api: LocalBotApi) -> Chat:
     return staff
 
 
+async def amara_takes_a_place(api: LocalBotApi, staff: Chat) -> tuple[Chat, SentMessage]:
+    """The organiser sends the invite made; Amara says yes. Returns her chat, and the
+    answer with her ticket."""
+    await staff.tap("Send the invite")
+    amara = Chat(api, AMARA)
+    await amara.expect(1)
+    return amara, await amara.tap("Yes, I can come")
+
+
 async def each_invited(api: LocalBotApi) -> dict[int, Chat]:
     """Everyone in the cohort's chat (by user id), once each has their invitation."""
     chats = {p.user_id: Chat(api, p) for p in COHORT}
@@ -745,10 +754,7 @@ async def test_messages_are_relayed_both_ways_without_ids(api: LocalBotApi, tmp_
         await set_up_people(api, runtime)
         staff = Chat(api, ORGANISER)
         await create_panel(staff)
-        await staff.tap("Send the invite")
-        amara = Chat(api, AMARA)
-        await amara.expect(1)
-        held = await amara.tap("Yes, I can come")
+        amara, held = await amara_takes_a_place(api, staff)
         ticket = held.text.split("Your ticket is ")[1][:7]
 
         await staff.say("/panels")
@@ -996,10 +1002,7 @@ async def test_staff_writing_about_risk_for_people_on_licence_are_not_signposted
         await staff.tap("London")
         preview = await staff.tap("Done")
         assert "Suicide prevention panel" in preview.text
-        await staff.tap("Send the invite")
-        amara = Chat(api, AMARA)
-        await amara.expect(1)
-        await amara.tap("Yes, I can come")
+        amara, _ = await amara_takes_a_place(api, staff)
 
         await staff.say("/panels")
         await staff.tap("Write to them all")
@@ -1037,10 +1040,7 @@ async def test_on_the_day_the_organiser_can_still_write_to_everyone_coming(
         await set_up_people(api, runtime)
         staff = Chat(api, ORGANISER)
         await create_panel(staff)  # 3/12/2026 14:00, UK time (GMT)
-        await staff.tap("Send the invite")
-        amara = Chat(api, AMARA)
-        await amara.expect(1)
-        await amara.tap("Yes, I can come")
+        amara, _ = await amara_takes_a_place(api, staff)
         clock.set(datetime(2026, 12, 3, 13, 58, tzinfo=UTC))
         listed = await staff.say("/panels")
         assert "Change the date" in str(listed.reply_markup)
@@ -1093,10 +1093,7 @@ async def test_replies_reach_the_area_s_managers_once_the_organiser_has_left(
         await meg.expect(2)
         staff = Chat(api, ORGANISER)
         await create_panel(staff)
-        await staff.tap("Send the invite")
-        amara = Chat(api, AMARA)
-        await amara.expect(1)
-        await amara.tap("Yes, I can come")
+        amara, _ = await amara_takes_a_place(api, staff)
         await staff.say("/panels")
         await staff.tap("Write to them all")
         await staff.say("The minibus leaves the office at 13:15.")
