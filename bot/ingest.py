@@ -229,17 +229,18 @@ class Ingest:
                     raise
                 await asyncio.sleep(wait)
 
-    async def dispatch(self, raw: dict[str, Any]) -> None:
-        """Hand one stored update to the Application; one that cannot even be read is marked
-        failed rather than allowed to stop the poller (or every later start)."""
+    async def dispatch(self, raw: dict[str, Any]) -> bool:
+        """Hand one stored update to the Application (True); one that cannot even be read is
+        marked failed rather than allowed to stop the poller (or every later start)."""
         try:
             update = Update.de_json(raw, self._application.bot)
         except Exception as exc:
             log.error("an update could not be read (%s); it is dropped", type(exc).__name__)
             async with self._db.transaction() as conn:
                 await Inbox(conn).record_failure(int(raw["update_id"]), self._clock.now_ms(), 1)
-            return
+            return False
         await self._application.update_queue.put(update)
+        return True
 
     async def redispatch_pending(self) -> int:
         """At start: hand every update stored but not handled to the Application again.
@@ -261,9 +262,7 @@ class Ingest:
         """Hand one stored, still pending update to the Application again (a retry)."""
         async with self._db.read() as conn:
             sealed = await Inbox(conn).pending_payload(update_id)
-        if sealed is not None:
-            await self.dispatch(self._open(sealed))
-        return sealed is not None
+        return sealed is not None and await self.dispatch(self._open(sealed))
 
     def _open(self, sealed: bytes) -> dict[str, Any]:
         raw: dict[str, Any] = json.loads(self._secrets.decrypt_text(sealed))

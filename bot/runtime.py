@@ -357,11 +357,16 @@ def _error_handler(runtime: Runtime) -> Any:
 
 async def _retry(runtime: Runtime, update_id: int, delay: float) -> None:
     await asyncio.sleep(delay)
-    if not await runtime.ingest.redispatch(update_id):
-        # Handled meanwhile (or given up): the chat's later updates need not wait for it.
-        in_order = runtime.application.update_processor
-        if isinstance(in_order, PerChatUpdateProcessor):
-            in_order.release(update_id)
+    requeued = False
+    try:
+        requeued = await runtime.ingest.redispatch(update_id)
+    finally:
+        if not requeued:
+            # Handled meanwhile, given up, or the retry itself failed: the chat's later
+            # updates must not wait for it.
+            in_order = runtime.application.update_processor
+            if isinstance(in_order, PerChatUpdateProcessor):
+                in_order.release(update_id)
 
 
 async def start(runtime: Runtime) -> None:
@@ -405,6 +410,9 @@ async def stop(runtime: Runtime) -> None:
     for task in runtime.retries:
         task.cancel()
     await asyncio.gather(*runtime.retries, return_exceptions=True)
+    in_order = runtime.application.update_processor
+    if isinstance(in_order, PerChatUpdateProcessor):
+        in_order.let_go()  # what waited behind a cancelled retry waits for the next start
     if runtime.application.running:
         await runtime.application.stop()  # waits for the updates already dispatched
     await runtime.ingest.tap_answers.finish()

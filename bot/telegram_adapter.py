@@ -7,6 +7,7 @@ builds one event and passes it to the conversation service. Nothing here decides
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 from collections import Counter
@@ -124,6 +125,13 @@ def _command_routes(app: AppServices) -> dict[str, CommandRoute]:
     }
 
 
+def _leave_unhandled(coroutine: Awaitable[Any]) -> None:
+    """Drop an update's handling unstarted: it stays pending in the inbox (for the next
+    start), and its coroutine is closed so Python does not warn it was never awaited."""
+    if inspect.iscoroutine(coroutine):
+        coroutine.close()
+
+
 # A failed update's retries take at most about six minutes (runtime._retry's delays).
 _HOLD_AT_MOST_S = 900.0
 
@@ -150,6 +158,7 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         # the chat's later updates wait for it (see `hold_for_retry`).
         self._holding: dict[int, tuple[int, asyncio.Event]] = {}
         self._failed: set[int] = set()  # updates whose handling just failed
+        self._letting_go = False  # stopping: held updates are left for the next start
 
     def hold_for_retry(self, update: object) -> None:
         """`update` failed and will be tried again in a few seconds: until it is handled
@@ -160,6 +169,14 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
             return
         self._failed.add(update_id)
         self._holding.setdefault(key, (update_id, asyncio.Event()))
+
+    def let_go(self) -> None:
+        """At stop (the retries are cancelled): updates held behind a retry are left
+        pending, not handled now, so the next start replays the chat's updates in order."""
+        self._letting_go = True
+        for _, done in self._holding.values():
+            done.set()
+        self._holding.clear()
 
     def release(self, update_id: int) -> None:
         """The held update is done with (handled, given up, or no longer pending)."""
@@ -181,6 +198,9 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         try:
             while True:
                 if await self._held_back(key, update_id):
+                    if self._letting_go:
+                        _leave_unhandled(coroutine)
+                        break
                     continue  # waited for an earlier update's retry: look again
                 async with lock:
                     held = self._holding.get(key)
@@ -300,7 +320,11 @@ class TelegramAdapter:
         if message is not None and (
             message.contact is not None or self._stop_words.means_stop(message.text or "")
         ):
-            return  # STOP, and a number shared for the duty staff, are never dropped
+            # STOP, and a number shared for the duty staff, are never dropped. (Looked for
+            # only over the limit: folding every update's text for it cost a tenth of the
+            # CPU per update, bench/FINDINGS.md, thirteenth round.)
+            self._flood.excuse(key, update.update_id)
+            return
         chat, user = update.effective_chat, update.effective_user
         private = chat is not None and chat.type == Chat.PRIVATE
         if not private or chat is None or user is None or user.is_bot:

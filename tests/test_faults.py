@@ -28,7 +28,7 @@ from tests.fault_rounds import (
     follow,
     run_kill_rounds,
 )
-from tests.harness import TOKEN, Chat, Records, eventually, onboard, running_bot
+from tests.harness import TOKEN, Chat, Records, eventually, onboard, running_bot, settings_for
 from tests.reliability import record
 
 KILL_ROUNDS = int(os.environ.get("FAULT_KILL_ROUNDS", "20"))
@@ -366,6 +366,40 @@ async def test_a_typed_answer_does_not_overtake_one_being_tried_again(
         api.send_text(person, "Never")
         await api.wait_for_messages(person.chat_id, had + 2, timeout=15)
         records = Records(runtime.settings)
+        scores = "SELECT principle, score FROM checkin_scores ORDER BY principle"
+        await eventually(lambda: len(records.query(scores)) == 2)
+        assert records.query(scores) == [("respect", 1), ("voice", 5)]
+
+
+async def test_a_stop_does_not_wait_for_a_retry_and_the_next_start_keeps_the_order(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Always" fails and waits for its retry; "Never" waits behind it; then the bot is
+    stopped. The stop does not wait for them (it waited up to fifteen minutes); both stay
+    in the inbox, and the next start handles them in the order they were sent."""
+    person = invented(33)
+    async with running_bot(api, tmp_path) as runtime:
+        chat = Chat(api, person)
+        await onboard(chat)
+        await chat.say("/feedback")
+        await chat.tap("Start")
+        handle = runtime.service.handle_event
+
+        async def locked(update_id: int, sender: Any, event: Any, *rest: Any) -> None:
+            if getattr(event, "text", None) == "Always":
+                raise sqlite3.OperationalError("database is locked")
+            await handle(update_id, sender, event, *rest)
+
+        monkeypatch.setattr(runtime.service, "handle_event", locked)
+        api.send_text(person, "Always")
+        await asyncio.sleep(0.3)  # it has failed; its retry is due in two seconds
+        api.send_text(person, "Never")
+        await asyncio.sleep(0.3)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5
+    records = Records(settings_for(api, tmp_path))
+    assert records.query("SELECT COUNT(*) FROM inbox WHERE status = 'pending'") == [(2,)]
+    async with running_bot(api, tmp_path):
         scores = "SELECT principle, score FROM checkin_scores ORDER BY principle"
         await eventually(lambda: len(records.query(scores)) == 2)
         assert records.query(scores) == [("respect", 1), ("voice", 5)]
