@@ -80,6 +80,17 @@ class FloodGate:
             self._decided[update_id] = (window, verdict)
         return verdict
 
+    def excuse(self, chat_key: int, update_id: int) -> None:
+        """Take back the count of an update let through after all (a STOP, a number shared
+        for the duty staff), so it neither counts towards the limit nor uses up the
+        window's one "slow down": the next one over the limit still gets it."""
+        decided = self._decided.pop(update_id, None)
+        if decided is None:
+            return
+        key = (chat_key, decided[0])
+        if self._counts.get(key, 0) > 0:
+            self._counts[key] -= 1
+
     def tracked(self) -> int:
         """How many (chat, window) counters are held (memory stays bounded)."""
         return len(self._counts)

@@ -714,3 +714,14 @@ async def test_a_flooding_person_is_slowed_politely_and_others_keep_their_pace(
     # Generous bounds: the machine is shared, and the local server runs in this process.
     assert sorted(busy)[len(busy) // 2] <= max(0.5, 4 * calm[2]), (calm, busy)
     assert max(busy) <= max(2.0, 6 * calm[-1]), (calm, busy)
+
+
+def test_a_stop_let_through_over_the_limit_does_not_use_up_the_slow_down() -> None:
+    """STOP (or a shared number) over the limit is handled, not dropped: taken back from
+    the count, it leaves the window's one "slow down" to the next message dropped."""
+    gate = FloodGate(limit=2, window_s=10, now=lambda: 100.0)
+    assert [gate.check(1, 100.0, n) for n in (1, 2)] == [Verdict.HANDLE] * 2
+    assert gate.check(1, 100.0, 3) is Verdict.WARN  # a STOP: let through after all
+    gate.excuse(1, 3)
+    assert gate.check(1, 100.0, 4) is Verdict.WARN
+    assert gate.check(1, 100.0, 5) is Verdict.DROP
