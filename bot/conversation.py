@@ -113,6 +113,8 @@ TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
 # instead of tapping Reply): True when the handler dealt with it; if none did, "nothing to
 # answer right now".
 LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
+# The dialogue someone is in while writing to the duty staff with Reply (bot/safety.py).
+_REPLYING_TO_DUTY_STAFF = "safety_reply"
 # Longer than any button's label, in any language: such a text is an answer, not a tap.
 _LONGEST_TYPED_LABEL = 60
 # A dialogue's `risk_text` setting for staff-only forms: what staff type there is their own
@@ -631,8 +633,9 @@ class ConversationService:
         risky text (the duty staff writing to the person: the guard leaves it to them and
         opens no request of its own), as `_read_text` would have passed it."""
         stored = await Sessions(conn).load(actor.pseudonym)
-        if stored and Session.from_json(stored).place is not None:
-            return
+        place = Session.from_json(stored).place if stored else None
+        if place is not None and place.dialogue != _REPLYING_TO_DUTY_STAFF:
+            return  # (writing with Reply to the duty staff: theirs too)
         for _, handler, risky_too in self._loose_text_handlers:
             if risky_too and await handler(conn, actor, text, now):
                 return

@@ -909,3 +909,15 @@ async def test_a_forwarded_threat_reaches_the_duty_staff_writing_to_them(
         sam, _ = await sam_writes_to_ada(runtime, api, "Are you safe right now?")
         api.send_update(forwarded(ADA, "I'm going to kill you when I find you", 994001))
         await eventually(lambda: any("when I find you" in (m.text or "") for m in sam.messages))
+
+
+async def test_a_threat_forwarded_while_writing_to_the_duty_staff_reaches_them(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada has tapped Reply to write to Sam, and forwards a threat before writing: it is no
+    answer to the question on screen, and it still reaches Sam."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam, ada = await sam_writes_to_ada(runtime, api, "Are you safe right now?")
+        await ada.tap("Reply")
+        api.send_update(forwarded(ADA, "I'm going to kill you when I find you", 995001))
+        await eventually(lambda: any("when I find you" in (m.text or "") for m in sam.messages))
