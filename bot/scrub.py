@@ -293,7 +293,7 @@ class _Words:
             # typed ("my PO is called precious"); after a role alone, or "called" alone
             # ("I called yesterday", "the course is called thinking skills"), only a
             # capitalised word or a listed name ("my officer never listens" keeps "never").
-            strong = False
+            strong = key == "enw"  # Welsh "name" ("ei enw yw ..."): never a verb
             role = key not in _NAMING and key != "name"
             while j - i < 3 and self.follows(j, _CUE_GAP):
                 name = self.word(j + 1)

@@ -44,6 +44,7 @@ SCRUBBED = [
     # a name after "called" or "named", however it is typed; a title after a role
     ("my PO is called precious", "my PO is called [name]"),
     ("my PO is named kasia", "my PO is named [name]"),
+    ("ei enw yw precious", "ei enw yw [name]"),  # Welsh "name": never a verb
     ("my PO Ms. Kowalczyk is fine", "my PO [name] is fine"),
     ("22a st mary's road", "[address]"),
     ("4 Park Drive is damp", "[address] is damp"),
