@@ -46,6 +46,7 @@ from storage.staff import AuditLog
 # Who the audit log names for backups and restores: the operator at the command line.
 OPS_ACTOR = "cli"
 
+_DAY_MS = 86_400_000
 # A heartbeat this recent means the bot is (or was a moment ago) running; it beats every 30 s.
 LIVE_WITHIN_S = 120
 SECRETS_SUFFIX = ".secrets"
@@ -229,7 +230,9 @@ def restore(
             _prepare_restored(
                 staged,
                 _erased_in(database),
-                _decisions_in(database, since=_latest_decision(staged)),
+                # A day's margin: a decision stamped a little before the copy's latest (a
+                # clock stepped back) is still looked at; the ones it holds are skipped.
+                _decisions_in(database, since=_latest_decision(staged) - _DAY_MS),
                 source.name,
                 kept_as,
             )
