@@ -888,7 +888,9 @@ async def test_a_threat_in_a_flood_reaches_the_duty_staff_writing_to_them(
         sam, _ = await sam_writes_to_ada(runtime, api, "Are you safe right now?")
         sam_had = len(sam.messages)
         for n in range(60):
-            api.send_text(ADA, "he'll kill me if I go back there" if n == 59 else f"ok {n}")
+            api.send_text(
+                ADA, "he'll kill me if I go back there" if n == 59 else f"on my way, part {n}"
+            )
         await eventually(
             lambda: any("he'll kill me" in (m.text or "") for m in sam.messages[sam_had:])
         )
