@@ -337,6 +337,15 @@ async def test_an_update_whose_failure_cannot_be_recorded_is_still_tried_again(
         await eventually(lambda: records.query("SELECT status FROM inbox") == [("handled",)])
 
 
+async def at_the_first_question(api: LocalBotApi, person: FakePerson) -> Chat:
+    """The person signs up and starts a check-in: its first question is on screen."""
+    chat = Chat(api, person)
+    await onboard(chat)
+    await chat.say("/feedback")
+    await chat.tap("Start")
+    return chat
+
+
 async def test_a_typed_answer_does_not_overtake_one_being_tried_again(
     api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -345,10 +354,7 @@ async def test_a_typed_answer_does_not_overtake_one_being_tried_again(
     first: each answer lands on its own question (they were stored the other way round)."""
     person = invented(32)
     async with running_bot(api, tmp_path) as runtime:
-        chat = Chat(api, person)
-        await onboard(chat)
-        await chat.say("/feedback")
-        await chat.tap("Start")
+        chat = await at_the_first_question(api, person)
         service = runtime.service
         handle = service.handle_event
         trouble = {"left": 1}
@@ -379,10 +385,7 @@ async def test_a_stop_does_not_wait_for_a_retry_and_the_next_start_keeps_the_ord
     in the inbox, and the next start handles them in the order they were sent."""
     person = invented(33)
     async with running_bot(api, tmp_path) as runtime:
-        chat = Chat(api, person)
-        await onboard(chat)
-        await chat.say("/feedback")
-        await chat.tap("Start")
+        await at_the_first_question(api, person)
         handle = runtime.service.handle_event
 
         async def locked(update_id: int, sender: Any, event: Any, *rest: Any) -> None:

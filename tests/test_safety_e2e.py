@@ -45,6 +45,14 @@ async def make_morgan_an_admin(runtime: Runtime, api: LocalBotApi) -> Chat:
     return morgan
 
 
+async def scores_a_check_in(chat: Chat) -> None:
+    """/feedback, Start, and "Sometimes" to the four questions: the written one is next."""
+    await chat.say("/feedback")
+    await chat.tap("Start")
+    for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
+        await chat.tap(answer)
+
+
 async def ada_is_asked_about_contact(ada: Chat) -> int:
     """Ada signs up and writes a risk message: the numbers, then the contact question.
     Returns how many messages she had before the risk message."""
@@ -125,10 +133,7 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
         sam = await give_sam_the_duty(runtime, api)
         ada = Chat(api, ADA)
         await onboard(ada)
-        await ada.say("/feedback")
-        await ada.tap("Start")
-        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
-            await ada.tap(answer)
+        await scores_a_check_in(ada)
         before, sam_had = len(ada.messages), len(sam.messages)
         signpost = await ada.say(RISK)
         assert ada.messages[before] is signpost  # the very first reply
@@ -187,10 +192,7 @@ async def test_an_answer_held_after_a_signpost_is_saved_when_sent_again(
     async with running_bot(api, tmp_path) as runtime:
         ada = Chat(api, ADA)
         await onboard(ada)
-        await ada.say("/feedback")
-        await ada.tap("Start")
-        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
-            await ada.tap(answer)
+        await scores_a_check_in(ada)
         records = Records(runtime.settings)
         before = len(ada.messages)
         assert "116 123" in (await ada.say(complaint)).text
@@ -659,10 +661,7 @@ async def test_words_added_to_a_fresh_answer_are_not_sent_to_the_duty_staff(
     never sees), not passed on to Sam."""
     async with running_bot(api, tmp_path) as runtime:
         sam, ada = await sam_writes_to_ada(runtime, api)
-        await ada.say("/feedback")
-        await ada.tap("Start")
-        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
-            await ada.tap(answer)
+        await scores_a_check_in(ada)
         await ada.say("My officer never listens")
         sam_had = len(sam.messages)
         assert "added this to what you wrote" in (await ada.say("and he shouts at me")).text
@@ -680,10 +679,7 @@ async def test_a_reply_to_duty_staff_who_wrote_after_her_answer_reaches_them(
         sam = await give_sam_the_duty(runtime, api)
         ada = Chat(api, ADA)
         await onboard(ada)
-        await ada.say("/feedback")
-        await ada.tap("Start")
-        for answer in ("Sometimes", "Sometimes", "Sometimes", "Sometimes"):
-            await ada.tap(answer)
+        await scores_a_check_in(ada)
         await ada.say("The appointments keep moving")
         had = len(ada.messages)
         await ada.say("i want to kill myself")
