@@ -254,10 +254,13 @@ class ConversationService:
             )
             step_event: Event | None = event
             if isinstance(event, CommandSent):
-                roles = (await access_of(conn, pseudonym)).roles()
+                access = await access_of(conn, pseudonym)
+                roles = access.roles()
                 # Staff joined by invite, not by the participants' sign-up: not sent there.
                 consented = bool(roles) or bool(await ConsentLedger(conn).current(pseudonym))
-                step_event = replace(event, roles=roles, consented=consented)
+                step_event = replace(
+                    event, roles=roles, consented=consented, regions=access.staff_regions()
+                )
             written = event.text if isinstance(event, TextSent) else free_text
             held = False
             if written:

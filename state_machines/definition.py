@@ -152,6 +152,10 @@ class State:
     # An end where the person said no to taking part (e.g. at the notice): the dialogue is
     # not done, and writing does not start it again, as after /stop; /start does.
     declines: bool = False
+    # Staff choose among the areas they act for: each button sets a region, and only those
+    # of the sender's areas are offered (with one, it is chosen without asking). Offering
+    # all 12 lost the form at "Send" for a wrong one (the application refuses it there).
+    own_regions: bool = False
 
     def button(self, button_id: str) -> Button | None:
         """The button with this id, including the automatic "I don't understand"."""
@@ -165,6 +169,16 @@ class State:
         if self.explain is None:
             return self.buttons
         return (*self.buttons, Button(EXPLAIN_BUTTON_ID, EXPLAIN_BUTTON_LABEL, None))
+
+
+def region_of(button: Button) -> str | None:
+    """The region a button sets (by `set_region`, or `set` to a region slug), if any."""
+    for effect in button.effects:
+        if isinstance(effect, SetRegion):
+            return effect.region
+        if isinstance(effect, SetValue) and effect.value in REGION_SLUGS:
+            return effect.value
+    return None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from transitions import Machine
 
 from state_machines.definition import (
     EXPLAIN_BUTTON_ID,
+    Button,
     Command,
     Dialogue,
     EffectSpec,
@@ -25,6 +26,7 @@ from state_machines.definition import (
     ToggleValue,
     WithdrawAllConsents,
     button_token,
+    region_of,
 )
 from state_machines.events import (
     Abandon,
@@ -64,6 +66,10 @@ REQUIRED_MESSAGES = (
 # A session fact: the person said /stop (withdrew every consent). Writing afterwards does not
 # begin onboarding again, as it does for someone new; /start does, and forgets the fact.
 WITHDREW = "withdrew"
+
+# The value a staff command's dialogue remembers the sender's regions under (comma-separated),
+# for the states that offer only those (State.own_regions).
+ACTING_REGIONS = "acting_regions"
 
 # Reads a typed answer of one kind: the value to remember, or None to ask again.
 Parser = Callable[[str], str | None]
@@ -239,6 +245,11 @@ class Engine:
         state = self._state(place)
         button = state.button(target[2])
         assert button is not None  # tokens are only made for existing buttons
+        if button not in self._offered(state, out.session.values_of(place.dialogue)):
+            # Another area's button (tokens are hashes of public names, so one can be made):
+            # the application would refuse it at the end, after the whole form.
+            self._reask(out, lead="old_button")
+            return
         if button.id == EXPLAIN_BUTTON_ID:
             # The explanation first, then the question again with its buttons: someone who
             # did not understand answers the question, not a statement under the buttons.
@@ -332,7 +343,11 @@ class Engine:
         if place is not None and place.dialogue == command.start:
             self._reask(out)
             return
-        self._begin(out, command.start, {})
+        started = self.dialogues[command.start].states.values()
+        values = {}
+        if event.regions and any(state.own_regions for state in started):
+            values[ACTING_REGIONS] = ",".join(sorted(event.regions))
+        self._begin(out, command.start, values)
 
     def _on_begin(self, out: _Out, event: Begin) -> None:
         if event.dialogue not in self._machines:
@@ -391,9 +406,17 @@ class Engine:
     # --- moving between states ---------------------------------------------------------
     def _enter(self, out: _Out, place: Place) -> None:
         state = self._state(place)
-        while state.skip is not None and state.skip[0] in out.session.facts:
-            # Already known (e.g. the region, from an enrolment code): do not ask again.
-            place = Place(place.dialogue, state.skip[1])
+        while True:
+            only = self._only_offer(state, out.session.values_of(place.dialogue))
+            if state.skip is not None and state.skip[0] in out.session.facts:
+                # Already known (e.g. the region, from an enrolment code): do not ask again.
+                place = Place(place.dialogue, state.skip[1])
+            elif only is not None and only.to is not None:
+                # Staff of one area are not asked which: it is theirs.
+                self._apply_all(out, place.dialogue, only.effects)
+                place = Place(place.dialogue, only.to)
+            else:
+                break
             state = self._state(place)
         if not state.end:
             out.session = out.session.at(place)
@@ -433,9 +456,29 @@ class Engine:
         suffix = f".{fingerprint}" if fingerprint else ""
         buttons = tuple(
             ButtonView(button_token(place.dialogue, state.name, b.id) + suffix, b.label)
-            for b in state.all_buttons()
+            for b in self._offered(state, session.values_of(place.dialogue))
         )
         return Say(state.say, buttons, state.columns, values=session.values_of(place.dialogue))
+
+    def _offered(self, state: State, values: Mapping[str, str]) -> tuple[Button, ...]:
+        """The buttons the person is shown: on an `own_regions` state, those of the areas
+        the staff member acts for. All of them when the dialogue began without the areas
+        (under an older version) or none of them is offered: better a refusal at the end
+        than a question with no answer."""
+        buttons = state.all_buttons()
+        acting = set(filter(None, values.get(ACTING_REGIONS, "").split(",")))
+        if not state.own_regions or not acting:
+            return buttons
+        if not any(region_of(b) in acting for b in buttons):
+            return buttons
+        return tuple(b for b in buttons if region_of(b) is None or region_of(b) in acting)
+
+    def _only_offer(self, state: State, values: Mapping[str, str]) -> Button | None:
+        """The one area button offered, when only one is (a staff member of one area)."""
+        if not state.own_regions:
+            return None
+        regions = [b for b in self._offered(state, values) if region_of(b) is not None]
+        return regions[0] if len(regions) == 1 else None
 
     # --- lookups -------------------------------------------------------------------------
     def _normalise(self, session: Session) -> Session:

@@ -44,6 +44,9 @@ class CommandSent:
     # The person has answered a consent question, so read the notice before it (for
     # commands only someone signed up may use: see Command.signed_up).
     consented: bool = False
+    # The regions the sender acts for as staff (every one for an admin): a dialogue the
+    # command starts offers only these where it asks for an area (State.own_regions).
+    regions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

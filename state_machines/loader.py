@@ -37,6 +37,7 @@ from state_machines.definition import (
     TextInput,
     ToggleValue,
     WithdrawAllConsents,
+    region_of,
 )
 from state_machines.migrations import CURRENT_SCHEMA_VERSION, migrate_document
 
@@ -48,7 +49,17 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 # A value a button sets: a name or a slug such as a region ("north-east").
 _VALUE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
 _TOP_KEYS = {"schema_version", "id", "start", "states", "commands", "messages", "settings"}
-_STATE_KEYS = {"say", "buttons", "columns", "explain", "text", "end", "skip", "declines"}
+_STATE_KEYS = {
+    "say",
+    "buttons",
+    "columns",
+    "explain",
+    "text",
+    "end",
+    "skip",
+    "declines",
+    "own_regions",
+}
 _BUTTON_KEYS = {"id", "label", "to", "effects"}
 _TEXT_KEYS = {"max_length", "to", "store", "kind", "save_as", "effects"}
 _COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires", "signed_up", "staff_say"}
@@ -317,6 +328,20 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
     )
     if declines and not end:
         checker.problem(node, name, "declines: true is for an end state")
+    own_regions = (
+        bool(checker.scalar(fields["own_regions"], name, bool))
+        if "own_regions" in fields
+        else False
+    )
+    if own_regions and (text_input is not None or not buttons):
+        checker.problem(node, name, "own_regions: true is for a state of region buttons only")
+    for button, button_node in zip(
+        buttons, getattr(fields.get("buttons"), "value", []), strict=False
+    ):
+        if own_regions and (region_of(button) is None or button.to is None):
+            checker.problem(
+                button_node, name, f"button '{button.id}' must set a region and go on (own_regions)"
+            )
     return State(
         name=name,
         line=line,
@@ -328,6 +353,7 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
         end=end,
         skip=skip,
         declines=declines,
+        own_regions=own_regions,
     )
 
 

@@ -99,8 +99,7 @@ def panel_new(title: str, when: str, people: int) -> list[Step]:
         _s("say", title, "When is it"),
         _s("say", when, "Where is it"),
         _s("say", "Town hall", "How many places"),
-        _s("say", str(PANEL_PLACES), "Which area"),
-        _s("tap", "Wales", "What help"),
+        _s("say", str(PANEL_PLACES), "What help"),  # staff of Wales only: not asked
         _s("tap", "Done", title),
         _s("tap", "Send the invite", f"invite is going to: {people}."),
     ]

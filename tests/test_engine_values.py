@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 
 from bot.dialogue_files import load_dialogues
-from state_machines.definition import Submit
+from state_machines.definition import REGION_SLUGS, Submit, button_token
 from state_machines.engine import Engine, EngineError
-from state_machines.events import Abandon, Apply, Begin, CommandSent, Say, TextSent
+from state_machines.events import (
+    Abandon,
+    Apply,
+    Begin,
+    ButtonPressed,
+    CommandSent,
+    Say,
+    TextSent,
+)
 from state_machines.loader import DialogueError, parse_dialogue
 from state_machines.session import Session
 from tests.conftest import DIALOGUES_DIR
@@ -218,3 +226,68 @@ def test_skip_after_start_again_forgets_the_welsh_typed_before(engine: Engine) -
     preview = conversation.last[-1]
     assert "text_cy" not in preview.values
     assert preview.values["text_en"] == "The housing team now comes every Wednesday."
+
+
+def yousaid_by(engine: Engine, regions: frozenset[str]) -> Conversation:
+    """A staff member acting for `regions` opens /yousaid and gets to the area question."""
+    conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
+    conversation.send(CommandSent("yousaid", roles=frozenset({"staff"}), regions=regions))
+    for label in ("Housing", "Done", "Yes, go on"):
+        conversation.tap(label)
+    return conversation
+
+
+def test_staff_are_offered_only_the_areas_they_act_for(engine: Engine) -> None:
+    """All 12 areas were offered, and a wrong one refused only at "Send": the form lost."""
+    conversation = yousaid_by(engine, frozenset({"wales", "london"}))
+    assert conversation.last[-1].text == "Which area is it for?"
+    assert conversation.buttons() == ["Wales", "London"]
+    conversation.tap("Wales")
+    assert conversation.session.values_of("yousaid")["region"] == "wales"
+    admin = yousaid_by(engine, frozenset(REGION_SLUGS))
+    assert len(admin.buttons()) == len(REGION_SLUGS)
+
+
+def test_staff_of_one_area_are_not_asked_which(engine: Engine) -> None:
+    conversation = yousaid_by(engine, frozenset({"london"}))
+    assert conversation.last[-1].text == "What kind of answer is it?"
+    assert conversation.session.values_of("yousaid")["region"] == "london"
+    conversation.tap("We changed this")
+    conversation.send(TextSent("The housing team comes every Tuesday."))
+    conversation.tap("Skip")
+    conversation.tap("Start again")  # and not asked on the second go either
+    for label in ("Housing", "Done", "Yes, go on"):
+        conversation.tap(label)
+    assert conversation.last[-1].text == "What kind of answer is it?"
+
+
+def test_another_areas_button_is_not_acted_on(engine: Engine) -> None:
+    """Button tokens are hashes of public names, so one for any area can be made."""
+    conversation = yousaid_by(engine, frozenset({"wales", "london"}))
+    forged = ButtonPressed(
+        button_token("yousaid", "region", "north_east")
+        + conversation.last[-1].buttons[0].token[17:]
+    )
+    step = engine.step(conversation.session, forged)
+    (say,) = [e for e in step.effects if isinstance(e, Say)]
+    assert say.lead == engine.message("old_button") and "region" not in step.session.values_of(
+        "yousaid"
+    )
+
+
+def test_a_form_begun_without_the_areas_offers_them_all(engine: Engine) -> None:
+    """A session begun before areas were remembered (or by Begin) is not left without an
+    answer: the application still refuses a wrong area at the end."""
+    conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
+    conversation.send(Begin("yousaid"))
+    for label in ("Housing", "Done", "Yes, go on"):
+        conversation.tap(label)
+    assert len(conversation.buttons()) == len(REGION_SLUGS)
+
+
+def test_own_regions_needs_buttons_that_set_a_region() -> None:
+    broken = FORM.replace(
+        '    say: "Help offered: {help}"\n', '    say: "Help: {help}"\n    own_regions: true\n'
+    )
+    with pytest.raises(DialogueError, match="must set a region"):
+        parse_dialogue(broken, "form.yaml")
