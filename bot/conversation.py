@@ -88,6 +88,9 @@ class Sender:
     user_id: int
     chat_id: int
     language_code: str | None
+    # The Telegram id of the person's message, when the update is one: it tells what they
+    # wrote before a question reached them (see `_read_text`).
+    message_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,9 @@ LooseTextHandler = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable
 _REPLYING_TO_DUTY_STAFF = "safety_reply"
 # Longer than any button's label, in any language: such a text is an answer, not a tap.
 _LONGEST_TYPED_LABEL = 60
+# The kind of answer (common.yaml's unsupported_<kind>) for a button's words typed before
+# its question reached the person.
+_TYPED_BEFORE_ASKED = "typed_early"
 # A dialogue's `risk_text` setting for staff-only forms: what staff type there is their own
 # words for people on licence, so it is taken as typed (bot/safety.py does not signpost it).
 STAFF_WORDS = "staff_words"
@@ -277,7 +283,9 @@ class ConversationService:
             read: Session | None = None  # the session as _read_text found it
             if isinstance(event, TextSent):
                 actor = Actor(pseudonym, sender.chat_id, person.locale)
-                step_event, read = await self._read_text(conn, actor, event, now, held)
+                step_event, read = await self._read_text(
+                    conn, actor, event, now, held, update_id, sender.message_id
+                )
             if (
                 isinstance(event, UnsupportedSent)
                 and step_event is event
@@ -333,7 +341,14 @@ class ConversationService:
         return False
 
     async def _read_text(
-        self, conn: aiosqlite.Connection, actor: Actor, event: TextSent, now: int, held: bool
+        self,
+        conn: aiosqlite.Connection,
+        actor: Actor,
+        event: TextSent,
+        now: int,
+        held: bool,
+        update_id: int,
+        message_id: int | None = None,
     ) -> tuple[Event | None, Session]:
         """The event a text steps, with the session read (so that stepping it need not read
         it again). `held`: it was signposted and is not an answer (None, unless a loose text
@@ -344,13 +359,24 @@ class ConversationService:
         that answer), unless a safety contact question is
         waiting (its "Yes, please" is what a "yes" then means). With no question open: added
         to the answer written moments before (a thought sent in parts), or dealt with by a
-        loose text handler (a reply to the duty staff), or else "nothing to answer"."""
+        loose text handler (a reply to the duty staff), or else "nothing to answer".
+
+        A button's words typed before the question reached the person (`message_id`: their
+        message, older than a reply sent since) are not its tap: three "yes" typed with
+        no signal, arriving together, would say yes to two consent questions never read.
+        The question is asked again instead."""
         stored = await Sessions(conn).load(actor.pseudonym)
         session = Session.from_json(stored) if stored else Session()
         if session.place is not None:
             if held:
                 return None, session
             tap = self._typed_button(session, actor.locale, event.text)
+            if (
+                tap is not None
+                and message_id is not None
+                and await Outbox(conn).replied_since(actor.chat_id, update_id, message_id)
+            ):
+                return UnsupportedSent(_TYPED_BEFORE_ASKED), session
             if tap is not None and not await SafeguardingRequests(conn).latest_open(
                 actor.pseudonym, now - _CONTACT_QUESTION_OPEN_MS, statuses=("asked",)
             ):

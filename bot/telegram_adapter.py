@@ -505,7 +505,8 @@ class TelegramAdapter:
         if user is None or chat is None or user.is_bot:
             await self._service.ignore(update.update_id)
             return
-        sender = Sender(user.id, chat.id, user.language_code)
+        message_id = update.message.message_id if update.message else None
+        sender = Sender(user.id, chat.id, user.language_code, message_id)
         await self._service.handle_event(update.update_id, sender, event, tapped, free_text)
 
     async def _reply(self, update: Update, message_key: str) -> None:

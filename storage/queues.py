@@ -81,7 +81,8 @@ class Inbox:
 
     async def _insert(self, update_id: int, payload: bytes, now: int) -> bool:
         rows = await self._conn.execute_fetchall(
-            "INSERT INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?) "
+            "INSERT INTO inbox (update_id, payload, received_at, outbox_mark) "
+            "VALUES (?, ?, ?, (SELECT COALESCE(MAX(id), 0) FROM outbox)) "
             "ON CONFLICT (update_id) DO NOTHING RETURNING seq",
             (update_id, payload, now),
         )
@@ -219,6 +220,20 @@ class Outbox:
         ) as cursor:
             row = await cursor.fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    async def replied_since(self, chat_id: int, update_id: int, telegram_message_id: int) -> bool:
+        """Whether a reply to the chat was sent after the person's message reached Telegram,
+        so they wrote it before reading that reply: one queued after the message's update
+        was stored (inbox.outbox_mark), or one Telegram numbered after it (Telegram numbers
+        a chat's messages, both ways, in the order they reach it). A reply sent but not yet
+        recorded as sent while the update was stored counts as before it."""
+        async with self._conn.execute(
+            "SELECT 1 FROM outbox WHERE chat_id = ? AND priority = ? AND kind = 'message' "
+            "AND status IN ('pending', 'sent') AND (message_id > ? OR id > COALESCE("
+            "(SELECT outbox_mark FROM inbox WHERE update_id = ?), 9223372036854775807)) LIMIT 1",
+            (chat_id, PRIORITY_REPLY, telegram_message_id, update_id),
+        ) as cursor:
+            return await cursor.fetchone() is not None
 
     async def mark_sent(self, message_id: int, now: int, telegram_message_id: int | None) -> None:
         """Sent: the text is dropped, the Telegram message id kept (for later edits)."""

@@ -241,6 +241,22 @@ def as_time_goes_by(
     return check
 
 
+async def settled(api: LocalBotApi, records: Records) -> None:
+    """Wait until nothing more is on its way to anyone: the server holds no update for the
+    bot, every update taken is handled, and no message waits to go. (A reply is queued in
+    the transaction that handles its update, so none can follow; scheduled jobs can.) For
+    "and nothing else was said", without a sleep that a slow machine outlasts."""
+
+    def check() -> bool:
+        waiting = records.query(
+            "SELECT (SELECT COUNT(*) FROM inbox WHERE status = 'pending')"
+            " + (SELECT COUNT(*) FROM outbox WHERE status = 'pending')"
+        )
+        return api.pending_update_count == 0 and waiting == [(0,)]
+
+    await eventually(check)
+
+
 async def eventually(condition: Callable[[], bool]) -> None:
     """Wait up to 10 s until `condition()` holds (for effects with no message to wait for)."""
     async with asyncio.timeout(10):

@@ -23,6 +23,7 @@ from tests.harness import (
     onboard,
     running_bot,
     settings_for,
+    settled,
 )
 
 NOTICE = "2026-11-v2"
@@ -253,6 +254,31 @@ async def test_a_button_typed_rather_than_tapped_is_taken_as_the_tap(
         "quotes": False,
     }
     assert bot.query("SELECT region FROM people") == [("wales",)]
+
+
+async def test_yes_typed_before_a_question_came_does_not_answer_it(
+    api: LocalBotApi, bot: Records
+) -> None:
+    """No signal: Ada types "yes" three times at "Can we keep your answers?", and all three
+    arrive together. The first answers it; the others were written before the next
+    questions reached her, so they say yes to nothing she had not read."""
+    chat = Chat(api, ADA)
+    await chat.start()
+    asked = (await chat.tap("OK, go on")).text
+    assert "Can we keep your answers" in asked
+    before = len(chat.messages)
+    for _ in range(3):
+        api.send_text(ADA, "yes")
+    await chat.expect(before + 3)  # the next question, then "came before" twice
+    await settled(api, bot)
+    replies = [m.text or "" for m in chat.messages[before:]]
+    assert "Can we invite you to panels" in replies[0]
+    for reply in replies[1:]:
+        assert "came before this question" in reply and "Can we invite you to panels" in reply
+    assert len(replies) == 3
+    assert bot.current_consents(ADA) == {"feedback": True}
+    assert "Can we tell you what changed" in (await chat.say("yes")).text  # read, then typed
+    assert bot.current_consents(ADA) == {"feedback": True, "panel_invitations": True}
 
 
 async def test_no_thanks_at_the_notice_keeps_nothing(api: LocalBotApi, bot: Records) -> None:
