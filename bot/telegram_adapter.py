@@ -333,7 +333,10 @@ class TelegramAdapter:
         warn = verdict is Verdict.WARN
         if warn:
             log.info("a person is sending too fast; slowing them down")
-        text = (message.text or message.caption) if message else None
+        # An edit is read for risk too: one can add a threat (as on_edited reads it). Not a
+        # button's message, whose words are the bot's own.
+        written = message or update.edited_message
+        text = (written.text or written.caption) if written else None
         sender = Sender(user.id, chat.id, user.language_code)
         await self._service.drop_flooded(update.update_id, sender, text, warn)
         raise ApplicationHandlerStop

@@ -873,6 +873,29 @@ async def test_a_threat_forwarded_among_many_is_still_signposted(
         assert any("sending a lot of messages" in (m.text or "") for m in ada.messages)
 
 
+async def test_a_threat_edited_into_a_message_in_a_flood_is_still_signposted(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada sends thirty messages in a rush and then edits one to say what is happening:
+    over the flood limit the edit is not answered, but it is read for risk as a new
+    message is (the flood path read only new messages' text)."""
+    async with running_bot(api, tmp_path, FLOOD_LIMIT="20") as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        before = len(ada.messages)
+        for n in range(30):
+            api.send_text(ADA, f"on my way, part {n}")
+        api.send_edited_message(ADA, api.latest_message_id(ADA), "he'll kill me if I go back there")
+        await said(ada, "116 123", before)
+        records = Records(runtime.settings)
+        await eventually(
+            lambda: (
+                records.query("SELECT category FROM safeguarding_requests")
+                == [("immediate_danger",)]
+            )
+        )
+
+
 async def test_a_threat_in_a_flood_reaches_the_duty_staff_writing_to_them(
     api: LocalBotApi, tmp_path: Path
 ) -> None:

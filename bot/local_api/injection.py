@@ -144,6 +144,10 @@ class UpdateInjector:
         chat.incoming[original["message_id"]] = edited
         return self._state.updates.push({"edited_message": edited})
 
+    def latest_message_id(self, person: FakePerson) -> int:
+        """The id of the person's latest message to the bot, e.g. to edit it."""
+        return max(self._private(person).incoming)
+
     def send_edited_message(self, person: FakePerson, message_id: int, text: str) -> int:
         """The person edited one of their earlier messages (KeyError if unknown)."""
         chat = self._private(person)
