@@ -1,7 +1,7 @@
 """ "You said, we did": staff publish what was done about a theme, and exactly the people who
 raised it (and want updates) hear back, in their language; everyone in the region who wants
 updates can list them with /updates. Reactions ("This helps" / "It doesn't help") are kept
-per delivery; "Tell me more" opens a short free-text reply coded like a feedback answer.
+per delivery; "Tell us what you think" opens a short free-text reply coded like a feedback answer.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class UpdateService(Desk[DialogueTexts]):
         return payload
 
     async def on_reaction(self, update_id: int, sender: Sender, token: str, action: str) -> None:
-        """This helps / It doesn't help / Tell me more."""
+        """This helps / It doesn't help / Tell us what you think."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
         async with self._db.read() as conn:
             delivery = await Updates(conn).delivery(token)

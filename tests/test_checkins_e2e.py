@@ -227,7 +227,7 @@ async def test_scheduled_rounds_nudges_and_expiry_survive_restarts(
     await bot.start()  # the round fell due while the bot was down: it runs now
     try:
         for chat in chats:
-            assert "time for a short check-in" in (await chat.expect(onboarded + 1)).text
+            assert "5 short questions about" in (await chat.expect(onboarded + 1)).text
         await ada.tap("Start")
         await ada.tap("Start")  # the intro's Start: under way, not finished
         await ceri.tap("Start")
@@ -243,8 +243,8 @@ async def test_scheduled_rounds_nudges_and_expiry_survive_restarts(
         await bot.kill()  # kill -9 before any nudge is due
         await bot.start()
         nudge = (await ada.api.wait_for_messages(ADA.chat_id, onboarded + 4, 30))[-1]
-        assert "check-in waiting" in (nudge.text or "")  # invite, intro, question, nudge
-        assert "check-in waiting" in (await bran.expect(onboarded + 2)).text
+        assert "questions are still waiting" in (nudge.text or "")  # invite, intro, question, nudge
+        assert "questions are still waiting" in (await bran.expect(onboarded + 2)).text
         async with asyncio.timeout(30):  # until the check-ins close
             while records.place(ADA) is not None:  # noqa: ASYNC110 - a database read
                 await asyncio.sleep(0.2)
@@ -257,7 +257,7 @@ async def test_scheduled_rounds_nudges_and_expiry_survive_restarts(
         await bot.terminate()
     assert len(ada.messages) == onboarded + 5 and len(bran.messages) == onboarded + 2
     for chat in (ceri, dai):
-        assert not any("check-in waiting" in (m.text or "") for m in chat.messages)
+        assert not any("questions are still waiting" in (m.text or "") for m in chat.messages)
     assert len(dai.messages) == onboarded + 3  # the invitation, the intro, "any time"
     statuses = {p: s for p, s in records.query("SELECT pseudonym, status FROM checkins")}
     assert statuses == {
@@ -655,7 +655,7 @@ async def test_the_next_round_asks_again_those_who_did_not_finish_the_last(
 
         await _schedule_weekly_round_of_london(runtime, now)
         await run_round(now, minutes_apart=10)
-        assert "time for a short check-in" in (await chat.expect(1)).text
+        assert "5 short questions about" in (await chat.expect(1)).text
         await chat.tap("Start")
         await chat.tap("Start")  # the first question: under way, not finished
         assert records.place(last) is not None
@@ -663,7 +663,7 @@ async def test_the_next_round_asks_again_those_who_did_not_finish_the_last(
         runtime.scheduler.wake()
         await run_round(now + week, minutes_apart=0)
         await eventually(  # this week's invitation (after last week's, perhaps its nudge)
-            lambda: sum("time for a short check-in" in (m.text or "") for m in chat.messages) == 2
+            lambda: sum("5 short questions about" in (m.text or "") for m in chat.messages) == 2
         )
         assert records.place(last) is None  # taken out of last week's, quietly
         await chat.tap("Start")  # this week's

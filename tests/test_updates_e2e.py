@@ -113,13 +113,13 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         assert not [m for m in orla.messages if (m.text or "").startswith(("Sending", "Finish"))]
 
         assert "Thank you" in (await ada.tap("This helps")).text
-        assert "What would you like" in (await ada.tap("Tell me more")).text
+        assert "What do you think about this" in (await ada.tap("Tell us what you think")).text
         assert "Thank you" in (await ada.say("Tuesdays are hard for me, I work then")).text
         records = Records(runtime.settings)
         # Without "Keep my answers" her words could not be kept: she is told, not asked.
         async with runtime.db.transaction() as conn:
             await ConsentLedger(conn).record(records.pseudonym(ADA), "feedback", False, "v1", 0)
-        assert "cannot keep what you write" in (await ada.tap("Tell me more")).text
+        assert "cannot keep what you write" in (await ada.tap("Tell us what you think")).text
         reactions = records.query("SELECT reaction FROM update_deliveries ORDER BY pseudonym")
         assert ("more",) in reactions
         replies = records.query("SELECT COUNT(*) FROM answers WHERE dialogue = 'update_reply'")
