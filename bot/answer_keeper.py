@@ -1,9 +1,11 @@
-"""Keeping a free-text answer: only with the feedback consent, encrypted, tagged with themes
-at once, and (only with the quote consent) a scrubbed copy for quoting in reports.
+"""Keeping a free-text answer: only with the feedback consent, scrubbed, encrypted, tagged
+with themes at once, and (only with the quote consent) marked as quotable in reports.
 
-The themes are tagged from the text before it is encrypted, so the digest can count them
-without ever decrypting, and in both English and Welsh, whichever language the person chose;
-the quote is scrubbed of names, numbers and addresses first.
+The themes are tagged from the text as written, before it is scrubbed and encrypted, so the
+digest can count them without ever decrypting, and in both English and Welsh, whichever
+language the person chose. What is kept is scrubbed of names, numbers and addresses: the
+consent question says "We never keep your name", and nothing reads the words as written
+once they are tagged (a person's /mydata shows what is kept).
 """
 
 from __future__ import annotations
@@ -52,14 +54,13 @@ class AnswerKeeper:
             log.info("answer from person %s not kept: no feedback consent", person_tag(pseudonym))
             return None
         checkin = await Checkins(conn).open_for(pseudonym) if dialogue == "feedback" else None
-        quote = None
-        if consents.get("quotes", False):
-            quote = self._secrets.encrypt_text(scrub(text))
+        kept = scrub(text)
+        quote = self._secrets.encrypt_text(kept) if consents.get("quotes", False) else None
         answer_id = await Answers(conn).add(
             pseudonym,
             dialogue,
             question,
-            self._secrets.encrypt_text(text),
+            self._secrets.encrypt_text(kept),
             now,
             checkin_id=checkin.id if checkin else None,
             quote=quote,
@@ -85,8 +86,9 @@ class AnswerKeeper:
         whole = f"{self._secrets.decrypt_text(recent.ciphertext)}\n{text}"
         if len(whole) > MAX_ADDED_ANSWER:
             return False
-        quote = self._secrets.encrypt_text(scrub(whole)) if consents.get("quotes") else None
-        await answers.rewrite(recent.id, self._secrets.encrypt_text(whole), quote)
+        kept = scrub(whole)
+        quote = self._secrets.encrypt_text(kept) if consents.get("quotes") else None
+        await answers.rewrite(recent.id, self._secrets.encrypt_text(kept), quote)
         await self._tag(conn, recent.id, text, locale)  # themes it adds; those it had stay
         log.info("person %s added to an answer", person_tag(pseudonym))
         return True

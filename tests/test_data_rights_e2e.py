@@ -16,7 +16,8 @@ from bot.scrub import scrub
 from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running_bot
 
 MARKER = "Quillfeather"  # an invented word, easy to find in raw bytes
-ANSWER = f"My housing officer {MARKER} never rings back about the flat"
+OFFICER = "Gwendolyn"  # a name in the answer: not kept
+ANSWER = f"My housing officer {OFFICER} never rings back about the {MARKER} flat"
 _FERNET = re.compile(rb"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
 
 
@@ -62,7 +63,9 @@ async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_pa
         summary = await ada.say("/mydata")
         assert "Written answers: 1" in summary.text and "Area: London" in summary.text
         listing = await ada.expect(had + 2)
-        assert MARKER in listing.text
+        # What is kept, and so shown: the answer without the name in it.
+        assert MARKER in listing.text and "[name]" in listing.text
+        assert OFFICER not in listing.text
         before = len(ada.messages)
         message, data = ada.find_button("Get a file")
         api.press_button(ADA, message.message_id, data)
@@ -70,7 +73,7 @@ async def test_mydata_shows_everything_and_sends_a_file(api: LocalBotApi, tmp_pa
         assert document.kind == "document" and document.content is not None
         content = document.content.decode("utf-8")
         exported = json.loads(content)
-        assert exported["answers"][0]["text"] == ANSWER
+        assert exported["answers"][0]["text"] == scrub(ANSWER) and OFFICER not in content
         # What managers may read of it, and everything the safety request holds: what it
         # was about is the most sensitive thing kept (the right of access covers it).
         assert exported["answers"][0]["as_quoted"] == scrub(ANSWER)
