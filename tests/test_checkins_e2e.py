@@ -110,8 +110,8 @@ async def test_a_written_answer_sent_in_parts_is_kept_whole(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
     """On a phone one thought often goes as several messages. What Ada sends in the minutes
-    after her written answer is added to it (encrypted, re-scrubbed for quoting, its themes
-    added), and she is told so; later, there is nothing to answer."""
+    after her written answer is added to it (scrubbed again, encrypted, its themes added),
+    and she is told so; later, there is nothing to answer."""
     clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         ada = Chat(api, ADA)
@@ -133,9 +133,9 @@ async def test_a_written_answer_sent_in_parts_is_kept_whole(
         whole = records.secrets.decrypt_text(bytes(ciphertext))
         assert whole == (
             "My housing officer never calls back\n"
-            "and I lost my job because Sarah moved my appointment"
+            "and I lost my job because [name] moved my appointment"
         )
-        assert "Sarah" not in records.secrets.decrypt_text(bytes(quote))
+        assert records.secrets.decrypt_text(bytes(quote)) == whole
         themes = {
             t
             for (t,) in records.query(
