@@ -337,7 +337,10 @@ class Engine:
         if command.staff_say and event.roles:
             out.say(command.staff_say)
         if command.start is None:
-            self._reask(out)
+            if out.session.place is not None or not command.say:
+                # The question again; with none open, /help's answer is enough ("send
+                # /help to see what I can do" after it was not).
+                self._reask(out)
             return
         place = out.session.place
         if place is not None and place.dialogue == command.start:
