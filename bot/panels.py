@@ -42,6 +42,10 @@ _HOUR_MS = 3_600_000
 REMINDER_BEFORE_MS = 24 * _HOUR_MS
 # A panel's support needs are kept until it is surely over: its start plus this long.
 OVER_AFTER_MS = 12 * _HOUR_MS
+# A Reply (or an organiser's Answer) tapped and left open: what is typed after this is not
+# passed on. A prompt left from days before sent everyday chatter ("I hate my PO"), word for
+# word, to staff of the person's area.
+REPLY_OPEN_FOR_MS = 60 * 60_000
 # People told when a panel moves or is called off, and who get the organiser's messages.
 _COMING = ("yes", "maybe", "waiting")
 # Corrections of the invitations already sent begin this long after a move or a call-off:
@@ -502,7 +506,12 @@ class PanelService(Desk[PanelTexts]):
         if invitation is None or panel is None or not access.is_staff_in(panel.region):
             await self._refuse(update_id, sender, pseudonym)
             return
-        values = {"invitation": token, "title": panel.title, "to": "person"}
+        values = {
+            "invitation": token,
+            "title": panel.title,
+            "to": "person",
+            "opened_at": str(self._clock.now_ms()),
+        }
         await self._conversations.handle_event(update_id, sender, Begin("panel_reply", values))
 
     async def on_list(self, update_id: int, sender: Sender) -> None:

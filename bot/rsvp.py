@@ -16,7 +16,7 @@ from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk
 from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
-from bot.panels import OVER_AFTER_MS, audit_panel
+from bot.panels import OVER_AFTER_MS, REPLY_OPEN_FOR_MS, audit_panel
 from bot.rendering import split_payload
 from state_machines.engine import Engine
 from state_machines.events import Begin
@@ -129,6 +129,10 @@ class RsvpService(Desk[PanelTexts]):
         panel = await panels.get(invitation.panel_id) if invitation else None
         if invitation is None or panel is None:
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        opened = values.get("opened_at", "")
+        if opened.isdigit() and now - int(opened) > REPLY_OPEN_FOR_MS:
+            await self._tell(conn, actor, "reply_expired", now, title=panel.title)
             return
         message = values.get("message", "")
         if values.get("to") == "person":
@@ -266,7 +270,12 @@ class RsvpService(Desk[PanelTexts]):
         if invitation is None or panel is None or invitation.pseudonym != pseudonym:
             await self._refuse(update_id, sender, pseudonym)
             return
-        values = {"invitation": token, "title": panel.title, "to": "organiser"}
+        values = {
+            "invitation": token,
+            "title": panel.title,
+            "to": "organiser",
+            "opened_at": str(self._clock.now_ms()),
+        }
         await self._conversations.handle_event(update_id, sender, Begin("panel_reply", values))
 
 

@@ -27,7 +27,7 @@ from storage.panels import Panels
 from storage.people import ConsentLedger, People, Sessions
 from storage.queues import Job
 from storage.staff import StaffRoles
-from tests.harness import Chat, Records, eventually, hold_jobs, running_bot
+from tests.harness import Chat, Records, eventually, hold_jobs, running_bot, settled
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 DAY = 86_400
@@ -746,6 +746,43 @@ async def test_the_reminder_goes_out_a_day_before_even_across_a_restart(
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await runtime.scheduler.run_due()
         assert len(amara.messages) == sent_before[AMARA.user_id] + 1
+
+
+async def test_a_reply_typed_long_after_tapping_reply_is_not_passed_on(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Amara tapped Reply and put the phone down. What she types two hours later is not
+    passed on word for word to the organiser (staff of her area); she is told to tap it
+    again, and then it goes. The same for the organiser's Answer."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        amara, _ = await amara_takes_a_place(api, staff)
+        records = Records(runtime.settings)
+        await staff.say("/panels")
+        await staff.tap("Write to them all")
+        await staff.say("The minibus leaves the office at 13:15.")
+        await staff.tap("Send it")
+        await amara.expect(3)  # after the invitation and her place
+        assert "Write your message" in (await amara.tap("Reply")).text
+        clock.advance(2 * 3_600)
+        staff_had = len(staff.messages)
+        late = await amara.say("fed up with all of it today honestly")
+        assert "over an hour ago" in late.text and "Housing panel" in late.text
+        await settled(api, records)
+        assert len(staff.messages) == staff_had
+        await amara.tap("Reply")
+        await amara.say("Can I bring my daughter?")
+        reply = await staff.expect(staff_had + 1)
+        assert "Can I bring my daughter?" in reply.text
+        await staff.tap("Answer")
+        clock.advance(2 * 3_600)
+        amara_had = len(amara.messages)
+        assert "over an hour ago" in (await staff.say("Yes, there is a creche.")).text
+        await settled(api, records)
+        assert len(amara.messages) == amara_had
 
 
 async def test_messages_are_relayed_both_ways_without_ids(api: LocalBotApi, tmp_path: Path) -> None:
