@@ -20,6 +20,7 @@ from typing import Any
 
 from telegram import Update
 from telegram.error import (
+    BadRequest,
     Conflict,
     InvalidToken,
     NetworkError,
@@ -215,8 +216,10 @@ class Ingest:
     async def _answer(self, query_id: str) -> None:
         """Answer one tap. Told to wait (429), it waits and tries again while Telegram would
         still take the answer (TAP_ANSWER_WINDOW_MS from now, near enough from the tap):
-        unanswered, the person's spinner runs until Telegram gives up."""
+        unanswered, the person's spinner runs until Telegram gives up. A network failure
+        or a 5xx (a blip) is tried again too, half a second on and then longer."""
         give_up_at = time.monotonic() + TAP_ANSWER_WINDOW_MS / 1000
+        blip_wait = 0.5
         while True:
             try:
                 await self._application.bot._post(
@@ -227,7 +230,13 @@ class Ingest:
                 wait = retry_after_seconds(exc)
                 if time.monotonic() + wait >= give_up_at:
                     raise
-                await asyncio.sleep(wait)
+            except BadRequest:
+                raise  # "query is too old": no later try is taken either
+            except (TimedOut, NetworkError):
+                wait, blip_wait = blip_wait, blip_wait * 2
+                if time.monotonic() + wait >= give_up_at:
+                    raise
+            await asyncio.sleep(wait)
 
     async def dispatch(self, raw: dict[str, Any]) -> bool:
         """Hand one stored update to the Application (True); one that cannot even be read is

@@ -214,6 +214,24 @@ async def test_a_tap_answer_told_to_wait_is_sent_again_in_time(
     assert [c.status for c in api.calls("answerCallbackQuery")] == [429, 200]
 
 
+async def test_a_tap_answer_lost_to_a_blip_is_sent_again(api: LocalBotApi, tmp_path: Path) -> None:
+    """A 502 (or a dropped connection) on a tap's answer is tried again at once: it was
+    counted as refused, and the spinner ran for the rest of Telegram's ~15 s. A refusal
+    for good (400: too old) is not tried again."""
+    chat = Chat(api, ADA)
+    async with running_bot(api, tmp_path):
+        await chat.say("/start")
+        api.fail_next("answerCallbackQuery", 502, times=2)
+        await chat.tap("English")
+        await eventually(lambda: len(api.calls("answerCallbackQuery")) == 3)
+        api.fail_next("answerCallbackQuery", 400, description="Bad Request: query is too old")
+        await chat.tap("OK, go on")
+        await eventually(lambda: len(api.calls("answerCallbackQuery")) == 4)
+        await chat.tap("Yes")  # answered at once: the refused one was not tried again
+        await eventually(lambda: len(api.calls("answerCallbackQuery")) == 5)
+    assert [c.status for c in api.calls("answerCallbackQuery")] == [502, 502, 200, 400, 200]
+
+
 async def test_server_errors_are_retried_until_delivered(api: LocalBotApi, tmp_path: Path) -> None:
     api.add_chat(ADA)
     api.fail_next("sendMessage", status=500, times=2)
