@@ -44,7 +44,7 @@ def test_unknown_key_names_file_line_and_state() -> None:
     text = MINIMAL.replace("    say: Is it raining?", "    say: Is it raining?\n    colour: blue")
     assert problems_of(text) == [
         "tiny.yaml:7: ask: unknown key 'colour' (expected one of: buttons, columns, declines, "
-        "end, explain, say, skip, text)"
+        "end, explain, own_regions, say, skip, text)"
     ]
 
 
