@@ -144,9 +144,10 @@ async def test_injected_ids_may_repeat_or_jump_back(api: LocalBotApi, bot: Bot) 
 
 
 async def test_long_poll_times_out_empty(bot: Bot) -> None:
+    """It waits the whole timeout (the upper bound only catches a hang)."""
     started = time.monotonic()
     assert await bot.get_updates(timeout=1) == ()
-    assert 0.9 <= time.monotonic() - started < 3
+    assert 0.9 <= time.monotonic() - started < 10
 
 
 async def test_long_poll_wakes_on_update(api: LocalBotApi, bot: Bot) -> None:
@@ -155,7 +156,7 @@ async def test_long_poll_wakes_on_update(api: LocalBotApi, bot: Bot) -> None:
     started = time.monotonic()
     uid = api.send_text(ALICE, "wake up")
     assert [u.update_id for u in await poll] == [uid]
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 4.5  # woken, not timed out after 5 s
 
 
 async def test_second_poller_terminates_first(api: LocalBotApi, bot: Bot) -> None:

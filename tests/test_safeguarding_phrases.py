@@ -200,7 +200,20 @@ def test_check_never_raises_on_near_misses(phrases: RiskPhrases, parts: list[str
     phrases.check(" ".join(parts), "cy")
 
 
-def test_a_long_paste_is_checked_quickly(phrases: RiskPhrases) -> None:
+@settings(max_examples=200, deadline=None)
+@given(before=st.lists(WORDISH, max_size=20), after=st.lists(WORDISH, max_size=20))
+def test_a_whole_phrase_among_near_misses_is_found(
+    phrases: RiskPhrases, before: list[str], after: list[str]
+) -> None:
+    """Whatever surrounds it, a listed phrase as its own words is never missed."""
+    text = " ".join([*before, ".", "i want to die", ".", *after])
+    found = phrases.check(text, "en")
+    assert found is not None and found.category in CATEGORIES
+
+
+def test_a_long_paste_does_not_hang_the_check(phrases: RiskPhrases) -> None:
+    """A guard against catastrophic backtracking (minutes or more on 10,000 characters),
+    not a speed test: speed is measured in bench/. The bound is far beyond a slow machine."""
     pastes = [
         ("kill my " * 1300)[:10_000],
         ("a" * 9_999) + " want to die",
@@ -210,7 +223,7 @@ def test_a_long_paste_is_checked_quickly(phrases: RiskPhrases) -> None:
     for paste in pastes:
         started = time.perf_counter()
         phrases.check(paste, "en")
-        assert time.perf_counter() - started < 2.0
+        assert time.perf_counter() - started < 10.0
     assert phrases.check(pastes[1], "en") is not None
 
 

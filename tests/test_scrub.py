@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 
 from bot.scrub import scrub
 
+# A bound only a hang (catastrophic backtracking) reaches, on any machine.
+HANG = 10.0
+
 SCRUBBED = [
     # emails and handles
     ("email me at jo.bloggs@example.com please", "email me at [email] please"),
@@ -149,10 +152,12 @@ def test_the_rest_of_a_long_answer_is_kept() -> None:
 @pytest.mark.parametrize(
     "paste", ["a" * 10_000, "-" * 10_000, "1" * 10_000, "x@" * 5_000, "Aa " * 3_333, "0 " * 5_000]
 )
-def test_a_long_paste_is_scrubbed_quickly(paste: str) -> None:
+def test_a_long_paste_does_not_hang_the_scrubber(paste: str) -> None:
+    """A guard against catastrophic backtracking (minutes or more on 10,000 characters),
+    not a speed test: speed is measured in bench/. The bound is far beyond a slow machine."""
     started = time.perf_counter()
     scrub(paste)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < HANG
 
 
 def test_the_table_is_big_enough() -> None:
@@ -185,3 +190,15 @@ def test_scrub_is_idempotent_on_near_misses(parts: list[str], spaces: list[str])
     text = "".join(part + (spaces[i] if i < len(spaces) else " ") for i, part in enumerate(parts))
     once = scrub(text)
     assert scrub(once) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.lists(FRAGMENTS, max_size=10), after=st.lists(FRAGMENTS, max_size=10))
+def test_a_planted_phone_number_and_email_never_survive(
+    before: list[str], after: list[str]
+) -> None:
+    """Whatever surrounds them, a phone number and an email address are taken out (the
+    idempotence tests above pass for a scrubber that takes nothing out)."""
+    text = " ".join([*before, "call 07700 900456 or write to ffion@example.org", *after])
+    scrubbed = scrub(text)
+    assert "900456" not in scrubbed and "ffion@" not in scrubbed
