@@ -39,6 +39,7 @@ from tests.harness import (
     hold_jobs,
     onboard,
     running_bot,
+    settled,
 )
 
 DAI = FakePerson(user_id=700000004, first_name="Dai", language_code="en")  # invented
@@ -329,7 +330,7 @@ async def test_saying_no_to_keep_my_answers_stops_a_check_in_under_way(
         await ada.tap("No, keep them")
         done = await ada.tap("That is all")
         assert "saved" in done.text
-        await asyncio.sleep(0.3)
+        await settled(api, Records(runtime.settings))
         assert ada.messages[-1] is done  # the check-in is not asked again
         records = Records(runtime.settings)
         assert records.query("SELECT status FROM checkins") == [("expired",)]

@@ -13,7 +13,7 @@ from cryptography.fernet import InvalidToken
 
 from bot.local_api import LocalBotApi
 from bot.scrub import scrub
-from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running_bot
+from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running_bot, settled
 
 MARKER = "Quillfeather"  # an invented word, easy to find in raw bytes
 OFFICER = "Gwendolyn"  # a name in the answer: not kept
@@ -131,7 +131,7 @@ async def test_delete_leaves_nothing_but_a_tombstone(api: LocalBotApi, tmp_path:
         await ada.say("/delete")
         gone = await ada.tap("Yes, delete it all")
         assert "deleted everything" in gone.text
-        await asyncio.sleep(0.5)
+        await settled(api, Records(runtime.settings))
         assert ada.messages[-1] is gone  # ...which is not taken up again
         async with asyncio.timeout(10):  # the goodbye is sent, then forgotten too
             while records.query("SELECT 1 FROM outbox WHERE chat_id = ?", ADA.chat_id):  # noqa: ASYNC110

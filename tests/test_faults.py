@@ -124,7 +124,7 @@ async def scripted(
             *(follow(api, p, checkin(t), timeout=15) for p, t in zip(people, texts, strict=True))
         )
         records = Records(runtime.settings)
-        await asyncio.sleep(0.3)  # let late copies arrive: they must change nothing
+        await settled(api, records)  # late copies handled: they must change nothing
         assert records.query("PRAGMA integrity_check") == [("ok",)]
         return world(records, people, api)
 

@@ -5,7 +5,6 @@ interrupted rotation loses nothing and finishes when run again."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -130,8 +129,9 @@ async def test_answers_are_unreadable_at_rest_and_survive_a_rotation(
     # The bot, started again, reads them under the new key (/mydata shows them).
     async with running_bot(api, tmp_path):
         dewi = Chat(api, DEWI)
+        had = len(dewi.messages)
         await dewi.say("/mydata")
-        await asyncio.sleep(0.5)
+        await dewi.expect(had + 2)  # the summary, then what was written
         shown = "\n".join(m.text or "" for m in dewi.messages[-4:])
     assert ANSWERS[DEWI] in shown
 

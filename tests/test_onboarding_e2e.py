@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,7 +341,7 @@ async def test_an_album_gets_one_answer_not_one_per_photo(api: LocalBotApi, tmp_
         records = Records(runtime.settings)
         handled = "SELECT COUNT(*) FROM inbox WHERE status <> 'pending'"
         await eventually(lambda: records.query(handled) == [(7,)])  # /start, English, 5
-        await asyncio.sleep(0.3)
+        await settled(api, records)
         assert len(chat.messages) == before + 1
         clock.advance(11)
         api.send_photo(ADA)
@@ -368,12 +367,12 @@ async def test_a_live_location_is_answered_once_not_at_every_move(
     api.send_live_location(ADA)
     answered = await chat.expect(before + 1)
     assert "only read text" in answered.text
-    await asyncio.sleep(0.3)  # and the question she was on, again
+    await settled(api, bot)  # and the question she was on, again
     had = len(chat.messages)
     moves = [api.move_live_location(ADA) for _ in range(5)]
     handled = f"SELECT COUNT(*) FROM inbox WHERE update_id >= {moves[0]} AND status <> 'pending'"
     await eventually(lambda: bot.query(handled) == [(5,)])
-    await asyncio.sleep(0.3)
+    await settled(api, bot)
     assert len(chat.messages) == had
 
 

@@ -89,7 +89,7 @@ async def sam_writes_to_ada(
     await sam.tap("Write to them")
     await sam.say(words)
     await said(ada, words, had)
-    await asyncio.sleep(0.3)
+    await settled(api, Records(runtime.settings))
     return sam, ada
 
 
@@ -365,7 +365,7 @@ async def test_a_request_no_one_answers_is_raised_again_and_the_person_told(
         raised = "SELECT COUNT(*) FROM audit_log WHERE action = 'safeguarding.unanswered'"
         if sam_writes:
             assert records.query(raised) == [(0,)]
-            await asyncio.sleep(0.3)  # nothing is on its way either
+            await settled(api, Records(runtime.settings))  # nothing is on its way either
             assert (len(ada.messages), len(sam.messages), len(morgan.messages)) == (
                 ada_had,
                 sam_had,
@@ -437,7 +437,7 @@ async def test_what_the_person_is_told_four_hours_on_is_true(
         else:
             again = await sam.expect(sam_had + 1)
             assert "SG-1" in again.text and "Write to them" in str(again.reply_markup)
-            await asyncio.sleep(0.3)
+            await settled(api, Records(runtime.settings))
             assert len(ada.messages) == ada_had
 
 
@@ -581,7 +581,7 @@ async def test_several_risk_messages_in_a_row_get_the_help_each_time_and_one_que
             had = len(ada.messages)
             assert "116 123" in (await ada.say(words)).text
             await ada.expect(had + (2 if had == before else 1))
-        await asyncio.sleep(0.3)
+        await settled(api, Records(runtime.settings))
         questions = [m for m in ada.messages[before:] if "get in touch" in (m.text or "")]
         assert len(questions) == 1
         records = Records(runtime.settings)
@@ -624,7 +624,7 @@ async def test_a_risky_reply_typed_hours_later_reaches_the_staff_writing_to_them
         await sam.tap("Write to them")
         await sam.say("Hello, this is Sam from probation.")
         await said(ada, "this is Sam from probation", had)
-        await asyncio.sleep(0.3)
+        await settled(api, Records(runtime.settings))
         sam_had, ada_had = len(sam.messages), len(ada.messages)
         assert "116 123" in (await ada.say("no im going to end it all tonight")).text
         passed_on = await sam.expect(sam_had + 1)
@@ -665,7 +665,7 @@ async def test_words_added_to_a_fresh_answer_are_not_sent_to_the_duty_staff(
         await ada.say("My officer never listens")
         sam_had = len(sam.messages)
         assert "added this to what you wrote" in (await ada.say("and he shouts at me")).text
-        await asyncio.sleep(0.3)
+        await settled(api, Records(runtime.settings))
         assert len(sam.messages) == sam_had
 
 
@@ -689,7 +689,7 @@ async def test_a_reply_to_duty_staff_who_wrote_after_her_answer_reaches_them(
         await sam.tap("Write to them")
         await sam.say("Are you safe right now?")
         await said(ada, "Are you safe right now?", had)
-        await asyncio.sleep(0.3)
+        await settled(api, Records(runtime.settings))
         sam_had = len(sam.messages)
         told = await ada.say("yes im at my sisters on Elm Road now")
         assert "passed on your message" in told.text
@@ -728,7 +728,7 @@ async def test_the_other_duty_holders_see_that_a_colleague_wrote_or_called(
         assert "Are you safe right now? This is Sam." in told.text
         assert "Write to them" in str(told.reply_markup)
         await said(ada, "Are you safe right now?", had)
-        await asyncio.sleep(0.3)
+        await settled(api, Records(runtime.settings))
         assert len(sam.messages) == sam_had + 1  # "passed on": nothing about themselves
 
         await ada_shares_her_number(api, ada)

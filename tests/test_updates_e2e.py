@@ -4,7 +4,6 @@ is invented."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from storage.answers import Answers
 from storage.checkins import Checkins
 from storage.people import ConsentLedger, People
 from storage.staff import StaffRoles
-from tests.harness import Chat, Records, eventually, hold_jobs, running_bot
+from tests.harness import Chat, Records, eventually, hold_jobs, running_bot, settled
 
 ORLA = FakePerson(user_id=750000001, first_name="Orla", language_code="en")  # London staff
 ADA = FakePerson(user_id=750000011, first_name="Ada")  # London, housing, wants updates
@@ -199,7 +198,7 @@ async def test_stop_sending_also_stops_the_parts_still_to_come(
 
         async with runtime.db.transaction() as conn:
             await runtime.updates.on_deliver_more(conn, held[0], runtime.clock.now_ms())
-        await asyncio.sleep(0.3)  # anything queued would be sent by now
+        await settled(api, Records(runtime.settings))  # nothing queued
         assert records.query("SELECT COUNT(*) FROM broadcasts") == [(1,)]
         assert records.query("SELECT COUNT(*) FROM update_deliveries") == [(1,)]
         assert records.query("SELECT COUNT(*) FROM schedules WHERE kind = 'update_deliver'") == [
