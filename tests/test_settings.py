@@ -240,3 +240,14 @@ def test_the_first_command_makes_the_data_folder_private(tmp_path: Path) -> None
     result = run_bot(["secrets-init"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_production_keeps_to_telegrams_rate() -> None:
+    """Above ~30 a second Telegram refuses every call for a while (replies and safety
+    messages too): production refuses the setting; tests and the sandbox may go faster."""
+    with pytest.raises(
+        SettingsError, match=r"SEND_RATE_PER_SECOND: must be a number from 0\.1 to 30"
+    ):
+        load_settings({"YOUSAID_ENV": "production", "SEND_RATE_PER_SECOND": "100"})
+    assert load_settings({"YOUSAID_ENV": "production"}).send_rate_per_second == 28
+    assert load_settings({"SEND_RATE_PER_SECOND": "200"}).send_rate_per_second == 200
