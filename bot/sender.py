@@ -412,6 +412,12 @@ class OutboxSender:
                 # correct, and no fault of ours to report.
                 await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
                 log.info("an edit found its message gone; given up")
+            elif message.kind == "leave" or message.chat_id < 0:
+                # A group the bot was added to, where it may not post its "private chats
+                # only" (or has left already): nobody needed that message. Not an alert: a
+                # stranger adding the bot to groups would bury the real ones.
+                await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
+                log.info("a group refused the bot's goodbye; given up")
             else:
                 await Outbox(conn).mark_failed(message.id, now, f"400: {exc.message[:200]}")
                 # A message someone needed is lost (an answer, a safety alert): ours to fix.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -217,6 +218,28 @@ async def test_group_chats_are_told_and_left(api: LocalBotApi, bot: Records) -> 
     assert "only work in private chats" in api.messages(-100123)[0].text
     assert -100123 in api.left_chats
     assert bot.query("SELECT COUNT(*) FROM people") == [(0,)]
+
+
+async def test_a_group_that_refuses_the_goodbye_is_left_without_an_alert(
+    api: LocalBotApi, bot: Records, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group where the bot may not post refuses its "private chats only" (400): it
+    still leaves, and no error is raised for operators (the alert is for lost messages
+    someone needed: a stranger adding the bot to groups would bury them)."""
+    api.fail_next(
+        "sendMessage",
+        400,
+        chat_id=-100124,
+        description="Bad Request: not enough rights to send text messages to the chat",
+    )
+    api.send_group_message(ADA, chat_id=-100124, text="hello bot")
+    await api.wait_for_calls("leaveChat", 1)
+    await settled(api, bot)
+    assert -100124 in api.left_chats
+    assert bot.query("SELECT status FROM outbox WHERE chat_id = -100124 AND kind = 'message'") == [
+        ("failed",)
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_blocking_marks_unreachable_and_writing_again_restores(
