@@ -859,3 +859,33 @@ async def test_a_start_in_the_past_or_that_the_clocks_skip_is_refused(
         args = ("schedule", "--region", "london", "--every", "4w", "--start", start)
         assert await asyncio.to_thread(_checkin_cli, settings, clock, *args) == 0
         assert records.query("SELECT next_at FROM checkin_schedules") == [(_ms(next_at),)]
+
+
+async def test_a_round_stopped_before_it_is_due_asks_nobody(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Staff run `checkin stop` while London's round is already queued: when its job falls
+    due it asks nobody (a regression there would ask a whole region after staff said
+    stop), nothing is scheduled after it, and the stop is audited."""
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    now = clock.now_ms()
+    for person in PEOPLE_OF_LONDON:
+        api.add_chat(person)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        held = hold_jobs(runtime, checkins_module.ROUND_JOB)
+        await _sign_up_people_of_london(runtime, now)
+        await _schedule_weekly_round_of_london(runtime, now)
+        await eventually(lambda: bool(held))
+        stop = ("stop", "--region", "london")
+        assert await asyncio.to_thread(_checkin_cli, runtime.settings, clock, *stop) == 0
+        async with runtime.db.transaction() as conn:
+            await runtime.checkins.on_round(conn, held.pop(0), clock.now_ms())
+        records = Records(runtime.settings)
+        await settled(api, records)
+        assert records.query("SELECT COUNT(*) FROM checkins") == [(0,)]
+        assert records.query("SELECT COUNT(*) FROM checkin_schedules") == [(0,)]
+        assert records.pending_jobs(checkins_module.ROUND_JOB) == 0
+        assert records.query("SELECT target FROM audit_log WHERE action = 'checkin.stopped'") == [
+            ("region:london",)
+        ]
+    assert not any(api.messages(p.chat_id) for p in PEOPLE_OF_LONDON)

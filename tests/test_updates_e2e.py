@@ -286,3 +286,31 @@ async def test_an_update_about_self_harm_is_staff_words_not_a_call_for_help(
         assert english in (await Chat(api, ADA).expect(1)).text
         records = Records(runtime.settings)
         assert records.query("SELECT COUNT(*) FROM safeguarding_requests") == [(0,)]
+
+
+@pytest.mark.parametrize(("weeks", "reaches_ffion"), [(None, False), ("14", True)])
+async def test_an_update_reaches_only_those_who_raised_it_within_the_lookback(
+    api: LocalBotApi, tmp_path: Path, weeks: str | None, reaches_ffion: bool
+) -> None:
+    """UPDATE_LOOKBACK_WEEKS (12 by default): Ffion raised housing 13 weeks ago, so this
+    update is not for her; Ada raised it this week. With 14 weeks it reaches Ffion too (a
+    slip of units, seconds for milliseconds, would pass a test where every answer is new)."""
+    ffion = FakePerson(user_id=750000016, first_name="Ffion")
+    week = 7 * 86_400_000
+    extra = {} if weeks is None else {"UPDATE_LOOKBACK_WEEKS": weeks}
+    async with running_bot(api, tmp_path, **extra) as runtime:
+        await seed(api, runtime)
+        api.add_chat(ffion)
+        now = runtime.clock.now_ms()
+        async with runtime.db.transaction() as conn:
+            who = runtime.service.pseudonym_of(ffion.user_id)
+            await People(conn).touch(who, ffion.chat_id, "en", now)
+            await People(conn).set_region(who, "london", now)
+            await ConsentLedger(conn).record(who, "feedback", True, "v1", now)
+            await ConsentLedger(conn).record(who, "updates", True, "v1", now)
+            answer = await Answers(conn).add(who, "feedback", "improve", b"-", now - 13 * week)
+            await Checkins(conn).tag_answer(answer, ("housing",))
+        await publish_housing(Chat(api, ORLA), "fewer than 10")
+        assert "every Tuesday" in (await Chat(api, ADA).expect(1)).text
+        await settled(api, Records(runtime.settings))
+        assert bool(api.messages(ffion.chat_id)) is reaches_ffion
