@@ -123,6 +123,11 @@ _LONGEST_TYPED_LABEL = 60
 # The kind of answer (common.yaml's unsupported_<kind>) for a button's words typed before
 # its question reached the person.
 _TYPED_BEFORE_ASKED = "typed_early"
+# Words typed at a question only a tap answers, kept (see `_kept_aside`): the answer's key,
+# the least number of words, and the kind of answer whose message says they were kept.
+_ASIDE_KEY = "aside"
+_ASIDE_WORDS = 4
+_ASIDE_KEPT = "aside_kept"
 # A dialogue's `risk_text` setting for staff-only forms: what staff type there is their own
 # words for people on licence, so it is taken as typed (bot/safety.py does not signpost it).
 STAFF_WORDS = "staff_words"
@@ -381,11 +386,35 @@ class ConversationService:
                 actor.pseudonym, now - _CONTACT_QUESTION_OPEN_MS, statuses=("asked",)
             ):
                 return tap, session
+            if tap is None and await self._kept_aside(conn, actor, session, event.text, now):
+                return UnsupportedSent(_ASIDE_KEPT), session
             return event, session
         for _, handler, risky_too in self._loose_text_handlers:
             if (risky_too or not held) and await handler(conn, actor, event.text, now):
                 return None, session
         return (None if held else event), session
+
+    async def _kept_aside(
+        self, conn: aiosqlite.Connection, actor: Actor, session: Session, text: str, now: int
+    ) -> bool:
+        """Kept: words typed where only a tap answers, in a dialogue whose `asides` setting
+        is `keep` (a check-in), past its first question (whether to begin at all). "They
+        never listen, last week she didn't even look up" typed at "Do they listen to you?"
+        is the person's voice: kept as a written answer (with the feedback consent, as any
+        answer), not dropped with "please tap one of the buttons"."""
+        place = session.place
+        dialogue = self._engine.dialogues.get(place.dialogue) if place else None
+        if place is None or dialogue is None or dialogue.settings.get("asides") != "keep":
+            return False
+        state = dialogue.states.get(place.state)
+        if state is None or state.text is not None or place.state == dialogue.start:
+            return False
+        if len(fold(text).split()) < _ASIDE_WORDS:
+            return False  # "idk", "not sure": no more than a tap would say
+        kept = await self._keeper.keep(
+            conn, actor.pseudonym, place.dialogue, _ASIDE_KEY, text, actor.locale, now
+        )
+        return kept is not None
 
     async def _add_to_fresh_answer(
         self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int

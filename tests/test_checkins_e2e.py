@@ -889,3 +889,30 @@ async def test_a_round_stopped_before_it_is_due_asks_nobody(
             ("region:london",)
         ]
     assert not any(api.messages(p.chat_id) for p in PEOPLE_OF_LONDON)
+
+
+async def test_words_typed_at_a_check_in_question_are_kept_not_dropped(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada types her complaint at "Do they listen to you?", where only a tap answers: it is
+    her voice, kept as a written answer with its themes, and she is asked to tap as well.
+    A word or two ("idk") is only asked again; at the intro (whether to begin) nothing is
+    kept."""
+    async with running_bot(api, tmp_path) as runtime:
+        ada = Chat(api, ADA)
+        await onboard(ada)  # keep my answers: yes
+        await ada.say("/feedback")
+        records = Records(runtime.settings)
+        answers = "SELECT question FROM answers"
+        at_intro = await ada.say("why do you want to know all this about me")
+        assert "tap one of the buttons" in at_intro.text
+        await ada.tap("Start")
+        assert "tap one of the buttons" in (await ada.say("idk really")).text
+        kept = await ada.say("They never listen, my housing is a mess and nobody helps")
+        assert "We kept what you wrote" in kept.text and "listen to you" in kept.text
+        assert records.query(answers) == [("aside",)]
+        themes = "SELECT theme FROM answer_themes"
+        assert ("housing",) in records.query(themes)
+        await ada.tap("Never")  # and the tap still answers the question
+        await settled(api, records)
+        assert records.query("SELECT principle, score FROM checkin_scores") == [("voice", 1)]
