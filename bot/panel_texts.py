@@ -46,6 +46,16 @@ class PanelTexts(DialogueTexts):
     def place(self, place: str, locale: str) -> str:
         return self.text(locale, "online") if place == "online" else place
 
+    def title_of(self, panel: Panel, locale: str) -> str:
+        """The panel's title in the reader's language: Welsh when staff gave it."""
+        return panel.title_cy if locale == "cy" and panel.title_cy else panel.title
+
+    def place_of(self, panel: Panel, locale: str) -> str:
+        """Where the panel is, in the reader's language (Welsh when staff gave it)."""
+        if panel.place == "online":
+            return self.text(locale, "online")
+        return panel.place_cy if locale == "cy" and panel.place_cy else panel.place
+
     def region(self, slug: str, locale: str) -> str:
         return self._catalogs.gettext(locale, REGION_NAMES.get(slug, slug))
 
@@ -81,13 +91,15 @@ class PanelTexts(DialogueTexts):
         if values.get("capacity", "").isdigit():
             shown["capacity"] = self.number(int(values["capacity"]), locale)
         shown["support"] = self.needs(values.get("support", "").split(","), locale)
+        for welsh in ("title_cy", "place_cy"):
+            shown.setdefault(welsh, self.text(locale, "no_welsh"))
         return shown
 
     def _panel_params(self, panel: Panel, locale: str) -> dict[str, str]:
         return {
-            "title": panel.title,
+            "title": self.title_of(panel, locale),
             "when": self.when(panel.starts_at, locale),
-            "place": self.place(panel.place, locale),
+            "place": self.place_of(panel, locale),
             "support": self.needs(panel.support_offered, locale),
         }
 
@@ -220,7 +232,9 @@ class PanelTexts(DialogueTexts):
 
     def relayed(self, panel: Panel, token: str, message: str, locale: str) -> Payload:
         """The organiser's words, passed on, with a button to answer through the bot."""
-        text = self.text(locale, "message_from_organiser", title=panel.title, message=message)
+        text = self.text(
+            locale, "message_from_organiser", title=self.title_of(panel, locale), message=message
+        )
         reply = self._button(locale, "reply_button", f"{RSVP_PREFIX}{token}:r")
         return {"text": text, "buttons": [[reply]]}
 
@@ -231,14 +245,22 @@ class PanelTexts(DialogueTexts):
         in for who they are."""
         if invitation.ticket:
             text = self.text(
-                locale, "reply_received", title=panel.title, who=invitation.ticket, message=message
+                locale,
+                "reply_received",
+                title=self.title_of(panel, locale),
+                who=invitation.ticket,
+                message=message,
             )
         else:
             # The answer they gave stands in for who they are (never an id or a name).
             given = invitation.answer if invitation.answer in _ANSWER_KEYS else "invited"
             who = self.text(locale, _ANSWER_KEYS[given])
             text = self.text(
-                locale, "reply_received_no_ticket", title=panel.title, who=who, message=message
+                locale,
+                "reply_received_no_ticket",
+                title=self.title_of(panel, locale),
+                who=who,
+                message=message,
             )
         answer = self._button(locale, "answer_button", f"{ANSWER_PREFIX}{invitation.token}")
         return {"text": text, "buttons": [[answer]]}
@@ -255,9 +277,9 @@ class PanelTexts(DialogueTexts):
         text = self.text(
             locale,
             "panel_summary",
-            title=panel.title,
+            title=self.title_of(panel, locale),
             when=self.when(panel.starts_at, locale),
-            place=self.place(panel.place, locale),
+            place=self.place_of(panel, locale),
             region=self.region(panel.region, locale),
             yes=self.number(summary.yes, locale),
             capacity=self.number(panel.capacity, locale),

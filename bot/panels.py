@@ -100,6 +100,9 @@ class PanelService(Desk[PanelTexts]):
         if starts_at <= now:
             await self._tell(conn, actor, "panel_time_passed", now)
             return
+        if region == "wales" and not values.get("title_cy", "").strip():
+            await self._tell(conn, actor, "panel_needs_welsh", now)
+            return
         panels = Panels(conn)
         support = tuple(n for n in SUPPORT_NEEDS if n in values.get("support", "").split(","))
         panel_id = await panels.create(
@@ -111,6 +114,8 @@ class PanelService(Desk[PanelTexts]):
             support,
             actor.pseudonym,
             now,
+            title_cy=values.get("title_cy", "").strip() or None,
+            place_cy=values.get("place_cy", "").strip() or None,
         )
         panel = await panels.get(panel_id)
         assert panel is not None

@@ -132,7 +132,8 @@ class RsvpService(Desk[PanelTexts]):
             return
         opened = values.get("opened_at", "")
         if opened.isdigit() and now - int(opened) > REPLY_OPEN_FOR_MS:
-            await self._tell(conn, actor, "reply_expired", now, title=panel.title)
+            title = self._texts.title_of(panel, actor.locale)
+            await self._tell(conn, actor, "reply_expired", now, title=title)
             return
         message = values.get("message", "")
         if values.get("to") == "person":
@@ -267,12 +268,14 @@ class RsvpService(Desk[PanelTexts]):
         async with self._db.read() as conn:
             invitation = await Panels(conn).invitation(token)
             panel = await Panels(conn).get(invitation.panel_id) if invitation else None
+            person = await People(conn).get(pseudonym)
         if invitation is None or panel is None or invitation.pseudonym != pseudonym:
             await self._refuse(update_id, sender, pseudonym)
             return
+        locale = person.locale if person else "en"
         values = {
             "invitation": token,
-            "title": panel.title,
+            "title": self._texts.title_of(panel, locale),
             "to": "organiser",
             "opened_at": str(self._clock.now_ms()),
         }

@@ -50,6 +50,9 @@ class Panel:
     # where its invitations start in the region's pseudonym order (migration 0023; '' for
     # panels made before: the plain order)
     invite_start: str = ""
+    # the title and place in Welsh, when given (migration 0027)
+    title_cy: str | None = None
+    place_cy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ class SentInvitation:
 
 _PANEL_COLUMNS = (
     "p.id, p.region, p.title, p.starts_at, p.place, p.capacity, p.support_offered, "
-    "p.organiser, p.status, p.created_at, p.updated_at, p.invite_start"
+    "p.organiser, p.status, p.created_at, p.updated_at, p.invite_start, p.title_cy, p.place_cy"
 )
 _INVITATION_COLUMNS = (
     "id, panel_id, pseudonym, token, answer, ticket, support_needs, answered_at, invited_at"
@@ -167,6 +170,8 @@ def _panel(row: Row) -> Panel:
         row["created_at"],
         row["updated_at"],
         row["invite_start"],
+        row["title_cy"],
+        row["place_cy"],
     )
 
 
@@ -208,6 +213,8 @@ class Panels:
         support_offered: Sequence[str],
         organiser: str,
         now: int,
+        title_cy: str | None = None,
+        place_cy: str | None = None,
     ) -> int:
         """Record a new open panel; returns its id. Repeated need ids are kept once, in order.
         Its invitations start at a random point of the region's pseudonym order (32 hex
@@ -216,8 +223,8 @@ class Panels:
         start = new_invite_start()
         async with self._conn.execute(
             "INSERT INTO panels (region, title, starts_at, place, capacity, support_offered, "
-            "organiser, created_at, updated_at, invite_start) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "organiser, created_at, updated_at, invite_start, title_cy, place_cy) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 region,
                 title,
@@ -229,6 +236,8 @@ class Panels:
                 now,
                 now,
                 start,
+                title_cy or None,
+                place_cy or None,
             ),
         ) as cursor:
             row = await cursor.fetchone()

@@ -68,7 +68,9 @@ async def create_panel(staff: Chat, capacity: str = "2") -> SentMessage:
     assert "When is it" in (await staff.say("Housing panel")).text
     assert "cannot read that date" in (await staff.say("next week sometime")).text
     assert "Where is it" in (await staff.say("3/12/2026 14:00")).text
-    assert "How many places" in (await staff.say("Town hall, Bute Street")).text
+    assert "title in Welsh" in (await staff.say("Town hall, Bute Street")).text
+    assert "in Welsh?" in (await staff.tap("Skip")).text
+    assert "How many places" in (await staff.tap("Skip")).text
     # Staff of one area (London) are not asked which.
     assert "What help" in (await staff.say(capacity)).text
     await staff.toggle("Travel costs")
@@ -1034,7 +1036,9 @@ async def test_staff_writing_about_risk_for_people_on_licence_are_not_signposted
         await staff.say("/panel_new")
         assert "When is it" in (await staff.say("Suicide prevention panel")).text
         assert "Where is it" in (await staff.say("3/12/2026 14:00")).text
-        assert "How many places" in (await staff.say("Town hall, Bute Street")).text
+        await staff.say("Town hall, Bute Street")
+        await staff.tap("Skip")  # no Welsh title: London
+        assert "How many places" in (await staff.tap("Skip")).text
         assert "What help" in (await staff.say("5")).text
         preview = await staff.tap("Done")
         assert "Suicide prevention panel" in preview.text
@@ -1166,3 +1170,39 @@ async def test_staff_are_not_signed_up_as_people_on_licence_and_find_their_comma
         assert "/panel_new" in (await staff.expect(3)).text
         records = Records(runtime.settings)
         assert records.consents(ORGANISER) == []
+
+
+async def test_a_panel_for_wales_goes_with_its_title_in_welsh(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Welsh is a legal expectation in Wales: Wyn's panel without its Welsh title is not
+    sent (and says why); with it, Carys (who reads Welsh) is invited with the Welsh title
+    and place, and Dev with the English."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        async with runtime.db.transaction() as conn:
+            for person in (CARYS, DEV):
+                who = runtime.service.pseudonym_of(person.user_id)
+                await People(conn).set_region(who, "wales", clock.now_ms())
+        wyn = Chat(api, WALES_STAFF)
+        for welsh in (None, "Panel tai"):
+            await wyn.say("/panel_new")
+            await wyn.say("Housing panel")
+            await wyn.say("3/12/2026 14:00")
+            assert "title in Welsh" in (await wyn.say("Town hall, Bute Street")).text
+            await (wyn.tap("Skip") if welsh is None else wyn.say(welsh))
+            await wyn.say("Neuadd y dref, Stryd Bute")
+            await wyn.say("5")
+            preview = await wyn.tap("Done")
+            shown = "In Welsh: none" if welsh is None else "In Welsh: Panel tai."
+            assert shown in preview.text and "Neuadd y dref" in preview.text
+            sent = await wyn.tap("Send the invite")
+            if welsh is None:
+                assert "must have its title in Welsh too" in sent.text
+                assert Records(runtime.settings).query("SELECT COUNT(*) FROM panels") == [(0,)]
+        carys = (await Chat(api, CARYS).expect(1)).text
+        assert "Panel tai" in carys and "Neuadd y dref, Stryd Bute" in carys
+        assert "Housing panel" not in carys
+        dev = (await Chat(api, DEV).expect(1)).text
+        assert "Housing panel" in dev and "Town hall, Bute Street" in dev

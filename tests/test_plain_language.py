@@ -31,6 +31,8 @@ SAMPLES = {
     "when": "Thursday 3 December 2026, 14:00",
     "starts_at": "Thursday 3 December 2026, 14:00",
     "place": "Town hall, Bute Street",
+    "title_cy": "Panel tai",
+    "place_cy": "Neuadd y dref, Stryd Bute",
     "support": "Travel costs, Childcare",
     "ticket": "KDF-3PX",
     "position": "2",
