@@ -48,6 +48,9 @@ FLUSH_AT = 32
 _OWN_FAULT_TRIES = 5
 DEFAULT_CONCURRENCY = 8
 _MAX_BACKOFF_S = 300.0
+# The errors of network trouble (the names `_retry_later` records): once a send goes
+# through again, messages waiting after one of them go at once (`_after_outage`).
+_NETWORK_ERRORS = ("TimedOut", "NetworkError")
 # Telegram's 400s for an edit whose message is no longer there to edit.
 _EDIT_GONE = ("message to edit not found", "message can't be edited")
 
@@ -121,6 +124,8 @@ class OutboxSender:
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()  # chat ids with a send under way
         self._held_back: dict[int, float] = {}  # chat id -> monotonic time it may go again
+        # A send failed for network trouble since the last one went through (`_after_outage`).
+        self._network_trouble = False
         self._alerted: dict[str, float] = {}  # refusal -> monotonic time it was last alerted
         self._deliveries: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -328,6 +333,7 @@ class OutboxSender:
             # python-telegram-bot reports 413 (a file over Telegram's limit) as a network
             # error: trying again cannot help, and the retries would hold the chat back.
             too_large = "too large" in str(exc).lower()
+            self._network_trouble = self._network_trouble or not too_large
             await self._retry_later(message, type(exc).__name__, 3 if too_large else None)
         except InvalidToken:
             # Nothing can be sent, but nothing is wrong with the messages: keep them all.
@@ -344,6 +350,9 @@ class OutboxSender:
             # for long, so it is given up after a few tries rather than block the chat.
             log.debug("own fault sending an outbox message", exc_info=True)
             await self._retry_later(message, type(exc).__name__, give_up_after=_OWN_FAULT_TRIES)
+        else:
+            if self._network_trouble:
+                await self._after_outage()
 
     async def _call(self, message: OutgoingMessage) -> int | None:
         payload = message.payload
@@ -433,6 +442,18 @@ class OutboxSender:
                     error_reporting.alert(said)
                 else:
                     log.error("%s (again)", said)
+
+    async def _after_outage(self) -> None:
+        """Telegram answers again after network trouble: what waits to try again after it
+        goes now, not at the end of its backoff (up to five minutes, replies and safety
+        messages among them). Each chat's messages still go in order."""
+        self._network_trouble = False
+        async with self._db.transaction() as conn:
+            brought = await Outbox(conn).retry_now(_NETWORK_ERRORS, self._clock.now_ms())
+        if brought:
+            log.info("Telegram answers again: %d messages held back by it go now", brought)
+            self._stale = True
+            self._wake.set()
 
     async def _retry_later(
         self, message: OutgoingMessage, error: str, give_up_after: int | None = None

@@ -266,6 +266,15 @@ class Outbox:
             [(now, telegram_id, message_id, version) for message_id, telegram_id, version in sent],
         )
 
+    async def retry_now(self, errors: Sequence[str], now: int) -> int:
+        """Messages waiting to try again after one of `errors` may go now; how many."""
+        cursor = await self._conn.execute(
+            "UPDATE outbox SET not_before = ? WHERE status = 'pending' AND not_before > ? "
+            "AND last_error IN (SELECT value FROM json_each(?))",
+            (now, now, json.dumps(list(errors))),
+        )
+        return cursor.rowcount
+
     async def retry_later(self, message_id: int, not_before: int, error: str) -> None:
         await self._conn.execute(
             "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from bot import sender as sender_module
 from bot.local_api import FakePerson, LocalBotApi
 from bot.runtime import Runtime
 from bot.sender import ChatPacer
+from storage.clock import ManualClock
 from storage.queues import (
     PRIORITY_BROADCAST,
     PRIORITY_REPLY,
@@ -19,7 +21,7 @@ from storage.queues import (
     STALE_AT,
     Outbox,
 )
-from tests.harness import ADA, TOKEN, Chat, Records, eventually, running_bot, settings_for
+from tests.harness import ADA, BRAN, TOKEN, Chat, Records, eventually, running_bot, settings_for
 
 COHORT = [FakePerson(user_id=710000000 + n, first_name=f"Person{n}") for n in range(1000)]
 
@@ -262,3 +264,26 @@ async def test_a_message_whose_moment_passed_while_it_waited_is_not_sent(
         outcome = "SELECT status, payload IS NULL FROM outbox ORDER BY id"
         await eventually(lambda: records.query(outcome) == [("cancelled", 1), ("sent", 1)])
     assert [m.text for m in api.messages(ADA.chat_id)] == ["Your panel is next week"]
+
+
+async def test_messages_held_back_by_an_outage_go_once_telegram_answers_again(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Ada's message met network trouble and waits to try again (seconds to five minutes,
+    doubling). Once a send goes through again, it goes at once: it waited out its backoff,
+    a safety message among them. (The clock stands still here: without that, Ada's
+    message would wait for ever.)"""
+    for person in (ADA, BRAN):
+        api.add_chat(person)
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        api.fail_next("sendMessage", 502, chat_id=ADA.chat_id)
+        await queue(runtime, [ADA], PRIORITY_SAFEGUARDING, "Call 999 or Samaritans on 116 123")
+        await eventually(lambda: len(api.calls("sendMessage")) == 1)
+        records = Records(runtime.settings)
+        waiting = "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND attempts = 1"
+        await eventually(lambda: records.query(waiting) == [(1,)])
+        await queue(runtime, [BRAN], PRIORITY_REPLY, "Thank you")
+        await api.wait_for_messages(ADA.chat_id, 1, timeout=10)
+    assert delivered(api, "Call 999 or Samaritans on 116 123") == 1
+    assert delivered(api, "Thank you") == 1
