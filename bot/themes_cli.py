@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,10 @@ from bot.themes import (
     load_taxonomy,
 )
 
-DEFAULT_TAXONOMY = PROJECT_ROOT / "dialogues" / "themes.yaml"
+# The taxonomy the bot uses: its dialogues folder's (DIALOGUES_DIR, as the bot reads it).
+DEFAULT_TAXONOMY = (
+    Path(os.environ.get("DIALOGUES_DIR") or PROJECT_ROOT / "dialogues") / "themes.yaml"
+)
 DEFAULT_CORPUS = PROJECT_ROOT / "tests" / "corpus" / "themes.yaml"
 # The bar on the holdout split (issue 5): below it, `evaluate` exits 1.
 MIN_PRECISION = 0.8
@@ -96,6 +100,12 @@ def _tag(taxonomy: Taxonomy, lang: str, lines: TextIO, out: TextIO) -> int:
 
 def _evaluate(taxonomy: Taxonomy, corpus: Path, out: TextIO) -> int:
     """Print the scores; exit 1 when the holdout misses the bar."""
+    if not corpus.exists():
+        # The corpus ships with the source (tests/), not in the Docker image.
+        raise ValueError(
+            f"no labelled corpus at {corpus} (it comes with the source code, not the Docker "
+            "image): pass --corpus FILE"
+        )
     scores = evaluate(taxonomy, load_corpus(corpus))
     out.write(format_scores(scores, taxonomy))
     holdout = scores.cell("holdout")

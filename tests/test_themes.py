@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -377,3 +380,36 @@ def test_tag_handles_long_and_strange_answers(taxonomy: Taxonomy, answer: str) -
 
 
 _SHIPPED = load_taxonomy(TAXONOMY_PATH)
+
+
+def test_the_cli_reads_the_bots_dialogues_folder_and_says_where_the_corpus_is(
+    tmp_path: Path,
+) -> None:
+    """`themes tag` uses the taxonomy the bot uses (DIALOGUES_DIR), not always the shipped
+    one; `themes evaluate` where the corpus is absent (the Docker image) says so in a line."""
+    own = tmp_path / "dialogues"
+    own.mkdir()
+    shipped = (PROJECT_ROOT / "dialogues" / "themes.yaml").read_text("utf-8")
+    (own / "themes.yaml").write_text(shipped.replace("kiosk,", "kiosk, clipboard,"), "utf-8")
+    env = {**os.environ, "DIALOGUES_DIR": str(own)}
+    tagged = subprocess.run(
+        [sys.executable, "-m", "bot", "themes", "tag", "--lang", "en"],
+        input="they lost my clipboard\n",
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(tagged.stdout)["themes"] == ["appointments_reporting"]
+    missing = subprocess.run(
+        [sys.executable, "-m", "bot", "themes", "evaluate", "--corpus", str(tmp_path / "no")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "no labelled corpus" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
