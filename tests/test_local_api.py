@@ -309,6 +309,26 @@ async def test_per_chat_burst_limit() -> None:
                 await client.send_message(ALICE.chat_id, "one too many")
 
 
+async def test_during_a_429_every_send_is_refused_and_edits_count() -> None:
+    """As TELEGRAM.md says of Telegram: while a 429's retry_after runs, every call fails, a
+    send to another chat too (a sender that paused only one chat would meet more 429s).
+    Edits count against the per-chat limit as sends do."""
+    bob = FakePerson(user_id=710000099, first_name="Bob")
+    async with LocalBotApi(token=TOKEN, enforce_limits=True) as api:
+        api.add_chat(ALICE)
+        api.add_chat(bob)
+        async with Bot(TOKEN, base_url=api.base_url) as client:
+            sent = await client.send_message(ALICE.chat_id, "first")
+            for n in range(2):
+                await client.edit_message_text(f"edited {n}", ALICE.chat_id, sent.message_id)
+            with pytest.raises(RetryAfter):
+                await client.edit_message_text("edited again", ALICE.chat_id, sent.message_id)
+            with pytest.raises(RetryAfter):
+                await client.send_message(bob.chat_id, "another chat, in the same spell")
+            assert api.too_many_requests_count == 2
+            assert api.messages(bob.chat_id) == []
+
+
 async def test_group_messages_and_leave_chat(api: LocalBotApi, bot: Bot) -> None:
     api.send_group_message(ALICE, chat_id=-100123, text="hi all")
     [update] = await bot.get_updates()

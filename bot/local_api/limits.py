@@ -5,7 +5,10 @@ second per private chat (short bursts tolerated) and 20 messages per minute per 
 We model the per-chat rule as "at most ``per_chat_burst`` sends in any
 ``per_chat_window`` seconds" (default 3 in 3 s): the long-run rate is 1/s while a
 short burst of 3 replies passes, which matches what bots observe in practice.
-Only sends that succeed consume quota; a 429 does not.
+Only sends that succeed consume quota; a 429 does not, but while its retry_after runs
+every limited call is refused (TELEGRAM.md: "during it every call fails"), so a sender
+that paused only the chat concerned, or came back early, meets 429s here as it would
+there. Edits count as sends: Telegram throttles them alike.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from collections import deque
 
 from ._json import ChatId
 
-# Methods that post a message and therefore count against the flood limits.
+# Methods that post or change a message and therefore count against the flood limits.
 SEND_METHODS = frozenset(
     {
+        "editmessagetext",
+        "editmessagereplymarkup",
+        "editmessagecaption",
         "sendmessage",
         "senddocument",
         "sendphoto",
@@ -73,14 +79,20 @@ class RateLimiter:
         self._per_chat_window = per_chat_window
         self._group_per_minute = group_per_minute
         self._chats: dict[ChatId, SlidingWindow] = {}
+        self._refusing_until = 0.0  # a 429's retry_after: every limited call is refused
 
     def retry_after(self, chat_id: ChatId | None, is_private: bool, now: float) -> int | None:
-        """Whole seconds to wait (≥1) if a send now would exceed a limit, else None."""
-        waits = [self._global.wait_needed(now)]
+        """Whole seconds to wait (≥1) if a send now would exceed a limit, else None. A
+        refusal starts a spell in which every send is refused, whatever its chat."""
+        waits = [self._global.wait_needed(now), self._refusing_until - now]
         if chat_id is not None:
             waits.append(self._chat_window(chat_id, is_private).wait_needed(now))
         worst = max(waits)
-        return max(1, math.ceil(worst)) if worst > 0 else None
+        if worst <= 0:
+            return None
+        seconds = max(1, math.ceil(worst))
+        self._refusing_until = max(self._refusing_until, now + seconds)
+        return seconds
 
     def record(self, chat_id: ChatId | None, is_private: bool, now: float) -> None:
         """Count a successful send."""
