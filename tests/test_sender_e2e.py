@@ -21,7 +21,17 @@ from storage.queues import (
     STALE_AT,
     Outbox,
 )
-from tests.harness import ADA, BRAN, TOKEN, Chat, Records, eventually, running_bot, settings_for
+from tests.harness import (
+    ADA,
+    BRAN,
+    TOKEN,
+    Chat,
+    Records,
+    eventually,
+    running_bot,
+    settings_for,
+    settled,
+)
 
 COHORT = [FakePerson(user_id=710000000 + n, first_name=f"Person{n}") for n in range(1000)]
 
@@ -287,3 +297,30 @@ async def test_messages_held_back_by_an_outage_go_once_telegram_answers_again(
         await api.wait_for_messages(ADA.chat_id, 1, timeout=10)
     assert delivered(api, "Call 999 or Samaritans on 116 123") == 1
     assert delivered(api, "Thank you") == 1
+
+
+async def test_a_journey_tapped_as_fast_as_possible_meets_no_429_at_telegrams_limits(
+    tmp_path: Path,
+) -> None:
+    """Most tests run the local server without limits, and the bot with a fast pacer. Here
+    both are as in production: Telegram's 30 a second and about one a second per chat
+    (edits counted), the sender's default pace and pacer. Ada signs up and starts a check-in
+    as fast as the bot answers, each tap answered by an edit and a message: never one 429.
+    (Paced at about a message a second, so kept short.)"""
+    async with LocalBotApi(TOKEN, "yousaid_test_bot", enforce_limits=True) as api:
+        api.add_chat(ADA)
+        async with running_bot(
+            api, tmp_path, pacer=ChatPacer(), SEND_RATE_PER_SECOND="28"
+        ) as runtime:
+            ada = Chat(api, ADA)
+            await ada.start()
+            await ada.tap("OK, go on")
+            for answer in ("Yes", "Yes", "Yes", "Yes", "London"):
+                await ada.tap(answer)
+            await ada.say("/feedback")
+            await ada.tap("Start")
+            assert "respect" in (await ada.tap("Always")).text
+            await settled(api, Records(runtime.settings))
+        assert api.too_many_requests_count == 0
+        edits = [c for c in api.calls("editMessageText") if c.outcome == "ok"]
+        assert len(edits) >= 8  # "You chose: ..." under each tapped question
