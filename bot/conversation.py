@@ -729,7 +729,7 @@ class ConversationService:
                 )
                 return closing
         elif isinstance(effect, SetRegion):
-            await People(conn).set_region(pseudonym, effect.region, now)
+            await People(conn).set_region(pseudonym, effect.region or None, now)
         elif isinstance(effect, SetLocale) and effect.locale in self._shipped_locales:
             await People(conn).set_locale(pseudonym, effect.locale, now)
         elif isinstance(effect, WithdrawAllConsents):

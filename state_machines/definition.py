@@ -54,7 +54,7 @@ class GrantConsent:
 
 @dataclass(frozen=True)
 class SetRegion:
-    """Bind the person to a probation region."""
+    """Bind the person to a probation region ("": forget it, they would rather not say)."""
 
     region: str
 
@@ -175,7 +175,7 @@ def region_of(button: Button) -> str | None:
     """The region a button sets (by `set_region`, or `set` to a region slug), if any."""
     for effect in button.effects:
         if isinstance(effect, SetRegion):
-            return effect.region
+            return effect.region or None
         if isinstance(effect, SetValue) and effect.value in REGION_SLUGS:
             return effect.value
     return None

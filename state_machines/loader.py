@@ -63,6 +63,8 @@ _STATE_KEYS = {
 _BUTTON_KEYS = {"id", "label", "to", "effects"}
 _TEXT_KEYS = {"max_length", "to", "store", "kind", "save_as", "effects"}
 _COMMAND_KEYS = {"say", "start", "effects", "end_all", "requires", "signed_up", "staff_say"}
+# `set_region: none`: the person's area is forgotten (they would rather not say).
+NO_REGION = "none"
 _EFFECT_KINDS = ("consent", "set_region", "set_locale", "store", "set", "toggle", "submit")
 # Telegram caps a message at 4,096 characters; leave room for placeholders.
 _MAX_TEXT = 3500
@@ -198,6 +200,8 @@ class _Checker:
             return GrantConsent(purpose, granted)
         if kind == "set_region":
             region = self.scalar(value, where, str)
+            if region == NO_REGION:
+                return SetRegion("")
             if region not in REGION_SLUGS:
                 self.problem(value, where, f"unknown region '{region}'")
                 return None

@@ -76,7 +76,7 @@ class People:
         assert person is not None
         return person
 
-    async def set_region(self, pseudonym: str, region: str, now: int) -> None:
+    async def set_region(self, pseudonym: str, region: str | None, now: int) -> None:
         await self._conn.execute(
             "UPDATE people SET region = ?, updated_at = ? WHERE pseudonym = ?",
             (region, now, pseudonym),

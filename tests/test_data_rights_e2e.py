@@ -112,8 +112,18 @@ async def test_someone_who_moved_changes_their_area_and_goes_on_where_they_were(
         assert records.query(where, records.pseudonym(ADA)) == [("wales",)]
         assert "Area: Wales" in (await ada.say("/mydata")).text
         await ada.say("/area")
+        before = len(ada.messages)
         assert "same as before" in (await ada.tap("Keep my area")).text
+        await ada.expect(before + 2)  # and the question again
         assert records.query(where, records.pseudonym(ADA)) == [("wales",)]
+        # Being in a probation area says something about a person: it can be taken back
+        # (at sign-up it could be kept back; since, only /delete forgot it).
+        await ada.say("/area")
+        before = len(ada.messages)
+        assert "no longer keep your area" in (await ada.tap("I'd rather not say")).text
+        await ada.expect(before + 2)  # and the question again
+        assert records.query(where, records.pseudonym(ADA)) == [(None,)]
+        assert "Area: Wales" not in (await ada.say("/mydata")).text
 
 
 async def test_delete_leaves_nothing_but_a_tombstone(api: LocalBotApi, tmp_path: Path) -> None:
