@@ -51,6 +51,12 @@ _MAX_BACKOFF_S = 300.0
 # The errors of network trouble (the names `_retry_later` records): once a send goes
 # through again, messages waiting after one of them go at once (`_after_outage`).
 _NETWORK_ERRORS = ("TimedOut", "NetworkError")
+# At most this often: a failure that is not an outage (one chat's sends failing) would
+# otherwise be retried at the pace of everyone else's successes.
+_BRING_FORWARD_EVERY_S = 60.0
+# Only what still has longer than this to wait: a stumble's short backoff (seconds) is
+# fine; an outage's (minutes, up to _MAX_BACKOFF_S) is what keeps people waiting.
+_BRING_FORWARD_BEYOND_S = 30.0
 # Telegram's 400s for an edit whose message is no longer there to edit.
 _EDIT_GONE = ("message to edit not found", "message can't be edited")
 
@@ -126,6 +132,7 @@ class OutboxSender:
         self._held_back: dict[int, float] = {}  # chat id -> monotonic time it may go again
         # A send failed for network trouble since the last one went through (`_after_outage`).
         self._network_trouble = False
+        self._brought_forward_at = -_BRING_FORWARD_EVERY_S  # monotonic time it was last done
         self._alerted: dict[str, float] = {}  # refusal -> monotonic time it was last alerted
         self._deliveries: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -445,11 +452,18 @@ class OutboxSender:
 
     async def _after_outage(self) -> None:
         """Telegram answers again after network trouble: what waits to try again after it
-        goes now, not at the end of its backoff (up to five minutes, replies and safety
-        messages among them). Each chat's messages still go in order."""
+        for more than half a minute more goes now, not at the end of its backoff (up to
+        five minutes, replies and safety messages among them). Each chat's messages still
+        go in order."""
         self._network_trouble = False
+        if time.monotonic() - self._brought_forward_at < _BRING_FORWARD_EVERY_S:
+            return  # a chat whose sends keep failing is not tried again with every success
+        self._brought_forward_at = time.monotonic()
+        now = self._clock.now_ms()
         async with self._db.transaction() as conn:
-            brought = await Outbox(conn).retry_now(_NETWORK_ERRORS, self._clock.now_ms())
+            brought = await Outbox(conn).retry_now(
+                _NETWORK_ERRORS, now, now + int(_BRING_FORWARD_BEYOND_S * 1000)
+            )
         if brought:
             log.info("Telegram answers again: %d messages held back by it go now", brought)
             self._stale = True

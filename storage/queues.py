@@ -266,12 +266,13 @@ class Outbox:
             [(now, telegram_id, message_id, version) for message_id, telegram_id, version in sent],
         )
 
-    async def retry_now(self, errors: Sequence[str], now: int) -> int:
-        """Messages waiting to try again after one of `errors` may go now; how many."""
+    async def retry_now(self, errors: Sequence[str], now: int, beyond: int) -> int:
+        """Messages waiting past `beyond` to try again after one of `errors` may go now;
+        how many."""
         cursor = await self._conn.execute(
             "UPDATE outbox SET not_before = ? WHERE status = 'pending' AND not_before > ? "
             "AND last_error IN (SELECT value FROM json_each(?))",
-            (now, now, json.dumps(list(errors))),
+            (now, beyond, json.dumps(list(errors))),
         )
         return cursor.rowcount
 

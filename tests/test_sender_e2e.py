@@ -279,10 +279,10 @@ async def test_a_message_whose_moment_passed_while_it_waited_is_not_sent(
 async def test_messages_held_back_by_an_outage_go_once_telegram_answers_again(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
-    """Ada's message met network trouble and waits to try again (seconds to five minutes,
-    doubling). Once a send goes through again, it goes at once: it waited out its backoff,
-    a safety message among them. (The clock stands still here: without that, Ada's
-    message would wait for ever.)"""
+    """Ada's message met network trouble through an outage and waits to try again (its
+    backoff doubled up to five minutes). Once a send goes through again, it goes at once:
+    it waited out its backoff, a safety message among them. (The clock stands still here:
+    without that, Ada's message would wait for ever.)"""
     for person in (ADA, BRAN):
         api.add_chat(person)
     clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
@@ -293,6 +293,11 @@ async def test_messages_held_back_by_an_outage_go_once_telegram_answers_again(
         records = Records(runtime.settings)
         waiting = "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND attempts = 1"
         await eventually(lambda: records.query(waiting) == [(1,)])
+        async with runtime.db.transaction() as conn:  # as an outage's tries leave it
+            await conn.execute(
+                "UPDATE outbox SET attempts = 8, not_before = ? WHERE status = 'pending'",
+                (clock.now_ms() + 300_000,),
+            )
         await queue(runtime, [BRAN], PRIORITY_REPLY, "Thank you")
         await api.wait_for_messages(ADA.chat_id, 1, timeout=10)
     assert delivered(api, "Call 999 or Samaritans on 116 123") == 1
