@@ -142,6 +142,8 @@ LOOSE_TEXT_DUTY_STAFF = 30
 LOOSE_TEXT_ORGANISER = 40
 # Shows a dialogue's remembered values as a person reads them (dates, places...).
 ValueFormatter = Callable[[Mapping[str, str], str], Mapping[str, str]]
+# Fills one placeholder from stored data: (conn, pseudonym, locale, the dialogue's values).
+ContextProvider = Callable[[aiosqlite.Connection, str, str, Mapping[str, str]], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class ConversationService:
         self._submit_handlers: dict[str, SubmitHandler] = {}
         self._bulk_submits: set[str] = set()
         self._value_formatters: list[ValueFormatter] = []
+        self._context_providers: dict[str, ContextProvider] = {}
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
         # (order, handler, risky_too), tried in order; the fresh answer's own at 20.
@@ -229,6 +232,11 @@ class ConversationService:
     def add_value_formatter(self, formatter: ValueFormatter) -> None:
         """Show remembered values for people (each formatter rewrites the names it knows)."""
         self._value_formatters.append(formatter)
+
+    def add_context_provider(self, placeholder: str, provider: ContextProvider) -> None:
+        """Fill `{placeholder}` from stored data when a message has it (e.g. how many a
+        form's preview will reach), in the update's transaction."""
+        self._context_providers[placeholder] = provider
 
     def unhandled_submits(self) -> list[str]:
         """Submit actions the dialogues use that nothing handles (checked at start-up)."""
@@ -783,6 +791,9 @@ class ConversationService:
             context["consent_summary"] = consent_summary(
                 current, locale, self._catalogs, self._engine.common.messages
             )
+        for placeholder, provider in self._context_providers.items():
+            if f"{{{placeholder}}}" in say.text:
+                context[placeholder] = await provider(conn, pseudonym, locale, say.values)
         return context
 
     def _answered(

@@ -81,6 +81,17 @@ class PanelService(Desk[PanelTexts]):
         }.items():
             conversations.register_submit(action, handler, bulk=True)
         conversations.add_value_formatter(texts.form_values)
+        conversations.add_context_provider("panel_reach", self.preview_reach)
+
+    async def preview_reach(
+        self, conn: aiosqlite.Connection, pseudonym: str, locale: str, values: Mapping[str, str]
+    ) -> str:
+        """How many the invite in the /panel_new form would go to if sent now (as told
+        once it is sent: everyone in the area who said yes to panels, but the organiser)."""
+        count = await count_reachable_with_consent(
+            conn, values.get("region", ""), "panel_invitations", leaving_out=pseudonym
+        )
+        return self._texts.number(count, locale)
 
     # --- submits from the staff dialogues (inside the update's transaction) -------------
     async def create_panel(

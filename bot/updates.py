@@ -62,6 +62,21 @@ class UpdateService(Desk[DialogueTexts]):
         self._k = k  # the digest's small-number floor: fewer raisers are not counted out
         conversations.register_submit("publish_update", self.publish, bulk=True)
         conversations.add_value_formatter(self.form_values)
+        conversations.add_context_provider("update_reach", self.preview_reach)
+
+    async def preview_reach(
+        self, conn: aiosqlite.Connection, pseudonym: str, locale: str, values: Mapping[str, str]
+    ) -> str:
+        """How many the update in the /yousaid form would reach if sent now: as told after
+        it is sent (fewer than k is not counted out: staff may be a writer's officer)."""
+        themes = [t for t in values.get("themes", "").split(",") if t in self._taxonomy.ids]
+        now = self._clock.now_ms()
+        count = await Updates(conn).count_raisers(
+            values.get("region", ""), themes, now - self._lookback_ms, now
+        )
+        if count < self._k:
+            return self._texts.text(locale, "reach_few", k=self._texts.number(self._k, locale))
+        return self._texts.number(count, locale)
 
     def form_values(self, values: Mapping[str, str], locale: str) -> dict[str, str]:
         """The /yousaid (and theme review) form as staff read it."""

@@ -11,6 +11,18 @@ import aiosqlite
 
 from storage.database import Row
 
+# Who an update of some themes is for: in the region, reachable, raised one of the themes in
+# an answer between two times, and whose latest decision on updates is a yes. Parameters:
+# region, since, until, the themes as a JSON list.
+_RAISERS = (
+    "WHERE p.region = ? AND p.reachable = 1 "
+    "AND EXISTS (SELECT 1 FROM answers a JOIN answer_themes t ON t.answer_id = a.id "
+    "            WHERE a.pseudonym = p.pseudonym AND a.created_at BETWEEN ? AND ? "
+    "            AND t.theme IN (SELECT value FROM json_each(?))) "
+    "AND (SELECT granted FROM consent_ledger WHERE id = (SELECT MAX(id) "
+    "     FROM consent_ledger WHERE pseudonym = p.pseudonym AND purpose = 'updates')) = 1 "
+)
+
 
 @dataclass(frozen=True)
 class Update:
@@ -97,19 +109,25 @@ class Updates:
         it again (and nothing about a person is kept between parts)."""
         async with self._conn.execute(
             "SELECT p.pseudonym, p.chat_id, p.locale FROM people p "
-            "WHERE p.region = ? AND p.reachable = 1 "
-            "AND p.pseudonym > COALESCE((SELECT MAX(pseudonym) FROM update_deliveries "
+            + _RAISERS
+            + "AND p.pseudonym > COALESCE((SELECT MAX(pseudonym) FROM update_deliveries "
             "                            WHERE update_id = ?), '') "
-            "AND EXISTS (SELECT 1 FROM answers a JOIN answer_themes t ON t.answer_id = a.id "
-            "            WHERE a.pseudonym = p.pseudonym AND a.created_at BETWEEN ? AND ? "
-            "            AND t.theme IN (SELECT value FROM json_each(?))) "
-            "AND (SELECT granted FROM consent_ledger WHERE id = (SELECT MAX(id) "
-            "     FROM consent_ledger WHERE pseudonym = p.pseudonym AND purpose = 'updates')) = 1 "
             "ORDER BY p.pseudonym LIMIT ?",
-            (region, not_reached_by, since, until, json.dumps(list(themes)), limit),
+            (region, since, until, json.dumps(list(themes)), not_reached_by, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
+
+    async def count_raisers(
+        self, region: str, themes: Sequence[str], since: int, until: int
+    ) -> int:
+        """How many `raisers` would find for an update not yet published (a preview)."""
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM people p " + _RAISERS,
+            (region, since, until, json.dumps(list(themes))),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def deliver(self, update_id: int, pseudonym: str) -> str:
         """Record that the update goes to this person; returns the token for its buttons."""

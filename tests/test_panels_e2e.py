@@ -76,6 +76,7 @@ async def create_panel(staff: Chat, capacity: str = "2") -> SentMessage:
     await staff.toggle("Travel costs")
     await staff.toggle("Childcare")
     chosen = await staff.tap("Done")
+    assert "People it will go to now: 5." in chosen.text  # London's five, not Orla
     return chosen
 
 

@@ -32,6 +32,8 @@ SAMPLES = {
     "starts_at": "Thursday 3 December 2026, 14:00",
     "place": "Town hall, Bute Street",
     "title_cy": "Panel tai",
+    "panel_reach": "120",
+    "update_reach": "fewer than 10",
     "place_cy": "Neuadd y dref, Stryd Bute",
     "support": "Travel costs, Childcare",
     "ticket": "KDF-3PX",

@@ -95,6 +95,8 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         await orla.say("From January the housing team is in the probation office every Tuesday.")
         preview = await orla.say("skip")  # typed, not tapped: not the Welsh text
         assert "Themes: Housing" in preview.text and "Area: London" in preview.text
+        # Before it is sent, how many it would reach: as after, fewer than k not counted.
+        assert "People it will go to now: fewer than 10." in preview.text
         assert "Welsh: skip" not in preview.text and "Welsh:" in preview.text
         # Two raised it: fewer than the digest would show, so not counted out to staff (one
         # may be their officer), nor by a progress message.
