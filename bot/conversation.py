@@ -185,9 +185,9 @@ class ConversationService:
         self._context_providers: dict[str, ContextProvider] = {}
         self._withdrawal_handlers: list[WithdrawalHandler] = []
         self._text_guard: TextGuard | None = None
-        # (order, handler, risky_too), tried in order; the fresh answer's own at 20.
-        self._loose_text_handlers: list[tuple[int, LooseTextHandler, bool]] = [
-            (LOOSE_TEXT_FRESH_ANSWER, self._add_to_fresh_answer, False)
+        # (order, handler, risky_too, mid_dialogue), tried in order; the fresh answer's at 20.
+        self._loose_text_handlers: list[tuple[int, LooseTextHandler, bool, bool]] = [
+            (LOOSE_TEXT_FRESH_ANSWER, self._add_to_fresh_answer, False, False)
         ]
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
@@ -208,13 +208,19 @@ class ConversationService:
         self._text_guard = guard
 
     def add_loose_text_handler(
-        self, order: int, handler: LooseTextHandler, risky_too: bool = False
+        self,
+        order: int,
+        handler: LooseTextHandler,
+        risky_too: bool = False,
+        mid_dialogue: bool = False,
     ) -> None:
         """A text written with no question open goes to each handler in turn (lowest
         `order` first; LOOSE_TEXT_FRESH_ANSWER is the answer just written) until one deals
         with it, before the dialogue. A text that was just signposted goes only to
-        handlers `risky_too` (the safety ones: duty staff can act)."""
-        self._loose_text_handlers.append((order, handler, risky_too))
+        handlers `risky_too` (the safety ones: duty staff can act). Handlers `mid_dialogue`
+        also get words typed where only a tap answers (a reply to the duty staff typed
+        during a check-in), before they are kept as an aside or met with "please tap"."""
+        self._loose_text_handlers.append((order, handler, risky_too, mid_dialogue))
         self._loose_text_handlers.sort(key=lambda entry: entry[0])
 
     def on_withdrawal(self, handler: WithdrawalHandler) -> None:
@@ -394,13 +400,24 @@ class ConversationService:
                 actor.pseudonym, now - _CONTACT_QUESTION_OPEN_MS, statuses=("asked",)
             ):
                 return tap, session
-            if tap is None and await self._kept_aside(conn, actor, session, event.text, now):
-                return UnsupportedSent(_ASIDE_KEPT), session
+            if tap is None and self._only_a_tap_answers(session):
+                for _, handler, _, mid_dialogue in self._loose_text_handlers:
+                    if mid_dialogue and await handler(conn, actor, event.text, now):
+                        return None, session
+                if await self._kept_aside(conn, actor, session, event.text, now):
+                    return UnsupportedSent(_ASIDE_KEPT), session
             return event, session
-        for _, handler, risky_too in self._loose_text_handlers:
+        for _, handler, risky_too, _ in self._loose_text_handlers:
             if (risky_too or not held) and await handler(conn, actor, event.text, now):
                 return None, session
         return (None if held else event), session
+
+    def _only_a_tap_answers(self, session: Session) -> bool:
+        """The question on screen takes no written answer (buttons only)."""
+        place = session.place
+        dialogue = self._engine.dialogues.get(place.dialogue) if place else None
+        state = dialogue.states.get(place.state) if dialogue and place else None
+        return state is not None and state.text is None
 
     async def _kept_aside(
         self, conn: aiosqlite.Connection, actor: Actor, session: Session, text: str, now: int
@@ -414,8 +431,7 @@ class ConversationService:
         dialogue = self._engine.dialogues.get(place.dialogue) if place else None
         if place is None or dialogue is None or dialogue.settings.get("asides") != "keep":
             return False
-        state = dialogue.states.get(place.state)
-        if state is None or state.text is not None or place.state == dialogue.start:
+        if place.state == dialogue.start:
             return False
         if len(fold(text).split()) < _ASIDE_WORDS:
             return False  # "idk", "not sure": no more than a tap would say
@@ -702,7 +718,7 @@ class ConversationService:
         place = Session.from_json(stored).place if stored else None
         if place is not None and place.dialogue != _REPLYING_TO_DUTY_STAFF:
             return  # (writing with Reply to the duty staff: theirs too)
-        for _, handler, risky_too in self._loose_text_handlers:
+        for _, handler, risky_too, _ in self._loose_text_handlers:
             if risky_too and await handler(conn, actor, text, now):
                 return
 

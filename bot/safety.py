@@ -89,12 +89,19 @@ class SafetyService(Desk[DialogueTexts]):
         self._phrases = phrases
         conversations.set_text_guard(self.guard)
         # Not for a risk message: the guard has just signposted it (and asked, if need be).
-        conversations.add_loose_text_handler(LOOSE_TEXT_CONTACT_QUESTION, self.ask_contact_again)
+        # Also mid-dialogue, where only a tap answers: a reply to the duty staff typed
+        # during a check-in is theirs, not an aside kept as feedback nor "please tap".
         conversations.add_loose_text_handler(
-            LOOSE_TEXT_DUTY_STAFF_WROTE_LAST, self.pass_on_reply_to_latest, risky_too=True
+            LOOSE_TEXT_CONTACT_QUESTION, self.ask_contact_again, mid_dialogue=True
         )
         conversations.add_loose_text_handler(
-            LOOSE_TEXT_DUTY_STAFF, self.pass_on_typed_reply, risky_too=True
+            LOOSE_TEXT_DUTY_STAFF_WROTE_LAST,
+            self.pass_on_reply_to_latest,
+            risky_too=True,
+            mid_dialogue=True,
+        )
+        conversations.add_loose_text_handler(
+            LOOSE_TEXT_DUTY_STAFF, self.pass_on_typed_reply, risky_too=True, mid_dialogue=True
         )
         conversations.register_submit("relay_safety", self.relay)
 

@@ -942,3 +942,44 @@ async def test_a_threat_forwarded_while_writing_to_the_duty_staff_reaches_them(
         await ada.tap("Reply")
         api.send_update(forwarded(ADA, "I'm going to kill you when I find you", 995001))
         await eventually(lambda: any("when I find you" in (m.text or "") for m in sam.messages))
+
+
+async def test_a_reply_to_the_duty_staff_typed_during_a_check_in_reaches_them(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Sam writes "Are you safe?" while Ada is at a check-in question. Her typed answer is
+    for Sam: passed on, not kept as a check-in aside (feedback a manager might quote) nor
+    met with "please tap". Nor is what she writes to the contact question kept."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam, ada = await sam_writes_to_ada(runtime, api)
+        records = Records(runtime.settings)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        await sam.tap("Write to them")
+        await sam.say("Are you safe right now? This is Sam.")
+        await settled(api, records)
+        sam_had = len(sam.messages)
+        told = await ada.say("yes I am safe now, I am staying at my sisters house")
+        assert "kept what you wrote" not in told.text
+        await eventually(
+            lambda: any("my sisters house" in (m.text or "") for m in sam.messages[sam_had:])
+        )
+        assert records.query("SELECT COUNT(*) FROM answers") == [(0,)]
+
+
+async def test_words_typed_while_the_contact_question_waits_are_not_kept_as_an_aside(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        records = Records(runtime.settings)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/feedback")
+        await ada.tap("Start")
+        had = len(ada.messages)
+        await ada.say("some days i just want to end it all")
+        await ada.expect(had + 2)  # the numbers, then the contact question
+        asked = await ada.say("no please do not tell anyone about this")
+        assert "get in touch" in asked.text  # the contact question again, with its buttons
+        await settled(api, records)
+        assert records.query("SELECT COUNT(*) FROM answers") == [(0,)]
