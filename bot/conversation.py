@@ -61,6 +61,9 @@ _SEND_AGAIN_WITHIN_MS = 3_600_000
 # Session values marking the last thing answered with "I can only read text" (its kind and
 # when): the same kind again this soon is part of the same album or batch of forwards.
 _UNSUPPORTED = "_unsupported"
+# Session values of the service: the outbox row of the message that asked the question on
+# screen, kept when the person's place changes (see `_read_text`).
+_ASKED = "_asked"
 _QUIET_AFTER_MS = 10_000
 # A safety contact question asked this recently may still be the one on screen.
 _CONTACT_QUESTION_OPEN_MS = 3_600_000
@@ -380,8 +383,10 @@ class ConversationService:
         to the answer written moments before (a thought sent in parts), or dealt with by a
         loose text handler (a reply to the duty staff), or else "nothing to answer".
 
-        A button's words typed before the question reached the person (`message_id`: their
-        message, older than a reply sent since) are not its tap: three "yes" typed with
+        A button's words typed before the question on screen reached the person (`message_id`:
+        their message; the question's outbox row is kept in the session, `_ASKED`, when the
+        place changes: a question asked again after "hmm" is the same question) are not its
+        tap: three "yes" typed with
         no signal, arriving together, would say yes to two consent questions never read.
         The question is asked again instead."""
         stored = await Sessions(conn).load(actor.pseudonym)
@@ -390,10 +395,12 @@ class ConversationService:
             if held:
                 return None, session
             tap = self._typed_button(session, actor.locale, event.text)
+            asked = session.values_of(_ASKED).get("row", "")
             if (
                 tap is not None
                 and message_id is not None
-                and await Outbox(conn).replied_since(actor.chat_id, update_id, message_id)
+                and asked.isdigit()
+                and await Outbox(conn).sent_after_written(int(asked), update_id, message_id)
             ):
                 return UnsupportedSent(_TYPED_BEFORE_ASKED), session
             if tap is not None and not await SafeguardingRequests(conn).latest_open(
@@ -526,6 +533,7 @@ class ConversationService:
         step = self._engine.step(session, event)
         outbox = Outbox(conn)
         closing: set[str] = set()
+        last_row: int | None = None  # the last message queued: the question, if one is asked
         for effect in step.effects:
             if isinstance(effect, Apply) and isinstance(effect.effect, Submit):
                 action = effect.effect.action
@@ -546,13 +554,19 @@ class ConversationService:
                     await outbox.enqueue(chat_id, PRIORITY_REPLY, "edit", edit, now)
                     continue
                 for payload in payloads:
-                    await outbox.enqueue(chat_id, PRIORITY_REPLY, "message", payload, now)
+                    last_row = await outbox.enqueue(
+                        chat_id, PRIORITY_REPLY, "message", payload, now
+                    )
             elif isinstance(effect, ConfirmChoice) and tapped is not None:
                 answered = self._answered(tapped, effect, locale)
                 await outbox.enqueue(chat_id, PRIORITY_REPLY, "edit", answered, now)
         new_session = step.session
         for dialogue in sorted(closing):  # e.g. a check-in, once the feedback consent went
             new_session = self._engine.step(new_session, Abandon(dialogue)).session
+        if new_session.place != session.place:
+            # The question now on screen went last (its message, after any lead-in).
+            asked = {"row": str(last_row)} if new_session.place and last_row else {}
+            new_session = new_session.with_values(_ASKED, asked)
         await Sessions(conn).save(pseudonym, new_session.to_json(), now)
 
     async def handle_edited(self, update_id: int, sender: Sender, text: str) -> None:

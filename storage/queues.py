@@ -221,17 +221,19 @@ class Outbox:
             row = await cursor.fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    async def replied_since(self, chat_id: int, update_id: int, telegram_message_id: int) -> bool:
-        """Whether a reply to the chat was sent after the person's message reached Telegram,
-        so they wrote it before reading that reply: one queued after the message's update
-        was stored (inbox.outbox_mark), or one Telegram numbered after it (Telegram numbers
-        a chat's messages, both ways, in the order they reach it). A reply sent but not yet
-        recorded as sent while the update was stored counts as before it."""
+    async def sent_after_written(
+        self, message_row: int, update_id: int, telegram_message_id: int
+    ) -> bool:
+        """Whether the message in row `message_row` (a question) reached the person only
+        after they wrote the message of update `update_id`: it was queued after that update
+        was stored (inbox.outbox_mark), or Telegram numbered it after their message
+        (Telegram numbers a chat's messages, both ways, in the order they reach it). One
+        sent but not yet recorded as sent when the update was stored counts as before it."""
         async with self._conn.execute(
-            "SELECT 1 FROM outbox WHERE chat_id = ? AND priority = ? AND kind = 'message' "
-            "AND status IN ('pending', 'sent') AND (message_id > ? OR id > COALESCE("
-            "(SELECT outbox_mark FROM inbox WHERE update_id = ?), 9223372036854775807)) LIMIT 1",
-            (chat_id, PRIORITY_REPLY, telegram_message_id, update_id),
+            "SELECT 1 FROM outbox WHERE id = ? AND status IN ('pending', 'sent') "
+            "AND (message_id > ? OR id > COALESCE("
+            "(SELECT outbox_mark FROM inbox WHERE update_id = ?), 9223372036854775807))",
+            (message_row, telegram_message_id, update_id),
         ) as cursor:
             return await cursor.fetchone() is not None
 

@@ -299,6 +299,8 @@ async def test_yes_typed_before_a_question_came_does_not_answer_it(
         assert "came before this question" in reply and "Can we invite you to panels" in reply
     assert len(replies) == 3
     assert bot.current_consents(ADA) == {"feedback": True}
+    # Asked again after "hmm", it is the same question: a "yes" after it answers it.
+    assert "Please tap one of the buttons" in (await chat.say("hmm")).text
     assert "Can we tell you what changed" in (await chat.say("yes")).text  # read, then typed
     assert bot.current_consents(ADA) == {"feedback": True, "panel_invitations": True}
 
