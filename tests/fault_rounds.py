@@ -98,10 +98,11 @@ def panel_new(title: str, when: str, people: int) -> list[Step]:
         _s("say", "/panel_new", "What is it called"),
         _s("say", title, "When is it"),
         _s("say", when, "Where is it"),
-        _s("say", "Town hall", "title in Welsh"),
-        _s("say", f"Panel {title}", "in Welsh?"),  # Wales: a Welsh title is a must
-        _s("tap", "Skip", "How many places"),
-        _s("say", str(PANEL_PLACES), "What help"),  # staff of Wales only: not asked
+        _s("say", "Town hall", "How many places"),
+        # Staff of Wales only: the area is not asked, and the title in Welsh is a must.
+        _s("say", str(PANEL_PLACES), "must have its title in Welsh"),
+        _s("say", f"Panel {title}", "in Welsh?"),
+        _s("tap", "Skip", "What help"),
         _s("tap", "Done", title),
         _s("tap", "Send the invite", f"invite is going to: {people}."),
     ]

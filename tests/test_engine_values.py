@@ -213,15 +213,17 @@ def test_skip_after_start_again_forgets_the_welsh_typed_before(engine: Engine) -
     the first go, before "Start again", must not be sent instead."""
     conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
     conversation.send(Begin("yousaid"))
-    for label in ("Housing", "Done", "Yes, go on", "London", "We changed this"):
+    for label in ("Housing", "Done", "Yes, go on", "We changed this"):
         conversation.tap(label)
     conversation.send(TextSent("The housing team comes every Tuesday."))
+    conversation.tap("London")
     conversation.send(TextSent("Mae'r tîm tai yn dod bob dydd Mawrth."))
     assert conversation.last[-1].values["text_cy"].startswith("Mae'r")
     conversation.tap("Start again")
-    for label in ("Done", "Yes, go on", "London", "We changed this"):
+    for label in ("Done", "Yes, go on", "We changed this"):
         conversation.tap(label)
     conversation.send(TextSent("The housing team now comes every Wednesday."))
+    conversation.tap("London")
     conversation.tap("Skip")
     preview = conversation.last[-1]
     assert "text_cy" not in preview.values
@@ -232,8 +234,9 @@ def yousaid_by(engine: Engine, regions: frozenset[str]) -> Conversation:
     """A staff member acting for `regions` opens /yousaid and gets to the area question."""
     conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
     conversation.send(CommandSent("yousaid", roles=frozenset({"staff"}), regions=regions))
-    for label in ("Housing", "Done", "Yes, go on"):
+    for label in ("Housing", "Done", "Yes, go on", "We changed this"):
         conversation.tap(label)
+    conversation.send(TextSent("The housing team comes every Tuesday."))
     return conversation
 
 
@@ -250,15 +253,24 @@ def test_staff_are_offered_only_the_areas_they_act_for(engine: Engine) -> None:
 
 def test_staff_of_one_area_are_not_asked_which(engine: Engine) -> None:
     conversation = yousaid_by(engine, frozenset({"london"}))
-    assert conversation.last[-1].text == "What kind of answer is it?"
+    assert conversation.last[-1].text.startswith("Now write it in Welsh, or tap Skip")
     assert conversation.session.values_of("yousaid")["region"] == "london"
-    conversation.tap("We changed this")
-    conversation.send(TextSent("The housing team comes every Tuesday."))
     conversation.tap("Skip")
     conversation.tap("Start again")  # and not asked on the second go either
-    for label in ("Housing", "Done", "Yes, go on"):
+    for label in ("Housing", "Done", "Yes, go on", "We changed this"):
         conversation.tap(label)
-    assert conversation.last[-1].text == "What kind of answer is it?"
+    conversation.send(TextSent("The housing team now comes every Wednesday."))
+    assert conversation.last[-1].text.startswith("Now write it in Welsh, or tap Skip")
+
+
+def test_staff_of_wales_are_asked_the_welsh_with_no_skip(engine: Engine) -> None:
+    """Welsh is a must for an update for Wales: the area comes before the Welsh question,
+    so Wales's is asked with no Skip (it was refused at Send, the form lost)."""
+    conversation = yousaid_by(engine, frozenset({"wales"}))
+    assert "must be in Welsh too" in conversation.last[-1].text
+    assert conversation.buttons() == []
+    conversation.send(TextSent("Mae'r tîm tai yn dod bob dydd Mawrth."))
+    assert conversation.last[-1].values["text_cy"].startswith("Mae'r")
 
 
 def test_another_areas_button_is_not_acted_on(engine: Engine) -> None:
@@ -280,8 +292,9 @@ def test_a_form_begun_without_the_areas_offers_them_all(engine: Engine) -> None:
     answer: the application still refuses a wrong area at the end."""
     conversation = Conversation(engine, Session(completed=frozenset({"onboarding"})))
     conversation.send(Begin("yousaid"))
-    for label in ("Housing", "Done", "Yes, go on"):
+    for label in ("Housing", "Done", "Yes, go on", "We changed this"):
         conversation.tap(label)
+    conversation.send(TextSent("The housing team comes every Tuesday."))
     assert len(conversation.buttons()) == len(REGION_SLUGS)
 
 
