@@ -103,7 +103,8 @@ class TapAnswers:
     share one event loop: while many answers are under way, no *new* update starts being
     handled (those started go on), so the answers get the loop first. A steady trickle never
     reaches the threshold, and an update waits at most `MAX_WAIT_S` for the answers. At most
-    `AT_ONCE` answers are in flight, so replies keep their share of the HTTP pool."""
+    `AT_ONCE` calls to Telegram are in flight (an answer waiting to try again holds none), so
+    replies keep their share of the HTTP pool."""
 
     THRESHOLD = 32
     MAX_WAIT_S = 2.0
@@ -126,17 +127,21 @@ class TapAnswers:
         if len(self._tasks) >= self.THRESHOLD:
             self._few.clear()
 
+    def slot(self) -> asyncio.Semaphore:
+        """Held for each call to Telegram (not while an answer waits to try again: a wait
+        would keep newer taps from their answers, past Telegram's window)."""
+        return self._in_flight
+
     async def _answer(self, answer: Coroutine[Any, Any, None]) -> None:
-        async with self._in_flight:
-            try:
-                await answer
-            except TelegramError as exc:
-                # Under a burst thousands can be refused (too late): counted, reported
-                # now and then and at stop, not one line each.
-                self._refused += 1
-                self._refused_with = type(exc).__name__
-                if time.monotonic() - self._reported_at >= self.REPORT_EVERY_S:
-                    self._report()
+        try:
+            await answer
+        except TelegramError as exc:
+            # Under a burst thousands can be refused (too late): counted, reported
+            # now and then and at stop, not one line each.
+            self._refused += 1
+            self._refused_with = type(exc).__name__
+            if time.monotonic() - self._reported_at >= self.REPORT_EVERY_S:
+                self._report()
 
     def _report(self) -> None:
         if self._refused:
@@ -222,9 +227,10 @@ class Ingest:
         blip_wait = 0.5
         while True:
             try:
-                await self._application.bot._post(
-                    "answerCallbackQuery", {"callback_query_id": query_id}
-                )
+                async with self.tap_answers.slot():
+                    await self._application.bot._post(
+                        "answerCallbackQuery", {"callback_query_id": query_id}
+                    )
                 return
             except RetryAfter as exc:
                 wait = retry_after_seconds(exc)
