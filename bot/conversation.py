@@ -417,6 +417,14 @@ class ConversationService:
         for _, handler, risky_too, _ in self._loose_text_handlers:
             if (risky_too or not held) and await handler(conn, actor, event.text, now):
                 return None, session
+        if not held and await self._staff_not_signed_up(conn, actor.pseudonym):
+            # Staff writing with no form open ("thanks, got it") are not walked into the
+            # sign-up for people on licence, as /start from them is not.
+            text = self._catalogs.gettext(actor.locale, self._engine.message("staff_start"))
+            await Outbox(conn).enqueue(
+                actor.chat_id, PRIORITY_REPLY, "message", {"text": text}, now
+            )
+            return None, session
         return (None if held else event), session
 
     def _only_a_tap_answers(self, session: Session) -> bool:

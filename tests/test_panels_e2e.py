@@ -1159,17 +1159,18 @@ async def test_replies_reach_the_area_s_managers_once_the_organiser_has_left(
 async def test_staff_are_not_signed_up_as_people_on_licence_and_find_their_commands(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
-    """Orla, granted staff from the command line, sends /start: she is not taken through
-    the sign-up for people on probation (to be sent check-ins, counted in digests), and
-    /help shows her the staff commands."""
+    """Orla, granted staff from the command line, sends /start, or just writes: she is not
+    taken through the sign-up for people on probation (to be sent check-ins, counted in
+    digests), and /help shows her the staff commands."""
     async with running_bot(api, tmp_path) as runtime:
         await set_up_people(api, runtime)
         staff = Chat(api, ORGANISER)
+        assert "You have a staff role here" in (await staff.say("thanks, got it")).text
         started = await staff.say("/start")
         assert "You have a staff role here" in started.text
         assert not [m for m in staff.messages if "Which language" in (m.text or "")]
         await staff.say("/help")
-        assert "/panel_new" in (await staff.expect(3)).text
+        assert "/panel_new" in (await staff.expect(4)).text
         records = Records(runtime.settings)
         assert records.consents(ORGANISER) == []
 
