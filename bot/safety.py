@@ -549,8 +549,18 @@ class SafetyService(Desk[DialogueTexts]):
         async with self._db.read() as conn:
             request = await SafeguardingRequests(conn).by_token(token)
             access = await access_of(conn, pseudonym)
-        if request is None or not access.has_safeguarding_duty(request.region or ""):
+            person = await People(conn).get(request.pseudonym) if request else None
+        if request is not None and not access.has_safeguarding_duty(request.region or ""):
             await self._refuse(update_id, sender, pseudonym)
+            return
+        if request is None or person is None or not person.reachable:
+            # Said now, before they write: "Sent" for a message nobody can get, in a
+            # risk case, would leave staff thinking contact was made.
+            async with self._acting(update_id, sender, pseudonym) as acting:
+                if acting is not None:
+                    conn, now, actor = acting
+                    gone = "person_gone" if person is None else "person_unreachable"
+                    await self._tell(conn, actor, gone, now)
             return
         values = {"request": token, "to": "person"}
         await self._conversations.handle_event(update_id, sender, Begin("safety_reply", values))
@@ -609,8 +619,13 @@ class SafetyService(Desk[DialogueTexts]):
         if values.get("to") == "person":
             access = await access_of(conn, actor.pseudonym)
             person = await People(conn).get(request.pseudonym)
-            if not access.has_safeguarding_duty(request.region or "") or person is None:
+            if not access.has_safeguarding_duty(request.region or ""):
                 await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+                return
+            if person is None or not person.reachable:
+                # Not "Sent", and not marked answered: the request is raised again.
+                gone = "person_gone" if person is None else "person_unreachable"
+                await self._tell(conn, actor, gone, now)
                 return
             payload = {
                 "text": self._texts.text(person.locale, "from_probation", message=message),

@@ -983,3 +983,33 @@ async def test_words_typed_while_the_contact_question_waits_are_not_kept_as_an_a
         assert "get in touch" in asked.text  # the contact question again, with its buttons
         await settled(api, records)
         assert records.query("SELECT COUNT(*) FROM answers") == [(0,)]
+
+
+@pytest.mark.parametrize("gone", ["blocked", "deleted"])
+async def test_write_to_them_says_so_when_the_person_cannot_be_written_to(
+    api: LocalBotApi, tmp_path: Path, gone: str
+) -> None:
+    """Ada asked for contact, then blocked the bot (or deleted her data). Sam taps "Write
+    to them": he is told at once that nothing can reach her, not "Sent" for a message
+    nobody gets (a risk case left as if contact was made), nor "not available to you"."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await ada_asks_for_contact(ada)
+        await sam.expect(2)  # the alert
+        records = Records(runtime.settings)
+        if gone == "blocked":
+            api.send_my_chat_member(ADA, status="kicked")
+            reachable = "SELECT reachable FROM people WHERE pseudonym = ?"
+            who = records.pseudonym(ADA)
+            await eventually(lambda: records.query(reachable, who) == [(0,)])
+        else:
+            await ada.say("/delete")
+            message, data = ada.find_button("Yes, delete it all")
+            api.press_button(ADA, message.message_id, data)  # its goodbye is deleted after
+            await eventually(lambda: records.query("SELECT COUNT(*) FROM people") == [(1,)])
+        told = await sam.tap("Write to them")
+        expected = "cannot get our messages" if gone == "blocked" else "no longer keep this request"
+        assert expected in told.text and "Nothing was sent" in told.text
+        answered = "SELECT COUNT(*) FROM safeguarding_requests WHERE answered_at IS NOT NULL"
+        assert records.query(answered) == [(0,)]
