@@ -30,9 +30,8 @@ from state_machines.definition import (
     StoreAnswer,
     Submit,
     WithdrawAllConsents,
-    button_token,
 )
-from state_machines.engine import Engine, values_fingerprint
+from state_machines.engine import Engine
 from state_machines.events import (
     Abandon,
     Apply,
@@ -480,18 +479,19 @@ class ConversationService:
         if state.text is not None and len(text) > _LONGEST_TYPED_LABEL:
             return None
         typed = fold(text)
-        if not typed:
+        question = self._engine.current_question(session)
+        if not typed or question is None:
             return None
+        # The buttons shown (a staff member's own areas, not all twelve): another area typed
+        # is no tap of a button they were never offered.
         matches = [
-            button
-            for button in state.all_buttons()
-            if typed in (fold(button.label), fold(self._catalogs.gettext(locale, button.label)))
+            view
+            for view in question.buttons
+            if typed in (fold(view.label), fold(self._catalogs.gettext(locale, view.label)))
         ]
         if len(matches) != 1:
             return None
-        fingerprint = values_fingerprint(session.values_of(place.dialogue))
-        token = button_token(place.dialogue, place.state, matches[0].id)
-        return ButtonPressed(f"{token}.{fingerprint}" if fingerprint else token)
+        return ButtonPressed(matches[0].token)
 
     async def _redeem_start_link(
         self,

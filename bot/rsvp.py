@@ -114,7 +114,12 @@ class RsvpService(Desk[PanelTexts]):
         )
         if invitation is None:
             return False
-        values = {"invitation": invitation.token, "to": "organiser", "message": text}
+        values = {
+            "invitation": invitation.token,
+            "to": "organiser",
+            "message": text,
+            "opened_at": str(now),  # typed now, with no prompt: nothing to expire
+        }
         await self.relay_reply(conn, actor, values, now)
         return True
 
@@ -131,7 +136,9 @@ class RsvpService(Desk[PanelTexts]):
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
         opened = values.get("opened_at", "")
-        if opened.isdigit() and now - int(opened) > REPLY_OPEN_FOR_MS:
+        # A prompt opened before prompts were timed (no opened_at) counts as expired too:
+        # it may have been open for days; tapping again is cheap.
+        if not opened.isdigit() or now - int(opened) > REPLY_OPEN_FOR_MS:
             title = self._texts.title_of(panel, actor.locale)
             await self._tell(conn, actor, "reply_expired", now, title=title)
             return

@@ -342,7 +342,8 @@ def _state(checker: _Checker, name: str, node: yaml.Node, line: int) -> State:
     for button, button_node in zip(
         buttons, getattr(fields.get("buttons"), "value", []), strict=False
     ):
-        if own_regions and (region_of(button) is None or button.to is None):
+        # (Not back to the state itself: staff of one area would be chosen for in a loop.)
+        if own_regions and (region_of(button) is None or button.to in (None, name)):
             checker.problem(
                 button_node, name, f"button '{button.id}' must set a region and go on (own_regions)"
             )

@@ -571,6 +571,8 @@ async def test_staff_of_another_region_cannot_submit_for_london(
         assert "Where is it" in (await wyn.say(when.strftime("%d/%m/%Y 14:00"))).text
         assert "How many places" in (await wyn.say("Town hall")).text
         assert "Which area" in (await wyn.say("3")).text
+        # Typed, an area not offered is no tap (not "a button from an older message").
+        assert "Please tap one of the buttons" in (await wyn.say("North East")).text
         await wyn.tap("London")
         await wyn.tap("Skip")
         assert "What help" in (await wyn.tap("Skip")).text
