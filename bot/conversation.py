@@ -508,8 +508,12 @@ class ConversationService:
         if outcome.event is not None:
             return outcome.event
         text = self._catalogs.gettext(locale, self._engine.message(outcome.reply or ""))
+        params = dict(outcome.params)
+        if "role" in params:  # "manager" in a Welsh sentence read "yn manager"
+            params["role"] = self._engine.message(f"role_{params['role']}")
+        params = {name: self._catalogs.gettext(locale, value) for name, value in params.items()}
         await Outbox(conn).enqueue(
-            chat_id, PRIORITY_REPLY, "message", {"text": fill(text, outcome.params)}, now
+            chat_id, PRIORITY_REPLY, "message", {"text": fill(text, params)}, now
         )
         return None
 

@@ -408,7 +408,8 @@ class DigestService(Desk[DialogueTexts]):
             k=str(digest.k),
             sent=headline.sent or nothing,
             rate=headline.rate or nothing,
-            themes=", ".join(headline.themes) or nothing,
+            # Theme labels are msgids (themes.yaml): in a Welsh caption, in Welsh.
+            themes=", ".join(self._texts.common(locale, t) for t in headline.themes) or nothing,
             loop=headline.loop or nothing,
         )
 

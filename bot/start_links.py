@@ -17,6 +17,10 @@ from storage.people import People
 REGION_KNOWN = "region_known"  # the onboarding fact that skips the region question
 
 
+# A grant for every region (an admin), named in the welcome.
+EVERY_REGION = "every region"
+
+
 @dataclass(frozen=True)
 class StartOutcome:
     """Either a dialogue event to step, or (for staff invites) a message key to reply with."""
@@ -34,7 +38,9 @@ async def redeem_start_payload(
         redemption = await redeem_invite_in(conn, secrets, payload, pseudonym, now)
         if redemption.grant is not None:
             region = redemption.grant.region
-            where = REGION_NAMES.get(region, region) if region else "every region"
+            # English names (msgids): the conversation service says them in the reader's
+            # language, as it does the role.
+            where = REGION_NAMES.get(region, region) if region else EVERY_REGION
             accepted = (
                 "invite_accepted_with_duty" if redemption.grant.safeguarding else "invite_accepted"
             )

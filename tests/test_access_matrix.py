@@ -408,7 +408,7 @@ async def test_every_command_and_button_against_every_role(
 # --- links, forwards and copied dialogue buttons ------------------------------------------
 # (case, expected phrase of the reply, role held afterwards by the person who used it)
 LINK_CASES = [
-    ("staff invite, first use", "You are now staff for London", "staff"),
+    ("staff invite, first use", "You are now a staff member for London", "staff"),
     ("the same invite, by someone else", "used already", None),
     ("the same invite, by its first user again", "You used this invite link already", "staff"),
     ("an expired staff invite", "too old", None),

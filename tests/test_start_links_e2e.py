@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bot.access import create_invite
 from bot.enrolment import create_batch
-from bot.local_api import LocalBotApi
+from bot.local_api import FakePerson, LocalBotApi
 from storage.clock import SystemClock
 from tests.harness import ADA, BRAN, CERI, Chat, Records, running_bot, settings_for
 
@@ -68,7 +68,9 @@ async def test_a_staff_invite_grants_once_and_is_audited(api: LocalBotApi, tmp_p
         code = link.rsplit("=", 1)[1]
         api.send_command(CERI, "start", code)
         welcome = (await api.wait_for_messages(CERI.chat_id, 1))[0]
-        assert welcome.text.startswith("Welcome. You are now staff for London.\nSend /panel_new")
+        assert welcome.text.startswith(
+            "Welcome. You are now a staff member for London.\nSend /panel_new"
+        )
         api.send_command(ADA, "start", code)  # a second person with the same link
         used = (await api.wait_for_messages(ADA.chat_id, 1))[0]
         assert "used already" in used.text
@@ -77,3 +79,27 @@ async def test_a_staff_invite_grants_once_and_is_audited(api: LocalBotApi, tmp_p
     ]
     actions = [row[0] for row in records.query("SELECT action FROM audit_log ORDER BY id")]
     assert actions == ["invite.created", "invite.redeemed"]
+
+
+async def test_a_welsh_speaking_managers_welcome_is_all_in_welsh(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Dilys reads Welsh: her welcome names the role and the area in Welsh ("yn manager ar
+    gyfer Wales" put the raw role and the English name into a Welsh sentence)."""
+    dilys = FakePerson(user_id=700000031, first_name="Dilys", language_code="cy")
+    async with running_bot(api, tmp_path) as runtime:
+        records = Records(settings_for(api, tmp_path))
+        link = await create_invite(
+            runtime.db,
+            records.secrets,
+            "manager",
+            "wales",
+            False,
+            24,
+            "yousaid_test_bot",
+            SystemClock().now_ms(),
+            "cli",
+        )
+        api.send_command(dilys, "start", link.rsplit("=", 1)[1])
+        welcome = (await api.wait_for_messages(dilys.chat_id, 1))[0]
+        assert "yn rheolwr ar gyfer Cymru" in (welcome.text or "")
