@@ -265,15 +265,25 @@ class PanelTexts(DialogueTexts):
         answer = self._button(locale, "answer_button", f"{ANSWER_PREFIX}{invitation.token}")
         return {"text": text, "buttons": [[answer]]}
 
-    def summary(self, summary: PanelSummary, locale: str, started: bool = False) -> Payload:
-        """One upcoming panel for staff: answers so far, help asked for, and what they can do
-        (once it has `started`, no longer move it or call it off)."""
+    def summary(
+        self,
+        summary: PanelSummary,
+        locale: str,
+        started: bool = False,
+        shows_needs: bool = True,
+    ) -> Payload:
+        """One upcoming panel for staff: answers so far, help asked for (only to those who
+        arrange the day, `shows_needs`: with one place taken and the ticket codes listed,
+        "Interpreter 1" told any staff of the area what that person needs), and what they
+        can do (once it has `started`, no longer move it or call it off)."""
         panel = summary.panel
         requested = [
             f"{self.text(locale, f'need_{need}')} {self.number(count, locale)}"
             for need, count in sorted(summary.support_requested.items())
             if count and need in SUPPORT_NEEDS
         ]
+        if not shows_needs:
+            requested = [self.text(locale, "needs_for_organiser")]
         text = self.text(
             locale,
             "panel_summary",

@@ -552,12 +552,15 @@ class PanelService(Desk[PanelTexts]):
             if not summaries:
                 await self._tell(conn, actor, "no_panels", now)
             for summary in summaries[:_LISTED_AT_MOST]:
-                started = summary.panel.starts_at <= now
+                panel = summary.panel
+                started = panel.starts_at <= now
+                # As with the tickets: the help asked for goes to who arranges the day.
+                arranges = pseudonym == panel.organiser or access.is_manager_in(panel.region)
                 await Outbox(conn).enqueue(
                     sender.chat_id,
                     PRIORITY_REPLY,
                     "message",
-                    self._texts.summary(summary, actor.locale, started),
+                    self._texts.summary(summary, actor.locale, started, arranges),
                     now,
                 )
             if len(summaries) > _LISTED_AT_MOST:  # the soonest are shown: say what is not
