@@ -754,6 +754,18 @@ async def test_the_reminder_goes_out_a_day_before_even_across_a_restart(
         assert len(amara.messages) == sent_before[AMARA.user_id] + 1
 
 
+async def orla_writes_to_everyone_coming(
+    staff: Chat, amara: Chat
+) -> tuple[SentMessage, SentMessage]:
+    """The organiser writes to everyone coming from /panels; returns her answer and the
+    message as Amara (who took a place) gets it, with its Reply button."""
+    await staff.say("/panels")
+    await staff.tap("Write to them all")
+    await staff.say("The minibus leaves the office at 13:15.")
+    sent = await staff.tap("Send it")
+    return sent, await amara.expect(3)  # after the invitation and her place
+
+
 async def test_a_reply_typed_long_after_tapping_reply_is_not_passed_on(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
@@ -767,11 +779,7 @@ async def test_a_reply_typed_long_after_tapping_reply_is_not_passed_on(
         await create_panel(staff)
         amara, _ = await amara_takes_a_place(api, staff)
         records = Records(runtime.settings)
-        await staff.say("/panels")
-        await staff.tap("Write to them all")
-        await staff.say("The minibus leaves the office at 13:15.")
-        await staff.tap("Send it")
-        await amara.expect(3)  # after the invitation and her place
+        await orla_writes_to_everyone_coming(staff, amara)
         assert "Write your message" in (await amara.tap("Reply")).text
         clock.advance(2 * 3_600)
         staff_had = len(staff.messages)
@@ -800,11 +808,8 @@ async def test_messages_are_relayed_both_ways_without_ids(api: LocalBotApi, tmp_
         amara, held = await amara_takes_a_place(api, staff)
         ticket = held.text.split("Your ticket is ")[1][:7]
 
-        await staff.say("/panels")
-        await staff.tap("Write to them all")
-        await staff.say("The minibus leaves the office at 13:15.")
-        assert "People it is going to: 1." in (await staff.tap("Send it")).text
-        relayed = await amara.expect(3)  # after the invitation and her place
+        sent, relayed = await orla_writes_to_everyone_coming(staff, amara)
+        assert "People it is going to: 1." in sent.text
         assert "The minibus leaves the office at 13:15." in relayed.text
 
         assert "Write your message" in (await amara.tap("Reply")).text

@@ -7,6 +7,7 @@ from pathlib import Path
 from bot.access import create_invite
 from bot.enrolment import create_batch
 from bot.local_api import FakePerson, LocalBotApi
+from bot.runtime import Runtime
 from storage.clock import SystemClock
 from tests.harness import ADA, BRAN, CERI, Chat, Records, running_bot, settings_for
 
@@ -51,21 +52,26 @@ async def test_an_enrolment_code_binds_the_region_and_skips_the_question(
         assert "Which area" in reply.text
 
 
+async def invite_code(runtime: Runtime, records: Records, role: str, region: str) -> str:
+    """The code of a one-day invite made as `invite create` makes it."""
+    link = await create_invite(
+        runtime.db,
+        records.secrets,
+        role,
+        region,
+        False,
+        24,
+        "yousaid_test_bot",
+        SystemClock().now_ms(),
+        "cli",
+    )
+    return link.rsplit("=", 1)[1]
+
+
 async def test_a_staff_invite_grants_once_and_is_audited(api: LocalBotApi, tmp_path: Path) -> None:
     async with running_bot(api, tmp_path) as runtime:
         records = Records(settings_for(api, tmp_path))
-        link = await create_invite(
-            runtime.db,
-            records.secrets,
-            "staff",
-            "london",
-            False,
-            24,
-            "yousaid_test_bot",
-            SystemClock().now_ms(),
-            "cli",
-        )
-        code = link.rsplit("=", 1)[1]
+        code = await invite_code(runtime, records, "staff", "london")
         api.send_command(CERI, "start", code)
         welcome = (await api.wait_for_messages(CERI.chat_id, 1))[0]
         assert welcome.text.startswith(
@@ -89,17 +95,7 @@ async def test_a_welsh_speaking_managers_welcome_is_all_in_welsh(
     dilys = FakePerson(user_id=700000031, first_name="Dilys", language_code="cy")
     async with running_bot(api, tmp_path) as runtime:
         records = Records(settings_for(api, tmp_path))
-        link = await create_invite(
-            runtime.db,
-            records.secrets,
-            "manager",
-            "wales",
-            False,
-            24,
-            "yousaid_test_bot",
-            SystemClock().now_ms(),
-            "cli",
-        )
-        api.send_command(dilys, "start", link.rsplit("=", 1)[1])
+        code = await invite_code(runtime, records, "manager", "wales")
+        api.send_command(dilys, "start", code)
         welcome = (await api.wait_for_messages(dilys.chat_id, 1))[0]
         assert "yn rheolwr ar gyfer Cymru" in (welcome.text or "")
