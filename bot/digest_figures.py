@@ -54,9 +54,18 @@ STEPS = ("sent", "started", "completed")
 FUNNEL_COLUMNS = (*STEPS, "response rate")
 SCORE_COLUMNS = (*SCORE_KEYS, "mean", "change on last week")
 PANEL_COLUMNS = ("invited", "yes", "maybe", "waiting")
-REACTION_COLUMNS = ("delivered", "this helps", "it doesn't help", "tell me more")
+REACTION_COLUMNS = ("delivered", "this helps", "it doesn't help", "wrote back")
 _REACTION_OF = dict(zip(REACTION_COLUMNS, ("delivered", *REACTIONS), strict=True))
 _ZERO = Count(0, 0)
+
+
+# The help people can ask for, as the panel dialogues name it (the digest is in English).
+NEED_NAMES = {
+    "travel": "Travel costs",
+    "childcare": "Childcare",
+    "interpreter": "Interpreter",
+    "access": "Step-free access",
+}
 
 
 @dataclass
@@ -329,7 +338,7 @@ class FigureModel:
             ),
             Plan(
                 "scores",
-                "Scores this week (1 = not at all, 5 = completely)",
+                "Scores this week (1 = never, 5 = always)",
                 SCORE_COLUMNS,
                 [self._row(region, p, PRINCIPLE_NAMES[p], _scores(w, p)) for p in PRINCIPLES],
             ),
@@ -370,7 +379,10 @@ class FigureModel:
             reactions[:0] = [
                 self._row(g, g, region_name(g), _reaction_cells()) for g in self.regions
             ]
-        needs = [self._row(region, n, n, [("people", ("pt", "need", n))]) for n in self.needs]
+        needs = [
+            self._row(region, n, NEED_NAMES.get(n, n), [("people", ("pt", "need", n))])
+            for n in self.needs
+        ]
         scores_trend = tuple(f"{p} {c}" for p in PRINCIPLES for c in ("mean", "scored"))
         return [
             *plans,

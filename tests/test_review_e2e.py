@@ -107,7 +107,7 @@ async def test_managers_review_and_correct_themes_of_their_region_only(
         await orla.expect(9)
         await orla.toggle("Housing")
         await orla.toggle("Money and benefits")
-        assert "digest will use these themes" in (await orla.tap("Save")).text
+        assert "digests and updates use these themes" in (await orla.tap("Save")).text
         records = Records(runtime.settings)
         assert records.query(
             "SELECT theme, source FROM answer_themes WHERE answer_id = ?", quoted
