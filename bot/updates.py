@@ -280,10 +280,17 @@ class UpdateService(Desk[DialogueTexts]):
             person = await People(conn).get(pseudonym)
             locale = person.locale if person else self._conversations.default_locale
             actor = Actor(pseudonym, sender.chat_id, locale)
-            if person is None or person.region is None:
+            regions = [person.region] if person and person.region else []
+            if not regions:
+                # Staff (not signed up as people on licence, so with no area of their own):
+                # the updates of the areas they act for, to see what went out.
+                regions = sorted((await access_of(conn, pseudonym)).staff_regions())
+            if not regions:
                 await self._tell(conn, actor, "updates_need_area", now)
                 return
-            latest = await Updates(conn).latest(person.region, _LISTED)
+            updates = Updates(conn)
+            found = [u for region in regions for u in await updates.latest(region, _LISTED)]
+            latest = sorted(found, key=lambda u: (u.published_at, u.id), reverse=True)[:_LISTED]
             if not latest:
                 await self._tell(conn, actor, "no_updates", now)
                 return

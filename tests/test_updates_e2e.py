@@ -138,6 +138,11 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         listed = await cal.say("/updates")
         assert "we will not send you new ones" in listed.text
         assert "every Tuesday" in (await cal.expect(2)).text
+        # Orla, staff with no area of her own, sees what went out in hers (she was told
+        # "we do not know your area yet").
+        had = len(orla.messages)
+        assert "latest updates" in (await orla.say("/updates")).text
+        assert "every Tuesday" in (await orla.expect(had + 2)).text
 
         # Ada stops letting us keep her answers and deletes what she said: the record of
         # the update sent to her goes too (it says what she raised).
