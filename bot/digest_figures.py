@@ -329,7 +329,8 @@ class FigureModel:
         plans = [
             Plan(
                 "checkins",
-                "Check-ins this week",
+                # Open a week: the week just ended reads low until its check-ins close.
+                "Check-ins this week (still open for a week: done can still grow)",
                 FUNNEL_COLUMNS,
                 [
                     self._row(region, lang, name, _funnel(w, lang))
