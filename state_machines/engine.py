@@ -57,6 +57,7 @@ REQUIRED_MESSAGES = (
     "unsupported_content",
     "unknown_command",
     "nothing_in_progress",
+    "nothing_after_stop",
     "lost_place",
     "code_accepted",
     "not_available",
@@ -273,9 +274,11 @@ class Engine:
     def _on_text(self, out: _Out, event: TextSent) -> None:
         place = out.session.place
         if place is None:
-            if self.entry in out.session.completed or WITHDREW in out.session.facts:
-                # Signed up, or said /stop: who stopped is not signed up again by writing
-                # ("stop messaging me"); /start says they want to.
+            if WITHDREW in out.session.facts:
+                # Said /stop: not signed up again by writing ("stop messaging me"), nor
+                # told to send /stop again; /start says they want to.
+                out.say(self.message("nothing_after_stop"))
+            elif self.entry in out.session.completed:
                 out.say(self.message("nothing_in_progress"))
             else:
                 # Someone new, or starting afresh after /delete, who writes rather than

@@ -210,7 +210,8 @@ def test_stop_withdraws_everything_and_ends(engine: Engine) -> None:
     assert conversation.applied[-1] == WithdrawAllConsents()
     assert conversation.session == Session(facts=frozenset({WITHDREW}))
     # Writing afterwards ("stop messaging me") does not sign them up again; /start does.
-    assert "nothing to answer" in conversation.send(TextSent("stop messaging me"))[0]
+    stopped = conversation.send(TextSent("stop messaging me"))[0]
+    assert "You said no to taking part" in stopped and "/stop" not in stopped
     assert "Which language" in conversation.send(Started())[0]
     assert WITHDREW not in conversation.session.facts
 

@@ -315,7 +315,7 @@ async def test_no_thanks_at_the_notice_keeps_nothing(api: LocalBotApi, bot: Reco
     assert "We will not ask you anything" in declined.text
     assert "changes nothing for your licence" in declined.text
     assert bot.query("SELECT COUNT(*) FROM consent_ledger") == [(0,)]
-    assert "nothing to answer" in (await chat.say("ok")).text
+    assert "You said no to taking part" in (await chat.say("ok")).text
     assert "Which language" in (await chat.say("/start")).text
 
 
