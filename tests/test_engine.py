@@ -313,7 +313,11 @@ def test_no_thanks_at_the_notice_ends_without_signing_up(engine: Engine) -> None
     later does not start the questions again, and /start does."""
     conversation = verify_dialog(
         engine,
-        [*START, ("tap:No, thanks", "We will not ask you anything"), ("text:ok", "said no to taking part")],
+        [
+            *START,
+            ("tap:No, thanks", "We will not ask you anything"),
+            ("text:ok", "said no to taking part"),
+        ],
     )
     # any consent given before (a sign-up left and begun again) is taken back
     assert conversation.applied == (SetLocale("en"), WithdrawAllConsents())
