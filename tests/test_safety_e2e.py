@@ -491,7 +491,7 @@ async def test_a_yes_no_one_could_be_told_of_reaches_whoever_is_given_the_duty(
         )
         rhys = Chat(api, RHYS)
         welcome = await rhys.say(f"/start {link.rsplit('=', 1)[1]}")
-        assert "staff for Wales, with the safety duty" in welcome.text
+        assert "a staff member for Wales, with the safety duty" in welcome.text
         await runtime.scheduler.run_due()
         await said(rhys, "You now have the safety duty for Wales", 0)
         handed = next(m for m in rhys.messages if "safety duty for Wales" in (m.text or ""))
