@@ -91,8 +91,9 @@ class PanelTexts(DialogueTexts):
         if values.get("capacity", "").isdigit():
             shown["capacity"] = self.number(int(values["capacity"]), locale)
         shown["support"] = self.needs(values.get("support", "").split(","), locale)
-        for welsh in ("title_cy", "place_cy"):
-            shown.setdefault(welsh, self.text(locale, "no_welsh"))
+        if "title" in values:  # a panel form (this runs for every message with values)
+            for welsh in ("title_cy", "place_cy"):
+                shown.setdefault(welsh, self.text(locale, "no_welsh"))
         return shown
 
     def _panel_params(self, panel: Panel, locale: str) -> dict[str, str]:

@@ -246,7 +246,9 @@ class Engine:
         state = self._state(place)
         button = state.button(target[2])
         assert button is not None  # tokens are only made for existing buttons
-        if button not in self._offered(state, out.session.values_of(place.dialogue)):
+        if state.own_regions and button not in self._offered(
+            state, out.session.values_of(place.dialogue)
+        ):
             # Another area's button (tokens are hashes of public names, so one can be made):
             # the application would refuse it at the end, after the whole form.
             self._reask(out, lead="old_button")
@@ -472,8 +474,10 @@ class Engine:
         (under an older version) or none of them is offered: better a refusal at the end
         than a question with no answer."""
         buttons = state.all_buttons()
+        if not state.own_regions:  # asked first: this runs at every step
+            return buttons
         acting = set(filter(None, values.get(ACTING_REGIONS, "").split(",")))
-        if not state.own_regions or not acting:
+        if not acting:
             return buttons
         if not any(region_of(b) in acting for b in buttons):
             return buttons
