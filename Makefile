@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run sandbox test bench check lint typecheck catalogs translations migrate clean example-digest soak reliability chromium
+.PHONY: run sandbox test bench profile check lint typecheck catalogs translations migrate clean example-digest soak reliability chromium
 
 # With TELEGRAM_BOT_TOKEN set: the real bot. Without: the sandbox (a local stand-in for
 # Telegram and a chat in this terminal). Each migrates its own database as it starts (no
@@ -62,6 +62,16 @@ translations: $(INSTALLED)
 # scale, jobs in parts; ~10 min on 2 cores). Prints a table and writes bench/RESULTS.md.
 bench: $(INSTALLED) catalogs
 	$(PY) -m bench
+
+# Where the bot's CPU goes in the inbound burst: a py-spy sampling profile of
+# `bench.inbound` (1,000 people; ~2 min), summarised by bench/spy.py. The raw stacks stay in
+# build/profile/ (py-spy's flamegraph tools read them too).
+profile: $(INSTALLED) catalogs
+	$(PY) -m pip install --quiet -e '.[dev,profile]'
+	mkdir -p build/profile
+	$(VENV)/bin/py-spy record --rate 250 --format raw -o build/profile/inbound.txt -- \
+		$(PY) -m bench.inbound --people 1000 --baseline-updates 200 --repeats 1
+	$(PY) -m bench.spy build/profile/inbound.txt
 
 # The fault suite's long run: 200 kill -9 and restart rounds (about 10 minutes).
 soak: $(INSTALLED) catalogs
