@@ -18,7 +18,8 @@ from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running
 MARKER = "Quillfeather"  # an invented word, easy to find in raw bytes
 OFFICER = "Gwendolyn"  # a name in the answer: not kept
 ANSWER = f"My housing officer {OFFICER} never rings back about the {MARKER} flat"
-_FERNET = re.compile(rb"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
+# Encrypted text as stored: AES-GCM tokens, and Fernet ones written before them.
+_SEALED = re.compile(rb"(?:gcm1:|gAAAAA)[A-Za-z0-9_\-]{40,}={0,2}")
 
 
 async def answer_a_check_in(chat: Chat) -> None:
@@ -165,7 +166,7 @@ async def test_delete_leaves_nothing_but_a_tombstone(api: LocalBotApi, tmp_path:
                 continue
             raw = path.read_bytes()
             assert MARKER.encode() not in raw, path.name
-            for token in _FERNET.findall(raw):
+            for token in _SEALED.findall(raw):
                 try:
                     text = records.secrets.decrypt_text(token)
                 except InvalidToken:

@@ -19,7 +19,7 @@ from bot import key_rotation
 from bot.key_rotation import ENCRYPTED_COLUMNS, rotate_text_key
 from bot.local_api import FakePerson, LocalBotApi
 from bot.payload_seal import payload_codec
-from bot.secrets_file import Secrets, load_secrets
+from bot.secrets_file import Secrets, _fernet, load_secrets
 from bot.settings import PROJECT_ROOT, Settings
 from storage.database import Database
 from storage.queues import Outbox
@@ -285,3 +285,33 @@ async def test_every_blob_column_is_rotated(tmp_path: Path) -> None:
     assert {(c.table, c.column) for c in ENCRYPTED_COLUMNS if c.sealed_json} == {
         ("outbox", "payload")
     }
+
+
+async def test_a_rotation_reseals_fernet_text_from_before_as_aes_gcm(tmp_path: Path) -> None:
+    """Rows written before AES-GCM (Fernet tokens) are read by the bot as they are; a
+    rotation rewrites them under the new key in the new form, and the old key is dropped."""
+    secrets_path, database = tmp_path / "secrets", str(tmp_path / "y.db")
+    first = load_secrets(str(secrets_path), production=False)
+    db = await Database.open(database)
+    await db.migrate()
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO people (pseudonym, chat_id, locale, created_at, updated_at) "
+            "VALUES ('p-old', 1, 'en', 0, 0)"
+        )
+        for n, text in enumerate(ANSWERS.values()):
+            await conn.execute(
+                "INSERT INTO answers (pseudonym, dialogue, question, ciphertext, created_at) "
+                "VALUES ('p-old', 'feedback', 'improve', ?, ?)",
+                (_fernet(first.text_key).encrypt(text.encode()), n),
+            )
+    await db.close()
+
+    report = await rotate_text_key(database, secrets_path, say=lambda _: None)
+    assert report.finished and report.reencrypted["answers.ciphertext"] == len(ANSWERS)
+    final = load_secrets(str(secrets_path), production=False)
+    assert final.old_text_keys == ()
+    with sqlite3.connect(database) as conn:
+        tokens = [bytes(r[0]) for r in conn.execute("SELECT ciphertext FROM answers")]
+    assert all(t.startswith(b"gcm1:") for t in tokens)
+    assert sorted(final.decrypt_text(t) for t in tokens) == sorted(ANSWERS.values())
