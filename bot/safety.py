@@ -329,6 +329,7 @@ class SafetyService(Desk[DialogueTexts]):
                     holder.locale, REGION_NAMES.get(request.region or "", "")
                 ),
                 "category": self._texts.text(holder.locale, f"category_{request.category}"),
+                "reads": self._texts.text(holder.locale, f"reads_{actor.locale}"),
             }
             alert = {
                 "text": self._texts.text(holder.locale, "alert", **params),

@@ -39,6 +39,7 @@ SAMPLES = {
     "ticket": "KDF-3PX",
     "position": "2",
     "hours": "4",
+    "reads": "They read our messages in Welsh. Write to them in Welsh if you can.",
     "needs": "Travel costs",
     "need": "Interpreter",
     "count": "12",

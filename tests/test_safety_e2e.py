@@ -154,6 +154,7 @@ async def test_signpost_first_then_contact_only_on_yes(api: LocalBotApi, tmp_pat
         assert "What one thing" in again.text
         alert = await sam.expect(sam_had + 1)
         assert "SG-1" in alert.text and "suicide" in alert.text
+        assert "They read our messages in English." in alert.text
         assert RISK not in alert.text and str(ADA.user_id) not in str(alert.reply_markup)
 
         await sam.tap("Write to them")
@@ -209,6 +210,24 @@ async def test_an_answer_held_after_a_signpost_is_saved_when_sent_again(
         assert records.query("SELECT COUNT(*) FROM answers") == [(1,)]
         requests = records.query("SELECT status FROM safeguarding_requests ORDER BY id")
         assert requests == [("declined",), ("asked",)]
+
+
+async def test_the_alert_says_the_person_reads_welsh(api: LocalBotApi, tmp_path: Path) -> None:
+    """Sam's first message must be one Ada can read: she switched the bot to Welsh, so the
+    alert says so (in Sam's own language, English)."""
+    async with running_bot(api, tmp_path) as runtime:
+        sam = await give_sam_the_duty(runtime, api)
+        ada = Chat(api, ADA)
+        await onboard(ada)
+        await ada.say("/language")
+        await ada.tap("Cymraeg")
+        had, sam_had = len(ada.messages), len(sam.messages)
+        await ada.say(RISK)
+        await ada.expect(had + 2)  # the numbers, then the question, in Welsh
+        await ada.tap("Hoffwn, os gwelwch yn dda")
+        alert = await sam.expect(sam_had + 1)
+        assert "SG-1" in alert.text
+        assert "They read our messages in Welsh. Write to them in Welsh if you can." in (alert.text)
 
 
 async def test_a_person_whose_area_is_not_known_yet_is_asked_for_it_before_the_alert(
