@@ -7,7 +7,7 @@ callback data carries each invitation's random token, never a person's Telegram 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bot.datetimes import format_moment
@@ -244,25 +244,29 @@ class PanelTexts(DialogueTexts):
     ) -> Payload:
         """A person's words, passed to the organiser: their ticket (or their answer) stands
         in for who they are."""
+        return self._to_organiser("reply_received", panel, invitation, locale, message=message)
+
+    def needs_to_organiser(
+        self, panel: Panel, invitation: Invitation, needs: Sequence[str], locale: str
+    ) -> Payload:
+        """Help someone asked for that the panel does not offer, for its organiser to sort."""
+        return self._to_organiser(
+            "need_asked", panel, invitation, locale, needs=self.needs(needs, locale)
+        )
+
+    def _to_organiser(
+        self, key: str, panel: Panel, invitation: Invitation, locale: str, **params: str
+    ) -> Payload:
+        """`key` (or `key`_no_ticket), about one invited person, with the Answer button that
+        writes back to them."""
         if invitation.ticket:
-            text = self.text(
-                locale,
-                "reply_received",
-                title=self.title_of(panel, locale),
-                who=invitation.ticket,
-                message=message,
-            )
+            who = invitation.ticket
         else:
             # The answer they gave stands in for who they are (never an id or a name).
             given = invitation.answer if invitation.answer in _ANSWER_KEYS else "invited"
             who = self.text(locale, _ANSWER_KEYS[given])
-            text = self.text(
-                locale,
-                "reply_received_no_ticket",
-                title=self.title_of(panel, locale),
-                who=who,
-                message=message,
-            )
+            key = f"{key}_no_ticket"
+        text = self.text(locale, key, title=self.title_of(panel, locale), who=who, **params)
         answer = self._button(locale, "answer_button", f"{ANSWER_PREFIX}{invitation.token}")
         return {"text": text, "buttons": [[answer]]}
 

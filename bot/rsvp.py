@@ -84,9 +84,39 @@ class RsvpService(Desk[PanelTexts]):
                 payload = self._texts.support_explained(panel, invitation, actor.locale)
                 await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
             elif action == "d":
-                key = "support_saved" if invitation.support_needs else "support_none_saved"
-                needs = self._texts.needs(invitation.support_needs, actor.locale)
-                await self._tell(conn, actor, key, now, needs=needs)
+                await self._needs_done(conn, actor, panel, invitation, now)
+
+    async def _needs_done(
+        self,
+        conn: aiosqlite.Connection,
+        actor: Actor,
+        panel: Panel,
+        invitation: Invitation,
+        now: int,
+    ) -> None:
+        """Done under the help buttons: the person hears what was noted; help the panel does
+        not offer goes to its organiser now (each need once), with the Answer button, so
+        "we will ask" is kept: the ticket list alone waited for the organiser to look."""
+        chosen = invitation.support_needs
+        if not chosen:
+            await self._tell(conn, actor, "support_none_saved", now)
+            return
+        needs = self._texts.needs(chosen, actor.locale)
+        not_offered = [n for n in chosen if n not in panel.support_offered]
+        # Noted as told only when someone reads it: with nobody to tell, a later Done tries
+        # again (the ticket list still marks the need for whoever looks).
+        readers = await self._organisers(conn, panel) if not_offered else []
+        asked = await Panels(conn).note_needs_told(invitation.token, not_offered) if readers else ()
+        for chat_id, locale in readers if asked else []:
+            payload = self._texts.needs_to_organiser(panel, invitation, asked, locale)
+            await Outbox(conn).enqueue(chat_id, PRIORITY_REPLY, "message", payload, now)
+        if asked:
+            asked_names = self._texts.needs(asked, actor.locale)
+            await self._tell(
+                conn, actor, "support_saved_asked", now, needs=needs, asked=asked_names
+            )
+        else:
+            await self._tell(conn, actor, "support_saved", now, needs=needs)
 
     async def pass_on_typed_reply(
         self, conn: aiosqlite.Connection, actor: Actor, text: str, now: int

@@ -394,6 +394,25 @@ class Panels:
         )
         return cursor.rowcount > 0
 
+    async def note_needs_told(self, token: str, needs: Sequence[str]) -> tuple[str, ...]:
+        """Note that the panel's organiser is told of `needs` for this invitation; returns
+        those they had not been told of before (sorted), so each is passed on once however
+        often Done is tapped or a need unticked and ticked again."""
+        async with self._conn.execute(
+            "SELECT needs_told FROM panel_invitations WHERE token = ?", (token,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return ()
+        before = set(_needs(row[0]))
+        new = sorted(set(_strings(needs, "needs")) - before)
+        if new:
+            await self._conn.execute(
+                "UPDATE panel_invitations SET needs_told = ? WHERE token = ?",
+                (_json_list(sorted(before | set(new))), token),
+            )
+        return tuple(new)
+
     async def attendees(self, panel_id: int, answers: Collection[str]) -> list[Attendee]:
         """The people with one of `answers` who may be messaged about this panel now: still
         reachable, and their latest decision on panel invitations is a yes. Someone who
@@ -499,10 +518,11 @@ class Panels:
     ) -> Invitation:
         """An answer that holds no place: the ticket goes; the needs too unless kept."""
         async with self._conn.execute(
-            "UPDATE panel_invitations SET answer = ?, ticket = NULL, answered_at = ?, "
-            "support_needs = CASE WHEN ? THEN support_needs END "
-            f"WHERE id = ? RETURNING {_INVITATION_COLUMNS}",
-            (answer, now, int(keep_needs), invitation.id),
+            "UPDATE panel_invitations SET answer = :answer, ticket = NULL, answered_at = :now, "
+            "support_needs = CASE WHEN :keep THEN support_needs END, "
+            "needs_told = CASE WHEN :keep THEN needs_told END "
+            f"WHERE id = :id RETURNING {_INVITATION_COLUMNS}",
+            {"answer": answer, "now": now, "keep": int(keep_needs), "id": invitation.id},
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
@@ -547,8 +567,8 @@ class Panels:
 
     async def _forget_needs(self, panel_id: int) -> int:
         cursor = await self._conn.execute(
-            "UPDATE panel_invitations SET support_needs = NULL "
-            "WHERE panel_id = ? AND support_needs IS NOT NULL",
+            "UPDATE panel_invitations SET support_needs = NULL, needs_told = NULL "
+            "WHERE panel_id = ? AND (support_needs IS NOT NULL OR needs_told IS NOT NULL)",
             (panel_id,),
         )
         return cursor.rowcount

@@ -182,7 +182,25 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert "not on offer yet" in (ticked.text or "")
         ticked = await bilal.toggle("Interpreter (we will ask)")
         assert "✓ Interpreter (we will ask)" in str(ticked.reply_markup)
-        assert "Travel costs, Interpreter" in (await bilal.tap("Done")).text
+        # Done: the help not on offer goes to Orla at once (the ticket list waited for her to
+        # look), once, naming his ticket, with Answer to tell him it is sorted.
+        staff_had = len(staff.messages)
+        done = await bilal.tap("Done")
+        assert "Travel costs, Interpreter" in done.text
+        assert "Not on offer yet: Interpreter. We have asked the person who runs" in done.text
+        asked = await staff.expect(staff_had + 1)
+        assert f"Ticket {ticket_b} needs help to come to Housing panel: Interpreter." in (
+            asked.text
+        )
+        assert "Travel costs" not in asked.text  # on offer: hers to arrange anyway
+        assert str(BILAL.user_id) not in str(asked.reply_markup) + asked.text
+        assert "Not on offer yet" not in (await bilal.tap("Done")).text  # asked once only
+        await settled(api, Records(runtime.settings))
+        assert len(staff.messages) == staff_had + 1
+        bilal_had = len(bilal.messages)
+        await staff.tap("Answer")
+        await staff.say("We have booked an interpreter for you.")
+        assert "booked an interpreter" in (await bilal.expect(bilal_had + 1)).text
 
         # Amara gives her place back: Dev (first waiting) gets it, and a ticket; Ellis waits.
         assert "Your place is cancelled" in (await amara.tap("Cancel my place")).text

@@ -393,6 +393,43 @@ async def test_support_needs_are_sorted_kept_only_while_coming_and_erased_when_o
     assert (await respond(db, tokens["p-cal"], "yes", NOW + HOUR)).closed
 
 
+async def test_each_need_is_passed_to_the_organiser_once_and_forgotten_with_the_needs(
+    db: Database,
+) -> None:
+    await add_people(db, SIX[:2])
+    panel_id = await new_panel(db, capacity=2)
+    tokens = await invite(db, panel_id, SIX[:2])
+    for pseudonym in ("p-ada", "p-bea"):
+        await respond(db, tokens[pseudonym], "yes")
+
+    async def told() -> list[tuple[str, str | None]]:
+        async with (
+            db.read() as conn,
+            conn.execute(
+                "SELECT pseudonym, needs_told FROM panel_invitations ORDER BY pseudonym"
+            ) as cursor,
+        ):
+            return [(str(r[0]), r[1]) for r in await cursor.fetchall()]
+
+    async with db.transaction() as conn:
+        panels = Panels(conn)
+        assert await panels.note_needs_told(tokens["p-ada"], ["interpreter"]) == ("interpreter",)
+        assert await panels.note_needs_told(tokens["p-ada"], ["interpreter"]) == ()
+        assert await panels.note_needs_told(tokens["p-ada"], ["interpreter", "access"]) == (
+            "access",
+        )
+        assert await panels.note_needs_told(tokens["p-bea"], ["childcare"]) == ("childcare",)
+        assert await panels.note_needs_told("no-such-token", ["travel"]) == ()
+    assert await told() == [("p-ada", '["access","interpreter"]'), ("p-bea", '["childcare"]')]
+
+    # Saying no drops the needs and what was told of them: a yes later asks afresh.
+    await respond(db, tokens["p-bea"], "no")
+    assert await told() == [("p-ada", '["access","interpreter"]'), ("p-bea", None)]
+    async with db.transaction() as conn:
+        assert await Panels(conn).mark_over(panel_id, NOW + 8 * DAY) == 1
+    assert await told() == [("p-ada", None), ("p-bea", None)]
+
+
 async def test_cancelling_a_panel_erases_needs_and_keeps_its_status_when_marked_over(
     db: Database,
 ) -> None:

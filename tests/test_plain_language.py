@@ -41,6 +41,7 @@ SAMPLES = {
     "hours": "4",
     "reads": "They read our messages in Welsh. Write to them in Welsh if you can.",
     "needs": "Travel costs",
+    "asked": "Interpreter",
     "need": "Interpreter",
     "count": "12",
     "capacity": "20",
