@@ -18,16 +18,18 @@ honoured, with its credentials from the URL or ~/.netrc.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from telegram._utils.defaultvalue import DefaultValue
-from telegram.error import NetworkError, TimedOut
+from telegram._utils.types import JSONDict
+from telegram.error import NetworkError, TelegramError, TimedOut
 from telegram.request import BaseRequest, RequestData
 from yarl import URL
+
+from storage import json_text
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -58,6 +60,20 @@ class AiohttpRequest(BaseRequest):
     @property
     def read_timeout(self) -> float | None:
         return self._read_timeout
+
+    @staticmethod
+    def parse_json_payload(payload: bytes) -> JSONDict:
+        """Telegram's answer, read with orjson (storage/json_text.py). PTB's own logs the
+        whole payload when it cannot read it, and a payload holds people's messages: this
+        says only that it was unreadable."""
+        try:
+            parsed: JSONDict = json_text.loads(payload)
+        except ValueError:
+            try:  # bytes that are not UTF-8 replaced, as PTB reads them
+                parsed = json_text.loads(payload.decode("utf-8", "replace"))
+            except ValueError:
+                raise TelegramError("Invalid server response") from None
+        return parsed
 
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
@@ -166,7 +182,7 @@ def _body(request_data: RequestData | None) -> dict[str, Any]:
     files = request_data.multipart_data
     if not files:
         return {
-            "data": json.dumps(request_data.parameters, separators=(",", ":")).encode(),
+            "data": json_text.dumps_bytes(request_data.parameters),
             "headers": _JSON_HEADERS,
         }
     form = aiohttp.FormData()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
@@ -32,6 +31,7 @@ from telegram.ext import Application
 
 from bot.secrets_file import Secrets
 from bot.sender import retry_after_seconds
+from storage import json_text
 from storage.clock import Clock
 from storage.database import Database
 from storage.queues import Inbox, Meta
@@ -198,7 +198,7 @@ class Ingest:
         async with self._db.transaction(quick=True) as conn:
             inbox = Inbox(conn)
             for raw in map(minimise, raw_updates):
-                sealed = self._secrets.encrypt_text(json.dumps(raw, separators=(",", ":")))
+                sealed = self._secrets.encrypt_text(json_text.dumps(raw))
                 if await inbox.add(int(raw["update_id"]), sealed, now):
                     fresh.append(raw)
             if offset is not None:
@@ -280,7 +280,7 @@ class Ingest:
         return sealed is not None and await self.dispatch(self._open(sealed))
 
     def _open(self, sealed: bytes) -> dict[str, Any]:
-        raw: dict[str, Any] = json.loads(self._secrets.decrypt_text(sealed))
+        raw: dict[str, Any] = json_text.loads(self._secrets.decrypt_text(sealed))
         return raw
 
     async def poll(self) -> None:

@@ -9,12 +9,12 @@ encrypted with the text key as it is written, and opened as the sender reads it.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from cryptography.fernet import InvalidToken
 
 from bot.secrets_file import Secrets
+from storage import json_text
 from storage.database import PayloadCodec
 
 log = logging.getLogger(__name__)
@@ -30,14 +30,14 @@ def payload_codec(secrets: Secrets) -> tuple[PayloadCodec, PayloadCodec]:
         if text is None:
             return None
         sealed: dict[str, object] = {SEALED: secrets.encrypt_text(text).decode("ascii")}
-        if json.loads(text).get("forget_chat"):
+        if json_text.loads(text).get("forget_chat"):
             sealed["forget_chat"] = True
-        return json.dumps(sealed, separators=(",", ":"))
+        return json_text.dumps(sealed)
 
     def unseal(text: str | None) -> str | None:
         if text is None:
             return None
-        found = json.loads(text)
+        found = json_text.loads(text)
         token = found.get(SEALED) if isinstance(found, dict) else None
         if not isinstance(token, str):
             return text  # written before sealing, or by a command run without the key

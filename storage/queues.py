@@ -10,6 +10,8 @@ from typing import Any
 
 import aiosqlite
 
+from storage import json_text
+
 PRIORITY_SAFEGUARDING = 0
 PRIORITY_REPLY = 1
 PRIORITY_BROADCAST = 2
@@ -178,7 +180,7 @@ class Outbox:
                     chat_id,
                     priority,
                     kind,
-                    json.dumps(payload, separators=(",", ":")),
+                    json_text.dumps(payload),
                     now if not_before is None else not_before,
                     now,
                 ),
@@ -208,7 +210,7 @@ class Outbox:
         ) as cursor:
             rows = await cursor.fetchall()
         return [
-            OutgoingMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+            OutgoingMessage(r[0], r[1], r[2], r[3], json_text.loads(r[4]), r[5], r[6], r[7])
             for r in rows
         ]
 
@@ -326,10 +328,7 @@ class Outbox:
         cursor = await self._conn.executemany(
             "UPDATE outbox SET payload = seal_payload(?), version = version + 1 "
             "WHERE id = ? AND status = 'pending'",
-            [
-                (json.dumps(payload, separators=(",", ":")), outbox_id)
-                for outbox_id, payload in payloads
-            ],
+            [(json_text.dumps(payload), outbox_id) for outbox_id, payload in payloads],
         )
         return cursor.rowcount
 
