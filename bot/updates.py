@@ -27,7 +27,7 @@ from storage.database import Database
 from storage.people import ConsentLedger, People
 from storage.queues import PRIORITY_REPLY, Job, Outbox
 from storage.staff import AuditLog
-from storage.updates import Update, Updates
+from storage.updates import Reactions, Update, Updates
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,27 @@ class UpdateService(Desk[DialogueTexts]):
             await Updates(conn).react(token, _REACTIONS[action], now)
             await self._tell(conn, actor, "reaction_thanks", now)
 
+    def _received(self, reactions: Reactions, locale: str) -> str:
+        """How an update was received, for staff: nothing under the digest's floor (k), so
+        a reaction cannot be tied to the one or two people an update reached."""
+        k = self._texts.number(self._k, locale)
+        if reactions.sent < self._k:
+            return self._texts.text(locale, "update_reactions_few", k=k)
+
+        def count(value: int) -> str:
+            if value < self._k:
+                return self._texts.text(locale, "reach_few", k=k)
+            return self._texts.number(value, locale)
+
+        return self._texts.text(
+            locale,
+            "update_reactions",
+            sent=count(reactions.sent),
+            helps=count(reactions.helps),
+            not_helps=count(reactions.not_helps),
+            more=count(reactions.more),
+        )
+
     async def on_list(self, update_id: int, sender: Sender) -> None:
         """/updates: the latest updates of the person's region. Asking is not being sent
         them, so it needs no consent; without "Tell me what changed" the list says that new
@@ -281,9 +302,11 @@ class UpdateService(Desk[DialogueTexts]):
             locale = person.locale if person else self._conversations.default_locale
             actor = Actor(pseudonym, sender.chat_id, locale)
             regions = [person.region] if person and person.region else []
-            if not regions:
+            as_staff = not regions
+            if as_staff:
                 # Staff (not signed up as people on licence, so with no area of their own):
-                # the updates of the areas they act for, to see what went out.
+                # the updates of the areas they act for, to see what went out and how it
+                # was received.
                 regions = sorted((await access_of(conn, pseudonym)).staff_regions())
             if not regions:
                 await self._tell(conn, actor, "updates_need_area", now)
@@ -299,7 +322,11 @@ class UpdateService(Desk[DialogueTexts]):
             await self._tell(
                 conn, actor, "updates_list_not_sent" if said_no else "updates_list", now
             )
+            received = await updates.reactions([u.id for u in latest]) if as_staff else {}
             for update in latest:
                 payload = self._message(update, locale, None)
+                if as_staff:
+                    reactions = received.get(update.id, Reactions(0, 0, 0, 0))
+                    payload["text"] += "\n\n" + self._received(reactions, locale)
                 await Outbox(conn).enqueue(sender.chat_id, PRIORITY_REPLY, "message", payload, now)
         log.info("person %s listed updates", person_tag(pseudonym))

@@ -44,6 +44,14 @@ class Delivery:
     reaction: str | None
 
 
+@dataclass(frozen=True)
+class Reactions:
+    sent: int  # the people it went to
+    helps: int
+    not_helps: int
+    more: int  # tapped "Tell us what you think"
+
+
 _COLUMNS = "id, region, kind, themes, text_en, text_cy, published_by, published_at"
 
 
@@ -160,6 +168,21 @@ class Updates:
             "UPDATE update_deliveries SET reaction = ?, reacted_at = ? WHERE token = ?",
             (reaction, now, token),
         )
+
+    async def reactions(self, update_ids: Sequence[int]) -> dict[int, Reactions]:
+        """How each update was received: who it went to, and each reaction given (the last
+        one of each person), for the updates asked about that went to anyone."""
+        async with self._conn.execute(
+            "SELECT update_id, COUNT(*), "
+            "COUNT(*) FILTER (WHERE reaction = 'helps'), "
+            "COUNT(*) FILTER (WHERE reaction = 'not_helps'), "
+            "COUNT(*) FILTER (WHERE reaction = 'more') "
+            "FROM update_deliveries WHERE update_id IN (SELECT value FROM json_each(?)) "
+            "GROUP BY update_id",
+            (json.dumps(list(update_ids)),),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return {int(r[0]): Reactions(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
     async def erase_person(self, pseudonym: str) -> int:
         cursor = await self._conn.execute(

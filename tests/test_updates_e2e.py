@@ -142,7 +142,11 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         # "we do not know your area yet").
         had = len(orla.messages)
         assert "latest updates" in (await orla.say("/updates")).text
-        assert "every Tuesday" in (await orla.expect(had + 2)).text
+        seen = await orla.expect(had + 2)
+        assert "every Tuesday" in seen.text
+        # How it was received: not for two people (one may be hers to supervise).
+        assert "Sent to: fewer than 10. We do not show how they felt" in seen.text
+        assert "This helps:" not in seen.text
 
         # Ada stops letting us keep her answers and deletes what she said: the record of
         # the update sent to her goes too (it says what she raised).
@@ -154,6 +158,31 @@ async def test_an_update_reaches_exactly_those_who_raised_the_theme(
         assert "deleted the answers" in (await ada.tap("Yes, delete them")).text
         assert records.query(sent_to_ada, records.pseudonym(ADA)) == [(0,)]
         assert records.query(sent_to_ada, records.pseudonym(EIRA)) == [(1,)]
+
+
+async def test_staff_see_how_an_update_was_received_when_enough_got_it(
+    api: LocalBotApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/updates from staff: under each update, who it went to and what they tapped; a count
+    under the floor (k, 2 here: two raisers stand for many) is not given."""
+    async with running_bot(api, tmp_path) as runtime:
+        monkeypatch.setattr(runtime.updates, "_k", 2)
+        await seed(api, runtime)
+        orla = Chat(api, ORLA)
+        await publish_housing(orla, "People it is going to: 2.")
+        for person in (ADA, EIRA):
+            chat = Chat(api, person)
+            await chat.expect(1)
+            await chat.tap("This helps" if person is ADA else "Mae hyn yn helpu")
+        await settled(api, Records(runtime.settings))
+        had = len(orla.messages)
+        await orla.say("/updates")
+        seen = await orla.expect(had + 2)
+        assert "every Tuesday" in seen.text
+        assert "Sent to: 2." in seen.text
+        assert (
+            "This helps: 2. It doesn't help: fewer than 2. Wanted to say more: fewer than 2."
+        ) in seen.text
 
 
 async def test_an_update_for_many_goes_in_parts_each_person_once(
