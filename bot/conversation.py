@@ -335,13 +335,16 @@ class ConversationService:
         while self._after_commit:
             await self._after_commit.pop()()
 
-    async def _staff_not_signed_up(self, conn: aiosqlite.Connection, pseudonym: str) -> bool:
+    async def _staff_not_signed_up(
+        self, conn: aiosqlite.Connection, pseudonym: str, session: Session | None = None
+    ) -> bool:
         """Someone with a staff role who never signed up as a participant, and is not in
-        the middle of anything."""
+        the middle of anything (`session`: theirs, when the caller has just read it)."""
         if not (await access_of(conn, pseudonym)).roles():
             return False
-        stored = await Sessions(conn).load(pseudonym)
-        session = Session.from_json(stored) if stored else Session()
+        if session is None:
+            stored = await Sessions(conn).load(pseudonym)
+            session = Session.from_json(stored) if stored else Session()
         return session.place is None and self._engine.entry not in session.completed
 
     async def _answered_just_now(
@@ -416,7 +419,7 @@ class ConversationService:
         for _, handler, risky_too, _ in self._loose_text_handlers:
             if (risky_too or not held) and await handler(conn, actor, event.text, now):
                 return None, session
-        if not held and await self._staff_not_signed_up(conn, actor.pseudonym):
+        if not held and await self._staff_not_signed_up(conn, actor.pseudonym, session):
             # Staff writing with no form open ("thanks, got it") are not walked into the
             # sign-up for people on licence, as /start from them is not.
             text = self._catalogs.gettext(actor.locale, self._engine.message("staff_start"))
