@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run sandbox test bench profile check lint typecheck catalogs translations migrate clean example-digest soak reliability chromium
+.PHONY: run sandbox test bench bench-ab profile check lint typecheck catalogs translations migrate clean example-digest soak reliability chromium
 
 # With TELEGRAM_BOT_TOKEN set: the real bot. Without: the sandbox (a local stand-in for
 # Telegram and a chat in this terminal). Each migrates its own database as it starts (no
@@ -62,6 +62,12 @@ translations: $(INSTALLED)
 # scale, jobs in parts; ~10 min on 2 cores). Prints a table and writes bench/RESULTS.md.
 bench: $(INSTALLED) catalogs
 	$(PY) -m bench
+
+# Before and after a change: the inbound burst at BASE (a git worktree) and at the working
+# tree, in alternating pairs, CPU per update ÷ the ceiling's (~7 min; run nothing else).
+BASE ?= HEAD~1
+bench-ab: $(INSTALLED) catalogs
+	$(PY) -m bench.ab $(BASE)
 
 # Where the bot's CPU goes in the inbound burst: a py-spy sampling profile of
 # `bench.inbound` (1,000 people; ~2 min), summarised by bench/spy.py. The raw stacks stay in
