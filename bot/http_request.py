@@ -63,9 +63,10 @@ class AiohttpRequest(BaseRequest):
 
     @staticmethod
     def parse_json_payload(payload: bytes) -> JSONDict:
-        """Telegram's answer, read with orjson (storage/json_text.py). PTB's own logs the
-        whole payload when it cannot read it, and a payload holds people's messages: this
-        says only that it was unreadable."""
+        """Telegram's answer, read with orjson (storage/json_text.py). For a successful
+        answer PTB's own logs the whole payload when it cannot read it, and a payload holds
+        people's messages: this says only that it was unreadable. (An error answer's body
+        still goes into PTB's exception message; those are not logged, only their type.)"""
         try:
             parsed: JSONDict = json_text.loads(payload)
         except ValueError:

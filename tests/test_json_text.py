@@ -4,6 +4,8 @@ Telegram's answer is read as PTB read it, without its content in any log."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import logging
 
@@ -50,3 +52,15 @@ def test_telegram_s_answer_is_read_and_an_unreadable_one_is_not_logged(
     with caplog.at_level(logging.DEBUG), pytest.raises(TelegramError, match="Invalid server"):
         read(b'{"ok":true,"text":"Quorvath clash with my shifts')
     assert "Quorvath" not in caplog.text
+
+
+def test_dates_and_dataclasses_are_refused_as_the_standard_library_refuses_them() -> None:
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    for value in ({"at": datetime.datetime(2026, 11, 28)}, {"p": Point(1)}):
+        with pytest.raises(TypeError):
+            json_text.dumps(value)
+        with pytest.raises(TypeError):
+            json_text.dumps_bytes(value)
