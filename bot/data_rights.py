@@ -122,11 +122,18 @@ class DataRightsService(Desk[DialogueTexts]):
             "answers": answers,
             "panels": await _rows(
                 conn,
-                "SELECT p.title, p.starts_at, i.answer, i.ticket, i.support_needs "
-                "FROM panel_invitations i JOIN panels p ON p.id = i.panel_id "
+                "SELECT p.title, p.starts_at, i.answer, i.ticket, i.support_needs, "
+                "i.needs_told FROM panel_invitations i JOIN panels p ON p.id = i.panel_id "
                 "WHERE i.pseudonym = ? ORDER BY i.id",
                 who,
-                ("panel", "starts_at", "answer", "ticket", "help_asked_for"),
+                (
+                    "panel",
+                    "starts_at",
+                    "answer",
+                    "ticket",
+                    "help_asked_for",
+                    "help_passed_to_organiser",
+                ),
             ),
             "updates_received": await _rows(
                 conn,
@@ -231,8 +238,9 @@ async def _rows(
         for key in ("date", "starts_at", "staff_wrote_on", "number_shared_on"):
             if isinstance(item.get(key), int):
                 item[key] = _day(item[key])
-        if isinstance(item.get("help_asked_for"), str):
-            item["help_asked_for"] = json.loads(item["help_asked_for"])
+        for key in ("help_asked_for", "help_passed_to_organiser"):
+            if isinstance(item.get(key), str):
+                item[key] = json.loads(item[key])
         result.append(item)
     return result
 

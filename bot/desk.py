@@ -38,6 +38,9 @@ class DialogueTexts:
     def text(self, locale: str, key: str, **params: str) -> str:
         return fill(self._catalogs.gettext(locale, self._messages[key]), params)
 
+    def has(self, key: str) -> bool:
+        return key in self._messages
+
     def common(self, locale: str, msgid: str) -> str:
         """A text that is already an English msgid (e.g. a shared message)."""
         return self._catalogs.gettext(locale, msgid)

@@ -97,6 +97,9 @@ class RsvpService(Desk[PanelTexts]):
         """Done under the help buttons: the person hears what was noted; help the panel does
         not offer goes to its organiser now (each need once), with the Answer button, so
         "we will ask" is kept: the ticket list alone waited for the organiser to look."""
+        if _started(panel, now):  # an old message tapped on the day: nothing to arrange now
+            await self._tell(conn, actor, "panel_closed", now)
+            return
         chosen = invitation.support_needs
         if not chosen:
             await self._tell(conn, actor, "support_none_saved", now)
@@ -115,6 +118,9 @@ class RsvpService(Desk[PanelTexts]):
             await self._tell(
                 conn, actor, "support_saved_asked", now, needs=needs, asked=asked_names
             )
+        elif not_offered and not readers:
+            missing = self._texts.needs(not_offered, actor.locale)
+            await self._tell(conn, actor, "support_not_passed_on", now, needs=needs, asked=missing)
         else:
             await self._tell(conn, actor, "support_saved", now, needs=needs)
 
@@ -285,11 +291,13 @@ class RsvpService(Desk[PanelTexts]):
         if need not in SUPPORT_NEEDS:
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
+        if _started(panel, now):
+            await self._tell(conn, actor, "panel_closed", now)
+            return
         needs = set(invitation.support_needs) ^ {need}
         panels = Panels(conn)
         if not await panels.set_support_needs(invitation.token, sorted(needs)):
-            closed = panel.status != "open" or panel.starts_at <= now
-            await self._tell(conn, actor, "panel_closed" if closed else "needs_not_now", now)
+            await self._tell(conn, actor, "needs_not_now", now)  # not coming: nothing to arrange
             return
         updated = await panels.invitation(invitation.token)
         assert updated is not None
@@ -321,3 +329,8 @@ class RsvpService(Desk[PanelTexts]):
 
 async def _wants_invitations(conn: aiosqlite.Connection, pseudonym: str) -> bool:
     return (await ConsentLedger(conn).current(pseudonym)).get("panel_invitations", False)
+
+
+def _started(panel: Panel, now: int) -> bool:
+    """No longer taking answers or help asked for: called off, over, or begun."""
+    return panel.status != "open" or panel.starts_at <= now

@@ -207,6 +207,12 @@ class SafetyService(Desk[DialogueTexts]):
         await self.relay(conn, actor, values, now)
         return True
 
+    def _reads(self, staff_locale: str, person_locale: str) -> str:
+        """The line telling duty staff which language the person reads the bot in (a
+        language shipped without its line: the English one, not a failed alert)."""
+        key = f"reads_{person_locale}"
+        return self._texts.text(staff_locale, key if self._texts.has(key) else "reads_en")
+
     def _contact_question(self, locale: str, token: str, lead: str = "") -> dict[str, Any]:
         """ "Would you like someone from probation to get in touch?", with Yes, No and "I
         don't understand" (after `lead`, the explanation, when that was tapped)."""
@@ -329,7 +335,7 @@ class SafetyService(Desk[DialogueTexts]):
                     holder.locale, REGION_NAMES.get(request.region or "", "")
                 ),
                 "category": self._texts.text(holder.locale, f"category_{request.category}"),
-                "reads": self._texts.text(holder.locale, f"reads_{actor.locale}"),
+                "reads": self._reads(holder.locale, actor.locale),
             }
             alert = {
                 "text": self._texts.text(holder.locale, "alert", **params),
@@ -522,6 +528,7 @@ class SafetyService(Desk[DialogueTexts]):
             params = {
                 "ref": _reference(request),
                 "region": self._texts.common(holder.locale, REGION_NAMES.get(region, "")),
+                "reads": self._reads(holder.locale, person.locale),
             }
             payload = {
                 "text": self._texts.text(holder.locale, "staff_handover", **params),

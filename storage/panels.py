@@ -386,11 +386,15 @@ class Panels:
         people still thinking of coming ('yes', 'maybe', 'waiting') to a panel that is still
         open; True when it was stored."""
         chosen = sorted(set(_strings(needs, "needs")))
+        # What the organiser was told of keeps only the needs still asked for: a need
+        # unticked is not kept as told (nor shown so in /mydata).
         cursor = await self._conn.execute(
-            "UPDATE panel_invitations SET support_needs = ? "
-            "WHERE token = ? AND answer IN ('yes', 'maybe', 'waiting') "
+            "UPDATE panel_invitations SET support_needs = :needs, needs_told = ("
+            "  SELECT CASE WHEN COUNT(*) THEN json_group_array(value) END "
+            "  FROM json_each(needs_told) WHERE value IN (SELECT value FROM json_each(:needs))) "
+            "WHERE token = :token AND answer IN ('yes', 'maybe', 'waiting') "
             "AND (SELECT status FROM panels WHERE id = panel_id) = 'open'",
-            (_json_list(chosen), token),
+            {"needs": _json_list(chosen), "token": token},
         )
         return cursor.rowcount > 0
 

@@ -187,7 +187,7 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         staff_had = len(staff.messages)
         done = await bilal.tap("Done")
         assert "Travel costs, Interpreter" in done.text
-        assert "Not on offer yet: Interpreter. We have asked the person who runs" in done.text
+        assert "Not on offer yet: Interpreter. We have asked the staff who run" in done.text
         asked = await staff.expect(staff_had + 1)
         assert f"Ticket {ticket_b} needs help to come to Housing panel: Interpreter." in (
             asked.text
@@ -201,6 +201,16 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         await staff.tap("Answer")
         await staff.say("We have booked an interpreter for you.")
         assert "booked an interpreter" in (await bilal.expect(bilal_had + 1)).text
+        # His data says what was passed on, and to whom.
+        await bilal.say("/mydata")
+        message, data = bilal.find_button("Get a file")
+        had = len(bilal.messages)
+        api.press_button(BILAL, message.message_id, data)
+        document = await bilal.expect(had + 1)
+        assert document.content is not None
+        [his] = json.loads(document.content)["panels"]
+        assert his["help_asked_for"] == ["interpreter", "travel"]
+        assert his["help_passed_to_organiser"] == ["interpreter"]
 
         # Amara gives her place back: Dev (first waiting) gets it, and a ticket; Ellis waits.
         assert "Your place is cancelled" in (await amara.tap("Cancel my place")).text
@@ -252,6 +262,28 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
             records.pseudonym(BILAL),
         )
         assert bilal_row == [("cancelled", None)]
+
+
+async def test_help_asked_for_once_the_panel_has_begun_goes_to_no_one(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """The invitation's help buttons tapped on the day, after the start (an old message):
+    nothing to arrange any more, so the organiser is not asked to sort it."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        amara, _ = await amara_takes_a_place(api, staff)
+        await amara.toggle("Interpreter (we will ask)")
+        clock.advance(31 * DAY + 6 * 3600)  # Thursday 3 December, 15:00: it began at 14:00
+        records = Records(runtime.settings)
+        await settled(api, records)
+        staff_had = len(staff.messages)
+        assert "cannot answer this any more" in (await amara.tap("Done")).text
+        assert "cannot answer this any more" in (await amara.tap("Childcare")).text
+        await settled(api, records)
+        assert len(staff.messages) == staff_had
 
 
 async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(

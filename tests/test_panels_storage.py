@@ -421,6 +421,17 @@ async def test_each_need_is_passed_to_the_organiser_once_and_forgotten_with_the_
         assert await panels.note_needs_told(tokens["p-bea"], ["childcare"]) == ("childcare",)
         assert await panels.note_needs_told("no-such-token", ["travel"]) == ()
     assert await told() == [("p-ada", '["access","interpreter"]'), ("p-bea", '["childcare"]')]
+    # A need unticked is no longer one the organiser was told of (nor shown so in /mydata);
+    # ticked again, it is passed on again.
+    async with db.transaction() as conn:
+        assert await Panels(conn).set_support_needs(tokens["p-ada"], ["interpreter", "travel"])
+    assert (await told())[0] == ("p-ada", '["interpreter"]')
+    async with db.transaction() as conn:
+        assert await Panels(conn).set_support_needs(tokens["p-bea"], [])
+        assert await Panels(conn).note_needs_told(tokens["p-ada"], ["access"]) == ("access",)
+    assert await told() == [("p-ada", '["access","interpreter"]'), ("p-bea", None)]
+    async with db.transaction() as conn:
+        assert await Panels(conn).note_needs_told(tokens["p-bea"], ["childcare"]) == ("childcare",)
 
     # Saying no drops the needs and what was told of them: a yes later asks afresh.
     await respond(db, tokens["p-bea"], "no")

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.access import create_invite, grant_role
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
 from bot.secrets_file import load_secrets
+from bot.settings import PROJECT_ROOT, SHIPPED_LOCALES
 from storage.clock import ManualClock
 from storage.staff import StaffRoles
 from tests.harness import ADA, BRAN, Chat, Records, eventually, onboard, running_bot, settled
@@ -228,6 +230,13 @@ async def test_the_alert_says_the_person_reads_welsh(api: LocalBotApi, tmp_path:
         alert = await sam.expect(sam_had + 1)
         assert "SG-1" in alert.text
         assert "They read our messages in Welsh. Write to them in Welsh if you can." in (alert.text)
+
+
+def test_every_language_shipped_has_its_line_for_duty_staff() -> None:
+    """The alert and the handover say which language the person reads: a language shipped
+    without its line would fall back to English, and be wrong."""
+    messages = yaml.safe_load((PROJECT_ROOT / "dialogues" / "safety.yaml").read_text())["messages"]
+    assert {f"reads_{locale}" for locale in SHIPPED_LOCALES} <= set(messages)
 
 
 async def test_a_person_whose_area_is_not_known_yet_is_asked_for_it_before_the_alert(
@@ -515,6 +524,7 @@ async def test_a_yes_no_one_could_be_told_of_reaches_whoever_is_given_the_duty(
         await said(rhys, "You now have the safety duty for Wales", 0)
         handed = next(m for m in rhys.messages if "safety duty for Wales" in (m.text or ""))
         assert "SG-1" in handed.text and "Write to them" in str(handed.reply_markup)
+        assert "They read our messages in English." in handed.text  # as the alert says
         assert records.query("SELECT status FROM safeguarding_requests") == [("alerted",)]
 
         bran_had = len(bran.messages)
