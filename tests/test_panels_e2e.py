@@ -1213,6 +1213,38 @@ async def test_replies_reach_the_area_s_managers_once_the_organiser_has_left(
         await eventually(lambda: "Yes, by the side door." in (amara.messages[-1].text or ""))
 
 
+async def test_help_not_on_offer_with_no_one_to_ask_says_so_and_asks_again_later(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Orla leaves and London has no manager (nor the bot an admin): Amara's interpreter
+    need has no one to go to. She is told so, and it is not noted as passed on, so her
+    Done the next day reaches the manager London has by then."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        manager = FakePerson(user_id=710000004, first_name="Meg", language_code="en")
+        meg = Chat(api, manager)
+        await meg.say("/help")
+        await meg.expect(1)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        amara, _ = await amara_takes_a_place(api, staff)
+        who = runtime.service.pseudonym_of
+        async with runtime.db.transaction() as conn:
+            await StaffRoles(conn).revoke(who(ORGANISER.user_id), "staff", "london")
+        await amara.toggle("Interpreter (we will ask)")
+        alone = await amara.tap("Done")
+        assert "Not on offer yet: Interpreter. We could not reach the staff" in alone.text
+        records = Records(runtime.settings)
+        assert records.query(
+            "SELECT needs_told FROM panel_invitations WHERE ticket IS NOT NULL"
+        ) == [(None,)]
+        async with runtime.db.transaction() as conn:
+            await StaffRoles(conn).grant(who(manager.user_id), "manager", "london", False, "cli", 0)
+        assert "We have asked the staff who run the panel" in (await amara.tap("Done")).text
+        assert "needs help to come to Housing panel: Interpreter." in (await meg.expect(2)).text
+
+
 async def test_staff_are_not_signed_up_as_people_on_licence_and_find_their_commands(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
