@@ -55,7 +55,7 @@ from bot.settings import SHIPPED_LOCALES, Settings
 from bot.stop_words import STOP_WORDS_FILE, load_stop_words
 from bot.telegram_adapter import AppServices, PerChatUpdateProcessor, TelegramAdapter
 from bot.themes import load_taxonomy
-from bot.updates import DELIVER_JOB, UpdateService
+from bot.updates import DELIVER_JOB, WITHDRAW_JOB, UpdateService
 from bot.webhook import WebhookConfig, WebhookReceiver
 from state_machines.engine import Engine
 from storage.clock import Clock, SystemClock
@@ -256,6 +256,7 @@ async def _assemble(
     # Not quick: when few raised the theme, a part's query walks much of the region; the
     # loop stays free meanwhile. (A round's and a panel's query stops at 200 found.)
     scheduler.register(DELIVER_JOB, updates.on_deliver_more)
+    scheduler.register(WITHDRAW_JOB, updates.on_withdraw_edit, quick=True)  # each a part
     rules = RetentionRules(settings.retention_months, settings.safeguarding_retention_days)
     retention = RetentionJob(db, rules)
     scheduler.register(RETENTION_JOB, retention.on_due, keep_trying=True)

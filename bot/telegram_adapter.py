@@ -49,7 +49,7 @@ from bot.safety import STAFF_PREFIX as SAFETY_STAFF_PREFIX
 from bot.safety import SafetyService
 from bot.stop_words import StopWords
 from bot.updates import BUTTON_PREFIX as UPDATE_PREFIX
-from bot.updates import UpdateService
+from bot.updates import WITHDRAW_PREFIX, UpdateService
 from state_machines.events import (
     ButtonPressed,
     CommandSent,
@@ -78,6 +78,7 @@ _MYDATA_FILE = re.compile(rf"^{re.escape(MYDATA_FILE)}$")
 _CHECKIN = re.compile(rf"^{re.escape(CHECKIN_PREFIX)}{_TOKEN}$")
 _RETAG = re.compile(rf"^{re.escape(RETAG_PREFIX)}(?P<answer>\d{{1,12}})$")
 _UPDATE = re.compile(rf"^{re.escape(UPDATE_PREFIX)}{_TOKEN}:(?P<action>[hnm])$")
+_WITHDRAW = re.compile(rf"^{re.escape(WITHDRAW_PREFIX)}(?P<update>\d{{1,12}})$")
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def _button_routes(app: AppServices) -> list[tuple[re.Pattern[str], ButtonRoute]
         (_SAFETY_STAFF, lambda u, s, m, _: app.safety.on_staff(u, s, m["token"], m["action"])),
         (_MYDATA_FILE, lambda u, s, m, _: app.rights.on_mydata(u, s, as_file=True)),
         (_UPDATE, lambda u, s, m, _: app.updates.on_reaction(u, s, m["token"], m["action"])),
+        (_WITHDRAW, lambda u, s, m, _: app.updates.on_withdraw(u, s, int(m["update"]))),
         (_RETAG, lambda u, s, m, _: app.review.on_change(u, s, int(m["answer"]))),
     ]
 

@@ -25,7 +25,7 @@ from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
 from storage.people import ConsentLedger, People
-from storage.queues import PRIORITY_REPLY, Job, Outbox
+from storage.queues import PRIORITY_REPLY, Job, Outbox, Schedules
 from storage.staff import AuditLog
 from storage.updates import Reactions, Update, Updates
 
@@ -36,6 +36,12 @@ _REACTIONS = {"h": "helps", "n": "not_helps", "m": "more"}
 _LISTED = 5
 _KINDS = ("changed", "working", "cannot")
 DELIVER_JOB = "update_deliver"  # the next part of an update's deliveries
+WITHDRAW_PREFIX = "uw:"  # uw:<update id>: staff take an update back
+WITHDRAW_JOB = "update_withdraw"  # the next part of a taken-back update's copies to edit
+# The copies are edited a minute after: a message on its way as the update is taken back is
+# delivered all the same, and its message is known only once it is sent.
+EDIT_AFTER_MS = 60_000
+EDIT_BATCH = 200
 DELIVER_BATCH = 200  # people an update is queued for per transaction (see publish)
 
 
@@ -61,6 +67,7 @@ class UpdateService(Desk[DialogueTexts]):
         self._lookback_ms = lookback_ms
         self._k = k  # the digest's small-number floor: fewer raisers are not counted out
         conversations.register_submit("publish_update", self.publish, bulk=True)
+        conversations.register_submit("withdraw_update", self.withdraw)
         conversations.add_value_formatter(self.form_values)
         conversations.add_context_provider("update_reach", self.preview_reach)
 
@@ -160,7 +167,9 @@ class UpdateService(Desk[DialogueTexts]):
         updates = Updates(conn)
         update = await updates.get(int(job.payload["update"]))
         broadcast_id = int(job.payload["broadcast"])
-        if update is None or await self._broadcasts.was_stopped(conn, broadcast_id):
+        if update is None or update.withdrawn_at is not None:
+            return
+        if await self._broadcasts.was_stopped(conn, broadcast_id):
             return
         recipients = await self._raisers(updates, update, DELIVER_BATCH + 1)
         broadcast_id = await self._broadcasts.queue_more(
@@ -255,6 +264,10 @@ class UpdateService(Desk[DialogueTexts]):
             if acting is None:
                 return
             conn, now, actor = acting
+            update = await Updates(conn).get(delivery.update_id)
+            if update is None or update.withdrawn_at is not None:
+                await self._tell(conn, actor, "update_taken_back_reaction", now)
+                return
             if action == "m":
                 await Updates(conn).react(token, "more", now)
                 # Their words would be kept like a feedback answer, which needs that
@@ -267,6 +280,96 @@ class UpdateService(Desk[DialogueTexts]):
                 return
             await Updates(conn).react(token, _REACTIONS[action], now)
             await self._tell(conn, actor, "reaction_thanks", now)
+
+    async def on_withdraw(self, update_id: int, sender: Sender, target: int) -> None:
+        """ "Take it back" under an update in a staff member's /updates: ask to be sure."""
+        pseudonym = self._conversations.pseudonym_of(sender.user_id)
+        async with self._db.read() as conn:
+            update = await Updates(conn).get(target)
+            access = await access_of(conn, pseudonym)
+        if update is None or not access.is_staff_in(update.region):
+            await self._refuse(update_id, sender, pseudonym)
+            return
+        if update.withdrawn_at is not None:
+            async with self._acting(update_id, sender, pseudonym) as acting:
+                if acting is not None:
+                    conn, now, actor = acting
+                    await self._tell(conn, actor, "update_already_withdrawn", now)
+            return
+        values = {"update": str(update.id), "themes": ",".join(update.themes)}
+        await self._conversations.handle_event(update_id, sender, Begin("update_withdraw", values))
+
+    async def withdraw(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Take the update back: nobody more gets it (its broadcast stops, and parts still
+        to come queue nothing), /updates no longer lists it to people, and in a minute the
+        copies people have are edited to say so (`on_withdraw_edit`). Staff of its area
+        may, as they may publish one; audited."""
+        chosen = values.get("update", "")
+        updates = Updates(conn)
+        update = await updates.get(int(chosen)) if chosen.isdigit() else None
+        if update is None or not (await access_of(conn, actor.pseudonym)).is_staff_in(
+            update.region
+        ):
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        if not await updates.withdraw(update.id, now):
+            await self._tell(conn, actor, "update_already_withdrawn", now)
+            return
+        subject = f"update:{update.id}"
+        not_sent = await self._broadcasts.stop_about(
+            conn, subject, ("update",), actor.pseudonym, now
+        )
+        await self._edit_later(conn, update.id, "", now + EDIT_AFTER_MS, now)
+        await AuditLog(conn).record(
+            actor.pseudonym, "update.withdrawn", subject, {"not_sent": str(not_sent)}, now
+        )
+        await self._tell(conn, actor, "update_withdrawn_done", now)
+
+    async def on_withdraw_edit(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
+        """A part of a taken-back update's copies, edited to say so (EDIT_BATCH here, as a
+        broadcast, the rest in the next part): an edit wakes nobody and sends nothing new."""
+        update = await Updates(conn).get(int(job.payload["update"]))
+        if update is None or update.withdrawn_at is None:
+            return
+        copies = await Updates(conn).sent_copies(
+            update.id, str(job.payload["after"]), EDIT_BATCH + 1
+        )
+        texts: dict[str, str] = {}
+        edits: list[tuple[int, dict[str, Any]]] = []
+        for copy in copies[:EDIT_BATCH]:
+            if copy.locale not in texts:
+                themes = self.theme_names(update.themes, copy.locale)
+                texts[copy.locale] = self._texts.text(
+                    copy.locale, "update_taken_back", themes=themes
+                )
+            edits.append(
+                (copy.chat_id, {"text": texts[copy.locale], "message_id": copy.message_id})
+            )
+        if edits:
+            await self._broadcasts.queue_in(
+                conn,
+                "update_withdrawal",
+                f"update:{update.id}",
+                update.region,
+                "system",
+                edits,
+                None,
+                now,
+                outbox_kind="edit",
+            )
+        if len(copies) > EDIT_BATCH:
+            await self._edit_later(conn, update.id, copies[EDIT_BATCH - 1].pseudonym, now, now)
+
+    async def _edit_later(
+        self, conn: aiosqlite.Connection, update_id: int, after: str, due: int, now: int
+    ) -> None:
+        payload = {"update": update_id, "after": after}
+        await Schedules(conn).add(
+            WITHDRAW_JOB, f"{WITHDRAW_JOB}:{update_id}:{after}", due, payload, now
+        )
+        self._on_queued()  # wake the scheduler
 
     def _received(self, reactions: Reactions, locale: str) -> str:
         """How an update was received, for staff: nothing under the digest's floor (k), so
@@ -312,7 +415,11 @@ class UpdateService(Desk[DialogueTexts]):
                 await self._tell(conn, actor, "updates_need_area", now)
                 return
             updates = Updates(conn)
-            found = [u for region in regions for u in await updates.latest(region, _LISTED)]
+            found = [
+                u
+                for region in regions
+                for u in await updates.latest(region, _LISTED, taken_back_too=as_staff)
+            ]
             latest = sorted(found, key=lambda u: (u.published_at, u.id), reverse=True)[:_LISTED]
             if not latest:
                 await self._tell(conn, actor, "no_updates", now)
@@ -328,5 +435,11 @@ class UpdateService(Desk[DialogueTexts]):
                 if as_staff:
                     reactions = received.get(update.id, Reactions(0, 0, 0, 0))
                     payload["text"] += "\n\n" + self._received(reactions, locale)
+                    if update.withdrawn_at is not None:
+                        payload["text"] += "\n" + self._texts.text(locale, "taken_back_note")
+                    else:
+                        label = self._texts.text(locale, "take_back_button")
+                        data = f"{WITHDRAW_PREFIX}{update.id}"
+                        payload["buttons"] = [[{"text": label, "callback_data": data}]]
                 await Outbox(conn).enqueue(sender.chat_id, PRIORITY_REPLY, "message", payload, now)
         log.info("person %s listed updates", person_tag(pseudonym))

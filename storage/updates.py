@@ -34,6 +34,17 @@ class Update:
     text_cy: str | None
     published_by: str
     published_at: int
+    withdrawn_at: int | None = None  # taken back by staff (migration 0029)
+
+
+@dataclass(frozen=True)
+class SentCopy:
+    """A copy of an update someone has, as a Telegram message we know."""
+
+    pseudonym: str
+    chat_id: int
+    locale: str
+    message_id: int
 
 
 @dataclass(frozen=True)
@@ -52,11 +63,12 @@ class Reactions:
     more: int  # tapped "Tell us what you think"
 
 
-_COLUMNS = "id, region, kind, themes, text_en, text_cy, published_by, published_at"
+_COLUMNS = "id, region, kind, themes, text_en, text_cy, published_by, published_at, withdrawn_at"
 
 
 def _update(row: Row) -> Update:
-    return Update(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
+    themes = tuple(json.loads(row[3]))
+    return Update(row[0], row[1], row[2], themes, row[4], row[5], row[6], row[7], row[8])
 
 
 class Updates:
@@ -91,11 +103,13 @@ class Updates:
             row = await cursor.fetchone()
         return _update(row) if row else None
 
-    async def latest(self, region: str, limit: int) -> list[Update]:
+    async def latest(self, region: str, limit: int, taken_back_too: bool = False) -> list[Update]:
+        """The region's latest updates, newest first; those taken back only if asked for
+        (staff see what was taken back; people are not shown it again)."""
         async with self._conn.execute(
-            f"SELECT {_COLUMNS} FROM updates WHERE region = ? ORDER BY published_at DESC, id "
-            "DESC LIMIT ?",
-            (region, limit),
+            f"SELECT {_COLUMNS} FROM updates WHERE region = ? "
+            "AND (? OR withdrawn_at IS NULL) ORDER BY published_at DESC, id DESC LIMIT ?",
+            (region, int(taken_back_too), limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [_update(r) for r in rows]
@@ -183,6 +197,29 @@ class Updates:
         ) as cursor:
             rows = await cursor.fetchall()
         return {int(r[0]): Reactions(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
+
+    async def withdraw(self, update_id: int, now: int) -> bool:
+        """Take the update back; False when it already was (or is not there)."""
+        cursor = await self._conn.execute(
+            "UPDATE updates SET withdrawn_at = ? WHERE id = ? AND withdrawn_at IS NULL",
+            (now, update_id),
+        )
+        return cursor.rowcount > 0
+
+    async def sent_copies(self, update_id: int, after: str, limit: int) -> list[SentCopy]:
+        """The copies of the update people have (sent as a message we know), in pseudonym
+        order after `after`, at most `limit`; only people still reachable. Their consent to
+        updates is not asked: an edit sends nothing new, and a copy left standing would
+        keep saying what is not so."""
+        async with self._conn.execute(
+            "SELECT d.pseudonym, p.chat_id, p.locale, d.message_id FROM update_deliveries d "
+            "JOIN people p ON p.pseudonym = d.pseudonym "
+            "WHERE d.update_id = ? AND d.pseudonym > ? AND d.message_id IS NOT NULL "
+            "AND p.reachable = 1 ORDER BY d.pseudonym LIMIT ?",
+            (update_id, after, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [SentCopy(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def erase_person(self, pseudonym: str) -> int:
         cursor = await self._conn.execute(

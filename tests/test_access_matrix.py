@@ -141,6 +141,8 @@ ROUTES: dict[str, dict[str, str]] = {
     "md": same("everything we keep about you"),
     # Reaction to a 'you said, we did' update: the person it was delivered to only.
     "us": only(("participant",), "Thank you for telling us"),
+    # Take an update back (from /updates): staff of its region, as may publish it.
+    "uw": only(STAFF_A, "Take back the update about Housing"),
     # Change an answer's themes (/review): managers of the answer's region, and admins.
     "rt": only(("manager_a", "admin"), "Which themes is this answer about"),
     # Stop a broadcast: its organiser, staff of its region, admins. Tapped last (it stops
@@ -157,6 +159,7 @@ ROUTE_PATTERNS = {
     "sa": "sa:",
     "md": "md:file",
     "us": "us:",
+    "uw": "uw:",
     "rt": "rt:",
     "bc": "bc:",
 }
@@ -221,6 +224,7 @@ class Objects:
     delivery: str
     answer: int
     broadcast: int
+    update: int
 
     def data(self, route: str) -> str:
         return {
@@ -232,6 +236,7 @@ class Objects:
             "sa": f"sa:{self.request}",
             "md": "md:file",
             "us": f"us:{self.delivery}:h",
+            "uw": f"uw:{self.update}",
             "rt": f"rt:{self.answer}",
             "bc": f"bc:{self.broadcast}",
         }[route]
@@ -296,7 +301,9 @@ async def set_up(api: LocalBotApi, runtime: Runtime) -> Objects:
             None,
             now,
         )
-    return Objects(panel, invitation, request, checkin.token, delivery, answer, broadcast)
+    return Objects(
+        panel, invitation, request, checkin.token, delivery, answer, broadcast, update.id
+    )
 
 
 class Driver:

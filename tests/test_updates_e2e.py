@@ -4,6 +4,7 @@ is invented."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from bot.runtime import Runtime
 from bot.updates import DELIVER_JOB
 from storage.answers import Answers
 from storage.checkins import Checkins
+from storage.clock import ManualClock
 from storage.people import ConsentLedger, People
 from storage.staff import StaffRoles
 from tests.harness import Chat, Records, eventually, hold_jobs, running_bot, settled
@@ -183,6 +185,63 @@ async def test_staff_see_how_an_update_was_received_when_enough_got_it(
         assert (
             "This helps: 2. It doesn't help: fewer than 2. Wanted to say more: fewer than 2."
         ) in seen.text
+
+
+async def test_staff_take_an_update_back_and_the_copies_people_have_say_so(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Orla's housing update was wrong: from /updates she takes it back. A minute later Ada's
+    and Eira's copies say so, in their language, buttons gone (edited: nothing new sent); a
+    tap on a copy not yet edited counts for nothing; /updates no longer shows it to people,
+    and shows staff that it was taken back. Audited."""
+    clock = ManualClock(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await seed(api, runtime)
+        orla = Chat(api, ORLA)
+        await publish_housing(orla, "going to fewer than 10 people")
+        ada, eira = Chat(api, ADA), Chat(api, EIRA)
+        copy = await ada.expect(1)
+        await eira.expect(1)
+        records = Records(runtime.settings)
+        await settled(api, records)
+
+        await orla.say("/updates")
+        listed = await orla.expect(len(orla.messages) + 1)
+        assert "every Tuesday" in listed.text
+        asked = await orla.tap("Take it back")
+        assert "Take back the update about Housing?" in asked.text
+        assert "OK. The update stays." in (await orla.tap("No, keep the update")).text
+        await orla.tap("Take it back")
+        done = await orla.tap("Yes, take it back")
+        assert "No one else will get it" in done.text
+
+        # Before the copies are edited, Ada taps "This helps" on hers: not counted.
+        message, data = ada.find_button("This helps")
+        had = len(ada.messages)
+        api.press_button(ADA, message.message_id, data)
+        assert "your answer to it is not needed" in (await ada.expect(had + 1)).text
+        assert records.query(
+            "SELECT COUNT(*) FROM update_deliveries WHERE reaction IS NOT NULL"
+        ) == [(0,)]
+
+        clock.advance(61)  # the copies are edited a minute after
+        await runtime.scheduler.run_due()
+        await eventually(lambda: ada.messages[0].edited and eira.messages[0].edited)
+        assert ada.messages[0].message_id == copy.message_id
+        taken = ada.messages[0].text or ""
+        assert taken.startswith("We took back this update about Housing.")
+        assert "every Tuesday" not in taken and not ada.messages[0].reply_markup
+        assert (eira.messages[0].text or "").startswith("Rydyn ni wedi tynnu")
+        assert len(eira.messages) == 1  # edited, not sent again
+
+        listed = await ada.say("/updates")
+        assert "no updates for your area" in listed.text
+        had = len(orla.messages)
+        await orla.say("/updates")
+        seen = await orla.expect(had + 2)
+        assert "Taken back." in seen.text and "Take it back" not in str(seen.reply_markup)
+        audit = [a for (a,) in records.query("SELECT action FROM audit_log")]
+        assert "update.withdrawn" in audit
 
 
 async def test_an_update_for_many_goes_in_parts_each_person_once(
