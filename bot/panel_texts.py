@@ -309,9 +309,10 @@ class PanelTexts(DialogueTexts):
             self._button(locale, "panel_move_button", data + "r"),
             self._button(locale, "panel_cancel_button", data + "x"),
         ]
+        places = [self._button(locale, "panel_places_button", data + "c")]
         buttons = [
             [self._button(locale, "panel_message_button", data + "m")],
-            *([] if started else [change]),
+            *([] if started else [change, places]),
             [self._button(locale, "panel_tickets_button", data + "t")],
         ]
         return {"text": text, "buttons": buttons}

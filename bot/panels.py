@@ -26,7 +26,12 @@ from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
 from storage.panels import Panel, Panels
-from storage.people import Recipient, count_reachable_with_consent, reachable_with_consent
+from storage.people import (
+    People,
+    Recipient,
+    count_reachable_with_consent,
+    reachable_with_consent,
+)
 from storage.queues import PRIORITY_REPLY, STALE_AT, Job, Outbox, Schedules
 from storage.staff import AuditLog
 
@@ -78,6 +83,7 @@ class PanelService(Desk[PanelTexts]):
             "move_panel": self.move_panel,
             "cancel_panel": self.cancel_panel,
             "message_attendees": self.message_attendees,
+            "set_panel_places": self.set_places,
         }.items():
             conversations.register_submit(action, handler, bulk=True)
         conversations.add_value_formatter(texts.form_values)
@@ -430,6 +436,54 @@ class PanelService(Desk[PanelTexts]):
             count=self._texts.number(len(messages), actor.locale),
         )
 
+    async def set_places(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Change how many places the panel has (the room changed, more chairs). Places
+        that come free go to the waiting list in order, each told with their ticket; fewer
+        places than are taken is refused (a place given is not taken back)."""
+        panel = await self._panel_for_staff(conn, actor, values, now)
+        if panel is None:
+            return
+        wanted = values.get("capacity", "")
+        capacity = int(wanted) if wanted.isdigit() else 0
+        panels = Panels(conn)
+        if capacity < 1 or not await panels.set_capacity(panel.id, capacity, now):
+            taken = await panels.places_taken(panel.id)
+            await self._tell(
+                conn,
+                actor,
+                "panel_places_too_few",
+                now,
+                taken=self._texts.number(taken, actor.locale),
+            )
+            return
+        changed = await panels.get(panel.id)
+        assert changed is not None
+        promoted = await panels.fill_free_places(panel.id, now)
+        for invitation in promoted:
+            person = await People(conn).get(invitation.pseudonym)
+            if person is not None and person.reachable:
+                freed = self._texts.place_freed(changed, invitation, person.locale)
+                await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", freed, now)
+        await audit_panel(
+            conn,
+            actor,
+            "panel.places_changed",
+            changed,
+            now,
+            capacity=str(capacity),
+            given_places=str(len(promoted)),
+        )
+        await self._tell(
+            conn,
+            actor,
+            "panel_places_done",
+            now,
+            capacity=self._texts.number(capacity, actor.locale),
+            count=self._texts.number(len(promoted), actor.locale),
+        )
+
     async def message_attendees(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
     ) -> None:
@@ -467,8 +521,14 @@ class PanelService(Desk[PanelTexts]):
         if not allowed or panel is None:
             await self._refuse(update_id, sender, pseudonym)
             return
-        dialogue = {"m": "panel_message", "r": "panel_move", "x": "panel_cancel"}.get(action)
-        if dialogue in ("panel_move", "panel_cancel") and panel.starts_at <= self._clock.now_ms():
+        dialogue = {
+            "m": "panel_message",
+            "r": "panel_move",
+            "x": "panel_cancel",
+            "c": "panel_places",
+        }.get(action)
+        changes = ("panel_move", "panel_cancel", "panel_places")
+        if dialogue in changes and panel.starts_at <= self._clock.now_ms():
             # Under a list from before it began: said now, not after the new date is typed.
             async with self._acting(update_id, sender, pseudonym) as acting:
                 if acting is not None:
@@ -481,6 +541,10 @@ class PanelService(Desk[PanelTexts]):
                 "title": panel.title,
                 "starts_at": str(panel.starts_at),
             }
+            if dialogue == "panel_places":
+                async with self._db.read() as conn:
+                    taken = await Panels(conn).places_taken(panel.id)
+                values |= {"capacity": str(panel.capacity), "taken": str(taken)}
             await self._conversations.handle_event(update_id, sender, Begin(dialogue, values))
             return
         async with self._acting(update_id, sender, pseudonym) as acting:

@@ -532,6 +532,33 @@ class Panels:
         assert row is not None
         return _invitation(row)
 
+    async def set_capacity(self, panel_id: int, capacity: int, now: int) -> bool:
+        """Give an open panel `capacity` places; False (nothing changed) when more people
+        than that have a place already: a place given is not taken back."""
+        cursor = await self._conn.execute(
+            "UPDATE panels SET capacity = :capacity, updated_at = :now "
+            "WHERE id = :panel AND status = 'open' AND :capacity > 0 AND :capacity >= "
+            "(SELECT COUNT(*) FROM panel_invitations WHERE panel_id = :panel AND answer = 'yes')",
+            {"capacity": capacity, "now": now, "panel": panel_id},
+        )
+        return cursor.rowcount > 0
+
+    async def places_taken(self, panel_id: int) -> int:
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM panel_invitations WHERE panel_id = ? AND answer = 'yes'",
+            (panel_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def fill_free_places(self, panel_id: int, now: int) -> list[Invitation]:
+        """Give the free places to those who have waited longest (as a place given back
+        does), each with a ticket; returns who got one, in order."""
+        promoted: list[Invitation] = []
+        while (invitation := await self._promote(panel_id, now)) is not None:
+            promoted.append(invitation)
+        return promoted
+
     async def _promote(self, panel_id: int, now: int) -> Invitation | None:
         """Give a free place to whoever has waited longest; None if nobody is waiting."""
         ticket = await self._free_ticket(panel_id)

@@ -286,6 +286,50 @@ async def test_help_asked_for_once_the_panel_has_begun_goes_to_no_one(
         assert len(staff.messages) == staff_had
 
 
+async def test_more_places_go_to_the_waiting_list_and_fewer_than_taken_is_refused(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """The room is bigger than thought: Orla gives the panel a third place, and Dev, first
+    on the waiting list, gets it with a ticket; Ellis still waits. One place, with two
+    taken, is refused: a place given is not taken back."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)  # 2 places
+        await staff.tap("Send the invite")
+        chats = await each_invited(api)
+        amara, bilal, dev, ellis = (chats[p.user_id] for p in (AMARA, BILAL, DEV, ELLIS))
+        for chat in (amara, bilal, dev):
+            await chat.tap("Yes, I can come")
+            clock.advance(60)
+        await ellis.tap("Yes, I can come")
+
+        await staff.say("/panels")
+        asked = await staff.tap("Change the number of places")
+        assert "Housing panel has 2 places now, and 2 are taken" in asked.text
+        assert "Give Housing panel 1 places?" in (await staff.say("1")).text
+        refused = await staff.tap("Yes, change it")
+        assert "Nothing changed. 2 people have a place already." in refused.text
+
+        await staff.say("/panels")
+        await staff.tap("Change the number of places")
+        await staff.say("3")
+        done = await staff.tap("Yes, change it")
+        assert "The panel has 3 places now. People given a place from the waiting list: 1." in (
+            done.text
+        )
+        freed = await dev.expect(3)  # the invitation, "waiting list", the place
+        assert "A place came up" in freed.text and "Your ticket is" in freed.text
+        records = Records(runtime.settings)
+        await settled(api, records)
+        assert len(ellis.messages) == 2  # still waiting, not told anything new
+        summary = await staff.say("/panels")
+        assert "Yes: 3 of 3 places" in summary.text and "Waiting list: 1" in summary.text
+        audit = [a for (a,) in records.query("SELECT action FROM audit_log")]
+        assert audit.count("panel.places_changed") == 1
+
+
 async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
@@ -1159,7 +1203,7 @@ async def test_on_the_day_the_organiser_can_still_write_to_everyone_coming(
         started = await staff.say("/panels")
         markup = str(started.reply_markup)
         assert "Write to them all" in markup and "Change the date" not in markup
-        assert "Cancel the panel" not in markup
+        assert "Cancel the panel" not in markup and "Change the number of places" not in markup
         # "Change the date" under the list from before it began: refused, in staff's words.
         [data] = [
             b["callback_data"]
@@ -1169,7 +1213,7 @@ async def test_on_the_day_the_organiser_can_still_write_to_everyone_coming(
         ]
         had = len(staff.messages)
         api.press_button(ORGANISER, listed.message_id, data)
-        assert "has started, so you cannot move it" in (await staff.expect(had + 1)).text
+        assert "has started, so you cannot change it" in (await staff.expect(had + 1)).text
 
         clock.set(datetime(2026, 12, 4, 2, 1, tzinfo=UTC))  # twelve hours on: over
         await staff.tap("Write to them all")

@@ -48,6 +48,7 @@ SAMPLES = {
     "need": "Interpreter",
     "count": "12",
     "capacity": "20",
+    "taken": "12",
     "yes": "12",
     "maybe": "3",
     "waiting": "1",
