@@ -137,10 +137,11 @@ class DataRightsService(Desk[DialogueTexts]):
             ),
             "updates_received": await _rows(
                 conn,
-                "SELECT u.published_at, u.kind, u.text_en, d.reaction FROM update_deliveries d "
-                "JOIN updates u ON u.id = d.update_id WHERE d.pseudonym = ? ORDER BY u.id",
+                "SELECT u.published_at, u.kind, u.text_en, d.reaction, u.withdrawn_at "
+                "FROM update_deliveries d JOIN updates u ON u.id = d.update_id "
+                "WHERE d.pseudonym = ? ORDER BY u.id",
                 who,
-                ("date", "kind", "text", "your_reaction"),
+                ("date", "kind", "text", "your_reaction", "taken_back_on"),
             ),
             "safety_requests": await _rows(
                 conn,
@@ -235,7 +236,7 @@ async def _rows(
     result = []
     for row in rows:
         item = dict(zip(names, tuple(row), strict=True))
-        for key in ("date", "starts_at", "staff_wrote_on", "number_shared_on"):
+        for key in ("date", "starts_at", "staff_wrote_on", "number_shared_on", "taken_back_on"):
             if isinstance(item.get(key), int):
                 item[key] = _day(item[key])
         for key in ("help_asked_for", "help_passed_to_organiser"):

@@ -37,10 +37,11 @@ _LISTED = 5
 _KINDS = ("changed", "working", "cannot")
 DELIVER_JOB = "update_deliver"  # the next part of an update's deliveries
 WITHDRAW_PREFIX = "uw:"  # uw:<update id>: staff take an update back
-WITHDRAW_JOB = "update_withdraw"  # the next part of a taken-back update's copies to edit
+WITHDRAW_JOB = "update_withdraw"  # a pass over a taken-back update's copies to edit
 # The copies are edited a minute after: a message on its way as the update is taken back is
-# delivered all the same, and its message is known only once it is sent.
-EDIT_AFTER_MS = 60_000
+# delivered all the same, and its message is known only once it is sent. A last pass a
+# quarter of an hour on edits what was sent late (a send retried after a network fault).
+EDIT_PASSES_MS = (60_000, 15 * 60_000)
 EDIT_BATCH = 200
 DELIVER_BATCH = 200  # people an update is queued for per transaction (see publish)
 
@@ -67,7 +68,7 @@ class UpdateService(Desk[DialogueTexts]):
         self._lookback_ms = lookback_ms
         self._k = k  # the digest's small-number floor: fewer raisers are not counted out
         conversations.register_submit("publish_update", self.publish, bulk=True)
-        conversations.register_submit("withdraw_update", self.withdraw)
+        conversations.register_submit("withdraw_update", self.withdraw, bulk=True)
         conversations.add_value_formatter(self.form_values)
         conversations.add_context_provider("update_reach", self.preview_reach)
 
@@ -321,21 +322,25 @@ class UpdateService(Desk[DialogueTexts]):
         not_sent = await self._broadcasts.stop_about(
             conn, subject, ("update",), actor.pseudonym, now
         )
-        await self._edit_later(conn, update.id, "", now + EDIT_AFTER_MS, now)
+        for index, after in enumerate(EDIT_PASSES_MS):
+            await self._edit_later(conn, update.id, index, now + after, now)
         await AuditLog(conn).record(
             actor.pseudonym, "update.withdrawn", subject, {"not_sent": str(not_sent)}, now
         )
         await self._tell(conn, actor, "update_withdrawn_done", now)
 
     async def on_withdraw_edit(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
-        """A part of a taken-back update's copies, edited to say so (EDIT_BATCH here, as a
-        broadcast, the rest in the next part): an edit wakes nobody and sends nothing new."""
-        update = await Updates(conn).get(int(job.payload["update"]))
+        """A pass over a taken-back update's copies: EDIT_BATCH of those not yet edited,
+        edited to say so (as a broadcast: an edit wakes nobody and sends nothing new), the
+        rest in the next part of the pass. The first pass also forgets the deliveries that
+        were stopped before they were sent."""
+        updates = Updates(conn)
+        update = await updates.get(int(job.payload["update"]))
         if update is None or update.withdrawn_at is None:
             return
-        copies = await Updates(conn).sent_copies(
-            update.id, str(job.payload["after"]), EDIT_BATCH + 1
-        )
+        if int(job.payload["pass"]) == 0 and int(job.payload.get("part", 0)) == 0:
+            await updates.forget_unsent(update.id)
+        copies = await updates.copies_to_edit(update.id, EDIT_BATCH + 1)
         texts: dict[str, str] = {}
         edits: list[tuple[int, dict[str, Any]]] = []
         for copy in copies[:EDIT_BATCH]:
@@ -348,6 +353,7 @@ class UpdateService(Desk[DialogueTexts]):
                 (copy.chat_id, {"text": texts[copy.locale], "message_id": copy.message_id})
             )
         if edits:
+            await updates.mark_edited(update.id, [c.pseudonym for c in copies[:EDIT_BATCH]], now)
             await self._broadcasts.queue_in(
                 conn,
                 "update_withdrawal",
@@ -360,15 +366,21 @@ class UpdateService(Desk[DialogueTexts]):
                 outbox_kind="edit",
             )
         if len(copies) > EDIT_BATCH:
-            await self._edit_later(conn, update.id, copies[EDIT_BATCH - 1].pseudonym, now, now)
+            part = int(job.payload.get("part", 0)) + 1
+            await self._edit_later(conn, update.id, int(job.payload["pass"]), now, now, part)
 
     async def _edit_later(
-        self, conn: aiosqlite.Connection, update_id: int, after: str, due: int, now: int
+        self,
+        conn: aiosqlite.Connection,
+        update_id: int,
+        edit_pass: int,
+        due: int,
+        now: int,
+        part: int = 0,
     ) -> None:
-        payload = {"update": update_id, "after": after}
-        await Schedules(conn).add(
-            WITHDRAW_JOB, f"{WITHDRAW_JOB}:{update_id}:{after}", due, payload, now
-        )
+        payload = {"update": update_id, "pass": edit_pass, "part": part}
+        key = f"{WITHDRAW_JOB}:{update_id}:{edit_pass}:{part}"
+        await Schedules(conn).add(WITHDRAW_JOB, key, due, payload, now)
         self._on_queued()  # wake the scheduler
 
     def _received(self, reactions: Reactions, locale: str) -> str:

@@ -397,8 +397,11 @@ class DigestFigures:
             "this_week": this_week,
             "end": end,
         }
+        # An update taken back (a mistake) answered nothing: not counted, and its themes
+        # stay waiting for an answer.
         in_scope = (
-            f"u.published_at >= :start AND u.published_at < :end{_in_region('u.region', region)}"
+            "u.withdrawn_at IS NULL AND u.published_at >= :start AND u.published_at < :end"
+            f"{_in_region('u.region', region)}"
         )
         published = await self._rows(
             "SELECT COALESCE(SUM(u.published_at >= :this_week), 0), COUNT(*) "
@@ -409,7 +412,8 @@ class DigestFigures:
         raised = await self._rows(
             "SELECT a.region, a.theme, COUNT(DISTINCT a.pseudonym), "
             "EXISTS (SELECT 1 FROM updates u, json_each(u.themes) j WHERE u.region = a.region "
-            "  AND j.value = a.theme AND u.published_at >= :start AND u.published_at < :end) "
+            "  AND j.value = a.theme AND u.published_at >= :start AND u.published_at < :end "
+            "  AND u.withdrawn_at IS NULL) "
             f"FROM digest_tagged a {where} GROUP BY 1, 2 ORDER BY 1, 2",
             params,
         )

@@ -206,20 +206,43 @@ class Updates:
         )
         return cursor.rowcount > 0
 
-    async def sent_copies(self, update_id: int, after: str, limit: int) -> list[SentCopy]:
-        """The copies of the update people have (sent as a message we know), in pseudonym
-        order after `after`, at most `limit`; only people still reachable. Their consent to
-        updates is not asked: an edit sends nothing new, and a copy left standing would
-        keep saying what is not so."""
+    async def copies_to_edit(self, update_id: int, limit: int) -> list[SentCopy]:
+        """The copies of the update people were sent (as a message we know) and not yet
+        edited, in pseudonym order, at most `limit`: only people still reachable whose latest
+        decision on updates is a yes. Someone who said no to updates is not written to, not
+        even by an edit (as panel corrections do)."""
         async with self._conn.execute(
             "SELECT d.pseudonym, p.chat_id, p.locale, d.message_id FROM update_deliveries d "
             "JOIN people p ON p.pseudonym = d.pseudonym "
-            "WHERE d.update_id = ? AND d.pseudonym > ? AND d.message_id IS NOT NULL "
-            "AND p.reachable = 1 ORDER BY d.pseudonym LIMIT ?",
-            (update_id, after, limit),
+            "WHERE d.update_id = ? AND d.message_id IS NOT NULL AND d.edited_at IS NULL "
+            "AND p.reachable = 1 "
+            "AND (SELECT granted FROM consent_ledger WHERE id = (SELECT MAX(id) "
+            "     FROM consent_ledger WHERE pseudonym = p.pseudonym AND purpose = 'updates')) = 1 "
+            "ORDER BY d.pseudonym LIMIT ?",
+            (update_id, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [SentCopy(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def mark_edited(self, update_id: int, pseudonyms: Sequence[str], now: int) -> None:
+        await self._conn.executemany(
+            "UPDATE update_deliveries SET edited_at = ? WHERE update_id = ? AND pseudonym = ?",
+            [(now, update_id, pseudonym) for pseudonym in pseudonyms],
+        )
+
+    async def forget_unsent(self, update_id: int) -> int:
+        """Deliveries recorded for messages that were never sent (stopped as the update was
+        taken back, a minute after): they did not reach anyone, so they are not counted as
+        sent, nor shown in /mydata as received. Returns how many."""
+        cursor = await self._conn.execute(
+            "DELETE FROM update_deliveries WHERE update_id = :id AND message_id IS NULL "
+            "AND reaction IS NULL AND pseudonym IN (SELECT p.pseudonym FROM outbox o "
+            "  JOIN broadcasts b ON b.id = o.broadcast_id JOIN people p ON p.chat_id = o.chat_id "
+            "  WHERE b.kind = 'update' AND b.subject = 'update:' || :id "
+            "  AND o.status = 'cancelled')",
+            {"id": update_id},
+        )
+        return cursor.rowcount
 
     async def erase_person(self, pseudonym: str) -> int:
         cursor = await self._conn.execute(

@@ -4,6 +4,7 @@ is invented."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import pytest
 
 from bot import updates as updates_module
 from bot.conversation import Actor
+from bot.digests import week_of
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
 from bot.updates import DELIVER_JOB
 from storage.answers import Answers
 from storage.checkins import Checkins
 from storage.clock import ManualClock
+from storage.digest_data import DigestFigures
 from storage.people import ConsentLedger, People
 from storage.staff import StaffRoles
 from tests.harness import Chat, Records, eventually, hold_jobs, running_bot, settled
@@ -239,9 +242,51 @@ async def test_staff_take_an_update_back_and_the_copies_people_have_say_so(
         had = len(orla.messages)
         await orla.say("/updates")
         seen = await orla.expect(had + 2)
-        assert "Taken back." in seen.text and "Take it back" not in str(seen.reply_markup)
+        assert (
+            "Taken back. We changed the copies we sent" in seen.text
+            and "Take it back" not in str(seen.reply_markup)
+        )
         audit = [a for (a,) in records.query("SELECT action FROM audit_log")]
         assert "update.withdrawn" in audit
+        # It answered nothing: the digest does not count it, and housing waits for an answer.
+        week = week_of(runtime.clock.now_ms(), "Europe/London")
+        async with runtime.db.read() as conn, DigestFigures(conn) as figures:
+            loop = (await figures.read("london", week, "Europe/London")).loop
+        assert (loop.published_week, loop.published_trend) == (0, 0)
+        assert loop.reactions["delivered"].value == 0
+        assert not any(t.answered for t in loop.raised)
+        # Ada's data says she was sent it, and that it was taken back. (Her answer, seeded
+        # as "-", is sealed first: /mydata opens it.)
+        sealed = records.secrets.encrypt_text("Zephyrine housing officers never call back")
+        async with runtime.db.transaction() as conn:
+            await conn.execute("UPDATE answers SET ciphertext = ?", (sealed,))
+        before = len(ada.messages)
+        await ada.say("/mydata")
+        await ada.expect(before + 2)  # what we keep, then the list of it
+        message, data = ada.find_button("Get a file")
+        had = len(ada.messages)
+        api.press_button(ADA, message.message_id, data)
+        document = await ada.expect(had + 1)
+        assert document.content is not None
+        [received] = json.loads(document.content)["updates_received"]
+        assert received["taken_back_on"] == "2026-11-02"
+
+
+async def test_a_take_back_confirmed_after_the_role_went_changes_nothing(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    async with running_bot(api, tmp_path) as runtime:
+        await seed(api, runtime)
+        orla = Chat(api, ORLA)
+        await publish_housing(orla, "going to fewer than 10 people")
+        await orla.say("/updates")
+        await orla.expect(len(orla.messages) + 1)
+        await orla.tap("Take it back")
+        async with runtime.db.transaction() as conn:
+            orla_is = runtime.service.pseudonym_of(ORLA.user_id)
+            await StaffRoles(conn).revoke(orla_is, "staff", "london")
+        assert "not available" in (await orla.tap("Yes, take it back")).text
+        assert Records(runtime.settings).query("SELECT withdrawn_at FROM updates") == [(None,)]
 
 
 async def test_an_update_for_many_goes_in_parts_each_person_once(

@@ -1,9 +1,13 @@
 -- 0029: staff of its area can take an update back (a mistake, or news that changed): it goes
--- to nobody more, /updates no longer lists it, and the copies people have are edited to say
--- it was taken back (their buttons go). For that edit, the Telegram message each delivery
--- went out as is kept here: the outbox row that sent it is pruned after 7 days.
+-- to nobody more, /updates no longer lists it, the digest no longer counts it, and the
+-- copies people were sent are edited to say it was taken back (their buttons go). For that
+-- edit, the Telegram message each delivery went out as is kept here: the outbox row that
+-- sent it is pruned after 7 days, so copies of updates sent over a week before this
+-- migration cannot be edited (nor copies shown by /updates, which are not recorded).
 ALTER TABLE updates ADD COLUMN withdrawn_at INTEGER;
 ALTER TABLE update_deliveries ADD COLUMN message_id INTEGER;
+-- When the copy's edit was queued: a later pass edits only the copies not edited yet.
+ALTER TABLE update_deliveries ADD COLUMN edited_at INTEGER;
 CREATE INDEX update_deliveries_sent ON update_deliveries (update_id, pseudonym)
     WHERE message_id IS NOT NULL;
 
