@@ -7,6 +7,8 @@ Every day (and by hand with `python -m bot retention run`) the bot deletes:
 - who was sent each update (and how they reacted), for updates published more than
   RETENTION_MONTHS ago: an update goes to those who raised its themes, so the row says
   what they raised (the update itself, staff's words, stays);
+- who was invited to each panel, and what they answered, for panels that began more than
+  RETENTION_MONTHS ago (the panel itself stays);
 - safeguarding requests older than SAFEGUARDING_RETENTION_DAYS (default 90): the link
   between a person and what they disclosed. The audit log keeps that an alert happened and
   who acted (under the SG- reference, not the person), for any later review;
@@ -142,6 +144,15 @@ async def delete_expired(
         (answers_before, limit),
     )
     deleted["update_deliveries"] = cursor.rowcount
+    # Who was invited to a panel and what they answered (their ticket, the help they asked
+    # for until it was erased after the day) says they are on probation in its area: gone
+    # for panels that began before the cutoff. The panel (staff's words) stays.
+    cursor = await conn.execute(
+        "DELETE FROM panel_invitations WHERE id IN (SELECT i.id FROM panels p "
+        "JOIN panel_invitations i ON i.panel_id = p.id WHERE p.starts_at < ? LIMIT ?)",
+        (answers_before, limit),
+    )
+    deleted["panel_invitations"] = cursor.rowcount
     aged_left = max(deleted.values()) >= limit
     # The same cutoff as answers: silent for RETENTION_MONTHS (never shorter than 13).
     deleted["people"] = 0

@@ -27,6 +27,7 @@ from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 from storage.checkins import Checkins
 from storage.clock import SystemClock
 from storage.database import Database
+from storage.panels import Panels
 from storage.people import ConsentLedger, People, Sessions
 from storage.queues import Outbox
 from storage.safeguarding import SafeguardingRequests
@@ -70,6 +71,7 @@ async def seed(db: Database, now: int, margin: int = 0) -> dict[str, set[int]]:
         "checkins": set(),
         "safeguarding": set(),
         "deliveries": set(),
+        "invitations": set(),
     }
     async with db.transaction() as conn:
         for who, chat, region in (("p-ada", 1, "london"), ("p-bo", 2, "wales")):
@@ -118,6 +120,17 @@ async def seed(db: Database, now: int, margin: int = 0) -> dict[str, set[int]]:
             await Updates(conn).deliver(int(row[0]), "p-ada")
             if published > cutoff:
                 keep["deliveries"].add(int(row[0]))
+        # Panels that began a day either side of the cutoff, Ada invited to each: who was
+        # invited to the old one goes (the panel stays).
+        for starts in (cutoff - DAY, cutoff + DAY):
+            panel = await Panels(conn).create(
+                "london", "Housing panel", starts, "Town hall", 5, (), "p-staff", starts - DAY
+            )
+            token = await Panels(conn).invite(panel, "p-ada", starts - DAY)
+            assert token is not None
+            await Panels(conn).respond(token, "yes", starts - DAY)
+            if starts > cutoff:
+                keep["invitations"].add(panel)
         # An answer outside any check-in, one day either side of the cutoff.
         for written in (cutoff - DAY, cutoff + DAY):
             async with conn.execute(
@@ -140,6 +153,7 @@ async def remaining(db: Database) -> dict[str, set[int]]:
             ("checkins", "SELECT id FROM checkins"),
             ("safeguarding", "SELECT id FROM safeguarding_requests"),
             ("deliveries", "SELECT update_id FROM update_deliveries"),
+            ("invitations", "SELECT panel_id FROM panel_invitations"),
         ):
             async with conn.execute(sql) as cursor:
                 found[name] = {int(r[0]) for r in await cursor.fetchall()}
@@ -161,6 +175,7 @@ async def test_exactly_the_expired_rows_go(tmp_path: Path) -> None:
             "safeguarding_requests": len(before["safeguarding"] - keep["safeguarding"]),
         }
         assert deleted["update_deliveries"] == 1
+        assert deleted["panel_invitations"] == 1
         assert deleted["people"] == 0  # both were seen lately
         async with db.read() as conn:
             async with conn.execute(
