@@ -301,6 +301,7 @@ class PanelTexts(DialogueTexts):
             maybe=self.number(summary.maybe, locale),
             waiting=self.number(summary.waiting, locale),
             no=self.number(summary.no, locale),
+            cancelled=self.number(summary.cancelled, locale),
             invited=self.number(summary.invited, locale),
             support=", ".join(requested) or self.text(locale, "no_help_offered"),
         )

@@ -53,6 +53,7 @@ SAMPLES = {
     "maybe": "3",
     "waiting": "1",
     "no": "4",
+    "cancelled": "1",
     "invited": "30",
     "tickets": "KDF-3PX",
     "message": "The bus leaves at noon.",
