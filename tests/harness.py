@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -60,6 +61,25 @@ class Chat:
     async def expect(self, count: int) -> SentMessage:
         """Wait until the bot has sent `count` messages in all; return the newest."""
         return (await self.api.wait_for_messages(self.person.chat_id, count, 10.0))[-1]
+
+    async def mydata_file(self) -> dict[str, Any]:
+        """/mydata, then "Get a file": everything kept about the person, as the file they
+        are sent (parsed)."""
+        await self.say("/mydata")
+
+        def offered() -> bool:  # under what we keep, or the list of it that follows
+            return any("Get a file" in str(m.reply_markup) for m in self.messages)
+
+        await eventually(offered)
+        message, data = self.find_button("Get a file")
+        had = len(self.messages)
+        self.api.press_button(self.person, message.message_id, data)
+        # (the list of what we keep may still be on its way before it)
+        await eventually(lambda: any(m.kind == "document" for m in self.messages[had:]))
+        [document] = [m for m in self.messages[had:] if m.kind == "document"]
+        assert document.content is not None
+        exported: dict[str, Any] = json.loads(document.content)
+        return exported
 
     async def start(self, language: str = "English") -> SentMessage:
         """/start, then pick the language: returns the notice."""

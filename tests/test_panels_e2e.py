@@ -129,6 +129,17 @@ async def amara_about_to_say_no(api: LocalBotApi) -> Chat:
     return amara
 
 
+MEG = FakePerson(user_id=710000004, first_name="Meg", language_code="en")  # to be a manager
+
+
+async def meg_has_written(api: LocalBotApi) -> tuple[FakePerson, Chat]:
+    """Meg, London's manager to be, has written to the bot (it cannot write first)."""
+    meg = Chat(api, MEG)
+    await meg.say("/help")
+    await meg.expect(1)
+    return MEG, meg
+
+
 def texts(chat: Chat) -> list[str]:
     return [m.text or "" for m in chat.messages]
 
@@ -202,13 +213,7 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         await staff.say("We have booked an interpreter for you.")
         assert "booked an interpreter" in (await bilal.expect(bilal_had + 1)).text
         # His data says what was passed on, and to whom.
-        await bilal.say("/mydata")
-        message, data = bilal.find_button("Get a file")
-        had = len(bilal.messages)
-        api.press_button(BILAL, message.message_id, data)
-        document = await bilal.expect(had + 1)
-        assert document.content is not None
-        [his] = json.loads(document.content)["panels"]
+        [his] = (await bilal.mydata_file())["panels"]
         assert his["help_asked_for"] == ["interpreter", "travel"]
         assert his["help_passed_to_organiser"] == ["interpreter"]
 
@@ -1231,10 +1236,7 @@ async def test_replies_reach_the_area_s_managers_once_the_organiser_has_left(
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        manager = FakePerson(user_id=710000004, first_name="Meg", language_code="en")
-        meg = Chat(api, manager)
-        await meg.say("/help")
-        await meg.expect(1)
+        manager, meg = await meg_has_written(api)
         staff = Chat(api, ORGANISER)
         await create_panel(staff)
         amara, _ = await amara_takes_a_place(api, staff)
@@ -1267,10 +1269,7 @@ async def test_help_not_on_offer_with_no_one_to_ask_says_so_and_asks_again_later
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
-        manager = FakePerson(user_id=710000004, first_name="Meg", language_code="en")
-        meg = Chat(api, manager)
-        await meg.say("/help")
-        await meg.expect(1)
+        manager, meg = await meg_has_written(api)
         staff = Chat(api, ORGANISER)
         await create_panel(staff)
         amara, _ = await amara_takes_a_place(api, staff)
