@@ -78,6 +78,7 @@ BROADCASTS_FOR_PURPOSE: dict[str, tuple[str, ...]] = {
         "panel_cancelled",
         "panel_message",
         "panel_correction",
+        "panel_place_given",
     ),
     "updates": ("update",),
 }

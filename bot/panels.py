@@ -461,11 +461,15 @@ class PanelService(Desk[PanelTexts]):
         changed = await panels.get(panel.id)
         assert changed is not None
         promoted = await panels.fill_free_places(panel.id, now)
+        # Maybe hundreds at once: told at a broadcast's pace, not ahead of everyone's
+        # replies, and not once the panel has begun.
+        messages = []
         for invitation in promoted:
             person = await People(conn).get(invitation.pseudonym)
             if person is not None and person.reachable:
                 freed = self._texts.place_freed(changed, invitation, person.locale)
-                await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", freed, now)
+                messages.append((person.chat_id, {**freed, STALE_AT: changed.starts_at}))
+        await self._notify(conn, actor, "panel_place_given", changed, messages, now)
         await audit_panel(
             conn,
             actor,

@@ -39,8 +39,10 @@ DELIVER_JOB = "update_deliver"  # the next part of an update's deliveries
 WITHDRAW_PREFIX = "uw:"  # uw:<update id>: staff take an update back
 WITHDRAW_JOB = "update_withdraw"  # a pass over a taken-back update's copies to edit
 # The copies are edited a minute after: a message on its way as the update is taken back is
-# delivered all the same, and its message is known only once it is sent. A last pass a
-# quarter of an hour on edits what was sent late (a send retried after a network fault).
+# delivered all the same, and its message is known only once the sender records it sent. A
+# last pass a quarter of an hour on edits what was recorded later (the sender's record held
+# up: a busy or failing database), and only then are the deliveries stopped before they
+# were sent forgotten.
 EDIT_PASSES_MS = (60_000, 15 * 60_000)
 EDIT_BATCH = 200
 DELIVER_BATCH = 200  # people an update is queued for per transaction (see publish)
@@ -332,13 +334,14 @@ class UpdateService(Desk[DialogueTexts]):
     async def on_withdraw_edit(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """A pass over a taken-back update's copies: EDIT_BATCH of those not yet edited,
         edited to say so (as a broadcast: an edit wakes nobody and sends nothing new), the
-        rest in the next part of the pass. The first pass also forgets the deliveries that
+        rest in the next part of the pass. The last pass first forgets the deliveries that
         were stopped before they were sent."""
         updates = Updates(conn)
         update = await updates.get(int(job.payload["update"]))
         if update is None or update.withdrawn_at is None:
             return
-        if int(job.payload["pass"]) == 0 and int(job.payload.get("part", 0)) == 0:
+        edit_pass, part = int(job.payload.get("pass", 0)), int(job.payload.get("part", 0))
+        if edit_pass == len(EDIT_PASSES_MS) - 1 and part == 0:
             await updates.forget_unsent(update.id)
         copies = await updates.copies_to_edit(update.id, EDIT_BATCH + 1)
         texts: dict[str, str] = {}
@@ -366,8 +369,7 @@ class UpdateService(Desk[DialogueTexts]):
                 outbox_kind="edit",
             )
         if len(copies) > EDIT_BATCH:
-            part = int(job.payload.get("part", 0)) + 1
-            await self._edit_later(conn, update.id, int(job.payload["pass"]), now, now, part)
+            await self._edit_later(conn, update.id, edit_pass, now, now, part + 1)
 
     async def _edit_later(
         self,

@@ -52,10 +52,13 @@ class Broadcasts:
 
     async def latest_sent_to(self, chat_id: int, since: int) -> tuple[str, str] | None:
         """(kind, subject) of the latest broadcast message sent to the chat since `since`
-        (e.g. an organiser's message and its panel), whatever its kind; None if none was."""
+        (e.g. an organiser's message and its panel), whatever its kind; None if none was.
+        Edits are not messages: one changes what the person already has, silently, and the
+        last message they see is still the one before it."""
         async with self._conn.execute(
             "SELECT b.kind, b.subject FROM outbox o JOIN broadcasts b ON b.id = o.broadcast_id "
-            "WHERE o.chat_id = ? AND o.status = 'sent' AND o.sent_at >= ? "
+            "WHERE o.chat_id = ? AND o.status = 'sent' AND o.kind = 'message' "
+            "AND o.sent_at >= ? "
             "ORDER BY o.sent_at DESC, o.id DESC LIMIT 1",
             (chat_id, since),
         ) as cursor:

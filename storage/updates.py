@@ -208,17 +208,15 @@ class Updates:
 
     async def copies_to_edit(self, update_id: int, limit: int) -> list[SentCopy]:
         """The copies of the update people were sent (as a message we know) and not yet
-        edited, in pseudonym order, at most `limit`: only people still reachable whose latest
-        decision on updates is a yes. Someone who said no to updates is not written to, not
-        even by an edit (as panel corrections do)."""
+        edited, in pseudonym order, at most `limit`, of people still reachable. Whatever they
+        decided on updates since: an edit sends nothing new and wakes nobody, and an update
+        is taken back because it is wrong; a copy left standing would go on saying it (a
+        panel's corrections, about a date, go only to those still wanting invitations)."""
         async with self._conn.execute(
             "SELECT d.pseudonym, p.chat_id, p.locale, d.message_id FROM update_deliveries d "
             "JOIN people p ON p.pseudonym = d.pseudonym "
             "WHERE d.update_id = ? AND d.message_id IS NOT NULL AND d.edited_at IS NULL "
-            "AND p.reachable = 1 "
-            "AND (SELECT granted FROM consent_ledger WHERE id = (SELECT MAX(id) "
-            "     FROM consent_ledger WHERE pseudonym = p.pseudonym AND purpose = 'updates')) = 1 "
-            "ORDER BY d.pseudonym LIMIT ?",
+            "AND p.reachable = 1 ORDER BY d.pseudonym LIMIT ?",
             (update_id, limit),
         ) as cursor:
             rows = await cursor.fetchall()

@@ -231,7 +231,7 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         # /panels shows the counts and the help asked for, with no names.
         summary = await staff.say("/panels")
         assert "Yes: 2 of 2 places" in summary.text and "Waiting list: 1" in summary.text
-        assert "Gave their place back: 1" in summary.text  # Amara
+        assert "Cancelled: 1" in summary.text  # Amara
         assert "Travel costs 1" in summary.text and "Interpreter 1" in summary.text
         tickets = await staff.tap("Tickets")
         assert "places taken: 2." in tickets.text and ticket_a not in tickets.text

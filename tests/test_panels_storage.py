@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storage.broadcasts import Broadcasts
 from storage.database import Database
 from storage.panels import (
     TICKET_ALPHABET,
@@ -634,3 +635,24 @@ async def test_a_freed_place_skips_people_who_blocked_the_bot_or_said_no_to_pane
         await ConsentLedger(conn).record("p-cal", "panel_invitations", False, "v1", NOW + HOUR)
     freed = await respond(db, tokens["p-ada"], "cancel", NOW + 2 * HOUR)
     assert freed.promoted is not None and freed.promoted.pseudonym == "p-dev"
+
+
+async def test_an_edit_since_does_not_hide_the_organiser_s_message_as_the_last_sent(
+    db: Database,
+) -> None:
+    """A typed reply goes to the organiser while their message is the last the bot sent
+    the person: a silent edit since (an update taken back) is not a message they saw."""
+    async with db.transaction() as conn:
+        broadcasts = Broadcasts(conn)
+        for kind, subject, outbox_kind, sent_at in (
+            ("panel_message", "panel:1", "message", 100),
+            ("update_withdrawal", "update:5", "edit", 200),
+        ):
+            made = await broadcasts.create(
+                kind, subject, "london", "s", [(7, {"text": "-"})], None, 0, outbox_kind=outbox_kind
+            )
+            await conn.execute(
+                "UPDATE outbox SET status = 'sent', sent_at = ? WHERE broadcast_id = ?",
+                (sent_at, made),
+            )
+        assert await broadcasts.latest_sent_to(7, 0) == ("panel_message", "panel:1")

@@ -14,13 +14,16 @@ from bot.conversation import Actor
 from bot.digests import week_of
 from bot.local_api import FakePerson, LocalBotApi, SentMessage
 from bot.runtime import Runtime
-from bot.updates import DELIVER_JOB
+from bot.updates import DELIVER_JOB, WITHDRAW_JOB
 from storage.answers import Answers
+from storage.broadcasts import Broadcasts
 from storage.checkins import Checkins
 from storage.clock import ManualClock
 from storage.digest_data import DigestFigures
 from storage.people import ConsentLedger, People
+from storage.queues import Job, Outbox
 from storage.staff import StaffRoles
+from storage.updates import Updates
 from tests.harness import Chat, Records, eventually, hold_jobs, running_bot, settled
 
 ORLA = FakePerson(user_id=750000001, first_name="Orla", language_code="en")  # London staff
@@ -451,3 +454,45 @@ async def test_an_update_reaches_only_those_who_raised_it_within_the_lookback(
         assert "every Tuesday" in (await Chat(api, ADA).expect(1)).text
         await settled(api, Records(runtime.settings))
         assert bool(api.messages(ffion.chat_id)) is reaches_ffion
+
+
+async def test_a_send_recorded_after_the_first_pass_is_still_edited_not_forgotten(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """A copy on its way as the update is taken back, whose send the sender records only
+    after the first pass (a busy database): it is not forgotten as never sent, and the
+    last pass edits it."""
+    async with running_bot(api, tmp_path) as runtime:
+        await seed(api, runtime)
+        now = runtime.clock.now_ms()
+        ada_is = runtime.service.pseudonym_of(ADA.user_id)
+        async with runtime.db.transaction() as conn:
+            updates = Updates(conn)
+            update = await updates.publish("london", "changed", ["housing"], "-", None, "s", now)
+            await updates.deliver(update.id, ada_is)
+            broadcast = await Broadcasts(conn).create(
+                "update",
+                f"update:{update.id}",
+                "london",
+                "s",
+                [(ADA.chat_id, {"text": "-"})],
+                None,
+                now,
+            )
+            await Broadcasts(conn).cancel(broadcast, now)  # taken back while on its way
+            await updates.withdraw(update.id, now)
+
+        async def edit_pass(number: int) -> None:
+            job = Job(0, WITHDRAW_JOB, "-", now, {"update": update.id, "pass": number}, 0)
+            async with runtime.db.transaction() as conn:
+                await runtime.updates.on_withdraw_edit(conn, job, now)
+
+        records = Records(runtime.settings)
+        kept = "SELECT message_id, edited_at IS NOT NULL FROM update_deliveries"
+        await edit_pass(0)
+        assert records.query(kept) == [(None, 0)]  # not known to be sent yet: kept
+        async with runtime.db.transaction() as conn:  # the send is recorded, late
+            [(row, version)] = records.query("SELECT id, version FROM outbox")
+            await Outbox(conn).mark_sent_many([(int(row), 777, int(version))], now)
+        await edit_pass(1)
+        assert records.query(kept) == [(777, 1)]  # edited in the last pass

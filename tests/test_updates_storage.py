@@ -62,7 +62,7 @@ async def test_a_taken_back_update_finds_each_copy_to_edit_once_and_forgets_unse
 ) -> None:
     """Taken back: the copies sent (their message kept by the 0029 trigger as the sender
     marks them sent) are found once each; deliveries stopped before they were sent are
-    forgotten; someone unreachable, or who said no to updates since, is not written to."""
+    forgotten; someone unreachable is not written to."""
     db = await Database.open(str(tmp_path / "updates.db"))
     await db.migrate()
     async with db.transaction() as conn:
@@ -93,8 +93,9 @@ async def test_a_taken_back_update_finds_each_copy_to_edit_once_and_forgets_unse
         assert not await updates.withdraw(update.id, 2 * DAY)
         assert await updates.forget_unsent(update.id) == 1
         copies = await updates.copies_to_edit(update.id, 10)
-        assert [(c.pseudonym, c.message_id) for c in copies] == [("p-a", 501)]
-        await updates.mark_edited(update.id, ["p-a"], 2 * DAY)
+        # p-c said no to updates since: her copy is still corrected (an edit sends nothing).
+        assert [(c.pseudonym, c.message_id) for c in copies] == [("p-a", 501), ("p-c", 503)]
+        await updates.mark_edited(update.id, ["p-a", "p-c"], 2 * DAY)
         assert await updates.copies_to_edit(update.id, 10) == []
         async with conn.execute(
             "SELECT pseudonym, message_id FROM update_deliveries ORDER BY pseudonym"

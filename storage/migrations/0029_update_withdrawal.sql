@@ -6,8 +6,6 @@
 -- migration cannot be edited (nor copies shown by /updates, which are not recorded).
 ALTER TABLE updates ADD COLUMN withdrawn_at INTEGER;
 ALTER TABLE update_deliveries ADD COLUMN message_id INTEGER;
--- When the copy's edit was queued: a later pass edits only the copies not edited yet.
-ALTER TABLE update_deliveries ADD COLUMN edited_at INTEGER;
 CREATE INDEX update_deliveries_sent ON update_deliveries (update_id, pseudonym)
     WHERE message_id IS NOT NULL;
 
