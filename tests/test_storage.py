@@ -768,3 +768,58 @@ async def test_a_checkpoint_waits_for_a_long_reader_without_holding_up_the_bot(
             await Meta(conn).set("meanwhile", "1")
     await asyncio.wait_for(checkpointing, 30)
     assert (tmp_path / "test.db-wal").stat().st_size == 0
+
+
+async def test_update_deliveries_keep_the_message_they_went_out_as(tmp_path: Path) -> None:
+    """Migration 0029 fills in, from the outbox rows still kept, which message each delivery
+    of an update went out as (not another broadcast's, not one still to go); after it, a
+    trigger records it as the sender marks a delivery sent (so a copy can be corrected
+    once the update is taken back)."""
+    database = await Database.open(str(tmp_path / "upgrade.db"))
+    migrations = bundled_migrations()
+    at = next(i for i, m in enumerate(migrations) if m.name.startswith("0029_"))
+    await database.migrate(migrations[:at])
+    async with database.transaction() as conn:
+        for pseudonym, chat_id in (("p-1", 501), ("p-2", 502)):
+            await conn.execute(
+                "INSERT INTO people (pseudonym, chat_id, locale, created_at, updated_at) "
+                "VALUES (?, ?, 'en', 0, 0)",
+                (pseudonym, chat_id),
+            )
+        await conn.execute(
+            "INSERT INTO updates (id, region, kind, themes, text_en, published_by, "
+            "published_at) VALUES (7, 'london', 'changed', '[\"housing\"]', 'x', 's-1', 0)"
+        )
+        for pseudonym, token in (("p-1", "a" * 16), ("p-2", "b" * 16)):
+            await conn.execute(
+                "INSERT INTO update_deliveries (update_id, pseudonym, token) VALUES (7, ?, ?)",
+                (pseudonym, token),
+            )
+        for broadcast_id, kind, subject in ((1, "update", "update:7"), (2, "panel_message", "x")):
+            await conn.execute(
+                "INSERT INTO broadcasts (id, kind, subject, region, created_by, total, "
+                "created_at) VALUES (?, ?, ?, 'london', 's-1', 1, 0)",
+                (broadcast_id, kind, subject),
+            )
+        for outbox_id, chat_id, broadcast_id, status, message_id in (
+            (1, 501, 1, "sent", 11),  # p-1's copy
+            (2, 502, 1, "pending", None),  # p-2's, still to go
+            (3, 502, 2, "sent", 12),  # another broadcast's message to p-2
+        ):
+            await conn.execute(
+                "INSERT INTO outbox (id, chat_id, priority, kind, payload, status, not_before, "
+                "created_at, sent_at, message_id, broadcast_id) "
+                "VALUES (?, ?, 2, 'message', NULL, ?, 0, 0, 100, ?, ?)",
+                (outbox_id, chat_id, status, message_id, broadcast_id),
+            )
+    await database.migrate()
+    kept = "SELECT pseudonym, message_id FROM update_deliveries ORDER BY pseudonym"
+    async with database.read() as conn, conn.execute(kept) as cursor:
+        assert [tuple(r) for r in await cursor.fetchall()] == [("p-1", 11), ("p-2", None)]
+
+    async with database.transaction() as conn:
+        await Outbox(conn).mark_sent_many([(2, 21, 0)], 200)
+    async with database.read() as conn, conn.execute(kept) as cursor:
+        rows = [tuple(r) for r in await cursor.fetchall()]
+    await database.close()
+    assert rows == [("p-1", 11), ("p-2", 21)]
