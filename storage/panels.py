@@ -347,9 +347,10 @@ class Panels:
         """Record a person's answer ('yes', 'maybe', 'no' or 'cancel' for "Cancel my place").
 
         Only an open panel that has not started takes answers; otherwise nothing changes and
-        the outcome says `closed`. Saying 'yes' again never moves anybody: someone with a
-        place keeps their ticket, someone waiting keeps their turn. When a place is given
-        back, the first person waiting gets it (returned as `promoted`, to be told)."""
+        the outcome says `closed`. Saying 'yes' again never moves anybody ahead: someone with
+        a place keeps their ticket, someone waiting keeps their turn (but takes a place left
+        free, if first in turn of those who can be told). When a place is given back, the
+        first person waiting gets it (returned as `promoted`, to be told)."""
         if choice not in CHOICES:
             raise ValueError(f"unknown choice {choice!r}")
         async with self._conn.execute(
@@ -378,6 +379,13 @@ class Panels:
         promoted = None
         if before.answer == "yes" and after.answer != "yes":
             promoted = await self._promote(before.panel_id, now)
+        elif choice == "yes" and before.answer == "waiting":
+            # A place may have been left free while those waiting could not be told (they
+            # had blocked the bot): a "yes" from the list fills it, in turn; this person,
+            # or whoever waited longer and can be told.
+            promoted = await self._promote(before.panel_id, now)
+            if promoted is not None and promoted.id == before.id:
+                after, promoted = promoted, None
         position = await self._waiting_position(after) if after.answer == "waiting" else None
         return RsvpOutcome(after, before.answer, promoted, position, closed=False)
 

@@ -196,6 +196,38 @@ async def test_repeated_yes_changes_nothing(db: Database) -> None:
     assert bea.invitation.answered_at == NOW + 3  # kept their turn
 
 
+async def test_a_place_left_free_while_the_waiting_could_not_be_told_goes_on_their_yes(
+    db: Database,
+) -> None:
+    """Ada gives her place back while Bea and Cal, waiting, have blocked the bot: nobody can
+    be told, so the place stays free. Cal comes back first and taps Yes again: Bea waited
+    longer but still cannot be told, so Cal gets it; Bea, back later, waits (full again)."""
+    await add_people(db, SIX[:3])
+    panel_id = await new_panel(db, capacity=1)
+    tokens = await invite(db, panel_id, SIX[:3])
+    await respond(db, tokens["p-ada"], "yes", NOW + 1)
+    await respond(db, tokens["p-bea"], "yes", NOW + 2)
+    await respond(db, tokens["p-cal"], "yes", NOW + 3)
+    async with db.transaction() as conn:
+        chats = {}
+        for pseudonym in ("p-bea", "p-cal"):
+            person = await People(conn).get(pseudonym)
+            assert person is not None
+            chats[pseudonym] = person.chat_id
+            await People(conn).set_reachable(person.chat_id, False, NOW + 4)
+    gone = await respond(db, tokens["p-ada"], "cancel", NOW + 5)
+    assert gone.promoted is None  # nobody waiting can be told
+
+    async with db.transaction() as conn:
+        await People(conn).set_reachable(chats["p-cal"], True, NOW + 6)
+    cal = await respond(db, tokens["p-cal"], "yes", NOW + 7)
+    assert cal.invitation.answer == "yes" and cal.invitation.ticket and cal.promoted is None
+    async with db.transaction() as conn:
+        await People(conn).set_reachable(chats["p-bea"], True, NOW + 8)
+    bea = await respond(db, tokens["p-bea"], "yes", NOW + 9)
+    assert bea.invitation.answer == "waiting" and bea.waiting_position == 1
+
+
 async def test_cancel_without_a_place_changes_nothing(db: Database) -> None:
     await add_people(db, SIX[:1])
     panel_id = await new_panel(db)
