@@ -32,7 +32,18 @@ async def erase_person(
     for table in _BY_PSEUDONYM:
         cursor = await conn.execute(f"DELETE FROM {table} WHERE pseudonym = ?", (pseudonym,))
         deleted[table] = cursor.rowcount
-    cursor = await conn.execute("DELETE FROM outbox WHERE chat_id = ?", (chat_id,))
+    # The person's outbox rows are emptied, not deleted: a row sent moments ago may not be
+    # recorded sent yet (the sender records sends in batches, by row id), and a deleted
+    # newest row's id is given to the next row queued (SQLite reuses the highest rowid),
+    # which that record would then mark sent unsent: a reply to duty staff was lost so.
+    # Emptied, the row keeps its id and nothing about the person (chat 0, no payload);
+    # housekeeping forgets it with the other finished rows.
+    cursor = await conn.execute(
+        "UPDATE outbox SET chat_id = 0, payload = NULL, message_id = NULL, last_error = NULL, "
+        "status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END "
+        "WHERE chat_id = ?",
+        (chat_id,),
+    )
     deleted["outbox"] = cursor.rowcount
     cursor = await conn.execute("DELETE FROM people WHERE pseudonym = ?", (pseudonym,))
     deleted["people"] = cursor.rowcount

@@ -823,3 +823,27 @@ async def test_update_deliveries_keep_the_message_they_went_out_as(tmp_path: Pat
         rows = [tuple(r) for r in await cursor.fetchall()]
     await database.close()
     assert rows == [("p-1", 11), ("p-2", 21)]
+
+
+async def test_an_erased_person_s_rows_keep_their_ids_so_a_late_sent_record_hits_no_new_row(
+    tmp_path: Path,
+) -> None:
+    """The sender records sends in batches, by row id. A person erased just after their
+    newest row went out: were the row deleted, the next row queued would take its id
+    (SQLite reuses the highest) and the late record would mark it sent, never sent (a reply
+    to duty staff was lost so). Emptied instead, it keeps its id and nothing of them."""
+    database = await Database.open(str(tmp_path / "erase.db"))
+    await database.migrate()
+    async with database.transaction() as conn:
+        await People(conn).touch("p-gone", 501, "en", 0)
+        outbox = Outbox(conn)
+        last_words = await outbox.enqueue(501, 1, "message", {"text": "-"}, 0)
+        await erase_person(conn, "p-gone", 501, 1)
+        reply = await outbox.enqueue(502, 1, "message", {"text": "to staff"}, 1)
+        assert reply != last_words
+        await outbox.mark_sent_many([(last_words, 77, 0)], 2)  # the late record
+        async with conn.execute("SELECT id, chat_id, status, payload FROM outbox") as cursor:
+            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3]) for r in await cursor.fetchall()}
+    await database.close()
+    assert rows[reply][:2] == (502, "pending")
+    assert rows[last_words] == (0, "sent", None)  # nothing of the person kept
