@@ -16,7 +16,7 @@ Every day (and by hand with `python -m bot retention run`) the bot deletes:
   made: they declined everything, sent /stop, or never got past the notice) who has not
   written to the bot for RETENTION_MONTHS (`people.last_seen_at`, migration 0021): erased
   as /delete erases (`storage.erasure.erase_person`: their row, chat id, ledger, dialogue,
-  invitations, deliveries, messages; a tombstone says when). Being in the table at all says
+  invitations, deliveries; messages emptied; a tombstone says when). Being in the table at all says
   "on probation", so nobody is kept for ever only because they once wrote. Someone
   who still has a consent granted is kept however long they are silent: they asked for
   messages (invitations, updates) and keep getting them until they withdraw, and then
