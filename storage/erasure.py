@@ -8,6 +8,7 @@ import aiosqlite
 
 from storage.answers import Answers
 from storage.checkins import Checkins
+from storage.queues import FORGOTTEN
 from storage.safeguarding import SafeguardingRequests
 from storage.updates import Updates
 
@@ -32,14 +33,10 @@ async def erase_person(
     for table in _BY_PSEUDONYM:
         cursor = await conn.execute(f"DELETE FROM {table} WHERE pseudonym = ?", (pseudonym,))
         deleted[table] = cursor.rowcount
-    # The person's outbox rows are emptied, not deleted: a row sent moments ago may not be
-    # recorded sent yet (the sender records sends in batches, by row id), and a deleted
-    # newest row's id is given to the next row queued (SQLite reuses the highest rowid),
-    # which that record would then mark sent unsent: a reply to duty staff was lost so.
-    # Emptied, the row keeps its id and nothing about the person (chat 0, no payload);
-    # housekeeping forgets it with the other finished rows.
+    # The person's outbox rows are emptied, not deleted (see FORGOTTEN): a row sent moments
+    # ago may not be recorded sent yet, and a reply to duty staff queued next was lost so.
     cursor = await conn.execute(
-        "UPDATE outbox SET chat_id = 0, payload = NULL, message_id = NULL, last_error = NULL, "
+        f"UPDATE outbox SET {FORGOTTEN}, "
         "status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END "
         "WHERE chat_id = ?",
         (chat_id,),

@@ -26,6 +26,14 @@ REDELIVERY_WINDOW_MS = 48 * 3_600_000
 HEARTBEAT_KEY = "poller_heartbeat_ms"
 
 
+# What an outbox row keeps of a person once it must forget them (an erasure; the goodbye to
+# an erased person once done with): nothing but its id, status and times. Emptied, not
+# deleted: the sender records sends in batches, by row id, and a deleted newest row's id is
+# given to the next row queued (SQLite reuses the highest rowid), which a late record of the
+# old send would then mark sent, never sent. Housekeeping forgets the row with the others.
+FORGOTTEN = "chat_id = 0, payload = NULL, message_id = NULL, last_error = NULL"
+
+
 # A payload key: when (UTC ms) a message stops being true, so is not sent after it (a
 # panel's reminder at its start, a check-in's nudge once the check-in has closed).
 STALE_AT = "stale_at"
@@ -247,21 +255,24 @@ class Outbox:
             (now, telegram_message_id, message_id),
         )
 
-    async def _forget_if_last_words(self, message_id: int) -> None:
-        """The goodbye to an erased person leaves no row behind, sent or not."""
+    async def _forget_if_last_words(self, message_id: int, status: str) -> None:
+        """The goodbye to an erased person keeps nothing of them once it is done with, sent
+        or not: emptied to `status` (see `FORGOTTEN`)."""
         await self._conn.execute(
-            "DELETE FROM outbox WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
-            (message_id,),
+            f"UPDATE outbox SET status = ?, {FORGOTTEN} "
+            "WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
+            (status, message_id),
         )
 
     async def mark_sent_many(self, sent: list[tuple[int, int | None, int]], now: int) -> None:
         """`mark_sent` for a batch of (outbox id, Telegram message id, the row's version when
         it was read to be sent). A row written again meanwhile (`rewrite_pending`) is left
         pending, so its new words go too. A message marked `forget_chat` (the last one to a
-        person who was erased) is deleted instead, so their chat id is kept nowhere once it
+        person who was erased) is emptied as well, so their chat id is kept nowhere once it
         has gone."""
         await self._conn.executemany(
-            "DELETE FROM outbox WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
+            f"UPDATE outbox SET status = 'sent', {FORGOTTEN} "
+            "WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
             [(message_id,) for message_id, _, _ in sent],
         )
         await self._conn.executemany(
@@ -288,7 +299,7 @@ class Outbox:
         )
 
     async def mark_failed(self, message_id: int, now: int, error: str) -> None:
-        await self._forget_if_last_words(message_id)
+        await self._forget_if_last_words(message_id, "failed")
         await self._conn.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, sent_at = ?, "
             "last_error = ?, payload = NULL WHERE id = ?",
@@ -297,7 +308,7 @@ class Outbox:
 
     async def cancel_one(self, message_id: int, reason: str) -> None:
         """Cancel one pending message (e.g. a reminder whose moment has passed)."""
-        await self._forget_if_last_words(message_id)
+        await self._forget_if_last_words(message_id, "cancelled")
         await self._conn.execute(
             "UPDATE outbox SET status = 'cancelled', last_error = ?, payload = NULL "
             "WHERE id = ? AND status = 'pending'",
@@ -308,7 +319,8 @@ class Outbox:
         """Cancel what is still pending for a chat at `min_priority` or less urgent (e.g. all
         of it when the person blocked the bot, broadcasts only when they said /stop)."""
         await self._conn.execute(
-            "DELETE FROM outbox WHERE chat_id = ? AND status = 'pending' "
+            f"UPDATE outbox SET status = 'cancelled', {FORGOTTEN} "
+            "WHERE chat_id = ? AND status = 'pending' "
             "AND json_extract(payload, '$.forget_chat') IS 1",
             (chat_id,),
         )

@@ -826,15 +826,13 @@ async def test_update_deliveries_keep_the_message_they_went_out_as(tmp_path: Pat
 
 
 async def test_an_erased_person_s_rows_keep_their_ids_so_a_late_sent_record_hits_no_new_row(
-    tmp_path: Path,
+    db: Database,
 ) -> None:
     """The sender records sends in batches, by row id. A person erased just after their
     newest row went out: were the row deleted, the next row queued would take its id
     (SQLite reuses the highest) and the late record would mark it sent, never sent (a reply
     to duty staff was lost so). Emptied instead, it keeps its id and nothing of them."""
-    database = await Database.open(str(tmp_path / "erase.db"))
-    await database.migrate()
-    async with database.transaction() as conn:
+    async with db.transaction() as conn:
         await People(conn).touch("p-gone", 501, "en", 0)
         outbox = Outbox(conn)
         last_words = await outbox.enqueue(501, 1, "message", {"text": "-"}, 0)
@@ -844,6 +842,29 @@ async def test_an_erased_person_s_rows_keep_their_ids_so_a_late_sent_record_hits
         await outbox.mark_sent_many([(last_words, 77, 0)], 2)  # the late record
         async with conn.execute("SELECT id, chat_id, status, payload FROM outbox") as cursor:
             rows = {int(r[0]): (int(r[1]), str(r[2]), r[3]) for r in await cursor.fetchall()}
-    await database.close()
     assert rows[reply][:2] == (502, "pending")
     assert rows[last_words] == (0, "sent", None)  # nothing of the person kept
+
+
+@pytest.mark.parametrize("cancelled_by", ["cancel_chat", "cancel_one"])
+async def test_a_goodbye_cancelled_while_on_its_way_keeps_its_id_so_its_late_record_hits_no_new_row(
+    db: Database, cancelled_by: str
+) -> None:
+    """The goodbye to an erased person is forgotten once done with, as erasure forgets: by
+    emptying its row, not deleting it. Cancelled while the sender had it on its way (the
+    person blocked the bot meanwhile), a deleted row's id went to the next row queued, and
+    the sender's late record of the goodbye marked that one sent, never sent."""
+    async with db.transaction() as conn:
+        outbox = Outbox(conn)
+        goodbye = await outbox.enqueue(501, 1, "message", {"text": "-", "forget_chat": True}, 0)
+        if cancelled_by == "cancel_chat":
+            await outbox.cancel_chat(501, "blocked")
+        else:
+            await outbox.cancel_one(goodbye, "stale")
+        reply = await outbox.enqueue(502, 1, "message", {"text": "to staff"}, 1)
+        assert reply != goodbye
+        await outbox.mark_sent_many([(goodbye, 77, 0)], 2)  # the late record
+        async with conn.execute("SELECT id, chat_id, status, payload FROM outbox") as cursor:
+            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3]) for r in await cursor.fetchall()}
+    assert rows[reply][:2] == (502, "pending")
+    assert rows[goodbye][0] == 0 and rows[goodbye][2] is None  # nothing of the person kept
