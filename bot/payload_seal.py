@@ -4,7 +4,7 @@ An outbox row can hold a person's own words until it is sent (their /mydata expo
 message relayed to or from staff, a shared phone number), and SQLite keeps old versions of
 a row in its WAL for a while even after the row is cleared. So the whole payload is
 encrypted with the text key as it is written, and opened as the sender reads it. The
-`forget_chat` flag stays outside the seal: SQL reads it to delete a goodbye row once sent.
+`forget_chat` flag stays outside the seal: SQL reads it to empty a goodbye row once sent.
 """
 
 from __future__ import annotations
