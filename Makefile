@@ -22,7 +22,10 @@ test: $(INSTALLED) catalogs
 	@# there (the test may not skip); elsewhere (no apt-get, no sudo) the test skips.
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		$(MAKE) --no-print-directory chromium || [ "$$CI" != true ]
-	$(PY) -m pytest -q
+	@# One worker a core, at most 4 (tests wait on replies for up to 10 s; more workers
+	@# than cores would make them wait on the CPU instead). tests/log_privacy.py gathers
+	@# every worker's findings.
+	$(PY) -m pytest -q -n auto --maxprocesses 4
 
 chromium:
 	@command -v apt-get >/dev/null || { \

@@ -14,7 +14,9 @@ How it works (a pytest plugin, registered by tests/conftest.py):
 - Each test's logs are checked when the test is over (setup and teardown included) against
   what that test's people sent: per test, so the cost stays linear and a leak names its test.
   Findings are collected for the session; pytest_sessionfinish fails the run (exit status 1)
-  and the terminal summary lists them. This works with -q and when only some files run.
+  and the terminal summary lists them. This works with -q and when only some files run,
+  and under pytest-xdist (`make test`): each worker checks its own tests and hands its
+  findings and counts to the controller, which reports them and fails the run.
 
 What counts as a leak (needles), and why:
 - tokens: every token the tests use, whole or just its secret half after the colon; and
@@ -271,7 +273,27 @@ class LogPrivacy:
             self.findings += [f"{item.nodeid}: {f}" for f in self.scan_current()]
             self.needles = self._fresh()
 
+    # Under pytest-xdist each worker process runs tests with its own plugin; the worker hands
+    # its counts and findings to the controller, which reports and fails the run for all.
+    _COUNTERS = ("tests", "records", "process_logs", "process_bytes", "sent")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        report = getattr(node, "workeroutput", {}).get("log_privacy")
+        if report is None:
+            return
+        for counter in self._COUNTERS:
+            setattr(self, counter, getattr(self, counter) + report[counter])
+        self.findings += report["findings"]
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        worker_output = getattr(session.config, "workeroutput", None)
+        if worker_output is not None:
+            worker_output["log_privacy"] = {
+                "findings": self.findings,
+                **{counter: getattr(self, counter) for counter in self._COUNTERS},
+            }
+            return
         if self.sent and not self.records and not self.process_logs:
             self.findings.append("people sent updates but no log record was captured at all")
         if self.findings and session.exitstatus == pytest.ExitCode.OK:

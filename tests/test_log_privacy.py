@@ -127,13 +127,15 @@ def test_leaks_a_text():
 """
 
 
-def test_a_leak_fails_a_quiet_run_of_a_single_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "two workers"])
+def test_a_leak_fails_a_quiet_run_of_a_single_file(tmp_path: Path, workers: list[str]) -> None:
     """Run pytest -q on one planted test file, with this suite's conftest: the test itself
-    passes, yet the run fails and says where the leak is."""
+    passes, yet the run fails and says where the leak is; with pytest-xdist (as `make test`
+    runs) too, where the leak is logged in a worker and reported by the controller."""
     (tmp_path / "conftest.py").write_text("from tests.conftest import pytest_configure\n")
     (tmp_path / "test_planted.py").write_text(PLANTED_SUITE)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, str(tmp_path)],
         cwd=tmp_path,
         env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
         capture_output=True,
