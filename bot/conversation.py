@@ -112,6 +112,9 @@ SubmitHandler = Callable[[aiosqlite.Connection, Actor, Mapping[str, str], int], 
 WithdrawalHandler = Callable[
     [aiosqlite.Connection, str, frozenset[str], int], Awaitable[frozenset[str]]
 ]
+# Told, inside the transaction, that a person who could not be written to (they had blocked
+# the bot) can be again (e.g. to give them a place left free while they could not be told).
+ReachableHandler = Callable[[aiosqlite.Connection, str, int], Awaitable[None]]
 # Checks a person's free text before the dialogue sees it; True when it was handled (e.g. a
 # risk phrase was signposted) and must not be taken as an answer.
 TextGuard = Callable[[aiosqlite.Connection, "Actor", str, int], Awaitable[bool]]
@@ -187,6 +190,7 @@ class ConversationService:
         self._value_formatters: list[ValueFormatter] = []
         self._context_providers: dict[str, ContextProvider] = {}
         self._withdrawal_handlers: list[WithdrawalHandler] = []
+        self._reachable_handlers: list[ReachableHandler] = []
         self._text_guard: TextGuard | None = None
         # (order, handler, risky_too, mid_dialogue), tried in order; the fresh answer's at 20.
         self._loose_text_handlers: list[tuple[int, LooseTextHandler, bool, bool]] = [
@@ -229,6 +233,11 @@ class ConversationService:
     def on_withdrawal(self, handler: WithdrawalHandler) -> None:
         """Call `handler` whenever a person withdraws a consent (e.g. to give back a place)."""
         self._withdrawal_handlers.append(handler)
+
+    def on_reachable_again(self, handler: ReachableHandler) -> None:
+        """Call `handler` when a person who had blocked the bot unblocks it (Telegram's
+        my_chat_member update, which comes before anything they write)."""
+        self._reachable_handlers.append(handler)
 
     def register_submit(self, action: str, handler: SubmitHandler, bulk: bool = False) -> None:
         """Say what a dialogue's `submit: <action>` does. bulk: it writes for a whole
@@ -676,6 +685,9 @@ class ConversationService:
             pseudonym = await People(conn).set_reachable(chat_id, reachable, now)
             if not reachable:
                 await Outbox(conn).cancel_chat(chat_id, "blocked by the person")
+            elif pseudonym is not None:
+                for handler in self._reachable_handlers:
+                    await handler(conn, pseudonym, now)
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()  # the sender must not send what was just cancelled
         if pseudonym:

@@ -48,6 +48,7 @@ class RsvpService(Desk[PanelTexts]):
         super().__init__(db, clock, engine, texts, conversations, on_queued)
         conversations.register_submit("relay_reply", self.relay_reply)
         conversations.on_withdrawal(self.on_withdrawn)
+        conversations.on_reachable_again(self.on_reachable_again)
 
     async def on_answer(
         self, update_id: int, sender: Sender, token: str, action: str, message_id: int | None
@@ -243,12 +244,29 @@ class RsvpService(Desk[PanelTexts]):
             panel = await panels.get(invitation.panel_id)
             if panel is None:
                 continue
-            await self._tell_promoted(conn, panel, outcome, now)
+            await self._tell_promoted(conn, panel, outcome.promoted, now)
             if person is not None and person.reachable:
                 # Said once, now: a place quietly gone would be found out at the door.
                 told = self._texts.given_up(panel, invitation, person.locale)
                 await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", told, now)
         return frozenset()
+
+    async def on_reachable_again(
+        self, conn: aiosqlite.Connection, pseudonym: str, now: int
+    ) -> None:
+        """Someone on a waiting list who had blocked the bot unblocked it. A place given back
+        while they (and all waiting before them) could not be told stayed free; it goes now
+        to whoever is first in turn of those who can be told, them or another, each told
+        with their ticket, as when a place is given back."""
+        panels = Panels(conn)
+        for invitation in await panels.active_invitations(pseudonym, now):
+            if invitation.answer != "waiting":
+                continue
+            panel = await panels.get(invitation.panel_id)
+            if panel is None:
+                continue
+            for promoted in await panels.fill_free_places(panel.id, now):
+                await self._tell_promoted(conn, panel, promoted, now)
 
     async def _answered(
         self, conn: aiosqlite.Connection, actor: Actor, panel: Panel, outcome: RsvpOutcome, now: int
@@ -260,13 +278,12 @@ class RsvpService(Desk[PanelTexts]):
             panel, outcome.invitation, actor.locale, outcome.waiting_position
         )
         await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
-        await self._tell_promoted(conn, panel, outcome, now)
+        await self._tell_promoted(conn, panel, outcome.promoted, now)
 
     async def _tell_promoted(
-        self, conn: aiosqlite.Connection, panel: Panel, outcome: RsvpOutcome, now: int
+        self, conn: aiosqlite.Connection, panel: Panel, promoted: Invitation | None, now: int
     ) -> None:
         """Whoever got the place that was given back hears so, with their ticket."""
-        promoted = outcome.promoted
         if promoted is None:
             return
         person = await People(conn).get(promoted.pseudonym)

@@ -336,6 +336,50 @@ async def test_more_places_go_to_the_waiting_list_and_fewer_than_taken_is_refuse
         assert audit.count("panel.places_changed") == 1
 
 
+async def test_a_place_left_free_while_the_waiting_had_blocked_the_bot_goes_when_one_comes_back(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Dev and Ellis wait for a place, and both block the bot. Amara gives hers back:
+    nobody waiting can be told, so it stays free. Ellis unblocks the bot first: Dev waited
+    longer but still cannot be told, so the place is Ellis's, with a ticket, without a
+    tap. Dev, back later, finds the panel full again and is told nothing new."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)  # 2 places
+        await staff.tap("Send the invite")
+        chats = await each_invited(api)
+        amara, bilal, dev, ellis = (chats[p.user_id] for p in (AMARA, BILAL, DEV, ELLIS))
+        for chat in (amara, bilal, dev, ellis):
+            await chat.tap("Yes, I can come")
+            clock.advance(60)
+        records = Records(runtime.settings)
+        reachable = "SELECT reachable FROM people WHERE pseudonym = ?"
+        for person in (DEV, ELLIS):
+            api.block(person.chat_id)
+            api.send_my_chat_member(person, status="kicked")
+            who = records.pseudonym(person)
+            await eventually(lambda who=who: records.query(reachable, who) == [(0,)])
+
+        await amara.tap("Cancel my place")
+        await settled(api, records)
+        summary = await staff.say("/panels")
+        assert "Yes: 1 of 2 places" in summary.text and "Waiting list: 2" in summary.text
+
+        api.unblock(ELLIS.chat_id)
+        api.send_my_chat_member(ELLIS, status="member")
+        freed = await ellis.expect(3)  # the invitation, "waiting list", the place
+        assert "A place came up" in freed.text and "Your ticket is" in freed.text
+        api.unblock(DEV.chat_id)
+        api.send_my_chat_member(DEV, status="member")
+        await eventually(lambda: records.query(reachable, records.pseudonym(DEV)) == [(1,)])
+        await settled(api, records)
+        assert len(dev.messages) == 2  # still waiting, not told anything new
+        summary = await staff.say("/panels")
+        assert "Yes: 2 of 2 places" in summary.text and "Waiting list: 1" in summary.text
+
+
 async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
