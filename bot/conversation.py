@@ -75,6 +75,7 @@ BROADCASTS_FOR_PURPOSE: dict[str, tuple[str, ...]] = {
         "panel_invitation",
         "panel_reminder",
         "panel_moved",
+        "panel_place_changed",
         "panel_cancelled",
         "panel_message",
         "panel_correction",

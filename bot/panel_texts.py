@@ -19,7 +19,11 @@ from state_machines.engine import Engine
 from storage.panels import Invitation, Panel, PanelSummary
 
 RSVP_PREFIX = "pr:"  # pr:<token>:<y|m|n|c|d|r|e|x|s:<need>>
-MANAGE_PREFIX = "pm:"  # pm:<panel id>:<m|r|x|t>
+MANAGE_PREFIX = "pm:"  # pm:<panel id>:<m|r|w|c|x|t>
+# What changed, for the note above an invitation edited after the change.
+CHANGED_TIME = "time"
+CHANGED_PLACE = "place"
+_CHANGE_NOTES = {CHANGED_TIME: "invitation_moved_note", CHANGED_PLACE: "invitation_place_note"}
 ANSWER_PREFIX = "pa:"  # pa:<token>: the organiser answers one person
 SUPPORT_NEEDS: tuple[str, ...] = ("travel", "childcare", "interpreter", "access")
 _ANSWER_KEYS = {
@@ -142,11 +146,13 @@ class PanelTexts(DialogueTexts):
         """The invitation's message: its text, and the answer buttons of one invitation."""
         return {"text": text, "buttons": self._answer_buttons(token, locale)}
 
-    def invitation_moved(self, text: str, token: str, locale: str) -> Payload:
+    def invitation_moved(
+        self, text: str, token: str, locale: str, changed: str = CHANGED_TIME
+    ) -> Payload:
         """An invitation already sent, edited in place after its panel moved (`text` is
-        the invitation with the new date): still answerable, and saying first what
-        changed."""
-        note = self.text(locale, "invitation_moved_note")
+        the invitation with the new date or place): still answerable, and saying first
+        what changed (`CHANGED_TIME` or `CHANGED_PLACE`)."""
+        note = self.text(locale, _CHANGE_NOTES[changed])
         return {"text": f"{note}\n\n{text}", "buttons": self._answer_buttons(token, locale)}
 
     def answer(
@@ -225,6 +231,11 @@ class PanelTexts(DialogueTexts):
 
     def moved(self, panel: Panel, token: str, locale: str) -> Payload:
         text = self.text(locale, "panel_moved", **self._panel_params(panel, locale))
+        cancel = self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")
+        return {"text": text, "buttons": [[cancel]]}
+
+    def place_changed(self, panel: Panel, token: str, locale: str) -> Payload:
+        text = self.text(locale, "panel_place_changed", **self._panel_params(panel, locale))
         cancel = self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")
         return {"text": text, "buttons": [[cancel]]}
 
@@ -308,12 +319,13 @@ class PanelTexts(DialogueTexts):
         data = f"{MANAGE_PREFIX}{panel.id}:"
         change = [
             self._button(locale, "panel_move_button", data + "r"),
-            self._button(locale, "panel_cancel_button", data + "x"),
+            self._button(locale, "panel_where_button", data + "w"),
         ]
         places = [self._button(locale, "panel_places_button", data + "c")]
+        cancel = [self._button(locale, "panel_cancel_button", data + "x")]
         buttons = [
             [self._button(locale, "panel_message_button", data + "m")],
-            *([] if started else [change, places]),
+            *([] if started else [change, places, cancel]),
             [self._button(locale, "panel_tickets_button", data + "t")],
         ]
         return {"text": text, "buttons": buttons}

@@ -20,7 +20,7 @@ from bot.access import access_of
 from bot.broadcasts import BroadcastService
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk
-from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
+from bot.panel_texts import CHANGED_PLACE, CHANGED_TIME, SUPPORT_NEEDS, PanelTexts
 from state_machines.engine import Engine
 from state_machines.events import Begin
 from storage.clock import Clock
@@ -84,6 +84,7 @@ class PanelService(Desk[PanelTexts]):
             "cancel_panel": self.cancel_panel,
             "message_attendees": self.message_attendees,
             "set_panel_places": self.set_places,
+            "change_panel_place": self.change_place,
         }.items():
             conversations.register_submit(action, handler, bulk=True)
         conversations.add_value_formatter(texts.form_values)
@@ -277,6 +278,45 @@ class PanelService(Desk[PanelTexts]):
         )
         await self._schedule(conn, moved, now)  # the old jobs see the old time and do nothing
 
+    async def change_place(
+        self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
+    ) -> None:
+        """Change where the panel is; tell everyone coming, waiting or unsure, in their
+        language, as a move does: invitations still queued are written again with the new
+        place, those already sent are edited to show it, and a reminder still going out
+        with the old one stops (the message about the change says when and where)."""
+        panel = await self._panel_for_staff(conn, actor, values, now)
+        if panel is None:
+            return
+        place = values.get("place", "").strip()
+        if not place:  # e.g. a session from an older version of the dialogue
+            await self._tell(conn, actor, "panel_start_again", now)
+            return
+        panels = Panels(conn)
+        await panels.set_place(panel.id, place, values.get("place_cy", "").strip() or None, now)
+        changed = await panels.get(panel.id)
+        assert changed is not None
+        await self._reword_queued_invitations(conn, changed, 0, now, now)
+        await self._broadcasts.stop_about(
+            conn, f"panel:{panel.id}", ("panel_reminder", "panel_correction"), actor.pseudonym, now
+        )
+        await self._correct_later(
+            conn, changed, 0, now, now + CORRECT_AFTER_MS, now, changed=CHANGED_PLACE
+        )
+        coming = await panels.attendees(panel.id, _COMING)
+        messages = [
+            (a.chat_id, self._texts.place_changed(changed, a.token, a.locale)) for a in coming
+        ]
+        await self._notify(conn, actor, "panel_place_changed", changed, messages, now)
+        await audit_panel(conn, actor, "panel.place_changed", changed, now, told=str(len(messages)))
+        await self._tell(
+            conn,
+            actor,
+            "panel_place_changed_done",
+            now,
+            count=self._texts.number(len(messages), actor.locale),
+        )
+
     async def on_reword(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """The next part of a moved panel's invitations still queued (see
         `_reword_queued_invitations`), unless it was called off or moved again since (that
@@ -335,7 +375,9 @@ class PanelService(Desk[PanelTexts]):
         ):
             return
         after, changed_at = int(job.payload["after"]), int(job.payload["changed_at"])
-        await self._correct_sent_invitations(conn, panel, after, changed_at, now)
+        # Parts queued before a place could be changed corrected only a date.
+        changed = str(job.payload.get("changed", CHANGED_TIME))
+        await self._correct_sent_invitations(conn, panel, after, changed_at, now, changed)
 
     async def _correct_later(
         self,
@@ -345,22 +387,31 @@ class PanelService(Desk[PanelTexts]):
         changed_at: int,
         due: int,
         now: int,
+        changed: str = CHANGED_TIME,
     ) -> None:
         """A part of `_correct_sent_invitations`, as a job due at `due`; keyed by the
-        change (its kind and time) and the part, so a change and the next never meet."""
+        change (its kind and time) and the part, so a change and the next never meet.
+        `changed`: what an open panel's edited invitations say changed."""
         payload = {
             "panel_id": panel.id,
             "status": panel.status,
             "starts_at": panel.starts_at,
             "changed_at": changed_at,
             "after": after,
+            "changed": changed,
         }
-        key = f"{CORRECT_JOB}:{panel.id}:{panel.status}:{changed_at}:{after}"
+        key = f"{CORRECT_JOB}:{panel.id}:{panel.status}:{changed}:{changed_at}:{after}"
         await Schedules(conn).add(CORRECT_JOB, key, due, payload, now)
         self._on_queued()  # wake the scheduler (as `_reword_queued_invitations`)
 
     async def _correct_sent_invitations(
-        self, conn: aiosqlite.Connection, panel: Panel, after: int, changed_at: int, now: int
+        self,
+        conn: aiosqlite.Connection,
+        panel: Panel,
+        after: int,
+        changed_at: int,
+        now: int,
+        changed: str = CHANGED_TIME,
     ) -> None:
         """Edit the invitations already sent to show the panel as it is now: its new date
         (still answerable, saying what changed) or that it is called off (no buttons). An
@@ -378,7 +429,9 @@ class PanelService(Desk[PanelTexts]):
             if panel.status == "open":
                 if locale not in texts:
                     texts[locale] = self._texts.invitation_text(panel, locale)
-                payload = self._texts.invitation_moved(texts[locale], invitation.token, locale)
+                payload = self._texts.invitation_moved(
+                    texts[locale], invitation.token, locale, changed
+                )
             else:
                 payload = self._texts.called_off(panel, locale)
             payload["message_id"] = invitation.message_id
@@ -396,7 +449,8 @@ class PanelService(Desk[PanelTexts]):
                 outbox_kind="edit",
             )
         if len(sent) > INVITE_BATCH:
-            await self._correct_later(conn, panel, sent[INVITE_BATCH - 1].id, changed_at, now, now)
+            last = sent[INVITE_BATCH - 1].id
+            await self._correct_later(conn, panel, last, changed_at, now, now, changed)
 
     async def cancel_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
@@ -528,10 +582,11 @@ class PanelService(Desk[PanelTexts]):
         dialogue = {
             "m": "panel_message",
             "r": "panel_move",
+            "w": "panel_where",
             "x": "panel_cancel",
             "c": "panel_places",
         }.get(action)
-        changes = ("panel_move", "panel_cancel", "panel_places")
+        changes = ("panel_move", "panel_where", "panel_cancel", "panel_places")
         if dialogue in changes and panel.starts_at <= self._clock.now_ms():
             # Under a list from before it began: said now, not after the new date is typed.
             async with self._acting(update_id, sender, pseudonym) as acting:
@@ -545,6 +600,8 @@ class PanelService(Desk[PanelTexts]):
                 "title": panel.title,
                 "starts_at": str(panel.starts_at),
             }
+            if dialogue == "panel_where":
+                values |= {"place": panel.place}
             if dialogue == "panel_places":
                 async with self._db.read() as conn:
                     taken = await Panels(conn).places_taken(panel.id)

@@ -278,6 +278,16 @@ class Panels:
         )
         return cursor.rowcount > 0
 
+    async def set_place(self, panel_id: int, place: str, place_cy: str | None, now: int) -> bool:
+        """Where an open panel is now (`place_cy` in Welsh, None: not given); True when it
+        was open."""
+        cursor = await self._conn.execute(
+            "UPDATE panels SET place = ?, place_cy = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'open'",
+            (place, place_cy, now, panel_id),
+        )
+        return cursor.rowcount > 0
+
     async def cancel(self, panel_id: int, now: int) -> bool:
         """Call an open panel off; True when it was open. From now on it takes no answers.
 

@@ -425,6 +425,64 @@ async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
         ) == [(0,)]
 
 
+async def test_a_new_place_is_told_to_everyone_coming_and_shown_on_the_invitations_sent(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """The room changed. Orla gives the panel its new place, and the place in Welsh.
+    Everyone coming, unsure or waiting is told at once in their language (Carys reads the
+    Welsh place); Dev, who said no, is not. A minute later every invitation already sent
+    is edited to show the new place, saying what changed, still answerable: whoever reads
+    an old invitation days later goes to the right room. /panels shows the new place."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff, records = await invite_and_keep(api, runtime)
+        chats = await each_invited(api)
+        amara, bilal, carys, dev, ellis = (chats[p.user_id] for p in COHORT)
+        clock.advance(60)  # the invitations went out a minute before the change
+        await amara.tap("Yes, I can come")
+        await bilal.tap("Maybe")
+        await carys.tap(carys_yes(carys))
+        await dev.tap("No, I can't come")
+
+        await staff.say("/panels")
+        asked = await staff.tap("Change the place")
+        assert "Housing panel is at Town hall, Bute Street now" in asked.text
+        assert "in Welsh?" in (await staff.say("Room B12, 1 High Street")).text
+        confirm = await staff.say("Ystafell B12, 1 Stryd Fawr")
+        assert "Change where Housing panel is to Room B12, 1 High Street?" in confirm.text
+        assert "tell the new place: 3." in (await staff.tap("Yes, change it")).text
+        for chat in (amara, bilal):
+            told = await chat.expect(3)  # the invitation, their answer, the new place
+            assert "is in a new place now" in told.text
+            assert "Where: Room B12, 1 High Street" in told.text
+            assert "3 December 2026, 14:00" in told.text  # the time has not changed
+            assert "Cancel my place" in str(told.reply_markup)
+        told_cy = await carys.expect(3)
+        assert "Ystafell B12, 1 Stryd Fawr" in told_cy.text and "new place" not in told_cy.text
+
+        clock.advance(61)  # corrections begin a minute after the change
+        await runtime.scheduler.run_due()
+        nothing_queued = (
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending') + (SELECT COUNT(*) "
+            "FROM schedules WHERE kind = 'panel_correct' AND status = 'pending')"
+        )
+        await eventually(lambda: records.query(nothing_queued) == [(0,)])
+        invitation = ellis.messages[0]
+        assert invitation.edited and invitation.text is not None
+        assert invitation.text.startswith("Changed: this panel is in a new place.")
+        assert "Where: Room B12, 1 High Street" in invitation.text
+        assert "Town hall" not in invitation.text
+        assert "Yes, I can come" in str(invitation.reply_markup)  # still answerable
+        assert "Ystafell B12" in (carys.messages[0].text or "")
+        assert len(ellis.messages) == 1 and len(dev.messages) == 2  # edited; said no
+
+        summary = await staff.say("/panels")
+        assert "Room B12, 1 High Street" in summary.text and "Town hall" not in summary.text
+        audit = [a for (a,) in records.query("SELECT action FROM audit_log")]
+        assert audit.count("panel.place_changed") == 1
+
+
 async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_call_off(
     api: LocalBotApi,
     tmp_path: Path,
