@@ -269,7 +269,7 @@ class Outbox:
         it was read to be sent). A row written again meanwhile (`rewrite_pending`) is left
         pending, so its new words go too. A message marked `forget_chat` (the last one to a
         person who was erased) is emptied as well, so their chat id is kept nowhere once it
-        has gone."""
+        has gone; an emptied row (chat 0) is given no Telegram message id."""
         await self._conn.executemany(
             f"UPDATE outbox SET status = 'sent', {FORGOTTEN} "
             "WHERE id = ? AND json_extract(payload, '$.forget_chat') IS 1",
@@ -277,7 +277,7 @@ class Outbox:
         )
         await self._conn.executemany(
             "UPDATE outbox SET status = 'sent', sent_at = ?, message_id = ?, payload = NULL "
-            "WHERE id = ? AND version = ?",
+            "WHERE id = ? AND version = ? AND chat_id <> 0",
             [(now, telegram_id, message_id, version) for message_id, telegram_id, version in sent],
         )
 
@@ -302,7 +302,7 @@ class Outbox:
         await self._forget_if_last_words(message_id, "failed")
         await self._conn.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, sent_at = ?, "
-            "last_error = ?, payload = NULL WHERE id = ?",
+            "last_error = ?, payload = NULL WHERE id = ? AND chat_id <> 0",
             (now, error, message_id),
         )
 

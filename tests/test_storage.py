@@ -840,10 +840,12 @@ async def test_an_erased_person_s_rows_keep_their_ids_so_a_late_sent_record_hits
         reply = await outbox.enqueue(502, 1, "message", {"text": "to staff"}, 1)
         assert reply != last_words
         await outbox.mark_sent_many([(last_words, 77, 0)], 2)  # the late record
-        async with conn.execute("SELECT id, chat_id, status, payload FROM outbox") as cursor:
-            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3]) for r in await cursor.fetchall()}
+        async with conn.execute(
+            "SELECT id, chat_id, status, payload, message_id FROM outbox"
+        ) as cursor:
+            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3], r[4]) for r in await cursor.fetchall()}
     assert rows[reply][:2] == (502, "pending")
-    assert rows[last_words] == (0, "sent", None)  # nothing of the person kept
+    assert rows[last_words] == (0, "cancelled", None, None)  # nothing of the person kept
 
 
 @pytest.mark.parametrize("cancelled_by", ["cancel_chat", "cancel_one"])
@@ -864,7 +866,9 @@ async def test_a_goodbye_cancelled_while_on_its_way_keeps_its_id_so_its_late_rec
         reply = await outbox.enqueue(502, 1, "message", {"text": "to staff"}, 1)
         assert reply != goodbye
         await outbox.mark_sent_many([(goodbye, 77, 0)], 2)  # the late record
-        async with conn.execute("SELECT id, chat_id, status, payload FROM outbox") as cursor:
-            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3]) for r in await cursor.fetchall()}
+        async with conn.execute(
+            "SELECT id, chat_id, status, payload, message_id FROM outbox"
+        ) as cursor:
+            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3], r[4]) for r in await cursor.fetchall()}
     assert rows[reply][:2] == (502, "pending")
-    assert rows[goodbye][0] == 0 and rows[goodbye][2] is None  # nothing of the person kept
+    assert rows[goodbye] == (0, "cancelled", None, None)  # nothing of the person kept
