@@ -25,7 +25,7 @@ from storage.clock import Clock
 from storage.database import Database
 from storage.panels import ANSWERS, Invitation, Panel, Panels, RsvpOutcome
 from storage.people import ConsentLedger, People
-from storage.queues import PRIORITY_REPLY, Outbox
+from storage.queues import PRIORITY_REPLY, STALE_AT, Outbox
 from storage.staff import StaffRoles
 
 _CHOICES = {"y": "yes", "m": "maybe", "n": "no", "c": "cancel"}
@@ -289,7 +289,9 @@ class RsvpService(Desk[PanelTexts]):
         person = await People(conn).get(promoted.pseudonym)
         if person is not None and person.reachable:
             freed = self._texts.place_freed(panel, promoted, person.locale)
-            await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", freed, now)
+            # Not once the panel has begun (a long outage of Telegram's, say).
+            stale = {**freed, STALE_AT: panel.starts_at}
+            await Outbox(conn).enqueue(person.chat_id, PRIORITY_REPLY, "message", stale, now)
 
     async def _toggle_need(
         self,
