@@ -23,7 +23,12 @@ MANAGE_PREFIX = "pm:"  # pm:<panel id>:<m|r|w|c|x|t>
 # What changed, for the note above an invitation edited after the change.
 CHANGED_TIME = "time"
 CHANGED_PLACE = "place"
-_CHANGE_NOTES = {CHANGED_TIME: "invitation_moved_note", CHANGED_PLACE: "invitation_place_note"}
+CHANGED_BOTH = "both"
+_CHANGE_NOTES = {
+    CHANGED_TIME: "invitation_moved_note",
+    CHANGED_PLACE: "invitation_place_note",
+    CHANGED_BOTH: "invitation_changed_note",
+}
 ANSWER_PREFIX = "pa:"  # pa:<token>: the organiser answers one person
 SUPPORT_NEEDS: tuple[str, ...] = ("travel", "childcare", "interpreter", "access")
 _ANSWER_KEYS = {
@@ -151,7 +156,7 @@ class PanelTexts(DialogueTexts):
     ) -> Payload:
         """An invitation already sent, edited in place after its panel moved (`text` is
         the invitation with the new date or place): still answerable, and saying first
-        what changed (`CHANGED_TIME` or `CHANGED_PLACE`)."""
+        what changed (`CHANGED_TIME`, `CHANGED_PLACE` or `CHANGED_BOTH`)."""
         note = self.text(locale, _CHANGE_NOTES[changed])
         return {"text": f"{note}\n\n{text}", "buttons": self._answer_buttons(token, locale)}
 

@@ -20,12 +20,18 @@ from bot.access import access_of
 from bot.broadcasts import BroadcastService
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk
-from bot.panel_texts import CHANGED_PLACE, CHANGED_TIME, SUPPORT_NEEDS, PanelTexts
+from bot.panel_texts import (
+    CHANGED_BOTH,
+    CHANGED_PLACE,
+    CHANGED_TIME,
+    SUPPORT_NEEDS,
+    PanelTexts,
+)
 from state_machines.engine import Engine
 from state_machines.events import Begin
 from storage.clock import Clock
 from storage.database import Database
-from storage.panels import Panel, Panels
+from storage.panels import Panel, Panels, SentInvitation
 from storage.people import (
     People,
     Recipient,
@@ -292,13 +298,21 @@ class PanelService(Desk[PanelTexts]):
         if not place:  # e.g. a session from an older version of the dialogue
             await self._tell(conn, actor, "panel_start_again", now)
             return
+        place_cy = values.get("place_cy", "").strip() or None
+        if (place, place_cy) == (panel.place, panel.place_cy):
+            # Nobody is told their panel moved to where it already is.
+            await self._tell(conn, actor, "panel_place_same", now, title=panel.title)
+            return
         panels = Panels(conn)
-        await panels.set_place(panel.id, place, values.get("place_cy", "").strip() or None, now)
+        await panels.set_place(panel.id, place, place_cy, now)
         changed = await panels.get(panel.id)
         assert changed is not None
         await self._reword_queued_invitations(conn, changed, 0, now, now)
+        # Reminders still going out say the new place (no later reminder would replace
+        # them, as a move's does); an earlier change's corrections stop (these follow).
+        await self._reword_queued_reminders(conn, changed, now)
         await self._broadcasts.stop_about(
-            conn, f"panel:{panel.id}", ("panel_reminder", "panel_correction"), actor.pseudonym, now
+            conn, f"panel:{panel.id}", ("panel_correction",), actor.pseudonym, now
         )
         await self._correct_later(
             conn, changed, 0, now, now + CORRECT_AFTER_MS, now, changed=CHANGED_PLACE
@@ -324,9 +338,9 @@ class PanelService(Desk[PanelTexts]):
         panel = await Panels(conn).get(int(job.payload["panel_id"]))
         if panel is None or panel.status != "open":
             return
-        if panel.starts_at != int(job.payload["starts_at"]):
-            return
         after, moved_at = int(job.payload["after"]), int(job.payload["moved_at"])
+        if panel.starts_at != int(job.payload["starts_at"]) or _changed_since(panel, moved_at):
+            return
         await self._reword_queued_invitations(conn, panel, after, moved_at, now)
 
     async def _reword_queued_invitations(
@@ -363,6 +377,22 @@ class PanelService(Desk[PanelTexts]):
             await Schedules(conn).add(REWORD_JOB, key, now, payload, now)
             self._on_queued()  # wake the scheduler (as BroadcastService.next_part_later)
 
+    async def _reword_queued_reminders(
+        self, conn: aiosqlite.Connection, panel: Panel, now: int
+    ) -> None:
+        """Write the panel's reminders still queued again as the panel is now. There are
+        only as many as places and maybes, so all at once."""
+        panels = Panels(conn)
+        queued = await panels.queued_invitations(panel.id, 0, now, -1, kind="panel_reminder")
+        payloads: list[tuple[int, dict[str, Any]]] = []
+        for outbox_id, token, locale in queued:
+            invitation = await panels.invitation(token)
+            if invitation is not None and invitation.answer in ("yes", "maybe"):
+                reminder = self._texts.reminder(panel, invitation, locale)
+                payloads.append((outbox_id, {**reminder, STALE_AT: panel.starts_at}))
+        if payloads:
+            await Outbox(conn).rewrite_pending(payloads)
+
     async def on_correct(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """The next part of a changed panel's invitations already sent (see
         `_correct_sent_invitations`), unless the panel changed again since (that change
@@ -370,11 +400,13 @@ class PanelService(Desk[PanelTexts]):
         panel = await Panels(conn).get(int(job.payload["panel_id"]))
         if panel is None or panel.status != job.payload["status"]:
             return
+        after, changed_at = int(job.payload["after"]), int(job.payload["changed_at"])
         if panel.status == "open" and (
-            panel.starts_at != int(job.payload["starts_at"]) or panel.starts_at <= now
+            panel.starts_at != int(job.payload["starts_at"])
+            or panel.starts_at <= now
+            or _changed_since(panel, changed_at)
         ):
             return
-        after, changed_at = int(job.payload["after"]), int(job.payload["changed_at"])
         # Parts queued before a place could be changed corrected only a date.
         changed = str(job.payload.get("changed", CHANGED_TIME))
         await self._correct_sent_invitations(conn, panel, after, changed_at, now, changed)
@@ -414,12 +446,13 @@ class PanelService(Desk[PanelTexts]):
         changed: str = CHANGED_TIME,
     ) -> None:
         """Edit the invitations already sent to show the panel as it is now: its new date
-        (still answerable, saying what changed) or that it is called off (no buttons). An
-        invitation can sit unread for days, and whoever reads the old date decides on it;
-        an edit tells nobody twice, and wakes nobody. INVITE_BATCH here, as a broadcast
-        (stopped by a later change, and for someone who says no to panel invitations), the
-        rest in parts that follow. After a move, only invitations sent before it: those
-        sent since have the new date."""
+        or place (still answerable, saying what changed since each was sent: `changed`
+        where that is not known) or that it is called off (no buttons). An invitation can
+        sit unread for days, and whoever reads the old date decides on it; an edit tells
+        nobody twice, and wakes nobody. INVITE_BATCH here, as a broadcast (stopped by a
+        later change, and for someone who says no to panel invitations), the rest in parts
+        that follow. After a move or a new place, only invitations sent before it: those
+        sent since show it."""
         sent_before = changed_at if panel.status == "open" else None
         sent = await Panels(conn).sent_invitations(panel.id, after, sent_before, INVITE_BATCH + 1)
         texts: dict[str, str] = {}
@@ -430,7 +463,10 @@ class PanelService(Desk[PanelTexts]):
                 if locale not in texts:
                     texts[locale] = self._texts.invitation_text(panel, locale)
                 payload = self._texts.invitation_moved(
-                    texts[locale], invitation.token, locale, changed
+                    texts[locale],
+                    invitation.token,
+                    locale,
+                    _what_changed(panel, invitation, changed),
                 )
             else:
                 payload = self._texts.called_off(panel, locale)
@@ -785,6 +821,30 @@ async def audit_panel(
     await AuditLog(conn).record(
         actor.pseudonym, action, f"panel:{panel.id}", {"region": panel.region, **details}, now
     )
+
+
+def _changed_since(panel: Panel, changed_at: int) -> bool:
+    """Whether the panel's date or place changed again after the change made at
+    `changed_at`: the later change's own parts then correct every invitation."""
+    last = panel.last_changed_at
+    return last is not None and last > changed_at
+
+
+def _what_changed(panel: Panel, invitation: SentInvitation, changed: str) -> str:
+    """What changed since the invitation was sent: its time, its place, or both
+    (`changed`, the change being corrected, where the invitation's time is not known)."""
+    if invitation.sent_at is None:
+        return changed
+    sent_at = invitation.sent_at
+    moved = panel.moved_at is not None and panel.moved_at > sent_at
+    new_place = panel.place_changed_at is not None and panel.place_changed_at > sent_at
+    if moved and new_place:
+        return CHANGED_BOTH
+    if new_place:
+        return CHANGED_PLACE
+    if moved:
+        return CHANGED_TIME
+    return changed
 
 
 def _panel_form(values: Mapping[str, str]) -> tuple[str, int, int] | None:

@@ -53,6 +53,15 @@ class Panel:
     # the title and place in Welsh, when given (migration 0027)
     title_cy: str | None = None
     place_cy: str | None = None
+    # when its date and its place last changed (migration 0031; None: never, or before it)
+    moved_at: int | None = None
+    place_changed_at: int | None = None
+
+    @property
+    def last_changed_at(self) -> int | None:
+        """When its date or place last changed (None: neither, as far as is known)."""
+        changes = [at for at in (self.moved_at, self.place_changed_at) if at is not None]
+        return max(changes) if changes else None
 
 
 @dataclass(frozen=True)
@@ -109,11 +118,13 @@ class SentInvitation:
     message_id: int
     token: str
     locale: str
+    sent_at: int | None = None
 
 
 _PANEL_COLUMNS = (
     "p.id, p.region, p.title, p.starts_at, p.place, p.capacity, p.support_offered, "
-    "p.organiser, p.status, p.created_at, p.updated_at, p.invite_start, p.title_cy, p.place_cy"
+    "p.organiser, p.status, p.created_at, p.updated_at, p.invite_start, p.title_cy, "
+    "p.place_cy, p.moved_at, p.place_changed_at"
 )
 _INVITATION_COLUMNS = (
     "id, panel_id, pseudonym, token, answer, ticket, support_needs, answered_at, invited_at"
@@ -172,6 +183,8 @@ def _panel(row: Row) -> Panel:
         row["invite_start"],
         row["title_cy"],
         row["place_cy"],
+        row["moved_at"],
+        row["place_changed_at"],
     )
 
 
@@ -273,8 +286,9 @@ class Panels:
     async def reschedule(self, panel_id: int, starts_at: int, now: int) -> bool:
         """Move an open panel; True when it was open (a cancelled or past one stays put)."""
         cursor = await self._conn.execute(
-            "UPDATE panels SET starts_at = ?, updated_at = ? WHERE id = ? AND status = 'open'",
-            (starts_at, now, panel_id),
+            "UPDATE panels SET starts_at = ?, moved_at = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'open'",
+            (starts_at, now, now, panel_id),
         )
         return cursor.rowcount > 0
 
@@ -282,9 +296,9 @@ class Panels:
         """Where an open panel is now (`place_cy` in Welsh, None: not given); True when it
         was open."""
         cursor = await self._conn.execute(
-            "UPDATE panels SET place = ?, place_cy = ?, updated_at = ? "
+            "UPDATE panels SET place = ?, place_cy = ?, place_changed_at = ?, updated_at = ? "
             "WHERE id = ? AND status = 'open'",
-            (place, place_cy, now, panel_id),
+            (place, place_cy, now, now, panel_id),
         )
         return cursor.rowcount > 0
 
@@ -463,7 +477,7 @@ class Panels:
         as it was. Only people still reachable who still want panel invitations (someone
         who said stop is not written to, even by an edit)."""
         async with self._conn.execute(
-            "SELECT i.id, p.chat_id, i.message_id, i.token, p.locale "
+            "SELECT i.id, p.chat_id, i.message_id, i.token, p.locale, i.sent_at "
             "FROM panel_invitations i JOIN people p ON p.pseudonym = i.pseudonym "
             "WHERE i.panel_id = ? AND i.id > ? AND i.message_id IS NOT NULL "
             "AND (? IS NULL OR i.sent_at < ?) "
@@ -471,25 +485,31 @@ class Panels:
             (panel_id, after_id, sent_before, sent_before, limit),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [SentInvitation(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [SentInvitation(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def queued_invitations(
-        self, panel_id: int, after_outbox_id: int, queued_by: int, limit: int
+        self,
+        panel_id: int,
+        after_outbox_id: int,
+        queued_by: int,
+        limit: int,
+        kind: str = "panel_invitation",
     ) -> list[tuple[int, str, str]]:
         """(outbox id, invitation token, the person's locale) of this panel's invitation
         messages still queued, by the running broadcasts inviting to it, in outbox order after
         `after_outbox_id`, queued by `queued_by` (those queued later have the new date
         already): at most `limit`. A panel moved while its invitations are going out has
-        them written again with its new date."""
+        them written again with its new date. `kind` "panel_reminder": its reminders
+        still queued, the same way."""
         async with self._conn.execute(
             "SELECT o.id, i.token, p.locale FROM broadcasts b "
             "JOIN outbox o ON o.broadcast_id = b.id AND o.status = 'pending' AND o.id > ? "
             "  AND o.created_at <= ? "
             "JOIN people p ON p.chat_id = o.chat_id "
             "JOIN panel_invitations i ON i.panel_id = ? AND i.pseudonym = p.pseudonym "
-            "WHERE b.subject = ? AND b.kind = 'panel_invitation' AND b.status = 'running' "
+            "WHERE b.subject = ? AND b.kind = ? AND b.status = 'running' "
             "ORDER BY o.id LIMIT ?",
-            (after_outbox_id, queued_by, panel_id, f"panel:{panel_id}", limit),
+            (after_outbox_id, queued_by, panel_id, f"panel:{panel_id}", kind, limit),
         ) as cursor:
             rows = await cursor.fetchall()
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]

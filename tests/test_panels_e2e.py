@@ -483,6 +483,56 @@ async def test_a_new_place_is_told_to_everyone_coming_and_shown_on_the_invitatio
         assert audit.count("panel.place_changed") == 1
 
 
+async def test_a_new_date_then_a_new_place_edit_each_invitation_once_saying_both(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Orla moves the panel, then changes the room before its invitations are corrected:
+    the move's corrections give way to the place's, which say both changed, so each
+    invitation is edited once. Giving the place it has already changes nothing."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff, records = await invite_and_keep(api, runtime)
+        ellis = (await each_invited(api))[ELLIS.user_id]
+        clock.advance(60)  # the invitations went out a minute before the changes
+        await staff.say("/panels")
+        await staff.tap("Change the date")
+        await staff.say("10/12/2026 18:30")
+        await staff.tap("Yes, move it")
+        clock.advance(30)
+        await staff.say("/panels")
+        await staff.tap("Change the place")
+        await staff.say("Room B12, 1 High Street")
+        await staff.tap("Skip")
+        assert "tell the new place: 0." in (await staff.tap("Yes, change it")).text
+
+        clock.advance(31)  # the move's corrections are due: they give way
+        await runtime.scheduler.run_due()
+        clock.advance(30)  # the new place's
+        await runtime.scheduler.run_due()
+        nothing_queued = (
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending') + (SELECT COUNT(*) "
+            "FROM schedules WHERE kind = 'panel_correct' AND status = 'pending')"
+        )
+        await eventually(lambda: records.query(nothing_queued) == [(0,)])
+        invitation = ellis.messages[0]
+        assert invitation.edited and invitation.text is not None
+        assert invitation.text.startswith("Changed: this panel has a new time and place.")
+        assert "10 December 2026, 18:30" in invitation.text
+        assert "Where: Room B12, 1 High Street" in invitation.text
+        edits = "SELECT COUNT(*) FROM outbox WHERE kind = 'edit' AND chat_id = ?"
+        assert records.query(edits, ELLIS.chat_id) == [(1,)]
+
+        await staff.say("/panels")
+        await staff.tap("Change the place")
+        await staff.say("Room B12, 1 High Street")
+        await staff.tap("Skip")
+        same = await staff.tap("Yes, change it")
+        assert "Nothing changed. That is where Housing panel is already." in same.text
+        audit = [a for (a,) in records.query("SELECT action FROM audit_log")]
+        assert audit.count("panel.place_changed") == 1
+
+
 async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_call_off(
     api: LocalBotApi,
     tmp_path: Path,
@@ -836,6 +886,42 @@ async def test_moving_a_panel_stops_a_reminder_of_the_old_date_still_waiting_to_
             lambda: records.query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") == [(0,)]
         )
     assert not any("A reminder" in (m.text or "") for m in amara.messages)
+
+
+async def test_a_reminder_still_waiting_to_go_when_the_place_changes_gives_the_new_place(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """The day before, the reminder goes out; Amara's waits for a retry when the room
+    changes. No later reminder would replace it (the date is the same), so it goes with
+    the new place, ticket and all, and she is told of the change too."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = await invite_the_cohort(api)
+        amara = Chat(api, AMARA)
+        await amara.expect(1)
+        await amara.tap("Yes, I can come")
+        records = Records(runtime.settings)
+        api.fail_next("sendMessage", 500, retry_after=None, chat_id=AMARA.chat_id)
+        clock.set(datetime(2026, 12, 2, 14, 0, tzinfo=UTC))  # a day before
+        runtime.scheduler.wake()
+        waiting = "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND attempts = 1"
+        await eventually(lambda: records.query(waiting) == [(1,)])
+
+        await staff.say("/panels")
+        await staff.tap("Change the place")
+        await staff.say("Room B12, 1 High Street")
+        await staff.tap("Skip")
+        assert "tell the new place: 1." in (await staff.tap("Yes, change it")).text
+        clock.advance(3_600)
+        runtime.sender.wake()
+        await amara.expect(4)  # the invitation, her place, the change, the reminder
+        await eventually(
+            lambda: records.query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'") == [(0,)]
+        )
+    [reminder] = [m.text or "" for m in amara.messages if "A reminder" in (m.text or "")]
+    assert "Where: Room B12, 1 High Street" in reminder and "Your ticket is" in reminder
+    assert not any("Town hall" in (m.text or "") for m in amara.messages[2:])
 
 
 async def test_saying_no_to_panel_invitations_cancels_an_invitation_still_queued(
