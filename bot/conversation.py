@@ -237,7 +237,8 @@ class ConversationService:
 
     def on_reachable_again(self, handler: ReachableHandler) -> None:
         """Call `handler` when a person who had blocked the bot unblocks it (Telegram's
-        my_chat_member update, which comes before anything they write)."""
+        my_chat_member update, which comes before anything they write), or writes to it
+        while marked so (that update lost, e.g. the bot down for over a day)."""
         self._reachable_handlers.append(handler)
 
     def register_submit(self, action: str, handler: SubmitHandler, bulk: bool = False) -> None:
@@ -287,9 +288,11 @@ class ConversationService:
         async with self._db.transaction(quick=True) as conn:
             if not await self._claim(conn, update_id):
                 return
-            person = await People(conn).touch(
+            person, came_back = await People(conn).arrive(
                 pseudonym, sender.chat_id, self._locale_for(sender), now
             )
+            if came_back:
+                await self._reachable_again(conn, pseudonym, now)
             step_event: Event | None = event
             if isinstance(event, CommandSent):
                 access = await access_of(conn, pseudonym)
@@ -602,9 +605,11 @@ class ConversationService:
         async with self._db.transaction(quick=True) as conn:
             if not await self._claim(conn, update_id):
                 return
-            person = await People(conn).touch(
+            person, came_back = await People(conn).arrive(
                 pseudonym, sender.chat_id, self._locale_for(sender), now
             )
+            if came_back:
+                await self._reachable_again(conn, pseudonym, now)
             actor = Actor(pseudonym, sender.chat_id, person.locale)
             locale = person.locale
             if not await self._guard_text(conn, actor, text, now):
@@ -687,13 +692,16 @@ class ConversationService:
             if not reachable:
                 await Outbox(conn).cancel_chat(chat_id, "blocked by the person")
             elif pseudonym is not None:
-                for handler in self._reachable_handlers:
-                    await handler(conn, pseudonym, now)
+                await self._reachable_again(conn, pseudonym, now)
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()  # the sender must not send what was just cancelled
         if pseudonym:
             state = "reachable" if reachable else "unreachable"
             log.info("person %s is now %s", person_tag(pseudonym), state)
+
+    async def _reachable_again(self, conn: aiosqlite.Connection, pseudonym: str, now: int) -> None:
+        for handler in self._reachable_handlers:
+            await handler(conn, pseudonym, now)
 
     async def record_failure(
         self, update_id: int, chat_id: int | None, give_up_after: int

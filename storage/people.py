@@ -63,7 +63,17 @@ class People:
         """Create the person on first contact; writing again makes them reachable again,
         and is when they were last seen (`last_seen_at`, which retention reads: moved on at
         most once a day, so most updates still write nothing here)."""
-        await self._conn.execute(
+        person, _ = await self.arrive(pseudonym, chat_id, locale, now)
+        return person
+
+    async def arrive(
+        self, pseudonym: str, chat_id: int, locale: str, now: int
+    ) -> tuple[Person, bool]:
+        """`touch`, and whether the person could not be written to until now (they had
+        blocked the bot; writing shows they unblocked it, should Telegram's word of it
+        have been lost). Read first: most updates then write and read nothing more."""
+        before = await self.get(pseudonym)
+        cursor = await self._conn.execute(
             "INSERT INTO people (pseudonym, chat_id, locale, created_at, updated_at, "
             "last_seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pseudonym) DO UPDATE SET "
             "chat_id = excluded.chat_id, reachable = 1, updated_at = excluded.updated_at, "
@@ -72,9 +82,11 @@ class People:
             "OR people.last_seen_at < excluded.last_seen_at - ?",
             (pseudonym, chat_id, locale, now, now, now, SEEN_EVERY_MS),
         )
+        if before is not None and cursor.rowcount == 0:
+            return before, False
         person = await self.get(pseudonym)
         assert person is not None
-        return person
+        return person, before is not None and not before.reachable
 
     async def set_region(self, pseudonym: str, region: str | None, now: int) -> None:
         await self._conn.execute(
