@@ -291,8 +291,6 @@ class ConversationService:
             person, came_back = await People(conn).arrive(
                 pseudonym, sender.chat_id, self._locale_for(sender), now
             )
-            if came_back:
-                await self._reachable_again(conn, pseudonym, now)
             step_event: Event | None = event
             if isinstance(event, CommandSent):
                 access = await access_of(conn, pseudonym)
@@ -343,6 +341,8 @@ class ConversationService:
                 await self._step_and_store(
                     conn, pseudonym, sender.chat_id, person.locale, step_event, tapped, now, read
                 )
+            if came_back:  # after what they asked: a STOP gives up what this would give
+                await self.reachable_again(conn, pseudonym, now)
             await Inbox(conn).mark_handled(update_id, now)
         log.info("handled update for person %s", person_tag(pseudonym))
         self._on_outbox_changed()  # after the commit: the sender reads committed rows only
@@ -608,8 +608,6 @@ class ConversationService:
             person, came_back = await People(conn).arrive(
                 pseudonym, sender.chat_id, self._locale_for(sender), now
             )
-            if came_back:
-                await self._reachable_again(conn, pseudonym, now)
             actor = Actor(pseudonym, sender.chat_id, person.locale)
             locale = person.locale
             if not await self._guard_text(conn, actor, text, now):
@@ -617,6 +615,8 @@ class ConversationService:
                 await Outbox(conn).enqueue(
                     sender.chat_id, PRIORITY_REPLY, "message", {"text": message}, now
                 )
+            if came_back:
+                await self.reachable_again(conn, pseudonym, now)
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()
 
@@ -692,14 +692,16 @@ class ConversationService:
             if not reachable:
                 await Outbox(conn).cancel_chat(chat_id, "blocked by the person")
             elif pseudonym is not None:
-                await self._reachable_again(conn, pseudonym, now)
+                await self.reachable_again(conn, pseudonym, now)
             await Inbox(conn).mark_handled(update_id, now)
         self._on_outbox_changed()  # the sender must not send what was just cancelled
         if pseudonym:
             state = "reachable" if reachable else "unreachable"
             log.info("person %s is now %s", person_tag(pseudonym), state)
 
-    async def _reachable_again(self, conn: aiosqlite.Connection, pseudonym: str, now: int) -> None:
+    async def reachable_again(self, conn: aiosqlite.Connection, pseudonym: str, now: int) -> None:
+        """The person, marked as not to be written to, can be again: tell the handlers
+        (`on_reachable_again`)."""
         for handler in self._reachable_handlers:
             await handler(conn, pseudonym, now)
 

@@ -95,13 +95,23 @@ class Desk(Generic[TextsT]):
     async def _acting(
         self, update_id: int, sender: Sender, pseudonym: str
     ) -> AsyncIterator[tuple[aiosqlite.Connection, int, Actor] | None]:
-        """`_handling`, with the person acting (in their language) worked out too."""
+        """`_handling`, with the person acting (in their language) worked out too. Someone
+        marked as not to be written to (they blocked the bot) who taps a button can be
+        again: Telegram's word of their unblocking was lost. Marked so before the action
+        (their own Yes takes a free place in turn), the rest that follows after it."""
         async with self._handling(update_id) as handling:
             if handling is None:
                 yield None
                 return
             conn, now = handling
-            yield conn, now, Actor(pseudonym, sender.chat_id, await self._locale(conn, pseudonym))
+            person = await People(conn).get(pseudonym)
+            locale = person.locale if person else self._conversations.default_locale
+            came_back = person is not None and not person.reachable
+            if came_back:
+                await People(conn).set_reachable(sender.chat_id, True, now)
+            yield conn, now, Actor(pseudonym, sender.chat_id, locale)
+            if came_back:
+                await self._conversations.reachable_again(conn, pseudonym, now)
 
     async def _refuse(self, update_id: int, sender: Sender, pseudonym: str) -> None:
         """Not this person's to do (e.g. forged button data): say so, change nothing."""
@@ -131,7 +141,3 @@ class Desk(Generic[TextsT]):
             await Outbox(conn).enqueue(
                 actor.chat_id, PRIORITY_REPLY, "message", {"text": part}, now
             )
-
-    async def _locale(self, conn: aiosqlite.Connection, pseudonym: str) -> str:
-        person = await People(conn).get(pseudonym)
-        return person.locale if person else self._conversations.default_locale
