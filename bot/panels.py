@@ -260,6 +260,10 @@ class PanelService(Desk[PanelTexts]):
         if starts_at <= now:
             await self._tell(conn, actor, "panel_time_passed", now)
             return
+        if starts_at == panel.starts_at:
+            # Nobody is told their panel moved to when it already is.
+            await self._tell(conn, actor, "panel_move_same", now, title=panel.title)
+            return
         panels = Panels(conn)
         await panels.reschedule(panel.id, starts_at, now)
         moved = await panels.get(panel.id)
@@ -382,7 +386,7 @@ class PanelService(Desk[PanelTexts]):
     ) -> None:
         """Write the panel's reminders still queued again as the panel is now. There are
         only as many as places and maybes, so all at once."""
-        panels = Panels(conn)
+        panels, outbox = Panels(conn), Outbox(conn)
         queued = await panels.queued_invitations(panel.id, 0, now, -1, kind="panel_reminder")
         payloads: list[tuple[int, dict[str, Any]]] = []
         for outbox_id, token, locale in queued:
@@ -390,8 +394,10 @@ class PanelService(Desk[PanelTexts]):
             if invitation is not None and invitation.answer in ("yes", "maybe"):
                 reminder = self._texts.reminder(panel, invitation, locale)
                 payloads.append((outbox_id, {**reminder, STALE_AT: panel.starts_at}))
+            else:  # said no or gave the place back since: not reminded at all
+                await outbox.cancel_one(outbox_id, "no longer coming")
         if payloads:
-            await Outbox(conn).rewrite_pending(payloads)
+            await outbox.rewrite_pending(payloads)
 
     async def on_correct(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """The next part of a changed panel's invitations already sent (see

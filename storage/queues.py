@@ -251,7 +251,7 @@ class Outbox:
         """Sent: the text is dropped, the Telegram message id kept (for later edits)."""
         await self._conn.execute(
             "UPDATE outbox SET status = 'sent', sent_at = ?, message_id = ?, payload = NULL "
-            "WHERE id = ?",
+            "WHERE id = ? AND chat_id <> 0",
             (now, telegram_message_id, message_id),
         )
 

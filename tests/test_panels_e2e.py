@@ -336,7 +336,7 @@ async def test_more_places_go_to_the_waiting_list_and_fewer_than_taken_is_refuse
         assert audit.count("panel.places_changed") == 1
 
 
-@pytest.mark.parametrize("comes_back", ["unblocks", "writes"])
+@pytest.mark.parametrize("comes_back", ["unblocks", "writes", "taps"])
 async def test_a_place_left_free_while_the_waiting_had_blocked_the_bot_goes_when_one_comes_back(
     api: LocalBotApi, tmp_path: Path, comes_back: str
 ) -> None:
@@ -344,7 +344,8 @@ async def test_a_place_left_free_while_the_waiting_had_blocked_the_bot_goes_when
     nobody waiting can be told, so it stays free. Ellis unblocks the bot first: Dev waited
     longer but still cannot be told, so the place is Ellis's, with a ticket, without a
     tap. Dev, back later, finds the panel full again and is told nothing new. The same
-    when Ellis just writes to the bot (Telegram's word of the unblocking lost)."""
+    when Ellis just writes to the bot, or taps Yes again (Telegram's word of the
+    unblocking lost): her Yes takes the place, and she is told once."""
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
@@ -374,13 +375,16 @@ async def test_a_place_left_free_while_the_waiting_had_blocked_the_bot_goes_when
         assert "Yes: 1 of 2 places" in summary.text and "Waiting list: 2" in summary.text
 
         api.unblock(ELLIS.chat_id)
-        if comes_back == "unblocks":
-            api.send_my_chat_member(ELLIS, status="member")
+        if comes_back == "taps":  # her own Yes again: the place, in turn
+            assert "You have a place" in (await ellis.tap("Yes, I can come")).text
         else:
-            await ellis.say("/help")
-        await ellis.expect(3 if comes_back == "unblocks" else 4)  # + the answer to /help
-        [freed] = [m.text or "" for m in ellis.messages if "A place came up" in (m.text or "")]
-        assert "Your ticket is" in freed
+            if comes_back == "unblocks":
+                api.send_my_chat_member(ELLIS, status="member")
+            else:
+                await ellis.say("/help")
+            await ellis.expect(3 if comes_back == "unblocks" else 4)  # + the answer to /help
+            freed = [m.text or "" for m in ellis.messages if "A place came up" in (m.text or "")]
+            assert len(freed) == 1 and "Your ticket is" in freed[0]
         api.unblock(DEV.chat_id)
         api.send_my_chat_member(DEV, status="member")
         await eventually(lambda: records.query(reachable, records.pseudonym(DEV)) == [(1,)])
@@ -498,7 +502,8 @@ async def test_a_new_date_then_a_new_place_edit_each_invitation_once_saying_both
 ) -> None:
     """Orla moves the panel, then changes the room before its invitations are corrected:
     the move's corrections give way to the place's, which say both changed, so each
-    invitation is edited once. Giving the place it has already changes nothing."""
+    invitation is edited once. Giving the place or the date it has already changes
+    nothing."""
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
         await set_up_people(api, runtime)
@@ -539,8 +544,13 @@ async def test_a_new_date_then_a_new_place_edit_each_invitation_once_saying_both
         await staff.tap("Skip")
         same = await staff.tap("Yes, change it")
         assert "Nothing changed. That is where Housing panel is already." in same.text
+        await staff.say("/panels")
+        await staff.tap("Change the date")
+        await staff.say("10/12/2026 18:30")
+        same = await staff.tap("Yes, move it")
+        assert "Nothing changed. That is when Housing panel is already." in same.text
         audit = [a for (a,) in records.query("SELECT action FROM audit_log")]
-        assert audit.count("panel.place_changed") == 1
+        assert audit.count("panel.place_changed") == 1 and audit.count("panel.moved") == 1
 
 
 async def test_invitations_already_sent_show_the_panel_as_it_is_after_a_move_or_call_off(
