@@ -234,13 +234,21 @@ class PanelTexts(DialogueTexts):
         text = self.text(locale, "reminder_maybe", **params)
         return {"text": text, "buttons": self._answer_buttons(invitation.token, locale)}
 
-    def moved(self, panel: Panel, token: str, locale: str) -> Payload:
-        text = self.text(locale, "panel_moved", **self._panel_params(panel, locale))
-        cancel = self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")
-        return {"text": text, "buttons": [[cancel]]}
+    def moved(self, panel: Panel, token: str, answer: str, locale: str) -> Payload:
+        return self._changed("panel_moved", panel, token, answer, locale)
 
-    def place_changed(self, panel: Panel, token: str, locale: str) -> Payload:
-        text = self.text(locale, "panel_place_changed", **self._panel_params(panel, locale))
+    def place_changed(self, panel: Panel, token: str, answer: str, locale: str) -> Payload:
+        return self._changed("panel_place_changed", panel, token, answer, locale)
+
+    def _changed(self, key: str, panel: Panel, token: str, answer: str, locale: str) -> Payload:
+        """A new date or place, told to someone coming, waiting or unsure. Someone who said
+        maybe is asked again, with the answers (a move to within a day has no reminder to
+        ask them); the others can give their place back."""
+        params = self._panel_params(panel, locale)
+        if answer == "maybe":
+            text = self.text(locale, f"{key}_maybe", **params)
+            return {"text": text, "buttons": self._answer_buttons(token, locale)}
+        text = self.text(locale, key, **params)
         cancel = self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")
         return {"text": text, "buttons": [[cancel]]}
 

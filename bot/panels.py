@@ -276,7 +276,9 @@ class PanelService(Desk[PanelTexts]):
         )
         await self._correct_later(conn, moved, 0, now, now + CORRECT_AFTER_MS, now)
         coming = await panels.attendees(panel.id, _COMING)
-        messages = [(a.chat_id, self._texts.moved(moved, a.token, a.locale)) for a in coming]
+        messages = [
+            (a.chat_id, self._texts.moved(moved, a.token, a.answer, a.locale)) for a in coming
+        ]
         await self._notify(conn, actor, "panel_moved", moved, messages, now)
         await audit_panel(conn, actor, "panel.moved", moved, now, told=str(len(messages)))
         await self._tell(
@@ -323,7 +325,8 @@ class PanelService(Desk[PanelTexts]):
         )
         coming = await panels.attendees(panel.id, _COMING)
         messages = [
-            (a.chat_id, self._texts.place_changed(changed, a.token, a.locale)) for a in coming
+            (a.chat_id, self._texts.place_changed(changed, a.token, a.answer, a.locale))
+            for a in coming
         ]
         await self._notify(conn, actor, "panel_place_changed", changed, messages, now)
         await audit_panel(conn, actor, "panel.place_changed", changed, now, told=str(len(messages)))

@@ -418,6 +418,10 @@ async def test_moving_and_cancelling_tell_everyone_coming_in_their_language(
         for chat in (amara, bilal):
             moved = await chat.expect(3)  # the invitation, their answer, the move
             assert "has moved" in moved.text and "10 December 2026, 18:30" in moved.text
+        # Bilal said maybe: asked again, with the answers (no reminder may follow a move).
+        assert "You said maybe. Can you come?" in bilal.messages[2].text
+        assert "Yes, I can come" in str(bilal.messages[2].reply_markup)
+        assert "Cancel my place" in str(amara.messages[2].reply_markup)
         moved_cy = await carys.expect(3)
         assert "Rhagfyr" in moved_cy.text and "has moved" not in moved_cy.text
         assert len(dev.messages) == 2  # said no: not told
@@ -471,7 +475,9 @@ async def test_a_new_place_is_told_to_everyone_coming_and_shown_on_the_invitatio
             assert "is in a new place now" in told.text
             assert "Where: Room B12, 1 High Street" in told.text
             assert "3 December 2026, 14:00" in told.text  # the time has not changed
-            assert "Cancel my place" in str(told.reply_markup)
+        assert "Cancel my place" in str(amara.messages[2].reply_markup)
+        assert "You said maybe. Can you come?" in bilal.messages[2].text
+        assert "Yes, I can come" in str(bilal.messages[2].reply_markup)
         told_cy = await carys.expect(3)
         assert "Ystafell B12, 1 Stryd Fawr" in told_cy.text and "new place" not in told_cy.text
 
