@@ -123,7 +123,8 @@ class DataRightsService(Desk[DialogueTexts]):
             "panels": await _rows(
                 conn,
                 "SELECT p.title, p.starts_at, i.answer, i.ticket, i.support_needs, "
-                "i.needs_told FROM panel_invitations i JOIN panels p ON p.id = i.panel_id "
+                "i.interpreter_language, i.needs_told "
+                "FROM panel_invitations i JOIN panels p ON p.id = i.panel_id "
                 "WHERE i.pseudonym = ? ORDER BY i.id",
                 who,
                 (
@@ -132,6 +133,7 @@ class DataRightsService(Desk[DialogueTexts]):
                     "answer",
                     "ticket",
                     "help_asked_for",
+                    "interpreter_language",
                     "help_passed_to_organiser",
                 ),
             ),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from babel import Locale
+
 from bot.datetimes import format_moment
 from bot.desk import DialogueTexts
 from bot.enrolment import REGION_NAMES
@@ -18,7 +20,7 @@ from state_machines.definition import EXPLAIN_BUTTON_LABEL
 from state_machines.engine import Engine
 from storage.panels import Invitation, Panel, PanelSummary
 
-RSVP_PREFIX = "pr:"  # pr:<token>:<y|m|n|c|d|r|e|x|s:<need>>
+RSVP_PREFIX = "pr:"  # pr:<token>:<y|m|n|c|d|r|e|x|s:<need>|l:<language>>
 MANAGE_PREFIX = "pm:"  # pm:<panel id>:<m|r|w|c|x|t>
 # What changed, for the note above an invitation edited after the change.
 CHANGED_TIME = "time"
@@ -31,6 +33,13 @@ _CHANGE_NOTES = {
 }
 ANSWER_PREFIX = "pa:"  # pa:<token>: the organiser answers one person
 SUPPORT_NEEDS: tuple[str, ...] = ("travel", "childcare", "interpreter", "access")
+# The languages offered for an interpreter, when Interpreter is ticked: British Sign
+# Language, Welsh, and languages often spoken by people on probation in England and Wales
+# whose first language is not English; then "another language" (the organiser asks).
+INTERPRETER_LANGUAGES: tuple[str, ...] = (
+    "bsl", "cy", "pl", "ro", "lt", "sq", "ur", "pa", "bn", "ar", "fa", "ku", "pt", "so", "tr",
+    "vi", "other",
+)  # fmt: skip
 _ANSWER_KEYS = {
     "yes": "answer_yes",
     "maybe": "answer_maybe",
@@ -68,12 +77,47 @@ class PanelTexts(DialogueTexts):
     def region(self, slug: str, locale: str) -> str:
         return self._catalogs.gettext(locale, REGION_NAMES.get(slug, slug))
 
-    def needs(self, needs: Iterable[str], locale: str) -> str:
-        names = [self.text(locale, f"need_{n}") for n in SUPPORT_NEEDS if n in set(needs)]
+    def needs(self, needs: Iterable[str], locale: str, language: str | None = None) -> str:
+        """The needs' names, in order; the interpreter's with its `language`, when chosen."""
+        names = [self.need(n, locale, language) for n in SUPPORT_NEEDS if n in set(needs)]
         return ", ".join(names) or self.text(locale, "no_help_offered")
 
+    def need(self, need: str, locale: str, language: str | None = None) -> str:
+        name = self.text(locale, f"need_{need}")
+        if need == "interpreter" and language:
+            name = self.text(
+                locale, "need_in_language", need=name, language=self.language(language, locale)
+            )
+        return name
+
+    def language(self, code: str, locale: str) -> str:
+        """An interpreter's language, named in the reader's language."""
+        if code in ("bsl", "other"):
+            return self.text(locale, f"language_{code}")
+        return str(Locale.parse(locale).languages.get(code, code))
+
+    def language_picker(self, invitation: Invitation, locale: str) -> Payload:
+        """Which language the interpreter must speak: each named in itself too (someone
+        who reads English poorly finds their own), two to a row."""
+        buttons = []
+        for code in INTERPRETER_LANGUAGES:
+            label = self.language(code, locale)
+            if code not in ("bsl", "other"):
+                native = Locale.parse(code).get_display_name(code) or code
+                if native.casefold() != label.casefold():
+                    label = f"{native} ({label})"
+            data = f"{RSVP_PREFIX}{invitation.token}:l:{code}"
+            buttons.append({"text": label, "callback_data": data})
+        rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+        return {"text": self.text(locale, "language_question"), "buttons": rows}
+
     def ticket_line(
-        self, ticket: str, needs: Iterable[str], offered: Iterable[str], locale: str
+        self,
+        ticket: str,
+        needs: Iterable[str],
+        offered: Iterable[str],
+        locale: str,
+        language: str | None = None,
     ) -> str:
         """A line of the organiser's ticket list: the code, and the help that person asked
         for (help the panel does not offer marked, so the organiser can arrange it: the
@@ -82,7 +126,7 @@ class PanelTexts(DialogueTexts):
         names = []
         for need in SUPPORT_NEEDS:
             if need in wanted:
-                label = self.text(locale, f"need_{need}")
+                label = self.need(need, locale, language)
                 if need not in on_offer:
                     label = self.text(locale, "ticket_need_not_offered", need=label)
                 names.append(label)
@@ -187,7 +231,7 @@ class PanelTexts(DialogueTexts):
             text += "\n" + self.text(locale, "support_not_offered")
         for need in SUPPORT_NEEDS:
             tick = "✓ " if need in invitation.support_needs else ""
-            label = self.text(locale, f"need_{need}")
+            label = self.need(need, locale, invitation.interpreter_language)
             if need not in panel.support_offered:
                 label = self.text(locale, "need_not_offered", need=label)
             data = f"{RSVP_PREFIX}{token}:s:{need}"
@@ -274,9 +318,8 @@ class PanelTexts(DialogueTexts):
         self, panel: Panel, invitation: Invitation, needs: Sequence[str], locale: str
     ) -> Payload:
         """Help someone asked for that the panel does not offer, for its organiser to sort."""
-        return self._to_organiser(
-            "need_asked", panel, invitation, locale, needs=self.needs(needs, locale)
-        )
+        names = self.needs(needs, locale, invitation.interpreter_language)
+        return self._to_organiser("need_asked", panel, invitation, locale, needs=names)
 
     def _to_organiser(
         self, key: str, panel: Panel, invitation: Invitation, locale: str, **params: str

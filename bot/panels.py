@@ -666,9 +666,13 @@ class PanelService(Desk[PanelTexts]):
             if tickets:
                 lines = [
                     self._texts.ticket_line(
-                        ticket, needs if arranges else (), panel.support_offered, actor.locale
+                        ticket,
+                        needs if arranges else (),
+                        panel.support_offered,
+                        actor.locale,
+                        language if arranges else None,
                     )
-                    for ticket, needs in tickets
+                    for ticket, needs, language in tickets
                 ]
                 await self._tell(
                     conn,

@@ -15,7 +15,7 @@ import aiosqlite
 from bot.access import access_of
 from bot.conversation import Actor, ConversationService, Sender
 from bot.desk import Desk
-from bot.panel_texts import SUPPORT_NEEDS, PanelTexts
+from bot.panel_texts import INTERPRETER_LANGUAGES, SUPPORT_NEEDS, PanelTexts, Payload
 from bot.panels import OVER_AFTER_MS, REPLY_OPEN_FOR_MS, audit_panel
 from bot.rendering import split_payload
 from state_machines.engine import Engine
@@ -78,6 +78,10 @@ class RsvpService(Desk[PanelTexts]):
                 await self._answered(conn, actor, panel, outcome, now)
             elif action.startswith("s:"):
                 await self._toggle_need(conn, actor, panel, invitation, action[2:], message_id, now)
+            elif action.startswith("l:"):
+                await self._choose_language(
+                    conn, actor, panel, invitation, action[2:], message_id, now
+                )
             elif action == "e":
                 payload = self._texts.invitation_explained(token, actor.locale)
                 await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
@@ -105,7 +109,8 @@ class RsvpService(Desk[PanelTexts]):
         if not chosen:
             await self._tell(conn, actor, "support_none_saved", now)
             return
-        needs = self._texts.needs(chosen, actor.locale)
+        language = invitation.interpreter_language
+        needs = self._texts.needs(chosen, actor.locale, language)
         not_offered = [n for n in chosen if n not in panel.support_offered]
         # Noted as told only when someone reads it: with nobody to tell, a later Done tries
         # again (the ticket list still marks the need for whoever looks).
@@ -115,12 +120,12 @@ class RsvpService(Desk[PanelTexts]):
             payload = self._texts.needs_to_organiser(panel, invitation, asked, locale)
             await Outbox(conn).enqueue(chat_id, PRIORITY_REPLY, "message", payload, now)
         if asked:
-            asked_names = self._texts.needs(asked, actor.locale)
+            asked_names = self._texts.needs(asked, actor.locale, language)
             await self._tell(
                 conn, actor, "support_saved_asked", now, needs=needs, asked=asked_names
             )
         elif not_offered and not readers:
-            missing = self._texts.needs(not_offered, actor.locale)
+            missing = self._texts.needs(not_offered, actor.locale, language)
             await self._tell(conn, actor, "support_not_passed_on", now, needs=needs, asked=missing)
         else:
             await self._tell(conn, actor, "support_saved", now, needs=needs)
@@ -320,7 +325,50 @@ class RsvpService(Desk[PanelTexts]):
             return
         updated = await panels.invitation(invitation.token)
         assert updated is not None
-        payload = self._texts.answer(panel, updated, actor.locale)
+        if need == "interpreter" and need in needs:
+            # Which language: without it the organiser has to ask, in writing, someone
+            # who may not read English. On the same message; a tap brings the help back.
+            payload = self._texts.language_picker(updated, actor.locale)
+        else:
+            payload = self._texts.answer(panel, updated, actor.locale)
+        await self._show(conn, actor, payload, message_id, now)
+
+    async def _choose_language(
+        self,
+        conn: aiosqlite.Connection,
+        actor: Actor,
+        panel: Panel,
+        invitation: Invitation,
+        language: str,
+        message_id: int | None,
+        now: int,
+    ) -> None:
+        """The interpreter's language, tapped: noted, and the help shown again with it."""
+        if language not in INTERPRETER_LANGUAGES:
+            await self._tell(conn, actor, self._engine.message("not_available"), now, True)
+            return
+        if _started(panel, now):
+            await self._tell(conn, actor, "panel_closed", now)
+            return
+        panels = Panels(conn)
+        if not await panels.set_interpreter_language(invitation.token, language):
+            await self._tell(conn, actor, "needs_not_now", now)  # unticked, or not coming
+            return
+        updated = await panels.invitation(invitation.token)
+        assert updated is not None
+        await self._show(
+            conn, actor, self._texts.answer(panel, updated, actor.locale), message_id, now
+        )
+
+    async def _show(
+        self,
+        conn: aiosqlite.Connection,
+        actor: Actor,
+        payload: Payload,
+        message_id: int | None,
+        now: int,
+    ) -> None:
+        """On the tapped message, edited in place (a new message if it is not known)."""
         if message_id is None:
             await Outbox(conn).enqueue(actor.chat_id, PRIORITY_REPLY, "message", payload, now)
         else:

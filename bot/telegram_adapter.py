@@ -66,7 +66,9 @@ _BROADCAST_STOP = re.compile(r"^" + re.escape(CANCEL_PREFIX) + r"\d{1,12}$")
 _TOKEN = r"(?P<token>[0-9a-f]{16})"
 # The buttons of app messages (outside the dialogue engine), by their callback data. Anything
 # else with these prefixes falls through to the engine, which calls it an old button.
-_RSVP = re.compile(rf"^{re.escape(RSVP_PREFIX)}{_TOKEN}:(?P<action>[ymncdrex]|s:[a-z]{{1,20}})$")
+_RSVP = re.compile(
+    rf"^{re.escape(RSVP_PREFIX)}{_TOKEN}:(?P<action>[ymncdrex]|s:[a-z]{{1,20}}|l:[a-z]{{2,5}})$"
+)
 _MANAGE = re.compile(rf"^{re.escape(MANAGE_PREFIX)}(?P<panel>\d{{1,12}}):(?P<action>[mrwxtc])$")
 _ANSWER = re.compile(rf"^{re.escape(ANSWER_PREFIX)}{_TOKEN}$")
 _SAFETY = re.compile(rf"^{re.escape(SAFETY_PREFIX)}{_TOKEN}:(?P<action>[ynre]|a[a-z-]{{1,24}})$")

@@ -75,6 +75,8 @@ class Invitation:
     support_needs: tuple[str, ...]
     answered_at: int | None
     invited_at: int
+    # the language an interpreter is needed in, when chosen (migration 0032)
+    interpreter_language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ _PANEL_COLUMNS = (
     "p.place_cy, p.moved_at, p.place_changed_at"
 )
 _INVITATION_COLUMNS = (
-    "id, panel_id, pseudonym, token, answer, ticket, support_needs, answered_at, invited_at"
+    "id, panel_id, pseudonym, token, answer, ticket, support_needs, answered_at, invited_at, "
+    "interpreter_language"
 )
 
 # The same place count is used to decide a 'yes' and a promotion, inside the one statement
@@ -199,6 +202,7 @@ def _invitation(row: Row) -> Invitation:
         _needs(row["support_needs"]),
         row["answered_at"],
         row["invited_at"],
+        row["interpreter_language"],
     )
 
 
@@ -379,7 +383,8 @@ class Panels:
             raise ValueError(f"unknown choice {choice!r}")
         async with self._conn.execute(
             "SELECT i.id, i.panel_id, i.pseudonym, i.token, i.answer, i.ticket, "
-            "i.support_needs, i.answered_at, i.invited_at, p.status, p.starts_at "
+            "i.support_needs, i.answered_at, i.invited_at, i.interpreter_language, p.status, "
+            "p.starts_at "
             "FROM panel_invitations i JOIN panels p ON p.id = i.panel_id WHERE i.token = ?",
             (token,),
         ) as cursor:
@@ -423,10 +428,24 @@ class Panels:
         cursor = await self._conn.execute(
             "UPDATE panel_invitations SET support_needs = :needs, needs_told = ("
             "  SELECT CASE WHEN COUNT(*) THEN json_group_array(value) END "
-            "  FROM json_each(needs_told) WHERE value IN (SELECT value FROM json_each(:needs))) "
+            "  FROM json_each(needs_told) WHERE value IN (SELECT value FROM json_each(:needs))), "
+            "interpreter_language = CASE WHEN 'interpreter' IN "
+            "  (SELECT value FROM json_each(:needs)) THEN interpreter_language END "
             "WHERE token = :token AND answer IN ('yes', 'maybe', 'waiting') "
             "AND (SELECT status FROM panels WHERE id = panel_id) = 'open'",
             {"needs": _json_list(chosen), "token": token},
+        )
+        return cursor.rowcount > 0
+
+    async def set_interpreter_language(self, token: str, language: str) -> bool:
+        """The language the person needs an interpreter in, once they ticked Interpreter
+        (`set_support_needs`); True when it was stored."""
+        cursor = await self._conn.execute(
+            "UPDATE panel_invitations SET interpreter_language = ? "
+            "WHERE token = ? AND answer IN ('yes', 'maybe', 'waiting') "
+            "AND 'interpreter' IN (SELECT value FROM json_each(support_needs)) "
+            "AND (SELECT status FROM panels WHERE id = panel_id) = 'open'",
+            (language, token),
         )
         return cursor.rowcount > 0
 
@@ -527,17 +546,17 @@ class Panels:
             rows = await cursor.fetchall()
         return [_invitation(row) for row in rows]
 
-    async def tickets(self, panel_id: int) -> list[tuple[str, tuple[str, ...]]]:
-        """(door code, the help they asked for) of everyone holding a place, sorted by
-        code: the list at the door, and what the organiser arranges for the day, by
-        ticket, never by name."""
+    async def tickets(self, panel_id: int) -> list[tuple[str, tuple[str, ...], str | None]]:
+        """(door code, the help they asked for, the interpreter's language) of everyone
+        holding a place, sorted by code: the list at the door, and what the organiser
+        arranges for the day, by ticket, never by name."""
         async with self._conn.execute(
-            "SELECT ticket, support_needs FROM panel_invitations "
+            "SELECT ticket, support_needs, interpreter_language FROM panel_invitations "
             "WHERE panel_id = ? AND answer = 'yes' ORDER BY ticket",
             (panel_id,),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [(str(r[0]), _needs(r[1])) for r in rows]
+        return [(str(r[0]), _needs(r[1]), r[2]) for r in rows]
 
     # Internals
 
@@ -562,7 +581,8 @@ class Panels:
         async with self._conn.execute(
             "UPDATE panel_invitations SET answer = :answer, ticket = NULL, answered_at = :now, "
             "support_needs = CASE WHEN :keep THEN support_needs END, "
-            "needs_told = CASE WHEN :keep THEN needs_told END "
+            "needs_told = CASE WHEN :keep THEN needs_told END, "
+            "interpreter_language = CASE WHEN :keep THEN interpreter_language END "
             f"WHERE id = :id RETURNING {_INVITATION_COLUMNS}",
             {"answer": answer, "now": now, "keep": int(keep_needs), "id": invitation.id},
         ) as cursor:
@@ -636,8 +656,9 @@ class Panels:
 
     async def _forget_needs(self, panel_id: int) -> int:
         cursor = await self._conn.execute(
-            "UPDATE panel_invitations SET support_needs = NULL, needs_told = NULL "
-            "WHERE panel_id = ? AND (support_needs IS NOT NULL OR needs_told IS NOT NULL)",
+            "UPDATE panel_invitations SET support_needs = NULL, needs_told = NULL, "
+            "interpreter_language = NULL WHERE panel_id = ? AND (support_needs IS NOT NULL "
+            "OR needs_told IS NOT NULL OR interpreter_language IS NOT NULL)",
             (panel_id,),
         )
         return cursor.rowcount

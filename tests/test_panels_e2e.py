@@ -191,16 +191,24 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert ticked.message_id == helped.message_id
         assert "✓ Travel costs" in str(ticked.reply_markup)
         assert "not on offer yet" in (ticked.text or "")
-        ticked = await bilal.toggle("Interpreter (we will ask)")
-        assert "✓ Interpreter (we will ask)" in str(ticked.reply_markup)
+        # An interpreter: in which language? Asked on the same message, each language
+        # named in itself too; the help comes back with it.
+        asked_language = await bilal.toggle("Interpreter (we will ask)")
+        assert "Which language do you need?" in (asked_language.text or "")
+        assert "British Sign Language" in str(asked_language.reply_markup)
+        ticked = await bilal.toggle("polski (Polish)")
+        assert ticked.message_id == helped.message_id
+        assert "✓ Interpreter: Polish (we will ask)" in str(ticked.reply_markup)
         # Done: the help not on offer goes to Orla at once (the ticket list waited for her to
         # look), once, naming his ticket, with Answer to tell him it is sorted.
         staff_had = len(staff.messages)
         done = await bilal.tap("Done")
-        assert "Travel costs, Interpreter" in done.text
-        assert "Not on offer yet: Interpreter. We have asked the staff who run" in done.text
+        assert "Travel costs, Interpreter: Polish" in done.text
+        assert "Not on offer yet: Interpreter: Polish. We have asked the staff who run" in (
+            done.text
+        )
         asked = await staff.expect(staff_had + 1)
-        assert f"Ticket {ticket_b} needs help to come to Housing panel: Interpreter." in (
+        assert f"Ticket {ticket_b} needs help to come to Housing panel: Interpreter: Polish." in (
             asked.text
         )
         assert "Travel costs" not in asked.text  # on offer: hers to arrange anyway
@@ -215,6 +223,7 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         # His data says what was passed on, and to whom.
         [his] = (await bilal.mydata_file())["panels"]
         assert his["help_asked_for"] == ["interpreter", "travel"]
+        assert his["interpreter_language"] == "pl"
         assert his["help_passed_to_organiser"] == ["interpreter"]
 
         # Amara gives her place back: Dev (first waiting) gets it, and a ticket; Ellis waits.
@@ -237,7 +246,9 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         assert "places taken: 2." in tickets.text and ticket_a not in tickets.text
         # By ticket, the help each asked for: what the organiser arranges for the day.
         lines = tickets.text.splitlines()
-        assert f"{ticket_b}: Travel costs, Interpreter (not on offer: please sort it)" in lines
+        assert f"{ticket_b}: Travel costs, Interpreter: Polish (not on offer: please sort it)" in (
+            lines
+        )
         ticket_d = freed.text.split("Your ticket is ")[1][:7]
         assert ticket_d in lines  # Dev asked for nothing
         # Other staff of the area see the codes, not the help (it says a lot about a life).
@@ -282,6 +293,7 @@ async def test_help_asked_for_once_the_panel_has_begun_goes_to_no_one(
         await create_panel(staff)
         amara, _ = await amara_takes_a_place(api, staff)
         await amara.toggle("Interpreter (we will ask)")
+        await amara.toggle("Another language")
         clock.advance(31 * DAY + 6 * 3600)  # Thursday 3 December, 15:00: it began at 14:00
         records = Records(runtime.settings)
         await settled(api, records)
@@ -1491,8 +1503,9 @@ async def test_help_not_on_offer_with_no_one_to_ask_says_so_and_asks_again_later
         async with runtime.db.transaction() as conn:
             await StaffRoles(conn).revoke(who(ORGANISER.user_id), "staff", "london")
         await amara.toggle("Interpreter (we will ask)")
+        await amara.toggle("Another language")
         alone = await amara.tap("Done")
-        assert "Not on offer yet: Interpreter. We could not reach the staff" in alone.text
+        assert "Not on offer yet: Interpreter: Another language. We could not reach" in alone.text
         records = Records(runtime.settings)
         assert records.query(
             "SELECT needs_told FROM panel_invitations WHERE ticket IS NOT NULL"
@@ -1500,7 +1513,8 @@ async def test_help_not_on_offer_with_no_one_to_ask_says_so_and_asks_again_later
         async with runtime.db.transaction() as conn:
             await StaffRoles(conn).grant(who(manager.user_id), "manager", "london", False, "cli", 0)
         assert "We have asked the staff who run the panel" in (await amara.tap("Done")).text
-        assert "needs help to come to Housing panel: Interpreter." in (await meg.expect(2)).text
+        told = (await meg.expect(2)).text
+        assert "needs help to come to Housing panel: Interpreter: Another language." in told
 
 
 async def test_staff_are_not_signed_up_as_people_on_licence_and_find_their_commands(

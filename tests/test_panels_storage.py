@@ -145,7 +145,7 @@ async def test_a_cancelled_place_goes_to_the_earliest_waiting_with_a_new_ticket(
     cal = await respond(db, tokens["p-cal"], "yes", NOW + 6)
     assert cal.waiting_position == 1  # moved up the queue
     async with db.read() as conn:
-        assert [code for code, _ in await Panels(conn).tickets(panel_id)] == sorted(
+        assert [code for code, _, _ in await Panels(conn).tickets(panel_id)] == sorted(
             [state["p-bea"][1], state["p-dev"][1]]
         )
 
@@ -281,7 +281,7 @@ async def test_tickets_are_unique_and_readable(db: Database) -> None:
     for i, pseudonym in enumerate(pseudonyms):
         await respond(db, tokens[pseudonym], "yes", NOW + i)
     async with db.read() as conn:
-        tickets = [code for code, _ in await Panels(conn).tickets(panel_id)]
+        tickets = [code for code, _, _ in await Panels(conn).tickets(panel_id)]
     assert len(tickets) == len(set(tickets)) == 40
     assert tickets == sorted(tickets)
     assert all(TICKET.match(t) for t in tickets)
@@ -424,6 +424,46 @@ async def test_support_needs_are_sorted_kept_only_while_coming_and_erased_when_o
     ):
         assert (await cursor.fetchone())[0] == 0
     assert (await respond(db, tokens["p-cal"], "yes", NOW + HOUR)).closed
+
+
+async def test_an_interpreter_s_language_is_kept_only_with_the_interpreter_ticked(
+    db: Database,
+) -> None:
+    """The language needs Interpreter ticked; it goes when the tick goes, when the place is
+    given up, and for everyone once the panel is over, as the needs do."""
+    await add_people(db, SIX[:3])
+    panel_id = await new_panel(db, capacity=3)
+    tokens = await invite(db, panel_id, SIX[:3])
+    for pseudonym in ("p-ada", "p-bea"):
+        await respond(db, tokens[pseudonym], "yes")
+
+    async def language(pseudonym: str) -> str | None:
+        async with db.read() as conn:
+            invitation = await Panels(conn).invitation(tokens[pseudonym])
+        assert invitation is not None
+        return invitation.interpreter_language
+
+    async with db.transaction() as conn:
+        panels = Panels(conn)
+        assert not await panels.set_interpreter_language(tokens["p-ada"], "pl")  # not ticked
+        for pseudonym in ("p-ada", "p-bea"):
+            assert await panels.set_support_needs(tokens[pseudonym], ["interpreter", "travel"])
+            assert await panels.set_interpreter_language(tokens[pseudonym], "pl")
+        assert not await panels.set_interpreter_language(tokens["p-cal"], "pl")  # not coming
+        assert await panels.set_support_needs(tokens["p-ada"], ["travel"])  # unticked
+        tickets = await panels.tickets(panel_id)
+    assert await language("p-ada") is None and await language("p-bea") == "pl"
+    assert {language for _, _, language in tickets} == {None, "pl"}
+
+    await respond(db, tokens["p-bea"], "cancel")
+    assert await language("p-bea") is None
+    await respond(db, tokens["p-bea"], "yes")
+    async with db.transaction() as conn:
+        panels = Panels(conn)
+        assert await panels.set_support_needs(tokens["p-bea"], ["interpreter"])
+        assert await panels.set_interpreter_language(tokens["p-bea"], "bsl")
+        assert await panels.mark_over(panel_id, NOW + 8 * DAY) >= 1
+    assert await language("p-bea") is None
 
 
 async def test_each_need_is_passed_to_the_organiser_once_and_forgotten_with_the_needs(

@@ -46,6 +46,7 @@ SAMPLES = {
     "needs": "Travel costs",
     "asked": "Interpreter",
     "need": "Interpreter",
+    "language": "Polish",
     "count": "12",
     "capacity": "20",
     "taken": "12",
