@@ -40,6 +40,10 @@ INTERPRETER_LANGUAGES: tuple[str, ...] = (
     "bsl", "cy", "pl", "ro", "lt", "sq", "ur", "pa", "bn", "ar", "fa", "ku", "pt", "so", "tr",
     "vi", "other",
 )  # fmt: skip
+# Names CLDR gives that read oddly on a button ("kurdî (kurmancî)"), and the scripts written
+# right to left, whose names go after the reader's so Telegram keeps the brackets in order.
+_NATIVE_NAMES = {"ku": "Kurdî"}
+_RIGHT_TO_LEFT = frozenset({"ar", "fa", "ur"})
 _ANSWER_KEYS = {
     "yes": "answer_yes",
     "maybe": "answer_maybe",
@@ -96,20 +100,27 @@ class PanelTexts(DialogueTexts):
             return self.text(locale, f"language_{code}")
         return str(Locale.parse(locale).languages.get(code, code))
 
-    def language_picker(self, invitation: Invitation, locale: str) -> Payload:
-        """Which language the interpreter must speak: each named in itself too (someone
-        who reads English poorly finds their own), two to a row."""
+    def language_picker(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
+        """Which language the interpreter must speak, under the answer (a ticket stays in
+        view): each named in itself too (someone who reads English poorly finds their
+        own), two to a row; Skip goes back to the help with Interpreter ticked."""
+        token = invitation.token
         buttons = []
         for code in INTERPRETER_LANGUAGES:
             label = self.language(code, locale)
             if code not in ("bsl", "other"):
-                native = Locale.parse(code).get_display_name(code) or code
-                if native.casefold() != label.casefold():
-                    label = f"{native} ({label})"
-            data = f"{RSVP_PREFIX}{invitation.token}:l:{code}"
-            buttons.append({"text": label, "callback_data": data})
+                native = _NATIVE_NAMES.get(code) or Locale.parse(code).get_display_name(code)
+                if native and native.casefold() != label.casefold():
+                    # Right to left: the reader's name first, so the brackets stay put.
+                    rtl = code in _RIGHT_TO_LEFT
+                    label = f"{label} ({native})" if rtl else f"{native} ({label})"
+            buttons.append({"text": label, "callback_data": f"{RSVP_PREFIX}{token}:l:{code}"})
         rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
-        return {"text": self.text(locale, "language_question"), "buttons": rows}
+        rows.append([self._button(locale, "language_skip", f"{RSVP_PREFIX}{token}:l:none")])
+        question = self.text(locale, "language_question")
+        status = self._answer_status(panel, invitation, locale, None)
+        text = f"{status}\n\n{question}" if status else question
+        return {"text": text, "buttons": rows}
 
     def ticket_line(
         self,
@@ -209,20 +220,12 @@ class PanelTexts(DialogueTexts):
     ) -> Payload:
         """What a person sees after answering, with the buttons that fit their answer: the
         support needs on offer (ticked when chosen), and a way to cancel or change."""
-        params = self._panel_params(panel, locale)
         token = invitation.token
-        if invitation.answer == "yes":
-            text = self.text(locale, "place_held", ticket=invitation.ticket or "", **params)
-        elif invitation.answer == "maybe":
-            text = self.text(locale, "maybe_noted", **params)
-        elif invitation.answer == "waiting" and position is not None:
-            text = self.text(locale, "waiting_list", position=str(position), **params)
-        elif invitation.answer == "waiting":
-            text = self.text(locale, "still_waiting", **params)
-        elif invitation.answer == "cancelled":
-            return {"text": self.text(locale, "place_cancelled")}
-        else:
-            return {"text": self.text(locale, "no_noted")}
+        status = self._answer_status(panel, invitation, locale, position)
+        if status is None:
+            key = "place_cancelled" if invitation.answer == "cancelled" else "no_noted"
+            return {"text": self.text(locale, key)}
+        text = status
         buttons: list[list[dict[str, str]]] = []
         # Every need is asked about, offered or not (marked "we will ask"): the brief has
         # people say what they need to come, not only what staff thought to offer.
@@ -246,6 +249,22 @@ class PanelTexts(DialogueTexts):
         else:
             buttons.append([self._button(locale, "cancel_place_button", f"{RSVP_PREFIX}{token}:c")])
         return {"text": text, "buttons": buttons}
+
+    def _answer_status(
+        self, panel: Panel, invitation: Invitation, locale: str, position: int | None
+    ) -> str | None:
+        """Where the person stands (a place and its ticket, maybe, the waiting list); None
+        when they are not coming."""
+        params = self._panel_params(panel, locale)
+        if invitation.answer == "yes":
+            return self.text(locale, "place_held", ticket=invitation.ticket or "", **params)
+        if invitation.answer == "maybe":
+            return self.text(locale, "maybe_noted", **params)
+        if invitation.answer == "waiting" and position is not None:
+            return self.text(locale, "waiting_list", position=str(position), **params)
+        if invitation.answer == "waiting":
+            return self.text(locale, "still_waiting", **params)
+        return None
 
     def support_explained(self, panel: Panel, invitation: Invitation, locale: str) -> Payload:
         """What each kind of help is, then the answer with its help buttons again."""

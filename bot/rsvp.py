@@ -328,7 +328,7 @@ class RsvpService(Desk[PanelTexts]):
         if need == "interpreter" and need in needs:
             # Which language: without it the organiser has to ask, in writing, someone
             # who may not read English. On the same message; a tap brings the help back.
-            payload = self._texts.language_picker(updated, actor.locale)
+            payload = self._texts.language_picker(panel, updated, actor.locale)
         else:
             payload = self._texts.answer(panel, updated, actor.locale)
         await self._show(conn, actor, payload, message_id, now)
@@ -343,17 +343,22 @@ class RsvpService(Desk[PanelTexts]):
         message_id: int | None,
         now: int,
     ) -> None:
-        """The interpreter's language, tapped: noted, and the help shown again with it."""
-        if language not in INTERPRETER_LANGUAGES:
+        """The interpreter's language, tapped: noted, and the help shown again with it.
+        Skip ("none") shows the help again, Interpreter still ticked, no language noted."""
+        if language != "none" and language not in INTERPRETER_LANGUAGES:
             await self._tell(conn, actor, self._engine.message("not_available"), now, True)
             return
         if _started(panel, now):
             await self._tell(conn, actor, "panel_closed", now)
             return
         panels = Panels(conn)
-        if not await panels.set_interpreter_language(invitation.token, language):
-            await self._tell(conn, actor, "needs_not_now", now)  # unticked, or not coming
+        if invitation.answer not in ("yes", "maybe", "waiting"):
+            await self._tell(conn, actor, "needs_not_now", now)  # not coming
             return
+        # An old picker tapped after Interpreter was unticked elsewhere: nothing noted,
+        # the help shown again as it is.
+        if language != "none":
+            await panels.set_interpreter_language(invitation.token, language)
         updated = await panels.invitation(invitation.token)
         assert updated is not None
         await self._show(

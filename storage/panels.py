@@ -439,13 +439,19 @@ class Panels:
 
     async def set_interpreter_language(self, token: str, language: str) -> bool:
         """The language the person needs an interpreter in, once they ticked Interpreter
-        (`set_support_needs`); True when it was stored."""
+        (`set_support_needs`); True when it was stored. A language new since the organiser
+        was told of the interpreter is theirs to hear of too: the need is no longer noted
+        as told, so the next Done passes it on (with the language)."""
         cursor = await self._conn.execute(
-            "UPDATE panel_invitations SET interpreter_language = ? "
-            "WHERE token = ? AND answer IN ('yes', 'maybe', 'waiting') "
+            "UPDATE panel_invitations SET needs_told = CASE "
+            "  WHEN interpreter_language IS :language THEN needs_told ELSE ("
+            "  SELECT CASE WHEN COUNT(*) THEN json_group_array(value) END "
+            "  FROM json_each(needs_told) WHERE value <> 'interpreter') END, "
+            "interpreter_language = :language "
+            "WHERE token = :token AND answer IN ('yes', 'maybe', 'waiting') "
             "AND 'interpreter' IN (SELECT value FROM json_each(support_needs)) "
             "AND (SELECT status FROM panels WHERE id = panel_id) = 'open'",
-            (language, token),
+            {"language": language, "token": token},
         )
         return cursor.rowcount > 0
 

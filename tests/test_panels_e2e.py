@@ -195,6 +195,7 @@ async def test_a_panel_from_creation_to_waiting_list_promotion(
         # named in itself too; the help comes back with it.
         asked_language = await bilal.toggle("Interpreter (we will ask)")
         assert "Which language do you need?" in (asked_language.text or "")
+        assert ticket_b in (asked_language.text or "")  # the ticket stays in view
         assert "British Sign Language" in str(asked_language.reply_markup)
         ticked = await bilal.toggle("polski (Polish)")
         assert ticked.message_id == helped.message_id
@@ -293,7 +294,8 @@ async def test_help_asked_for_once_the_panel_has_begun_goes_to_no_one(
         await create_panel(staff)
         amara, _ = await amara_takes_a_place(api, staff)
         await amara.toggle("Interpreter (we will ask)")
-        await amara.toggle("Another language")
+        skipped = await amara.toggle("Skip this")  # no language given: the need stays ticked
+        assert "✓ Interpreter (we will ask)" in str(skipped.reply_markup)
         clock.advance(31 * DAY + 6 * 3600)  # Thursday 3 December, 15:00: it began at 14:00
         records = Records(runtime.settings)
         await settled(api, records)

@@ -450,6 +450,13 @@ async def test_an_interpreter_s_language_is_kept_only_with_the_interpreter_ticke
             assert await panels.set_support_needs(tokens[pseudonym], ["interpreter", "travel"])
             assert await panels.set_interpreter_language(tokens[pseudonym], "pl")
         assert not await panels.set_interpreter_language(tokens["p-cal"], "pl")  # not coming
+        # The organiser told of the interpreter hears of a new language at the next Done.
+        assert await panels.note_needs_told(tokens["p-bea"], ["interpreter"]) == ("interpreter",)
+        assert await panels.set_interpreter_language(tokens["p-bea"], "pl")  # the same
+        assert await panels.note_needs_told(tokens["p-bea"], ["interpreter"]) == ()
+        assert await panels.set_interpreter_language(tokens["p-bea"], "ro")
+        assert await panels.note_needs_told(tokens["p-bea"], ["interpreter"]) == ("interpreter",)
+        assert await panels.set_interpreter_language(tokens["p-bea"], "pl")
         assert await panels.set_support_needs(tokens["p-ada"], ["travel"])  # unticked
         tickets = await panels.tickets(panel_id)
     assert await language("p-ada") is None and await language("p-bea") == "pl"
