@@ -67,6 +67,12 @@ CORRECT_AFTER_MS = 60_000
 # follow and correct every invitation).
 _ANNOUNCING = ("panel_invitation", "panel_reminder", "panel_correction")
 _LISTED_AT_MOST = 20
+# A new date or place: (the broadcast telling those coming, the audit action, the staff
+# member's "done").
+_CHANGE_NOTICES = {
+    CHANGED_TIME: ("panel_moved", "panel.moved", "panel_moved_done"),
+    CHANGED_PLACE: ("panel_place_changed", "panel.place_changed", "panel_place_changed_done"),
+}
 
 
 class PanelService(Desk[PanelTexts]):
@@ -275,19 +281,7 @@ class PanelService(Desk[PanelTexts]):
             conn, f"panel:{panel.id}", ("panel_reminder", "panel_correction"), actor.pseudonym, now
         )
         await self._correct_later(conn, moved, 0, now, now + CORRECT_AFTER_MS, now)
-        coming = await panels.attendees(panel.id, _COMING)
-        messages = [
-            (a.chat_id, self._texts.moved(moved, a.token, a.answer, a.locale)) for a in coming
-        ]
-        await self._notify(conn, actor, "panel_moved", moved, messages, now)
-        await audit_panel(conn, actor, "panel.moved", moved, now, told=str(len(messages)))
-        await self._tell(
-            conn,
-            actor,
-            "panel_moved_done",
-            now,
-            count=self._texts.number(len(messages), actor.locale),
-        )
+        await self._tell_coming(conn, actor, moved, CHANGED_TIME, now)
         await self._schedule(conn, moved, now)  # the old jobs see the old time and do nothing
 
     async def change_place(
@@ -295,8 +289,8 @@ class PanelService(Desk[PanelTexts]):
     ) -> None:
         """Change where the panel is; tell everyone coming, waiting or unsure, in their
         language, as a move does: invitations still queued are written again with the new
-        place, those already sent are edited to show it, and a reminder still going out
-        with the old one stops (the message about the change says when and where)."""
+        place, those already sent are edited to show it, and so are reminders still going
+        out (no later reminder replaces them, as after a move)."""
         panel = await self._panel_for_staff(conn, actor, values, now)
         if panel is None:
             return
@@ -323,20 +317,21 @@ class PanelService(Desk[PanelTexts]):
         await self._correct_later(
             conn, changed, 0, now, now + CORRECT_AFTER_MS, now, changed=CHANGED_PLACE
         )
-        coming = await panels.attendees(panel.id, _COMING)
-        messages = [
-            (a.chat_id, self._texts.place_changed(changed, a.token, a.answer, a.locale))
-            for a in coming
-        ]
-        await self._notify(conn, actor, "panel_place_changed", changed, messages, now)
-        await audit_panel(conn, actor, "panel.place_changed", changed, now, told=str(len(messages)))
-        await self._tell(
-            conn,
-            actor,
-            "panel_place_changed_done",
-            now,
-            count=self._texts.number(len(messages), actor.locale),
-        )
+        await self._tell_coming(conn, actor, changed, CHANGED_PLACE, now)
+
+    async def _tell_coming(
+        self, conn: aiosqlite.Connection, actor: Actor, panel: Panel, changed: str, now: int
+    ) -> None:
+        """Tell everyone coming, waiting or unsure of the panel's new date or place
+        (`changed`), in their language; audit it; tell the staff member how many."""
+        kind, action, done = _CHANGE_NOTICES[changed]
+        texts = self._texts.moved if changed == CHANGED_TIME else self._texts.place_changed
+        coming = await Panels(conn).attendees(panel.id, _COMING)
+        messages = [(a.chat_id, texts(panel, a.token, a.answer, a.locale)) for a in coming]
+        await self._notify(conn, actor, kind, panel, messages, now)
+        await audit_panel(conn, actor, action, panel, now, told=str(len(messages)))
+        count = self._texts.number(len(messages), actor.locale)
+        await self._tell(conn, actor, done, now, count=count)
 
     async def on_reword(self, conn: aiosqlite.Connection, job: Job, now: int) -> None:
         """The next part of a moved panel's invitations still queued (see

@@ -893,6 +893,26 @@ async def test_an_invitation_on_its_way_when_the_panel_moves_goes_again_with_the
         assert len(amara.messages) == 2
 
 
+async def amara_s_reminder_waits_for_a_retry(
+    api: LocalBotApi, runtime: Runtime, clock: ManualClock
+) -> tuple[Chat, Chat, Records]:
+    """Orla invites the area and Amara takes a place; the day before, the reminders go out
+    and Amara's fails once, waiting for its retry. Returns Orla's chat, Amara's and the
+    records."""
+    await set_up_people(api, runtime)
+    staff = await invite_the_cohort(api)
+    amara = Chat(api, AMARA)
+    await amara.expect(1)
+    await amara.tap("Yes, I can come")
+    records = Records(runtime.settings)
+    api.fail_next("sendMessage", 500, retry_after=None, chat_id=AMARA.chat_id)
+    clock.set(datetime(2026, 12, 2, 14, 0, tzinfo=UTC))  # a day before
+    runtime.scheduler.wake()
+    waiting = "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND attempts = 1"
+    await eventually(lambda: records.query(waiting) == [(1,)])
+    return staff, amara, records
+
+
 async def test_moving_a_panel_stops_a_reminder_of_the_old_date_still_waiting_to_go(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
@@ -900,17 +920,7 @@ async def test_moving_a_panel_stops_a_reminder_of_the_old_date_still_waiting_to_
     moved. She is told of the move, and not reminded of the old date."""
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
-        await set_up_people(api, runtime)
-        staff = await invite_the_cohort(api)
-        amara = Chat(api, AMARA)
-        await amara.expect(1)
-        await amara.tap("Yes, I can come")
-        records = Records(runtime.settings)
-        api.fail_next("sendMessage", 500, retry_after=None, chat_id=AMARA.chat_id)
-        clock.set(datetime(2026, 12, 2, 14, 0, tzinfo=UTC))  # a day before
-        runtime.scheduler.wake()
-        waiting = "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND attempts = 1"
-        await eventually(lambda: records.query(waiting) == [(1,)])
+        staff, amara, records = await amara_s_reminder_waits_for_a_retry(api, runtime, clock)
 
         await staff.say("/panels")
         await staff.tap("Change the date")
@@ -936,17 +946,7 @@ async def test_a_reminder_still_waiting_to_go_when_the_place_changes_gives_the_n
     the new place, ticket and all, and she is told of the change too."""
     clock = ManualClock(START)
     async with running_bot(api, tmp_path, clock=clock) as runtime:
-        await set_up_people(api, runtime)
-        staff = await invite_the_cohort(api)
-        amara = Chat(api, AMARA)
-        await amara.expect(1)
-        await amara.tap("Yes, I can come")
-        records = Records(runtime.settings)
-        api.fail_next("sendMessage", 500, retry_after=None, chat_id=AMARA.chat_id)
-        clock.set(datetime(2026, 12, 2, 14, 0, tzinfo=UTC))  # a day before
-        runtime.scheduler.wake()
-        waiting = "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND attempts = 1"
-        await eventually(lambda: records.query(waiting) == [(1,)])
+        staff, amara, records = await amara_s_reminder_waits_for_a_retry(api, runtime, clock)
 
         await staff.say("/panels")
         await staff.tap("Change the place")
