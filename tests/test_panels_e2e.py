@@ -306,6 +306,36 @@ async def test_help_asked_for_once_the_panel_has_begun_goes_to_no_one(
         assert len(staff.messages) == staff_had
 
 
+async def test_a_language_chosen_after_the_organiser_was_told_is_passed_on_at_the_next_done(
+    api: LocalBotApi, tmp_path: Path
+) -> None:
+    """Amara ticks Interpreter, then taps Done on a newer copy of her answer before choosing
+    a language: Orla is asked for an interpreter, the language not known. Amara then
+    chooses Polish on the question still open: the next Done tells Orla which, once."""
+    clock = ManualClock(START)
+    async with running_bot(api, tmp_path, clock=clock) as runtime:
+        await set_up_people(api, runtime)
+        staff = Chat(api, ORGANISER)
+        await create_panel(staff)
+        amara, _ = await amara_takes_a_place(api, staff)
+        question = await amara.toggle("Interpreter (we will ask)")
+        assert "Which language do you need?" in (question.text or "")
+        await amara.tap("Yes, I can come")  # her answer again: a new copy, with the help
+        staff_had = len(staff.messages)
+        await amara.tap("Done")
+        told = await staff.expect(staff_had + 1)
+        assert "needs help to come to Housing panel: Interpreter." in told.text
+
+        chosen = await amara.toggle("polski (Polish)")  # the question left open above
+        assert chosen.message_id == question.message_id
+        await amara.tap("Done")
+        told = await staff.expect(staff_had + 2)
+        assert "needs help to come to Housing panel: Interpreter: Polish." in told.text
+        await amara.tap("Done")
+        await settled(api, Records(runtime.settings))
+        assert len(staff.messages) == staff_had + 2  # told once of the language
+
+
 async def test_more_places_go_to_the_waiting_list_and_fewer_than_taken_is_refused(
     api: LocalBotApi, tmp_path: Path
 ) -> None:
