@@ -60,18 +60,14 @@ class DataRightsService(Desk[DialogueTexts]):
     async def on_mydata(self, update_id: int, sender: Sender, as_file: bool = False) -> None:
         """Everything kept about the person, in their language (or as a JSON file)."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
+            conn, now, actor = acting
             person = await People(conn).get(pseudonym)
             if person is None:
-                locale = self._conversations.default_locale
-                await self._tell(
-                    conn, Actor(pseudonym, sender.chat_id, locale), "nothing_kept", now
-                )
+                await self._tell(conn, actor, "nothing_kept", now)
                 return
-            actor = Actor(pseudonym, sender.chat_id, person.locale)
             record = await self._record(conn, person)
             if as_file:
                 await self._send_file(conn, actor, record, now)

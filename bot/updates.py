@@ -411,13 +411,12 @@ class UpdateService(Desk[DialogueTexts]):
         them, so it needs no consent; without "Tell me what changed" the list says that new
         ones will not be sent and how to change it."""
         pseudonym = self._conversations.pseudonym_of(sender.user_id)
-        async with self._handling(update_id) as handling:
-            if handling is None:
+        async with self._acting(update_id, sender, pseudonym) as acting:
+            if acting is None:
                 return
-            conn, now = handling
+            conn, now, actor = acting
             person = await People(conn).get(pseudonym)
-            locale = person.locale if person else self._conversations.default_locale
-            actor = Actor(pseudonym, sender.chat_id, locale)
+            locale = actor.locale
             regions = [person.region] if person and person.region else []
             as_staff = not regions
             if as_staff:
