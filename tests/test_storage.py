@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from storage import database as database_module
@@ -825,6 +826,21 @@ async def test_update_deliveries_keep_the_message_they_went_out_as(tmp_path: Pat
     assert rows == [("p-1", 11), ("p-2", 21)]
 
 
+async def late_record_after_a_reply_is_queued(conn: aiosqlite.Connection, forgotten: int) -> None:
+    """A reply to someone else is queued after the row `forgotten` was emptied; then the
+    sender's late record of sending that row arrives. The reply stays to be sent, and the
+    emptied row keeps nothing of its person (no chat, words or message id)."""
+    reply = await Outbox(conn).enqueue(502, 1, "message", {"text": "to staff"}, 1)
+    assert reply != forgotten
+    await Outbox(conn).mark_sent_many([(forgotten, 77, 0)], 2)
+    async with conn.execute(
+        "SELECT id, chat_id, status, payload, message_id FROM outbox"
+    ) as cursor:
+        rows = {int(r[0]): (int(r[1]), str(r[2]), r[3], r[4]) for r in await cursor.fetchall()}
+    assert rows[reply][:2] == (502, "pending")
+    assert rows[forgotten] == (0, "cancelled", None, None)
+
+
 async def test_an_erased_person_s_rows_keep_their_ids_so_a_late_sent_record_hits_no_new_row(
     db: Database,
 ) -> None:
@@ -837,15 +853,7 @@ async def test_an_erased_person_s_rows_keep_their_ids_so_a_late_sent_record_hits
         outbox = Outbox(conn)
         last_words = await outbox.enqueue(501, 1, "message", {"text": "-"}, 0)
         await erase_person(conn, "p-gone", 501, 1)
-        reply = await outbox.enqueue(502, 1, "message", {"text": "to staff"}, 1)
-        assert reply != last_words
-        await outbox.mark_sent_many([(last_words, 77, 0)], 2)  # the late record
-        async with conn.execute(
-            "SELECT id, chat_id, status, payload, message_id FROM outbox"
-        ) as cursor:
-            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3], r[4]) for r in await cursor.fetchall()}
-    assert rows[reply][:2] == (502, "pending")
-    assert rows[last_words] == (0, "cancelled", None, None)  # nothing of the person kept
+        await late_record_after_a_reply_is_queued(conn, last_words)
 
 
 @pytest.mark.parametrize("cancelled_by", ["cancel_chat", "cancel_one"])
@@ -863,12 +871,4 @@ async def test_a_goodbye_cancelled_while_on_its_way_keeps_its_id_so_its_late_rec
             await outbox.cancel_chat(501, "blocked")
         else:
             await outbox.cancel_one(goodbye, "stale")
-        reply = await outbox.enqueue(502, 1, "message", {"text": "to staff"}, 1)
-        assert reply != goodbye
-        await outbox.mark_sent_many([(goodbye, 77, 0)], 2)  # the late record
-        async with conn.execute(
-            "SELECT id, chat_id, status, payload, message_id FROM outbox"
-        ) as cursor:
-            rows = {int(r[0]): (int(r[1]), str(r[2]), r[3], r[4]) for r in await cursor.fetchall()}
-    assert rows[reply][:2] == (502, "pending")
-    assert rows[goodbye] == (0, "cancelled", None, None)  # nothing of the person kept
+        await late_record_after_a_reply_is_queued(conn, goodbye)
