@@ -206,9 +206,7 @@ class PanelTexts(DialogueTexts):
         """The invitation's message: its text, and the answer buttons of one invitation."""
         return {"text": text, "buttons": self._answer_buttons(token, locale)}
 
-    def invitation_moved(
-        self, text: str, token: str, locale: str, changed: str = CHANGED_TIME
-    ) -> Payload:
+    def invitation_moved(self, text: str, token: str, locale: str, changed: str) -> Payload:
         """An invitation already sent, edited in place after its panel moved (`text` is
         the invitation with the new date or place): still answerable, and saying first
         what changed (`CHANGED_TIME`, `CHANGED_PLACE` or `CHANGED_BOTH`)."""

@@ -314,9 +314,7 @@ class PanelService(Desk[PanelTexts]):
         await self._broadcasts.stop_about(
             conn, f"panel:{panel.id}", ("panel_correction",), actor.pseudonym, now
         )
-        await self._correct_later(
-            conn, changed, 0, now, now + CORRECT_AFTER_MS, now, changed=CHANGED_PLACE
-        )
+        await self._correct_later(conn, changed, 0, now, now + CORRECT_AFTER_MS, now)
         await self._tell_coming(conn, actor, changed, CHANGED_PLACE, now)
 
     async def _tell_coming(
@@ -411,9 +409,7 @@ class PanelService(Desk[PanelTexts]):
             or _changed_since(panel, changed_at)
         ):
             return
-        # Parts queued before a place could be changed corrected only a date.
-        changed = str(job.payload.get("changed", CHANGED_TIME))
-        await self._correct_sent_invitations(conn, panel, after, changed_at, now, changed)
+        await self._correct_sent_invitations(conn, panel, after, changed_at, now)
 
     async def _correct_later(
         self,
@@ -423,35 +419,26 @@ class PanelService(Desk[PanelTexts]):
         changed_at: int,
         due: int,
         now: int,
-        changed: str = CHANGED_TIME,
     ) -> None:
         """A part of `_correct_sent_invitations`, as a job due at `due`; keyed by the
-        change (its kind and time) and the part, so a change and the next never meet.
-        `changed`: what an open panel's edited invitations say changed."""
+        change (its kind and time) and the part, so a change and the next never meet."""
         payload = {
             "panel_id": panel.id,
             "status": panel.status,
             "starts_at": panel.starts_at,
             "changed_at": changed_at,
             "after": after,
-            "changed": changed,
         }
-        key = f"{CORRECT_JOB}:{panel.id}:{panel.status}:{changed}:{changed_at}:{after}"
+        key = f"{CORRECT_JOB}:{panel.id}:{panel.status}:{changed_at}:{after}"
         await Schedules(conn).add(CORRECT_JOB, key, due, payload, now)
         self._on_queued()  # wake the scheduler (as `_reword_queued_invitations`)
 
     async def _correct_sent_invitations(
-        self,
-        conn: aiosqlite.Connection,
-        panel: Panel,
-        after: int,
-        changed_at: int,
-        now: int,
-        changed: str = CHANGED_TIME,
+        self, conn: aiosqlite.Connection, panel: Panel, after: int, changed_at: int, now: int
     ) -> None:
         """Edit the invitations already sent to show the panel as it is now: its new date
-        or place (still answerable, saying what changed since each was sent: `changed`
-        where that is not known) or that it is called off (no buttons). An invitation can
+        or place (still answerable, saying what changed since each was sent) or that it
+        is called off (no buttons). An invitation can
         sit unread for days, and whoever reads the old date decides on it; an edit tells
         nobody twice, and wakes nobody. INVITE_BATCH here, as a broadcast (stopped by a
         later change, and for someone who says no to panel invitations), the rest in parts
@@ -466,11 +453,9 @@ class PanelService(Desk[PanelTexts]):
             if panel.status == "open":
                 if locale not in texts:
                     texts[locale] = self._texts.invitation_text(panel, locale)
+                changed = _what_changed(panel, invitation)
                 payload = self._texts.invitation_moved(
-                    texts[locale],
-                    invitation.token,
-                    locale,
-                    _what_changed(panel, invitation, changed),
+                    texts[locale], invitation.token, locale, changed
                 )
             else:
                 payload = self._texts.called_off(panel, locale)
@@ -490,7 +475,7 @@ class PanelService(Desk[PanelTexts]):
             )
         if len(sent) > INVITE_BATCH:
             last = sent[INVITE_BATCH - 1].id
-            await self._correct_later(conn, panel, last, changed_at, now, now, changed)
+            await self._correct_later(conn, panel, last, changed_at, now, now)
 
     async def cancel_panel(
         self, conn: aiosqlite.Connection, actor: Actor, values: Mapping[str, str], now: int
@@ -838,21 +823,16 @@ def _changed_since(panel: Panel, changed_at: int) -> bool:
     return last is not None and last > changed_at
 
 
-def _what_changed(panel: Panel, invitation: SentInvitation, changed: str) -> str:
-    """What changed since the invitation was sent: its time, its place, or both
-    (`changed`, the change being corrected, where the invitation's time is not known)."""
-    if invitation.sent_at is None:
-        return changed
-    sent_at = invitation.sent_at
+def _what_changed(panel: Panel, invitation: SentInvitation) -> str:
+    """What changed since the invitation was sent (the corrections of an open panel read
+    only invitations sent before the change): its time, its place, or both. A change made
+    before migration 0031 recorded neither; those were all moves."""
+    sent_at = invitation.sent_at if invitation.sent_at is not None else 0
     moved = panel.moved_at is not None and panel.moved_at > sent_at
     new_place = panel.place_changed_at is not None and panel.place_changed_at > sent_at
     if moved and new_place:
         return CHANGED_BOTH
-    if new_place:
-        return CHANGED_PLACE
-    if moved:
-        return CHANGED_TIME
-    return changed
+    return CHANGED_PLACE if new_place else CHANGED_TIME
 
 
 def _panel_form(values: Mapping[str, str]) -> tuple[str, int, int] | None:
